@@ -1,0 +1,31 @@
+# The two commands a new user needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: venv demo test test-fast bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-test.txt setup.cfg
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-test.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/streamdet demo --config config/smd.yaml
+
+test: venv
+	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -ra -m "not kafka and not slow and not prometheus" $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/python tools/bench_pipeline.py --config config/smd.yaml
+
+clean:
+	rm -rf $(VENV) artifacts .pytest_cache

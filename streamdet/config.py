@@ -1,0 +1,306 @@
+"""YAML configuration -> frozen dataclasses.
+
+Every section is a frozen dataclass; each component receives only its own section. Unknown keys, wrong types and
+out-of-range values raise ConfigError naming the full key path (``scoring.max_batch: must be >= 1, got 0``), so a bad
+config fails at start-up with one line. Strings may reference the environment as ``${VAR}`` or ``${VAR:-default}``
+(used for secrets and for the data root). Relative paths are resolved against the config file's directory, so a config
+works from any working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from .errors import ConfigError
+
+
+def _range(lo: float | None = None, hi: float | None = None, **kw):
+    """A dataclass field with an inclusive numeric range checked at load time."""
+    return field(metadata={"lo": lo, "hi": hi}, **kw)
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Optional[Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]] = None
+    sasl_username: Optional[str] = None
+    sasl_password_env: Optional[str] = None  # name of the environment variable holding the password
+    ssl_cafile: Optional[str] = None
+    ssl_certfile: Optional[str] = None
+    ssl_keyfile: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str = "embedded"  # "host:port,host:port" or "embedded" (bundled broker on a free loopback port)
+    metrics_topic: str = "metrics"
+    alerts_topic: str = "alerts"
+    dlq_topic: str = "metrics-dlq"
+    state_topic: str = "streamdet-state"
+    group_id: str = "streamdet"
+    client_id: str = "streamdet"
+    partitions: int = _range(1, 10_000, default=4)  # used when streamdet creates a missing topic
+    session_timeout_ms: int = _range(1000, 300_000, default=10_000)
+    heartbeat_interval_ms: int = _range(100, 60_000, default=1000)
+    max_poll_records: int = _range(1, 1_000_000, default=5000)
+    poll_timeout_ms: int = _range(1, 60_000, default=100)
+    commit_interval_ms: int = _range(10, 600_000, default=1000)
+    checkpoint_interval_ms: int = _range(100, 3_600_000, default=10_000)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = "${STREAMDET_DATA:-../../shared/data}"
+    dataset: Literal["smd", "asd", "nab", "csv", "synthetic"] = "smd"
+    entities: tuple[str, ...] = ()  # empty = every entity of the dataset
+    csv_train: Optional[str] = None  # dataset: csv -> a file with a header of channel names
+    csv_test: Optional[str] = None
+    csv_labels: Optional[str] = None
+    synthetic_seed: int = 0
+    synthetic_entities: int = _range(1, 10_000, default=3)
+    synthetic_channels: int = _range(1, 1024, default=8)
+    synthetic_length: int = _range(100, 10_000_000, default=6000)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "lstm_ae"
+    preset: Optional[str] = None  # e.g. "tiny" for tests and quick demos
+    window: int = _range(2, 100_000, default=100)
+    params: dict = field(default_factory=dict)
+    bundle: str = "../artifacts/lstm_ae-smd.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = _range(1, 100_000, default=10)
+    batch_size: int = _range(1, 1_000_000, default=128)
+    lr: float = _range(1e-7, 10.0, default=1e-3)
+    weight_decay: float = _range(0.0, 10.0, default=1e-4)
+    grad_clip: float = _range(0.0, 1e6, default=1.0)
+    patience: int = _range(0, 10_000, default=3)
+    val_fraction: float = _range(0.01, 0.9, default=0.2)
+    train_stride: int = _range(1, 100_000, default=1)  # step between training windows
+    max_windows: int = _range(0, 100_000_000, default=0)  # 0 = no cap; otherwise subsample evenly
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    normalisation: Literal["global", "none"] = "global"
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    stride: int = _range(1, 100_000, default=10)
+    max_batch: int = _range(1, 100_000, default=64)
+    max_wait_ms: float = _range(0, 60_000, default=50)
+    device: str = "cpu"
+    threads: int = _range(0, 1024, default=0)  # 0 = torch default
+
+
+@dataclass(frozen=True)
+class ThresholdConfig:
+    method: Literal["pot", "percentile"] = "pot"
+    risk: float = _range(1e-9, 0.5, default=1e-3)  # POT: probability of a normal score exceeding the threshold
+    init_level: float = _range(0.5, 0.9999, default=0.98)  # POT: quantile that starts the tail
+    percentile: float = _range(50.0, 99.9999, default=99.5)  # percentile method
+    warmup: int = _range(0, 10_000_000, default=0)  # points per entity before alerts may fire (window fill is implied)
+    update: bool = True  # adapt thresholds online with (non-anomalous) scores
+
+
+@dataclass(frozen=True)
+class AlertingConfig:
+    min_consecutive: int = _range(1, 100_000, default=3)
+    cooldown: int = _range(1, 1_000_000, default=10)
+    top_channels: int = _range(1, 1000, default=3)
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    allowed_lateness_s: float = _range(0, 1e9, default=300.0)
+    max_record_bytes: int = _range(64, 100_000_000, default=65536)
+    max_entities: int = _range(1, 10_000_000, default=100_000)
+    entity_idle_s: float = _range(0, 1e9, default=3600.0)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    host: str = "127.0.0.1"
+    port: int = _range(0, 65535, default=9108)  # 0 = pick a free port (tests)
+    max_entity_series: int = _range(0, 1_000_000, default=200)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True)
+class Config:
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    alerting: AlertingConfig = field(default_factory=AlertingConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    base_dir: str = "."  # directory relative paths resolve against; set by the loader, not by users
+
+    def path(self, value: str) -> Path:
+        """Resolve a path from the config against the config file's directory."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (Path(self.base_dir) / p).resolve()
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(value: str, key: str) -> str:
+    def sub(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is None:
+            raise ConfigError(f"{key}: environment variable {name} is not set")
+        return default
+
+    return _ENV.sub(sub, value)
+
+
+def _check_type(value: Any, tp: Any, key: str) -> Any:
+    """Return `value` converted to `tp` where lossless (int->float, list->tuple), else raise ConfigError."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_type(value, inner[0], key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
+        return tuple(_check_type(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is dict or origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {type(value).__name__}")
+        return _expand_env(value, key)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - a bug in the schema
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    """Build dataclass `cls` from mapping `raw`, checking keys, types and ranges."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "base_dir"}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"{where}{unknown[0]}: unknown key (known: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name in raw:
+            value = _check_type(raw[name], hints[name], key)
+        elif dataclasses.is_dataclass(hints[name]):
+            value = _build(hints[name], {}, key)
+        else:
+            continue
+        lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+        if lo is not None and value < lo:
+            raise ConfigError(f"{key}: must be >= {lo}, got {value}")
+        if hi is not None and value > hi:
+            raise ConfigError(f"{key}: must be <= {hi}, got {value}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a raw config mapping."""
+    raw = dict(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. kafka.group_id=test")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = raw
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"{'.'.join(parts[: i + 1])}: is a value, cannot set {key}")
+            node[part] = child = dict(child)
+            node = child
+        try:
+            node[parts[-1]] = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{key}: value is not valid YAML ({exc.__class__.__name__})") from None
+    return raw
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+    """Load, validate and resolve a config file (or the defaults when `path` is None)."""
+    raw: Any = {}
+    base = Path.cwd()
+    if path is not None:
+        p = Path(path)
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"{path}: not valid YAML{where}") from None
+        base = p.resolve().parent
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    raw = apply_overrides(raw, overrides or [])
+    cfg = _build(Config, raw, "")
+    return dataclasses.replace(cfg, base_dir=str(base))
+
+
+def to_dict(cfg: Config) -> dict:
+    """The resolved configuration as plain data (for check-config and for recording in bundles)."""
+    return dataclasses.asdict(cfg)

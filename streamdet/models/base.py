@@ -1,0 +1,59 @@
+"""The one contract every detector follows (DESIGN.md §3).
+
+Shapes use fixed letters: B batch, L window, C channels, D width, P patches, H heads.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+
+class Detector(nn.Module):
+    """Base class of all detectors.
+
+    Subclasses set `name` (the registry key) and `presets` (named hyper-parameter sets; at least "tiny", used by tests
+    and quick demos, and "default", tuned for SMD), implement `loss` for training and `forward` for scoring.
+
+    - `loss(x, epoch, labels)`: x [B, L, C] normalised. Multi-phase objectives (minimax, adversarial phases,
+      self-distillation) live here. `labels` [B, L] (0/1) is given only when the training split carries labelled
+      anomalies (semi-supervised models use it; others ignore it). Never scripted.
+    - `forward(x)` -> (scores [B, L], contributions [B, L, C]): higher score = more anomalous; contributions are
+      per-channel shares >= 0. Row independence: forward(x)[i] depends only on x[i].
+    - `prepare(train)`: called once by the trainer with a sample of normalised training windows [N, L, C] before the
+      first step; for statistics a model needs (PCA bases, kNN references, memory initialisation). Default: nothing.
+    - `trainable`: False for models fully fitted by `prepare` (the trainer then skips gradient steps).
+    """
+
+    name: str = "detector"
+    presets: Dict[str, Dict] = {"tiny": {}, "default": {}}
+    trainable: bool = True
+
+    def __init__(self, n_channels: int, window: int):
+        super().__init__()
+        self.n_channels = n_channels
+        self.window = window
+
+    def loss(self, x: Tensor, epoch: int, labels: Optional[Tensor] = None) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    def prepare(self, train: Tensor) -> None:
+        """Fit statistics from normalised training windows [N, L, C] before gradient training (optional)."""
+
+    def hparams(self) -> Dict:
+        """Hyper-parameters needed to rebuild this model (recorded in the bundle)."""
+        return dict(getattr(self, "_hparams", {}))
+
+
+def squared_error_scores(x: Tensor, x_hat: Tensor) -> Tuple[Tensor, Tensor]:
+    """Reconstruction scores shared by the autoencoders: per-step mean squared error and per-channel shares.
+
+    x, x_hat: [B, L, C] -> scores [B, L], contributions [B, L, C] (squared error of each channel, >= 0).
+    """
+    err = (x - x_hat) ** 2  # [B, L, C]
+    return err.mean(dim=-1), err

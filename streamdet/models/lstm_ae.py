@@ -1,0 +1,43 @@
+"""LSTM autoencoder (Malhotra et al., 2016): encode the window into a summary, decode it back step by step.
+
+Score = per-step squared reconstruction error; contributions = per-channel squared error.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+from torch import Tensor, nn
+
+from .base import Detector, squared_error_scores
+from .registry import register
+
+
+@register
+class LSTMAutoencoder(Detector):
+    name = "lstm_ae"
+    presets = {
+        "default": {"hidden": 64, "layers": 1, "dropout": 0.0},
+        "tiny": {"hidden": 16, "layers": 1, "dropout": 0.0},
+    }
+
+    def __init__(self, n_channels: int, window: int, hidden: int = 64, layers: int = 1, dropout: float = 0.0):
+        super().__init__(n_channels, window)
+        self.encoder = nn.LSTM(n_channels, hidden, num_layers=layers, batch_first=True,
+                               dropout=dropout if layers > 1 else 0.0)
+        self.decoder = nn.LSTM(hidden, hidden, num_layers=layers, batch_first=True,
+                               dropout=dropout if layers > 1 else 0.0)
+        self.output = nn.Linear(hidden, n_channels)
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        B, L, C = x.shape
+        _, (h, _) = self.encoder(x)  # h: [layers, B, D]
+        summary = h[-1].unsqueeze(1).expand(B, L, h.shape[-1])  # [B, L, D]: the code repeated at every step
+        out, _ = self.decoder(summary)  # [B, L, D]
+        return self.output(out)  # [B, L, C]
+
+    def loss(self, x: Tensor, epoch: int, labels: Optional[Tensor] = None) -> Tensor:
+        return ((self.reconstruct(x) - x) ** 2).mean()
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        return squared_error_scores(x, self.reconstruct(x))
