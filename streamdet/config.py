@@ -279,23 +279,44 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
-    """Load, validate and resolve a config file (or the defaults when `path` is None)."""
-    raw: Any = {}
-    base = Path.cwd()
-    if path is not None:
-        p = Path(path)
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError(f"{path}: not valid YAML{where}") from None
-        base = p.resolve().parent
+def _merge(base: dict, top: dict) -> dict:
+    """Deep-merge two raw config mappings; `top` wins."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """Read one config file; a top-level `extends: other.yaml` (relative to it) is loaded first and merged under it."""
+    if path in seen:
+        raise ConfigError(f"{path}: extends itself (via {' -> '.join(map(str, seen))})")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends: expected a file name, got {parent!r}")
+    return _merge(_read_yaml((path.parent / parent).resolve(), seen + (path,)), raw)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+    """Load, validate and resolve a config file (or the defaults when `path` is None)."""
+    raw: dict = {}
+    base = Path.cwd()
+    if path is not None:
+        p = Path(path).resolve()
+        raw = _read_yaml(p)
+        base = p.parent
     raw = apply_overrides(raw, overrides or [])
     cfg = _build(Config, raw, "")
     return dataclasses.replace(cfg, base_dir=str(base))

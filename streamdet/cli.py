@@ -1,0 +1,161 @@
+"""`streamdet` command line: one entry point, one error handler.
+
+Expected failures (StreamdetError: bad config, bad bundle, missing data) print one line and exit 2; anything else is a
+bug and keeps its traceback. Heavy imports (torch, Kafka) happen inside the commands so `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Callable, Optional
+
+from .errors import StreamdetError
+
+log = logging.getLogger(__name__)
+
+
+def _config_args(p: argparse.ArgumentParser, positional: bool = False) -> None:
+    if positional:
+        p.add_argument("config", metavar="FILE", help="YAML configuration (see config/smd.yaml)")
+    else:
+        p.add_argument("--config", required=True, metavar="FILE", help="YAML configuration (see config/smd.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set kafka.group_id=x (repeatable)")
+    p.add_argument("--log-format", choices=("text", "json"), help="log line format (default: logging.format)")
+    p.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="default: logging.level")
+
+
+def _entities(text: Optional[str]) -> Optional[list[str]]:
+    return [e.strip() for e in text.split(",") if e.strip()] if text else None
+
+
+def _load(args: argparse.Namespace):
+    from .config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "log_format", None):
+        overrides.append(f"logging.format={args.log_format}")
+    if getattr(args, "log_level", None):
+        overrides.append(f"logging.level={args.log_level}")
+    cfg = load_config(args.config, overrides)
+    from .io.logs import setup_logging
+
+    setup_logging(cfg.logging)
+    return cfg
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from .config import to_dict
+
+    cfg = _load(args)
+    resolved = to_dict(cfg)
+    resolved["resolved_paths"] = {"data.root": str(cfg.path(cfg.data.root)), "model.bundle": str(cfg.path(cfg.model.bundle))}
+    print(json.dumps(resolved, indent=2, default=str))
+    print(f"ok: {args.config} is valid", file=sys.stderr)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train_bundle
+
+    cfg = _load(args)
+    bundle = train_bundle(cfg, model_name=args.model, entities=_entities(args.entities), out=args.out,
+                          progress=not args.no_progress)
+    print(f"bundle written: {bundle.path} (model {bundle.model_name}, window {bundle.window}, "
+          f"{len(bundle.channels)} channels, sha256 {bundle.sha256[:12]})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import Daemon
+
+    cfg = _load(args)
+    return Daemon(cfg, bundle_path=args.bundle).run()
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import replay_to_kafka
+
+    cfg = _load(args)
+    report = replay_to_kafka(cfg, split=args.split, entities=_entities(args.entities), rate=args.rate,
+                             limit=args.limit)
+    print(f"replayed {report.records} records of {len(report.entities)} entities to "
+          f"{cfg.kafka.metrics_topic} in {report.seconds:.1f} s")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate.backtest import run_evaluate
+
+    cfg = _load(args)
+    summary = run_evaluate(cfg, args.bundle or cfg.model.bundle, entities=_entities(args.entities), out_dir=args.out)
+    print(json.dumps(summary.get("aggregate", summary), indent=2, default=str))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    cfg = _load(args)
+    return run_demo(cfg, limit=args.limit)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models.registry import MODELS, names
+
+    for name in names():
+        cls = MODELS[name]
+        print(f"{name:22s} presets: {', '.join(cls.presets)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamdet", description="Streaming multivariate anomaly detection.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str, positional: bool = False):
+        p = sub.add_parser(name, help=help_, description=help_)
+        _config_args(p, positional)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("run", cmd_run, "run the daemon until SIGTERM/SIGINT")
+    p.add_argument("--bundle", help="model bundle (default: model.bundle)")
+    p = add("train", cmd_train, "train, calibrate and export a model bundle")
+    p.add_argument("--model", help="registry name (default: model.name)")
+    p.add_argument("--entities", help="comma-separated entities (default: data.entities)")
+    p.add_argument("--out", help="bundle path (default: model.bundle)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p = add("replay", cmd_replay, "produce dataset rows into the metrics topic as JSON keyed by entity")
+    p.add_argument("--split", choices=("test", "train"), default="test")
+    p.add_argument("--entities", help="comma-separated entities (default: data.entities)")
+    p.add_argument("--rate", type=float, default=0.0, help="records per second in total (0 = as fast as possible)")
+    p.add_argument("--limit", type=int, default=0, help="at most N records per entity (0 = all)")
+    p = add("evaluate", cmd_evaluate, "backtest a bundle on the test split through the live pipeline stages")
+    p.add_argument("--bundle", help="model bundle (default: model.bundle)")
+    p.add_argument("--entities", help="comma-separated entities (default: data.entities)")
+    p.add_argument("--out", default="evaluation", help="report folder")
+    p = add("demo", cmd_demo, "train if needed, start an embedded broker, replay, run the daemon, print alerts")
+    p.add_argument("--limit", type=int, default=0, help="at most N test records per entity (0 = all)")
+    add("check-config", cmd_check_config, "validate a config and print the resolved values", positional=True)
+    p = sub.add_parser("models", help="list the registered detectors")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except StreamdetError as exc:
+        print(f"streamdet: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
