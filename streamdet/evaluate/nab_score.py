@@ -1,0 +1,131 @@
+"""NAB score (Lavin & Ahmad, ICMLA 2015), following the published scoring rules of numenta/NAB.
+
+Each labelled window rewards its earliest detection with a scaled sigmoid of the detection's position (start of the
+window = full tpWeight, right edge = 0); a window without detection costs fnWeight; a detection outside every window
+costs fpWeight x a sigmoid of its distance past the previous window (the full fpWeight before the first window). The
+first min(floor(15 % of rows), 750) rows are probationary: not scored, and windows lying wholly inside them do not
+count. Raw file scores are summed over the corpus and normalised per profile so that the null detector (no
+detections) scores 0 and a perfect detector (every window detected at its first row) scores 100.
+
+One difference from NAB's scoreboard, on purpose: NAB sweeps the detection threshold per profile on the scored corpus
+itself (tuning on test labels). We score the detections our operating threshold and alert rules produce, with no
+tuning, so our NAB scores are not optimistic.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+
+PROFILES = {  # numenta/NAB config/profiles.json
+    "standard": {"tp": 1.0, "fp": 0.11, "fn": 1.0},
+    "reward_low_FP_rate": {"tp": 1.0, "fp": 0.22, "fn": 1.0},
+    "reward_low_FN_rate": {"tp": 1.0, "fp": 0.11, "fn": 2.0},
+}
+PROBATION_PERCENT = 0.15
+
+
+def scaled_sigmoid(position: float) -> float:
+    """NAB's reward curve: ~+0.987 at relative position -1 (window start), 0 at the right edge, -1 far after it."""
+    if position >= 3.0:
+        return -1.0
+    return 2.0 / (1.0 + math.exp(5.0 * position)) - 1.0
+
+
+def probation_length(n_rows: int) -> int:
+    return int(min(math.floor(PROBATION_PERCENT * n_rows), PROBATION_PERCENT * 5000))
+
+
+def _timestamps(root: Path, entity: str) -> np.ndarray:
+    path = root / f"{entity}.test.csv.gz"
+    try:
+        with gzip.open(path, "rt", newline="") as fh:
+            rows = list(csv.reader(fh))
+    except FileNotFoundError:
+        raise DataError(f"{path}: NAB test file not found") from None
+    if not rows or rows[0][0] != "timestamp":
+        raise DataError(f"{path}: first column must be 'timestamp'")
+    return np.array([r[0].replace(" ", "T") for r in rows[1:]], dtype="datetime64[us]")
+
+
+def load_windows(root: str | Path, entities: list[str]) -> dict[str, list[tuple[int, int]]]:
+    """NAB windows of each entity as inclusive (first row, last row), from labels/combined_windows.json."""
+    root = Path(root)
+    path = root / "labels" / "combined_windows.json"
+    try:
+        table = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: NAB windows file not found") from None
+    out = {}
+    for entity in entities:
+        key = f"{entity}.csv"
+        if key not in table:
+            raise DataError(f"{path}: no windows for {key}")
+        stamps = _timestamps(root, entity)
+        out[entity] = [(_row(stamps, a, path, key), _row(stamps, b, path, key)) for a, b in table[key]]
+    return out
+
+
+def _row(stamps: np.ndarray, text: str, path: Path, key: str) -> int:
+    t = np.datetime64(text.replace(" ", "T"), "us")
+    i = int(np.searchsorted(stamps, t))
+    if i >= stamps.size or stamps[i] != t:
+        raise DataError(f"{path}: {key}: window edge {text} is not a timestamp of the file")
+    return i
+
+
+def _row_rewards(n: int, windows: list[tuple[int, int]], profile: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the weighted score a detection there would earn, and the window index it falls in (-1: none)."""
+    reward, window_of = np.empty(n), np.full(n, -1)
+    previous_end, previous_width = None, None
+    ordered = sorted(windows)
+    for k, (a, b) in enumerate(ordered):
+        window_of[a:b + 1] = k
+    max_tp = scaled_sigmoid(-1.0)
+    for i in range(n):
+        k = window_of[i]
+        if k >= 0:
+            a, b = ordered[k]
+            width = b - a + 1
+            reward[i] = scaled_sigmoid(-(b - i + 1) / width) * profile["tp"] / max_tp
+            previous_end, previous_width = b, width
+        else:
+            past = 3.0 if previous_end is None else abs(previous_end - i) / max(previous_width - 1, 1)
+            reward[i] = scaled_sigmoid(past) * profile["fp"]
+    return reward, window_of
+
+
+def file_score(detections: np.ndarray, windows: list[tuple[int, int]], profile: str) -> tuple[float, int]:
+    """Raw NAB score of one file and the number of windows it scores (those reaching past probation)."""
+    weights = PROFILES[profile]
+    det = np.asarray(detections).astype(bool).ravel()
+    reward, window_of = _row_rewards(det.size, windows, weights)
+    scored = np.arange(det.size) >= probation_length(det.size)
+    counted = np.unique(window_of[scored & (window_of >= 0)])
+    total = 0.0
+    for k in counted:
+        hits = det & scored & (window_of == k)
+        total += reward[hits].max() if hits.any() else -weights["fn"]
+    false_hits = det & scored & (window_of < 0)
+    total += float(reward[false_hits].sum())
+    return total, int(counted.size)
+
+
+def corpus_score(per_file: dict[str, np.ndarray], windows: dict[str, list[tuple[int, int]]]) -> dict:
+    """Normalised NAB score (0 = null detector, 100 = perfect) for every profile over the given files."""
+    out = {}
+    for profile, w in PROFILES.items():
+        raw, n_windows = 0.0, 0
+        for entity, det in per_file.items():
+            score, count = file_score(det, windows[entity], profile)
+            raw, n_windows = raw + score, n_windows + count
+        null, perfect = -w["fn"] * n_windows, w["tp"] * n_windows
+        out[f"nab_{profile}"] = 100.0 * (raw - null) / (perfect - null) if n_windows else float("nan")
+    return out
