@@ -1,0 +1,263 @@
+"""Classical baselines behind the Detector contract: fitted in prepare(), no gradient training, scriptable.
+
+Every deep model has to beat these to earn its cost. All statistics live in buffers sized at construction from the
+hyper-parameters, so the scripted bundle carries them and the shapes never change after prepare().
+
+- robust_z: per-channel |x - median| / (1.4826 MAD); score = mean over channels.
+- pca: reconstruction error of each row from the top principal components of training rows.
+- pca_window: the same on the flattened sub-window of `span` rows ending at each step (captures short dynamics).
+- knn: distance of the sub-window ending at each step to its nearest neighbour in a reference sample of training
+  sub-windows.
+- hst: Half-Space Trees (Tan, Ting & Liu, IJCAI 2011) in batch form. River's HST learns masses online from a sliding
+  reference window in Python; here the random tree structure is drawn once and the node masses are counted from the
+  training rows in prepare(), so scoring is fixed tensor gathers (scriptable) and identical for every entity.
+  A row descends each tree until a node holds under `size_limit` of the reference mass; its density there is
+  mass x 2^depth / N. Score = mean over trees of -log2(density): river sums masses linearly, where one tree landing
+  in a dense region masks the others; the log (a geometric mean) keeps the evidence of every tree.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .base import Detector
+from .registry import register
+
+_EPS = 1e-6
+
+
+def subwindows(x: Tensor, span: int) -> Tensor:
+    """The `span` rows ending at each step, flattened; the first rows are edge-padded (causal, one per step).
+
+    x: [B, L, C] -> [B, L, span * C]
+    """
+    B, L, C = x.shape
+    padded = torch.cat([x[:, :1].expand(B, span - 1, C), x], dim=1)  # [B, L + span - 1, C]
+    frames = padded.unfold(1, span, 1)  # [B, L, C, span]
+    return frames.transpose(2, 3).reshape(B, L, span * C)  # [B, L, span, C] -> [B, L, span*C]
+
+
+def _rows(train: Tensor) -> Tensor:
+    """Training windows [N, L, C] -> rows [N*L, C]."""
+    N, L, C = train.shape
+    return train.reshape(N * L, C)
+
+
+def _sample(rows: Tensor, n: int, seed: int) -> Tensor:
+    """n rows drawn uniformly (with replacement only when there are fewer than n)."""
+    g = torch.Generator().manual_seed(seed)
+    if rows.shape[0] >= n:
+        return rows[torch.randperm(rows.shape[0], generator=g)[:n]]
+    return rows[torch.randint(0, rows.shape[0], (n,), generator=g)]
+
+
+def _train_subwindows(train: Tensor, span: int, limit: int, seed: int) -> Tensor:
+    """All sub-windows fully inside the training windows, flattened, at most `limit` of them."""
+    N, L, C = train.shape
+    frames = train.unfold(1, span, 1)  # [N, L-span+1, C, span]
+    flat = frames.transpose(2, 3).reshape(-1, span * C)  # [N*(L-span+1), span*C]
+    return _sample(flat, min(limit, flat.shape[0]), seed)
+
+
+class _Fitted(Detector):
+    """Common parts: not trainable, no loss."""
+
+    trainable = False
+
+    def loss(self, x: Tensor, epoch: int, labels: Optional[Tensor] = None) -> Tensor:
+        return torch.zeros((), requires_grad=True)
+
+
+@register
+class RobustZScore(_Fitted):
+    name = "robust_z"
+    presets = {"default": {}, "tiny": {}}
+
+    def __init__(self, n_channels: int, window: int):
+        super().__init__(n_channels, window)
+        self.register_buffer("median", torch.zeros(n_channels))
+        self.register_buffer("scale", torch.ones(n_channels))
+
+    def prepare(self, train: Tensor) -> None:
+        rows = _rows(train)
+        median = rows.median(dim=0).values  # [C]
+        mad = (rows - median).abs().median(dim=0).values  # [C]
+        self.median.copy_(median)
+        self.scale.copy_(1.4826 * mad + _EPS)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        z = (x - self.median).abs() / self.scale  # [B, L, C]
+        return z.mean(dim=-1), z
+
+
+class _PCABase(_Fitted):
+    """Reconstruction from the top principal directions of `dims`-dimensional vectors (at most `components`)."""
+
+    def _init_pca(self, dims: int, components: int, variance: float) -> None:
+        self.variance = variance
+        self.register_buffer("centre", torch.zeros(dims))
+        self.register_buffer("basis", torch.zeros(dims, min(components, dims)))
+
+    def _fit(self, vectors: Tensor) -> None:
+        """Keep the fewest directions explaining `variance` of the training variance, at most dims - 1 of them."""
+        centre = vectors.mean(dim=0)
+        _, sv, v = torch.linalg.svd(vectors - centre, full_matrices=False)  # v: [min(M, dims), dims]
+        explained = (sv ** 2).cumsum(0) / (sv ** 2).sum().clamp_min(_EPS)
+        k = int((explained < self.variance).sum()) + 1
+        k = min(k, self.basis.shape[1], self.basis.shape[0] - 1, v.shape[0])
+        basis = torch.zeros_like(self.basis)  # unused columns stay zero and project nothing
+        basis[:, :k] = v[:k].T
+        self.centre.copy_(centre)
+        self.basis.copy_(basis)
+
+    def _residual(self, v: Tensor) -> Tensor:
+        """v: [B, L, dims] -> squared residual [B, L, dims]."""
+        centred = v - self.centre
+        return (centred - centred @ self.basis @ self.basis.T) ** 2
+
+
+@register
+class PCARows(_PCABase):
+    name = "pca"
+    presets = {"default": {"components": 10, "max_rows": 50000}, "tiny": {"components": 3, "max_rows": 5000}}
+
+    def __init__(self, n_channels: int, window: int, components: int = 10, variance: float = 0.95,
+                 max_rows: int = 50000, seed: int = 0):
+        super().__init__(n_channels, window)
+        self.max_rows, self.seed = max_rows, seed
+        self._init_pca(n_channels, components, variance)
+
+    def prepare(self, train: Tensor) -> None:
+        rows = _rows(train)
+        self._fit(_sample(rows, min(self.max_rows, rows.shape[0]), self.seed))
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        err = self._residual(x)  # [B, L, C]
+        return err.mean(dim=-1), err
+
+
+@register
+class PCAWindow(_PCABase):
+    name = "pca_window"
+    presets = {"default": {"components": 20, "span": 10, "max_rows": 30000},
+               "tiny": {"components": 4, "span": 4, "max_rows": 3000}}
+
+    def __init__(self, n_channels: int, window: int, components: int = 20, variance: float = 0.95, span: int = 10,
+                 max_rows: int = 30000, seed: int = 0):
+        super().__init__(n_channels, window)
+        self.span, self.max_rows, self.seed = min(span, window), max_rows, seed
+        self._init_pca(self.span * n_channels, components, variance)
+
+    def prepare(self, train: Tensor) -> None:
+        self._fit(_train_subwindows(train, self.span, self.max_rows, self.seed))
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        B, L, C = x.shape
+        err = self._residual(subwindows(x, self.span))  # [B, L, span*C]
+        err = err.reshape(B, L, self.span, C)[:, :, -1]  # [B, L, span, C] -> last row of each sub-window [B, L, C]
+        return err.mean(dim=-1), err
+
+
+@register
+class NearestNeighbour(_Fitted):
+    name = "knn"
+    presets = {"default": {"span": 10, "references": 1000}, "tiny": {"span": 4, "references": 128}}
+
+    def __init__(self, n_channels: int, window: int, span: int = 10, references: int = 1000, seed: int = 0):
+        super().__init__(n_channels, window)
+        self.span, self.seed = min(span, window), seed
+        self.register_buffer("reference", torch.zeros(references, self.span * n_channels))
+
+    def prepare(self, train: Tensor) -> None:
+        flat = _train_subwindows(train, self.span, 10 * self.reference.shape[0], self.seed)
+        self.reference.copy_(_sample(flat, self.reference.shape[0], self.seed + 1))
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        B, L, C = x.shape
+        q = subwindows(x, self.span).reshape(B * L, self.span * C)  # [B*L, span*C]
+        nearest = torch.cdist(q, self.reference).argmin(dim=1)  # [B*L]
+        diff = (q - self.reference[nearest]) ** 2  # [B*L, span*C]
+        per_channel = diff.reshape(B, L, self.span, C).sum(dim=2)  # [B, L, span, C] -> [B, L, C]
+        return per_channel.sum(dim=-1).sqrt(), per_channel
+
+
+@register
+class HalfSpaceTrees(_Fitted):
+    name = "hst"
+    presets = {"default": {"trees": 25, "height": 10}, "tiny": {"trees": 10, "height": 8}}
+
+    def __init__(self, n_channels: int, window: int, trees: int = 25, height: int = 10, size_limit: float = 0.01,
+                 seed: int = 0):
+        super().__init__(n_channels, window)
+        self.height, self.size_limit, self.seed = height, size_limit, seed
+        inner, nodes = 2 ** height - 1, 2 ** (height + 1) - 1
+        self.register_buffer("split_dim", torch.zeros(trees, inner, dtype=torch.long))
+        self.register_buffer("split_value", torch.zeros(trees, inner))
+        self.register_buffer("mass", torch.zeros(trees, nodes))
+        self.register_buffer("n_reference", torch.ones(()))
+
+    def _grow(self, low: Tensor, high: Tensor, g: torch.Generator) -> None:
+        """Random half-space splits: each node halves its region on a random channel (heap order)."""
+        T, inner = self.split_dim.shape
+        lo = low.expand(T, -1).clone()  # [T, C]: region of the current node, per tree
+        hi = high.expand(T, -1).clone()
+        regions = [(lo, hi)]
+        for node in range(inner):
+            lo, hi = regions[node]
+            dim = torch.randint(0, self.n_channels, (T,), generator=g)  # [T]
+            mid = (lo.gather(1, dim[:, None]) + hi.gather(1, dim[:, None])).squeeze(1) / 2  # [T]
+            self.split_dim[:, node], self.split_value[:, node] = dim, mid
+            left_hi, right_lo = hi.clone(), lo.clone()
+            left_hi.scatter_(1, dim[:, None], mid[:, None])
+            right_lo.scatter_(1, dim[:, None], mid[:, None])
+            regions += [(lo, left_hi), (right_lo, hi)]
+
+    def prepare(self, train: Tensor) -> None:
+        rows = _rows(train)
+        g = torch.Generator().manual_seed(self.seed)
+        low, high = rows.min(dim=0).values, rows.max(dim=0).values  # [C]
+        pivot = low + torch.rand(low.shape, generator=g) * (high - low)
+        half = torch.maximum(pivot - low, high - pivot).clamp_min(_EPS)  # work space: pivot +- 2 x wider side
+        self._grow((pivot - 2 * half)[None], (pivot + 2 * half)[None], g)
+        paths, _ = self._paths(rows)  # [T, M, height+1]
+        mass = torch.zeros_like(self.mass)
+        mass.scatter_add_(1, paths.reshape(paths.shape[0], -1), torch.ones(paths.shape[0], paths[0].numel()))
+        self.mass.copy_(mass)
+        self.n_reference.fill_(float(rows.shape[0]))
+
+    def _paths(self, rows: Tensor) -> Tuple[Tensor, Tensor]:
+        """Node visited at each depth and the split channel used there. rows [M, C] -> [T, M, height+1] x2."""
+        T = self.split_dim.shape[0]
+        M = rows.shape[0]
+        node = torch.zeros(T, M, dtype=torch.long, device=rows.device)
+        nodes, dims = [node], []
+        expanded = rows.unsqueeze(0).expand(T, M, rows.shape[1])  # [T, M, C]
+        for _ in range(self.height):
+            dim = self.split_dim.gather(1, node)  # [T, M]
+            value = expanded.gather(2, dim.unsqueeze(2)).squeeze(2)  # [T, M]
+            go_right = (value >= self.split_value.gather(1, node)).long()
+            node = 2 * node + 1 + go_right
+            nodes.append(node)
+            dims.append(dim)
+        dims.append(torch.full_like(node, -1))
+        return torch.stack(nodes, dim=2), torch.stack(dims, dim=2)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        B, L, C = x.shape
+        paths, dims = self._paths(x.reshape(B * L, C))  # [T, B*L, height+1]
+        T = paths.shape[0]
+        mass = self.mass.gather(1, paths.reshape(T, -1)).reshape(paths.shape)  # [T, B*L, height+1]
+        depth = torch.arange(self.height + 1, device=x.device)
+        small = (mass < self.size_limit * self.n_reference).long()  # stop at the first node with too little mass
+        small[:, :, -1] = 1
+        stop = small.argmax(dim=2, keepdim=True)  # [T, B*L, 1]
+        density = mass.gather(2, stop).squeeze(2) * torch.pow(2.0, stop.squeeze(2).float()) / self.n_reference
+        surprise = -torch.log2(density + 1.0 / self.n_reference)  # [T, B*L]
+        used = (depth[None, None, :] == stop - 1) & (dims >= 0)  # the split that led into the stopping node
+        credit = torch.zeros(T, B * L, C, device=x.device)
+        credit.scatter_add_(2, dims.clamp_min(0), used.float() * surprise.clamp_min(0.0).unsqueeze(2))  # [T, B*L, height+1] -> C
+        score = surprise.mean(dim=0).reshape(B, L)  # [T, B*L] -> [B, L]
+        return score, credit.mean(dim=0).reshape(B, L, C)  # [T, B*L, C] -> [B, L, C]
