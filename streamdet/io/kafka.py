@@ -1,0 +1,233 @@
+"""Kafka adapter: the only module that imports a Kafka client (kafka-python).
+
+The daemon talks to `StreamClient`, a small interface (poll a batch, produce, flush, commit, rebalance callbacks, lag,
+topic creation), so that another client (confluent-kafka, say) can be added as a second implementation without
+touching the daemon. Offsets are committed manually and only after the producer has flushed: alerts are delivered
+at least once (DESIGN.md §5).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable, Iterable, Optional
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from ..errors import ConfigError, StreamdetError
+
+log = logging.getLogger(__name__)
+
+Partition = tuple[str, int]  # (topic, partition)
+Source = tuple[str, int, int, int]  # (topic, partition, offset, timestamp_ms)
+PartitionsCallback = Callable[[list[Partition]], None]
+
+
+class KafkaDeliveryError(StreamdetError):
+    """The broker did not acknowledge produced records; their offsets must not be committed."""
+
+
+def resolve_bootstrap(cfg, bootstrap: Optional[str] = None) -> str:
+    """The bootstrap servers to use; "embedded" must have been replaced by a running broker's address."""
+    servers = bootstrap or cfg.kafka.bootstrap_servers
+    if servers == "embedded":
+        raise ConfigError("kafka.bootstrap_servers: 'embedded' needs a running EmbeddedBroker (pass its bootstrap)")
+    return servers
+
+
+def security_options(kafka_cfg) -> dict:
+    """kafka-python security keyword arguments from `kafka.security`; the password comes from the named env var."""
+    sec = kafka_cfg.security
+    opts: dict = {"security_protocol": sec.protocol}
+    if sec.protocol.startswith("SASL"):
+        if not sec.sasl_mechanism:
+            raise ConfigError(f"kafka.security.sasl_mechanism: required with protocol {sec.protocol}")
+        opts["sasl_mechanism"] = sec.sasl_mechanism
+        opts["sasl_plain_username"] = sec.sasl_username
+        if sec.sasl_password_env:
+            if sec.sasl_password_env not in os.environ:
+                raise ConfigError(f"kafka.security.sasl_password_env: environment variable "
+                                  f"{sec.sasl_password_env} is not set")
+            opts["sasl_plain_password"] = os.environ[sec.sasl_password_env]
+    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        if getattr(sec, key):
+            opts[key] = getattr(sec, key)
+    return opts
+
+
+def cluster_reachable(bootstrap: str, timeout_ms: int = 2000) -> bool:
+    """True when a client can bootstrap against `bootstrap` and fetch the topic list."""
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    except KafkaError:
+        return False
+    try:
+        admin.list_topics()
+        return True
+    except KafkaError:
+        return False
+    finally:
+        admin.close()
+
+
+def ensure_topics(cfg, topics: Iterable[str], bootstrap: Optional[str] = None) -> list[str]:
+    """Create the missing topics with `kafka.partitions` partitions; return the names created."""
+    admin = KafkaAdminClient(bootstrap_servers=resolve_bootstrap(cfg, bootstrap), client_id=cfg.kafka.client_id,
+                             **security_options(cfg.kafka))
+    try:
+        missing = sorted(set(topics) - set(admin.list_topics()))
+        created = []
+        for name in missing:
+            try:
+                admin.create_topics([NewTopic(name, cfg.kafka.partitions, 1)])
+                created.append(name)
+            except TopicAlreadyExistsError:  # another instance created it first
+                pass
+        if created:
+            log.info("created topics %s partitions=%d", ",".join(created), cfg.kafka.partitions)
+        return created
+    finally:
+        admin.close()
+
+
+class Producer:
+    """Keyed produce with acks=all; `flush` raises KafkaDeliveryError if any record since the last flush failed."""
+
+    def __init__(self, cfg, bootstrap: Optional[str] = None):
+        self._producer = KafkaProducer(
+            bootstrap_servers=resolve_bootstrap(cfg, bootstrap), client_id=cfg.kafka.client_id, acks="all",
+            retries=5, linger_ms=5, **security_options(cfg.kafka))
+        self._pending: list = []
+
+    def produce(self, topic: str, key: Optional[bytes], value: bytes) -> None:
+        self._pending.append(self._producer.send(topic, key=key, value=value))
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        """Wait until every produced record is acknowledged; return how many were."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return 0
+        self._producer.flush(timeout=timeout_s)
+        failed = [f for f in pending if not f.is_done or f.failed()]
+        if failed:
+            first = failed[0].exception if failed[0].is_done else "not acknowledged in time"
+            raise KafkaDeliveryError(f"{len(failed)} of {len(pending)} records not acknowledged: {first}")
+        return len(pending)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._producer.close(timeout=timeout_s)
+
+
+def make_producer(cfg, bootstrap: Optional[str] = None) -> Producer:
+    """A Producer for cfg.kafka (used by the replay command, the daemon, tests and the benchmark)."""
+    return Producer(cfg, bootstrap)
+
+
+class StreamClient:
+    """What the daemon needs from Kafka. Implementations: KafkaPythonClient."""
+
+    def subscribe(self, topics: list[str], on_assign: PartitionsCallback, on_revoke: PartitionsCallback) -> None:
+        raise NotImplementedError
+
+    def poll(self, timeout_ms: int, max_records: int) -> list[tuple[bytes, Source]]:
+        raise NotImplementedError
+
+    def produce(self, topic: str, key: Optional[bytes], value: bytes) -> None:
+        raise NotImplementedError
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        raise NotImplementedError
+
+    def commit(self, offsets: dict[Partition, int]) -> None:
+        raise NotImplementedError
+
+    def assignment(self) -> set[Partition]:
+        raise NotImplementedError
+
+    def lag(self) -> dict[Partition, int]:
+        raise NotImplementedError
+
+    def forget(self, partitions: Iterable[Partition]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _Listener(ConsumerRebalanceListener):
+    """Adapts kafka-python's rebalance listener to plain (topic, partition) callbacks."""
+
+    def __init__(self, on_assign: PartitionsCallback, on_revoke: PartitionsCallback):
+        self._on_assign, self._on_revoke = on_assign, on_revoke
+
+    def on_partitions_revoked(self, revoked):
+        self._on_revoke([(tp.topic, tp.partition) for tp in revoked])
+
+    def on_partitions_assigned(self, assigned):
+        self._on_assign([(tp.topic, tp.partition) for tp in assigned])
+
+
+class KafkaPythonClient(StreamClient):
+    """StreamClient over kafka-python: one consumer (manual commits) and one producer (acks=all)."""
+
+    def __init__(self, cfg, bootstrap: Optional[str] = None):
+        k = cfg.kafka
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=resolve_bootstrap(cfg, bootstrap), group_id=k.group_id, client_id=k.client_id,
+            enable_auto_commit=False, auto_offset_reset="earliest", session_timeout_ms=k.session_timeout_ms,
+            heartbeat_interval_ms=k.heartbeat_interval_ms, max_poll_records=k.max_poll_records,
+            **security_options(k))
+        self._producer = Producer(cfg, bootstrap)
+        self._consumed: dict[Partition, int] = {}  # next offset to read, per partition
+
+    def subscribe(self, topics, on_assign, on_revoke):
+        self._consumer.subscribe(topics=list(topics), listener=_Listener(on_assign, on_revoke))
+
+    def poll(self, timeout_ms, max_records):
+        batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        items: list[tuple[bytes, Source]] = []
+        for tp, records in batches.items():
+            topic, partition = tp.topic, tp.partition
+            items.extend((r.value, (topic, partition, r.offset, r.timestamp)) for r in records)
+            self._consumed[(topic, partition)] = records[-1].offset + 1
+        return items
+
+    def produce(self, topic, key, value):
+        self._producer.produce(topic, key, value)
+
+    def flush(self, timeout_s=30.0):
+        return self._producer.flush(timeout_s)
+
+    def commit(self, offsets):
+        if offsets:
+            self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                                   for (t, p), o in offsets.items()})
+
+    def assignment(self):
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def lag(self):
+        """Records behind the partition end, from the high-water marks of the latest fetches (no extra request)."""
+        out = {}
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            key = (tp.topic, tp.partition)
+            if high is not None and key in self._consumed:
+                out[key] = max(0, high - self._consumed[key])
+        return out
+
+    def forget(self, partitions: Iterable[Partition]) -> None:
+        """Drop the consumed position of revoked partitions (their lag belongs to another member now)."""
+        for key in partitions:
+            self._consumed.pop(key, None)
+
+    def close(self):
+        """Close the consumer first: leaving the group may run the revoke callback, which still produces."""
+        try:
+            self._consumer.close(autocommit=False)
+        finally:
+            self._producer.close()
