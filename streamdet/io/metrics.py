@@ -1,0 +1,218 @@
+"""Prometheus adapter: the only module that imports prometheus_client.
+
+`Metrics` owns its own CollectorRegistry (several daemons can live in one process, as in the tests) and serves it
+with a stdlib ThreadingHTTPServer in a daemon thread: /metrics, /healthz (200 while the loop keeps beating) and
+/readyz (200 only when partitions are assigned and the model is loaded). Per-entity series are produced at scrape
+time from the latest state, capped at `metrics.max_entity_series`: beyond the cap only the most anomalous entities
+are exported, so label sets stay bounded and stale ones disappear by themselves.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterable, Optional
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+log = logging.getLogger(__name__)
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+HEALTH_STALE_S = 30.0  # /healthz fails when the loop has not beaten for this long
+
+
+class EntitySeries:
+    """Latest score/threshold/alert state per entity, exported for at most `cap` entities (most anomalous first)."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self._lock = threading.Lock()
+        self._latest: dict[str, tuple[float, float]] = {}  # entity -> (score, threshold)
+        self._firing: set[str] = set()
+        self._channels: dict[str, list[tuple[str, float]]] = {}  # entity -> top (channel, share) of latest alert
+
+    def update(self, entity: str, score: float, threshold: float) -> None:
+        self._latest[entity] = (score, threshold)  # one dict store: safe against a concurrent scrape under the GIL
+
+    def alert(self, entity: str, firing: bool, top_channels: list[tuple[str, float]]) -> None:
+        with self._lock:
+            if firing:
+                self._firing.add(entity)
+                self._channels[entity] = top_channels
+            else:
+                self._firing.discard(entity)
+
+    def forget(self, entities: Iterable[str]) -> None:
+        with self._lock:
+            for e in entities:
+                self._latest.pop(e, None)
+                self._firing.discard(e)
+                self._channels.pop(e, None)
+
+    def exported(self) -> list[str]:
+        """The entities to export: all of them under the cap, else the top-k by (firing, score / threshold)."""
+        entities = list(self._latest)
+        if len(entities) <= self.cap:
+            return entities
+        return heapq.nlargest(self.cap, entities, key=self._anomaly_rank)
+
+    def _anomaly_rank(self, entity: str) -> tuple[int, float]:
+        score, threshold = self._latest[entity]
+        ratio = score / threshold if threshold > 0 else score
+        return (entity in self._firing, ratio)
+
+    def collect(self):
+        """prometheus_client custom-collector hook: the capped per-entity gauges, built at scrape time."""
+        score = GaugeMetricFamily("streamdet_entity_score", "Latest anomaly score per entity (capped)",
+                                  labels=["entity"])
+        threshold = GaugeMetricFamily("streamdet_entity_threshold", "Current threshold per entity (capped)",
+                                      labels=["entity"])
+        anomalous = GaugeMetricFamily("streamdet_entity_anomalous", "1 while an alert is firing for the entity",
+                                      labels=["entity"])
+        share = GaugeMetricFamily("streamdet_alert_channel_share", "Top channels of the entity's latest alert",
+                                  labels=["entity", "channel", "rank"])
+        with self._lock:
+            for entity in self.exported():
+                s, t = self._latest[entity]
+                score.add_metric([entity], s)
+                threshold.add_metric([entity], t)
+                anomalous.add_metric([entity], 1.0 if entity in self._firing else 0.0)
+                for rank, (name, value) in enumerate(self._channels.get(entity, ()), start=1):
+                    share.add_metric([entity, name, str(rank)], value)
+        return [score, threshold, anomalous, share]
+
+    def describe(self):
+        return []  # collected lazily; no fixed description at registration
+
+
+class Metrics:
+    """Every series of docs/internals.md, in one registry, plus the HTTP endpoints."""
+
+    def __init__(self, metrics_cfg):
+        self.cfg = metrics_cfg
+        self.registry = r = CollectorRegistry()
+        self.consumed = Counter("streamdet_records_consumed", "Records read from Kafka", ["topic"], registry=r)
+        self.scored = Counter("streamdet_records_scored", "Records that received a score", registry=r)
+        self.rejected = Counter("streamdet_records_rejected", "Records sent to the dead-letter topic", ["reason"],
+                                registry=r)
+        self.alerts = Counter("streamdet_alerts", "Alert events published", ["status"], registry=r)
+        self.entities_active = Gauge("streamdet_entities_active", "Entities with a live window", registry=r)
+        self.batch_size = Histogram("streamdet_batch_size", "Windows per scored micro-batch", registry=r,
+                                    buckets=BATCH_BUCKETS)
+        self.inference = Histogram("streamdet_inference_seconds", "Model time per micro-batch", registry=r,
+                                   buckets=INFERENCE_BUCKETS)
+        self.latency = Histogram("streamdet_end_to_end_latency_seconds", "Now minus record timestamp at scoring",
+                                 registry=r, buckets=LATENCY_BUCKETS)
+        self.lag = Gauge("streamdet_consumer_lag", "Records behind the partition end", ["topic", "partition"],
+                         registry=r)
+        self.last_record = Gauge("streamdet_last_record_timestamp_seconds", "Wall clock of the last consumed record",
+                                 registry=r)
+        self.commits = Counter("streamdet_commits", "Offset commits", registry=r)
+        self.kafka_errors = Counter("streamdet_kafka_errors", "Kafka client errors", ["kind"], registry=r)
+        self.ready = Gauge("streamdet_ready", "1 when partitions are assigned and the model is loaded", registry=r)
+        self.model_info = Info("streamdet_model", "The loaded model bundle", registry=r)
+        self.model_reloads = Counter("streamdet_model_reloads", "Bundle reload attempts", ["result"], registry=r)
+        self.entities = EntitySeries(metrics_cfg.max_entity_series)
+        r.register(self.entities)
+        self._lag_labels: set[tuple[str, str]] = set()
+        self._beat = time.monotonic()
+        self._stopped = False
+        self._model_loaded = False
+        self._assigned = False
+        self._server: Optional[ThreadingHTTPServer] = None
+
+    # --- state the HTTP endpoints report -------------------------------------------------------------------------
+    def heartbeat(self) -> None:
+        self._beat = time.monotonic()
+
+    def loop_stopped(self) -> None:
+        self._stopped = True
+        self._set_ready()
+
+    @property
+    def healthy(self) -> bool:
+        return not self._stopped and time.monotonic() - self._beat < HEALTH_STALE_S
+
+    @property
+    def is_ready(self) -> bool:
+        return self._model_loaded and self._assigned and not self._stopped
+
+    def set_model(self, name: str, sha256: str, window: int, n_channels: int) -> None:
+        self.model_info.info({"name": name, "sha256": sha256, "window": str(window), "channels": str(n_channels)})
+        self._model_loaded = True
+        self._set_ready()
+
+    def set_assigned(self, assigned: bool) -> None:
+        self._assigned = assigned
+        self._set_ready()
+
+    def _set_ready(self) -> None:
+        self.ready.set(1.0 if self.is_ready else 0.0)
+
+    def set_lag(self, lags: dict[tuple[str, int], int]) -> None:
+        """Export lag for the current partitions and drop the label sets of partitions no longer assigned."""
+        labels = {(t, str(p)): v for (t, p), v in lags.items()}
+        for stale in self._lag_labels - set(labels):
+            self.lag.remove(*stale)
+        for key, value in labels.items():
+            self.lag.labels(*key).set(value)
+        self._lag_labels = set(labels)
+
+    # --- HTTP -----------------------------------------------------------------------------------------------------
+    def start_server(self) -> int:
+        """Serve /metrics, /healthz, /readyz on cfg.host:cfg.port (0 = a free port); return the bound port."""
+        self._server = ThreadingHTTPServer((self.cfg.host, self.cfg.port), _handler_for(self))
+        self._server.daemon_threads = True
+        thread = threading.Thread(target=self._server.serve_forever, name="streamdet-metrics", daemon=True)
+        thread.start()
+        log.info("metrics server listening host=%s port=%d", self.cfg.host, self.port)
+        return self.port
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1] if self._server else 0
+
+    def stop_server(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _handler_for(metrics: Metrics) -> type:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._reply(200, metrics.exposition(), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                self._status(metrics.healthy, b"ok\n", b"loop not running\n")
+            elif path == "/readyz":
+                self._status(metrics.is_ready, b"ready\n", b"not ready: waiting for partitions or model\n")
+            else:
+                self._reply(404, b"not found: try /metrics, /healthz, /readyz\n", "text/plain")
+
+        def _status(self, ok: bool, yes: bytes, no: bytes) -> None:
+            self._reply(200 if ok else 503, yes if ok else no, "text/plain")
+
+        def _reply(self, code: int, body: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, fmt, *args):  # scrapes are frequent: keep them out of the INFO log
+            log.debug("http %s", fmt % args)
+
+    return Handler
