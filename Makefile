@@ -12,6 +12,7 @@ $(STAMP): requirements.txt requirements-test.txt setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-test.txt
+	$(BIN)/pip install -q --no-deps tsb-ad==1.5
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
