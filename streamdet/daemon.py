@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 import orjson
 
-from .io.kafka import KafkaPythonClient, Partition, StreamClient, ensure_topics
+from .io.kafka import KafkaPythonClient, Partition, StreamClient, ensure_topics, error_kind
 from .io.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -72,14 +72,22 @@ class Daemon:
             try:
                 self._loop()
                 self._shutdown()
-            except Exception:
-                self._failed = True
-                log.exception("daemon loop failed; committing nothing so that Kafka redelivers")
+            except Exception as exc:
+                self._fail(exc)
                 return 1
             finally:
                 self.metrics.loop_stopped()
-        log.info("daemon stopped cleanly")
+        log.info("daemon stopped cleanly", extra={"consumed": self.metrics.total(self.metrics.consumed),
+                                                  "scored": self.metrics.total(self.metrics.scored)})
         return 0
+
+    def _fail(self, exc: BaseException) -> None:
+        self._failed = True
+        cause = exc.__cause__ or exc
+        kind = error_kind(cause)
+        if kind:
+            self.metrics.kafka_errors.labels(kind).inc()
+        log.exception("daemon loop failed; committing nothing so that Kafka redelivers")
 
     def _start(self, stack: ExitStack) -> None:
         from .bundle import load_bundle

@@ -31,6 +31,15 @@ class KafkaDeliveryError(StreamdetError):
     """The broker did not acknowledge produced records; their offsets must not be committed."""
 
 
+def error_kind(exc: BaseException) -> str | None:
+    """A bounded label for a Kafka failure (for streamdet_kafka_errors_total), or None if it is not one."""
+    if isinstance(exc, KafkaDeliveryError):
+        return "delivery"
+    if isinstance(exc, KafkaError):
+        return type(exc).__name__
+    return None
+
+
 def resolve_bootstrap(cfg, bootstrap: Optional[str] = None) -> str:
     """The bootstrap servers to use; "embedded" must have been replaced by a running broker's address."""
     servers = bootstrap or cfg.kafka.bootstrap_servers

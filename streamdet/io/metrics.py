@@ -165,6 +165,11 @@ class Metrics:
             self.lag.labels(*key).set(value)
         self._lag_labels = set(labels)
 
+    @staticmethod
+    def total(counter) -> int:
+        """Sum of a counter over all its label sets (for the daemon's shutdown log line)."""
+        return int(sum(s.value for metric in counter.collect() for s in metric.samples if s.name.endswith("_total")))
+
     # --- HTTP -----------------------------------------------------------------------------------------------------
     def start_server(self) -> int:
         """Serve /metrics, /healthz, /readyz on cfg.host:cfg.port (0 = a free port); return the bound port."""

@@ -1,0 +1,151 @@
+"""The io adapters on real components: the embedded broker, kafka-python, a real HTTP server, real log lines."""
+
+from __future__ import annotations
+
+import io
+import logging
+import urllib.error
+import urllib.request
+
+import orjson
+import pytest
+
+from streamdet.config import load_config
+from streamdet.errors import ConfigError
+from streamdet.io.kafka import KafkaPythonClient, ensure_topics, make_producer, security_options
+from streamdet.io.logs import setup_logging
+from streamdet.io.metrics import Metrics
+from tests.conftest import wait_until
+
+DOCUMENTED_SERIES = (
+    "streamdet_records_consumed_total", "streamdet_records_scored_total", "streamdet_records_rejected_total",
+    "streamdet_alerts_total", "streamdet_entity_score", "streamdet_entity_threshold", "streamdet_entity_anomalous",
+    "streamdet_alert_channel_share", "streamdet_entities_active", "streamdet_batch_size",
+    "streamdet_inference_seconds", "streamdet_end_to_end_latency_seconds", "streamdet_consumer_lag",
+    "streamdet_last_record_timestamp_seconds", "streamdet_commits_total", "streamdet_kafka_errors_total",
+    "streamdet_ready", "streamdet_model_info", "streamdet_model_reloads_total",
+)
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def declared_series(text: str) -> set[str]:
+    return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+
+
+@pytest.mark.kafka
+def test_client_polls_keyed_records_commits_and_reports_lag(broker, names):
+    cfg = load_config(None, [f"kafka.group_id={names['group']}", "kafka.partitions=2",
+                             "kafka.session_timeout_ms=6000"])
+    assert ensure_topics(cfg, [names["metrics"]], broker.bootstrap) == [names["metrics"]]
+    assert ensure_topics(cfg, [names["metrics"]], broker.bootstrap) == []  # idempotent
+    producer = make_producer(cfg, broker.bootstrap)
+    for i in range(100):
+        producer.produce(names["metrics"], b"entity-a", orjson.dumps({"i": i}))
+    assert producer.flush() == 100
+    producer.close()
+
+    client = KafkaPythonClient(cfg, broker.bootstrap)
+    assigned = []
+    client.subscribe([names["metrics"]], assigned.extend, lambda revoked: None)
+    first = wait_until(lambda: client.poll(200, 10), 30, "the first records")
+    values = [orjson.loads(raw)["i"] for raw, _ in first]
+    topic, partition, offset, ts_ms = first[0][1]
+    assert values == list(range(10))  # one key -> one partition, in order
+    assert (topic, offset) == (names["metrics"], 0) and ts_ms > 0
+    assert (topic, partition) in assigned and client.assignment() == set(assigned)
+    assert client.lag()[(topic, partition)] == 90
+    client.commit({(topic, partition): 10})
+    client.close()
+
+    again = KafkaPythonClient(cfg, broker.bootstrap)
+    again.subscribe([names["metrics"]], lambda a: None, lambda r: None)
+    resumed = wait_until(lambda: again.poll(200, 5), 30, "records after the committed offset")
+    again.close()
+    assert [orjson.loads(raw)["i"] for raw, _ in resumed] == [10, 11, 12, 13, 14]
+
+
+def test_security_settings_pass_through_with_password_from_env(monkeypatch):
+    overrides = ["kafka.security.protocol=SASL_SSL", "kafka.security.sasl_mechanism=SCRAM-SHA-512",
+                 "kafka.security.sasl_username=svc", "kafka.security.sasl_password_env=STREAMDET_TEST_PW",
+                 "kafka.security.ssl_cafile=/etc/ca.pem"]
+    cfg = load_config(None, overrides)
+    monkeypatch.delenv("STREAMDET_TEST_PW", raising=False)
+    with pytest.raises(ConfigError, match="sasl_password_env: environment variable STREAMDET_TEST_PW"):
+        security_options(cfg.kafka)
+    monkeypatch.setenv("STREAMDET_TEST_PW", "s3cret")
+    assert security_options(cfg.kafka) == {
+        "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "svc",
+        "sasl_plain_password": "s3cret", "ssl_cafile": "/etc/ca.pem"}
+
+
+def test_metrics_endpoints_and_documented_series_over_http():
+    metrics = Metrics(load_config(None, ["metrics.port=0"]).metrics)
+    port = metrics.start_server()
+    try:
+        assert http_get(port, "/healthz")[0] == 200
+        assert http_get(port, "/readyz")[0] == 503  # no model, no partitions
+        metrics.set_model("lstm_ae", "ab" * 32, 32, 38)
+        assert http_get(port, "/readyz")[0] == 503  # still no partitions
+        metrics.set_assigned(True)
+        assert http_get(port, "/readyz")[0] == 200
+        status, text = http_get(port, "/metrics")
+        assert status == 200
+        missing = [name for name in DOCUMENTED_SERIES if name not in declared_series(text)]
+        assert not missing, f"series not exported: {missing}"
+        assert 'streamdet_model_info{channels="38",name="lstm_ae"' in text and "streamdet_ready 1.0" in text
+        metrics.loop_stopped()
+        assert http_get(port, "/healthz")[0] == 503 and http_get(port, "/readyz")[0] == 503
+    finally:
+        metrics.stop_server()
+
+
+def test_entity_series_are_capped_to_the_most_anomalous_and_stale_ones_vanish():
+    metrics = Metrics(load_config(None, ["metrics.port=0", "metrics.max_entity_series=2"]).metrics)
+    port = metrics.start_server()
+    try:
+        for i in range(6):
+            metrics.entities.update(f"e{i}", score=float(i), threshold=4.0)
+        metrics.entities.alert("e1", True, [("cpu_r", 0.7), ("mem_u", 0.2)])  # firing outranks a higher score
+        text = http_get(port, "/metrics")[1]
+        exported = {line.split('"')[1] for line in text.splitlines() if line.startswith("streamdet_entity_score{")}
+        assert exported == {"e1", "e5"}
+        assert 'streamdet_alert_channel_share{channel="cpu_r",entity="e1",rank="1"} 0.7' in text
+        metrics.entities.forget(["e5"])
+        metrics.entities.alert("e1", False, [])
+        text = http_get(port, "/metrics")[1]
+        exported = {line.split('"')[1] for line in text.splitlines() if line.startswith("streamdet_entity_score{")}
+        assert exported == {"e4", "e3"}
+        assert "streamdet_alert_channel_share{" not in text
+    finally:
+        metrics.stop_server()
+
+
+def test_lag_series_follow_the_assignment():
+    metrics = Metrics(load_config(None, ["metrics.port=0"]).metrics)
+    metrics.set_lag({("metrics", 0): 5, ("metrics", 1): 7})
+    metrics.set_lag({("metrics", 1): 2})
+    text = metrics.exposition().decode()
+    assert 'streamdet_consumer_lag{partition="1",topic="metrics"} 2.0' in text
+    assert 'partition="0"' not in text
+
+
+def test_json_logs_are_one_event_per_line_with_context():
+    stream = io.StringIO()
+    setup_logging(load_config(None, ["logging.format=json"]).logging, stream)
+    try:
+        logging.getLogger("streamdet.test").info("alert %s", "firing", extra={"entity": "m-1", "offset": 42})
+        event = orjson.loads(stream.getvalue().splitlines()[-1])
+        assert event["msg"] == "alert firing" and event["entity"] == "m-1" and event["offset"] == 42
+        assert event["level"] == "INFO" and event["logger"] == "streamdet.test"
+        setup_logging(load_config(None, ["logging.format=text"]).logging, stream)
+        logging.getLogger("streamdet.test").warning("late", extra={"partition": 3})
+        assert stream.getvalue().splitlines()[-1].endswith("WARNING streamdet.test: late partition=3")
+    finally:
+        logging.getLogger().handlers.clear()
