@@ -144,7 +144,7 @@ class Daemon:
     def _loop(self) -> None:
         k = self.cfg.kafka
         while not self._stop.is_set():
-            items = self.client.poll(k.poll_timeout_ms, k.max_poll_records)
+            items = self.client.poll(self._poll_timeout_ms(), k.max_poll_records)
             self.metrics.heartbeat()
             if self._callback_error is not None:
                 raise RuntimeError("rebalance callback failed") from self._callback_error
@@ -156,6 +156,12 @@ class Daemon:
             self._publish(result)
             self._commit()
             self._export_gauges()
+
+    def _poll_timeout_ms(self) -> int:
+        """Wait for records at most until the oldest batched window is due, so max_wait_ms holds when input stops."""
+        due = self.pipeline.seconds_until_due()
+        timeout = self.cfg.kafka.poll_timeout_ms
+        return timeout if due is None else max(0, min(timeout, int(due * 1000)))
 
     def _note_consumed(self, items: list) -> None:
         counts: dict[str, int] = {}
@@ -209,7 +215,7 @@ class Daemon:
             return
         self._next_lag = now + LAG_INTERVAL_S
         self.metrics.set_lag(self.client.lag())
-        self.metrics.entities_active.set(self.pipeline.n_entities)
+        self.metrics.entities_active.set(len(self.pipeline.windows))
 
     # --- delivery -------------------------------------------------------------------------------------------------
     def _commit(self, force: bool = False, partitions: Optional[list[Partition]] = None) -> None:

@@ -136,6 +136,37 @@ def make_producer(cfg, bootstrap: Optional[str] = None) -> Producer:
     return Producer(cfg, bootstrap)
 
 
+class TopicTail:
+    """Read one topic from its beginning with no consumer group (the demo prints the alerts topic with it)."""
+
+    def __init__(self, cfg, topic: str, bootstrap: Optional[str] = None):
+        self.topic = topic
+        self._consumer = KafkaConsumer(bootstrap_servers=resolve_bootstrap(cfg, bootstrap), group_id=None,
+                                       enable_auto_commit=False, auto_offset_reset="earliest",
+                                       client_id=f"{cfg.kafka.client_id}-tail", **security_options(cfg.kafka))
+        self._assigned = False
+
+    def poll(self, timeout_ms: int = 200) -> list[bytes]:
+        """Values of the records that arrived since the last call (assigns all partitions once they exist)."""
+        if not self._assigned:
+            partitions = self._consumer.partitions_for_topic(self.topic)
+            if not partitions:
+                return []
+            self._consumer.assign([TopicPartition(self.topic, p) for p in sorted(partitions)])
+            self._assigned = True
+        batches = self._consumer.poll(timeout_ms=timeout_ms)
+        return [r.value for records in batches.values() for r in records]
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
+
+    def __enter__(self) -> "TopicTail":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class StreamClient:
     """What the daemon needs from Kafka. Implementations: KafkaPythonClient."""
 

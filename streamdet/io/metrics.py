@@ -136,11 +136,9 @@ class Metrics:
         self._stopped = True
         self._set_ready()
 
-    @property
     def healthy(self) -> bool:
         return not self._stopped and time.monotonic() - self._beat < HEALTH_STALE_S
 
-    @property
     def is_ready(self) -> bool:
         return self._model_loaded and self._assigned and not self._stopped
 
@@ -154,7 +152,7 @@ class Metrics:
         self._set_ready()
 
     def _set_ready(self) -> None:
-        self.ready.set(1.0 if self.is_ready else 0.0)
+        self.ready.set(1.0 if self.is_ready() else 0.0)
 
     def set_lag(self, lags: dict[tuple[str, int], int]) -> None:
         """Export lag for the current partitions and drop the label sets of partitions no longer assigned."""
@@ -201,9 +199,9 @@ def _handler_for(metrics: Metrics) -> type:
             if path == "/metrics":
                 self._reply(200, metrics.exposition(), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
-                self._status(metrics.healthy, b"ok\n", b"loop not running\n")
+                self._status(metrics.healthy(), b"ok\n", b"loop not running\n")
             elif path == "/readyz":
-                self._status(metrics.is_ready, b"ready\n", b"not ready: waiting for partitions or model\n")
+                self._status(metrics.is_ready(), b"ready\n", b"not ready: waiting for partitions or model\n")
             else:
                 self._reply(404, b"not found: try /metrics, /healthz, /readyz\n", "text/plain")
 
