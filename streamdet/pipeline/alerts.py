@@ -1,0 +1,145 @@
+"""Turn per-point decisions into alert events with a per-entity state machine.
+
+An entity fires after `min_consecutive` consecutive points over its threshold and resolves after `cooldown`
+consecutive points under it. The alert id is a hash of (entity, start_ts, model sha256): the firing event and its
+resolved event share it and `status` tells them apart, so a consumer deduplicates redelivered events on
+(alert_id, status), and a replay of the same data through the same model produces the same ids.
+Warm-up points (edge-padded windows) never fire and never count toward a streak.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..config import AlertingConfig
+
+ALERT_ID_HEX = 32  # 128 bits of the sha256
+
+
+def alert_id(entity: str, start_ts: float, model_sha256: str) -> str:
+    """Deterministic id of one alert episode."""
+    key = f"{entity}\x00{start_ts!r}\x00{model_sha256}".encode()
+    return hashlib.sha256(key).hexdigest()[:ALERT_ID_HEX]
+
+
+def source_dict(source: Any) -> dict:
+    """A Kafka source tuple (topic, partition, offset, ...) as the message's `source`; other tuples as a list."""
+    if isinstance(source, (tuple, list)) and len(source) >= 3:
+        return {"topic": source[0], "partition": source[1], "offset": source[2]}
+    return {"ref": list(source) if isinstance(source, (tuple, list)) else source}
+
+
+def top_channels(contrib: np.ndarray, channels: Sequence[str], k: int) -> list[dict]:
+    """The k channels with the largest share of `contrib` [C] (shares normalised to sum 1 over all channels)."""
+    c = np.where(np.isfinite(contrib), np.maximum(contrib, 0.0), 0.0).astype(np.float64)  # [C]
+    total = c.sum()
+    if total <= 0:
+        return []
+    shares = c / total
+    order = np.argsort(-shares, kind="stable")[:k]
+    return [{"name": channels[i], "share": float(shares[i])} for i in order]
+
+
+@dataclass
+class AlertEvent:
+    alert_id: str
+    status: str  # "firing" | "resolved"
+    entity: str
+    start_ts: float  # timestamp of the first over-threshold point of the episode
+    ts: float  # timestamp of the point that triggered this event
+    score: float  # firing: score at the trigger; resolved: peak score of the episode
+    threshold: float
+    top_channels: list[dict]
+    model: dict  # {"name", "sha256"}
+    source: Any  # source tuple of the point that triggered this event
+
+    def to_message(self) -> dict:
+        """The JSON-able alert message of DESIGN.md §4."""
+        return {"alert_id": self.alert_id, "status": self.status, "entity": self.entity, "start_ts": self.start_ts,
+                "ts": self.ts, "score": self.score, "threshold": self.threshold, "top_channels": self.top_channels,
+                "model": dict(self.model), "source": source_dict(self.source)}
+
+
+@dataclass
+class _EntityState:
+    over_streak: int = 0
+    under_streak: int = 0
+    streak_start_ts: float = 0.0
+    firing: bool = False
+    alert_id: str = ""
+    start_ts: float = 0.0
+    peak_score: float = float("-inf")
+    top: list = field(default_factory=list)
+
+
+class AlertManager:
+    """Per-entity firing/resolved state machine."""
+
+    def __init__(self, cfg: AlertingConfig, channels: Sequence[str], model_info: dict):
+        self.cfg = cfg
+        self.channels = tuple(channels)
+        self.model = {"name": model_info["name"], "sha256": model_info["sha256"]}
+        self._states: dict[str, _EntityState] = {}
+
+    def firing(self, entity: str) -> bool:
+        state = self._states.get(entity)
+        return bool(state and state.firing)
+
+    def update(self, entity: str, ts: float, score: float, threshold: float, over: bool, contrib: np.ndarray,
+               source: Any, warm: bool = True) -> AlertEvent | None:
+        """Advance the entity's state with one point; returns the event this point triggers, if any."""
+        state = self._states.setdefault(entity, _EntityState())
+        if not warm:
+            state.over_streak = 0
+            return None
+        if over:
+            state.under_streak = 0
+            if state.over_streak == 0:
+                state.streak_start_ts = ts
+            state.over_streak += 1
+        else:
+            state.over_streak = 0
+            state.under_streak += 1
+        if state.firing:
+            return self._while_firing(entity, state, ts, score, threshold, source)
+        if state.over_streak >= self.cfg.min_consecutive:
+            return self._fire(entity, state, ts, score, threshold, contrib, source)
+        return None
+
+    def _fire(self, entity: str, state: _EntityState, ts: float, score: float, threshold: float,
+              contrib: np.ndarray, source: Any) -> AlertEvent:
+        state.firing = True
+        state.start_ts = state.streak_start_ts
+        state.alert_id = alert_id(entity, state.start_ts, self.model["sha256"])
+        state.peak_score = score
+        state.top = top_channels(np.asarray(contrib), self.channels, self.cfg.top_channels)
+        return self._event(entity, state, "firing", ts, score, threshold, source)
+
+    def _while_firing(self, entity: str, state: _EntityState, ts: float, score: float, threshold: float,
+                      source: Any) -> AlertEvent | None:
+        state.peak_score = max(state.peak_score, score)
+        if state.under_streak < self.cfg.cooldown:
+            return None
+        event = self._event(entity, state, "resolved", ts, state.peak_score, threshold, source)
+        self._states[entity] = _EntityState(under_streak=state.under_streak)
+        return event
+
+    def _event(self, entity: str, state: _EntityState, status: str, ts: float, score: float, threshold: float,
+               source: Any) -> AlertEvent:
+        return AlertEvent(alert_id=state.alert_id, status=status, entity=entity, start_ts=state.start_ts, ts=ts,
+                          score=float(score), threshold=float(threshold), top_channels=list(state.top),
+                          model=dict(self.model), source=source)
+
+    def remove(self, entity: str) -> None:
+        self._states.pop(entity, None)
+
+    def state_dict(self, entity: str) -> dict:
+        state = self._states.get(entity, _EntityState())
+        return dict(vars(state), top=[dict(t) for t in state.top])
+
+    def load_state(self, entity: str, state: dict) -> None:
+        self._states[entity] = _EntityState(**state)

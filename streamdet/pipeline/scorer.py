@@ -1,0 +1,55 @@
+"""Run the detector on a micro-batch: numpy in, numpy out; the only module of the pipeline that imports torch.
+
+Batch sizes are padded up to a power of two (row independence makes the padding rows harmless) so a TorchScript
+module sees a handful of shapes instead of one per batch size; each new shape costs a re-specialisation.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import BundleError
+
+log = logging.getLogger(__name__)
+
+
+def bucket_size(batch: int) -> int:
+    """The smallest power of two >= batch."""
+    return 1 << max(0, batch - 1).bit_length()
+
+
+class Scorer:
+    """Calls `module(x [B, L, C] float32) -> (scores [B, L], contributions [B, L, C])` under inference_mode."""
+
+    def __init__(self, module: Callable, threads: int = 0, bucket: bool = True):
+        self.module = module
+        self.bucket = bucket
+        if threads > 0:
+            torch.set_num_threads(threads)  # process-wide: the scorer is the only heavy torch user in the daemon
+            log.info("scorer threads=%d", threads)
+
+    def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """windows float32 [B, L, C] -> (scores float32 [B, L], contributions float32 [B, L, C])."""
+        B, L, C = windows.shape
+        padded = self._pad(np.ascontiguousarray(windows, dtype=np.float32))  # [B', L, C], B' >= B
+        with torch.inference_mode():
+            scores, contrib = self.module(torch.from_numpy(padded))
+        scores = scores.detach().cpu().numpy()  # [B', L]
+        contrib = contrib.detach().cpu().numpy()  # [B', L, C]
+        Bp = padded.shape[0]
+        if scores.shape != (Bp, L) or contrib.shape != (Bp, L, C):
+            raise BundleError(f"model output shapes scores {scores.shape}, contributions {contrib.shape}; "
+                              f"expected {(Bp, L)} and {(Bp, L, C)}")
+        return scores[:B].astype(np.float32, copy=False), contrib[:B].astype(np.float32, copy=False)
+
+    def _pad(self, windows: np.ndarray) -> np.ndarray:
+        B = windows.shape[0]
+        target = bucket_size(B) if self.bucket else B
+        if target == B:
+            return windows
+        pad = np.repeat(windows[-1:], target - B, axis=0)  # [target - B, L, C]: copies of the last row
+        return np.concatenate([windows, pad], axis=0)  # [target, L, C]

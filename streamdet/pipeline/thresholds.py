@@ -1,0 +1,188 @@
+"""Adaptive per-entity thresholds: SPOT (peaks over threshold) or a rolling percentile.
+
+Both start from the bundle's calibration (validation scores, never test data) and adapt online to each entity's own
+scores. Anomalous scores never teach the threshold: SPOT leaves alarms out of its peaks, the percentile clips them to
+the current threshold. ThresholdBank keeps one instance per entity, created on first use by copying a prototype
+fitted once from the shared calibration.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import deque
+from typing import Sequence
+
+import numpy as np
+from river import stats
+
+from ..config import ThresholdConfig
+from ..errors import BundleError
+from .gpd import GPDFit, fit_gpd, tail_quantile
+
+MAX_PEAKS = 2000  # bounded peak buffer: memory per entity stays constant, old peaks age out
+REFIT_EVERY = 10  # new peaks between two GPD refits (a refit costs a few ms)
+PERCENTILE_WINDOW = 2000  # scores the rolling percentile remembers
+
+
+class Spot:
+    """SPOT (Siffer et al., KDD 2017): z_q from a GPD fitted to excesses over an initial threshold t."""
+
+    def __init__(self, init_threshold: float, peaks: Sequence[float], n_init: int, risk: float,
+                 n_peaks: int | None = None, max_peaks: int = MAX_PEAKS, refit_every: int = REFIT_EVERY):
+        self.t = float(init_threshold)
+        self.risk = risk
+        self.refit_every = refit_every
+        self.peaks: deque[float] = deque((float(p) for p in peaks), maxlen=max(max_peaks, 1))
+        self.n_peaks = len(self.peaks) if n_peaks is None else int(n_peaks)  # N_t: all peaks ever, not only kept
+        self.n = max(int(n_init), self.n_peaks)  # observations ever seen (alarms excluded)
+        self.since_fit = 0
+        self.fit = GPDFit(0.0, 1.0, "exponential")
+        self.z = self.t
+        self.refit()
+
+    def refit(self) -> None:
+        self.fit = fit_gpd(np.fromiter(self.peaks, dtype=np.float64, count=len(self.peaks)))
+        z = tail_quantile(self.t, self.fit, self.risk, self.n, self.n_peaks)
+        self.z = z if math.isfinite(z) else self.t + max(self.peaks, default=0.0)
+        self.since_fit = 0
+
+    def step(self, score: float, learn: bool, protect: bool) -> tuple[float, bool]:
+        """Decide `score` against the current z_q, then (if learning) add it to the model.
+
+        protect=True keeps alarms (score > z_q) out of the peaks, so an incident cannot raise its own threshold.
+        """
+        z, over = self.z, score > self.z
+        if not learn or (over and protect):
+            return z, over
+        self.n += 1
+        if score > self.t:
+            self.peaks.append(score - self.t)
+            self.n_peaks += 1
+            self.since_fit += 1
+            if self.since_fit >= self.refit_every:
+                self.refit()
+        return z, over
+
+    def state_dict(self) -> dict:
+        return {"peaks": np.fromiter(self.peaks, dtype=np.float64), "n": self.n, "n_peaks": self.n_peaks,
+                "since_fit": self.since_fit, "gamma": self.fit.gamma, "sigma": self.fit.sigma,
+                "method": self.fit.method, "z": self.z, "t": self.t}
+
+    def load_state(self, state: dict) -> None:
+        self.peaks = deque((float(p) for p in state["peaks"]), maxlen=self.peaks.maxlen)
+        self.n, self.n_peaks, self.since_fit = int(state["n"]), int(state["n_peaks"]), int(state["since_fit"])
+        self.fit = GPDFit(float(state["gamma"]), float(state["sigma"]), str(state["method"]))
+        self.z, self.t = float(state["z"]), float(state["t"])
+
+
+class RollingPercentile:
+    """The q-th percentile of the last `window` scores, via river.stats.RollingQuantile.
+
+    Why rolling and not river's P² Quantile: a window forgets, so the threshold follows slow drift; it is exact over
+    the window instead of a five-marker approximation; and its state is just the window's values, which makes
+    checkpoints simple and exact. Alarms are clipped to the current threshold before being learned (not dropped):
+    dropping every value above the q-quantile would make the threshold ratchet down, clipping keeps the count of
+    high values right while an incident still cannot raise its own threshold.
+    """
+
+    def __init__(self, sample: Sequence[float], percentile: float, window: int = PERCENTILE_WINDOW):
+        self.q = percentile / 100.0
+        self.window = max(window, len(sample))
+        self.values: deque[float] = deque(maxlen=self.window)
+        self._quantile = stats.RollingQuantile(q=self.q, window_size=self.window)
+        for v in sample:
+            self._learn(float(v))
+
+    def _learn(self, value: float) -> None:
+        self.values.append(value)
+        self._quantile.update(value)
+
+    @property
+    def threshold(self) -> float:
+        value = self._quantile.get()
+        return math.inf if value is None else float(value)
+
+    def step(self, score: float, learn: bool, protect: bool) -> tuple[float, bool]:
+        z = self.threshold
+        over = score > z
+        if learn:
+            self._learn(min(score, z) if over and protect else score)
+        return z, over
+
+    def state_dict(self) -> dict:
+        return {"values": np.fromiter(self.values, dtype=np.float64)}
+
+    def load_state(self, state: dict) -> None:
+        self.values = deque(maxlen=self.window)
+        self._quantile = stats.RollingQuantile(q=self.q, window_size=self.window)
+        for v in state["values"]:
+            self._learn(float(v))
+
+
+class ThresholdBank:
+    """One threshold per entity, lazily copied from a prototype built from the bundle calibration.
+
+    The first `warmup` learned points of an entity never count as over the threshold and are learned unprotected
+    (like SPOT's initial batch, they are taken as normal data for the entity's own tail).
+    """
+
+    def __init__(self, cfg: ThresholdConfig, calibration: dict):
+        self.cfg = cfg
+        self._prototype = _build(cfg, calibration)
+        self._entities: dict[str, Spot | RollingPercentile] = {}
+        self._learned: dict[str, int] = {}
+
+    def _get(self, entity: str) -> Spot | RollingPercentile:
+        detector = self._entities.get(entity)
+        if detector is None:
+            detector = self._entities[entity] = copy.deepcopy(self._prototype)
+            self._learned[entity] = 0
+        return detector
+
+    def update(self, entity: str, score: float, learn: bool = True) -> tuple[float, bool]:
+        """-> (threshold the score was judged against, over). learn=False judges without adapting (warm-up windows)."""
+        detector = self._get(entity)
+        warming = self._learned[entity] < self.cfg.warmup
+        threshold, over = detector.step(float(score), learn=learn and self.cfg.update, protect=not warming)
+        if learn:
+            self._learned[entity] += 1  # counts toward warm-up even when threshold.update is off
+        return threshold, over and not warming
+
+    def current(self, entity: str) -> float:
+        """The entity's threshold now (the shared prototype's for an entity not seen yet)."""
+        detector = self._entities.get(entity, self._prototype)
+        return detector.z if isinstance(detector, Spot) else detector.threshold
+
+    def remove(self, entity: str) -> None:
+        self._entities.pop(entity, None)
+        self._learned.pop(entity, None)
+
+    def state_dict(self, entity: str) -> dict:
+        return {"method": self.cfg.method, "learned": self._learned.get(entity, 0),
+                "detector": self._get(entity).state_dict()}
+
+    def load_state(self, entity: str, state: dict) -> None:
+        if state.get("method") != self.cfg.method:
+            raise BundleError(f"threshold state of {entity!r} is for method {state.get('method')!r}, "
+                              f"config has threshold.method={self.cfg.method!r}")
+        self._get(entity).load_state(state["detector"])
+        self._learned[entity] = int(state["learned"])
+
+
+def _build(cfg: ThresholdConfig, calibration: dict) -> Spot | RollingPercentile:
+    """The prototype threshold from calibration; BundleError when calibration lacks what the method needs."""
+    sample = [float(v) for v in calibration.get("sample") or []]
+    if cfg.method == "percentile":
+        if not sample:
+            raise BundleError("calibration.sample is empty: the percentile threshold needs validation scores")
+        return RollingPercentile(sample, cfg.percentile)
+    pot = calibration.get("pot") or {}
+    if pot.get("peaks"):
+        return Spot(pot["init_threshold"], pot["peaks"], int(pot.get("n_init", calibration.get("n", 0))), cfg.risk,
+                    n_peaks=pot.get("n_peaks"))
+    if not sample:
+        raise BundleError("calibration has neither pot.peaks nor sample: cannot initialise the POT threshold")
+    values = np.asarray(sample, dtype=np.float64)
+    t = float(np.quantile(values, cfg.init_level))
+    return Spot(t, values[values > t] - t, len(values), cfg.risk)

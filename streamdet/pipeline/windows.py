@@ -1,0 +1,168 @@
+"""Per-entity sliding windows in preallocated ring buffers, emitting one window request every `stride` points.
+
+Every record gets exactly one score: a request carries the whole window [L, C] in time order and says that its last
+`n_new` steps are new. Before an entity has L points the window is edge-padded (the first row repeated at the front)
+and the request is marked warm=False, so warm-up records are scored too but never fire alerts. Entities are kept in
+LRU order; when the store is full, the least recently used entity is evicted if it has been idle for entity_idle_s
+(its unscored points are flushed as a partial request, see take_flushed), otherwise the new entity is rejected.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Iterator
+
+import numpy as np
+
+from ..errors import ConfigError, DecodeError
+
+
+@dataclass
+class WindowRequest:
+    entity: str
+    window: np.ndarray  # float32 [L, C], oldest first
+    n_new: int  # the last n_new steps of the window are the points to score
+    ts: np.ndarray  # float64 [n_new]
+    sources: list  # [n_new] source tuples of the new points
+    warm: bool  # False while the window is edge-padded (fewer than L points seen)
+
+
+class _Ring:
+    """One entity's buffer: values [L, C], timestamps [L], sources [L]; `pos` is the next slot to write."""
+
+    def __init__(self, window: int, n_channels: int):
+        self.values = np.zeros((window, n_channels), dtype=np.float32)  # [L, C]
+        self.ts = np.zeros(window, dtype=np.float64)  # [L]
+        self.sources: list = [None] * window  # [L]
+        self.pos = 0
+        self.seen = 0  # points ever pushed (saturates nowhere; only compared with L)
+        self.pending = 0  # points pushed since the last emitted request
+        self.max_ts = -np.inf
+        self.last_active = 0.0  # store clock at the last push
+
+    def write(self, ts: float, values: np.ndarray, source: Any) -> None:
+        self.values[self.pos] = values
+        self.ts[self.pos] = ts
+        self.sources[self.pos] = source
+        self.pos = (self.pos + 1) % len(self.ts)
+        self.seen += 1
+        self.pending += 1
+        self.max_ts = max(self.max_ts, ts)
+
+    def ordered_index(self) -> np.ndarray:
+        """Slot indices of the window oldest first; edge-padded with the first slot while not yet full."""
+        L = len(self.ts)
+        if self.seen >= L:
+            return (np.arange(L) + self.pos) % L
+        return np.concatenate([np.zeros(L - self.seen, dtype=np.int64), np.arange(self.seen)])
+
+    def emit(self, entity: str, n_new: int) -> WindowRequest:
+        idx = self.ordered_index()
+        new = idx[len(idx) - n_new:]
+        self.pending -= n_new
+        return WindowRequest(entity=entity, window=self.values[idx], n_new=n_new, ts=self.ts[new].copy(),
+                             sources=[self.sources[i] for i in new], warm=self.seen >= len(self.ts))
+
+    def pending_sources(self) -> list:
+        L = len(self.ts)
+        return [self.sources[(self.pos - k) % L] for k in range(self.pending, 0, -1)]
+
+
+class WindowStore:
+    """Ring buffers for up to `max_entities` entities (LRU)."""
+
+    def __init__(self, window: int, n_channels: int, stride: int, max_entities: int, allowed_lateness_s: float,
+                 entity_idle_s: float, clock: Callable[[], float] = time.monotonic):
+        if stride > window:
+            raise ConfigError(f"scoring.stride: {stride} is larger than the model window {window}; points would go unscored")
+        self.window, self.n_channels, self.stride = window, n_channels, stride
+        self.max_entities = max_entities
+        self.allowed_lateness_s = allowed_lateness_s
+        self.entity_idle_s = entity_idle_s
+        self.clock = clock
+        self._rings: OrderedDict[str, _Ring] = OrderedDict()
+        self._flushed: list[WindowRequest] = []
+
+    def __len__(self) -> int:
+        return len(self._rings)
+
+    def __contains__(self, entity: str) -> bool:
+        return entity in self._rings
+
+    def push(self, entity: str, ts: float, values: np.ndarray, source: Hashable) -> WindowRequest | None:
+        """Add one point; return a request when the entity has `stride` unscored points."""
+        ring = self._rings.get(entity)
+        if ring is None:
+            ring = self._admit(entity)
+        elif ts < ring.max_ts - self.allowed_lateness_s:
+            raise DecodeError("late", f"ts: {ts} is {ring.max_ts - ts:.3f} s behind entity {entity!r}'s latest "
+                                      f"point, allowed lateness is {self.allowed_lateness_s} s")
+        ring.write(ts, values, source)
+        ring.last_active = self.clock()
+        self._rings.move_to_end(entity)
+        return ring.emit(entity, self.stride) if ring.pending >= self.stride else None
+
+    def _admit(self, entity: str) -> _Ring:
+        if len(self._rings) >= self.max_entities:
+            oldest, ring = next(iter(self._rings.items()))
+            idle = self.clock() - ring.last_active
+            if idle < self.entity_idle_s:
+                raise DecodeError("entity_cap", f"entity {entity!r}: {self.max_entities} entities active "
+                                                f"(input.max_entities); least recently used is idle only {idle:.0f} s")
+            self._evict(oldest)
+        ring = _Ring(self.window, self.n_channels)
+        self._rings[entity] = ring
+        return ring
+
+    def _evict(self, entity: str) -> None:
+        ring = self._rings.pop(entity)
+        if ring.pending:
+            self._flushed.append(ring.emit(entity, ring.pending))
+
+    def remove(self, entity: str) -> WindowRequest | None:
+        """Forget an entity (e.g. its partition was revoked); returns its unscored points as a partial request."""
+        ring = self._rings.pop(entity, None)
+        return ring.emit(entity, ring.pending) if ring is not None and ring.pending else None
+
+    def take_flushed(self) -> list[WindowRequest]:
+        """Partial requests of entities evicted since the last call (their points still need scores)."""
+        out, self._flushed = self._flushed, []
+        return out
+
+    def drain(self) -> list[WindowRequest]:
+        """Emit every entity's unscored points as partial requests (n_new < stride), for shutdown."""
+        out = self.take_flushed()
+        out.extend(ring.emit(entity, ring.pending) for entity, ring in self._rings.items() if ring.pending)
+        return out
+
+    def pending_sources(self) -> Iterator[Any]:
+        """Sources of all points that are buffered but not yet part of an emitted request."""
+        for ring in self._rings.values():
+            if ring.pending:
+                yield from ring.pending_sources()
+        for req in self._flushed:
+            yield from req.sources
+
+    def state_dict(self, entity: str) -> dict:
+        """The entity's full state as plain data (numpy arrays, ints, lists), for checkpoints."""
+        ring = self._rings[entity]
+        return {"values": ring.values.copy(), "ts": ring.ts.copy(), "sources": list(ring.sources), "pos": ring.pos,
+                "seen": ring.seen, "pending": ring.pending, "max_ts": float(ring.max_ts)}
+
+    def load_state(self, entity: str, state: dict) -> None:
+        """Restore an entity from state_dict(); subsequent pushes produce the same requests as before saving."""
+        values = np.asarray(state["values"], dtype=np.float32)
+        if values.shape != (self.window, self.n_channels):
+            raise DecodeError("bad_state", f"state of {entity!r}: values shape {values.shape}, expected "
+                                           f"{(self.window, self.n_channels)}")
+        if entity not in self._rings:
+            self._admit(entity)
+        ring = self._rings[entity]
+        ring.values[:] = values
+        ring.ts[:] = np.asarray(state["ts"], dtype=np.float64)
+        ring.sources = [tuple(s) if isinstance(s, list) else s for s in state["sources"]]
+        ring.pos, ring.seen, ring.pending = int(state["pos"]), int(state["seen"]), int(state["pending"])
+        ring.max_ts = float(state["max_ts"])
+        ring.last_active = self.clock()
