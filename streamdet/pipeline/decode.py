@@ -104,7 +104,8 @@ class Decoder:
 
     def _finite(self, row: np.ndarray, field: str) -> np.ndarray:
         """Cast to float32; values beyond float32's range become inf and are rejected like NaN/inf."""
-        out = row.astype(np.float32)
+        with np.errstate(over="ignore"):
+            out = row.astype(np.float32)
         bad = np.flatnonzero(~np.isfinite(out))
         if bad.size:
             i = int(bad[0])

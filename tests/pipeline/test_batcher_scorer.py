@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+import torch
+
+from streamdet.errors import BundleError
+from streamdet.pipeline.batcher import MicroBatcher
+from streamdet.pipeline.scorer import Scorer, bucket_size
+from streamdet.pipeline.windows import WindowRequest
+
+from .helpers import DeviationDetector
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def request(i: int) -> WindowRequest:
+    return WindowRequest(f"e{i}", np.zeros((4, 2), np.float32), 1, np.array([float(i)]), [("t", 0, i)], True)
+
+
+def test_flushes_at_max_batch_oldest_first():
+    b = MicroBatcher(max_batch=3, max_wait_ms=1000, clock=Clock())
+    for i in range(4):
+        b.add(request(i))
+    assert b.due() and b.full()
+    assert [r.entity for r in b.take()] == ["e0", "e1", "e2"]
+    assert len(b) == 1 and not b.due()
+
+
+def test_flushes_when_the_oldest_request_waited_max_wait():
+    clock = Clock()
+    b = MicroBatcher(max_batch=100, max_wait_ms=500, clock=clock)  # binary-exact steps: no rounding at the edge
+    assert not b.due()
+    b.add(request(0))
+    clock.now += 0.25
+    b.add(request(1))
+    assert not b.due() and b.oldest_age() == 0.25
+    clock.now += 0.125
+    assert not b.due()
+    clock.now += 0.125
+    assert b.due()
+    assert [r.entity for r in b.take()] == ["e0", "e1"]
+    assert not b.due() and b.take() == []
+
+
+def test_zero_wait_flushes_every_request():
+    b = MicroBatcher(max_batch=100, max_wait_ms=0, clock=Clock())
+    b.add(request(0))
+    assert b.due()
+
+
+def test_bucket_sizes():
+    assert [bucket_size(n) for n in (1, 2, 3, 5, 8, 9, 64)] == [1, 2, 4, 8, 8, 16, 64]
+
+
+@pytest.mark.parametrize("bucket", [True, False])
+def test_scorer_matches_the_module_row_by_row(bucket):
+    rng = np.random.default_rng(0)
+    windows = rng.normal(size=(5, 6, 3)).astype(np.float32)  # B=5 is padded to 8 when bucketing
+    scores, contrib = Scorer(DeviationDetector(), bucket=bucket).score(windows)
+    assert scores.shape == (5, 6) and contrib.shape == (5, 6, 3)
+    assert scores.dtype == np.float32 and isinstance(scores, np.ndarray)
+    expected = ((windows - windows.mean(axis=1, keepdims=True)) ** 2).mean(axis=-1)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5)
+
+
+def test_scorer_rejects_a_module_with_wrong_output_shapes():
+    class Wrong(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(1, 2)), x  # scores [B] instead of [B, L]
+
+    with pytest.raises(BundleError, match="expected"):
+        Scorer(Wrong()).score(np.zeros((2, 4, 3), np.float32))

@@ -1,0 +1,70 @@
+import numpy as np
+import orjson
+import pytest
+
+from streamdet.errors import DecodeError
+from streamdet.pipeline.decode import REASONS, Decoder
+
+CHANNELS = ("cpu", "mem", "disk")
+
+
+@pytest.fixture
+def decoder():
+    return Decoder(CHANNELS, max_record_bytes=512)
+
+
+def reject(decoder, raw) -> DecodeError:
+    with pytest.raises(DecodeError) as info:
+        decoder.decode(raw if isinstance(raw, bytes) else orjson.dumps(raw))
+    assert info.value.reason in REASONS
+    return info.value
+
+
+def test_values_form(decoder):
+    rec = decoder.decode(b'{"entity": "m-1", "ts": 1732262400.5, "values": [0.5, 1, -2.25]}')
+    assert rec.entity == "m-1" and rec.ts == 1732262400.5
+    assert rec.values.dtype == np.float32 and rec.values.tolist() == [0.5, 1.0, -2.25]
+
+
+def test_metrics_form_orders_by_channel_name(decoder):
+    rec = decoder.decode(orjson.dumps({"entity": "m", "ts": 3, "metrics": {"disk": 3.0, "cpu": 1.0, "mem": 2.0}}))
+    assert rec.values.tolist() == [1.0, 2.0, 3.0] and rec.ts == 3.0
+
+
+@pytest.mark.parametrize("raw, reason, where", [
+    (b"\xff\xfe{}", "not_utf8", ""),
+    (b'{"entity": "m", ', "not_json", ""),
+    (b'{"entity":"m","ts":1,"values":[NaN,1,2]}', "not_json", ""),
+    (b"[1, 2, 3]", "not_object", "list"),
+    ({"ts": 1, "values": [1, 2, 3]}, "no_entity", "entity"),
+    ({"entity": 7, "ts": 1, "values": [1, 2, 3]}, "bad_entity", "entity"),
+    ({"entity": "", "ts": 1, "values": [1, 2, 3]}, "bad_entity", "entity"),
+    ({"entity": "a\nb", "ts": 1, "values": [1, 2, 3]}, "bad_entity", "entity"),
+    ({"entity": "m", "values": [1, 2, 3]}, "no_ts", "ts"),
+    ({"entity": "m", "ts": "2024-01-01", "values": [1, 2, 3]}, "bad_ts", "ts"),
+    ({"entity": "m", "ts": True, "values": [1, 2, 3]}, "bad_ts", "ts"),
+    ({"entity": "m", "ts": -5, "values": [1, 2, 3]}, "bad_ts", "ts"),
+    ({"entity": "m", "ts": 1}, "no_values", "values"),
+    ({"entity": "m", "ts": 1, "values": [1, 2, 3], "metrics": {}}, "both_forms", "metrics"),
+    ({"entity": "m", "ts": 1, "values": [1, 2]}, "wrong_width", "2 entries"),
+    ({"entity": "m", "ts": 1, "values": {"cpu": 1}}, "wrong_type", "values"),
+    ({"entity": "m", "ts": 1, "values": [1, "2", 3]}, "wrong_type", "values[1] (mem)"),
+    ({"entity": "m", "ts": 1, "values": [1, 2, None]}, "wrong_type", "values[2] (disk)"),
+    ({"entity": "m", "ts": 1, "values": [1, False, 3]}, "wrong_type", "values[1]"),
+    ({"entity": "m", "ts": 1, "values": [1, 2, 1e300]}, "non_finite", "values[2]"),
+    ({"entity": "m", "ts": 1, "metrics": [1, 2, 3]}, "wrong_type", "metrics"),
+    ({"entity": "m", "ts": 1, "metrics": {"cpu": 1, "mem": 2}}, "missing_channel", "metrics.disk"),
+    ({"entity": "m", "ts": 1, "metrics": {"cpu": 1, "mem": 2, "gpu": 3}}, "unknown_channel", "metrics.gpu"),
+    ({"entity": "m", "ts": 1, "metrics": {"cpu": 1, "mem": "x", "disk": 3}}, "wrong_type", "metrics.mem"),
+    ({"entity": "m", "ts": 1, "metrics": {"cpu": 1, "mem": 2, "disk": -1e39}}, "non_finite", "metrics.disk"),
+])
+def test_every_reason_names_the_field(decoder, raw, reason, where):
+    err = reject(decoder, raw)
+    assert err.reason == reason
+    assert where in err.detail
+
+
+def test_too_large_is_checked_before_parsing(decoder):
+    raw = orjson.dumps({"entity": "m", "ts": 1, "values": [1, 2, 3], "pad": "x" * 600})
+    err = reject(decoder, raw)
+    assert err.reason == "too_large" and str(len(raw)) in err.detail and "max_record_bytes" in err.detail
