@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv demo test test-all test-fast bench clean
 
 venv: $(STAMP)
 
@@ -17,9 +17,14 @@ $(STAMP): requirements.txt requirements-test.txt setup.cfg
 	touch $(STAMP)
 
 demo: venv
-	$(BIN)/streamdet demo --config config/smd.yaml
+	$(BIN)/streamdet demo --config config/demo.yaml
 
+# The whole suite except the heavy variants marked `slow` (each has a small version that runs here).
 test: venv
+	$(BIN)/python -m pytest -q -ra -m "not slow" $(PYTEST_ARGS)
+
+# Everything, heavy benchmark variants included (tens of minutes on 2 cores).
+test-all: venv
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
 test-fast: venv

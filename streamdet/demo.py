@@ -1,0 +1,158 @@
+"""`streamdet demo`: the whole system once, end to end, on one machine, ending by itself.
+
+Train a bundle if there is none, start the embedded broker, run the daemon, replay the test splits into the metrics
+topic, print every alert read back from the alerts topic, and summarise: records scored, alerts, and how many
+labelled anomaly segments were alerted. Without the shared benchmark data it uses the synthetic generator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from .config import Config
+
+log = logging.getLogger(__name__)
+
+SEGMENT_SLACK = 10  # an alert starting this many points after a labelled segment still counts as detecting it
+DRAIN_TIMEOUT_S = 120.0
+
+
+def with_data_fallback(cfg: Config) -> Config:
+    """Use the synthetic generator when the configured benchmark folder is missing (a user's fresh clone)."""
+    if cfg.data.dataset == "synthetic" or (cfg.path(cfg.data.root) / cfg.data.dataset).is_dir():
+        return cfg
+    print(f"no benchmark data at {cfg.path(cfg.data.root) / cfg.data.dataset}: using the synthetic generator "
+          "(see README, 'Getting the data')")
+    bundle = Path(cfg.model.bundle)
+    data = dataclasses.replace(cfg.data, dataset="synthetic", entities=())
+    model = dataclasses.replace(cfg.model, bundle=str(bundle.with_name(bundle.stem + "-synthetic" + bundle.suffix)))
+    return dataclasses.replace(cfg, data=data, model=model)
+
+
+def labelled_segments(labels: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end_exclusive) of each run of 1s."""
+    padded = np.concatenate([[0], labels.astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(padded))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def segments_alerted(segments: list[tuple[int, int]], alert_rows: list[int]) -> int:
+    """How many segments have an alert starting inside them or within SEGMENT_SLACK points after their end."""
+    rows = np.asarray(sorted(alert_rows))
+    hit = 0
+    for start, end in segments:
+        i = np.searchsorted(rows, start)
+        hit += bool(i < len(rows) and rows[i] < end + SEGMENT_SLACK)
+    return hit
+
+
+def _ensure_bundle(cfg: Config) -> None:
+    path = cfg.path(cfg.model.bundle)
+    if path.exists():
+        print(f"using bundle {path}")
+        return
+    from .train import train_bundle
+
+    print(f"training {cfg.model.name} ({cfg.model.preset or 'default'} preset) on {cfg.data.dataset}, "
+          f"{', '.join(cfg.data.entities) or 'all entities'} -> {path}")
+    train_bundle(cfg, progress=True)
+
+
+def _print_alert(message: dict, row: int) -> None:
+    top = ", ".join(f"{c['name']} {c['share']:.0%}" for c in message.get("top_channels", []))
+    when = time.strftime("%H:%M:%S", time.localtime(message["ts"]))
+    print(f"  {message['status']:8s} {message['entity']:14s} {when} row {row:6d}  score {message['score']:9.3f}  "
+          f"threshold {message['threshold']:8.3f}  top: {top}")
+
+
+def run_demo(cfg: Config, limit: int = 0) -> int:
+    from .data import load_series
+    from .daemon import Daemon
+    from .io.broker import EmbeddedBroker
+    from .io.kafka import ensure_topics, make_producer
+    from .replay import replay
+
+    cfg = with_data_fallback(cfg)
+    _ensure_bundle(cfg)
+    series = load_series(cfg)
+    arrays = {s.entity: (s.test[:limit] if limit else s.test) for s in series}
+    total = sum(len(a) for a in arrays.values())
+    with EmbeddedBroker() as broker:
+        k = cfg.kafka
+        ensure_topics(cfg, [k.metrics_topic, k.alerts_topic, k.dlq_topic], broker.bootstrap)
+        daemon = Daemon(cfg, bootstrap=broker.bootstrap)
+        runner = threading.Thread(target=daemon.run, name="daemon", daemon=True)
+        runner.start()
+        _wait(lambda: daemon.metrics.is_ready() or not runner.is_alive(), 60, "the daemon to become ready")
+        print(f"daemon ready; Prometheus metrics at http://{cfg.metrics.host}:{daemon.metrics.port}/metrics")
+        print(f"replaying {total} records of {len(arrays)} entities into '{k.metrics_topic}' ...")
+        producer = make_producer(cfg, bootstrap=broker.bootstrap)
+        report_box: dict = {}
+        sender = threading.Thread(target=lambda: report_box.update(
+            report=replay(arrays, lambda key, v: producer.produce(k.metrics_topic, key, v))), daemon=True)
+        sender.start()
+        alerts = _tail_alerts(cfg, broker.bootstrap, daemon, runner, sender, report_box, total)
+        producer.flush()
+        producer.close()
+        daemon.stop()
+        runner.join(timeout=30)
+    _summary(series, report_box["report"], alerts, daemon, limit)
+    return 0
+
+
+def _tail_alerts(cfg, bootstrap, daemon, runner, sender, report_box, total) -> list[dict]:
+    """Print alerts from the alerts topic until every record is scored and the topic has gone quiet."""
+    from .io.kafka import TopicTail
+
+    alerts: list[dict] = []
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S + total / 500.0
+    with TopicTail(cfg, cfg.kafka.alerts_topic, bootstrap) as tail:
+        done_at = None
+        while time.monotonic() < deadline and runner.is_alive():
+            for raw in tail.poll(timeout_ms=200):
+                message = orjson.loads(raw)
+                alerts.append(message)
+                report = report_box.get("report")
+                row = report.row_of(message["entity"], message["start_ts"]) if report else -1
+                _print_alert(message, row)
+            scored = daemon.metrics.total(daemon.metrics.scored)
+            if not sender.is_alive() and scored >= total:
+                done_at = done_at or time.monotonic()
+                if time.monotonic() - done_at > 2.0:  # the last alerts were published before the last scores
+                    break
+    return alerts
+
+
+def _summary(series, report, alerts: list[dict], daemon, limit: int) -> None:
+    scored = daemon.metrics.total(daemon.metrics.scored)
+    firing = [a for a in alerts if a["status"] == "firing"]
+    n_segments = hit = 0
+    for s in series:
+        labels = s.test_labels[:limit] if limit else s.test_labels
+        segments = labelled_segments(labels)
+        rows = [report.row_of(a["entity"], a["start_ts"]) for a in firing if a["entity"] == s.entity]
+        n_segments += len(segments)
+        hit += segments_alerted(segments, rows)
+    print()
+    print("summary")
+    print(f"  records replayed         {report.records}")
+    print(f"  records scored           {scored}")
+    print(f"  alerts                   {len(firing)} firing, {len(alerts) - len(firing)} resolved")
+    print(f"  labelled segments        {n_segments}")
+    print(f"  segments alerted         {hit} (an alert starting inside the segment or <= {SEGMENT_SLACK} "
+          "points after it)")
+
+
+def _wait(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.05)
