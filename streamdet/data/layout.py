@@ -1,0 +1,92 @@
+"""Loader for the shared benchmark layout (../shared/data/README.md): SMD, ASD and NAB.
+
+Every dataset folder holds `entities.csv` and, per entity, `ENTITY.train.csv.gz`, `ENTITY.test.csv.gz`,
+`ENTITY.test_label.csv.gz`, and for SMD/ASD `ENTITY.interpretation_label.txt` (`start-end:d1,d2`, rows start..end-1,
+1-based channel numbers).
+
+NAB has no train file: the first 15 % of each stream (NAB's probationary period, where its scorer ignores detections)
+is used as the train split, and the test split is the whole stream, so scores exist for every row NAB's scorer reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .csvread import read_numeric_csv, read_text
+from .series import Series
+
+NAB_PROBATION = 0.15
+
+
+def dataset_dir(root: Path, dataset: str) -> Path:
+    folder = root / dataset
+    if not folder.is_dir():
+        raise DataError(f"{folder}: dataset folder not found (set data.root or STREAMDET_DATA; see README "
+                        "'Getting the data')")
+    return folder
+
+
+def entities_in(folder: Path) -> list[str]:
+    """Entity names from entities.csv, in file order."""
+    text = read_text(folder / "entities.csv")
+    rows = [line.split(",", 1)[0].strip() for line in text.splitlines()[1:] if line.strip()]
+    if not rows:
+        raise DataError(f"{folder / 'entities.csv'}: no entities listed")
+    return rows
+
+
+def load_entity(folder: Path, entity: str) -> Series:
+    if not (folder / f"{entity}.test.csv.gz").exists():
+        raise DataError(f"{folder / (entity + '.test.csv.gz')}: unknown entity {entity!r} (not found)")
+    if folder.name == "nab":
+        return _load_nab(folder, entity)
+    channels, train, _ = read_numeric_csv(folder / f"{entity}.train.csv.gz")
+    test_channels, test, _ = read_numeric_csv(folder / f"{entity}.test.csv.gz")
+    if test_channels != channels:
+        raise DataError(f"{folder / (entity + '.test.csv.gz')}: columns differ from the train file's")
+    labels = _labels(folder / f"{entity}.test_label.csv.gz", len(test))
+    interp = _interpretation(folder / f"{entity}.interpretation_label.txt", len(channels))
+    return Series(entity, channels, train, test, labels, interpretation=interp)
+
+
+def _load_nab(folder: Path, entity: str) -> Series:
+    path = folder / f"{entity}.test.csv.gz"
+    channels, values, stamps = read_numeric_csv(path, skip_columns=1)
+    labels = _labels(folder / f"{entity}.test_label.csv.gz", len(values))
+    try:
+        ts = np.array(stamps, dtype="datetime64[s]").astype(np.float64)
+    except ValueError as exc:
+        raise DataError(f"{path}: timestamp column cannot be parsed ({exc})") from None
+    n_train = max(int(len(values) * NAB_PROBATION), 2)
+    return Series(entity, channels, values[:n_train].copy(), values, labels, test_timestamps=ts)
+
+
+def _labels(path: Path, n_rows: int) -> np.ndarray:
+    names, values, _ = read_numeric_csv(path)
+    if names != ["label"]:
+        raise DataError(f"{path}: expected one column named 'label', got {names}")
+    if len(values) != n_rows:
+        raise DataError(f"{path}: {len(values)} labels for {n_rows} test rows")
+    return (values[:, 0] > 0).astype(np.int8)
+
+
+def _interpretation(path: Path, n_channels: int) -> list[tuple[int, int, list[int]]]:
+    if not path.exists():
+        return []
+    out = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            span, dims = line.strip().split(":")
+            start, end = (int(v) for v in span.split("-"))
+            channels = sorted({int(d) - 1 for d in dims.split(",") if d.strip()})
+        except ValueError:
+            raise DataError(f"{path}: line {number}: expected 'start-end:d1,d2,...', got {line.strip()!r}") from None
+        if not channels or channels[0] < 0 or channels[-1] >= n_channels:
+            raise DataError(f"{path}: line {number}: channel numbers outside 1..{n_channels}")
+        out.append((start, end, channels))
+    return out
