@@ -1,0 +1,53 @@
+"""Threshold priors from validation scores only (docs/internals.md, "calibration"); never from test data.
+
+Validation scores are computed the way the daemon scores: one window every `stride` points, keeping the scores of
+the last `stride` steps of each window, so the priors describe exactly the numbers the thresholds will see live.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data import sliding_windows
+from ..errors import DataError
+
+QUANTILES = (0.5, 0.9, 0.99, 0.995, 0.999)
+MAX_PEAKS = 2000
+MAX_SAMPLE = 2000
+BATCH = 256
+
+
+def daemon_like_scores(served: torch.nn.Module, raw: np.ndarray, window: int, stride: int) -> np.ndarray:
+    """Per-step scores of one raw series [T, C] as the daemon produces them after warm-up: [T - L + 1 ... ] steps."""
+    stride = min(stride, window)
+    windows = sliding_windows(raw.astype(np.float32), window, stride)  # [N, L, C], window k ends at L-1+k*stride
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(windows), BATCH):
+            batch = torch.from_numpy(np.ascontiguousarray(windows[i:i + BATCH]))
+            scores, _ = served(batch)  # [B, L]
+            out.append(scores[:, -stride:].reshape(-1).numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def calibrate(scores: np.ndarray, init_level: float) -> dict:
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.size < 10:
+        raise DataError(f"calibration needs at least 10 validation scores, got {scores.size}; lower "
+                        "train.val_fraction's window or give more training data")
+    if not np.isfinite(scores).all():
+        raise DataError(f"the model produced {int((~np.isfinite(scores)).sum())} non-finite validation scores")
+    t = float(np.quantile(scores, init_level))
+    peaks = scores[scores > t] - t
+    keep = np.linspace(0, len(peaks) - 1, min(len(peaks), MAX_PEAKS)).round().astype(int) if len(peaks) else []
+    sample_idx = np.linspace(0, len(scores) - 1, min(len(scores), MAX_SAMPLE)).round().astype(int)
+    return {
+        "n": int(scores.size),
+        "quantiles": {str(q): float(np.quantile(scores, q)) for q in QUANTILES},
+        "pot": {"init_threshold": t, "n_init": int(scores.size), "peaks": [float(v) for v in peaks[keep]],
+                "n_peaks": int(len(peaks)), "init_level": init_level},
+        "sample": [float(v) for v in scores[sample_idx]],
+        "mean": float(scores.mean()),
+        "std": float(scores.std()),
+    }
