@@ -65,6 +65,13 @@ def _ensure_bundle(cfg: Config) -> None:
     train_bundle(cfg, progress=True)
 
 
+def _quiet_logs() -> None:
+    """The demo prints alerts itself; keep the daemon's and kafka-python's INFO chatter out of the way."""
+    if logging.getLogger().level <= logging.INFO:
+        logging.getLogger("streamdet").setLevel(logging.WARNING)
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+
+
 def _print_alert(message: dict, row: int) -> None:
     top = ", ".join(f"{c['name']} {c['share']:.0%}" for c in message.get("top_channels", []))
     when = time.strftime("%H:%M:%S", time.localtime(message["ts"]))
@@ -80,6 +87,7 @@ def run_demo(cfg: Config, limit: int = 0) -> int:
     from .replay import replay
 
     cfg = with_data_fallback(cfg)
+    _quiet_logs()
     _ensure_bundle(cfg)
     series = load_series(cfg)
     arrays = {s.entity: (s.test[:limit] if limit else s.test) for s in series}
@@ -94,40 +102,48 @@ def run_demo(cfg: Config, limit: int = 0) -> int:
         print(f"daemon ready; Prometheus metrics at http://{cfg.metrics.host}:{daemon.metrics.port}/metrics")
         print(f"replaying {total} records of {len(arrays)} entities into '{k.metrics_topic}' ...")
         producer = make_producer(cfg, bootstrap=broker.bootstrap)
-        report_box: dict = {}
+        report_box: dict = {"entities": list(arrays)}
         sender = threading.Thread(target=lambda: report_box.update(
             report=replay(arrays, lambda key, v: producer.produce(k.metrics_topic, key, v))), daemon=True)
         sender.start()
         alerts = _tail_alerts(cfg, broker.bootstrap, daemon, runner, sender, report_box, total)
         producer.flush()
         producer.close()
-        daemon.stop()
-        runner.join(timeout=30)
     _summary(series, report_box["report"], alerts, daemon, limit)
     return 0
 
 
 def _tail_alerts(cfg, bootstrap, daemon, runner, sender, report_box, total) -> list[dict]:
-    """Print alerts from the alerts topic until every record is scored and the topic has gone quiet."""
+    """Print alerts as they arrive; once the replay is scored, stop the daemon (it drains the last partial windows)
+    and print the alerts its shutdown published."""
     from .io.kafka import TopicTail
 
     alerts: list[dict] = []
+    # points still waiting in partial strides are scored only by the shutdown drain
+    in_partial_strides = len(report_box.get("entities", ())) * (cfg.scoring.stride - 1)
     deadline = time.monotonic() + DRAIN_TIMEOUT_S + total / 500.0
     with TopicTail(cfg, cfg.kafka.alerts_topic, bootstrap) as tail:
-        done_at = None
         while time.monotonic() < deadline and runner.is_alive():
-            for raw in tail.poll(timeout_ms=200):
-                message = orjson.loads(raw)
-                alerts.append(message)
-                report = report_box.get("report")
-                row = report.row_of(message["entity"], message["start_ts"]) if report else -1
-                _print_alert(message, row)
+            _print_new(tail, alerts, report_box)
             scored = daemon.metrics.total(daemon.metrics.scored)
-            if not sender.is_alive() and scored >= total:
-                done_at = done_at or time.monotonic()
-                if time.monotonic() - done_at > 2.0:  # the last alerts were published before the last scores
-                    break
+            if not sender.is_alive() and scored >= total - in_partial_strides:
+                break
+        daemon.stop()
+        runner.join(timeout=30)
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < 1.5:
+            if _print_new(tail, alerts, report_box):
+                quiet_since = time.monotonic()
     return alerts
+
+
+def _print_new(tail, alerts: list[dict], report_box: dict) -> int:
+    new = [orjson.loads(raw) for raw in tail.poll(timeout_ms=200)]
+    report = report_box.get("report")
+    for message in new:
+        alerts.append(message)
+        _print_alert(message, report.row_of(message["entity"], message["start_ts"]) if report else -1)
+    return len(new)
 
 
 def _summary(series, report, alerts: list[dict], daemon, limit: int) -> None:
