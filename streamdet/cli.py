@@ -32,6 +32,13 @@ def _entities(text: Optional[str]) -> Optional[list[str]]:
     return [e.strip() for e in text.split(",") if e.strip()] if text else None
 
 
+def _cli_path(value: Optional[str]) -> Optional[str]:
+    """Paths typed on the command line are relative to the working directory (config paths: to the config file)."""
+    from pathlib import Path
+
+    return str(Path(value).expanduser().resolve()) if value else None
+
+
 def _load(args: argparse.Namespace):
     from .config import load_config
 
@@ -62,7 +69,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import train_bundle
 
     cfg = _load(args)
-    bundle = train_bundle(cfg, model_name=args.model, entities=_entities(args.entities), out=args.out,
+    bundle = train_bundle(cfg, model_name=args.model, entities=_entities(args.entities), out=_cli_path(args.out),
                           progress=not args.no_progress)
     print(f"bundle written: {bundle.path} (model {bundle.model_name}, window {bundle.window}, "
           f"{len(bundle.channels)} channels, sha256 {bundle.sha256[:12]})")
@@ -73,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon
 
     cfg = _load(args)
-    return Daemon(cfg, bundle_path=args.bundle).run()
+    return Daemon(cfg, bundle_path=_cli_path(args.bundle)).run()
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -91,7 +98,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate.backtest import run_evaluate
 
     cfg = _load(args)
-    summary = run_evaluate(cfg, args.bundle or cfg.model.bundle, entities=_entities(args.entities), out_dir=args.out)
+    summary = run_evaluate(cfg, _cli_path(args.bundle) or cfg.model.bundle, entities=_entities(args.entities), out_dir=args.out)
     print(json.dumps(summary.get("aggregate", summary), indent=2, default=str))
     return 0
 
