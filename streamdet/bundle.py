@@ -124,7 +124,7 @@ def export_bundle(model: nn.Module, path, *, channels: list[str], mean, std, cal
     os.close(fd)
     try:
         with _quiet():
-            torch.jit.save(compiled, tmp, _extra_files={META_FILE: json.dumps(meta, allow_nan=False)})
+            torch.jit.save(compiled, tmp, _extra_files={META_FILE: json.dumps(_json_safe(meta), allow_nan=False)})
         bundle = load_bundle(tmp)
         verify(served, bundle.module, window, len(channels), mean, std)
         os.replace(tmp, path)
@@ -213,6 +213,19 @@ def _compile(served: ServedModel, window: int, n_channels: int):
             raise BundleError(f"cannot export {type(served.model).__name__}: scripting failed "
                               f"({str(script_error).splitlines()[0][:200]}), tracing failed "
                               f"({str(trace_error).splitlines()[0][:200]})") from None
+
+
+def _json_safe(value):
+    """NaN/inf (e.g. the validation loss of a model that has none) become null: strict JSON, readable anywhere."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def _streamdet_version() -> str:
