@@ -22,6 +22,9 @@ import yaml
 from .errors import ConfigError
 
 
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _range(lo: float | None = None, hi: float | None = None, **kw):
     """A dataclass field with an inclusive numeric range checked at load time."""
     return field(metadata={"lo": lo, "hi": hi}, **kw)
@@ -212,6 +215,8 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            value = float(value)  # PyYAML reads 1e-7 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)

@@ -43,7 +43,10 @@ def read_numeric_csv(path: Path, skip_columns: int = 0) -> tuple[list[str], np.n
         parts = [line.split(",", skip_columns) for line in lines]
         skipped = [",".join(p[:skip_columns]) for p in parts]
         lines = [p[skip_columns] if len(p) > skip_columns else "" for p in parts]
-    values = np.fromstring(",".join(lines), dtype=np.float64, sep=",") if lines else np.zeros(0)
+    try:
+        values = np.fromstring(",".join(lines), dtype=np.float64, sep=",") if lines else np.zeros(0)
+    except ValueError:  # a cell that is not a number
+        values = np.zeros(0)
     if values.size != len(lines) * width:
         _raise_bad_line(path, lines, width, skip_columns)
     return names[skip_columns:], values.reshape(len(lines), width).astype(np.float32), skipped

@@ -20,6 +20,7 @@ from ..errors import StreamdetError
 
 log = logging.getLogger(__name__)
 
+MIN_REL_IMPROVEMENT = 1e-4  # early stopping ignores smaller relative improvements of the validation loss
 PREPARE_SAMPLE = 20_000  # windows handed to prepare() (PCA bases, kNN references, memory initialisation)
 
 
@@ -77,7 +78,7 @@ def fit(model: torch.nn.Module, train: np.ndarray, val: np.ndarray, train_cfg, *
             result.epochs = epoch + 1
             log.info("epoch %d/%d train_loss=%.5f val_loss=%.5f (%.1f s)", epoch + 1, train_cfg.epochs,
                      train_loss, val_loss, seconds)
-            if np.isfinite(val_loss) and (best_state is None or val_loss < result.best_val_loss):
+            if np.isfinite(val_loss) and (best_state is None or _improves(val_loss, result.best_val_loss)):
                 result.best_epoch, result.best_val_loss, waited = epoch, val_loss, 0
                 best_state = copy.deepcopy(model.state_dict())
             else:
@@ -95,6 +96,11 @@ def fit(model: torch.nn.Module, train: np.ndarray, val: np.ndarray, train_cfg, *
     model.cpu().eval()
     result.seconds_per_epoch = float(np.mean([h["seconds"] for h in result.history]))
     return result
+
+
+def _improves(loss: float, best: float) -> bool:
+    """Better by more than MIN_REL_IMPROVEMENT: a loss creeping down in the 5th digit is a plateau."""
+    return loss < best - MIN_REL_IMPROVEMENT * abs(best)
 
 
 def _n_batches(n: int, batch_size: int) -> int:

@@ -1,0 +1,75 @@
+"""Loaders on the real shared benchmark files, the user CSV loader, and sliding windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamdet.config import load_config
+from streamdet.data import label_segments, list_entities, load_series, sliding_windows
+from streamdet.errors import DataError
+
+from ..conftest import SMD_CONFIG
+
+
+def cfg_for(dataset: str, *overrides: str):
+    return load_config(SMD_CONFIG, [f"data.dataset={dataset}", *overrides])
+
+
+def test_smd_machine_shapes_labels_and_interpretation(smd_root):
+    (s,) = load_series(cfg_for("smd"), ["machine-1-2"])
+    assert s.train.shape == (23694, 38) and s.test.shape == (23694, 38)
+    assert s.train.dtype == np.float32 and s.test_labels.dtype == np.int8
+    assert s.channels[:2] == ["cpu_r", "load_1"] and len(s.channels) == 38
+    assert int(s.test_labels.sum()) == 542  # entities.csv: test_anomaly_points
+    # interpretation: first line of the file is 4629-4688:9,10,11,13,15,18 (1-based channels, end exclusive)
+    start, end, channels = s.interpretation[0]
+    assert (start, end, channels) == (4629, 4688, [8, 9, 10, 12, 14, 17])
+    assert s.test_labels[start:end].all()
+
+
+def test_every_smd_and_asd_entity_is_listed(smd_root):
+    assert len(list_entities(cfg_for("smd"))) == 19
+    assert len(list_entities(cfg_for("asd"))) == 12
+    (a,) = load_series(cfg_for("asd"), [list_entities(cfg_for("asd"))[0]])
+    assert a.train.shape[1] == 19 and len(a.test_labels) == len(a.test)
+
+
+def test_nab_uses_the_probationary_period_as_train_and_parses_timestamps(smd_root):
+    (s,) = load_series(cfg_for("nab"), ["realKnownCause/nyc_taxi"])
+    assert s.test.shape == (10320, 1) and len(s.train) == int(10320 * 0.15)
+    np.testing.assert_array_equal(s.train, s.test[:len(s.train)])
+    assert s.test_timestamps[1] - s.test_timestamps[0] == 1800.0  # 30-minute steps from 2014-07-01 00:00
+
+
+def test_missing_root_and_unknown_entity_name_the_path(tmp_path, smd_root):
+    with pytest.raises(DataError, match=str(tmp_path / "smd")):
+        load_series(cfg_for("smd", f"data.root={tmp_path}"))
+    with pytest.raises(DataError, match="machine-9-9"):
+        load_series(cfg_for("smd"), ["machine-9-9"])
+
+
+def test_user_csv_with_labels_and_a_bad_cell(tmp_path):
+    (tmp_path / "train.csv").write_text("cpu,mem\n0.1,0.2\n0.2,0.3\n0.3,0.4\n")
+    (tmp_path / "test.csv").write_text("cpu,mem\n0.1,0.2\n0.9,0.9\n")
+    (tmp_path / "labels.csv").write_text("label\n0\n1\n")
+    cfg = cfg_for("csv", f"data.csv_train={tmp_path / 'train.csv'}", f"data.csv_test={tmp_path / 'test.csv'}",
+                  f"data.csv_labels={tmp_path / 'labels.csv'}")
+    (s,) = load_series(cfg)
+    assert s.channels == ["cpu", "mem"] and s.train.shape == (3, 2) and s.test_labels.tolist() == [0, 1]
+    (tmp_path / "test.csv").write_text("cpu,mem\n0.1,0.2\n0.9,oops\n")
+    with pytest.raises(DataError, match=r"test\.csv: line 3, column 2: 'oops'"):
+        load_series(cfg)
+
+
+def test_sliding_windows_is_a_view_with_the_right_rows():
+    x = np.arange(20, dtype=np.float32).reshape(10, 2)
+    w = sliding_windows(x, 4, 3)  # windows start at rows 0, 3, 6
+    assert w.shape == (3, 4, 2) and np.shares_memory(w, x)
+    np.testing.assert_array_equal(w[1], x[3:7])
+    with pytest.raises(DataError, match="shorter than the window"):
+        sliding_windows(x, 11, 1)
+
+
+def test_label_segments():
+    assert label_segments(np.array([0, 1, 1, 0, 1])) == [(1, 3), (4, 5)]
