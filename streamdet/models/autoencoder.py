@@ -1,0 +1,43 @@
+"""Dense autoencoder: flatten the window, squeeze it through a bottleneck, expand it back.
+
+The simplest reconstruction model: no notion of time order beyond the flattened layout, which makes it a strong,
+fast baseline on short windows. Score = per-step squared reconstruction error; contributions per channel.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+from torch import Tensor, nn
+
+from .base import Detector, squared_error_scores
+from .layers import mlp
+from .registry import register
+
+
+@register
+class DenseAutoencoder(Detector):
+    name = "autoencoder"
+    presets = {
+        "default": {"hidden": 256, "latent": 32, "dropout": 0.1},
+        "tiny": {"hidden": 32, "latent": 8, "dropout": 0.0},
+    }
+
+    def __init__(self, n_channels: int, window: int, hidden: int = 256, latent: int = 32, dropout: float = 0.1):
+        super().__init__(n_channels, window)
+        flat = n_channels * window
+        self.encoder = mlp([flat, hidden, latent])
+        self.decoder = mlp([latent, hidden, flat])
+        self.input_dropout = nn.Dropout(dropout)  # denoising: keeps the bottleneck from copying noise
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        B, L, C = x.shape
+        flat = x.reshape(B, L * C)  # [B, L*C]
+        return self.decoder(self.encoder(self.input_dropout(flat))).reshape(B, L, C)  # [B, L, C]
+
+    def loss(self, x: Tensor, epoch: int, labels: Optional[Tensor] = None) -> Tensor:
+        return ((self.reconstruct(x) - x) ** 2).mean()
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        return squared_error_scores(x, self.reconstruct(x))
+

@@ -1,0 +1,106 @@
+"""MIXAD (Kim et al., CIKM 2024): memory-augmented graph recurrent forecasting with per-channel explanations.
+
+Channels are nodes of a learned graph (adjacency from node embeddings). A GRU whose gates are diffusion graph
+convolutions (K hops over the adjacency) walks through the window and forecasts each next step. Its node states
+query a memory bank of prototypes; the retrieved prototype joins the state for the forecast. Training: forecast
+error + memory consistency (states stay close to their prototype) + a KL term that spreads use over all
+prototypes. Score per step = forecast error + `memory_weight` x memory deviation (distance of each node's state to
+its prototype), per channel: node-level errors are the explanation. The first step has no forecast and takes the
+score of the second.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .base import Detector
+from .registry import register
+
+
+class DiffusionConv(nn.Module):
+    """sum_k A^k X W_k over nodes: X [B, N, F] -> [B, N, out]."""
+
+    def __init__(self, features: int, out: int, hops: int):
+        super().__init__()
+        self.weights = nn.ModuleList([nn.Linear(features, out, bias=(k == 0)) for k in range(hops + 1)])
+
+    def forward(self, x: Tensor, adjacency: Tensor) -> Tensor:
+        total = torch.zeros(x.shape[0], x.shape[1], self.weights[0].out_features, device=x.device)
+        h = x
+        for k, weight in enumerate(self.weights):
+            if k > 0:
+                h = adjacency @ h  # [B, N, F]
+            total = total + weight(h)
+        return total
+
+
+class GraphGRUCell(nn.Module):
+    def __init__(self, features: int, hidden: int, hops: int):
+        super().__init__()
+        self.gates = DiffusionConv(features + hidden, 2 * hidden, hops)
+        self.candidate = DiffusionConv(features + hidden, hidden, hops)
+        self.hidden = hidden
+
+    def forward(self, x: Tensor, h: Tensor, adjacency: Tensor) -> Tensor:
+        z_r = torch.sigmoid(self.gates(torch.cat([x, h], dim=-1), adjacency))  # [B, N, 2D]
+        z, r = z_r[..., : self.hidden], z_r[..., self.hidden:]
+        c = torch.tanh(self.candidate(torch.cat([x, r * h], dim=-1), adjacency))
+        return z * h + (1 - z) * c
+
+
+@register
+class MIXAD(Detector):
+    name = "mixad"
+    presets = {
+        "default": {"hidden": 32, "node_dim": 16, "hops": 2, "memories": 16, "memory_weight": 0.5},
+        "tiny": {"hidden": 8, "node_dim": 4, "hops": 1, "memories": 4, "memory_weight": 0.5},
+    }
+
+    def __init__(self, n_channels: int, window: int, hidden: int = 32, node_dim: int = 16, hops: int = 2,
+                 memories: int = 16, memory_weight: float = 0.5):
+        super().__init__(n_channels, window)
+        self.nodes = nn.Parameter(torch.randn(n_channels, node_dim) * 0.3)
+        self.cell = GraphGRUCell(1, hidden, hops)
+        self.memory = nn.Parameter(torch.randn(memories, hidden) * 0.3)
+        self.head = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        self.hidden = hidden
+        self.memory_weight = memory_weight
+
+    def adjacency(self) -> Tensor:
+        return torch.softmax(torch.relu(self.nodes @ self.nodes.t()), dim=-1)  # [N, N]
+
+    def run(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """-> forecasts [B, L-1, C], states [B, L-1, C, D], retrieved prototypes [B, L-1, C, D],
+        memory attention [B, L-1, C, M], for steps 1..L-1."""
+        B, L, C = x.shape
+        adjacency = self.adjacency()
+        h = torch.zeros(B, C, self.hidden, device=x.device)
+        forecasts, states, protos, attns = [], [], [], []
+        for t in range(L - 1):
+            h = self.cell(x[:, t].unsqueeze(-1), h, adjacency)  # [B, C, D]
+            attn = torch.softmax(h @ self.memory.t(), dim=-1)  # [B, C, M]
+            proto = attn @ self.memory  # [B, C, D]
+            forecasts.append(self.head(torch.cat([h, proto], dim=-1)).squeeze(-1))  # [B, C]
+            states.append(h)
+            protos.append(proto)
+            attns.append(attn)
+        return torch.stack(forecasts, 1), torch.stack(states, 1), torch.stack(protos, 1), torch.stack(attns, 1)
+
+    def loss(self, x: Tensor, epoch: int, labels: Optional[Tensor] = None) -> Tensor:
+        forecast, states, protos, attn = self.run(x)
+        error = ((forecast - x[:, 1:]) ** 2).mean()
+        consistency = ((states - protos.detach()) ** 2).mean() + ((states.detach() - protos) ** 2).mean()
+        usage = attn.reshape(-1, attn.shape[-1]).mean(dim=0)  # [M]
+        kl_uniform = (usage * torch.log(usage * usage.shape[0] + 1e-6)).sum()
+        return error + 0.1 * consistency + 0.1 * kl_uniform
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        forecast, states, protos, _ = self.run(x)
+        error = (forecast - x[:, 1:]) ** 2  # [B, L-1, C]
+        deviation = ((states - protos) ** 2).mean(dim=-1)  # [B, L-1, C]
+        contrib = error + self.memory_weight * deviation
+        contrib = torch.cat([contrib[:, :1], contrib], dim=1)  # [B, L, C]: step 0 takes step 1's score
+        return contrib.mean(dim=-1), contrib

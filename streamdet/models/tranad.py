@@ -1,0 +1,63 @@
+"""TranAD (Tuli et al., VLDB 2022): a transformer encoder-decoder with focus-score self-conditioning.
+
+Phase 1 reconstructs the window with a zero focus score. Phase 2 re-encodes the window together with the squared
+error of phase 1 (the focus score), which directs attention to the hard-to-reconstruct steps. Training is
+adversarial with epoch-dependent weights (1/n, 1 - 1/n): decoder 1 learns to make phase 2 reconstruct well, decoder 2
+learns to amplify phase-1 errors. One loss here, with parameter-frozen calls routing each adversarial term.
+Decoders are linear heads on the shared transformer encoding (a simplification of the paper's two transformer
+decoders; the self-conditioning and the adversarial game are kept). Score = 0.5 * phase-1 error + 0.5 * phase-2
+error per step.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .base import Detector
+from .layers import PositionalEncoding, TransformerStack, frozen_call
+from .registry import register
+
+
+@register
+class TranAD(Detector):
+    name = "tranad"
+    presets = {
+        "default": {"width": 64, "heads": 4, "layers": 2, "ff": 128, "dropout": 0.1},
+        "tiny": {"width": 16, "heads": 2, "layers": 1, "ff": 32, "dropout": 0.0},
+    }
+
+    def __init__(self, n_channels: int, window: int, width: int = 64, heads: int = 4, layers: int = 2,
+                 ff: int = 128, dropout: float = 0.1):
+        super().__init__(n_channels, window)
+        self.embed = nn.Linear(2 * n_channels, width)  # the window and its focus score, side by side
+        self.position = PositionalEncoding(width, max(window, 1))
+        self.encoder = TransformerStack(width, heads, ff, layers, dropout)
+        self.decoder1 = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, n_channels))
+        self.decoder2 = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, n_channels))
+
+    def encode(self, x: Tensor, focus: Tensor) -> Tensor:
+        return self.encoder(self.position(self.embed(torch.cat([x, focus], dim=-1))))  # [B, L, D]
+
+    def loss(self, x: Tensor, epoch: int, labels: Optional[Tensor] = None) -> Tensor:
+        n = float(epoch + 1)
+        h1 = self.encode(x, torch.zeros_like(x))
+        o1 = self.decoder1(h1)
+        o2 = self.decoder2(h1)
+        focus = (o1 - x) ** 2
+        # decoder 1 (and the encoder) want phase 2 to reconstruct well through a frozen decoder 2
+        phase2 = frozen_call(self.decoder2, self.encode(x, focus))
+        loss1 = ((o1 - x) ** 2).mean() / n + (1 - 1 / n) * ((phase2 - x) ** 2).mean()
+        # decoder 2 wants phase 2 to expose phase-1 errors (maximise), from a detached encoding
+        exposed = self.decoder2(self.encode(x, focus.detach()).detach())
+        loss2 = ((o2 - x) ** 2).mean() / n - (1 - 1 / n) * ((exposed - x) ** 2).mean()
+        return loss1 + loss2
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        o1 = self.decoder1(self.encode(x, torch.zeros_like(x)))
+        focus = (o1 - x) ** 2
+        o2 = self.decoder2(self.encode(x, focus))
+        contrib = 0.5 * focus + 0.5 * (o2 - x) ** 2  # [B, L, C]
+        return contrib.mean(dim=-1), contrib
