@@ -68,7 +68,7 @@ class AnomalyTransformer(Detector):
     name = "anomaly_transformer"
     presets = {
         "default": {"width": 64, "heads": 4, "layers": 3, "ff": 128, "k": 3.0, "temperature": 50.0, "dropout": 0.0},
-        "tiny": {"width": 16, "heads": 2, "layers": 1, "ff": 32, "k": 3.0, "temperature": 1.0, "dropout": 0.0},
+        "tiny": {"width": 16, "heads": 2, "layers": 1, "ff": 32, "k": 3.0, "temperature": 50.0, "dropout": 0.0},
     }
 
     def __init__(self, n_channels: int, window: int, width: int = 64, heads: int = 4, layers: int = 3,

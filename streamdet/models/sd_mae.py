@@ -3,7 +3,9 @@
 A transformer encoder sees the window with a share of its steps masked (`mask_ratio`, replaced by a learned mask
 token). A deep teacher decoder reconstructs the masked steps; a shallow student decoder learns to reproduce the
 teacher (self-distillation, teacher detached). On normal patterns the student imitates the teacher well; on unseen
-(anomalous) patterns their outputs part. Score = teacher-student discrepancy on masked steps.
+(anomalous) patterns their outputs part. Score = teacher-student discrepancy on masked steps, plus (weight
+`recon_weight`) the teacher's error on them: a hidden step cannot make the two decoders disagree about a value
+neither saw, so a lone spike shows only through the teacher failing to predict it from its context.
 Scoring is deterministic and row independent: a fixed set of interleaved masks covers every step, and each step's
 score averages the masks that hid it.
 Semi-supervised: when the training split carries labelled anomalies, their steps are left out of the
@@ -37,14 +39,14 @@ class SelfDistilledMAE(Detector):
     name = "sd_mae"
     presets = {
         "default": {"width": 64, "heads": 4, "encoder_layers": 2, "teacher_layers": 2, "ff": 128,
-                    "mask_ratio": 0.6, "margin": 1.0, "warmup_epochs": 3},
+                    "mask_ratio": 0.6, "margin": 1.0, "warmup_epochs": 3, "recon_weight": 1.0},
         "tiny": {"width": 16, "heads": 2, "encoder_layers": 1, "teacher_layers": 2, "ff": 32,
-                 "mask_ratio": 0.6, "margin": 1.0, "warmup_epochs": 1},
+                 "mask_ratio": 0.6, "margin": 1.0, "warmup_epochs": 1, "recon_weight": 1.0},
     }
 
     def __init__(self, n_channels: int, window: int, width: int = 64, heads: int = 4, encoder_layers: int = 2,
                  teacher_layers: int = 2, ff: int = 128, mask_ratio: float = 0.6, margin: float = 1.0,
-                 warmup_epochs: int = 3):
+                 warmup_epochs: int = 3, recon_weight: float = 1.0):
         super().__init__(n_channels, window)
         self.embed = nn.Linear(n_channels, width)
         self.mask_token = nn.Parameter(torch.zeros(width))
@@ -56,6 +58,7 @@ class SelfDistilledMAE(Detector):
         self.mask_ratio = mask_ratio
         self.margin = margin
         self.warmup_epochs = warmup_epochs
+        self.recon_weight = recon_weight
 
     def decode(self, x: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
         """x [N, L, C], mask [N, L] (1 = hidden) -> teacher and student outputs [N, L, C]."""
@@ -85,8 +88,10 @@ class SelfDistilledMAE(Detector):
         B, L, C = x.shape
         K = self.masks.shape[0]
         masks = self.masks[:, :L].repeat(B, 1)  # [B*K, L]
-        teacher, student = self.decode(x.repeat_interleave(K, dim=0), masks)  # [B*K, L, C]
-        gap = ((teacher - student) ** 2 * masks.unsqueeze(-1)).reshape(B, K, L, C).sum(dim=1)
+        repeated = x.repeat_interleave(K, dim=0)  # [B*K, L, C]
+        teacher, student = self.decode(repeated, masks)
+        per_mask = (teacher - student) ** 2 + self.recon_weight * (teacher - repeated) ** 2
+        gap = (per_mask * masks.unsqueeze(-1)).reshape(B, K, L, C).sum(dim=1)
         hidden = masks.reshape(B, K, L).sum(dim=1).clamp(min=1.0).unsqueeze(-1)  # [B, L, 1]
         contrib = gap / hidden  # [B, L, C]
         return contrib.mean(dim=-1), contrib
