@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""Pipeline benchmark on the embedded broker: how close the daemon gets to what the Kafka client alone can do.
+
+    python tools/bench_pipeline.py                    # 200,000 records, 100 entities x 38 channels
+    python tools/bench_pipeline.py --quick            # 20,000 records (a smoke run)
+    make bench
+
+One run prints one table:
+  (a) raw ceiling: records/s that kafka-python alone consumes and decodes (orjson) from the topic
+  (b) the daemon end to end at the default config (config/smd.yaml: window 100, stride 10, batch 64, LSTM-AE
+      default preset, POT thresholds, alerts published): records/s from start until every record is scored
+  (c) (b) / (a)
+  (d) p50 / p99 latency from record production to its score, at a paced rate (--rate)
+  (e) scoring-only windows/s of the bundle at batch sizes 1, 16, 64, 256
+  (f) resident memory per 1,000 entities (windows + thresholds + alert state, window 100 x 38 channels)
+The model is exported untrained: its cost is the same as a trained one, and no training time is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import orjson
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from streamdet.bundle import export_bundle, load_bundle  # noqa: E402
+from streamdet.config import load_config  # noqa: E402
+from streamdet.daemon import Daemon  # noqa: E402
+from streamdet.io.broker import EmbeddedBroker  # noqa: E402
+from streamdet.io.kafka import ensure_topics, make_producer  # noqa: E402
+from streamdet.models import registry  # noqa: E402
+from streamdet.pipeline.engine import Pipeline  # noqa: E402
+from streamdet.pipeline.scorer import Scorer  # noqa: E402
+
+C = 38
+DEADLINE_S = 600.0
+
+
+def make_bundle(cfg, path: Path):
+    rng = np.random.default_rng(0)
+    scores = rng.exponential(size=5000)
+    t = float(np.quantile(scores, 0.98))
+    calibration = {"n": 5000, "pot": {"init_threshold": t, "n_init": 5000, "peaks": (scores[scores > t] - t).tolist()},
+                   "sample": scores[::3].tolist(), "quantiles": {}}
+    model = registry.build(cfg.model.name, C, cfg.model.window, cfg.model.preset, cfg.model.params)
+    export_bundle(model, path, channels=[f"m{i:02d}" for i in range(C)], mean=np.zeros(C), std=np.ones(C),
+                  calibration=calibration, training={}, config={})
+    return load_bundle(path)
+
+
+def records(n: int, entities: int, ts0: float) -> list[tuple[bytes, bytes]]:
+    rng = np.random.default_rng(1)
+    values = rng.random((n, C)).round(4)
+    out = []
+    for i in range(n):
+        entity = f"host-{i % entities:05d}"
+        out.append((entity.encode(), orjson.dumps({"entity": entity, "ts": ts0 + i // entities,
+                                                   "values": values[i].tolist()})))
+    return out
+
+
+def produce(cfg, bootstrap: str, topic: str, batch: list[tuple[bytes, bytes]], rate: float = 0.0) -> None:
+    producer = make_producer(cfg, bootstrap)
+    started = time.perf_counter()
+    for i, (key, value) in enumerate(batch):
+        if rate:
+            value = orjson.dumps({**orjson.loads(value), "ts": time.time()})
+            wait = started + i / rate - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+        producer.produce(topic, key, value)
+    producer.flush(120)
+    producer.close()
+
+
+def raw_ceiling(bootstrap: str, topic: str, n: int) -> float:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"raw-{uuid.uuid4().hex[:6]}",
+                             auto_offset_reset="earliest", enable_auto_commit=False, session_timeout_ms=6000,
+                             heartbeat_interval_ms=1000, max_poll_records=5000)
+    seen, started = 0, None
+    deadline = time.monotonic() + DEADLINE_S
+    while seen < n and time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=200).values():
+            started = started or time.perf_counter()
+            for record in batch:
+                orjson.loads(record.value)
+            seen += len(batch)
+    seconds = time.perf_counter() - started
+    consumer.close()
+    return seen / seconds
+
+
+def run_daemon(cfg, bundle_path: Path, bootstrap: str, until_scored: int, latencies: list | None = None,
+               when_ready=None) -> float:
+    def observe(result):
+        if latencies is not None:
+            now = time.time()
+            latencies.extend(now - p.ts for p in result.scored)
+
+    daemon = Daemon(cfg, str(bundle_path), bootstrap=bootstrap, observer=observe)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + DEADLINE_S
+    if when_ready is not None:  # latency run: produce only once the group has joined
+        while not daemon.metrics.is_ready() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        when_ready()
+    first = None
+    while time.monotonic() < deadline and thread.is_alive():
+        scored = daemon.metrics.total(daemon.metrics.scored)
+        if scored and first is None:
+            first = (time.perf_counter(), scored)
+        if scored >= until_scored:
+            break
+        time.sleep(0.01)
+    ended = time.perf_counter()
+    scored = daemon.metrics.total(daemon.metrics.scored)
+    daemon.stop()
+    thread.join(30)
+    if first is None:
+        raise SystemExit("the daemon scored nothing")
+    return (scored - first[1]) / (ended - first[0])
+
+
+def scoring_only(bundle, window: int) -> dict[int, float]:
+    scorer = Scorer(bundle.module, 1)
+    out = {}
+    for size in (1, 16, 64, 256):
+        x = np.random.default_rng(2).random((size, window, C), dtype=np.float32)
+        scorer.score(x)
+        repeats = max(3, 2048 // size)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            scorer.score(x)
+        out[size] = size * repeats / (time.perf_counter() - started)
+    return out
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_per_1000_entities(cfg, bundle, entities: int = 5000) -> float:
+    pipeline = Pipeline(cfg, bundle)
+    gc.collect()
+    before = rss_bytes()
+    row = np.random.default_rng(3).random(C, dtype=np.float32)
+    for e in range(entities):
+        entity = f"e{e:06d}"
+        for t in range(cfg.model.window):
+            request = pipeline.windows.push(entity, float(t), row, ("t", 0, t))
+            if request is not None and t == cfg.model.window - 1:
+                pipeline.thresholds.update(entity, 0.1)
+                pipeline.alerts.update(entity, float(t), 0.1, 1.0, False, row, ("t", 0, t))
+    gc.collect()
+    return (rss_bytes() - before) / entities * 1000
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--entities", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=2000.0, help="records/s of the paced latency run")
+    parser.add_argument("--latency-records", type=int, default=20_000)
+    parser.add_argument("--config", default=str(REPO / "config" / "smd.yaml"))
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.records, args.latency_records = 20_000, 4000
+    torch.set_num_threads(1)
+    tag = uuid.uuid4().hex[:6]
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(args.config, [f"kafka.metrics_topic=bench-{tag}", f"kafka.alerts_topic=bench-alerts-{tag}",
+                                        f"kafka.dlq_topic=bench-dlq-{tag}", f"kafka.group_id=bench-{tag}",
+                                        "metrics.port=0", "logging.level=WARNING", "kafka.session_timeout_ms=6000"])
+        bundle = make_bundle(cfg, Path(tmp) / "bench.pt")
+        k = cfg.kafka
+        ensure_topics(cfg, [k.metrics_topic, k.alerts_topic, k.dlq_topic], broker.bootstrap)
+        print(f"producing {args.records:,} records ({args.entities} entities x {C} channels) ...", file=sys.stderr)
+        produce(cfg, broker.bootstrap, k.metrics_topic, records(args.records, args.entities, 1.7e9))
+        raw = raw_ceiling(broker.bootstrap, k.metrics_topic, args.records)
+        in_partial = args.entities * (cfg.scoring.stride - 1)
+        daemon_rate = run_daemon(cfg, Path(tmp) / "bench.pt", broker.bootstrap, args.records - in_partial)
+        latencies: list = []
+        lat_cfg = load_config(args.config, [f"kafka.metrics_topic=lat-{tag}", f"kafka.alerts_topic=bench-alerts-{tag}",
+                                            f"kafka.dlq_topic=bench-dlq-{tag}", f"kafka.group_id=lat-{tag}",
+                                            "metrics.port=0", "logging.level=WARNING"])
+        ensure_topics(lat_cfg, [f"lat-{tag}"], broker.bootstrap)
+        n_lat = args.latency_records
+        sender = threading.Thread(target=produce, args=(lat_cfg, broker.bootstrap, f"lat-{tag}",
+                                                        records(n_lat, args.entities, 0.0), args.rate))
+        run_daemon(lat_cfg, Path(tmp) / "bench.pt", broker.bootstrap, n_lat - in_partial, latencies,
+                   when_ready=sender.start)
+        sender.join()
+        scoring = scoring_only(bundle, cfg.model.window)
+        memory = memory_per_1000_entities(cfg, bundle)
+    lat = np.asarray(latencies) * 1000
+    print(f"\n# {args.records:,} records, {args.entities} entities x {C} channels, model {cfg.model.name} "
+          f"(window {cfg.model.window}, stride {cfg.scoring.stride}, batch {cfg.scoring.max_batch}), 1 torch thread\n")
+    print("| measure | value |")
+    print("|---|---:|")
+    print(f"| (a) raw ceiling: kafka-python consume + orjson decode | {raw:,.0f} records/s |")
+    print(f"| (b) daemon end to end, default config | {daemon_rate:,.0f} records/s |")
+    print(f"| (c) daemon / raw ceiling | {daemon_rate / raw:.0%} |")
+    print(f"| (d) latency production -> score at {args.rate:,.0f} records/s, p50 / p99 | "
+          f"{np.percentile(lat, 50):,.0f} / {np.percentile(lat, 99):,.0f} ms |")
+    for size, value in scoring.items():
+        print(f"| (e) scoring only, batch {size} | {value:,.0f} windows/s |")
+    print(f"| (f) resident memory per 1,000 entities | {memory / 2**20:,.1f} MiB |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
