@@ -1,0 +1,36 @@
+# streamdet daemon image: multi-stage, slim, non-root, CPU torch by default.
+#   docker build -t streamdet .                                   # CPU
+#   docker build -t streamdet:cuda --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126 .
+# Mount the config (and bundle) at /etc/streamdet; see deploy/README.md.
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS builder
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/streamdet
+ENV PATH=/opt/streamdet/bin:$PATH
+WORKDIR /src
+COPY requirements.txt ./
+# torch first, from the chosen index (CPU wheels by default; never the multi-GB CUDA default from PyPI)
+RUN pip install --index-url "${TORCH_INDEX}" "$(grep -E '^torch==' requirements.txt)" \
+ && pip install -r requirements.txt
+COPY setup.cfg pyproject.toml README.md ./
+COPY streamdet ./streamdet
+RUN pip install --no-deps .
+
+FROM ${PYTHON_IMAGE} AS runtime
+ARG BUNDLE=""
+RUN useradd --system --uid 10001 --home-dir /var/lib/streamdet --create-home streamdet \
+ && mkdir -p /etc/streamdet && chown streamdet /etc/streamdet
+COPY --from=builder /opt/streamdet /opt/streamdet
+ENV PATH=/opt/streamdet/bin:$PATH PYTHONUNBUFFERED=1
+COPY deploy/streamdet.yaml /etc/streamdet/config.yaml
+USER streamdet
+WORKDIR /var/lib/streamdet
+EXPOSE 9108
+HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
+  CMD python -c "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9108/healthz', timeout=2).status == 200 else 1)"
+# SIGTERM: the daemon stops polling, drains, publishes, commits and exits 0 well within Docker's default 10 s
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["streamdet"]
+CMD ["run", "--config", "/etc/streamdet/config.yaml"]

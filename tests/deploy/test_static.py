@@ -1,0 +1,103 @@
+"""Everything about the deployment that can be checked without Docker or Kubernetes."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from streamdet.config import load_config
+
+from .promql import DASHBOARD, DEPLOY, RULES, dashboard_expressions, recording_rules
+
+REPO = DEPLOY.parent
+INTERNALS = (REPO / "docs" / "internals.md").read_text()
+EXPORTED = set(re.findall(r"`(streamdet_[a-z_]+)`", INTERNALS))
+
+
+def metric_names(expr: str) -> set[str]:
+    """Exported names an expression reads (histogram series map back to their family)."""
+    out = set()
+    for name in re.findall(r"\bstreamdet_[a-z_]+", expr):
+        for suffix in ("_bucket", "_sum", "_count"):
+            if name.endswith(suffix) and name[: -len(suffix)] in EXPORTED:
+                name = name[: -len(suffix)]
+        out.add(name)
+    return out
+
+
+def test_promtool_accepts_the_rules():
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (apt-get install prometheus; CI installs it)")
+    out = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_dashboard_and_rules_use_only_exported_metrics_and_recorded_series():
+    recorded = {name for name, _ in recording_rules()}
+    exprs = dashboard_expressions() + recording_rules()
+    assert len(exprs) >= 20
+    for where, expr in exprs:
+        unknown = {n for n in metric_names(expr) if n not in EXPORTED and not n.endswith("_info")}
+        assert not unknown, f"{where}: {unknown} are not exported (docs/internals.md)"
+        for series in re.findall(r"streamdet:[a-z_0-9:]+", expr):
+            assert series in recorded, f"{where}: {series} has no recording rule"
+
+
+def test_dashboard_has_the_entity_variable_and_the_panels_an_sre_needs():
+    import json
+
+    board = json.loads(DASHBOARD.read_text())
+    assert [v["name"] for v in board["templating"]["list"]] == ["entity"]
+    titles = " ".join(p["title"].lower() for p in board["panels"])
+    for needed in ("score against threshold", "anomalous", "alerts over time", "top channels", "throughput",
+                   "latency", "lag", "rejected", "model"):
+        assert needed in titles, needed
+
+
+def test_compose_services_reference_files_that_exist_and_agree_on_ports():
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"kafka", "train", "streamdet", "replay", "prometheus", "grafana"} <= set(services)
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (DEPLOY / source).exists(), f"{name}: {source} does not exist"
+    prom = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    target = prom["scrape_configs"][0]["static_configs"][0]["targets"][0]
+    cfg = load_config(DEPLOY / "streamdet.yaml")
+    assert target == f"streamdet:{cfg.metrics.port}" and f"{cfg.metrics.port}:{cfg.metrics.port}" in \
+        services["streamdet"]["ports"]
+    assert cfg.metrics.host == "0.0.0.0" and cfg.kafka.bootstrap_servers == "kafka:9092"
+
+
+def test_kubernetes_manifests_reference_each_other():
+    docs = {d["kind"]: d for f in sorted((DEPLOY / "k8s").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())}
+    deployment, service, configmap = docs["Deployment"], docs["Service"], docs["ConfigMap"]
+    pod = deployment["spec"]["template"]
+    assert deployment["spec"]["selector"]["matchLabels"] == service["spec"]["selector"] == {"app": "streamdet"}
+    assert pod["metadata"]["labels"]["app"] == "streamdet"
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == configmap["metadata"]["name"]
+    container = pod["spec"]["containers"][0]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    config = yaml.safe_load(configmap["data"]["config.yaml"])
+    assert container["ports"][0]["containerPort"] == config["metrics"]["port"] == int(
+        service["metadata"]["annotations"]["prometheus.io/port"])
+    assert deployment["spec"]["replicas"] >= 2 and config["kafka"]["group_id"]
+
+
+def test_dockerfile_is_multistage_non_root_with_healthcheck_and_pinned_cpu_torch():
+    text = (REPO / "Dockerfile").read_text()
+    assert text.count("FROM ") >= 2 and "USER streamdet" in text and "HEALTHCHECK" in text and "/healthz" in text
+    assert "download.pytorch.org/whl/cpu" in text and "STOPSIGNAL SIGTERM" in text
+    assert 'ENTRYPOINT ["streamdet"]' in text and '"run", "--config", "/etc/streamdet/config.yaml"' in text
+    assert "torch==2.13.0" in (REPO / "requirements.txt").read_text()
