@@ -56,7 +56,6 @@ class KafkaConfig:
     max_poll_records: int = _range(1, 1_000_000, default=5000)
     poll_timeout_ms: int = _range(1, 60_000, default=100)
     commit_interval_ms: int = _range(10, 600_000, default=1000)
-    checkpoint_interval_ms: int = _range(100, 3_600_000, default=10_000)
     security: SecurityConfig = field(default_factory=SecurityConfig)
 
 

@@ -19,12 +19,17 @@ from typing import Callable, Optional
 
 import orjson
 
-from .io.kafka import KafkaPythonClient, Partition, StreamClient, ensure_topics, error_kind
+from .io.kafka import (KafkaPythonClient, Partition, StreamClient, ensure_changelog, ensure_topics, error_kind,
+                       is_outage)
 from .io.metrics import Metrics
+from .outage import Backoff
+from .state import entity_partitions
 
 log = logging.getLogger(__name__)
 
 LAG_INTERVAL_S = 1.0  # how often consumer lag and active entities are exported
+PROBE_INTERVAL_S = 2.0  # how often the broker is probed when nothing else shows it is alive
+PROBE_TIMEOUT_MS = 2000
 
 
 def dead_letter(raw: bytes, source: tuple, reason: str, detail: str) -> bytes:
@@ -60,8 +65,16 @@ class Daemon:
         self._committed: dict[Partition, int] = {}
         self._next_commit = 0.0
         self._next_lag = 0.0
+        self._next_probe = 0.0
+        self._drain_on_stop = False
+        self._pending_at_stop = 0
+        self.checkpointer = None  # state.Checkpointer when kafka.state_topic is set
+        self.reloader = None  # reload.BundleReloader
+        self.backoff = Backoff()
 
-    def stop(self) -> None:
+    def stop(self, drain: bool = False) -> None:
+        """End the loop. drain=True scores partial windows even when checkpoints could carry them (finite replays)."""
+        self._drain_on_stop = self._drain_on_stop or drain
         self._stop.set()
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
@@ -77,8 +90,11 @@ class Daemon:
                 return 1
             finally:
                 self.metrics.loop_stopped()
+        pending = self._pending_at_stop
         log.info("daemon stopped cleanly", extra={"consumed": self.metrics.total(self.metrics.consumed),
-                                                  "scored": self.metrics.total(self.metrics.scored)})
+                                                  "scored": self.metrics.total(self.metrics.scored),
+                                                  "pending_in_checkpoint": pending,
+                                                  "skipped_restored": getattr(self.pipeline, "skipped", 0)})
         return 0
 
     def _fail(self, exc: BaseException) -> None:
@@ -98,15 +114,56 @@ class Daemon:
         self.metrics.set_model(bundle.model_name, bundle.sha256, bundle.window, len(bundle.channels))
         self.metrics.start_server()
         stack.callback(self.metrics.stop_server)
-        self.bootstrap = self._resolve_bootstrap(stack)
-        k = self.cfg.kafka
-        ensure_topics(self.cfg, [k.metrics_topic, k.alerts_topic, k.dlq_topic], self.bootstrap)
-        self.client = self.client_factory(self.cfg, self.bootstrap)
-        stack.callback(self._close_client)
-        self.client.subscribe([k.metrics_topic], self._on_assign, self._on_revoke)
         self._install_signals(stack)
+        from .reload import BundleReloader
+
+        self.reloader = BundleReloader(self.cfg.path(str(self.bundle_path)), bundle, self.metrics)
+        self.reloader.install_sighup(stack)
+        self.bootstrap = self._resolve_bootstrap(stack)
+        self._connect(stack, bundle.sha256)
+        k = self.cfg.kafka
         log.info("daemon started bootstrap=%s topic=%s group=%s model=%s", self.bootstrap, k.metrics_topic,
                  k.group_id, bundle.model_name)
+
+    def _connect(self, stack: ExitStack, model_sha256: str) -> None:
+        """Create topics, the client and the subscription, retrying with capped back-off while the broker is down."""
+        k = self.cfg.kafka
+        while not self._stop.is_set():
+            try:
+                ensure_topics(self.cfg, [k.metrics_topic, k.alerts_topic, k.dlq_topic], self.bootstrap)
+                if k.state_topic:
+                    ensure_changelog(self.cfg, k.state_topic, self.bootstrap)
+                self.client = self.client_factory(self.cfg, self.bootstrap)
+                break
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                self._outage(exc, "start-up")
+                self._stop.wait(self.backoff.next_delay())
+        if self.client is None:
+            return
+        self._recovered()
+        stack.callback(self._close_client)
+        if k.state_topic:
+            from .state import Checkpointer
+
+            self.checkpointer = Checkpointer(self.cfg, self.client, self.bootstrap, model_sha256)
+        self.client.subscribe([k.metrics_topic], self._on_assign, self._on_revoke)
+
+    def _outage(self, exc: BaseException, where: str) -> None:
+        """Log once per outage (not once per retry), count the error, and turn /readyz false."""
+        kind = error_kind(exc) or type(exc).__name__
+        self.metrics.kafka_errors.labels(kind).inc()
+        if self.backoff.failing is False:
+            log.warning("broker unreachable during %s (%s: %s); retrying with back-off", where, kind, exc)
+        self.backoff.failed()
+        self.metrics.set_connected(False)
+
+    def _recovered(self) -> None:
+        if self.backoff.failing:
+            log.info("broker reachable again after %d failed attempts", self.backoff.attempts)
+        self.backoff.reset()
+        self.metrics.set_connected(True)
 
     def _resolve_bootstrap(self, stack: ExitStack) -> str:
         """An explicit bootstrap wins; "embedded" starts a private broker for the daemon's lifetime."""
@@ -136,15 +193,32 @@ class Daemon:
             log.exception("error while closing the Kafka client")
 
     def _shutdown(self) -> None:
-        """Score the partial windows, publish, flush and commit: nothing consumed is left unacknowledged."""
-        self._publish(self.pipeline.drain())
-        self._commit(force=True)
+        """Nothing consumed is left unacknowledged. With checkpoints the partial windows travel in the state (the
+        next run continues exactly); without them (or drain=True) they are scored now."""
+        if self.client is None:
+            return
+        if self.checkpointer is None or self._drain_on_stop:
+            self._publish(self.pipeline.drain())
+        self._pending_at_stop = len(list(self.pipeline.windows.pending_sources()))  # carried by the checkpoints
+        for attempt in range(3):
+            if self._commit(force=True):
+                return
+            self._stop.wait(self.backoff.next_delay())
+        log.error("could not commit at shutdown: the uncommitted records will be redelivered")
 
     # --- the loop -------------------------------------------------------------------------------------------------
     def _loop(self) -> None:
         k = self.cfg.kafka
-        while not self._stop.is_set():
-            items = self.client.poll(self._poll_timeout_ms(), k.max_poll_records)
+        while not self._stop.is_set() and self.client is not None:
+            self._maybe_reload()
+            try:
+                items = self.client.poll(self._poll_timeout_ms(), k.max_poll_records)
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                self._outage(exc, "poll")
+                self._stop.wait(self.backoff.next_delay())
+                continue
             self.metrics.heartbeat()
             if self._callback_error is not None:
                 raise RuntimeError("rebalance callback failed") from self._callback_error
@@ -156,6 +230,37 @@ class Daemon:
             self._publish(result)
             self._commit()
             self._export_gauges()
+            self._probe(bool(items))
+
+    def _maybe_reload(self) -> None:
+        """Swap in a new bundle between batches when the file changed or SIGHUP asked (verified first)."""
+        bundle = self.reloader.poll() if self.reloader is not None else None
+        if bundle is None:
+            return
+        self._publish(self.pipeline.flush_batches())  # windows already cut are scored by the model they met
+        self.pipeline.replace_model(bundle)
+        if self.checkpointer is not None:
+            self.checkpointer.model_sha256 = bundle.sha256
+        self.metrics.set_model(bundle.model_name, bundle.sha256, bundle.window, len(bundle.channels))
+
+    def _probe(self, got_records: bool) -> None:
+        """Records prove the broker alive; otherwise ask it something small every few seconds."""
+        now = time.monotonic()
+        if got_records and not self.backoff.failing:
+            self._next_probe = now + PROBE_INTERVAL_S
+            return
+        if now < self._next_probe:
+            return
+        self._next_probe = now + PROBE_INTERVAL_S
+        try:
+            self.client.probe(PROBE_TIMEOUT_MS)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self._outage(exc, "probe")
+            return
+        if self.backoff.failing and self.client.unacknowledged() == 0:
+            self._recovered()
 
     def _poll_timeout_ms(self) -> int:
         """Wait for records at most until the oldest batched window is due, so max_wait_ms holds when input stops."""
@@ -218,13 +323,36 @@ class Daemon:
         self.metrics.entities_active.set(len(self.pipeline.windows))
 
     # --- delivery -------------------------------------------------------------------------------------------------
-    def _commit(self, force: bool = False, partitions: Optional[list[Partition]] = None) -> None:
-        """Flush the producer (acks), then commit min(first unscored offset, next offset) per partition."""
+    def _commit(self, force: bool = False, partitions: Optional[list[Partition]] = None) -> bool:
+        """Checkpoint touched entities, flush the producer (acks), then commit min(first unscored offset, next
+        offset) per partition. During an outage nothing is committed and everything stays queued; returns success."""
         now = time.monotonic()
         if not force and now < self._next_commit:
-            return
+            return True
         self._next_commit = now + self.cfg.kafka.commit_interval_ms / 1000.0
-        self.client.flush()
+        try:
+            if self.checkpointer is not None:
+                self._publish(self.pipeline.flush_batches())  # queued windows: scored before their state is saved
+                self.checkpointer.write(self.pipeline, sorted(self.pipeline.touched))
+                self.pipeline.touched.clear()
+            self.client.flush()
+            offsets = self._offsets_to_commit(partitions)
+            if offsets:
+                self.client.commit(offsets)
+                self._committed.update(offsets)
+                self.metrics.commits.inc()
+                log.debug("committed offsets=%s", offsets)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self._outage(exc, "commit")
+            self._next_commit = now + self.backoff.next_delay()
+            return False
+        if self.backoff.failing:
+            self._recovered()
+        return True
+
+    def _offsets_to_commit(self, partitions: Optional[list[Partition]]) -> dict[Partition, int]:
         floor = self.pipeline.pending_floor()
         wanted = partitions if partitions is not None else list(self._consumed)
         offsets = {}
@@ -234,14 +362,16 @@ class Daemon:
             offset = min(floor.get(tp, self._consumed[tp]), self._consumed[tp])
             if self._committed.get(tp) != offset:
                 offsets[tp] = offset
-        if offsets:
-            self.client.commit(offsets)
-            self._committed.update(offsets)
-            self.metrics.commits.inc()
-            log.debug("committed offsets=%s", offsets)
+        return offsets
 
     def _on_assign(self, partitions: list[Partition]) -> None:
         log.info("partitions assigned partitions=%s", ",".join(f"{t}[{p}]" for t, p in partitions))
+        if self.checkpointer is not None and partitions:
+            try:
+                self.checkpointer.restore(self.pipeline, set(partitions))
+            except Exception as exc:
+                self._failed, self._callback_error = True, exc
+                log.exception("restoring state failed")
         self.metrics.set_assigned(bool(partitions))
 
     def _on_revoke(self, partitions: list[Partition]) -> None:
@@ -249,8 +379,12 @@ class Daemon:
         if partitions and not self._failed:
             log.info("partitions revoked partitions=%s", ",".join(f"{t}[{p}]" for t, p in partitions))
             try:
-                self._publish(self.pipeline.drain())
+                if self.checkpointer is None:
+                    self._publish(self.pipeline.drain())
                 self._commit(force=True, partitions=partitions)
+                if self.checkpointer is not None:  # their state now lives in the changelog for the next owner
+                    moved = [e for e, tp in entity_partitions(self.pipeline).items() if tp in set(partitions)]
+                    self.pipeline.forget(moved)
             except Exception as exc:
                 self._failed, self._callback_error = True, exc
                 log.exception("draining revoked partitions failed; committing nothing")

@@ -128,7 +128,7 @@ def _tail_alerts(cfg, bootstrap, daemon, runner, sender, report_box, total) -> l
             scored = daemon.metrics.total(daemon.metrics.scored)
             if not sender.is_alive() and scored >= total - in_partial_strides:
                 break
-        daemon.stop()
+        daemon.stop(drain=True)  # the replay is over: score the last partial windows too
         runner.join(timeout=30)
         quiet_since = time.monotonic()
         while time.monotonic() - quiet_since < 1.5:

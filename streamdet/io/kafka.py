@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Callable, Iterable, Optional
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -27,6 +28,10 @@ Source = tuple[str, int, int, int]  # (topic, partition, offset, timestamp_ms)
 PartitionsCallback = Callable[[list[Partition]], None]
 
 
+COMMIT_TIMEOUT_MS = 5000
+FLUSH_TIMEOUT_S = 10.0  # the daemon's flush: long enough for a busy broker, short enough to notice an outage
+
+
 class KafkaDeliveryError(StreamdetError):
     """The broker did not acknowledge produced records; their offsets must not be committed."""
 
@@ -38,6 +43,12 @@ def error_kind(exc: BaseException) -> str | None:
     if isinstance(exc, KafkaError):
         return type(exc).__name__
     return None
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Errors that mean "the broker is not answering": retry them; anything else is a bug and stops the daemon."""
+    kinds = (KafkaError, KafkaDeliveryError, ConnectionError, TimeoutError)
+    return isinstance(exc, kinds) or isinstance(exc.__cause__, kinds)
 
 
 def resolve_bootstrap(cfg, bootstrap: Optional[str] = None) -> str:
@@ -103,17 +114,37 @@ def ensure_topics(cfg, topics: Iterable[str], bootstrap: Optional[str] = None) -
         admin.close()
 
 
+def ensure_changelog(cfg, topic: str, bootstrap: Optional[str] = None) -> None:
+    """Create the state changelog topic compacted (latest checkpoint per entity kept), or plain if refused."""
+    admin = KafkaAdminClient(bootstrap_servers=resolve_bootstrap(cfg, bootstrap), client_id=cfg.kafka.client_id,
+                             **security_options(cfg.kafka))
+    try:
+        if topic in set(admin.list_topics()):
+            return
+        try:
+            admin.create_topics([NewTopic(topic, cfg.kafka.partitions, 1,
+                                          topic_configs={"cleanup.policy": "compact"})])
+        except TopicAlreadyExistsError:
+            pass
+        except KafkaError as exc:
+            log.warning("broker refused a compacted %s (%s); creating it plain", topic, exc)
+            admin.create_topics([NewTopic(topic, cfg.kafka.partitions, 1)])
+    finally:
+        admin.close()
+
+
 class Producer:
-    """Keyed produce with acks=all; `flush` raises KafkaDeliveryError if any record since the last flush failed."""
+    """Keyed produce with acks=all. `flush` raises KafkaDeliveryError if a record is not acknowledged, and keeps
+    every such record: the next flush sends the failed ones again (at-least-once; consumers dedupe on alert_id)."""
 
     def __init__(self, cfg, bootstrap: Optional[str] = None):
         self._producer = KafkaProducer(
             bootstrap_servers=resolve_bootstrap(cfg, bootstrap), client_id=cfg.kafka.client_id, acks="all",
             retries=5, linger_ms=5, **security_options(cfg.kafka))
-        self._pending: list = []
+        self._pending: list = []  # (topic, key, value, future)
 
     def produce(self, topic: str, key: Optional[bytes], value: bytes) -> None:
-        self._pending.append(self._producer.send(topic, key=key, value=value))
+        self._pending.append((topic, key, value, self._producer.send(topic, key=key, value=value)))
 
     def flush(self, timeout_s: float = 30.0) -> int:
         """Wait until every produced record is acknowledged; return how many were."""
@@ -121,11 +152,22 @@ class Producer:
         if not pending:
             return 0
         self._producer.flush(timeout=timeout_s)
-        failed = [f for f in pending if not f.is_done or f.failed()]
-        if failed:
-            first = failed[0].exception if failed[0].is_done else "not acknowledged in time"
-            raise KafkaDeliveryError(f"{len(failed)} of {len(pending)} records not acknowledged: {first}")
+        kept, first = [], None
+        for topic, key, value, future in pending:
+            if not future.is_done:
+                kept.append((topic, key, value, future))
+            elif future.failed():
+                first = first or future.exception
+                kept.append((topic, key, value, self._producer.send(topic, key=key, value=value)))
+        self._pending = kept + self._pending
+        if kept:
+            raise KafkaDeliveryError(f"{len(kept)} of {len(pending)} records not acknowledged yet "
+                                     f"({first or 'timed out'}); kept for the next flush")
         return len(pending)
+
+    @property
+    def unacknowledged(self) -> int:
+        return len(self._pending)
 
     def close(self, timeout_s: float = 5.0) -> None:
         self._producer.close(timeout=timeout_s)
@@ -185,6 +227,14 @@ class StreamClient:
     def commit(self, offsets: dict[Partition, int]) -> None:
         raise NotImplementedError
 
+    def probe(self, timeout_ms: int) -> None:
+        """Raise a KafkaError if the broker does not answer within timeout_ms (outage detection)."""
+        raise NotImplementedError
+
+    def unacknowledged(self) -> int:
+        """Produced records not acknowledged yet (kept for the next flush)."""
+        raise NotImplementedError
+
     def assignment(self) -> set[Partition]:
         raise NotImplementedError
 
@@ -239,13 +289,21 @@ class KafkaPythonClient(StreamClient):
     def produce(self, topic, key, value):
         self._producer.produce(topic, key, value)
 
-    def flush(self, timeout_s=30.0):
+    def flush(self, timeout_s=FLUSH_TIMEOUT_S):
         return self._producer.flush(timeout_s)
+
+    def unacknowledged(self):
+        return self._producer.unacknowledged
 
     def commit(self, offsets):
         if offsets:
             self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                                   for (t, p), o in offsets.items()})
+                                   for (t, p), o in offsets.items()}, timeout_ms=COMMIT_TIMEOUT_MS)
+
+    def probe(self, timeout_ms):
+        assigned = sorted(self._consumer.assignment())
+        if assigned:
+            self._consumer.end_offsets(assigned[:1], timeout_ms=timeout_ms)
 
     def assignment(self):
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
@@ -271,3 +329,32 @@ class KafkaPythonClient(StreamClient):
             self._consumer.close(autocommit=False)
         finally:
             self._producer.close()
+
+
+def read_to_end(cfg, topic: str, bootstrap: Optional[str] = None, timeout_s: float = 60.0):
+    """Yield (key, value) of every record of `topic`, all partitions, from the beginning to the current end.
+
+    No consumer group: used to restore state from a changelog topic. A missing topic yields nothing.
+    """
+    consumer = KafkaConsumer(bootstrap_servers=resolve_bootstrap(cfg, bootstrap), group_id=None,
+                             enable_auto_commit=False, client_id=f"{cfg.kafka.client_id}-restore",
+                             **security_options(cfg.kafka))
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            return
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = {tp: off for tp, off in consumer.end_offsets(tps).items() if off > 0}
+        deadline = time.monotonic() + timeout_s
+        while end and time.monotonic() < deadline:
+            for tp, records in consumer.poll(timeout_ms=200).items():
+                for r in records:
+                    yield r.key, r.value
+                if tp in end and consumer.position(tp) >= end[tp]:
+                    del end[tp]
+        if end:
+            raise KafkaDeliveryError(f"{topic}: could not read to the end within {timeout_s:.0f} s")
+    finally:
+        consumer.close(autocommit=False)

@@ -126,6 +126,7 @@ class Metrics:
         self._stopped = False
         self._model_loaded = False
         self._assigned = False
+        self._connected = True
         self._server: Optional[ThreadingHTTPServer] = None
 
     # --- state the HTTP endpoints report -------------------------------------------------------------------------
@@ -140,7 +141,7 @@ class Metrics:
         return not self._stopped and time.monotonic() - self._beat < HEALTH_STALE_S
 
     def is_ready(self) -> bool:
-        return self._model_loaded and self._assigned and not self._stopped
+        return self._model_loaded and self._assigned and self._connected and not self._stopped
 
     def set_model(self, name: str, sha256: str, window: int, n_channels: int) -> None:
         self.model_info.info({"name": name, "sha256": sha256, "window": str(window), "channels": str(n_channels)})
@@ -149,6 +150,11 @@ class Metrics:
 
     def set_assigned(self, assigned: bool) -> None:
         self._assigned = assigned
+        self._set_ready()
+
+    def set_connected(self, connected: bool) -> None:
+        """False while the broker is unreachable (start-up or an outage): /readyz answers 503."""
+        self._connected = connected
         self._set_ready()
 
     def _set_ready(self) -> None:

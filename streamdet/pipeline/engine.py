@@ -48,6 +48,7 @@ class Pipeline:
 
     def __init__(self, cfg: Config, bundle: Any, clock: Callable[[], float] = time.monotonic):
         channels = tuple(bundle.channels)
+        self._cfg = cfg
         self.window = int(bundle.window)
         self.decoder = Decoder(channels, cfg.input.max_record_bytes)
         self.windows = WindowStore(self.window, len(channels), cfg.scoring.stride, cfg.input.max_entities,
@@ -56,6 +57,10 @@ class Pipeline:
         self.scorer = Scorer(bundle.module, cfg.scoring.threads)
         self.thresholds = ThresholdBank(cfg.threshold, bundle.calibration)
         self.alerts = AlertManager(cfg.alerting, channels, {"name": bundle.model_name, "sha256": bundle.sha256})
+        self.last_source: dict[str, Any] = {}  # entity -> source of the last record pushed into its window
+        self.touched: set[str] = set()  # entities changed since the last checkpoint (the daemon clears it)
+        self._skip_through: dict[str, tuple] = {}  # entity -> (topic, partition, offset) its restored state holds
+        self.skipped = 0  # redelivered records already inside restored state
 
     def process(self, items: Iterable[tuple[bytes, Any]]) -> StepResult:
         """Decode and window the records; score every batch that fills up, and one that is due by time."""
@@ -63,13 +68,43 @@ class Pipeline:
         for raw, source in items:
             try:
                 record = self.decoder.decode(raw)
+                if self._already_held(record.entity, source):
+                    continue
                 request = self.windows.push(record.entity, record.ts, record.values, source)
             except DecodeError as exc:
                 result.rejected.append((raw, source, exc.reason, exc.detail))
                 continue
+            self.last_source[record.entity] = source
+            self.touched.add(record.entity)
             self._enqueue([request] if request is not None else [], result)
         self._score_due(result)
         return result
+
+    def _already_held(self, entity: str, source: Any) -> bool:
+        """A redelivered record at or before the restored checkpoint of its entity is already in the windows."""
+        held = self._skip_through.get(entity)
+        if held is None or not isinstance(source, tuple) or len(source) < 3:
+            return False
+        if source[:2] == held[:2] and source[2] <= held[2]:
+            self.skipped += 1
+            return True
+        del self._skip_through[entity]  # past the checkpoint: from here on every record is new
+        return False
+
+    def restored_through(self, entity: str, source: tuple) -> None:
+        """The entity's restored state holds every record up to `source`; skip those when redelivered."""
+        self.last_source[entity] = tuple(source)
+        self._skip_through[entity] = tuple(source)
+
+    def forget(self, entities) -> None:
+        """Drop entities whose partitions moved to another instance (after their final checkpoint)."""
+        for entity in entities:
+            self.windows.remove(entity)
+            self.thresholds.remove(entity)
+            self.alerts.remove(entity)
+            self.last_source.pop(entity, None)
+            self.touched.discard(entity)
+            self._skip_through.pop(entity, None)
 
     def poll(self) -> StepResult:
         """Score the batches that became due by time since the last call."""
@@ -85,6 +120,23 @@ class Pipeline:
         while len(self.batcher):
             self._score(self.batcher.take(), result)
         return result
+
+    def flush_batches(self) -> StepResult:
+        """Score every queued window now (before a checkpoint or a model swap); partial strides stay pending."""
+        result = StepResult()
+        while len(self.batcher):
+            self._score(self.batcher.take(), result)
+        return result
+
+    def replace_model(self, bundle: Any) -> None:
+        """Serve a new bundle from the next batch on (same channels). Windows keep their data; thresholds and
+        alert streaks restart from the new calibration, because the score scale is the new model's."""
+        if tuple(bundle.channels) != self.decoder.channels or int(bundle.window) != self.window:
+            raise ValueError("the new bundle has another input layout (channels or window)")
+        self.scorer = Scorer(bundle.module, self._cfg.scoring.threads)
+        self.thresholds = ThresholdBank(self._cfg.threshold, bundle.calibration)
+        self.alerts = AlertManager(self._cfg.alerting, tuple(bundle.channels),
+                                   {"name": bundle.model_name, "sha256": bundle.sha256})
 
     def seconds_until_due(self) -> float | None:
         """How long until the oldest batched request is due (None when nothing waits); for poll timeouts."""

@@ -1,0 +1,101 @@
+"""Model hot reload: a replaced bundle file (or SIGHUP) swaps the model without stopping the daemon.
+
+The file is checked about once a second (mtime, size and inode, so an atomic `mv` of a new bundle is seen). A new
+bundle is loaded with the same checks as at start-up, must have the same channels and window (the input layout; changing it needs a restart) and must
+score a test batch finitely; otherwise it is rejected with one log line and the old model keeps serving. The swap
+happens between micro-batches, so no record is dropped: windows already cut are scored by the old model, all later
+ones by the new. Thresholds restart from the new bundle's calibration (the score scale changed with the model).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .bundle import Bundle, load_bundle
+from .errors import StreamdetError
+
+log = logging.getLogger(__name__)
+
+CHECK_INTERVAL_S = 1.0
+
+
+def _signature(path: Path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class BundleReloader:
+    def __init__(self, path: Path, current: Bundle, metrics=None):
+        self.path = Path(path)
+        self.current = current
+        self.metrics = metrics
+        self._seen = _signature(self.path)
+        self._next_check = time.monotonic() + CHECK_INTERVAL_S
+        self._requested = threading.Event()
+
+    def install_sighup(self, stack: ExitStack) -> None:
+        if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
+            return
+        previous = signal.signal(signal.SIGHUP, lambda signum, frame: self.request())
+        stack.callback(signal.signal, signal.SIGHUP, previous)
+
+    def request(self) -> None:
+        """Reload on the next loop iteration even if the file looks unchanged (SIGHUP)."""
+        self._requested.set()
+
+    def poll(self) -> Optional[Bundle]:
+        """A verified new bundle to swap in, or None (nothing changed, or the new file was rejected)."""
+        now = time.monotonic()
+        forced = self._requested.is_set()
+        if not forced and now < self._next_check:
+            return None
+        self._next_check = now + CHECK_INTERVAL_S
+        signature = _signature(self.path)
+        if not forced and (signature is None or signature == self._seen):
+            return None
+        self._requested.clear()
+        self._seen = signature
+        try:
+            bundle = self._verified(load_bundle(self.path))
+        except (StreamdetError, OSError, RuntimeError, ValueError) as exc:
+            log.error("model reload rejected, the old model keeps serving: %s", exc)
+            self._count("rejected")
+            return None
+        if bundle.sha256 == self.current.sha256:
+            return None
+        log.info("model reloaded: %s %s -> %s %s", self.current.model_name, self.current.sha256[:12],
+                 bundle.model_name, bundle.sha256[:12])
+        self.current = bundle
+        self._count("ok")
+        return bundle
+
+    def _verified(self, bundle: Bundle) -> Bundle:
+        if bundle.channels != self.current.channels:
+            raise StreamdetError(f"{self.path}: channels {bundle.channels[:3]}... differ from the running model's "
+                                 f"{self.current.channels[:3]}... (input layout must not change)")
+        if bundle.window != self.current.window:
+            raise StreamdetError(f"{self.path}: window {bundle.window} differs from the running model's "
+                                 f"{self.current.window} (restart the daemon to change it)")
+        probe = torch.from_numpy(np.tile(bundle.mean, (2, bundle.window, 1)).astype(np.float32))  # [2, L, C]
+        with torch.inference_mode():
+            scores, contrib = bundle.module(probe)
+        if not (torch.isfinite(scores).all() and torch.isfinite(contrib).all()):
+            raise StreamdetError(f"{self.path}: the new model scores a test batch with non-finite values")
+        return bundle
+
+    def _count(self, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.model_reloads.labels(result).inc()
