@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Optional
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
@@ -248,17 +248,34 @@ class StreamClient:
         raise NotImplementedError
 
 
-class _Listener(ConsumerRebalanceListener):
-    """Adapts kafka-python's rebalance listener to plain (topic, partition) callbacks."""
+class _Listener(AsyncConsumerRebalanceListener):
+    """Adapts kafka-python's rebalance listener to plain (topic, partition) callbacks.
 
-    def __init__(self, on_assign: PartitionsCallback, on_revoke: PartitionsCallback):
-        self._on_assign, self._on_revoke = on_assign, on_revoke
+    kafka-python 3 runs listeners on its IO loop, where a blocking commit is refused; the daemon's callbacks are
+    synchronous, so a commit they ask for is deferred and awaited here (asynchronously) before the rebalance goes on.
+    """
 
-    def on_partitions_revoked(self, revoked):
-        self._on_revoke([(tp.topic, tp.partition) for tp in revoked])
+    def __init__(self, client: "KafkaPythonClient", on_assign: PartitionsCallback, on_revoke: PartitionsCallback):
+        self._client, self._on_assign, self._on_revoke = client, on_assign, on_revoke
 
-    def on_partitions_assigned(self, assigned):
-        self._on_assign([(tp.topic, tp.partition) for tp in assigned])
+    async def on_partitions_revoked(self, revoked):
+        await self._run(self._on_revoke, revoked)
+
+    async def on_partitions_assigned(self, assigned):
+        await self._run(self._on_assign, assigned)
+
+    async def _run(self, callback: PartitionsCallback, partitions) -> None:
+        self._client.in_rebalance = True
+        try:
+            callback([(tp.topic, tp.partition) for tp in partitions])
+        finally:
+            self._client.in_rebalance = False
+        offsets, self._client.deferred_commit = self._client.deferred_commit, {}
+        if offsets:
+            try:
+                await self._client.commit_async(offsets)
+            except Exception:  # not committed: Kafka redelivers, checkpoints make the redelivered records skip
+                log.exception("commit during the rebalance failed")
 
 
 class KafkaPythonClient(StreamClient):
@@ -273,9 +290,11 @@ class KafkaPythonClient(StreamClient):
             **security_options(k))
         self._producer = Producer(cfg, bootstrap)
         self._consumed: dict[Partition, int] = {}  # next offset to read, per partition
+        self.in_rebalance = False
+        self.deferred_commit: dict[Partition, int] = {}
 
     def subscribe(self, topics, on_assign, on_revoke):
-        self._consumer.subscribe(topics=list(topics), listener=_Listener(on_assign, on_revoke))
+        self._consumer.subscribe(topics=list(topics), listener=_Listener(self, on_assign, on_revoke))
 
     def poll(self, timeout_ms, max_records):
         batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
@@ -296,9 +315,19 @@ class KafkaPythonClient(StreamClient):
         return self._producer.unacknowledged
 
     def commit(self, offsets):
-        if offsets:
-            self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                                   for (t, p), o in offsets.items()}, timeout_ms=COMMIT_TIMEOUT_MS)
+        if not offsets:
+            return
+        if self.in_rebalance:  # on the IO loop: the listener awaits it once the daemon's callback returns
+            self.deferred_commit.update(offsets)
+            return
+        self._consumer.commit(self._offsets(offsets), timeout_ms=COMMIT_TIMEOUT_MS)
+
+    def commit_async(self, offsets):
+        return self._consumer.commit_async(self._offsets(offsets))
+
+    @staticmethod
+    def _offsets(offsets):
+        return {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
 
     def probe(self, timeout_ms):
         assigned = sorted(self._consumer.assignment())

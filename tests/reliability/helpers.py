@@ -1,0 +1,84 @@
+"""A shared scenario for the fault tests: three entities replaying machine-1-2's labelled anomaly, and the alerts an
+uninterrupted run emits (computed in-process by the same pipeline code, per entity independent of interleaving)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import orjson
+
+from streamdet.bundle import load_bundle
+from streamdet.config import load_config
+from streamdet.io.kafka import ensure_topics, make_producer
+from streamdet.pipeline.engine import Pipeline
+from tests.conftest import SMD_CONFIG, TINY_ENTITY, tiny_overrides
+from tests.integration.helpers import DaemonProcess, read_topic, record, smd_rows
+
+ENTITIES = ("rig-a", "rig-b", "rig-c")
+FIRST_ROW, LAST_ROW = 4300, 4760  # machine-1-2's anomaly at rows 4629-4687 falls inside
+EXTRA = ("alerting.min_consecutive=1", "kafka.commit_interval_ms=200")
+ALERT_FIELDS = ("alert_id", "status", "entity", "start_ts", "ts", "score", "threshold", "top_channels")
+
+
+def scenario_records(smd_root: Path) -> list[tuple[str, bytes]]:
+    """(key, value) in production order: the entities interleaved row by row."""
+    rows = smd_rows(smd_root, TINY_ENTITY, "test", FIRST_ROW, LAST_ROW)
+    out = []
+    for i, values in enumerate(rows):
+        for entity in ENTITIES:
+            out.append((entity, record(entity, FIRST_ROW + i, values)))
+    return out
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[str, bytes]], rate: float = 0.0) -> None:
+    cfg = load_config(None, ["kafka.partitions=2"])
+    ensure_topics(cfg, [topic], bootstrap)
+    producer = make_producer(cfg, bootstrap)
+    started = time.monotonic()
+    for n, (key, value) in enumerate(records):
+        if rate:
+            ahead = started + n / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)  # pacing the producer, not waiting on the system under test
+        producer.produce(topic, key.encode(), value)
+    producer.flush()
+    producer.close()
+
+
+def reference_alerts(bundle_path: Path, records: list[tuple[str, bytes]], extra=EXTRA) -> set[tuple]:
+    """The alerts of an uninterrupted run that scored every full stride (no final drain), as comparable tuples."""
+    cfg = load_config(SMD_CONFIG, tiny_overrides(bundle_path) + list(extra))
+    pipeline = Pipeline(cfg, load_bundle(bundle_path))
+    events = pipeline.process((value, ("ref", 0, i, 0)) for i, (_, value) in enumerate(records)).alerts
+    events += pipeline.flush_batches().alerts
+    return {comparable(e.to_message()) for e in events}
+
+
+def comparable(message: dict) -> tuple:
+    return tuple(orjson.dumps(message[f]) for f in ALERT_FIELDS)
+
+
+def published_alerts(bootstrap: str, topic: str, want: set, timeout_s: float) -> tuple[set, list[dict]]:
+    """Read the alerts topic until every wanted alert is there (or the deadline); returns (set, raw messages)."""
+    messages = read_topic(bootstrap, topic, lambda got: want <= {comparable(m) for m in got}, timeout_s)
+    return {comparable(m) for m in messages}, messages
+
+
+def start_daemon(bundle: Path, bootstrap: str, names: dict, log: Path, *extra: str) -> DaemonProcess:
+    return DaemonProcess(bundle, bootstrap, names, log, extra=EXTRA + (f"kafka.state_topic=state-{names['group']}",)
+                         + extra)
+
+
+def kill_hard(daemon: DaemonProcess) -> None:
+    os.kill(daemon.proc.pid, signal.SIGKILL)
+    daemon.proc.wait(10)
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
