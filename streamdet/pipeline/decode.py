@@ -17,6 +17,8 @@ import orjson
 from ..errors import DecodeError
 
 MAX_ENTITY_CHARS = 256
+NUMBER_TYPES = frozenset({float, int})  # JSON numbers; bool is an int subclass but its type is not int
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 REASONS = frozenset({
     "too_large", "not_utf8", "not_json", "not_object", "no_entity", "bad_entity", "no_ts", "bad_ts", "no_values",
@@ -78,10 +80,10 @@ class Decoder:
             raise DecodeError("wrong_type", f"values: expected a list, got {_json_type(values)}")
         if len(values) != self.n_channels:
             raise DecodeError("wrong_width", f"values: {len(values)} entries, the model expects {self.n_channels}")
-        for i, v in enumerate(values):
-            if not _is_number(v):
-                raise DecodeError("wrong_type", f"values[{i}] ({self.channels[i]}): expected a number, "
-                                                f"got {_json_type(v)}")
+        if not NUMBER_TYPES.issuperset(map(type, values)):  # one C-level pass; the loop below only names the culprit
+            i, v = next((i, v) for i, v in enumerate(values) if not _is_number(v))
+            raise DecodeError("wrong_type", f"values[{i}] ({self.channels[i]}): expected a number, "
+                                            f"got {_json_type(v)}")
         return self._finite(np.asarray(values, dtype=np.float64), "values")
 
     def _from_mapping(self, metrics: object) -> np.ndarray:
@@ -103,15 +105,13 @@ class Decoder:
         return self._finite(row, "metrics")
 
     def _finite(self, row: np.ndarray, field: str) -> np.ndarray:
-        """Cast to float32; values beyond float32's range become inf and are rejected like NaN/inf."""
-        with np.errstate(over="ignore"):
-            out = row.astype(np.float32)
-        bad = np.flatnonzero(~np.isfinite(out))
-        if bad.size:
-            i = int(bad[0])
-            where = f"values[{i}]" if field == "values" else f"metrics.{self.channels[i]}"
-            raise DecodeError("non_finite", f"{where}: {row[i]!r} is not a finite float32")
-        return out
+        """Cast to float32; NaN, inf and values beyond float32's range are rejected (NaN fails every comparison)."""
+        in_range = np.abs(row) <= FLOAT32_MAX  # [C]
+        if in_range.all():
+            return row.astype(np.float32)
+        i = int(np.flatnonzero(~in_range)[0])
+        where = f"values[{i}]" if field == "values" else f"metrics.{self.channels[i]}"
+        raise DecodeError("non_finite", f"{where}: {row[i]!r} is not a finite float32")
 
 
 def _json_failure(raw: bytes) -> str:
