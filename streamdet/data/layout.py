@@ -1,8 +1,9 @@
 """Loader for the shared benchmark layout (../shared/data/README.md): SMD, ASD and NAB.
 
 Every dataset folder holds `entities.csv` and, per entity, `ENTITY.train.csv.gz`, `ENTITY.test.csv.gz`,
-`ENTITY.test_label.csv.gz`, and for SMD/ASD `ENTITY.interpretation_label.txt` (`start-end:d1,d2`, rows start..end-1,
-1-based channel numbers).
+`ENTITY.test_label.csv.gz`, and for SMD/ASD `ENTITY.interpretation_label.txt` (`start-end:d1,d2`, 1-based channel
+numbers). SMD's `end` is exclusive, ASD's is inclusive (both checked against the labels in the data READMEs);
+`Series.interpretation` always holds end-exclusive ranges.
 
 NAB has no train file: the first 15 % of each stream (NAB's probationary period, where its scorer ignores detections)
 is used as the train split, and the test split is the whole stream, so scores exist for every row NAB's scorer reads.
@@ -19,6 +20,7 @@ from .csvread import read_numeric_csv, read_text
 from .series import Series
 
 NAB_PROBATION = 0.15
+INCLUSIVE_END = {"asd"}  # datasets whose interpretation ranges include `end`
 
 
 def dataset_dir(root: Path, dataset: str) -> Path:
@@ -48,7 +50,8 @@ def load_entity(folder: Path, entity: str) -> Series:
     if test_channels != channels:
         raise DataError(f"{folder / (entity + '.test.csv.gz')}: columns differ from the train file's")
     labels = _labels(folder / f"{entity}.test_label.csv.gz", len(test))
-    interp = _interpretation(folder / f"{entity}.interpretation_label.txt", len(channels))
+    interp = _interpretation(folder / f"{entity}.interpretation_label.txt", len(channels),
+                             inclusive_end=folder.name in INCLUSIVE_END)
     return Series(entity, channels, train, test, labels, interpretation=interp)
 
 
@@ -73,7 +76,8 @@ def _labels(path: Path, n_rows: int) -> np.ndarray:
     return (values[:, 0] > 0).astype(np.int8)
 
 
-def _interpretation(path: Path, n_channels: int) -> list[tuple[int, int, list[int]]]:
+def _interpretation(path: Path, n_channels: int, inclusive_end: bool) -> list[tuple[int, int, list[int]]]:
+    """(start, end_exclusive, 0-based channels) per line of an interpretation_label file."""
     if not path.exists():
         return []
     out = []
@@ -88,5 +92,5 @@ def _interpretation(path: Path, n_channels: int) -> list[tuple[int, int, list[in
             raise DataError(f"{path}: line {number}: expected 'start-end:d1,d2,...', got {line.strip()!r}") from None
         if not channels or channels[0] < 0 or channels[-1] >= n_channels:
             raise DataError(f"{path}: line {number}: channel numbers outside 1..{n_channels}")
-        out.append((start, end, channels))
+        out.append((start, end + 1 if inclusive_end else end, channels))
     return out

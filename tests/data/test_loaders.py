@@ -35,6 +35,15 @@ def test_every_smd_and_asd_entity_is_listed(smd_root):
     assert a.train.shape[1] == 19 and len(a.test_labels) == len(a.test)
 
 
+@pytest.mark.parametrize("dataset,entity", [("smd", "machine-1-2"), ("asd", "omi-1")])
+def test_interpretation_ranges_are_end_exclusive_and_match_the_labels(smd_root, dataset, entity):
+    """SMD's files end-exclusive, ASD's inclusive: both come out end-exclusive, bounded by unlabelled rows."""
+    (s,) = load_series(cfg_for(dataset), [entity])
+    assert s.interpretation
+    for start, end, _ in s.interpretation:
+        assert s.test_labels[start:end].all() and s.test_labels[end] == 0, (start, end)
+
+
 def test_nab_uses_the_probationary_period_as_train_and_parses_timestamps(smd_root):
     (s,) = load_series(cfg_for("nab"), ["realKnownCause/nyc_taxi"])
     assert s.test.shape == (10320, 1) and len(s.train) == int(10320 * 0.15)
