@@ -19,8 +19,8 @@ from typing import Callable, Optional
 
 import orjson
 
-from .io.kafka import (KafkaPythonClient, Partition, StreamClient, ensure_changelog, ensure_topics, error_kind,
-                       is_outage)
+from .io.kafka import (KafkaPythonClient, Partition, StreamClient, accepts_connections, ensure_changelog,
+                       ensure_topics, error_kind, is_outage)
 from .io.metrics import Metrics
 from .outage import Backoff
 from .state import entity_partitions
@@ -130,6 +130,8 @@ class Daemon:
         k = self.cfg.kafka
         while not self._stop.is_set():
             try:
+                if not accepts_connections(self.bootstrap):
+                    raise ConnectionError(f"no broker accepts connections at {self.bootstrap}")
                 ensure_topics(self.cfg, [k.metrics_topic, k.alerts_topic, k.dlq_topic], self.bootstrap)
                 if k.state_topic:
                     ensure_changelog(self.cfg, k.state_topic, self.bootstrap)
@@ -139,6 +141,7 @@ class Daemon:
                 if not is_outage(exc):
                     raise
                 self._outage(exc, "start-up")
+                self.metrics.heartbeat()  # alive and retrying: /healthz stays 200, /readyz says not ready
                 self._stop.wait(self.backoff.next_delay())
         if self.client is None:
             return
@@ -217,6 +220,7 @@ class Daemon:
                 if not is_outage(exc):
                     raise
                 self._outage(exc, "poll")
+                self.metrics.heartbeat()
                 self._stop.wait(self.backoff.next_delay())
                 continue
             self.metrics.heartbeat()
@@ -335,7 +339,7 @@ class Daemon:
                 self._publish(self.pipeline.flush_batches())  # queued windows: scored before their state is saved
                 self.checkpointer.write(self.pipeline, sorted(self.pipeline.touched))
                 self.pipeline.touched.clear()
-            self.client.flush()
+            flushed = self.client.flush()
             offsets = self._offsets_to_commit(partitions)
             if offsets:
                 self.client.commit(offsets)
@@ -348,7 +352,7 @@ class Daemon:
             self._outage(exc, "commit")
             self._next_commit = now + self.backoff.next_delay()
             return False
-        if self.backoff.failing:
+        if self.backoff.failing and (flushed or offsets):  # only a real answer from the broker proves it back
             self._recovered()
         return True
 

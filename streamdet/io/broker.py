@@ -53,6 +53,11 @@ class EmbeddedBroker:
         self._log_file = None
 
     @property
+    def pid(self) -> Optional[int]:
+        """The broker process id (tests pause it with SIGSTOP to simulate a network partition)."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from typing import Callable, Iterable, Optional
 
@@ -77,6 +78,19 @@ def security_options(kafka_cfg) -> dict:
         if getattr(sec, key):
             opts[key] = getattr(sec, key)
     return opts
+
+
+def accepts_connections(bootstrap: str, timeout_s: float = 1.0) -> bool:
+    """True when some bootstrap server accepts a TCP connection: a cheap check before building clients, whose
+    constructors would otherwise block for tens of seconds retrying an absent broker."""
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=timeout_s):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def cluster_reachable(bootstrap: str, timeout_ms: int = 2000) -> bool:

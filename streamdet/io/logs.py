@@ -56,4 +56,6 @@ def setup_logging(logging_cfg, stream=None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging_cfg.level)
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))  # kafka-python is chatty at INFO
+    # kafka-python logs every retry of an outage at WARNING/ERROR; the daemon logs each state change itself
+    # (broker unreachable / reachable again), so the client's own lines are kept for DEBUG sessions only
+    logging.getLogger("kafka").setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.CRITICAL)
