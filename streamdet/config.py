@@ -128,6 +128,7 @@ class AlertingConfig:
 @dataclass(frozen=True)
 class InputConfig:
     allowed_lateness_s: float = _range(0, 1e9, default=300.0)
+    max_future_s: float = _range(0, 1e10, default=86_400.0)  # reject timestamps this far ahead of the wall clock
     max_record_bytes: int = _range(64, 100_000_000, default=65536)
     max_entities: int = _range(1, 10_000_000, default=100_000)
     entity_idle_s: float = _range(0, 1e9, default=3600.0)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from .cache import cached_parse
 from .csvread import read_numeric_csv, read_text
 from .series import Series
 
@@ -45,14 +46,19 @@ def load_entity(folder: Path, entity: str) -> Series:
         raise DataError(f"{folder / (entity + '.test.csv.gz')}: unknown entity {entity!r} (not found)")
     if folder.name == "nab":
         return _load_nab(folder, entity)
-    channels, train, _ = read_numeric_csv(folder / f"{entity}.train.csv.gz")
-    test_channels, test, _ = read_numeric_csv(folder / f"{entity}.test.csv.gz")
+    channels, train = cached_parse(folder / f"{entity}.train.csv.gz", _numeric)
+    test_channels, test = cached_parse(folder / f"{entity}.test.csv.gz", _numeric)
     if test_channels != channels:
         raise DataError(f"{folder / (entity + '.test.csv.gz')}: columns differ from the train file's")
     labels = _labels(folder / f"{entity}.test_label.csv.gz", len(test))
     interp = _interpretation(folder / f"{entity}.interpretation_label.txt", len(channels),
                              inclusive_end=folder.name in INCLUSIVE_END)
     return Series(entity, channels, train, test, labels, interpretation=interp)
+
+
+def _numeric(path: Path) -> tuple[list[str], np.ndarray]:
+    names, values, _ = read_numeric_csv(path)
+    return names, values
 
 
 def _load_nab(folder: Path, entity: str) -> Series:

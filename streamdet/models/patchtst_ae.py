@@ -14,6 +14,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from .base import Detector
 from .layers import PositionalEncoding, TransformerStack, patch_starts
 from .registry import register
@@ -34,7 +35,7 @@ class PatchTSTAutoencoder(Detector):
                  dropout: float = 0.1):
         super().__init__(n_channels, window)
         if patch_mode not in ("sliding", "disjoint"):
-            raise ValueError(f"patch_mode must be sliding or disjoint, got {patch_mode!r}")
+            raise ConfigError(f"model.params.patch_mode: must be sliding or disjoint, got {patch_mode!r}")
         patch_len = min(patch_len, window)
         stride = patch_len if patch_mode == "disjoint" else min(patch_stride, patch_len)
         starts = patch_starts(window, patch_len, stride)  # [P]

@@ -9,6 +9,7 @@ field and position, which goes to the dead-letter topic.
 from __future__ import annotations
 
 import math
+import time
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -41,17 +42,25 @@ def _is_number(value: object) -> bool:
 class Decoder:
     """Turns raw bytes into Records for one bundle's channel list."""
 
-    def __init__(self, channels: Sequence[str], max_record_bytes: int):
+    def __init__(self, channels: Sequence[str], max_record_bytes: int, max_future_s: float | None = None):
         self.channels = tuple(channels)
+        self.max_future_s = max_future_s
         self.n_channels = len(self.channels)
         self.max_record_bytes = max_record_bytes
         self._index = {name: i for i, name in enumerate(self.channels)}
+
+    def _not_future(self, ts: float) -> float:
+        """A timestamp far ahead of the wall clock would make every later record of its entity look late."""
+        if self.max_future_s is not None and ts > time.time() + self.max_future_s:
+            raise DecodeError("bad_ts", f"ts: {ts!r} is {ts - time.time():.0f} s in the future "
+                                        f"(input.max_future_s={self.max_future_s:g})")
+        return ts
 
     def decode(self, raw: bytes) -> Record:
         """Parse and validate one record; raises DecodeError(reason, detail)."""
         obj = self._parse(raw)
         entity = _entity(obj)
-        ts = _timestamp(obj)
+        ts = self._not_future(_timestamp(obj))
         has_values, has_metrics = "values" in obj, "metrics" in obj
         if has_values and has_metrics:
             raise DecodeError("both_forms", "record has both 'values' and 'metrics'; send one")

@@ -50,7 +50,7 @@ class Pipeline:
         channels = tuple(bundle.channels)
         self._cfg = cfg
         self.window = int(bundle.window)
-        self.decoder = Decoder(channels, cfg.input.max_record_bytes)
+        self.decoder = Decoder(channels, cfg.input.max_record_bytes, cfg.input.max_future_s)
         self.windows = WindowStore(self.window, len(channels), cfg.scoring.stride, cfg.input.max_entities,
                                    cfg.input.allowed_lateness_s, cfg.input.entity_idle_s, clock)
         self.batcher = MicroBatcher(cfg.scoring.max_batch, cfg.scoring.max_wait_ms, clock)
@@ -171,10 +171,11 @@ class Pipeline:
         started = time.perf_counter()
         scores, contrib = self.scorer.score(windows)  # [B, L], [B, L, C]
         result.batches.append((len(requests), time.perf_counter() - started))
+        rows = scores.tolist()  # [B][L] Python floats: one conversion per batch, not one per point
         for row, request in enumerate(requests):
             first = self.window - request.n_new  # the new points are the last n_new steps
             for j in range(request.n_new):
-                self._decide(request, j, float(scores[row, first + j]), contrib[row, first + j], result)
+                self._decide(request, j, rows[row][first + j], contrib[row, first + j], result)
 
     def _decide(self, request: WindowRequest, j: int, score: float, contrib: np.ndarray, result: StepResult) -> None:
         """Threshold and alert one scored point; a non-finite score is reported but teaches nothing."""
