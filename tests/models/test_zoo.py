@@ -7,14 +7,12 @@ import pytest
 import torch
 
 from streamdet.bundle import REQUIRED_META, ServedModel, export_bundle, load_bundle
-from streamdet.config import load_config
+from streamdet.config import TrainConfig
 from streamdet.data import generate, sliding_windows
 from streamdet.models import registry
 from streamdet.pipeline.scorer import Scorer
 from streamdet.train.calibration import daemon_like_scores
 from streamdet.train.trainer import fit
-
-from ..conftest import SMD_CONFIG
 
 L, C = 32, 4
 NAMES = registry.names()
@@ -83,6 +81,7 @@ def test_bundle_reloads_matches_eager_and_serves(tmp_path, name):
                   calibration={"n": 1, "sample": [1.0]}, training={}, config={"preset": "tiny"})
     bundle = load_bundle(tmp_path / "b.pt")
     assert set(REQUIRED_META) <= set(bundle.meta) and bundle.model_name == name
+    assert bundle.meta["export_method"] == "script", f"{name}.forward is not TorchScript-scriptable"
     assert bundle.meta["model"]["hparams"] == model.hparams()
     for size in (1, 7):
         x = batch(size, seed=size)
@@ -95,15 +94,19 @@ def test_bundle_reloads_matches_eager_and_serves(tmp_path, name):
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Rank-based AUC-ROC (ties averaged)."""
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    for value in np.unique(scores[np.diff(np.sort(scores), prepend=np.nan) == 0]):
-        tied = scores == value
-        ranks[tied] = ranks[tied].mean()
+    """Rank-based AUC-ROC (Mann-Whitney U); tied scores share their average rank."""
+    ordered = np.sort(scores)
+    ranks = (np.searchsorted(ordered, scores, "left") + np.searchsorted(ordered, scores, "right") + 1) / 2.0
     pos = labels > 0
     return float((ranks[pos].sum() - pos.sum() * (pos.sum() + 1) / 2) / (pos.sum() * (~pos).sum()))
+
+
+def test_auc_helper_on_known_orderings():
+    labels = np.array([0, 0, 1, 1])
+    assert auc(np.array([0.1, 0.2, 0.8, 0.9]), labels) == 1.0
+    assert auc(np.array([0.9, 0.8, 0.2, 0.1]), labels) == 0.0
+    assert auc(np.ones(4), labels) == 0.5
+    assert auc(np.array([0.1, 0.5, 0.5, 0.9]), labels) == 0.875
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -114,10 +117,9 @@ def test_detects_synthetic_spikes_after_short_training(name):
     mean, std = series.train.mean(axis=0), series.train.std(axis=0) + 1e-6
     normalised = ((series.train - mean) / std).astype(np.float32)
     windows = np.ascontiguousarray(sliding_windows(normalised, L, 4))
-    cfg = load_config(SMD_CONFIG, ["train.epochs=4", "train.batch_size=64", "train.lr=3e-3", "train.device=cpu",
-                                   "train.patience=4"])
+    train_cfg = TrainConfig(epochs=4, batch_size=64, lr=3e-3, device="cpu", patience=4)
     model = build(name)
-    fit(model, windows, windows[::8], cfg.train, progress=False)
+    fit(model, windows, windows[::8], train_cfg, progress=False)
     scores = daemon_like_scores(ServedModel(model, mean, std).eval(), series.test, L, 4)
     labels = series.test_labels[L - 4:][: len(scores)]
     assert auc(scores[: len(labels)], labels) > 0.8
