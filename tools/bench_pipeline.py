@@ -10,6 +10,7 @@ One run prints one table:
   (b) the daemon end to end at the default config (config/smd.yaml: window 100, stride 10, batch 64, LSTM-AE
       default preset, POT thresholds, alerts published): records/s from start until every record is scored
   (c) (b) / (a)
+  (b2, b3) the pipeline alone in process, and the share of it that is model inference (what bounds (c))
   (d) p50 / p99 latency from record production to its score, at a paced rate (--rate)
   (e) scoring-only windows/s of the bundle at batch sizes 1, 16, 64, 256
   (f) resident memory per 1,000 entities (windows + thresholds + alert state, window 100 x 38 channels)
@@ -137,6 +138,21 @@ def run_daemon(cfg, bundle_path: Path, bootstrap: str, until_scored: int, latenc
     return (scored - first[1]) / (ended - first[0])
 
 
+def pipeline_only(cfg, bundle, batch: list[tuple[bytes, bytes]]) -> tuple[float, float]:
+    """Records/s of engine.Pipeline alone (decode -> alerts, in process, no Kafka) and the share of that time spent
+    in model inference: what bounds (b) besides the consumer."""
+    pipeline = Pipeline(cfg, bundle)
+    items = [(value, ("bench", 0, i, 0)) for i, (_key, value) in enumerate(batch)]
+    chunk = cfg.kafka.max_poll_records
+    inference = 0.0
+    started = time.perf_counter()
+    for i in range(0, len(items), chunk):
+        inference += sum(seconds for _size, seconds in pipeline.process(items[i:i + chunk]).batches)
+    inference += sum(seconds for _size, seconds in pipeline.drain().batches)
+    elapsed = time.perf_counter() - started
+    return len(items) / elapsed, inference / elapsed
+
+
 def scoring_only(bundle, window: int) -> dict[int, float]:
     scorer = Scorer(bundle.module, 1)
     out = {}
@@ -194,7 +210,8 @@ def main(argv=None) -> int:
         k = cfg.kafka
         ensure_topics(cfg, [k.metrics_topic, k.alerts_topic, k.dlq_topic], broker.bootstrap)
         print(f"producing {args.records:,} records ({args.entities} entities x {C} channels) ...", file=sys.stderr)
-        produce(cfg, broker.bootstrap, k.metrics_topic, records(args.records, args.entities, 1.7e9))
+        stream = records(args.records, args.entities, 1.7e9)
+        produce(cfg, broker.bootstrap, k.metrics_topic, stream)
         raw = raw_ceiling(broker.bootstrap, k.metrics_topic, args.records)
         in_partial = args.entities * (cfg.scoring.stride - 1)
         daemon_rate = run_daemon(cfg, Path(tmp) / "bench.pt", broker.bootstrap, args.records - in_partial)
@@ -209,6 +226,7 @@ def main(argv=None) -> int:
         run_daemon(lat_cfg, Path(tmp) / "bench.pt", broker.bootstrap, n_lat - in_partial, latencies,
                    when_ready=sender.start)
         sender.join()
+        in_process, inference_share = pipeline_only(cfg, bundle, stream)
         scoring = scoring_only(bundle, cfg.model.window)
         memory = memory_per_1000_entities(cfg, bundle)
     lat = np.asarray(latencies) * 1000
@@ -219,6 +237,8 @@ def main(argv=None) -> int:
     print(f"| (a) raw ceiling: kafka-python consume + orjson decode | {raw:,.0f} records/s |")
     print(f"| (b) daemon end to end, default config | {daemon_rate:,.0f} records/s |")
     print(f"| (c) daemon / raw ceiling | {daemon_rate / raw:.0%} |")
+    print(f"| (b2) engine.Pipeline alone, in process (no Kafka) | {in_process:,.0f} records/s |")
+    print(f"| (b3) model inference share of (b2) | {inference_share:.0%} |")
     print(f"| (d) latency production -> score at {args.rate:,.0f} records/s, p50 / p99 | "
           f"{np.percentile(lat, 50):,.0f} / {np.percentile(lat, 99):,.0f} ms |")
     for size, value in scoring.items():
