@@ -14,7 +14,7 @@ class Series:
 
     `interpretation` lists labelled anomaly segments with the channels that explain them:
     (start, end_exclusive, 0-based channel indices). `segment_kinds` names the injected kind of each labelled test
-    segment (synthetic data only). `test_timestamps` are seconds since the epoch when the dataset has them (NAB).
+    segment, `train_segment_kinds` of each labelled train segment (synthetic data only). `test_timestamps` are seconds since the epoch when the dataset has them (NAB).
     """
 
     entity: str
@@ -25,6 +25,7 @@ class Series:
     train_labels: Optional[np.ndarray] = None  # [T] int8, only when the train split carries labelled anomalies
     interpretation: list[tuple[int, int, list[int]]] = field(default_factory=list)
     segment_kinds: list[tuple[int, int, str]] = field(default_factory=list)
+    train_segment_kinds: list[tuple[int, int, str]] = field(default_factory=list)
     test_timestamps: Optional[np.ndarray] = None  # [T2] float64
 
 

@@ -43,10 +43,8 @@ def generate(entity: str = "synthetic-0", *, seed: int = 0, n_channels: int = 8,
         train_labels, train_kinds, _ = _inject(rng, shape, train, 0, kinds, train_anomalies)
     test_labels, test_kinds, interp = _inject(rng, shape, test, train_length, kinds, test_anomalies)
     channels = [f"g{c // GROUP_SIZE}_m{c % GROUP_SIZE}" for c in range(n_channels)]
-    series = Series(entity, channels, train, test, test_labels, train_labels=train_labels, interpretation=interp,
-                    segment_kinds=test_kinds)
-    series.train_segment_kinds = train_kinds
-    return series
+    return Series(entity, channels, train, test, test_labels, train_labels=train_labels, interpretation=interp,
+                  segment_kinds=test_kinds, train_segment_kinds=train_kinds)
 
 
 class _ChannelShape:

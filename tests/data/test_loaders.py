@@ -28,6 +28,15 @@ def test_smd_machine_shapes_labels_and_interpretation(smd_root):
     assert s.test_labels[start:end].all()
 
 
+def test_cached_load_equals_the_parsed_one(smd_root, private_cache):
+    (parsed,) = load_series(cfg_for("smd"), ["machine-1-4"])
+    assert len(list(private_cache.glob("machine-1-4.*.npz"))) == 2  # train and test
+    (cached,) = load_series(cfg_for("smd"), ["machine-1-4"])
+    np.testing.assert_array_equal(cached.train, parsed.train)
+    np.testing.assert_array_equal(cached.test, parsed.test)
+    assert cached.channels == parsed.channels
+
+
 def test_every_smd_and_asd_entity_is_listed(smd_root):
     assert len(list_entities(cfg_for("smd"))) == 19
     assert len(list_entities(cfg_for("asd"))) == 12
