@@ -6,7 +6,10 @@ step). Normal steps attend widely across the series; anomalies, being rare, atte
 their series association stays close to the local prior: a small discrepancy is suspicious.
 Minimax, in one loss with stop-gradients: the prior is pulled towards the (detached) series association, and the
 series association is pushed away from the (detached) prior, both next to the reconstruction objective.
-Score = softmax over the window of (-discrepancy / temperature) x per-step reconstruction error.
+Score = softmax over the window of (-discrepancy / temperature) x per-step reconstruction error. The reference code
+sharpens this softmax (a factor of 50 on the KL terms, temperature 0.02 here); with short training and the daemon's
+scoring of the newest steps of each window, that sharp weighting tracks position inside the window more than
+anomalies (spike AUC 0.51 at 0.02 vs 1.0 at 50 in a probe), so the default temperature of 50 keeps the weights mild.
 """
 
 from __future__ import annotations
