@@ -6,7 +6,8 @@ numbers). SMD's `end` is exclusive, ASD's is inclusive (both checked against the
 `Series.interpretation` always holds end-exclusive ranges.
 
 NAB has no train file: the first 15 % of each stream (NAB's probationary period, where its scorer ignores detections)
-is used as the train split, and the test split is the whole stream, so scores exist for every row NAB's scorer reads.
+is used as the train split (its labels are not used: `train_labels` stays None), and the test split is the whole
+stream, so scores exist for every row NAB's scorer reads.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ class Series:
 
     `interpretation` lists labelled anomaly segments with the channels that explain them:
     (start, end_exclusive, 0-based channel indices). `segment_kinds` names the injected kind of each labelled test
-    segment, `train_segment_kinds` of each labelled train segment (synthetic data only). `test_timestamps` are seconds since the epoch when the dataset has them (NAB).
+    segment, `train_segment_kinds` of each labelled train segment (synthetic data only). `test_timestamps` are
+    seconds since the epoch when the dataset has them (NAB).
     """
 
     entity: str

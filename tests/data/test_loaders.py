@@ -78,6 +78,12 @@ def test_user_csv_with_labels_and_a_bad_cell(tmp_path):
     (tmp_path / "test.csv").write_text("cpu,mem\n0.1,0.2\n0.9,oops\n")
     with pytest.raises(DataError, match=r"test\.csv: line 3, column 2: 'oops'"):
         load_series(cfg)
+    (tmp_path / "test.csv").write_text("cpu,mem\n0.1,0.2\n0.9\n")
+    with pytest.raises(DataError, match=r"test\.csv: line 3 has 1 columns, the header has 2"):
+        load_series(cfg)
+    with pytest.raises(DataError, match=r"missing\.csv: file not found"):
+        load_series(cfg_for("csv", f"data.csv_train={tmp_path / 'missing.csv'}",
+                            f"data.csv_test={tmp_path / 'test.csv'}"))
 
 
 def test_sliding_windows_is_a_view_with_the_right_rows():

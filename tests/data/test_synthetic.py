@@ -32,8 +32,14 @@ def test_same_seed_same_data_other_seed_other_data():
 
 def test_train_anomalies_are_labelled_for_semi_supervised_models():
     s = generate(seed=0, train_anomalies=4)
-    assert s.train_labels is not None and s.train_labels.sum() > 0
-    assert len(s.train_segment_kinds) == 4
+    assert len(s.train_segment_kinds) == 4 and s.train_labels is not None
+    expected = np.zeros(len(s.train), dtype=np.int8)
+    for start, end, _ in s.train_segment_kinds:
+        expected[start:end] = 1
+    np.testing.assert_array_equal(s.train_labels, expected)
+    clean = generate(seed=0)
+    np.testing.assert_array_equal(s.train[expected == 0], clean.train[expected == 0])
+    assert not np.array_equal(s.train, clean.train)
 
 
 def test_config_entities_are_independent_series():
