@@ -19,12 +19,13 @@ COPY streamdet ./streamdet
 RUN pip install --no-deps .
 
 FROM ${PYTHON_IMAGE} AS runtime
-ARG BUNDLE=""
+# the config baked in as the default; mount another at /etc/streamdet/config.yaml, the bundle beside it
+ARG CONFIG=deploy/streamdet.yaml
 RUN useradd --system --uid 10001 --home-dir /var/lib/streamdet --create-home streamdet \
  && mkdir -p /etc/streamdet && chown streamdet /etc/streamdet
 COPY --from=builder /opt/streamdet /opt/streamdet
 ENV PATH=/opt/streamdet/bin:$PATH PYTHONUNBUFFERED=1
-COPY deploy/streamdet.yaml /etc/streamdet/config.yaml
+COPY ${CONFIG} /etc/streamdet/config.yaml
 USER streamdet
 WORKDIR /var/lib/streamdet
 EXPOSE 9108

@@ -78,6 +78,19 @@ def test_compose_services_reference_files_that_exist_and_agree_on_ports():
     assert cfg.metrics.host == "0.0.0.0" and cfg.kafka.bootstrap_servers == "kafka:9092"
 
 
+def test_compose_creates_the_configured_topics_and_depends_only_on_its_own_services():
+    services = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    for name, service in services.items():
+        assert set(service.get("depends_on", [])) <= set(services), f"{name} depends on a missing service"
+    script = services["topics"]["command"][0]
+    created = dict(re.findall(r"--topic (\S+) --partitions (\d+)", script))
+    k = load_config(DEPLOY / "streamdet.yaml").kafka
+    assert set(created) == {k.metrics_topic, k.alerts_topic, k.dlq_topic, k.state_topic}
+    assert int(created[k.metrics_topic]) == k.partitions
+    assert "cleanup.policy=compact" in script.split(k.state_topic)[1].splitlines()[0]
+    assert "topics" in services["streamdet"]["depends_on"]
+
+
 def test_kubernetes_manifests_reference_each_other():
     docs = {d["kind"]: d for f in sorted((DEPLOY / "k8s").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())}
     deployment, service, configmap = docs["Deployment"], docs["Service"], docs["ConfigMap"]
@@ -101,3 +114,5 @@ def test_dockerfile_is_multistage_non_root_with_healthcheck_and_pinned_cpu_torch
     assert "download.pytorch.org/whl/cpu" in text and "STOPSIGNAL SIGTERM" in text
     assert 'ENTRYPOINT ["streamdet"]' in text and '"run", "--config", "/etc/streamdet/config.yaml"' in text
     assert "torch==2.13.0" in (REPO / "requirements.txt").read_text()
+    baked = re.search(r"ARG CONFIG=(\S+)", text).group(1)
+    assert (REPO / baked).is_file() and "COPY ${CONFIG} /etc/streamdet/config.yaml" in text
