@@ -63,6 +63,13 @@ def query(port: int, expr: str) -> list:
     return body["data"]["result"]
 
 
+def rules(port: int) -> list:
+    """Every recording and alerting rule with its evaluation health ('ok' once evaluated without error)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/rules", timeout=5) as reply:
+        groups = json.loads(reply.read())["data"]["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
 def replay(bootstrap: str, topic: str, rows) -> None:
     cfg = load_config(None, ["kafka.partitions=2"])
     producer = make_producer(cfg, bootstrap)
@@ -108,6 +115,8 @@ def test_every_dashboard_and_recording_rule_expression_returns_data(broker, tiny
         assert check.returncode == 0, check.stdout + check.stderr
         scored = query(prom_port, "streamdet:records_scored:rate1m")
         assert float(scored[0]["value"][1]) > 0
+        unhealthy = [(r["name"], r.get("lastError")) for r in rules(prom_port) if r["health"] != "ok"]
+        assert not unhealthy, unhealthy
     finally:
         prom.terminate()
         prom.wait(10)

@@ -78,6 +78,19 @@ def test_compose_services_reference_files_that_exist_and_agree_on_ports():
     assert cfg.metrics.host == "0.0.0.0" and cfg.kafka.bootstrap_servers == "kafka:9092"
 
 
+def test_grafana_provisioning_matches_the_dashboard_and_the_compose_mounts():
+    import json
+
+    grafana = DEPLOY / "grafana" / "provisioning"
+    source = yaml.safe_load((grafana / "datasources" / "prometheus.yml").read_text())["datasources"][0]
+    board = json.loads(DASHBOARD.read_text())
+    used = {item["datasource"]["uid"] for item in board["panels"] + board["templating"]["list"]}
+    assert used == {source["uid"]} and source["url"] == "http://prometheus:9090"
+    folder = yaml.safe_load((grafana / "dashboards" / "streamdet.yml").read_text())["providers"][0]["options"]["path"]
+    mounts = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]["grafana"]["volumes"]
+    assert f"./grafana/streamdet.json:{folder}/streamdet.json:ro" in mounts
+
+
 def test_compose_creates_the_configured_topics_and_depends_only_on_its_own_services():
     services = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
     for name, service in services.items():
