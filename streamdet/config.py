@@ -70,7 +70,7 @@ class DataConfig:
     synthetic_seed: int = 0
     synthetic_entities: int = _range(1, 10_000, default=3)
     synthetic_channels: int = _range(1, 1024, default=8)
-    synthetic_length: int = _range(100, 10_000_000, default=6000)  # rows per entity, half train, half test
+    synthetic_length: int = _range(100, 10_000_000, default=7000)  # rows per entity: 4/7 train, 3/7 test
     synthetic_train_anomalies: int = _range(0, 100_000, default=0)  # labelled anomalies in train (sd_mae)
 
 

@@ -19,6 +19,9 @@ from .usercsv import load_csv_series
 __all__ = ["Series", "KINDS", "data_available", "generate", "label_segments", "list_entities", "load_series",
            "sliding_windows"]
 
+SYNTHETIC_TRAIN_SHARE = (4, 7)  # of data.synthetic_length: 4,000 train and 3,000 test rows by default
+
+
 def data_available(cfg) -> bool:
     """Whether the configured dataset can be loaded (the demo falls back to synthetic data when it cannot)."""
     d = cfg.data
@@ -60,9 +63,9 @@ def _synthetic(cfg, name: str) -> Series:
     prefix, _, number = name.rpartition("-")
     if prefix != "synthetic" or not number.isdigit():
         raise DataError(f"data.entities: {name!r} is not a synthetic entity (expected synthetic-0, synthetic-1, ...)")
-    half = d.synthetic_length // 2
+    n_train = d.synthetic_length * SYNTHETIC_TRAIN_SHARE[0] // SYNTHETIC_TRAIN_SHARE[1]
     return generate(name, seed=d.synthetic_seed * 10_007 + int(number), n_channels=d.synthetic_channels,
-                    train_length=half, test_length=d.synthetic_length - half,
+                    train_length=n_train, test_length=d.synthetic_length - n_train,
                     train_anomalies=d.synthetic_train_anomalies)
 
 

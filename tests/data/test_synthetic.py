@@ -47,4 +47,14 @@ def test_config_entities_are_independent_series():
                                    "data.synthetic_length=2000", "data.synthetic_channels=5"])
     a, b = load_series(cfg)
     assert (a.entity, b.entity) == ("synthetic-0", "synthetic-1")
-    assert a.train.shape == (1000, 5) and not np.array_equal(a.test, b.test)
+    assert a.train.shape == (1142, 5) and a.test.shape == (858, 5)  # 4/7 train, 3/7 test
+    assert not np.array_equal(a.test, b.test)
+
+
+def test_default_entity_is_demo_sized_with_a_benchmark_like_anomaly_share():
+    cfg = load_config(SMD_CONFIG, ["data.dataset=synthetic"])
+    series = load_series(cfg)
+    assert [s.entity for s in series] == ["synthetic-0", "synthetic-1", "synthetic-2"]
+    for s in series:
+        assert s.train.shape == (4000, 8) and s.test.shape == (3000, 8)
+        assert 0.03 < s.test_labels.mean() < 0.15, s.test_labels.mean()
