@@ -19,10 +19,12 @@ COPY streamdet ./streamdet
 RUN pip install --no-deps .
 
 FROM ${PYTHON_IMAGE} AS runtime
-# the config baked in as the default; mount another at /etc/streamdet/config.yaml, the bundle beside it
+# the config baked in as the default (mount another over it); the bundle is mounted, see deploy/README.md
 ARG CONFIG=deploy/streamdet.yaml
+# bundles/ exists and belongs to streamdet so a fresh named volume mounted there is writable by `train`
 RUN useradd --system --uid 10001 --home-dir /var/lib/streamdet --create-home streamdet \
- && mkdir -p /etc/streamdet && chown streamdet /etc/streamdet
+ && mkdir -p /etc/streamdet /var/lib/streamdet/bundles \
+ && chown streamdet /etc/streamdet /var/lib/streamdet/bundles
 COPY --from=builder /opt/streamdet /opt/streamdet
 ENV PATH=/opt/streamdet/bin:$PATH PYTHONUNBUFFERED=1
 COPY ${CONFIG} /etc/streamdet/config.yaml

@@ -106,12 +106,17 @@ def test_compose_creates_the_configured_topics_and_depends_only_on_its_own_servi
 
 def test_kubernetes_manifests_reference_each_other():
     docs = {d["kind"]: d for f in sorted((DEPLOY / "k8s").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())}
-    deployment, service, configmap = docs["Deployment"], docs["Service"], docs["ConfigMap"]
+    deployment, service, configmap, claim = (docs[kind] for kind in
+                                             ("Deployment", "Service", "ConfigMap", "PersistentVolumeClaim"))
     pod = deployment["spec"]["template"]
     assert deployment["spec"]["selector"]["matchLabels"] == service["spec"]["selector"] == {"app": "streamdet"}
     assert pod["metadata"]["labels"]["app"] == "streamdet"
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     assert volumes["config"]["configMap"]["name"] == configmap["metadata"]["name"]
+    assert volumes["bundles"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    bundle = yaml.safe_load(configmap["data"]["config.yaml"])["model"]["bundle"]
+    mounts = {m["name"]: m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    assert bundle.startswith(mounts["bundles"] + "/")
     container = pod["spec"]["containers"][0]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
