@@ -53,6 +53,8 @@ class TransformerBlock(nn.Module):
 
 
 class TransformerStack(nn.Module):
+    """`layers` TransformerBlocks and a final LayerNorm on [N, T, D] (the encoder of TranAD and the patch AE)."""
+
     def __init__(self, width: int, heads: int, ff: int, layers: int, dropout: float = 0.0):
         super().__init__()
         self.blocks = nn.ModuleList([TransformerBlock(width, heads, ff, dropout) for _ in range(layers)])
@@ -112,6 +114,7 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
 
 
 def mlp(sizes: list, activation: str = "gelu", last_activation: bool = False) -> nn.Sequential:
+    """Linear layers through `sizes` with GELU/ReLU between them; the output stays linear unless `last_activation`."""
     layers: list = []
     for i in range(len(sizes) - 1):
         layers.append(nn.Linear(sizes[i], sizes[i + 1]))
@@ -121,4 +124,5 @@ def mlp(sizes: list, activation: str = "gelu", last_activation: bool = False) ->
 
 
 def softplus_positive(x: Tensor) -> Tensor:
+    """Strictly positive map for learned widths and scales (never exactly 0, smooth gradient)."""
     return F.softplus(x) + 1e-4
