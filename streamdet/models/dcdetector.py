@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Detector
+from .hparams import require, require_heads_divide
 from .layers import kl_rows, pad_to_multiple
 from .registry import register
 
@@ -73,6 +74,8 @@ class DCdetector(Detector):
                  heads: int = 1, entropy_weight: float = 0.05):
         super().__init__(n_channels, window)
         sizes = [min(p, window) for p in (patch_sizes or [5, 10])]
+        require(all(p >= 1 for p in sizes), "patch_sizes", "must be positive integers", patch_sizes)
+        require_heads_divide(width, heads)
         self.views = nn.ModuleList([DualView(window, p, width, heads) for p in sizes])
         self.entropy_weight = entropy_weight
 

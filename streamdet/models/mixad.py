@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Detector
+from .hparams import require
 from .registry import register
 
 
@@ -62,6 +63,8 @@ class MIXAD(Detector):
     def __init__(self, n_channels: int, window: int, hidden: int = 32, node_dim: int = 16, hops: int = 2,
                  memories: int = 16, memory_weight: float = 0.5):
         super().__init__(n_channels, window)
+        require(hops >= 1, "hops", "must be >= 1 (diffusion steps over the learned graph)", hops)
+        require(memories >= 1, "memories", "must be >= 1", memories)
         self.nodes = nn.Parameter(torch.randn(n_channels, node_dim) * 0.3)
         self.cell = GraphGRUCell(1, hidden, hops)
         self.memory = nn.Parameter(torch.randn(memories, hidden) * 0.3)

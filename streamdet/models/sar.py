@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Detector
+from .hparams import require, require_heads_divide
 from .layers import kl_rows, pad_to_multiple
 from .registry import register
 
@@ -33,6 +34,8 @@ class SpatialAssociationTransformer(Detector):
     def __init__(self, n_channels: int, window: int, segments: int = 5, width: int = 32, heads: int = 2,
                  assoc_weight: float = 0.5, dropout: float = 0.1):
         super().__init__(n_channels, window)
+        require(segments >= 1, "segments", "must be >= 1", segments)
+        require_heads_divide(width, heads)
         self.segment_len = -(-window // max(1, min(segments, window)))
         self.n_segments = -(-window // self.segment_len)
         self.heads = heads

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Detector
+from .hparams import require, require_heads_divide
 from .layers import PositionalEncoding, TransformerStack, masked_mean
 from .registry import register
 
@@ -48,6 +49,8 @@ class SelfDistilledMAE(Detector):
                  teacher_layers: int = 2, ff: int = 128, mask_ratio: float = 0.6, margin: float = 1.0,
                  warmup_epochs: int = 3, recon_weight: float = 1.0):
         super().__init__(n_channels, window)
+        require(0.0 < mask_ratio < 1.0, "mask_ratio", "must lie strictly between 0 and 1", mask_ratio)
+        require_heads_divide(width, heads)
         self.embed = nn.Linear(n_channels, width)
         self.mask_token = nn.Parameter(torch.zeros(width))
         self.position = PositionalEncoding(width, window)
