@@ -62,8 +62,14 @@ def comparable(message: dict) -> tuple:
 
 
 def published_alerts(bootstrap: str, topic: str, want: set, timeout_s: float) -> tuple[set, list[dict]]:
-    """Read the alerts topic until every wanted alert is there (or the deadline); returns (set, raw messages)."""
-    messages = read_topic(bootstrap, topic, lambda got: want <= {comparable(m) for m in got}, timeout_s)
+    """Read the alerts topic until every wanted alert is there or the deadline passes; returns (set, raw messages),
+    so that the caller's comparison shows which alerts are missing or different."""
+    give_up = time.monotonic() + timeout_s
+
+    def done(got: list[dict]) -> bool:
+        return want <= {comparable(m) for m in got} or time.monotonic() > give_up
+
+    messages = read_topic(bootstrap, topic, done, timeout_s + 10)
     return {comparable(m) for m in messages}, messages
 
 

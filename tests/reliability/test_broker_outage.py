@@ -70,7 +70,7 @@ def test_broker_frozen_for_30_s_mid_run_loses_nothing(tiny_bundle, smd_root, nam
             sender.start()
             sender.join(60)
             got, _ = published_alerts(broker.bootstrap, names["alerts"], want, 60)
-            assert got == want
+            assert got == want, (sorted(want - got), sorted(got - want))
             code, _ = daemon.terminate(20)
             totals = final_totals(daemon)
             assert code == 0 and totals["scored"] + totals["pending_in_checkpoint"] >= len(records)
