@@ -31,7 +31,8 @@ def test_kill_9_then_restart_loses_no_alert_and_keeps_ids(broker, tiny_bundle, s
         second = start_daemon(tiny_bundle, broker.bootstrap, names, tmp_path / "second.log")
         second.wait_ready()
         got, messages = published_alerts(broker.bootstrap, names["alerts"], want, 45)
-        assert got == want, (sorted(want - got), sorted(got - want))  # none lost, none different; duplicates (same id and status) are allowed
+        # none lost, none different; duplicates (same id and status) are allowed
+        assert got == want, (sorted(want - got), sorted(got - want))
         redelivered = len(messages) - len({(m["alert_id"], m["status"]) for m in messages})
         rescored = scored_before_kill + second.value("streamdet_records_scored_total") - len(records)
         # bounded by what one commit interval (200 ms at 700 records/s) plus a scrape interval can hold
