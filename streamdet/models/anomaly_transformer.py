@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Detector
+from .hparams import require, require_heads_divide
 from .layers import PositionalEncoding, kl_rows
 from .registry import register
 
@@ -77,6 +78,9 @@ class AnomalyTransformer(Detector):
     def __init__(self, n_channels: int, window: int, width: int = 64, heads: int = 4, layers: int = 3,
                  ff: int = 128, k: float = 3.0, temperature: float = 50.0, dropout: float = 0.0):
         super().__init__(n_channels, window)
+        require_heads_divide(width, heads)
+        require(layers >= 1, "layers", "must be >= 1", layers)
+        require(temperature > 0, "temperature", "must be > 0", temperature)
         self.embed = nn.Linear(n_channels, width)
         self.position = PositionalEncoding(width, window)
         self.layers = nn.ModuleList([EncoderLayer(width, heads, ff, window, dropout) for _ in range(layers)])

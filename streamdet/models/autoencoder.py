@@ -11,6 +11,7 @@ from typing import Optional, Tuple
 from torch import Tensor, nn
 
 from .base import Detector, squared_error_scores
+from .hparams import require
 from .layers import mlp
 from .registry import register
 
@@ -25,6 +26,9 @@ class DenseAutoencoder(Detector):
 
     def __init__(self, n_channels: int, window: int, hidden: int = 256, latent: int = 32, dropout: float = 0.1):
         super().__init__(n_channels, window)
+        require(hidden >= 1, "hidden", "must be >= 1", hidden)
+        require(latent >= 1, "latent", "must be >= 1", latent)
+        require(0.0 <= dropout < 1.0, "dropout", "must be in [0, 1)", dropout)
         flat = n_channels * window
         self.encoder = mlp([flat, hidden, latent])
         self.decoder = mlp([latent, hidden, flat])

@@ -14,8 +14,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError
 from .base import Detector
+from .hparams import require, require_heads_divide
 from .layers import PositionalEncoding, TransformerStack, patch_starts
 from .registry import register
 
@@ -34,8 +34,10 @@ class PatchTSTAutoencoder(Detector):
                  patch_mode: str = "sliding", width: int = 8, heads: int = 2, layers: int = 2, ff: int = 64,
                  dropout: float = 0.1):
         super().__init__(n_channels, window)
-        if patch_mode not in ("sliding", "disjoint"):
-            raise ConfigError(f"model.params.patch_mode: must be sliding or disjoint, got {patch_mode!r}")
+        require(patch_mode in ("sliding", "disjoint"), "patch_mode", "must be sliding or disjoint", patch_mode)
+        require(patch_len >= 1, "patch_len", "must be >= 1", patch_len)
+        require(patch_stride >= 1, "patch_stride", "must be >= 1", patch_stride)
+        require_heads_divide(width, heads)
         patch_len = min(patch_len, window)
         stride = patch_len if patch_mode == "disjoint" else min(patch_stride, patch_len)
         starts = patch_starts(window, patch_len, stride)  # [P]

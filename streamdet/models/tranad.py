@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Detector
+from .hparams import require, require_heads_divide
 from .layers import PositionalEncoding, TransformerStack, frozen_call
 from .registry import register
 
@@ -32,6 +33,8 @@ class TranAD(Detector):
     def __init__(self, n_channels: int, window: int, width: int = 64, heads: int = 4, layers: int = 2,
                  ff: int = 128, dropout: float = 0.1):
         super().__init__(n_channels, window)
+        require_heads_divide(width, heads)
+        require(layers >= 1, "layers", "must be >= 1", layers)
         self.embed = nn.Linear(2 * n_channels, width)  # the window and its focus score, side by side
         self.position = PositionalEncoding(width, max(window, 1))
         self.encoder = TransformerStack(width, heads, ff, layers, dropout)

@@ -14,6 +14,7 @@ from typing import Optional, Tuple
 from torch import Tensor
 
 from .base import Detector
+from .hparams import require
 from .layers import frozen_call, mlp
 from .registry import register
 
@@ -29,6 +30,10 @@ class USAD(Detector):
     def __init__(self, n_channels: int, window: int, hidden: int = 256, latent: int = 40, alpha: float = 0.5,
                  beta: float = 0.5):
         super().__init__(n_channels, window)
+        require(hidden >= 1, "hidden", "must be >= 1", hidden)
+        require(latent >= 1, "latent", "must be >= 1", latent)
+        require(alpha >= 0 and beta >= 0 and alpha + beta > 0, "alpha", "alpha and beta must be >= 0, not both 0",
+                (alpha, beta))
         flat = n_channels * window
         self.encoder = mlp([flat, hidden, latent], activation="relu")
         self.decoder1 = mlp([latent, hidden, flat], activation="relu")

@@ -23,9 +23,19 @@ def test_patchtst_patch_modes_cover_every_step(mode, patches):
     assert scores.shape == (2, 32) and contrib.shape == (2, 32, 3)
 
 
-def test_patchtst_rejects_an_unknown_patch_mode_by_name():
-    with pytest.raises(ConfigError, match="patch_mode"):
-        registry.build("patchtst_ae", 3, 32, "tiny", {"patch_mode": "random"})
+@pytest.mark.parametrize("name,params,key", [
+    ("patchtst_ae", {"patch_mode": "random"}, "patch_mode"),
+    ("patchtst_ae", {"patch_len": 0}, "patch_len"),
+    ("patchtst_ae", {"heads": 3}, "heads"),
+    ("tranad", {"heads": 3}, "heads"),
+    ("anomaly_transformer", {"heads": 3}, "heads"),
+    ("anomaly_transformer", {"temperature": 0.0}, "temperature"),
+    ("autoencoder", {"latent": 0}, "latent"),
+    ("usad", {"alpha": 0.0, "beta": 0.0}, "alpha"),
+])
+def test_bad_hyper_parameters_fail_at_build_naming_their_key(name, params, key):
+    with pytest.raises(ConfigError, match=rf"model\.params\.{key}:"):
+        registry.build(name, 3, 32, "tiny", params)
 
 
 
