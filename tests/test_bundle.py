@@ -103,8 +103,22 @@ class NonFinite(torch.nn.Module):
         return x.mean(dim=-1) / 0.0, x.abs()
 
 
+class ScriptedDiffers(torch.nn.Module):
+    """Eager and scripted code paths disagree: exactly what verification exists to catch."""
+
+    name = "differs"
+    window = L
+
+    def forward(self, x):
+        scores = x.abs().mean(dim=-1)  # [B, L]
+        if torch.jit.is_scripting():
+            scores = scores + 0.01
+        return scores, x.abs()
+
+
 @pytest.mark.parametrize("model, reason", [(NegativeContributions(), "negative contributions"),
-                                           (NonFinite(), "non-finite scores")])
+                                           (NonFinite(), "non-finite scores"),
+                                           (ScriptedDiffers(), "scores differ from the eager model")])
 def test_verification_refuses_to_write_a_bad_bundle(tmp_path, model, reason):
     with pytest.raises(BundleError, match=reason):
         export(tmp_path / "bad.pt", model)

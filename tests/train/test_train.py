@@ -20,7 +20,7 @@ from ..conftest import SMD_CONFIG, TINY_ENTITY, tiny_overrides
 
 SYNTH = ["data.dataset=synthetic", "data.synthetic_entities=2", "data.synthetic_length=2400",
          "data.synthetic_channels=4", "model.name=lstm_ae", "model.preset=tiny", "model.window=16",
-         "train.epochs=3", "train.max_windows=600", "train.train_stride=2", "train.device=cpu"]
+         "train.epochs=2", "train.max_windows=300", "train.train_stride=2", "train.device=cpu"]
 
 
 def windows(n=256, L=16, C=3, seed=0):
@@ -32,8 +32,8 @@ def windows(n=256, L=16, C=3, seed=0):
 def test_loss_falls_and_the_best_epoch_is_restored():
     torch.manual_seed(0)
     model = registry.build("lstm_ae", 3, 16, "tiny")
-    cfg = load_config(SMD_CONFIG, ["train.epochs=6", "train.patience=10", "train.lr=0.01", "train.device=cpu"])
-    result = fit(model, windows(), windows(64, seed=1), cfg.train, progress=False)
+    cfg = load_config(SMD_CONFIG, ["train.epochs=5", "train.patience=10", "train.lr=0.01", "train.device=cpu"])
+    result = fit(model, windows(128), windows(64, seed=1), cfg.train, progress=False)
     losses = [h["val_loss"] for h in result.history]
     assert losses[-1] < losses[0]
     assert result.best_val_loss == min(losses) and result.best_epoch == int(np.argmin(losses))
@@ -45,6 +45,30 @@ def test_early_stopping_after_patience_epochs_without_improvement():
     result = fit(model, windows(64), windows(32, seed=1), cfg.train, progress=False)
     assert result.stopped_early and result.epochs < 50
     assert result.epochs - 1 - result.best_epoch == 2  # patience 1: stop at the second epoch without improvement
+
+
+def test_untrainable_baselines_are_fitted_by_prepare_alone():
+    model = registry.build("robust_z", 3, 16)
+    cfg = load_config(SMD_CONFIG, ["train.epochs=50", "train.device=cpu"])
+    train = windows(64) * 3.0 + 5.0
+    result = fit(model, train, windows(32, seed=1), cfg.train, progress=False)
+    assert (result.epochs, result.history) == (0, [])
+    with torch.no_grad():
+        typical, _ = model(torch.from_numpy(train[:8]))  # [B, L]
+        shifted, _ = model(torch.from_numpy(train[:8] + 30.0))
+    assert float(shifted.min()) > float(typical.max()), "prepare() must have learned the training centre and scale"
+
+
+def test_train_labels_are_windowed_exactly_like_the_values():
+    """Column 0 carries the label itself (no normalisation), so every label window must equal its value window."""
+    rng = np.random.default_rng(0)
+    labels = (rng.random(500) < 0.1).astype(np.int8)
+    train = np.column_stack([labels, rng.random(500)]).astype(np.float32)
+    s = Series("a", ["label", "noise"], train, train[:50], np.zeros(50, np.int8), train_labels=labels)
+    w = splits.make_windows([s], 16, 3, 0.25, 40, False)
+    assert w.train_labels.shape == w.train.shape[:2] and len(w.train) == 40
+    np.testing.assert_array_equal(w.train_labels, w.train[:, :, 0])
+    np.testing.assert_array_equal(w.val_labels, w.val[:, :, 0])
 
 
 def test_calibration_quantiles_and_pot_tail():
