@@ -1,0 +1,28 @@
+"""tools/bench_models.py prints the docs/models.md table: one row per requested model, with real measurements."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from ..conftest import TINY_ENTITY
+
+REPO = Path(__file__).resolve().parents[2]
+ROW = re.compile(r"^\| (\w+) \| ([\d,]+) \| ([\d.]+)( \(fit\))? \| ([\d,]+) \|$")
+
+
+def test_quick_bench_prints_one_measured_row_per_model(smd_root):
+    out = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "bench_models.py"), "--quick", "--entity", TINY_ENTITY,
+         "--models", "autoencoder,robust_z", "--repeats", "2"],
+        capture_output=True, text=True, timeout=120, check=True,
+        env={**os.environ, "STREAMDET_DATA": str(smd_root)}).stdout.splitlines()
+    assert out[0].startswith(f"# {TINY_ENTITY}: 300 windows of 32 x 38, tiny presets")
+    rows = {m.group(1): m for m in map(ROW.match, out[3:]) if m}
+    assert set(rows) == {"autoencoder", "robust_z"}, out
+    assert rows["robust_z"].group(4) == " (fit)" and rows["autoencoder"].group(4) is None
+    for match in rows.values():
+        assert int(match.group(2).replace(",", "")) > 0 and int(match.group(5).replace(",", "")) > 0
