@@ -32,7 +32,7 @@ class PositionalEncoding(nn.Module):
         self.register_buffer("codes", sinusoidal_positions(max_len, width))
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.codes[: x.shape[1]].unsqueeze(0)
+        return x + self.codes[: x.shape[1]].unsqueeze(0)  # [N, L, D] + [1, L, D]
 
 
 class TransformerBlock(nn.Module):

@@ -56,6 +56,7 @@ class PatchTSTAutoencoder(Detector):
         patches = series[:, self.index]  # [B*C, P, patch_len]
         h = self.encoder(self.position(self.embed(patches)))  # [B*C, P, D]
         out = self.decode(h)  # [B*C, P, patch_len]
+        # every patch value is added onto its step: index [P*patch_len], values [B*C, P*patch_len] -> [B*C, L]
         summed = torch.zeros_like(series).index_add_(1, self.index.reshape(-1), out.reshape(B * C, -1))
         rebuilt = summed / self.coverage  # [B*C, L], overlapping patches averaged
         return rebuilt.reshape(B, C, L).permute(0, 2, 1)  # [B, L, C]

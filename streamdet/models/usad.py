@@ -58,9 +58,9 @@ class USAD(Detector):
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         B, L, C = x.shape
-        flat = x.reshape(B, L * C)
+        flat = x.reshape(B, L * C)  # [B, L*C]
         ae1 = self.decoder1(self.encoder(flat))
         ae2_of_ae1 = self.decoder2(self.encoder(ae1))
         err = self.alpha * (flat - ae1) ** 2 + self.beta * (flat - ae2_of_ae1) ** 2  # [B, L*C]
-        contrib = err.reshape(B, L, C)
+        contrib = err.reshape(B, L, C)  # [B, L, C]
         return contrib.mean(dim=-1), contrib
