@@ -83,7 +83,7 @@ def fit(model: torch.nn.Module, train: np.ndarray, val: np.ndarray, train_cfg, *
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 waited += 1
-                if waited > train_cfg.patience:
+                if waited >= train_cfg.patience:  # patience = epochs without improvement that are tolerated
                     result.stopped_early = True
                     log.info("early stop: validation loss has not improved for %d epochs", waited)
                     break

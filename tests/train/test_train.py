@@ -41,10 +41,10 @@ def test_loss_falls_and_the_best_epoch_is_restored():
 
 def test_early_stopping_after_patience_epochs_without_improvement():
     model = registry.build("lstm_ae", 3, 16, "tiny")
-    cfg = load_config(SMD_CONFIG, ["train.epochs=50", "train.patience=1", "train.lr=1e-7", "train.device=cpu"])
+    cfg = load_config(SMD_CONFIG, ["train.epochs=50", "train.patience=2", "train.lr=1e-7", "train.device=cpu"])
     result = fit(model, windows(64), windows(32, seed=1), cfg.train, progress=False)
     assert result.stopped_early and result.epochs < 50
-    assert result.epochs - 1 - result.best_epoch == 2  # patience 1: stop at the second epoch without improvement
+    assert result.epochs - 1 - result.best_epoch == 2  # patience 2: stop at the second epoch without improvement
 
 
 def test_untrainable_baselines_are_fitted_by_prepare_alone():
