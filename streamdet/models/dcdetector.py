@@ -2,10 +2,11 @@
 
 Each channel is a univariate series (channel independence), seen two ways for every patch size p: patch-wise
 (tokens are the L/p patches; attention relates patches) and in-patch (tokens are the p positions inside a patch,
-embedded across patches; attention relates positions). Both attention maps are expanded to step x step (repeat
-each patch / tile the in-patch map) and normalised per row. On normal data the two views agree; an anomaly disturbs
-one view more than the other. Score = symmetric KL between the two views' per-step distributions, averaged over
-heads and patch sizes; per channel, which gives the contributions directly.
+embedded across patches; attention relates positions). As in the paper, both maps are read as step x step
+distributions (each patch repeated / the in-patch map tiled, normalised per row). On normal data the two views
+agree; an anomaly disturbs one view more than the other. Score = symmetric KL between the two views' per-step
+distributions, averaged over heads and patch sizes; per channel, which gives the contributions directly. That KL
+factorises (see DualView), so the step x step maps are never built.
 Loss: the two views are pulled together on (normal) training data, with a small entropy penalty that keeps the
 attention maps from collapsing to uniform (the trivial way to agree). The paper contrasts stop-gradient copies of
 the views; its pull and push terms cancel in value, which leaves no training curve to early-stop on.
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 
 from .base import Detector
 from .hparams import require, require_heads_divide
-from .layers import kl_rows, pad_to_multiple
+from .layers import pad_to_multiple
 from .registry import register
 
 
@@ -42,6 +43,14 @@ class ViewAttention(nn.Module):
 
 
 class DualView(nn.Module):
+    """Both views of one patch size, compared without building the step x step maps.
+
+    Step i = I p + r (patch I, position r) has the patch-wise row aP[I, u] / p and the in-patch row aI[r, v] / P
+    over steps j = u p + v. Their symmetric KL factorises: sum_u (aP[I,u] - 1/P) log aP[I,u] + the same for aI[r]
+    over v. So each view contributes its own divergence from uniform attention, and the cost is O(P^2 + p^2) per
+    series instead of O(L^2): building the expanded maps made training on SMD about 20x slower.
+    """
+
     def __init__(self, window: int, patch: int, width: int, heads: int):
         super().__init__()
         self.patch = patch
@@ -50,16 +59,20 @@ class DualView(nn.Module):
         self.in_patch = ViewAttention(self.n_patches, width, heads)
 
     def forward(self, series: Tensor) -> Tuple[Tensor, Tensor]:
-        """series [N, L] -> per-step row distributions of both views, each [N, H, L, L]."""
+        """series [N, L] -> (symmetric KL between the views, entropy of both views), each per step [N, H, L]."""
         L = series.shape[1]
         padded = pad_to_multiple(series, self.patch)  # [N, L']
-        N = padded.shape[0]
-        patches = padded.reshape(N, self.n_patches, self.patch)  # [N, P, p]
+        patches = padded.reshape(padded.shape[0], self.n_patches, self.patch)  # [N, P, p]
         a_patch = self.patch_wise(patches)  # [N, H, P, P]
         a_in = self.in_patch(patches.transpose(1, 2))  # [N, H, p, p]
-        big_patch = a_patch.repeat_interleave(self.patch, dim=2).repeat_interleave(self.patch, dim=3) / self.patch
-        big_in = a_in.repeat(1, 1, self.n_patches, self.n_patches) / self.n_patches
-        return big_patch[:, :, :L, :L], big_in[:, :, :L, :L]
+        log_patch, log_in = torch.log(a_patch + 1e-6), torch.log(a_in + 1e-6)
+        neg_entropy_patch = (a_patch * log_patch).sum(-1)  # [N, H, P]
+        neg_entropy_in = (a_in * log_in).sum(-1)  # [N, H, p]
+        gap_patch = (neg_entropy_patch - log_patch.mean(-1)).repeat_interleave(self.patch, dim=-1)  # [N, H, L']
+        gap_in = (neg_entropy_in - log_in.mean(-1)).repeat(1, 1, self.n_patches)  # [N, H, L']
+        entropy = -(neg_entropy_patch.repeat_interleave(self.patch, dim=-1)
+                    + neg_entropy_in.repeat(1, 1, self.n_patches))  # [N, H, L']
+        return (gap_patch + gap_in)[..., :L], entropy[..., :L]
 
 
 @register
@@ -79,31 +92,24 @@ class DCdetector(Detector):
         self.views = nn.ModuleList([DualView(window, p, width, heads) for p in sizes])
         self.entropy_weight = entropy_weight
 
-    def views_of(self, x: Tensor) -> Tuple[List[Tensor], List[Tensor]]:
+    def discrepancy(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """x [B, L, C] -> per series (B*C rows) and step: view discrepancy and view entropy, each [B*C, L]."""
         B, L, C = x.shape
         series = x.permute(0, 2, 1).reshape(B * C, L)  # [B*C, L]
-        patch_views: List[Tensor] = []
-        in_views: List[Tensor] = []
+        gap = torch.zeros(B * C, L, device=x.device)
+        entropy = torch.zeros(B * C, L, device=x.device)
         for view in self.views:
-            p, q = view(series)
-            patch_views.append(p)
-            in_views.append(q)
-        return patch_views, in_views
+            g, e = view(series)  # [B*C, H, L]
+            gap = gap + g.mean(dim=1)
+            entropy = entropy + e.mean(dim=1)
+        return gap / len(self.views), entropy / len(self.views)
 
     def loss(self, x: Tensor, epoch: int, labels: Optional[Tensor] = None) -> Tensor:
-        patch_views, in_views = self.views_of(x)
-        total = torch.zeros((), device=x.device)
-        for p, q in zip(patch_views, in_views):
-            agreement = (kl_rows(p, q) + kl_rows(q, p)).mean()
-            entropy = -(p * torch.log(p + 1e-6)).sum(-1).mean() - (q * torch.log(q + 1e-6)).sum(-1).mean()
-            total = total + agreement + self.entropy_weight * entropy
-        return total / len(patch_views)
+        gap, entropy = self.discrepancy(x)
+        return gap.mean() + self.entropy_weight * entropy.mean()
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         B, L, C = x.shape
-        patch_views, in_views = self.views_of(x)
-        total = torch.zeros(B * C, L, device=x.device)
-        for p, q in zip(patch_views, in_views):
-            total = total + (kl_rows(p, q) + kl_rows(q, p)).mean(dim=1)  # [B*C, L]
-        contrib = (total / len(patch_views)).reshape(B, C, L).permute(0, 2, 1).clamp(min=0.0)  # [B, L, C]
+        gap, _ = self.discrepancy(x)  # [B*C, L]
+        contrib = gap.reshape(B, C, L).permute(0, 2, 1).clamp(min=0.0)  # [B, L, C]
         return contrib.mean(dim=-1), contrib
