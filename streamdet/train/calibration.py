@@ -18,10 +18,23 @@ MAX_SAMPLE = 2000
 BATCH = 256
 
 
-def daemon_like_scores(served: torch.nn.Module, raw: np.ndarray, window: int, stride: int) -> np.ndarray:
-    """Per-step scores of one raw series [T, C] as the daemon produces them after warm-up: [T - L + 1 ... ] steps."""
+def first_scored_row(window: int, stride: int) -> int:
+    """Row of the first full-window score of a fresh stream: the daemon emits windows ending at rows m*stride - 1."""
     stride = min(stride, window)
-    windows = sliding_windows(raw.astype(np.float32), window, stride)  # [N, L, C], window k ends at L-1+k*stride
+    return -(-window // stride) * stride - stride
+
+
+def daemon_like_scores(served: torch.nn.Module, raw: np.ndarray, window: int, stride: int) -> np.ndarray:
+    """Scores of one raw series [T, C] replayed as a fresh stream, the rows the daemon scores with a full window.
+
+    The daemon scores a window every `stride` points, counted from the stream's first point, and keeps its last
+    `stride` steps; the result starts at row `first_scored_row(window, stride)` of `raw`.
+    """
+    stride = min(stride, window)
+    offset = first_scored_row(window, stride) + stride - window
+    if len(raw) - offset < window:  # too short for one full window at the daemon's alignment
+        return np.zeros(0, np.float32)
+    windows = sliding_windows(raw[offset:].astype(np.float32), window, stride)  # [N, L, C], ends at m*stride - 1
     out = []
     with torch.inference_mode():
         for i in range(0, len(windows), BATCH):

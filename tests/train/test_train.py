@@ -13,7 +13,8 @@ from streamdet.config import load_config
 from streamdet.data import Series
 from streamdet.models import registry
 from streamdet.train import splits, train_bundle
-from streamdet.train.calibration import calibrate
+from streamdet.evaluate.backtest import replay_entity
+from streamdet.train.calibration import calibrate, daemon_like_scores, first_scored_row
 from streamdet.train.trainer import fit
 
 from ..conftest import SMD_CONFIG, TINY_ENTITY, tiny_overrides
@@ -99,6 +100,17 @@ def test_train_bundle_calibrates_on_the_validation_tail_only(tmp_path, monkeypat
     assert abs(cal["n"] - expected) <= 2 * cfg.scoring.stride  # last `stride` steps of windows every `stride`
     meta = load_bundle(tmp_path / "b.pt").meta
     assert meta["training"]["entities"] == ["synthetic-0", "synthetic-1"] and meta["training"]["epochs"] >= 1
+    assert_calibration_scores_equal_the_daemons(cfg, bundle, real(cfg)[0])
+
+
+def assert_calibration_scores_equal_the_daemons(cfg, bundle, series):
+    """Replay the validation tail through the real Pipeline: every full-window score equals the calibration's."""
+    tail = series.train[splits.split_point(len(series.train), bundle.window, cfg.train.val_fraction, series.entity):]
+    ours = daemon_like_scores(bundle.module, tail, bundle.window, cfg.scoring.stride)
+    run = replay_entity(cfg, bundle, series.entity, tail)
+    start = first_scored_row(bundle.window, cfg.scoring.stride)
+    assert len(ours) > 100
+    np.testing.assert_allclose(ours, run.scores[start:start + len(ours)], rtol=1e-4, atol=1e-5)
 
 
 def test_global_normalisation_is_recorded_and_floors_constant_channels():
