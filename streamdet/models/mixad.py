@@ -11,7 +11,7 @@ score of the second.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -77,20 +77,20 @@ class MIXAD(Detector):
 
     def run(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """-> forecasts [B, L-1, C], states [B, L-1, C, D], retrieved prototypes [B, L-1, C, D],
-        memory attention [B, L-1, C, M], for steps 1..L-1."""
+        memory attention [B, L-1, C, M], for steps 1..L-1. Only the recurrence is a loop; memory reads and the
+        forecast head run once over all steps."""
         B, L, C = x.shape
         adjacency = self.adjacency()
         h = torch.zeros(B, C, self.hidden, device=x.device)
-        forecasts, states, protos, attns = [], [], [], []
+        steps: List[Tensor] = []
         for t in range(L - 1):
             h = self.cell(x[:, t].unsqueeze(-1), h, adjacency)  # [B, C, D]
-            attn = torch.softmax(h @ self.memory.t(), dim=-1)  # [B, C, M]
-            proto = attn @ self.memory  # [B, C, D]
-            forecasts.append(self.head(torch.cat([h, proto], dim=-1)).squeeze(-1))  # [B, C]
-            states.append(h)
-            protos.append(proto)
-            attns.append(attn)
-        return torch.stack(forecasts, 1), torch.stack(states, 1), torch.stack(protos, 1), torch.stack(attns, 1)
+            steps.append(h)
+        states = torch.stack(steps, 1)  # [B, L-1, C, D]
+        attn = torch.softmax(states @ self.memory.t(), dim=-1)  # [B, L-1, C, M]
+        protos = attn @ self.memory  # [B, L-1, C, D]
+        forecasts = self.head(torch.cat([states, protos], dim=-1)).squeeze(-1)  # [B, L-1, C]
+        return forecasts, states, protos, attn
 
     def loss(self, x: Tensor, epoch: int, labels: Optional[Tensor] = None) -> Tensor:
         forecast, states, protos, attn = self.run(x)
