@@ -3,6 +3,7 @@ uninterrupted run emits (computed in-process by the same pipeline code, per enti
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -48,29 +49,56 @@ def produce(bootstrap: str, topic: str, records: list[tuple[str, bytes]], rate: 
     producer.close()
 
 
-def reference_alerts(bundle_path: Path, records: list[tuple[str, bytes]], extra=EXTRA) -> set[tuple]:
-    """The alerts of an uninterrupted run that scored every full stride (no final drain), as comparable tuples."""
+def reference_alerts(bundle_path: Path, records: list[tuple[str, bytes]], extra=EXTRA) -> dict[tuple, dict]:
+    """The alerts of an uninterrupted run that scored every full stride (no final drain): (alert_id, status) ->
+    message."""
     cfg = load_config(SMD_CONFIG, tiny_overrides(bundle_path) + list(extra))
     pipeline = Pipeline(cfg, load_bundle(bundle_path))
     events = pipeline.process((value, ("ref", 0, i, 0)) for i, (_, value) in enumerate(records)).alerts
     events += pipeline.flush_batches().alerts
-    return {comparable(e.to_message()) for e in events}
+    messages = [orjson.loads(orjson.dumps(e.to_message())) for e in events]  # as a consumer reads them
+    return {alert_key(m): m for m in messages}
 
 
-def comparable(message: dict) -> tuple:
-    return tuple(orjson.dumps(message[f]) for f in ALERT_FIELDS)
+def alert_key(message: dict) -> tuple[str, str]:
+    return message["alert_id"], message["status"]
 
 
-def published_alerts(bootstrap: str, topic: str, want: set, timeout_s: float) -> tuple[set, list[dict]]:
-    """Read the alerts topic until every wanted alert is there or the deadline passes; returns (set, raw messages),
-    so that the caller's comparison shows which alerts are missing or different."""
+def published_alerts(bootstrap: str, topic: str, want: dict, timeout_s: float) -> list[dict]:
+    """Read the alerts topic until every wanted (alert_id, status) is there or the deadline passes, so that
+    `alert_mismatches` can name what is missing instead of the read timing out."""
     give_up = time.monotonic() + timeout_s
 
     def done(got: list[dict]) -> bool:
-        return want <= {comparable(m) for m in got} or time.monotonic() > give_up
+        return want.keys() <= {alert_key(m) for m in got} or time.monotonic() > give_up
 
-    messages = read_topic(bootstrap, topic, done, timeout_s + 10)
-    return {comparable(m) for m in messages}, messages
+    return read_topic(bootstrap, topic, done, timeout_s + 10)
+
+
+def alert_mismatches(want: dict, messages: list[dict]) -> list[str]:
+    """Missing, unexpected, or different alerts. Ids, entities and timestamps must be equal; scores, thresholds and
+    channel shares within float tolerance (a window scored in another batch size may differ in the last bits)."""
+    problems = []
+    seen = {alert_key(m) for m in messages}
+    problems += [f"missing {key}" for key in sorted(want.keys() - seen)]
+    problems += [f"unexpected {key}" for key in sorted(seen - want.keys())]
+    for message in messages:
+        expected = want.get(alert_key(message))
+        if expected is not None:
+            problems += [f"{alert_key(message)} {field}: {message[field]!r} != {expected[field]!r}"
+                         for field in ALERT_FIELDS if not _same(message[field], expected[field])]
+    return problems
+
+
+def _same(got, expected) -> bool:
+    if isinstance(expected, float):
+        return isinstance(got, (int, float)) and math.isclose(got, expected, rel_tol=1e-4, abs_tol=1e-6)
+    if isinstance(expected, dict):
+        return isinstance(got, dict) and got.keys() == expected.keys() and all(_same(got[k], v)
+                                                                             for k, v in expected.items())
+    if isinstance(expected, list):
+        return isinstance(got, list) and len(got) == len(expected) and all(map(_same, got, expected))
+    return got == expected
 
 
 def start_daemon(bundle: Path, bootstrap: str, names: dict, log: Path, *extra: str) -> DaemonProcess:
