@@ -27,7 +27,10 @@ from .registry import register
 
 
 class ViewAttention(nn.Module):
-    """Attention map [N, H, T, T] of tokens [N, T, F] (queries and keys only: the map is the representation)."""
+    """Attention map [N, H, T, T] of tokens [N, T, F] (queries and keys only: the map is the representation).
+
+    N = B*C univariate series; T tokens (P patches or p in-patch positions); F features per token.
+    """
 
     def __init__(self, features: int, width: int, heads: int):
         super().__init__()
@@ -38,7 +41,8 @@ class ViewAttention(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         N, T, _ = tokens.shape
-        qk = self.qk(self.embed(tokens)).reshape(N, T, 2, self.heads, self.head_width).permute(2, 0, 3, 1, 4)
+        qk = self.qk(self.embed(tokens)).reshape(N, T, 2, self.heads, self.head_width)  # [N, T, 2, H, D/H]
+        qk = qk.permute(2, 0, 3, 1, 4)  # [2, N, H, T, D/H]
         return torch.softmax(qk[0] @ qk[1].transpose(-1, -2) / math.sqrt(self.head_width), dim=-1)  # [N,H,T,T]
 
 

@@ -6,7 +6,7 @@ query a memory bank of prototypes; the retrieved prototype joins the state for t
 error + memory consistency (states stay close to their prototype) + a KL term that spreads use over all
 prototypes. Score per step = forecast error + `memory_weight` x memory deviation (distance of each node's state to
 its prototype), per channel: node-level errors are the explanation. The first step has no forecast and takes the
-score of the second.
+score of the second. Shapes: besides B L C D, N nodes (= C channels) and M memory prototypes.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ a metric stops moving with its usual partners. Reconstruction happens in the ass
 rebuilt from the channels it attends to), so an error there means the usual relations no longer explain the data.
 Score per step and channel = squared reconstruction error + `assoc_weight` x the association change of that
 channel's row (symmetric KL to the prior) in that division; contributions per channel come out directly.
+Shapes: besides B L C D H, S divisions of l steps each, E = D / H per head.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ class SpatialAssociationTransformer(Detector):
         assoc = torch.softmax(qk[0] @ qk[1].transpose(-1, -2) / math.sqrt(E), dim=-1)  # [B, S, H, C, C]
         v = self.value(h).reshape(B, self.n_segments, C, H, E).permute(0, 1, 3, 2, 4)  # [B, S, H, C, E]
         mixed = (assoc @ v).permute(0, 1, 3, 2, 4).reshape(B, self.n_segments, C, H * E)  # [B, S, C, D]
-        rebuilt = self.decode(mixed).permute(0, 1, 3, 2).reshape(B, self.n_segments * self.segment_len, C)
+        rebuilt = self.decode(mixed).permute(0, 1, 3, 2)  # [B, S, l, C]
+        rebuilt = rebuilt.reshape(B, self.n_segments * self.segment_len, C)  # [B, S*l, C]
         return rebuilt[:, :L], assoc, torch.softmax(self.prior_logits, dim=-1)
 
     def change(self, assoc: Tensor, prior: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ teacher (self-distillation, teacher detached). On normal patterns the student im
 `recon_weight`) the teacher's error on them: a hidden step cannot make the two decoders disagree about a value
 neither saw, so a lone spike shows only through the teacher failing to predict it from its context.
 Scoring is deterministic and row independent: a fixed set of interleaved masks covers every step, and each step's
-score averages the masks that hid it.
+score averages the masks that hid it (K fixed masks).
 Semi-supervised: when the training split carries labelled anomalies, their steps are left out of the
 reconstruction and distillation losses and a margin loss pushes their discrepancy above `margin`, ramped in over
 `warmup_epochs`.
@@ -66,7 +66,7 @@ class SelfDistilledMAE(Detector):
     def decode(self, x: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
         """x [N, L, C], mask [N, L] (1 = hidden) -> teacher and student outputs [N, L, C]."""
         h = self.embed(x)
-        m = mask.unsqueeze(-1)
+        m = mask.unsqueeze(-1)  # [N, L, 1]
         h = h * (1 - m) + self.mask_token * m
         z = self.encoder(self.position(h))  # [N, L, D]
         return self.teacher(z), self.student(z)
@@ -76,7 +76,7 @@ class SelfDistilledMAE(Detector):
         mask = (torch.rand(B, L, device=x.device) < self.mask_ratio).float()  # [B, L]
         teacher, student = self.decode(x, mask)
         normal = torch.ones_like(mask) if labels is None else 1.0 - labels.float()
-        on_normal = (mask * normal).unsqueeze(-1)
+        on_normal = (mask * normal).unsqueeze(-1)  # [B, L, 1]
         reconstruction = masked_mean((teacher - x) ** 2, on_normal)
         distillation = masked_mean((student - teacher.detach()) ** 2, on_normal)
         total = reconstruction + distillation
@@ -92,9 +92,9 @@ class SelfDistilledMAE(Detector):
         K = self.masks.shape[0]
         masks = self.masks[:, :L].repeat(B, 1)  # [B*K, L]
         repeated = x.repeat_interleave(K, dim=0)  # [B*K, L, C]
-        teacher, student = self.decode(repeated, masks)
-        per_mask = (teacher - student) ** 2 + self.recon_weight * (teacher - repeated) ** 2
-        gap = (per_mask * masks.unsqueeze(-1)).reshape(B, K, L, C).sum(dim=1)
+        teacher, student = self.decode(repeated, masks)  # each [B*K, L, C]
+        per_mask = (teacher - student) ** 2 + self.recon_weight * (teacher - repeated) ** 2  # [B*K, L, C]
+        gap = (per_mask * masks.unsqueeze(-1)).reshape(B, K, L, C).sum(dim=1)  # [B, L, C]: summed where hidden
         hidden = masks.reshape(B, K, L).sum(dim=1).clamp(min=1.0).unsqueeze(-1)  # [B, L, 1]
         contrib = gap / hidden  # [B, L, C]
         return contrib.mean(dim=-1), contrib
