@@ -87,6 +87,42 @@ def _rewrite_meta(src, dst, **changes):
             zout.writestr(item, data)
 
 
+class VarArgs(torch.nn.Module):
+    """TorchScript cannot compile *args; tracing can, and the bundle must say it was traced."""
+
+    name = "varargs"
+    window = L
+
+    def forward(self, *inputs):
+        x = inputs[0]  # [B, L, C]
+        return x.abs().mean(dim=-1), x.abs()
+
+
+class DataDependent(VarArgs):
+    """Neither scriptable (*args) nor traceable consistently (the output depends on a Python-level branch)."""
+
+    name = "data_dependent"
+
+    def forward(self, *inputs):
+        x = inputs[0]
+        scores = x.abs().mean(dim=-1)
+        return (scores + 1.0 if x.shape[0] > 1 else scores), x.abs()
+
+
+def test_unscriptable_model_is_traced_checked_and_recorded(tmp_path):
+    bundle = export(tmp_path / "t.pt", VarArgs())
+    assert load_bundle(tmp_path / "t.pt").meta["export_method"] == "trace" == bundle.meta["export_method"]
+    raw = torch.randn(3, L, C)
+    torch.testing.assert_close(bundle.module(raw)[0], ((raw - 2.0) / 0.5).abs().mean(dim=-1))  # normalised inside
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the trace check reports the mismatch, then fails
+def test_model_that_can_be_neither_scripted_nor_traced_is_refused(tmp_path):
+    with pytest.raises(BundleError, match="cannot export DataDependent: scripting failed .* tracing failed"):
+        export(tmp_path / "x.pt", DataDependent())
+    assert list(tmp_path.iterdir()) == []
+
+
 class NegativeContributions(torch.nn.Module):
     name = "negative"
     window = L
