@@ -4,9 +4,10 @@ Phase 1 reconstructs the window with a zero focus score. Phase 2 re-encodes the 
 error of phase 1 (the focus score), which directs attention to the hard-to-reconstruct steps. Training is
 adversarial with epoch-dependent weights (1/n, 1 - 1/n): decoder 1 learns to make phase 2 reconstruct well, decoder 2
 learns to amplify phase-1 errors. One loss here, with parameter-frozen calls routing each adversarial term.
-Decoders are linear heads on the shared transformer encoding (a simplification of the paper's two transformer
-decoders; the self-conditioning and the adversarial game are kept). Score = 0.5 * phase-1 error + 0.5 * phase-2
-error per step.
+Each decoder is a transformer decoder layer: one learned query per step (initialised to position codes) attends to
+itself and to the encoding, so input values reach the output only through the encoder. The paper decodes the last
+step from the window itself as target; decoding every step from queries fits the per-step contract. Score = 0.5 *
+phase-1 error + 0.5 * phase-2 error per step.
 """
 
 from __future__ import annotations
@@ -18,8 +19,26 @@ from torch import Tensor, nn
 
 from .base import Detector
 from .hparams import require, require_heads_divide
-from .layers import PositionalEncoding, TransformerStack, frozen_call
+from .layers import PositionalEncoding, TransformerStack, frozen_call, sinusoidal_positions
 from .registry import register
+
+
+class WindowDecoder(nn.Module):
+    """Transformer decoder: one query per step (position codes) self-attends and cross-attends to the encoding.
+
+    Queries carry no input values, so the window can reach the output only through the encoder's memory.
+    """
+
+    def __init__(self, width: int, heads: int, ff: int, n_channels: int, window: int, dropout: float):
+        super().__init__()
+        self.queries = nn.Parameter(sinusoidal_positions(max(window, 1), width))  # [L, D]
+        self.block = nn.TransformerDecoderLayer(width, heads, ff, dropout, batch_first=True, norm_first=True)
+        self.head = nn.Linear(width, n_channels)
+
+    def forward(self, memory: Tensor) -> Tensor:
+        B, L, D = memory.shape
+        queries = self.queries[:L].unsqueeze(0).expand(B, L, D)  # [B, L, D]
+        return self.head(self.block(queries, memory))  # [B, L, C]
 
 
 @register
@@ -38,8 +57,8 @@ class TranAD(Detector):
         self.embed = nn.Linear(2 * n_channels, width)  # the window and its focus score, side by side
         self.position = PositionalEncoding(width, max(window, 1))
         self.encoder = TransformerStack(width, heads, ff, layers, dropout)
-        self.decoder1 = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, n_channels))
-        self.decoder2 = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, n_channels))
+        self.decoder1 = WindowDecoder(width, heads, ff, n_channels, window, dropout)
+        self.decoder2 = WindowDecoder(width, heads, ff, n_channels, window, dropout)
 
     def encode(self, x: Tensor, focus: Tensor) -> Tensor:
         return self.encoder(self.position(self.embed(torch.cat([x, focus], dim=-1))))  # [B, L, D]

@@ -18,6 +18,15 @@ L, C = 32, 4
 NAMES = registry.names()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: more threads only add contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def build(name: str, channels: int = C):
     torch.manual_seed(0)
     return registry.build(name, channels, L, "tiny")
@@ -111,7 +120,6 @@ def test_auc_helper_on_known_orderings():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_detects_synthetic_spikes_after_short_training(name):
-    torch.set_num_threads(1)
     series = generate(seed=7, n_channels=C, train_length=2000, test_length=2000, kinds=("spike",),
                       test_anomalies=12)
     mean, std = series.train.mean(axis=0), series.train.std(axis=0) + 1e-6
