@@ -6,8 +6,10 @@ from __future__ import annotations
 import math
 import os
 import signal
+import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 import orjson
 
@@ -21,6 +23,7 @@ from tests.integration.helpers import DaemonProcess, read_topic, record, smd_row
 ENTITIES = ("rig-a", "rig-b", "rig-c")
 FIRST_ROW, LAST_ROW = 4300, 4760  # machine-1-2's anomaly at rows 4629-4687 falls inside
 EXTRA = ("alerting.min_consecutive=1", "kafka.commit_interval_ms=200")
+HOLD_LIMIT_S = 120.0  # a held producer gives up (and fails its test) after this
 ALERT_FIELDS = ("alert_id", "status", "entity", "start_ts", "ts", "score", "threshold", "top_channels")
 
 
@@ -34,12 +37,20 @@ def scenario_records(smd_root: Path) -> list[tuple[str, bytes]]:
     return out
 
 
-def produce(bootstrap: str, topic: str, records: list[tuple[str, bytes]], rate: float = 0.0) -> None:
+def produce(bootstrap: str, topic: str, records: list[tuple[str, bytes]], rate: float = 0.0,
+            hold_at: Optional[int] = None, resume: Optional[threading.Event] = None) -> None:
+    """Produce `records` (paced at `rate` per second when given). With `hold_at`, the records from that index on
+    wait until `resume` is set, so that a test can be sure traffic continues after a fault it injects."""
     cfg = load_config(None, ["kafka.partitions=2"])
     ensure_topics(cfg, [topic], bootstrap)
     producer = make_producer(cfg, bootstrap)
     started = time.monotonic()
     for n, (key, value) in enumerate(records):
+        if n == hold_at and resume is not None:
+            producer.flush()
+            if not resume.wait(HOLD_LIMIT_S):
+                raise TimeoutError(f"the producer was held at record {n} for {HOLD_LIMIT_S:.0f} s")
+            started = time.monotonic() - n / rate if rate else started
         if rate:
             ahead = started + n / rate - time.monotonic()
             if ahead > 0:

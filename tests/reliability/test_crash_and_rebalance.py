@@ -48,19 +48,22 @@ def test_second_instance_joins_then_first_leaves_every_record_scored_once(broker
                                                                          tmp_path):
     records = scenario_records(smd_root)
     want = reference_alerts(tiny_bundle, records)
+    resume, hold_at = threading.Event(), 2 * len(records) // 3
     first = start_daemon(tiny_bundle, broker.bootstrap, names, tmp_path / "first.log")
     second = None
     try:
         first.wait_ready()
-        # about 11 s of stream: the second instance joins and the first leaves while records keep coming
-        sender = threading.Thread(target=produce, args=(broker.bootstrap, names["metrics"], records, 120.0))
+        # the stream flows while the second instance joins; its last third waits until the first has left, so
+        # that records arrive before, (usually) during and always after the hand-over, however slow the start-up
+        sender = threading.Thread(target=produce, args=(broker.bootstrap, names["metrics"], records, 120.0),
+                                  kwargs={"hold_at": hold_at, "resume": resume})
         sender.start()
         wait_until(lambda: first.value("streamdet_records_scored_total") >= 120, 30, "the first scores")
         second = start_daemon(tiny_bundle, broker.bootstrap, names, tmp_path / "second.log")
         second.wait_ready(60)
         code, _ = first.terminate(20)
         assert code == 0
-        assert sender.is_alive(), "the stream ended before the hand-over: the test would prove nothing"
+        resume.set()
         sender.join(30)
         messages = published_alerts(broker.bootstrap, names["alerts"], want, 45)
         assert not alert_mismatches(want, messages), alert_mismatches(want, messages)
@@ -77,7 +80,9 @@ def test_second_instance_joins_then_first_leaves_every_record_scored_once(broker
         one, two = final_totals(first), final_totals(second)
         scored = one["scored"] + two["scored"] + two["pending_in_checkpoint"]
         assert scored == len(records), (one, two)  # exactly once across the hand-over
+        assert two["consumed"] - two["skipped_restored"] >= len(records) - hold_at  # the held third: the second's
     finally:
+        resume.set()
         first.close()
         if second is not None:
             second.close()
