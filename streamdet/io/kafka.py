@@ -357,9 +357,21 @@ class KafkaPythonClient(StreamClient):
         for tp in self._consumer.assignment():
             high = self._consumer.highwater(tp)
             key = (tp.topic, tp.partition)
-            if high is not None and key in self._consumed:
-                out[key] = max(0, high - self._consumed[key])
+            position = self._consumed.get(key)
+            if position is None:  # nothing read here yet (empty, or everything before the committed offset)
+                position = self._fetch_position(tp)
+            if high is not None and position is not None:
+                out[key] = max(0, high - position)
         return out
+
+    def _fetch_position(self, tp) -> Optional[int]:
+        """The fetcher's next offset without a network round trip (KafkaConsumer.position() may block on the
+        coordinator); read from kafka-python's subscription state, None when it has no valid position yet."""
+        state = getattr(self._consumer, "_subscription", None)
+        if state is None or not state.has_valid_position(tp):
+            return None
+        position = state.position(tp)
+        return getattr(position, "offset", position)
 
     def forget(self, partitions: Iterable[Partition]) -> None:
         """Drop the consumed position of revoked partitions (their lag belongs to another member now)."""

@@ -39,7 +39,7 @@ def record(entity: str, row: int, values: np.ndarray) -> bytes:
 
 
 class DaemonProcess:
-    """`python -m streamdet.cli run` against the session broker, with JSON logs in a file and a metrics port."""
+    """`python -m streamdet run` against the session broker, with JSON logs in a file and a metrics port."""
 
     def __init__(self, bundle: Path, bootstrap: str, names: dict, log_path: Path, extra: tuple[str, ...] = ()):
         self.port = free_port()
@@ -50,7 +50,7 @@ class DaemonProcess:
             f"kafka.group_id={names['group']}", "kafka.partitions=2", "kafka.session_timeout_ms=6000",
             "kafka.heartbeat_interval_ms=1000", "kafka.commit_interval_ms=200", "metrics.host=127.0.0.1",
             f"metrics.port={self.port}", "scoring.threads=1", "logging.format=json", *extra]
-        cmd = [sys.executable, "-m", "streamdet.cli", "run", "--config", str(SMD_CONFIG)]
+        cmd = [sys.executable, "-m", "streamdet", "run", "--config", str(SMD_CONFIG)]
         for item in overrides:
             cmd += ["--set", item]
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")

@@ -1,7 +1,8 @@
 """The daemon end to end: real broker, `streamdet run` in a subprocess, a real SMD anomaly, an independent reader.
 
-One daemon run (module fixture) serves the alert, dead-letter and metrics tests: 460 test rows of machine-1-2 around
-its labelled anomaly at rows 4629-4687, with four malformed records injected after the first 100 rows.
+One daemon run (module fixture) serves the alert, dead-letter, metrics and shutdown tests: 460 test rows of machine-1-2
+around its labelled anomaly at rows 4629-4687, with four malformed records injected after the first 100 rows (same key,
+so same partition: their offsets are exactly 100-103 and every good record after them must still be scored).
 """
 
 from __future__ import annotations
@@ -11,21 +12,24 @@ import uuid
 import orjson
 import pytest
 
+from streamdet.bundle import load_bundle
 from streamdet.config import load_config
 from streamdet.io.kafka import ensure_topics, make_producer
-from tests.conftest import TINY_ENTITY, wait_until
-from tests.integration.helpers import T0, DaemonProcess, read_topic, record, smd_labels, smd_rows
+from tests.conftest import SMD_CONFIG, TINY_ENTITY, TINY_WINDOW, wait_until
+from tests.integration.helpers import T0, DaemonProcess, final_totals, read_topic, record, smd_labels, smd_rows
 
 pytestmark = pytest.mark.kafka
 
 FIRST_ROW, LAST_ROW = 4300, 4760  # the test-split slice replayed; the anomaly starts 329 rows in
 SLACK = 3  # an alert may start this many points before or after the labelled segment
+BAD_AT = 100  # the malformed records go in after this many good ones
 C = 38
+STRIDE = load_config(SMD_CONFIG).scoring.stride  # a partial stride waits in the window until more records come
 MALFORMED = {
     "not_json": b"this is not json",
     "no_entity": orjson.dumps({"ts": T0, "values": [0.0] * C}),
-    "wrong_width": orjson.dumps({"entity": TINY_ENTITY, "ts": T0 + FIRST_ROW + 100, "values": [0.1] * 5}),
-    "non_finite": (f'{{"entity":"{TINY_ENTITY}","ts":{T0 + FIRST_ROW + 100},"values":[1e39'
+    "wrong_width": orjson.dumps({"entity": TINY_ENTITY, "ts": T0 + FIRST_ROW + BAD_AT, "values": [0.1] * 5}),
+    "non_finite": (f'{{"entity":"{TINY_ENTITY}","ts":{T0 + FIRST_ROW + BAD_AT},"values":[1e39'
                    + ",0.0" * (C - 1) + "]}").encode(),
 }
 
@@ -37,30 +41,31 @@ def scenario(broker, tiny_bundle, smd_root, tmp_path_factory):
     names = {"metrics": f"metrics-{tag}", "alerts": f"alerts-{tag}", "dlq": f"dlq-{tag}", "group": f"group-{tag}"}
     rows = smd_rows(smd_root, TINY_ENTITY, "test", FIRST_ROW, LAST_ROW)
     labels = smd_labels(smd_root, TINY_ENTITY, FIRST_ROW, LAST_ROW)
-    daemon = DaemonProcess(tiny_bundle, broker.bootstrap, names, tmp_path_factory.mktemp("e2e") / "daemon.log")
+    daemon = DaemonProcess(tiny_bundle, broker.bootstrap, names, tmp_path_factory.mktemp("e2e") / "daemon.log",
+                           extra=(f"kafka.state_topic=state-{tag}",))
     try:
         daemon.wait_ready()
         _replay(broker.bootstrap, names["metrics"], rows)
         n_good = len(rows)
         wait_until(lambda: daemon.value("streamdet_records_consumed_total", topic=names["metrics"])
                    >= n_good + len(MALFORMED), 30, "the daemon to consume every record")
-        wait_until(lambda: daemon.value("streamdet_records_scored_total") >= n_good - 10, 30,
+        wait_until(lambda: daemon.value("streamdet_records_scored_total") >= n_good - STRIDE, 30,
                    "every full stride to be scored")
         yield {"daemon": daemon, "names": names, "labels": labels, "n_good": n_good,
-               "bootstrap": broker.bootstrap}
+               "bootstrap": broker.bootstrap, "sha256": load_bundle(tiny_bundle).sha256}
     finally:
         daemon.close()
 
 
 def _replay(bootstrap: str, topic: str, rows) -> None:
-    """Produce the rows keyed by entity (payload ts = T0 + dataset row), malformed records after 100 rows."""
+    """Produce the rows keyed by entity (payload ts = T0 + dataset row), the malformed records after BAD_AT rows."""
     cfg = load_config(None, ["kafka.partitions=2"])
     ensure_topics(cfg, [topic], bootstrap)
     producer = make_producer(cfg, bootstrap)
     for i, values in enumerate(rows):
-        if i == 100:
+        if i == BAD_AT:
             for raw in MALFORMED.values():
-                producer.produce(topic, b"bad-records", raw)
+                producer.produce(topic, TINY_ENTITY.encode(), raw)
         producer.produce(topic, TINY_ENTITY.encode(), record(TINY_ENTITY, FIRST_ROW + i, values))
     producer.flush()
     producer.close()
@@ -89,29 +94,79 @@ def test_malformed_records_reach_the_dead_letter_topic_with_their_reason(scenari
     assert set(by_reason) == set(MALFORMED)
     assert by_reason["not_json"]["payload"] == "this is not json"
     assert by_reason["wrong_width"]["detail"].startswith("values: 5 entries")
-    offsets = sorted(m["source"]["offset"] for m in letters)
-    assert len(set(offsets)) == len(MALFORMED) and all(m["source"]["topic"] == scenario["names"]["metrics"]
-                                                      for m in letters)
+    assert orjson.loads(by_reason["no_entity"]["payload"]) == orjson.loads(MALFORMED["no_entity"])
+    # produced in MALFORMED's order right after the first BAD_AT good records of the same key and partition
+    offsets = {m["reason"]: m["source"]["offset"] for m in letters}
+    assert offsets == {reason: BAD_AT + i for i, reason in enumerate(MALFORMED)}
+    assert {(m["source"]["topic"], m["source"]["partition"]) for m in letters} == {(scenario["names"]["metrics"],
+                                                                                 _good_partition(scenario))}
     daemon = scenario["daemon"]
     for reason in MALFORMED:
         assert daemon.value("streamdet_records_rejected_total", reason=reason) == 1
-    # the loop kept scoring: every good record after the bad ones got its score
-    assert daemon.value("streamdet_records_scored_total") >= scenario["n_good"] - 10
+
+
+def _good_partition(scenario) -> int:
+    """The partition of the good records, read from the alerts' source (every alert derives from one)."""
+    alerts = read_topic(scenario["bootstrap"], scenario["names"]["alerts"], lambda m: len(m) >= 1, 30)
+    return alerts[0]["source"]["partition"]
+
+
+def test_the_loop_keeps_scoring_after_the_malformed_records(scenario):
+    daemon = scenario["daemon"]
+    scored = daemon.value("streamdet_records_scored_total")
+    # every good record except at most one partial stride at the end has its score, those after the bad ones too
+    assert scenario["n_good"] - STRIDE < scored <= scenario["n_good"]
+    alerts = read_topic(scenario["bootstrap"], scenario["names"]["alerts"], lambda m: len(m) >= 1, 30)
+    assert max(a["source"]["offset"] for a in alerts) > BAD_AT + len(MALFORMED)
 
 
 def test_metrics_endpoint_serves_the_documented_series(scenario):
     from tests.integration.test_io_adapters import DOCUMENTED_SERIES, declared_series
 
-    daemon = scenario["daemon"]
+    daemon, topic = scenario["daemon"], scenario["names"]["metrics"]
     status, text = daemon.get("/metrics")
     assert status == 200
     missing = [name for name in DOCUMENTED_SERIES if name not in declared_series(text)]
     assert not missing, f"not exported: {missing}"
     assert daemon.get("/healthz")[0] == 200 and daemon.get("/readyz")[0] == 200
     samples = daemon.samples()
+    assert samples[("streamdet_records_consumed_total", (("topic", topic),))] == scenario["n_good"] + len(MALFORMED)
     assert samples[("streamdet_entity_score", (("entity", TINY_ENTITY),))] >= 0
+    assert samples[("streamdet_entity_threshold", (("entity", TINY_ENTITY),))] > 0
     assert samples[("streamdet_ready", ())] == 1.0
-    assert samples[("streamdet_entities_active", ())] == 1.0
     assert samples[("streamdet_batch_size_count", ())] >= 1
+    assert samples[("streamdet_inference_seconds_count", ())] == samples[("streamdet_batch_size_count", ())]
     assert samples[("streamdet_commits_total", ())] >= 1
-    assert any(name == "streamdet_consumer_lag" for name, _ in samples)
+    assert samples[("streamdet_last_record_timestamp_seconds", ())] > T0
+    info = {(k, v) for k, v in next(labels for name, labels in samples if name == "streamdet_model_info")}
+    assert info == {("name", "lstm_ae"), ("sha256", scenario["sha256"]), ("window", str(TINY_WINDOW)),
+                    ("channels", str(C))}
+    # gauges exported once a second: one entity active; lag for both assigned partitions, zero once all is read
+    wanted = {(("partition", str(p)), ("topic", topic)): 0.0 for p in (0, 1)}
+    lags = {}
+
+    def lag_zero() -> bool:
+        lags.clear()
+        lags.update({labels: v for (name, labels), v in daemon.samples().items() if name == "streamdet_consumer_lag"})
+        return lags == wanted and daemon.value("streamdet_entities_active") == 1.0
+
+    assert lag_zero() or wait_until(lag_zero, 10, "lag 0 on partitions 0 and 1, one entity"), lags
+
+
+def test_alert_counters_match_the_alerts_topic(scenario):
+    daemon = scenario["daemon"]
+    counted = {status: daemon.value("streamdet_alerts_total", status=status) for status in ("firing", "resolved")}
+    alerts = read_topic(scenario["bootstrap"], scenario["names"]["alerts"],
+                        lambda m: len(m) >= sum(counted.values()), 30)
+    assert counted["firing"] >= 1
+    assert {status: float(sum(a["status"] == status for a in alerts)) for status in counted} == counted
+    assert len({(a["alert_id"], a["status"]) for a in alerts}) == len(alerts)  # a resolve shares its alert's id
+
+
+def test_sigterm_exits_0_with_every_valid_record_scored_or_checkpointed(scenario):
+    daemon = scenario["daemon"]
+    code, seconds = daemon.terminate()
+    assert code == 0 and seconds < 5.0, (code, seconds)
+    totals = final_totals(daemon)
+    assert totals is not None and totals["consumed"] == scenario["n_good"] + len(MALFORMED)
+    assert totals["scored"] + totals["pending_in_checkpoint"] == scenario["n_good"]
