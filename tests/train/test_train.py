@@ -123,10 +123,11 @@ def test_global_normalisation_is_recorded_and_floors_constant_channels():
 
 
 def test_train_bundle_on_one_smd_machine(tmp_path, smd_root):
-    cfg = load_config(SMD_CONFIG, tiny_overrides(tmp_path / "b.pt") + ["train.epochs=1"])
+    cfg = load_config(SMD_CONFIG, tiny_overrides(tmp_path / "b.pt") + ["train.epochs=1", "train.max_windows=1000"])
     bundle = train_bundle(cfg, entities=[TINY_ENTITY], progress=False)
     assert bundle.path == tmp_path / "b.pt" and len(bundle.channels) == 38
-    assert bundle.meta["training"]["train_windows"] <= 3000
+    assert bundle.meta["training"]["train_windows"] == 1000 and bundle.meta["training"]["entities"] == [TINY_ENTITY]
+    assert bundle.calibration["n"] > 1000 and np.isfinite(bundle.calibration["sample"]).all()
 
 
 def test_too_short_train_split_is_a_clear_error():
