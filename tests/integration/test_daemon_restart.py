@@ -21,14 +21,21 @@ pytestmark = pytest.mark.kafka
 
 ENTITIES = ("rig-a", "rig-b", "rig-c")  # three keys spread over two partitions
 ROWS = 400  # per entity
-RATE = 600.0  # records per second in total: the replay lasts about 2 s, long enough to interrupt
+RATE = 600.0  # records per second in total
+HELD_BACK = 1 / 3  # the last third of the replay waits until the first daemon has stopped (on a slow machine a
+# paced replay alone could end before the SIGTERM, and the test would interrupt nothing)
 
 
-def _paced_replay(bootstrap: str, topic: str, rows) -> None:
+def _paced_replay(bootstrap: str, topic: str, rows, release: threading.Event) -> None:
     cfg = load_config(None, ["kafka.partitions=2"])
     producer = make_producer(cfg, bootstrap)
     started = time.monotonic()
+    hold_at = int(len(rows) * (1 - HELD_BACK))
     for i in range(len(rows)):
+        if i == hold_at:
+            producer.flush()
+            release.wait(60)
+            started = time.monotonic() - i * len(ENTITIES) / RATE
         for j, entity in enumerate(ENTITIES):
             n = i * len(ENTITIES) + j
             ahead = started + n / RATE - time.monotonic()
@@ -49,11 +56,13 @@ def test_sigterm_and_a_restart_score_every_record_exactly_once(broker, tiny_bund
     second = None
     try:
         first.wait_ready()
-        sender = threading.Thread(target=_paced_replay, args=(broker.bootstrap, names["metrics"], rows))
+        release = threading.Event()
+        sender = threading.Thread(target=_paced_replay, args=(broker.bootstrap, names["metrics"], rows, release))
         sender.start()
-        wait_until(lambda: first.value("streamdet_records_scored_total") >= 200, 30, "the first scores")
+        wait_until(lambda: first.value("streamdet_records_scored_total") >= 200, 60, "the first scores")
         code, seconds = first.terminate()
         assert sender.is_alive(), "the replay ended before SIGTERM: the test did not interrupt anything"
+        release.set()
         assert code == 0 and seconds < 5.0, (code, seconds, first.log_text()[-2000:])
         done_first = final_totals(first)
         assert done_first is not None and done_first["consumed"] < total
@@ -66,7 +75,7 @@ def test_sigterm_and_a_restart_score_every_record_exactly_once(broker, tiny_bund
         second.wait_ready()
         remaining = total - done_first["consumed"]
         wait_until(lambda: second.value("streamdet_records_consumed_total", topic=names["metrics"]) >= remaining,
-                   30, f"the second daemon to consume the remaining {remaining} records")
+                   60, f"the second daemon to consume the remaining {remaining} records")
         code, _ = second.terminate()
         done_second = final_totals(second)
         assert code == 0 and done_second is not None

@@ -54,7 +54,7 @@ def test_client_polls_keyed_records_commits_and_reports_lag(broker, names):
     client = KafkaPythonClient(cfg, broker.bootstrap)
     assigned = []
     client.subscribe([names["metrics"]], assigned.extend, lambda revoked: None)
-    first = wait_until(lambda: client.poll(200, 10), 30, "the first records")
+    first = wait_until(lambda: client.poll(200, 10), 60, "the first records")
     values = [orjson.loads(raw)["i"] for raw, _ in first]
     topic, partition, offset, ts_ms = first[0][1]
     assert values == list(range(10))  # one key -> one partition, in order
@@ -66,7 +66,7 @@ def test_client_polls_keyed_records_commits_and_reports_lag(broker, names):
 
     again = KafkaPythonClient(cfg, broker.bootstrap)
     again.subscribe([names["metrics"]], lambda a: None, lambda r: None)
-    resumed = wait_until(lambda: again.poll(200, 5), 30, "records after the committed offset")
+    resumed = wait_until(lambda: again.poll(200, 5), 60, "records after the committed offset")
     again.close()
     assert [orjson.loads(raw)["i"] for raw, _ in resumed] == [10, 11, 12, 13, 14]
 
