@@ -107,6 +107,9 @@ def parse_args(argv=None):
     p.add_argument("--work", default=str(ROOT / "artifacts" / "benchmark"), help="bundles and raw results")
     p.add_argument("--results", default=str(ROOT / "docs" / "RESULTS.md"), help="markdown table to write")
     p.add_argument("--merge", action="store_true", help="keep cells of earlier runs from WORK/cells.json")
+    p.add_argument("--combine", default="", help="comma-separated WORK folders of earlier (parallel) runs: write "
+                   "RESULTS from their cells.json files and run nothing")
+    p.add_argument("--note", action="append", default=[], help="a line for the 'How this table was made' section")
     args = p.parse_args(argv)
     if args.quick:
         args.epochs, args.preset, args.entities_limit, args.max_windows = 1, "tiny", args.entities_limit or 2, 2000
@@ -156,7 +159,8 @@ def _row(cell: dict) -> str:
     nab = agg.get("nab", {}).get("nab_standard")
     n = len(cell["entities"])
     who = ", ".join(cell["entities"]) if n <= 3 else f"{n}: {cell['entities'][0]} .. {cell['entities'][-1]}"
-    cells = [cell["dataset"], cell["model"], who, f"{cell['epochs']} ({cell['preset']})"] + values + [nab]
+    trained = "fitted, no epochs" if cell["model"] in BASELINES else f"{cell['epochs']} ({cell['preset']})"
+    cells = [cell["dataset"], cell["model"], who, trained] + values + [nab]
     cells += [f"{cell['train_seconds']:.0f}", f"{cell['score_seconds']:.0f}"]
     if cell.get("error"):
         cells[4] = f"failed: {cell['error'][:80]}"
@@ -202,7 +206,7 @@ def _verdicts(cells: dict) -> list[str]:
     return lines
 
 
-def write_results(cells: dict, path: Path) -> None:
+def write_results(cells: dict, path: Path, notes: list[str] = ()) -> None:
     head = ["dataset", "model", "entities", "epochs (preset)"] + [t for _, _, t in COLUMNS]
     head += ["NAB standard", "train s", "score s"]
     lines = ["# Results", "", "Written by `tools/benchmark.py` (see docs/evaluation.md for the protocol and every "
@@ -212,6 +216,8 @@ def write_results(cells: dict, path: Path) -> None:
     lines += [_row(c) for _, c in sorted(cells.items())]
     lines += ["", "## Do the deep models beat the best simple baseline measured in the same run?", ""]
     lines += _verdicts(cells)
+    if notes:
+        lines += ["", "## How this table was made", ""] + [f"- {n}" for n in notes]
     lines += ["", PUBLISHED]
     path.write_text("\n".join(lines) + "\n")
 
@@ -237,6 +243,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     args = parse_args(argv)
     work = Path(args.work)
+    if args.combine:
+        cells = {}
+        for folder in args.combine.split(","):
+            cells.update(load_cells(Path(folder)))
+        write_results(cells, Path(args.results), args.note)
+        return 0
     cells = load_cells(work) if args.merge else {}
     for dataset in args.datasets.split(","):
         entities = entity_names(args, dataset)
@@ -248,7 +260,7 @@ def main(argv=None) -> int:
                 cell = Cell(dataset, model, entities, args.epochs, args.preset or "default", error=repr(exc)[:300])
             cells[f"{dataset}/{model}"] = cell.__dict__
             save_cells(work, cells)
-    write_results(cells, Path(args.results))
+    write_results(cells, Path(args.results), args.note)
     print(json.dumps({k: v.get("error") or "ok" for k, v in cells.items()}, indent=1))
     return 0
 
