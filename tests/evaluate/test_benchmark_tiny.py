@@ -29,5 +29,5 @@ def test_tiny_benchmark_writes_results(tmp_path, monkeypatch):
         assert 0.0 <= cell["report"]["aggregate"]["macro"]["vus_pr"] <= 1.0
         assert cell["train_seconds"] > 0 and cell["score_seconds"] > 0
     text = results.read_text()
-    assert "| smd | pca | machine-1-2 | 1 (tiny) |" in text
+    assert "| smd | pca | machine-1-2 | fitted, no epochs |" in text
     assert "best baseline" in text and "TSB-AD" in text
