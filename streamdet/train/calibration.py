@@ -32,7 +32,9 @@ def daemon_like_scores(served: torch.nn.Module, raw: np.ndarray, window: int, st
     """
     stride = min(stride, window)
     offset = first_scored_row(window, stride) + stride - window
-    if len(raw) - offset < window:  # too short for one full window at the daemon's alignment
+    if len(raw) - offset < window:  # a short tail: give up the alignment rather than calibrate on nothing
+        offset = 0
+    if len(raw) < window:
         return np.zeros(0, np.float32)
     windows = sliding_windows(raw[offset:].astype(np.float32), window, stride)  # [N, L, C], ends at m*stride - 1
     out = []
@@ -47,8 +49,8 @@ def daemon_like_scores(served: torch.nn.Module, raw: np.ndarray, window: int, st
 def calibrate(scores: np.ndarray, init_level: float) -> dict:
     scores = np.asarray(scores, dtype=np.float64)
     if scores.size < 10:
-        raise DataError(f"calibration needs at least 10 validation scores, got {scores.size}; lower "
-                        "train.val_fraction's window or give more training data")
+        raise DataError(f"calibration needs at least 10 validation scores, got {scores.size}: raise "
+                        "train.val_fraction, lower model.window, or give more training data")
     if not np.isfinite(scores).all():
         raise DataError(f"the model produced {int((~np.isfinite(scores)).sum())} non-finite validation scores")
     t = float(np.quantile(scores, init_level))

@@ -136,3 +136,16 @@ def test_too_short_train_split_is_a_clear_error():
     s = Series("short", ["x"], np.zeros((20, 1), np.float32), np.zeros((5, 1), np.float32), np.zeros(5, np.int8))
     with pytest.raises(DataError, match="short: train split of 20 rows is too short for window 16"):
         splits.make_windows([s], 16, 1, 0.2, 0, True)
+
+
+def test_a_validation_tail_shorter_than_the_daemon_alignment_still_calibrates():
+    """NAB's shortest stream leaves 34 validation rows for window 32, stride 10: the aligned first window would
+    need 40 rows, so calibration scores the one window it has instead of failing."""
+    from streamdet.train.calibration import daemon_like_scores
+
+    class Constant(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim=-1), x.abs()
+
+    scores = daemon_like_scores(Constant(), np.random.default_rng(0).random((34, 1), dtype=np.float32), 32, 10)
+    assert scores.shape == (10,)
