@@ -177,6 +177,19 @@ def _metric(cell: dict, scope: str, key: str):
     return v if isinstance(v, float) and np.isfinite(v) else None
 
 
+def _beats_on_all(cells: list[dict]) -> list[str]:
+    """Deep models that beat the best baseline on every headline metric at once."""
+    winners = None
+    for scope, key, _ in VERDICT_METRICS:
+        base = [_metric(c, scope, key) for c in cells if c["model"] in BASELINES and _metric(c, scope, key) is not None]
+        if not base:
+            return []
+        above = {c["model"] for c in cells if c["model"] not in BASELINES
+                 and (_metric(c, scope, key) or float("-inf")) > max(base)}
+        winners = above if winners is None else winners & above
+    return sorted(winners or [])
+
+
 def _verdicts(cells: dict) -> list[str]:
     """Per dataset and headline metric: the best baseline, and whether the best deep model beats it."""
     lines = []
@@ -194,6 +207,10 @@ def _verdicts(cells: dict) -> list[str]:
             won = _metric(d, scope, key) > _metric(b, scope, key)
             parts.append(f"{title}: best deep {d['model']} {_metric(d, scope, key):.3f} vs best baseline "
                          f"{b['model']} {_metric(b, scope, key):.3f} -> **{'beats it' if won else 'does NOT beat it'}**")
+        allround = _beats_on_all(ours)
+        if parts:
+            parts.append("one deep model beating the best baseline on all three: "
+                         f"**{', '.join(allround) if allround else 'none'}**")
         nab = [(c["report"]["aggregate"].get("nab", {}).get("nab_standard"), c["model"]) for c in ours
                if c.get("report")]
         nab = [(v, m) for v, m in nab if isinstance(v, float) and np.isfinite(v)]
