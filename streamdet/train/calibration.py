@@ -40,7 +40,7 @@ def daemon_like_scores(served: torch.nn.Module, raw: np.ndarray, window: int, st
     out = []
     with torch.inference_mode():
         for i in range(0, len(windows), BATCH):
-            batch = torch.from_numpy(np.ascontiguousarray(windows[i:i + BATCH]))
+            batch = torch.from_numpy(np.array(windows[i:i + BATCH], dtype=np.float32))  # a writable copy
             scores, _ = served(batch)  # [B, L]
             out.append(scores[:, -stride:].reshape(-1).numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
