@@ -23,7 +23,6 @@ from .io.kafka import (KafkaPythonClient, Partition, StreamClient, accepts_conne
                        ensure_topics, error_kind, is_outage)
 from .io.metrics import Metrics
 from .outage import Backoff
-from .state import entity_partitions
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +108,8 @@ class Daemon:
         from .bundle import load_bundle
         from .pipeline.engine import Pipeline
 
-        bundle = load_bundle(self.cfg.path(str(self.bundle_path)))
+        bundle_path = self.cfg.path(str(self.bundle_path))
+        bundle = load_bundle(bundle_path)
         self.pipeline = Pipeline(self.cfg, bundle, time.monotonic)
         self.metrics.set_model(bundle.model_name, bundle.sha256, bundle.window, len(bundle.channels))
         self.metrics.start_server()
@@ -117,15 +117,15 @@ class Daemon:
         self._install_signals(stack)
         from .reload import BundleReloader
 
-        self.reloader = BundleReloader(self.cfg.path(str(self.bundle_path)), bundle, self.metrics)
+        self.reloader = BundleReloader(bundle_path, bundle, self.metrics)
         self.reloader.install_sighup(stack)
         self.bootstrap = self._resolve_bootstrap(stack)
-        self._connect(stack, bundle.sha256)
+        self._connect(stack)
         k = self.cfg.kafka
         log.info("daemon started bootstrap=%s topic=%s group=%s model=%s", self.bootstrap, k.metrics_topic,
                  k.group_id, bundle.model_name)
 
-    def _connect(self, stack: ExitStack, model_sha256: str) -> None:
+    def _connect(self, stack: ExitStack) -> None:
         """Create topics, the client and the subscription, retrying with capped back-off while the broker is down."""
         k = self.cfg.kafka
         while not self._stop.is_set():
@@ -150,7 +150,7 @@ class Daemon:
         if k.state_topic:
             from .state import Checkpointer
 
-            self.checkpointer = Checkpointer(self.cfg, self.client, self.bootstrap, model_sha256)
+            self.checkpointer = Checkpointer(self.cfg, self.client, self.bootstrap)
         self.client.subscribe([k.metrics_topic], self._on_assign, self._on_revoke)
 
     def _outage(self, exc: BaseException, where: str) -> None:
@@ -243,8 +243,6 @@ class Daemon:
             return
         self._publish(self.pipeline.flush_batches())  # windows already cut are scored by the model they met
         self.pipeline.replace_model(bundle)
-        if self.checkpointer is not None:
-            self.checkpointer.model_sha256 = bundle.sha256
         self.metrics.set_model(bundle.model_name, bundle.sha256, bundle.window, len(bundle.channels))
 
     def _probe(self, got_records: bool) -> None:
@@ -387,8 +385,7 @@ class Daemon:
                     self._publish(self.pipeline.drain())
                 self._commit(force=True, partitions=partitions)
                 if self.checkpointer is not None:  # their state now lives in the changelog for the next owner
-                    moved = [e for e, tp in entity_partitions(self.pipeline).items() if tp in set(partitions)]
-                    self.pipeline.forget(moved)
+                    self.pipeline.forget(self.pipeline.entities_of(partitions))
             except Exception as exc:
                 self._failed, self._callback_error = True, exc
                 log.exception("draining revoked partitions failed; committing nothing")

@@ -88,12 +88,11 @@ def decode_checkpoint(raw: bytes) -> dict:
 class Checkpointer:
     """Writes checkpoints through the daemon's producer and restores them from the changelog topic."""
 
-    def __init__(self, cfg, client, bootstrap: str, model_sha256: str):
+    def __init__(self, cfg, client, bootstrap: str):
         self.cfg = cfg
         self.topic = cfg.kafka.state_topic
         self.client = client
         self.bootstrap = bootstrap
-        self.model_sha256 = model_sha256
         self.written = 0
 
     def write(self, pipeline, entities: Iterable[str]) -> int:
@@ -103,7 +102,7 @@ class Checkpointer:
             last = pipeline.last_source.get(entity)
             if last is None or entity not in pipeline.windows:
                 continue
-            value = encode_checkpoint(entity, pipeline.state_dict(entity), last, self.model_sha256)
+            value = encode_checkpoint(entity, pipeline.state_dict(entity), last, pipeline.model_sha256)
             self.client.produce(self.topic, entity.encode(), value)
             n += 1
         self.written += n
@@ -117,7 +116,7 @@ class Checkpointer:
             topic, partition, offset = message["last_source"][:3]
             if (topic, partition) not in partitions:
                 continue
-            if message["model_sha256"] != self.model_sha256:
+            if message["model_sha256"] != pipeline.model_sha256:
                 log.warning("checkpoint of %s is for another model; starting it cold", entity,
                             extra={"entity": entity})
                 continue
@@ -148,8 +147,3 @@ def read_changelog(cfg, topic: str, bootstrap: str, timeout_s: float = RESTORE_T
         latest[key.decode("utf-8", "replace")] = message
     return latest
 
-
-def entity_partitions(pipeline, entities: Optional[Iterable[str]] = None) -> dict[str, tuple]:
-    """entity -> (topic, partition) of its latest record."""
-    names = pipeline.last_source if entities is None else entities
-    return {e: pipeline.last_source[e][:2] for e in names if e in pipeline.last_source}

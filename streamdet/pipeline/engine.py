@@ -54,9 +54,7 @@ class Pipeline:
         self.windows = WindowStore(self.window, len(channels), cfg.scoring.stride, cfg.input.max_entities,
                                    cfg.input.allowed_lateness_s, cfg.input.entity_idle_s, clock)
         self.batcher = MicroBatcher(cfg.scoring.max_batch, cfg.scoring.max_wait_ms, clock)
-        self.scorer = Scorer(bundle.module, cfg.scoring.threads)
-        self.thresholds = ThresholdBank(cfg.threshold, bundle.calibration)
-        self.alerts = AlertManager(cfg.alerting, channels, {"name": bundle.model_name, "sha256": bundle.sha256})
+        self._serve(bundle)
         self.last_source: dict[str, Any] = {}  # entity -> source of the last record pushed into its window
         self.touched: set[str] = set()  # entities changed since the last checkpoint (the daemon clears it)
         self._skip_through: dict[str, tuple] = {}  # entity -> (topic, partition, offset) its restored state holds
@@ -114,12 +112,9 @@ class Pipeline:
 
     def drain(self) -> StepResult:
         """Score every buffered point, partial strides included (shutdown, end of a replay)."""
-        result = StepResult()
         for request in self.windows.drain():
             self.batcher.add(request)
-        while len(self.batcher):
-            self._score(self.batcher.take(), result)
-        return result
+        return self.flush_batches()
 
     def flush_batches(self) -> StepResult:
         """Score every queued window now (before a checkpoint or a model swap); partial strides stay pending."""
@@ -133,10 +128,24 @@ class Pipeline:
         alert streaks restart from the new calibration, because the score scale is the new model's."""
         if tuple(bundle.channels) != self.decoder.channels or int(bundle.window) != self.window:
             raise ValueError("the new bundle has another input layout (channels or window)")
+        self._serve(bundle)
+
+    def _serve(self, bundle: Any) -> None:
+        """The model-dependent stages: scorer, thresholds from its calibration, alerts carrying its identity."""
         self.scorer = Scorer(bundle.module, self._cfg.scoring.threads)
         self.thresholds = ThresholdBank(self._cfg.threshold, bundle.calibration)
-        self.alerts = AlertManager(self._cfg.alerting, tuple(bundle.channels),
+        self.alerts = AlertManager(self._cfg.alerting, self.decoder.channels,
                                    {"name": bundle.model_name, "sha256": bundle.sha256})
+
+    @property
+    def model_sha256(self) -> str:
+        """The served model's weights digest (alerts and checkpoints carry it)."""
+        return self.alerts.model["sha256"]
+
+    def entities_of(self, partitions) -> list[str]:
+        """Entities whose latest record came from one of `partitions` ((topic, partition) pairs)."""
+        wanted = set(partitions)
+        return [e for e, source in self.last_source.items() if tuple(source[:2]) in wanted]
 
     def seconds_until_due(self) -> float | None:
         """How long until the oldest batched request is due (None when nothing waits); for poll timeouts."""
