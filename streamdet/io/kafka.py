@@ -108,19 +108,26 @@ def cluster_reachable(bootstrap: str, timeout_ms: int = 2000) -> bool:
         admin.close()
 
 
-def ensure_topics(cfg, topics: Iterable[str], bootstrap: Optional[str] = None) -> list[str]:
-    """Create the missing topics with `kafka.partitions` partitions; return the names created."""
-    admin = KafkaAdminClient(bootstrap_servers=resolve_bootstrap(cfg, bootstrap), client_id=cfg.kafka.client_id,
-                             **security_options(cfg.kafka))
+def _admin(cfg, bootstrap: Optional[str]) -> KafkaAdminClient:
+    return KafkaAdminClient(bootstrap_servers=resolve_bootstrap(cfg, bootstrap), client_id=cfg.kafka.client_id,
+                            **security_options(cfg.kafka))
+
+
+def _groupless_consumer(cfg, bootstrap: Optional[str], role: str, **options) -> KafkaConsumer:
+    """A consumer outside any group (assigns partitions itself): reads, never commits."""
+    return KafkaConsumer(bootstrap_servers=resolve_bootstrap(cfg, bootstrap), group_id=None, enable_auto_commit=False,
+                         client_id=f"{cfg.kafka.client_id}-{role}", **options, **security_options(cfg.kafka))
+
+
+def ensure_topics(cfg, topics: Iterable[str], bootstrap: Optional[str] = None, compacted: bool = False) -> list[str]:
+    """Create the missing topics with `kafka.partitions` partitions; return the names created.
+
+    compacted=True (the state changelog) asks for cleanup.policy=compact, and falls back to a plain topic if the
+    broker refuses the setting."""
+    admin = _admin(cfg, bootstrap)
     try:
         missing = sorted(set(topics) - set(admin.list_topics()))
-        created = []
-        for name in missing:
-            try:
-                admin.create_topics([NewTopic(name, cfg.kafka.partitions, 1)])
-                created.append(name)
-            except TopicAlreadyExistsError:  # another instance created it first
-                pass
+        created = [name for name in missing if _create(admin, name, cfg.kafka.partitions, compacted)]
         if created:
             log.info("created topics %s partitions=%d", ",".join(created), cfg.kafka.partitions)
         return created
@@ -128,23 +135,24 @@ def ensure_topics(cfg, topics: Iterable[str], bootstrap: Optional[str] = None) -
         admin.close()
 
 
+def _create(admin: KafkaAdminClient, name: str, partitions: int, compacted: bool) -> bool:
+    """False when another instance created it first."""
+    configs = {"cleanup.policy": "compact"} if compacted else {}
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
+    except TopicAlreadyExistsError:
+        return False
+    except KafkaError as exc:
+        if not compacted:
+            raise
+        log.warning("broker refused a compacted %s (%s); creating it plain", name, exc)
+        return _create(admin, name, partitions, compacted=False)
+    return True
+
+
 def ensure_changelog(cfg, topic: str, bootstrap: Optional[str] = None) -> None:
     """Create the state changelog topic compacted (latest checkpoint per entity kept), or plain if refused."""
-    admin = KafkaAdminClient(bootstrap_servers=resolve_bootstrap(cfg, bootstrap), client_id=cfg.kafka.client_id,
-                             **security_options(cfg.kafka))
-    try:
-        if topic in set(admin.list_topics()):
-            return
-        try:
-            admin.create_topics([NewTopic(topic, cfg.kafka.partitions, 1,
-                                          topic_configs={"cleanup.policy": "compact"})])
-        except TopicAlreadyExistsError:
-            pass
-        except KafkaError as exc:
-            log.warning("broker refused a compacted %s (%s); creating it plain", topic, exc)
-            admin.create_topics([NewTopic(topic, cfg.kafka.partitions, 1)])
-    finally:
-        admin.close()
+    ensure_topics(cfg, [topic], bootstrap, compacted=True)
 
 
 class Producer:
@@ -197,9 +205,7 @@ class TopicTail:
 
     def __init__(self, cfg, topic: str, bootstrap: Optional[str] = None):
         self.topic = topic
-        self._consumer = KafkaConsumer(bootstrap_servers=resolve_bootstrap(cfg, bootstrap), group_id=None,
-                                       enable_auto_commit=False, auto_offset_reset="earliest",
-                                       client_id=f"{cfg.kafka.client_id}-tail", **security_options(cfg.kafka))
+        self._consumer = _groupless_consumer(cfg, bootstrap, "tail", auto_offset_reset="earliest")
         self._assigned = False
 
     def poll(self, timeout_ms: int = 200) -> list[bytes]:
@@ -391,9 +397,7 @@ def read_to_end(cfg, topic: str, bootstrap: Optional[str] = None, timeout_s: flo
 
     No consumer group: used to restore state from a changelog topic. A missing topic yields nothing.
     """
-    consumer = KafkaConsumer(bootstrap_servers=resolve_bootstrap(cfg, bootstrap), group_id=None,
-                             enable_auto_commit=False, client_id=f"{cfg.kafka.client_id}-restore",
-                             **security_options(cfg.kafka))
+    consumer = _groupless_consumer(cfg, bootstrap, "restore")
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
