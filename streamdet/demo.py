@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 
 from .config import Config
+from .data.series import label_segments
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,9 @@ DRAIN_TIMEOUT_S = 120.0
 
 def with_data_fallback(cfg: Config) -> Config:
     """Use the synthetic generator when the configured benchmark folder is missing (a user's fresh clone)."""
-    if cfg.data.dataset == "synthetic" or (cfg.path(cfg.data.root) / cfg.data.dataset).is_dir():
+    from .data import data_available
+
+    if data_available(cfg):
         return cfg
     print(f"no benchmark data at {cfg.path(cfg.data.root) / cfg.data.dataset}: using the synthetic generator "
           "(see README, 'Getting the data')")
@@ -34,13 +37,6 @@ def with_data_fallback(cfg: Config) -> Config:
     data = dataclasses.replace(cfg.data, dataset="synthetic", entities=())
     model = dataclasses.replace(cfg.model, bundle=str(bundle.with_name(bundle.stem + "-synthetic" + bundle.suffix)))
     return dataclasses.replace(cfg, data=data, model=model)
-
-
-def labelled_segments(labels: np.ndarray) -> list[tuple[int, int]]:
-    """(start, end_exclusive) of each run of 1s."""
-    padded = np.concatenate([[0], labels.astype(np.int8), [0]])
-    edges = np.flatnonzero(np.diff(padded))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
 def segments_alerted(segments: list[tuple[int, int]], alert_rows: list[int]) -> int:
@@ -152,7 +148,7 @@ def _summary(series, report, alerts: list[dict], daemon, limit: int) -> None:
     n_segments = hit = 0
     for s in series:
         labels = s.test_labels[:limit] if limit else s.test_labels
-        segments = labelled_segments(labels)
+        segments = label_segments(labels)
         rows = [report.row_of(a["entity"], a["start_ts"]) for a in firing if a["entity"] == s.entity]
         n_segments += len(segments)
         hit += segments_alerted(segments, rows)
