@@ -43,6 +43,7 @@ from streamdet.io.broker import EmbeddedBroker  # noqa: E402
 from streamdet.io.kafka import ensure_topics, make_producer  # noqa: E402
 from streamdet.pipeline.engine import Pipeline  # noqa: E402
 from streamdet.pipeline.scorer import Scorer  # noqa: E402
+from streamdet.replay import encode_record  # noqa: E402
 
 C = 38
 DEADLINE_S = 600.0
@@ -68,8 +69,7 @@ def records(n: int, entities: int, ts0: float) -> list[tuple[bytes, bytes]]:
     out = []
     for i in range(n):
         entity = f"host-{i % entities:05d}"
-        out.append((entity.encode(), orjson.dumps({"entity": entity, "ts": ts0 + i // entities,
-                                                   "values": values[i].tolist()})))
+        out.append((entity.encode(), encode_record(entity, ts0 + i // entities, values[i])))
     return out
 
 

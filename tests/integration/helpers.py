@@ -17,6 +17,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamdet.io.broker import free_port
+from streamdet.replay import encode_record
 from tests.conftest import REPO, SMD_CONFIG, tiny_overrides, wait_until
 
 T0 = 1_700_000_000.0  # payload timestamp of row 0; row i is sent with ts = T0 + i (so alerts map back to rows)
@@ -35,7 +36,7 @@ def smd_labels(root: Path, entity: str, lo: int, hi: int) -> np.ndarray:
 
 
 def record(entity: str, row: int, values: np.ndarray) -> bytes:
-    return orjson.dumps({"entity": entity, "ts": T0 + row, "values": values}, option=orjson.OPT_SERIALIZE_NUMPY)
+    return encode_record(entity, T0 + row, values)
 
 
 class DaemonProcess:
