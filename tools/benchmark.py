@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from streamdet.bundle import load_bundle  # noqa: E402
 from streamdet.config import load_config  # noqa: E402
 from streamdet.data import load_series  # noqa: E402
 from streamdet.evaluate.backtest import evaluation_config, replay_entity  # noqa: E402
@@ -62,26 +65,37 @@ def dataset_config(args, dataset: str, model: str, entity: str, out: Path):
     return load_config(args.config, overrides + list(args.set))
 
 
+def train_and_replay(args, dataset: str, model: str, entity: str, work: Path):
+    """One entity: train its bundle on its train split, replay its test split. Returns (bundle path, train seconds,
+    EntityRun). A top-level function so that --jobs can run it in a worker process."""
+    torch.set_num_threads(1)
+    cfg = dataset_config(args, dataset, model, entity, work / dataset / model / f"{entity.replace('/', '__')}.pt")
+    started = time.perf_counter()
+    bundle = train_bundle(cfg, model_name=model, entities=[entity], out=str(cfg.path(cfg.model.bundle)),
+                          progress=False)
+    train_seconds = time.perf_counter() - started
+    s = load_series(cfg, [entity])[0]
+    run = replay_entity(evaluation_config(cfg, len(bundle.channels)), bundle, entity,
+                        np.asarray(s.test, dtype=np.float32))
+    log.info("done dataset=%s model=%s entity=%s train_s=%.1f score_s=%.1f", dataset, model, entity,
+             train_seconds, run.seconds)
+    return str(cfg.path(cfg.model.bundle)), train_seconds, run
+
+
 def run_cell(args, dataset: str, model: str, entities: list[str], work: Path) -> Cell:
-    """Train one bundle per entity, backtest each, and aggregate them into one report."""
+    """Train one bundle per entity, backtest each, and aggregate them into one report. With --jobs N the entities
+    run in N spawned processes (spawn, not fork: CUDA and torch's thread pools do not survive a fork)."""
     cell = Cell(dataset, model, entities, args.epochs, args.preset or "default")
-    runs, series, bundles, cfg = [], [], [], None
-    for entity in entities:
-        cfg = dataset_config(args, dataset, model, entity, work / dataset / model / f"{entity.replace('/', '__')}.pt")
-        started = time.perf_counter()
-        bundle = train_bundle(cfg, model_name=model, entities=[entity], out=str(cfg.path(cfg.model.bundle)),
-                              progress=False)
-        cell.train_seconds += time.perf_counter() - started
-        s = load_series(cfg, [entity])[0]
-        run = replay_entity(evaluation_config(cfg, len(bundle.channels)), bundle, entity,
-                            np.asarray(s.test, dtype=np.float32))
-        cell.score_seconds += run.seconds
-        runs.append(run)
-        series.append(s)
-        bundles.append(bundle)
-        log.info("done dataset=%s model=%s entity=%s train_s=%.1f score_s=%.1f", dataset, model, entity,
-                 cell.train_seconds, run.seconds)
-    cell.report = build_report(cfg, bundles[0], series, runs)
+    if args.jobs > 1:
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(train_and_replay, *zip(*[(args, dataset, model, e, work) for e in entities])))
+    else:
+        results = [train_and_replay(args, dataset, model, e, work) for e in entities]
+    cfg = dataset_config(args, dataset, model, entities[0], Path(results[0][0]))
+    series = [load_series(cfg, [e])[0] for e in entities]
+    cell.train_seconds = sum(r[1] for r in results)
+    cell.score_seconds = sum(r[2].seconds for r in results)
+    cell.report = build_report(cfg, load_bundle(results[0][0]), series, [r[2] for r in results])
     return cell
 
 
@@ -104,6 +118,8 @@ def parse_args(argv=None):
     p.add_argument("--max-windows", type=int, default=20000, help="cap on training windows per entity")
     p.add_argument("--quick", action="store_true", help="tiny presets, 1 epoch, 2 entities: a smoke run")
     p.add_argument("--set", action="append", default=[], help="extra config override KEY=VALUE (repeatable)")
+    p.add_argument("--jobs", type=int, default=1, help="entities trained in parallel processes (one torch thread "
+                   "each); times in the table are summed over entities either way")
     p.add_argument("--work", default=str(ROOT / "artifacts" / "benchmark"), help="bundles and raw results")
     p.add_argument("--results", default=str(ROOT / "docs" / "RESULTS.md"), help="markdown table to write")
     p.add_argument("--merge", action="store_true", help="keep cells of earlier runs from WORK/cells.json")
