@@ -34,6 +34,16 @@ class StateError(StreamdetError):
     """A checkpoint cannot be decoded or does not fit the running model."""
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+def _is_tuple_column(value: list) -> bool:
+    """A list of plain-scalar tuples or None, like a window's record sources: packed in one step (it is most of a
+    checkpoint's elements, and packing it element by element dominated the cost of checkpointing)."""
+    return all(v is None or type(v) is tuple for v in value) and \
+        all(type(x) in _PLAIN and (type(x) is not float or math.isfinite(x)) for v in value if v for x in v)
+
+
 def _pack(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         data = np.ascontiguousarray(value)
@@ -43,6 +53,8 @@ def _pack(value: Any) -> Any:
     if isinstance(value, tuple):
         return {"__t__": [_pack(v) for v in value]}
     if isinstance(value, list):
+        if value and _is_tuple_column(value):
+            return {"__tl__": [None if v is None else list(v) for v in value]}
         return [_pack(v) for v in value]
     if isinstance(value, (float, np.floating)) and not math.isfinite(value):
         return {"__f__": repr(float(value))}
@@ -60,6 +72,8 @@ def _unpack(value: Any) -> Any:
             return np.frombuffer(base64.b64decode(data), dtype=np.dtype(dtype)).reshape(shape).copy()
         if "__t__" in value:
             return tuple(_unpack(v) for v in value["__t__"])
+        if "__tl__" in value:
+            return [None if v is None else tuple(v) for v in value["__tl__"]]
         if "__f__" in value:
             return float(value["__f__"])
         return {k: _unpack(v) for k, v in value.items()}
