@@ -106,6 +106,7 @@ class ScoringConfig:
     max_wait_ms: float = _range(0, 60_000, default=50)
     device: str = "cpu"
     threads: int = _range(0, 1024, default=0)  # 0 = torch default
+    overlap: bool = True  # the model runs on a worker thread while the next records are decoded (two cores)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import logging
 import signal
 import threading
 import time
+from collections import Counter
 from contextlib import ExitStack
 from typing import Callable, Optional
 
@@ -111,6 +112,7 @@ class Daemon:
         bundle_path = self.cfg.path(str(self.bundle_path))
         bundle = load_bundle(bundle_path)
         self.pipeline = Pipeline(self.cfg, bundle, time.monotonic)
+        stack.callback(self.pipeline.close)
         self.metrics.set_model(bundle.model_name, bundle.sha256, bundle.window, len(bundle.channels))
         self.metrics.start_server()
         stack.callback(self.metrics.stop_server)
@@ -271,10 +273,11 @@ class Daemon:
         return timeout if due is None else max(0, min(timeout, int(due * 1000)))
 
     def _note_consumed(self, items: list) -> None:
-        counts: dict[str, int] = {}
-        for _, (topic, partition, offset, _ts) in items:
-            self._consumed[(topic, partition)] = offset + 1
-            counts[topic] = counts.get(topic, 0) + 1
+        latest = {(topic, partition): offset for _, (topic, partition, offset, _ts) in items}  # last one wins
+        for tp, offset in latest.items():
+            self._consumed[tp] = offset + 1
+        topics = {topic for topic, _ in latest}
+        counts = {topics.pop(): len(items)} if len(topics) == 1 else Counter(source[0] for _, source in items)
         for topic, n in counts.items():
             self.metrics.consumed.labels(topic).inc(n)
         self.metrics.last_record.set(time.time())
@@ -305,16 +308,17 @@ class Daemon:
                                                       "offset": message["source"]["offset"]})
 
     def _record_scores(self, scored: list) -> None:
+        """Count every scored point; export, per entity, only its latest score, threshold and latency."""
         if not scored:
             return
         m, now = self.metrics, time.time()
-        m.scored.inc(len(scored))
+        m.scored.inc(sum(len(chunk) for chunk in scored))
         newest: dict = {}
-        for point in scored:
-            newest[point.entity] = point
-        for entity, point in newest.items():  # per entity, only the latest score is exported
-            m.entities.update(entity, point.score, point.threshold)
-            m.latency.observe(now - point.source[3] / 1000.0)
+        for chunk in scored:
+            newest[chunk.entity] = chunk
+        for entity, chunk in newest.items():
+            m.entities.update(entity, float(chunk.scores[-1]), float(chunk.thresholds[-1]))
+            m.latency.observe(now - chunk.sources[-1][3] / 1000.0)
 
     def _export_gauges(self) -> None:
         now = time.monotonic()

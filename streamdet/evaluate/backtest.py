@@ -78,9 +78,9 @@ def evaluation_config(cfg, n_channels: int):
 
 
 def _collect(result, run: EntityRun) -> None:
-    for point in result.scored:
-        row = point.source[2]
-        run.scores[row], run.thresholds[row], run.over[row] = point.score, point.threshold, point.over
+    for chunk in result.scored:
+        rows = [source[2] for source in chunk.sources]
+        run.scores[rows], run.thresholds[rows], run.over[rows] = chunk.scores, chunk.thresholds, chunk.over
     for event in result.alerts:
         message = event.to_message()
         message["row"] = int(message["source"]["offset"])

@@ -321,7 +321,7 @@ class KafkaPythonClient(StreamClient):
         items: list[tuple[bytes, Source]] = []
         for tp, records in batches.items():
             topic, partition = tp.topic, tp.partition
-            items.extend((r.value, (topic, partition, r.offset, r.timestamp)) for r in records)
+            items += [(r.value, (topic, partition, r.offset, r.timestamp)) for r in records]
             self._consumed[(topic, partition)] = records[-1].offset + 1
         return items
 

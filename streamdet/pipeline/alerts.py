@@ -110,6 +110,45 @@ class AlertManager:
             return self._fire(entity, state, ts, score, threshold, contrib, source)
         return None
 
+    def update_many(self, entity: str, ts: np.ndarray, scores: np.ndarray, thresholds: np.ndarray, over: np.ndarray,
+                    contrib: np.ndarray, sources: list, warm: bool = True) -> list[AlertEvent]:
+        """`update` for a chunk of one entity's points (contrib [n, C]). Chunks that raise no event - quiet while
+        idle, or still firing without reaching the cooldown - only move the counters (numpy); a chunk that may fire
+        or resolve steps point by point. Same events and state either way."""
+        state = self._states.get(entity)
+        if state is None:
+            state = self._states[entity] = _EntityState()
+        if not warm:
+            state.over_streak = 0
+            return []
+        if not state.firing and not over.any():
+            state.over_streak = 0
+            state.under_streak += len(scores)
+            return []
+        if state.firing and self._continue_firing(state, ts, scores, over):
+            return []
+        events = (self.update(entity, float(ts[j]), float(scores[j]), float(thresholds[j]), bool(over[j]), contrib[j],
+                              sources[j]) for j in range(len(scores)))
+        return [event for event in events if event is not None]
+
+    def _continue_firing(self, state: _EntityState, ts: np.ndarray, scores: np.ndarray, over: np.ndarray) -> bool:
+        """Advance a firing entity over a chunk in which it does not resolve; False (state untouched) otherwise."""
+        n = len(over)
+        steps = np.arange(n)
+        last_over = np.maximum.accumulate(np.where(over, steps, -1))  # [n] latest over-threshold step so far
+        under = np.where(last_over >= 0, steps - last_over, state.under_streak + steps + 1)  # [n] under streaks
+        if (under >= self.cfg.cooldown).any():
+            return False
+        before = np.concatenate(([state.over_streak > 0], over[:-1]))
+        run_starts = np.flatnonzero(over & ~before)  # steps where a new over-threshold run begins
+        if run_starts.size:
+            state.streak_start_ts = float(ts[run_starts[-1]])
+        unders = np.flatnonzero(~over)
+        state.over_streak = 0 if not over[-1] else int(n - 1 - unders[-1] if unders.size else state.over_streak + n)
+        state.under_streak = int(under[-1])
+        state.peak_score = max(state.peak_score, float(scores.max()))
+        return True
+
     def _fire(self, entity: str, state: _EntityState, ts: float, score: float, threshold: float,
               contrib: np.ndarray, source: Any) -> AlertEvent:
         state.firing = True

@@ -2,14 +2,23 @@
 
 Used by the daemon (records from Kafka) and by `streamdet evaluate` (a replayed test split), so a backtest runs the
 exact code path of the live service. Pure: plain values in, plain values out; no Kafka, no Prometheus.
+
+Throughput: records are decoded per batch, and each scored window's new points are thresholded and alerted as one
+chunk (numpy), so the Python cost per record stays small. With `scoring.overlap` the model runs on one worker
+thread (torch releases the GIL) while this thread decodes and windows the next records: inference and the rest of
+the pipeline use two cores. Results are still handled in batch order on the calling thread, so scores, thresholds
+and alerts are identical with and without overlap; a batch in flight counts as pending for `pending_floor`.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -21,6 +30,9 @@ from .decode import Decoder
 from .scorer import Scorer
 from .thresholds import ThresholdBank
 from .windows import WindowRequest, WindowStore
+
+
+MAX_IN_FLIGHT = 2  # batches handed to the inference thread and not yet handled: one running, one waiting
 
 
 @dataclass
@@ -35,18 +47,49 @@ class ScoredPoint:
 
 
 @dataclass
+class ScoredChunk:
+    """The new points of one scored window, as parallel arrays (one entry per record, oldest first)."""
+
+    entity: str
+    ts: np.ndarray  # float64 [n]
+    scores: np.ndarray  # float64 [n]
+    thresholds: np.ndarray  # float64 [n]
+    over: np.ndarray  # bool [n]
+    sources: list  # [n]
+    warm: bool  # False for points of an edge-padded warm-up window (they never fire)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def points(self) -> Iterator[ScoredPoint]:
+        for j, source in enumerate(self.sources):
+            yield ScoredPoint(self.entity, float(self.ts[j]), float(self.scores[j]), float(self.thresholds[j]),
+                              bool(self.over[j]), source, self.warm)
+
+
+@dataclass
 class StepResult:
     rejected: list = field(default_factory=list)  # [(raw, source, reason, detail)]
-    scored: list[ScoredPoint] = field(default_factory=list)
+    scored: list[ScoredChunk] = field(default_factory=list)
     alerts: list[AlertEvent] = field(default_factory=list)
     batches: list = field(default_factory=list)  # [(batch size, inference seconds)]
+
+    @property
+    def n_scored(self) -> int:
+        return sum(len(chunk) for chunk in self.scored)
+
+    def points(self) -> Iterator[ScoredPoint]:
+        """Every scored point, one object each (for tests and reports; the daemon reads the chunks)."""
+        for chunk in self.scored:
+            yield from chunk.points()
 
 
 class Pipeline:
     """All online stages for one bundle; `bundle` needs .module, .channels, .window, .calibration, .model_name,
     .sha256 (a streamdet.bundle.Bundle or any object with those attributes)."""
 
-    def __init__(self, cfg: Config, bundle: Any, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, cfg: Config, bundle: Any, clock: Callable[[], float] = time.monotonic,
+                 overlap: bool | None = None):
         channels = tuple(bundle.channels)
         self._cfg = cfg
         self.window = int(bundle.window)
@@ -54,6 +97,10 @@ class Pipeline:
         self.windows = WindowStore(self.window, len(channels), cfg.scoring.stride, cfg.input.max_entities,
                                    cfg.input.allowed_lateness_s, cfg.input.entity_idle_s, clock)
         self.batcher = MicroBatcher(cfg.scoring.max_batch, cfg.scoring.max_wait_ms, clock)
+        overlap = cfg.scoring.overlap if overlap is None else overlap
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="streamdet-infer") if overlap else None
+        self._in_flight: deque[tuple[list[WindowRequest], Future]] = deque()  # oldest first
+        self._done = StepResult()  # handled batches not yet returned to the caller
         self._serve(bundle)
         self.last_source: dict[str, Any] = {}  # entity -> source of the last record pushed into its window
         self.touched: set[str] = set()  # entities changed since the last checkpoint (the daemon clears it)
@@ -62,21 +109,31 @@ class Pipeline:
 
     def process(self, items: Iterable[tuple[bytes, Any]]) -> StepResult:
         """Decode and window the records; score every batch that fills up, and one that is due by time."""
-        result = StepResult()
-        for raw, source in items:
-            try:
-                record = self.decoder.decode(raw)
-                if self._already_held(record.entity, source):
-                    continue
-                request = self.windows.push(record.entity, record.ts, record.values, source)
-            except DecodeError as exc:
-                result.rejected.append((raw, source, exc.reason, exc.detail))
+        items = list(items)
+        decoded = self.decoder.decode_many([raw for raw, _ in items])
+        rejected = list(decoded.rejected)  # (input index, DecodeError); windowing adds late / entity_cap
+        now = self.windows.clock()
+        push, skip = self.windows.push, bool(self._skip_through)
+        for k, (i, entity, ts) in enumerate(zip(decoded.index, decoded.entities, decoded.ts)):
+            source = items[i][1]
+            if skip and self._already_held(entity, source):
                 continue
-            self.last_source[record.entity] = source
-            self.touched.add(record.entity)
-            self._enqueue([request] if request is not None else [], result)
-        self._score_due(result)
-        return result
+            try:
+                request = push(entity, ts, decoded.values[k], source, now)
+            except DecodeError as exc:
+                rejected.append((i, exc))
+                continue
+            self.last_source[entity] = source
+            self.touched.add(entity)
+            if request is not None:
+                self._enqueue(request)
+            if self.windows.has_flushed():
+                for flushed in self.windows.take_flushed():
+                    self._enqueue(flushed)
+        rejected.sort(key=lambda pair: pair[0])
+        self._done.rejected += [(items[i][0], items[i][1], exc.reason, exc.detail) for i, exc in rejected]
+        self._score_due()
+        return self._take_done(wait=False)
 
     def _already_held(self, entity: str, source: Any) -> bool:
         """A redelivered record at or before the restored checkpoint of its entity is already in the windows."""
@@ -96,6 +153,7 @@ class Pipeline:
 
     def forget(self, entities) -> None:
         """Drop entities whose partitions moved to another instance (after their final checkpoint)."""
+        self._handle_in_flight(wait=True)  # normally none: the final checkpoint flushed them
         for entity in entities:
             self.windows.remove(entity)
             self.thresholds.remove(entity)
@@ -105,10 +163,9 @@ class Pipeline:
             self._skip_through.pop(entity, None)
 
     def poll(self) -> StepResult:
-        """Score the batches that became due by time since the last call."""
-        result = StepResult()
-        self._score_due(result)
-        return result
+        """Score the batches that became due by time since the last call; return what finished meanwhile."""
+        self._score_due()
+        return self._take_done(wait=False)
 
     def drain(self) -> StepResult:
         """Score every buffered point, partial strides included (shutdown, end of a replay)."""
@@ -117,25 +174,38 @@ class Pipeline:
         return self.flush_batches()
 
     def flush_batches(self) -> StepResult:
-        """Score every queued window now (before a checkpoint or a model swap); partial strides stay pending."""
-        result = StepResult()
+        """Score every queued window now and wait for them (before a checkpoint or a model swap); partial strides
+        stay pending."""
         while len(self.batcher):
-            self._score(self.batcher.take(), result)
-        return result
+            self._submit(self.batcher.take())
+        return self._take_done(wait=True)
+
+    def close(self) -> None:
+        """Stop the inference thread (after flush_batches or drain; queued work is finished first)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
 
     def replace_model(self, bundle: Any) -> None:
         """Serve a new bundle from the next batch on (same channels). Windows keep their data; thresholds and
         alert streaks restart from the new calibration, because the score scale is the new model's."""
         if tuple(bundle.channels) != self.decoder.channels or int(bundle.window) != self.window:
             raise ValueError("the new bundle has another input layout (channels or window)")
+        self._handle_in_flight(wait=True)  # batches already sent are handled with the model that scored them
         self._serve(bundle)
 
     def _serve(self, bundle: Any) -> None:
         """The model-dependent stages: scorer, thresholds from its calibration, alerts carrying its identity."""
-        self.scorer = Scorer(bundle.module, self._cfg.scoring.threads)
+        self.scorer = Scorer(bundle.module, self._inference_threads())
         self.thresholds = ThresholdBank(self._cfg.threshold, bundle.calibration)
         self.alerts = AlertManager(self._cfg.alerting, self.decoder.channels,
                                    {"name": bundle.model_name, "sha256": bundle.sha256})
+
+    def _inference_threads(self) -> int:
+        """scoring.threads, or with overlap and threads 0 one core fewer than the machine has: the other core is this
+        thread's, decoding while the model runs (0 without overlap = torch's default)."""
+        if self._cfg.scoring.threads or self._executor is None:
+            return self._cfg.scoring.threads
+        return max(1, (os.cpu_count() or 2) - 1)
 
     @property
     def model_sha256(self) -> str:
@@ -159,45 +229,91 @@ class Pipeline:
         sources = list(self.windows.pending_sources())
         for request in self.batcher:
             sources.extend(request.sources)
+        for requests, _ in self._in_flight:
+            for request in requests:
+                sources.extend(request.sources)
         for source in sources:
             if isinstance(source, tuple) and len(source) >= 3:
                 key = (source[0], source[1])
                 floor[key] = min(floor.get(key, source[2]), source[2])
         return floor
 
-    def _enqueue(self, requests: list[WindowRequest], result: StepResult) -> None:
-        for request in requests + self.windows.take_flushed():
-            self.batcher.add(request)
-            if self.batcher.full():
-                self._score(self.batcher.take(), result)
+    def _enqueue(self, request: WindowRequest) -> None:
+        self.batcher.add(request)
+        if self.batcher.full():
+            self._submit(self.batcher.take())
 
-    def _score_due(self, result: StepResult) -> None:
+    def _score_due(self) -> None:
         while self.batcher.due():
-            self._score(self.batcher.take(), result)
+            self._submit(self.batcher.take())
 
-    def _score(self, requests: list[WindowRequest], result: StepResult) -> None:
+    def _submit(self, requests: list[WindowRequest]) -> None:
+        """Hand one batch to the model: on the inference thread with overlap (at most MAX_IN_FLIGHT outstanding),
+        else right here."""
         windows = np.stack([r.window for r in requests])  # [B, L, C]
+        if self._executor is None:
+            self._handle(requests, self._infer(windows))
+            return
+        while len(self._in_flight) >= MAX_IN_FLIGHT:
+            self._handle(*self._pop_in_flight())
+        self._in_flight.append((requests, self._executor.submit(self._infer, windows)))
+        self._handle_in_flight(wait=False)
+
+    def _infer(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         started = time.perf_counter()
         scores, contrib = self.scorer.score(windows)  # [B, L], [B, L, C]
-        result.batches.append((len(requests), time.perf_counter() - started))
-        rows = scores.tolist()  # [B][L] Python floats: one conversion per batch, not one per point
-        for row, request in enumerate(requests):
-            first = self.window - request.n_new  # the new points are the last n_new steps
-            for j in range(request.n_new):
-                self._decide(request, j, rows[row][first + j], contrib[row, first + j], result)
+        return scores, contrib, time.perf_counter() - started
 
-    def _decide(self, request: WindowRequest, j: int, score: float, contrib: np.ndarray, result: StepResult) -> None:
-        """Threshold and alert one scored point; a non-finite score is reported but teaches nothing."""
-        entity, ts, source = request.entity, float(request.ts[j]), request.sources[j]
-        learn = request.warm and math.isfinite(score)
-        threshold, over = self.thresholds.update(entity, score, learn=learn)
-        event = self.alerts.update(entity, ts, score, threshold, over, contrib, source, warm=learn)
-        result.scored.append(ScoredPoint(entity, ts, score, threshold, over, source, request.warm))
-        if event is not None:
-            result.alerts.append(event)
+    def _pop_in_flight(self) -> tuple[list[WindowRequest], tuple]:
+        requests, future = self._in_flight.popleft()
+        return requests, future.result()  # re-raises a model error on the calling thread
+
+    def _handle_in_flight(self, wait: bool) -> None:
+        """Handle finished batches in submission order (all of them, waiting, when `wait`)."""
+        while self._in_flight and (wait or self._in_flight[0][1].done()):
+            self._handle(*self._pop_in_flight())
+
+    def _take_done(self, wait: bool) -> StepResult:
+        self._handle_in_flight(wait)
+        done, self._done = self._done, StepResult()
+        return done
+
+    def _handle(self, requests: list[WindowRequest], inferred: tuple) -> None:
+        """Threshold and alert the new points of each window of a scored batch, one chunk per window."""
+        scores, contrib, seconds = inferred
+        result = self._done
+        result.batches.append((len(requests), seconds))
+        L = self.window
+        for row, request in enumerate(requests):
+            n = request.n_new
+            chunk_scores = scores[row, L - n:].astype(np.float64)  # [n]
+            chunk_contrib = contrib[row, L - n:]  # [n, C]
+            if np.isfinite(chunk_scores).all():
+                thresholds, over = self.thresholds.update_many(request.entity, chunk_scores, learn=request.warm)
+                result.alerts += self.alerts.update_many(request.entity, request.ts, chunk_scores, thresholds, over,
+                                                         chunk_contrib, request.sources, warm=request.warm)
+            else:
+                thresholds, over = self._decide_points(request, chunk_scores, chunk_contrib, result)
+            result.scored.append(ScoredChunk(request.entity, request.ts, chunk_scores, thresholds, over,
+                                             request.sources, request.warm))
+
+    def _decide_points(self, request: WindowRequest, scores: np.ndarray, contrib: np.ndarray,
+                       result: StepResult) -> tuple[np.ndarray, np.ndarray]:
+        """Point by point, for a chunk holding a non-finite score: such a score is reported but teaches nothing."""
+        thresholds, over = np.empty(scores.size), np.zeros(scores.size, dtype=bool)
+        for j, score in enumerate(scores.tolist()):
+            learn = request.warm and math.isfinite(score)
+            thresholds[j], over[j] = self.thresholds.update(request.entity, score, learn=learn)
+            event = self.alerts.update(request.entity, float(request.ts[j]), score, thresholds[j], bool(over[j]),
+                                       contrib[j], request.sources[j], warm=learn)
+            if event is not None:
+                result.alerts.append(event)
+        return thresholds, over
 
     def state_dict(self, entity: str) -> dict:
-        """Window, threshold and alert state of one entity (plain data) for checkpoints."""
+        """Window, threshold and alert state of one entity (plain data) for checkpoints. Batches in flight are
+        handled first (their results are returned by the next call), so the state includes their points."""
+        self._handle_in_flight(wait=True)
         return {"window": self.windows.state_dict(entity), "threshold": self.thresholds.state_dict(entity),
                 "alert": self.alerts.state_dict(entity)}
 

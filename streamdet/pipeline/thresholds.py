@@ -64,6 +64,22 @@ class Spot:
                 self.refit()
         return z, over
 
+    def step_many(self, scores: np.ndarray, learn: bool, protect: bool) -> np.ndarray | None:
+        """`step` over a chunk at once -> over [n], judged against the current z_q; None (nothing changed) when a
+        GPD refit would fall inside the chunk, so the caller steps point by point and the result stays identical."""
+        over = scores > self.z  # [n]
+        if not learn:
+            return over
+        kept = scores[~over] if protect else scores  # alarms never teach the threshold
+        excess = kept[kept > self.t] - self.t
+        if self.since_fit + excess.size >= self.refit_every:
+            return None
+        self.n += kept.size
+        self.peaks.extend(excess.tolist())
+        self.n_peaks += excess.size
+        self.since_fit += excess.size
+        return over
+
     def state_dict(self) -> dict:
         return {"peaks": np.fromiter(self.peaks, dtype=np.float64), "n": self.n, "n_peaks": self.n_peaks,
                 "since_fit": self.since_fit, "gamma": self.fit.gamma, "sigma": self.fit.sigma,
@@ -110,6 +126,14 @@ class RollingPercentile:
             self._learn(min(score, z) if over and protect else score)
         return z, over
 
+    def step_many(self, scores: np.ndarray, learn: bool, protect: bool) -> np.ndarray | None:
+        """The threshold moves with every learned score: only a chunk that teaches nothing is judged at once."""
+        return scores > self.threshold if not learn else None
+
+    @property
+    def z(self) -> float:
+        return self.threshold
+
     def state_dict(self) -> dict:
         return {"values": np.fromiter(self.values, dtype=np.float64)}
 
@@ -149,10 +173,25 @@ class ThresholdBank:
             self._learned[entity] += 1  # counts toward warm-up even when threshold.update is off
         return threshold, over and not warming
 
+    def update_many(self, entity: str, scores: np.ndarray, learn: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """`update` for a chunk of one entity's finite scores (float64 [n]) -> (thresholds [n], over [n]); vectorised
+        unless the chunk crosses the end of warm-up or a refit, where it steps point by point (same result)."""
+        detector = self._get(entity)
+        learned, n = self._learned[entity], scores.size
+        warming = learned < self.cfg.warmup
+        if not (warming and learn and learned + n > self.cfg.warmup):  # the warm-up state is the same for all n
+            threshold = detector.z
+            over = detector.step_many(scores, learn=learn and self.cfg.update, protect=not warming)
+            if over is not None:
+                if learn:
+                    self._learned[entity] = learned + n
+                return np.full(n, threshold), (over & (not warming))
+        pairs = [self.update(entity, score, learn) for score in scores.tolist()]
+        return np.array([t for t, _ in pairs], dtype=np.float64), np.array([o for _, o in pairs], dtype=bool)
+
     def current(self, entity: str) -> float:
         """The entity's threshold now (the shared prototype's for an entity not seen yet)."""
-        detector = self._entities.get(entity, self._prototype)
-        return detector.z if isinstance(detector, Spot) else detector.threshold
+        return self._entities.get(entity, self._prototype).z
 
     def remove(self, entity: str) -> None:
         self._entities.pop(entity, None)

@@ -43,13 +43,15 @@ class _Ring:
         self.last_active = 0.0  # store clock at the last push
 
     def write(self, ts: float, values: np.ndarray, source: Any) -> None:
-        self.values[self.pos] = values
-        self.ts[self.pos] = ts
-        self.sources[self.pos] = source
-        self.pos = (self.pos + 1) % len(self.ts)
+        pos = self.pos
+        self.values[pos] = values
+        self.ts[pos] = ts
+        self.sources[pos] = source
+        self.pos = pos + 1 if pos + 1 < len(self.sources) else 0
         self.seen += 1
         self.pending += 1
-        self.max_ts = max(self.max_ts, ts)
+        if ts > self.max_ts:
+            self.max_ts = ts
 
     def ordered_index(self) -> np.ndarray:
         """Slot indices of the window oldest first; edge-padded with the first slot while not yet full."""
@@ -59,11 +61,21 @@ class _Ring:
         return np.concatenate([np.zeros(L - self.seen, dtype=np.int64), np.arange(self.seen)])
 
     def emit(self, entity: str, n_new: int) -> WindowRequest:
-        idx = self.ordered_index()
-        new = idx[len(idx) - n_new:]
+        L, pos = len(self.ts), self.pos
         self.pending -= n_new
-        return WindowRequest(entity=entity, window=self.values[idx], n_new=n_new, ts=self.ts[new].copy(),
-                             sources=[self.sources[i] for i in new], warm=self.seen >= len(self.ts))
+        if self.seen < L:  # edge-padded warm-up window: the general (index) path
+            idx = self.ordered_index()
+            new = idx[L - n_new:]
+            return WindowRequest(entity=entity, window=self.values[idx], n_new=n_new, ts=self.ts[new].copy(),
+                                 sources=[self.sources[i] for i in new], warm=False)
+        window = np.concatenate((self.values[pos:], self.values[:pos]))  # [L, C] oldest first: two slices, no index
+        start = pos - n_new  # slot of the oldest new point (negative: it wraps)
+        if start >= 0:
+            ts, sources = self.ts[start:pos].copy(), self.sources[start:pos]
+        else:
+            ts = np.concatenate((self.ts[start:], self.ts[:pos]))
+            sources = self.sources[start:] + self.sources[:pos]
+        return WindowRequest(entity=entity, window=window, n_new=n_new, ts=ts, sources=sources, warm=True)
 
     def pending_sources(self) -> list:
         L = len(self.ts)
@@ -91,8 +103,10 @@ class WindowStore:
     def __contains__(self, entity: str) -> bool:
         return entity in self._rings
 
-    def push(self, entity: str, ts: float, values: np.ndarray, source: Hashable) -> WindowRequest | None:
-        """Add one point; return a request when the entity has `stride` unscored points."""
+    def push(self, entity: str, ts: float, values: np.ndarray, source: Hashable,
+             now: float | None = None) -> WindowRequest | None:
+        """Add one point; return a request when the entity has `stride` unscored points. `now` (the store clock) may
+        be read once per batch by the caller instead of once per point."""
         ring = self._rings.get(entity)
         if ring is None:
             ring = self._admit(entity)
@@ -100,7 +114,7 @@ class WindowStore:
             raise DecodeError("late", f"ts: {ts} is {ring.max_ts - ts:.3f} s behind entity {entity!r}'s latest "
                                       f"point, allowed lateness is {self.allowed_lateness_s} s")
         ring.write(ts, values, source)
-        ring.last_active = self.clock()
+        ring.last_active = self.clock() if now is None else now
         self._rings.move_to_end(entity)
         return ring.emit(entity, self.stride) if ring.pending >= self.stride else None
 
@@ -125,6 +139,9 @@ class WindowStore:
         """Forget an entity (e.g. its partition was revoked); returns its unscored points as a partial request."""
         ring = self._rings.pop(entity, None)
         return ring.emit(entity, ring.pending) if ring is not None and ring.pending else None
+
+    def has_flushed(self) -> bool:
+        return bool(self._flushed)
 
     def take_flushed(self) -> list[WindowRequest]:
         """Partial requests of entities evicted since the last call (their points still need scores)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from streamdet.config import AlertingConfig
 from streamdet.pipeline.alerts import AlertManager, alert_id
@@ -73,3 +74,30 @@ def test_state_round_trip_continues_the_episode():
     assert b.firing("e")
     (_, resolved), = run(b, [0, 0])
     assert resolved.status == "resolved" and resolved.alert_id == alert_id("e", 0.0, MODEL["sha256"])
+
+
+@pytest.mark.parametrize("cooldown,rate", [(7, 0.08), (3, 0.5), (25, 0.3), (1, 0.9)])
+def test_update_many_equals_point_by_point(cooldown, rate):
+    """Quiet chunks and firing chunks that do not resolve take the counter-only paths; chunks that fire or resolve,
+    and warm-up chunks, step point by point: events and state must equal single steps."""
+    rng = np.random.default_rng(3)
+    over = rng.random(400) < rate
+    over[100:130] = True  # a long episode: fires, stays firing across chunks, resolves later
+    scores = np.where(over, 5.0, 0.1) + rng.random(400)
+    cfg = AlertingConfig(min_consecutive=2, cooldown=cooldown)
+    chunked, single = AlertManager(cfg, CHANNELS, MODEL), AlertManager(cfg, CHANNELS, MODEL)
+    contrib = np.tile(CONTRIB, (400, 1))
+    got, want = [], []
+    for lo in range(0, 400, 10):
+        warm = lo >= 20
+        ts = np.arange(lo, lo + 10, dtype=np.float64)
+        sources = [("t", 0, i) for i in range(lo, lo + 10)]
+        got += chunked.update_many("e", ts, scores[lo:lo + 10], np.ones(10), over[lo:lo + 10], contrib[lo:lo + 10],
+                                   sources, warm=warm)
+        for i in range(lo, lo + 10):
+            event = single.update("e", float(i), float(scores[i]), 1.0, bool(over[i]), contrib[i], ("t", 0, i),
+                                  warm=warm)
+            want += [event] if event else []
+        assert chunked.state_dict("e") == single.state_dict("e")
+    assert [e.to_message() for e in got] == [e.to_message() for e in want]
+    assert want and all(type(v) is not np.int64 for v in chunked.state_dict("e").values())

@@ -68,3 +68,21 @@ def test_too_large_is_checked_before_parsing(decoder):
     raw = orjson.dumps({"entity": "m", "ts": 1, "values": [1, 2, 3], "pad": "x" * 600})
     err = reject(decoder, raw)
     assert err.reason == "too_large" and str(len(raw)) in err.detail and "max_record_bytes" in err.detail
+
+
+def test_decode_many_keeps_input_positions_of_usable_and_rejected_records(decoder):
+    raws = [orjson.dumps({"entity": "a", "ts": 1, "values": [1, 2, 3]}),
+            b"not json",
+            orjson.dumps({"entity": "b", "ts": 2, "values": [1, 2, 1e300]}),  # range checked for the whole batch
+            orjson.dumps({"entity": "c", "ts": 3, "metrics": {"cpu": 4, "mem": 5, "disk": 6}}),
+            orjson.dumps({"entity": "d", "ts": 4, "metrics": {"cpu": 1, "mem": -1e39, "disk": 6}})]
+    batch = decoder.decode_many(raws)
+    assert batch.index == [0, 3] and batch.entities == ["a", "c"] and batch.ts == [1.0, 3.0]
+    assert batch.values.dtype == np.float32 and batch.values.tolist() == [[1, 2, 3], [4, 5, 6]]
+    assert [(i, e.reason) for i, e in batch.rejected] == [(1, "not_json"), (2, "non_finite"), (4, "non_finite")]
+    assert "values[2] (disk)" in batch.rejected[1][1].detail and "metrics.mem" in batch.rejected[2][1].detail
+
+
+def test_decode_many_of_nothing_usable_is_an_empty_matrix(decoder):
+    batch = decoder.decode_many([b"{}", b"[]"])
+    assert batch.values.shape == (0, 3) and len(batch.rejected) == 2

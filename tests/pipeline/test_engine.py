@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
+import pytest
 import torch
 
 from streamdet.config import load_config
@@ -22,12 +25,12 @@ class FrozenClock:
         return self.now
 
 
-def make_pipeline(max_batch=4, max_wait_ms=50.0, stride=STRIDE):
+def make_pipeline(max_batch=4, max_wait_ms=50.0, stride=STRIDE, overlap=False, module=None):
     cfg = load_config(SMD_CONFIG, [f"scoring.stride={stride}", f"scoring.max_batch={max_batch}",
                                    f"scoring.max_wait_ms={max_wait_ms}", "alerting.min_consecutive=1"])
-    bundle = FakeBundle(torch.jit.script(DeviationDetector()), tuple("abc"), L, exponential_calibration())
+    bundle = FakeBundle(module or torch.jit.script(DeviationDetector()), tuple("abc"), L, exponential_calibration())
     clock = FrozenClock()
-    return Pipeline(cfg, bundle, clock), clock
+    return Pipeline(cfg, bundle, clock, overlap=overlap), clock
 
 
 def items(entity, start, n, partition=0, spike_at=None):
@@ -38,12 +41,13 @@ def items(entity, start, n, partition=0, spike_at=None):
     return out
 
 
-def test_every_record_scored_exactly_once_including_warm_up_and_drain():
-    p, _ = make_pipeline()
+@pytest.mark.parametrize("overlap", [False, True])
+def test_every_record_scored_exactly_once_including_warm_up_and_drain(overlap):
+    p, _ = make_pipeline(overlap=overlap)
     scored = []
     for chunk in range(0, 37, 5):  # 37 records: warm-up, full strides, and a partial stride at the end
-        scored += p.process(items("e", chunk, min(5, 37 - chunk))).scored
-    scored += p.drain().scored
+        scored += p.process(items("e", chunk, min(5, 37 - chunk))).points()
+    scored += p.drain().points()
     assert sorted(s.source[2] for s in scored) == list(range(37))
     warm = [s.warm for s in sorted(scored, key=lambda s: s.source[2])]
     assert warm[:STRIDE] == [False] * STRIDE and all(warm[STRIDE:]), "only points scored before the window filled"
@@ -55,23 +59,25 @@ def test_pending_floor_tracks_the_lowest_unscored_offset():
     assert p.pending_floor() == {("m", 0): 0, ("m", 1): 0}  # nothing scored yet (batch not due)
     clock.now = 2.0
     result = p.poll()
-    assert {s.source[2] for s in result.scored if s.source[1] == 0} == {0, 1, 2, 3}
+    assert {s.source[2] for s in result.points() if s.source[1] == 0} == {0, 1, 2, 3}
     assert p.pending_floor() == {("m", 0): 4, ("m", 1): 0}
     p.drain()
     assert p.pending_floor() == {}
 
 
-def test_bad_records_are_reported_and_the_rest_scored():
-    p, _ = make_pipeline(max_batch=1)
+@pytest.mark.parametrize("overlap", [False, True])
+def test_bad_records_are_reported_and_the_rest_scored(overlap):
+    p, _ = make_pipeline(max_batch=1, overlap=overlap)
     batch = items("e", 0, 4) + [(b"not json", ("m", 0, 4)), (record("e", 1.0, [1, 2]), ("m", 0, 5))] + \
         [(record("e", 1000.0 + i, np.zeros(C)), ("m", 0, i + 2)) for i in range(4, 8)]
     result = p.process(batch)
     assert [(r[2], r[1][2]) for r in result.rejected] == [("not_json", 4), ("wrong_width", 5)]
-    assert sorted(s.source[2] for s in result.scored + p.drain().scored) == [0, 1, 2, 3, 6, 7, 8, 9]
+    assert sorted(s.source[2] for s in [*result.points(), *p.drain().points()]) == [0, 1, 2, 3, 6, 7, 8, 9]
 
 
-def test_interleaved_entities_get_their_own_windows_and_alerts():
-    p, _ = make_pipeline(max_batch=1)
+@pytest.mark.parametrize("overlap", [False, True])
+def test_interleaved_entities_get_their_own_windows_and_alerts(overlap):
+    p, _ = make_pipeline(max_batch=1, overlap=overlap)
     stream = [x for pair in zip(items("e", 0, 40, spike_at=30), items("f", 0, 40)) for x in pair]
     result = p.process(stream)
     alerts = [a for a in result.alerts + p.drain().alerts if a.status == "firing"]
@@ -79,12 +85,53 @@ def test_interleaved_entities_get_their_own_windows_and_alerts():
     assert any(1030.0 - STRIDE <= a.start_ts <= 1030.0 for a in alerts)  # the spike lifts its window's mean too
 
 
-def test_state_round_trip_mid_stream_gives_identical_scores():
-    a, _ = make_pipeline(max_batch=1)
+@pytest.mark.parametrize("overlap", [False, True])
+def test_state_round_trip_mid_stream_gives_identical_scores(overlap):
+    a, _ = make_pipeline(max_batch=1, overlap=overlap)
     a.process(items("e", 0, 21))
-    b, _ = make_pipeline(max_batch=1)
+    b, _ = make_pipeline(max_batch=1, overlap=overlap)
     b.load_state("e", a.state_dict("e"))
     rest = items("e", 21, 30, spike_at=35)
-    sa = [(s.source, s.score, s.threshold, s.over) for s in a.process(rest).scored + a.drain().scored]
-    sb = [(s.source, s.score, s.threshold, s.over) for s in b.process(rest).scored + b.drain().scored]
+    a.flush_batches()  # results a handled before the state was taken (in-flight batches with overlap)
+    sa = [(s.source, s.score, s.threshold, s.over) for s in [*a.process(rest).points(), *a.drain().points()]]
+    sb = [(s.source, s.score, s.threshold, s.over) for s in [*b.process(rest).points(), *b.drain().points()]]
     assert len(sa) == 31 and sa == sb  # record 20 waited in a partial stride when the state was taken
+
+
+def test_overlap_changes_nothing_but_where_the_model_runs():
+    stream = [x for pair in zip(items("e", 0, 60, spike_at=30), items("f", 0, 60, spike_at=45)) for x in pair]
+
+    def run(overlap):
+        p, _ = make_pipeline(max_batch=3, overlap=overlap)
+        results = [p.process(stream[i:i + 7]) for i in range(0, len(stream), 7)] + [p.drain()]
+        p.close()
+        points = [(s.entity, s.source, s.score, s.threshold, s.over, s.warm) for r in results for s in r.points()]
+        alerts = [a.to_message() for r in results for a in r.alerts]
+        return points, alerts
+
+    assert run(True) == run(False)
+    assert len(run(True)[0]) == 120 and run(True)[1]
+
+
+class GatedModule:
+    """A model that waits for a gate: holds a batch 'in flight' on the inference thread for as long as a test
+    needs."""
+
+    def __init__(self):
+        self.gate = threading.Event()
+        self.model = torch.jit.script(DeviationDetector())
+
+    def __call__(self, x):
+        assert self.gate.wait(30), "test never opened the gate"
+        return self.model(x)
+
+
+def test_a_batch_in_flight_is_pending_until_handled():
+    module = GatedModule()
+    p, _ = make_pipeline(max_batch=1, overlap=True, module=module)
+    first = p.process(items("e", 0, STRIDE))  # one full stride: one window, submitted to the inference thread
+    assert first.n_scored == 0 and p.pending_floor() == {("m", 0): 0}  # offsets 0..3 not committable yet
+    module.gate.set()
+    done = p.flush_batches()
+    assert sorted(s.source[2] for s in done.points()) == [0, 1, 2, 3] and p.pending_floor() == {}
+    p.close()

@@ -99,3 +99,22 @@ def test_calibration_without_what_the_method_needs_is_a_bundle_error():
         ThresholdBank(ThresholdConfig(method="percentile"), {"pot": {}})
     with pytest.raises(BundleError, match="neither pot.peaks nor sample"):
         ThresholdBank(ThresholdConfig(method="pot"), {})
+
+
+@pytest.mark.parametrize("method", ["pot", "percentile"])
+@pytest.mark.parametrize("warmup", [0, 25])
+def test_update_many_equals_point_by_point(method, warmup):
+    """Chunks of 10 cross refits, the end of warm-up and alarms; thresholds and verdicts must match exactly."""
+    rng = np.random.default_rng(7)
+    scores = rng.exponential(1.0, 600)
+    scores[rng.choice(600, 12, replace=False)] *= 40  # alarms that must stay out of the peaks
+    cfg = ThresholdConfig(method=method, warmup=warmup)
+    chunked, single = ThresholdBank(cfg, exponential_calibration()), ThresholdBank(cfg, exponential_calibration())
+    got = [chunked.update_many("e", scores[i:i + 10], learn=(i // 10) % 7 != 3) for i in range(0, 600, 10)]
+    want = [single.update("e", float(s), learn=(i // 10) % 7 != 3) for i, s in enumerate(scores)]
+    assert np.concatenate([t for t, _ in got]).tolist() == [t for t, _ in want]
+    assert np.concatenate([o for _, o in got]).tolist() == [o for _, o in want]
+    assert any(o for _, o in want)
+    assert chunked.state_dict("e")["learned"] == single.state_dict("e")["learned"]
+    a, b = chunked.state_dict("e")["detector"], single.state_dict("e")["detector"]
+    assert all(np.array_equal(a[k], b[k]) if isinstance(a[k], np.ndarray) else a[k] == b[k] for k in a)
