@@ -102,7 +102,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class ScoringConfig:
     stride: int = _range(1, 100_000, default=10)
-    max_batch: int = _range(1, 100_000, default=64)
+    max_batch: int = _range(1, 100_000, default=256)
     max_wait_ms: float = _range(0, 60_000, default=50)
     device: str = "cpu"
     threads: int = _range(0, 1024, default=0)  # 0 = torch default

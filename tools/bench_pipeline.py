@@ -7,7 +7,7 @@
 
 One run prints one table:
   (a) raw ceiling: records/s that kafka-python alone consumes and decodes (orjson) from the topic
-  (b) the daemon end to end at the default config (config/smd.yaml: window 100, stride 10, batch 64, LSTM-AE
+  (b) the daemon end to end at the default config (config/smd.yaml: window 100, stride 10, batch 256, LSTM-AE
       default preset, POT thresholds, alerts published): records/s from start until every record is scored
   (c) (b) / (a)
   (b2, b3) the pipeline alone in process, and model inference time as a share of its wall time (with
@@ -64,13 +64,25 @@ def train_small_bundle(config_path: str, path: Path, entity: str):
     return bundle
 
 
-def records(n: int, entities: int, ts0: float) -> list[tuple[bytes, bytes]]:
-    rng = np.random.default_rng(1)
-    values = rng.random((n, C)).round(4)
+def test_rows(config_path: str, entity: str) -> tuple[np.ndarray, str]:
+    """The rows the benchmark replays: the SMD machine's test split (what the bundle would see live, about 4 %
+    anomalous), or uniform noise when ../shared/data is absent (every point then looks anomalous to the model: a
+    worst case for the alert path)."""
+    from streamdet.data import data_available, load_series
+
+    cfg = load_config(config_path, [f"data.entities=[{entity}]"])
+    if data_available(cfg):
+        return np.asarray(load_series(cfg, [entity])[0].test, dtype=np.float64).round(4), f"SMD {entity} test split"
+    return np.random.default_rng(1).random((5000, C)).round(4), "uniform noise (no ../shared/data)"
+
+
+def records(n: int, entities: int, ts0: float, rows: np.ndarray) -> list[tuple[bytes, bytes]]:
+    """n records round-robin over `entities`; each entity replays `rows` from its own starting point."""
     out = []
     for i in range(n):
-        entity = f"host-{i % entities:05d}"
-        out.append((entity.encode(), encode_record(entity, ts0 + i // entities, values[i])))
+        e, step = i % entities, i // entities
+        entity = f"host-{e:05d}"
+        out.append((entity.encode(), encode_record(entity, ts0 + step, rows[(step + 211 * e) % len(rows)])))
     return out
 
 
@@ -212,7 +224,8 @@ def main(argv=None) -> int:
         k = cfg.kafka
         ensure_topics(cfg, [k.metrics_topic, k.alerts_topic, k.dlq_topic], broker.bootstrap)
         print(f"producing {args.records:,} records ({args.entities} entities x {C} channels) ...", file=sys.stderr)
-        stream = records(args.records, args.entities, 1.7e9)
+        rows, source = test_rows(args.config, args.entity)
+        stream = records(args.records, args.entities, 1.7e9, rows)
         produce(cfg, broker.bootstrap, k.metrics_topic, stream)
         raw = raw_ceiling(broker.bootstrap, k.metrics_topic, args.records)
         in_partial = args.entities * (cfg.scoring.stride - 1)
@@ -224,7 +237,7 @@ def main(argv=None) -> int:
         ensure_topics(lat_cfg, [f"lat-{tag}"], broker.bootstrap)
         n_lat = args.latency_records
         sender = threading.Thread(target=produce, args=(lat_cfg, broker.bootstrap, f"lat-{tag}",
-                                                        records(n_lat, args.entities, 0.0), args.rate))
+                                                        records(n_lat, args.entities, 0.0, rows), args.rate))
         run_daemon(lat_cfg, Path(tmp) / "bench.pt", broker.bootstrap, n_lat - in_partial, latencies,
                    when_ready=sender.start)
         sender.join()
@@ -232,7 +245,7 @@ def main(argv=None) -> int:
         scoring = scoring_only(bundle, cfg.model.window)
         memory = memory_per_1000_entities(cfg, bundle)
     lat = np.asarray(latencies) * 1000
-    print(f"\n# {args.records:,} records, {args.entities} entities x {C} channels, model {cfg.model.name} "
+    print(f"\n# {args.records:,} records ({source}), {args.entities} entities x {C} channels, model {cfg.model.name} "
           f"(window {cfg.model.window}, stride {cfg.scoring.stride}, batch {cfg.scoring.max_batch}), 1 torch thread\n")
     print("| measure | value |")
     print("|---|---:|")

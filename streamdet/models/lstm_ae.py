@@ -16,12 +16,15 @@ from .registry import register
 @register
 class LSTMAutoencoder(Detector):
     name = "lstm_ae"
+    # hidden 32 by default: on SMD (19 machines) it matches hidden 64 on VUS-PR, AUC-PR and event-F1 and scores 2.6x
+    # faster, which is what lets the daemon keep up with the Kafka client at stride 10 (docs/models.md).
     presets = {
-        "default": {"hidden": 64, "layers": 1, "dropout": 0.0},
+        "default": {"hidden": 32, "layers": 1, "dropout": 0.0},
+        "large": {"hidden": 64, "layers": 1, "dropout": 0.0},
         "tiny": {"hidden": 16, "layers": 1, "dropout": 0.0},
     }
 
-    def __init__(self, n_channels: int, window: int, hidden: int = 64, layers: int = 1, dropout: float = 0.0):
+    def __init__(self, n_channels: int, window: int, hidden: int = 32, layers: int = 1, dropout: float = 0.0):
         super().__init__(n_channels, window)
         self.encoder = nn.LSTM(n_channels, hidden, num_layers=layers, batch_first=True,
                                dropout=dropout if layers > 1 else 0.0)

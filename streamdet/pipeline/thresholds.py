@@ -21,7 +21,9 @@ from ..errors import BundleError
 from .gpd import GPDFit, fit_gpd, tail_quantile
 
 MAX_PEAKS = 2000  # bounded peak buffer: memory per entity stays constant, old peaks age out
-REFIT_EVERY = 10  # new peaks between two GPD refits (a refit costs a few ms)
+REFIT_EVERY = 10  # new peaks between two GPD refits at least (a refit costs milliseconds: O(peaks) x grid)...
+REFIT_SHARE = 10  # ...and at least 1/REFIT_SHARE of the peaks held: the fit then costs O(grid) per new peak, not
+#                   O(peaks); 10 % new data moves a maximum-likelihood fit of thousands of peaks very little
 PERCENTILE_WINDOW = 2000  # scores the rolling percentile remembers
 
 
@@ -47,6 +49,10 @@ class Spot:
         self.z = z if math.isfinite(z) else self.t + max(self.peaks, default=0.0)
         self.since_fit = 0
 
+    def refit_due(self) -> int:
+        """New peaks after which the GPD is refitted."""
+        return max(self.refit_every, len(self.peaks) // REFIT_SHARE)
+
     def step(self, score: float, learn: bool, protect: bool) -> tuple[float, bool]:
         """Decide `score` against the current z_q, then (if learning) add it to the model.
 
@@ -60,7 +66,7 @@ class Spot:
             self.peaks.append(score - self.t)
             self.n_peaks += 1
             self.since_fit += 1
-            if self.since_fit >= self.refit_every:
+            if self.since_fit >= self.refit_due():
                 self.refit()
         return z, over
 
@@ -72,7 +78,7 @@ class Spot:
             return over
         kept = scores[~over] if protect else scores  # alarms never teach the threshold
         excess = kept[kept > self.t] - self.t
-        if self.since_fit + excess.size >= self.refit_every:
+        if self.since_fit + excess.size >= self.refit_due():
             return None
         self.n += kept.size
         self.peaks.extend(excess.tolist())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterator
 
 import numpy as np
@@ -27,6 +27,18 @@ class WindowRequest:
     ts: np.ndarray  # float64 [n_new]
     sources: list  # [n_new] source tuples of the new points
     warm: bool  # False while the window is edge-padded (fewer than L points seen)
+
+
+BLOCK_MIN = 8  # an entity's points in one batch from which writing them as one block beats one by one
+
+
+@dataclass
+class PushResult:
+    """What push_many did, by position in its input."""
+
+    requests: list[tuple[int, WindowRequest]] = field(default_factory=list)  # (position completing it, request)
+    rejected: list[tuple[int, DecodeError]] = field(default_factory=list)
+    last: dict[str, int] = field(default_factory=dict)  # entity -> position of its last accepted point
 
 
 class _Ring:
@@ -52,6 +64,12 @@ class _Ring:
         self.pending += 1
         if ts > self.max_ts:
             self.max_ts = ts
+
+    def ordered(self) -> tuple[np.ndarray, np.ndarray, list]:
+        """(values [L, C], ts [L], sources [L]) oldest first, for a ring that has seen at least L points."""
+        pos = self.pos
+        return (np.concatenate((self.values[pos:], self.values[:pos])), np.concatenate((self.ts[pos:], self.ts[:pos])),
+                self.sources[pos:] + self.sources[:pos])
 
     def ordered_index(self) -> np.ndarray:
         """Slot indices of the window oldest first; edge-padded with the first slot while not yet full."""
@@ -111,12 +129,96 @@ class WindowStore:
         if ring is None:
             ring = self._admit(entity)
         elif ts < ring.max_ts - self.allowed_lateness_s:
-            raise DecodeError("late", f"ts: {ts} is {ring.max_ts - ts:.3f} s behind entity {entity!r}'s latest "
-                                      f"point, allowed lateness is {self.allowed_lateness_s} s")
+            raise self._late(entity, ts, ring.max_ts)
         ring.write(ts, values, source)
         ring.last_active = self.clock() if now is None else now
         self._rings.move_to_end(entity)
         return ring.emit(entity, self.stride) if ring.pending >= self.stride else None
+
+    def push_many(self, entities: list[str], ts: list[float], values: np.ndarray, sources: list,
+                  now: float | None = None) -> PushResult:
+        """Push a batch of points (values float32 [N, C]) in order. The requests, their order, the rejections and
+        the resulting state are those of calling push() for each point; an entity with BLOCK_MIN or more points in
+        the batch is written as one block (numpy) instead of point by point."""
+        now = self.clock() if now is None else now
+        out = PushResult()
+        groups: dict[str, list[int]] = {}
+        for k, entity in enumerate(entities):
+            group = groups.get(entity)
+            if group is None:
+                groups[entity] = [k]
+            else:
+                group.append(k)
+        admitted = sum(1 for entity in groups if entity not in self._rings)
+        if self._flushed or len(self._rings) + admitted > self.max_entities:  # admissions may evict: exact order
+            self._push_each(range(len(entities)), entities, ts, values, sources, now, out)
+        else:
+            for entity, positions in groups.items():
+                ring = self._rings.get(entity) or self._admit(entity)
+                if len(positions) < BLOCK_MIN or ring.seen < self.window:
+                    self._push_each(positions, entities, ts, values, sources, now, out)
+                else:
+                    self._push_block(entity, ring, positions, ts, values, sources, out)
+            for entity in sorted(out.last, key=out.last.__getitem__):  # LRU order of one-by-one pushes
+                self._rings.move_to_end(entity)
+                self._rings[entity].last_active = now
+        out.requests.sort(key=lambda pair: pair[0])  # stable: a point's request before the evictions it caused
+        out.rejected.sort(key=lambda pair: pair[0])
+        return out
+
+    def _push_each(self, positions, entities, ts, values, sources, now: float, out: PushResult) -> None:
+        for k in positions:
+            try:
+                request = self.push(entities[k], ts[k], values[k], sources[k], now)
+            except DecodeError as exc:
+                out.rejected.append((k, exc))
+                continue
+            out.last[entities[k]] = k
+            if request is not None:
+                out.requests.append((k, request))
+            if self._flushed:
+                out.requests += [(k, flushed) for flushed in self.take_flushed()]
+
+    def _push_block(self, entity: str, ring: _Ring, positions: list[int], ts: list[float], values: np.ndarray,
+                    sources: list, out: PushResult) -> None:
+        """Append a warm entity's points at once: each request is a slice of (old window + new points)."""
+        t = np.array([ts[k] for k in positions], dtype=np.float64)  # [m]
+        latest_before = np.maximum.accumulate(np.concatenate(([ring.max_ts], t)))[:-1]  # late points never raise it
+        late = t < latest_before - self.allowed_lateness_s
+        if late.any():
+            for j in np.flatnonzero(late).tolist():
+                out.rejected.append((positions[j], self._late(entity, t[j], latest_before[j])))
+            positions = [k for k, is_late in zip(positions, late.tolist()) if not is_late]
+            t = t[~late]
+        m, L, S = len(positions), self.window, self.stride
+        if not m:
+            return
+        rows = values[positions]  # [m, C]
+        old_values, old_ts, old_sources = ring.ordered()
+        all_values = np.concatenate((old_values, rows))  # [L + m, C]: window after point j = [j + 1, j + 1 + L)
+        all_ts = np.concatenate((old_ts, t))
+        all_sources = old_sources + [sources[k] for k in positions]
+        emitted = range(S - ring.pending - 1, m, S)  # new points j after which `stride` points are pending
+        for j in emitted:
+            end = j + 1 + L
+            out.requests.append((positions[j], WindowRequest(entity, all_values[end - L:end], S,
+                                                             all_ts[end - S:end].copy(), all_sources[end - S:end],
+                                                             True)))
+        kept = min(m, L)  # only the last L points stay in the ring
+        slots = (ring.pos + np.arange(m - kept, m)) % L
+        ring.values[slots] = rows[m - kept:]
+        ring.ts[slots] = t[m - kept:]
+        for slot, k in zip(slots.tolist(), positions[m - kept:]):
+            ring.sources[slot] = sources[k]
+        ring.pos = (ring.pos + m) % L
+        ring.seen += m
+        ring.pending += m - S * len(emitted)
+        ring.max_ts = max(ring.max_ts, float(t.max()))
+        out.last[entity] = positions[-1]
+
+    def _late(self, entity: str, ts: float, latest: float) -> DecodeError:
+        return DecodeError("late", f"ts: {ts} is {latest - ts:.3f} s behind entity {entity!r}'s latest "
+                                   f"point, allowed lateness is {self.allowed_lateness_s} s")
 
     def _admit(self, entity: str) -> _Ring:
         if len(self._rings) >= self.max_entities:

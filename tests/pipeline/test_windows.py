@@ -126,3 +126,42 @@ def test_state_round_trip_gives_identical_requests():
 def test_stride_larger_than_window_is_a_config_error():
     with pytest.raises(ConfigError, match="scoring.stride"):
         WindowStore(4, 1, 5, 10, 0.0, 0.0)
+
+
+def _requests_as_data(requests):
+    return [(r.entity, r.window.tolist(), r.n_new, r.ts.tolist(), list(r.sources), r.warm) for r in requests]
+
+
+@pytest.mark.parametrize("stride,max_entities,batch", [(2, 10, 40), (5, 10, 64), (1, 10, 7), (3, 4, 50)])
+def test_push_many_equals_pushing_one_by_one(stride, max_entities, batch):
+    """Blocks (entities with many points per batch), single points, late points, warm-up and evictions (cap 4 with
+    six entities) must give the same requests in the same order, the same rejections and the same state."""
+    rng = np.random.default_rng(stride * 100 + batch)
+    n = 600
+    entities = [f"e{int(i)}" for i in rng.choice(6, n, p=[0.5, 0.3, 0.1, 0.05, 0.03, 0.02])]
+    ts = (np.arange(n) + rng.normal(0, 1, n) * (rng.random(n) < 0.1) * 30).tolist()  # some points far back
+    values = rng.random((n, C), dtype=np.float32)
+    sources = [("t", 0, k) for k in range(n)]
+    clock_a, clock_b = Clock(), Clock()
+    one = WindowStore(L, C, stride, max_entities, allowed_lateness_s=5.0, entity_idle_s=0.0, clock=clock_a)
+    many = WindowStore(L, C, stride, max_entities, allowed_lateness_s=5.0, entity_idle_s=0.0, clock=clock_b)
+    want_requests, want_rejected, got_requests, got_rejected = [], [], [], []
+    for lo in range(0, n, batch):
+        clock_a.now = clock_b.now = float(lo)
+        for k in range(lo, min(lo + batch, n)):
+            try:
+                request = one.push(entities[k], ts[k], values[k], sources[k], clock_a.now)
+            except DecodeError as exc:
+                want_rejected.append((k, exc.reason, exc.detail))
+                continue
+            want_requests += ([request] if request else []) + one.take_flushed()
+        hi = min(lo + batch, n)
+        result = many.push_many(entities[lo:hi], ts[lo:hi], values[lo:hi], sources[lo:hi], clock_b.now)
+        got_requests += [r for _, r in result.requests]
+        got_rejected += [(lo + k, exc.reason, exc.detail) for k, exc in result.rejected]
+    assert got_rejected == want_rejected and any(reason == "late" for _, reason, _ in want_rejected)
+    assert _requests_as_data(got_requests) == _requests_as_data(want_requests) and len(want_requests) > 50
+    assert list(many._rings) == list(one._rings)  # same LRU order
+    for entity in one._rings:
+        a, b = one.state_dict(entity), many.state_dict(entity)
+        assert all(np.array_equal(a[key], b[key]) if isinstance(a[key], np.ndarray) else a[key] == b[key] for key in a)
