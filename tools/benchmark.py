@@ -193,6 +193,11 @@ def _metric(cell: dict, scope: str, key: str):
     return v if isinstance(v, float) and np.isfinite(v) else None
 
 
+def _label(cell: dict) -> str:
+    """The model's name, with its preset when not the default (two presets of one model are two candidates)."""
+    return cell["model"] if cell.get("preset", "default") == "default" else f"{cell['model']} ({cell['preset']})"
+
+
 def _beats_on_all(cells: list[dict]) -> list[str]:
     """Deep models that beat the best baseline on every headline metric at once."""
     winners = None
@@ -200,7 +205,7 @@ def _beats_on_all(cells: list[dict]) -> list[str]:
         base = [_metric(c, scope, key) for c in cells if c["model"] in BASELINES and _metric(c, scope, key) is not None]
         if not base:
             return []
-        above = {c["model"] for c in cells if c["model"] not in BASELINES
+        above = {_label(c) for c in cells if c["model"] not in BASELINES
                  and (_metric(c, scope, key) or float("-inf")) > max(base)}
         winners = above if winners is None else winners & above
     return sorted(winners or [])
@@ -221,13 +226,13 @@ def _verdicts(cells: dict) -> list[str]:
             b = max(base, key=lambda c: _metric(c, scope, key))
             d = max(deep, key=lambda c: _metric(c, scope, key))
             won = _metric(d, scope, key) > _metric(b, scope, key)
-            parts.append(f"{title}: best deep {d['model']} {_metric(d, scope, key):.3f} vs best baseline "
-                         f"{b['model']} {_metric(b, scope, key):.3f} -> **{'beats it' if won else 'does NOT beat it'}**")
+            parts.append(f"{title}: best deep {_label(d)} {_metric(d, scope, key):.3f} vs best baseline "
+                         f"{_label(b)} {_metric(b, scope, key):.3f} -> **{'beats it' if won else 'does NOT beat it'}**")
         allround = _beats_on_all(ours)
         if parts:
             parts.append("one deep model beating the best baseline on all three: "
                          f"**{', '.join(allround) if allround else 'none'}**")
-        nab = [(c["report"]["aggregate"].get("nab", {}).get("nab_standard"), c["model"]) for c in ours
+        nab = [(c["report"]["aggregate"].get("nab", {}).get("nab_standard"), _label(c)) for c in ours
                if c.get("report")]
         nab = [(v, m) for v, m in nab if isinstance(v, float) and np.isfinite(v)]
         if nab:
