@@ -48,15 +48,16 @@ def _w(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (1.0 / xy).mean(axis=1) * (1.0 + np.log(xy).mean(axis=1)) - 1.0
 
 
-def _bisect(lo: float, hi: float, y: np.ndarray) -> float:
-    w_lo = _w(np.array([lo]), y)[0]
-    for _ in range(_BISECT_STEPS):
-        mid = 0.5 * (lo + hi)
-        w_mid = _w(np.array([mid]), y)[0]
-        if (w_mid < 0) == (w_lo < 0):
-            lo, w_lo = mid, w_mid
-        else:
-            hi = mid
+def _bisect(lo: np.ndarray, hi: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bisection of w on every bracket [lo_i, hi_i] at once: one evaluation of w per step for all roots."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w_lo = _w(lo, y)
+        for _ in range(_BISECT_STEPS):
+            mid = 0.5 * (lo + hi)
+            w_mid = _w(mid, y)
+            same = (w_mid < 0) == (w_lo < 0)
+            lo, w_lo = np.where(same, mid, lo), np.where(same, w_mid, w_lo)
+            hi = np.where(same, hi, mid)
     return 0.5 * (lo + hi)
 
 
@@ -66,7 +67,7 @@ def _roots(grid: np.ndarray, y: np.ndarray) -> list[float]:
         w = _w(grid, y)
     ok = np.isfinite(w)
     change = np.flatnonzero(ok[:-1] & ok[1:] & (np.sign(w[:-1]) * np.sign(w[1:]) < 0))
-    return [_bisect(float(grid[i]), float(grid[i + 1]), y) for i in change]
+    return _bisect(grid[change], grid[change + 1], y).tolist() if change.size else []
 
 
 def grimshaw(y: np.ndarray) -> GPDFit | None:
