@@ -68,11 +68,25 @@ def _quiet_logs() -> None:
     logging.getLogger("kafka").setLevel(logging.ERROR)
 
 
-def _print_alert(message: dict, row: int) -> None:
-    top = ", ".join(f"{c['name']} {c['share']:.0%}" for c in message.get("top_channels", []))
+def _print_alert(message: dict, rows: str) -> None:
+    """One line per alert event; a resolved event shows the episode's rows and its peak score."""
+    channels = message.get("top_channels", [])
+    shown = channels[:1] + [c for c in channels[1:] if c["share"] >= 0.01]  # "0%" entries say nothing
+    top = ", ".join(f"{c['name']} {c['share']:.0%}" for c in shown)
     when = time.strftime("%H:%M:%S", time.localtime(message["ts"]))
-    print(f"  {message['status']:8s} {message['entity']:14s} {when} row {row:6d}  score {message['score']:9.3f}  "
+    label = "peak" if message["status"] == "resolved" else "score"
+    print(f"  {message['status']:8s} {message['entity']:14s} {when} rows {rows:>13s}  {label} {message['score']:9.3f}  "
           f"threshold {message['threshold']:8.3f}  top: {top}")
+
+
+def _rows(message: dict, report) -> str:
+    """Dataset rows of the alert: where it fired, and for a resolved one also where it resolved."""
+    if report is None:
+        return "?"
+    start = report.row_of(message["entity"], message["start_ts"])
+    if message["status"] != "resolved":
+        return str(start)
+    return f"{start}-{report.row_of(message['entity'], message['ts'])}"
 
 
 def run_demo(cfg: Config, limit: int = 0) -> int:
@@ -138,7 +152,7 @@ def _print_new(tail, alerts: list[dict], report_box: dict) -> int:
     report = report_box.get("report")
     for message in new:
         alerts.append(message)
-        _print_alert(message, report.row_of(message["entity"], message["start_ts"]) if report else -1)
+        _print_alert(message, _rows(message, report))
     return len(new)
 
 
