@@ -31,6 +31,7 @@ from streamdet.bundle import load_bundle  # noqa: E402
 from streamdet.config import load_config  # noqa: E402
 from streamdet.data import load_series  # noqa: E402
 from streamdet.evaluate.backtest import evaluation_config, replay_entity  # noqa: E402
+from streamdet.evaluate.metrics import paired_difference  # noqa: E402
 from streamdet.evaluate.report import build_report  # noqa: E402
 from streamdet.models import registry  # noqa: E402
 from streamdet.train import train_bundle  # noqa: E402
@@ -211,6 +212,27 @@ def _beats_on_all(cells: list[dict]) -> list[str]:
     return sorted(winners or [])
 
 
+def _per_entity(cell: dict, key: str) -> dict[str, float]:
+    return {e["entity"]: float(e[key]) for e in cell["report"]["entities"] if isinstance(e.get(key), (int, float))}
+
+
+def _outcome(deep: dict, base: dict, scope: str, key: str) -> str:
+    """Who wins, and for a macro metric whether the paired bootstrap over entities says the gap is more than noise."""
+    won = _metric(deep, scope, key) > _metric(base, scope, key)
+    word = "beats it" if won else "does NOT beat it"
+    if scope != "macro":
+        return f"**{word}** (pooled over points: no interval)"
+    diff = paired_difference(_per_entity(deep, key), _per_entity(base, key))
+    if diff is None:
+        return f"**{word}** (too few entities for an interval)"
+    if won and diff.verdict != "ahead":
+        word = "ahead, but within noise"
+    elif not won and diff.verdict != "behind":
+        word = "does NOT beat it (within noise)"
+    return (f"**{word}** (paired difference {diff.mean:+.3f}, 95 % interval [{diff.low:+.3f}, {diff.high:+.3f}] over "
+            f"{diff.entities} entities)")
+
+
 def _verdicts(cells: dict) -> list[str]:
     """Per dataset and headline metric: the best baseline, and whether the best deep model beats it."""
     lines = []
@@ -225,9 +247,8 @@ def _verdicts(cells: dict) -> list[str]:
                 continue
             b = max(base, key=lambda c: _metric(c, scope, key))
             d = max(deep, key=lambda c: _metric(c, scope, key))
-            won = _metric(d, scope, key) > _metric(b, scope, key)
             parts.append(f"{title}: best deep {_label(d)} {_metric(d, scope, key):.3f} vs best baseline "
-                         f"{_label(b)} {_metric(b, scope, key):.3f} -> **{'beats it' if won else 'does NOT beat it'}**")
+                         f"{_label(b)} {_metric(b, scope, key):.3f} -> {_outcome(d, b, scope, key)}")
         allround = _beats_on_all(ours)
         if parts:
             parts.append("one deep model beating the best baseline on all three: "
@@ -252,7 +273,10 @@ def write_results(cells: dict, path: Path, notes: list[str] = ()) -> None:
              "are at the operating threshold with alerts as predictions; PA-F1 is for comparison with papers only.",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += [_row(c) for _, c in sorted(cells.items())]
-    lines += ["", "## Do the deep models beat the best simple baseline measured in the same run?", ""]
+    lines += ["", "## Do the deep models beat the best simple baseline measured in the same run?", "",
+              "A macro metric counts as beaten only when the 95 % percentile-bootstrap interval of the per-entity "
+              "difference (resampling entities, paired) lies above zero; otherwise the line says the gap is within "
+              "noise. The all-three line compares point estimates.", ""]
     lines += _verdicts(cells)
     if notes:
         lines += ["", "## How this table was made", ""] + [f"- {n}" for n in notes]

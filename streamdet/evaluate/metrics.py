@@ -155,3 +155,39 @@ def macro(per_entity: list[dict]) -> dict:
         values = np.array([e[k] for e in per_entity if isinstance(e.get(k), (int, float))], dtype=np.float64)
         out[k] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
     return out
+
+
+@dataclass
+class PairedDifference:
+    """Mean of per-entity differences (a - b) and its bootstrap interval: is a model really ahead of another?"""
+
+    mean: float
+    low: float
+    high: float
+    entities: int
+
+    @property
+    def verdict(self) -> str:
+        """"ahead" / "behind" only when the whole interval is on one side of zero, else "tie"."""
+        if self.low > 0:
+            return "ahead"
+        if self.high < 0:
+            return "behind"
+        return "tie"
+
+
+def paired_difference(a: dict[str, float], b: dict[str, float], level: float = 0.95, rounds: int = 10_000,
+                      seed: int = 0) -> PairedDifference | None:
+    """Percentile bootstrap over entities of the mean difference a[e] - b[e], paired on the entities both scored.
+
+    A macro metric is a mean over entities, so resampling entities is what says how much a difference in the table
+    would move on another draw of machines. None when fewer than 3 entities have finite values in both."""
+    common = [e for e in a if e in b and np.isfinite(a[e]) and np.isfinite(b[e])]
+    if len(common) < 3:
+        return None
+    diffs = np.array([a[e] - b[e] for e in common], dtype=np.float64)  # [E]
+    picks = np.random.default_rng(seed).integers(0, len(diffs), (rounds, len(diffs)))  # [R, E]
+    means = diffs[picks].mean(axis=1)  # [R]
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return PairedDifference(float(diffs.mean()), float(low), float(high), len(common))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from streamdet.errors import StreamdetError
-from streamdet.evaluate.metrics import (best_f1, count, hit_rate, interpretation_scores, macro, ndcg, summarise,
-                                        threshold_metrics)
+from streamdet.evaluate.metrics import (best_f1, count, hit_rate, interpretation_scores, macro, ndcg,
+                                        paired_difference, summarise, threshold_metrics)
 
 #                 0  1  2  3  4  5  6  7  8  9 10 11 12 13 14 15 16 17 18 19
 LABELS = np.array([0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0])
@@ -91,3 +91,29 @@ def test_hit_rate_and_ndcg():
 def test_macro_ignores_nan_entities():
     out = macro([{"point_f1": 0.5, "name": "x"}, {"point_f1": float("nan")}, {"point_f1": 1.0}])
     assert out == {"point_f1": pytest.approx(0.75)}
+
+
+def test_paired_difference_is_ahead_when_every_entity_improves():
+    a = {f"e{i}": 0.5 + 0.01 * i for i in range(10)}
+    b = {e: v - 0.1 for e, v in a.items()}
+    d = paired_difference(a, b)
+    assert d.entities == 10 and d.mean == pytest.approx(0.1)
+    assert d.low == pytest.approx(0.1) and d.high == pytest.approx(0.1)  # no spread: every resample is 0.1
+    assert d.verdict == "ahead"
+
+
+def test_paired_difference_calls_a_small_mixed_difference_a_tie():
+    a = {"e0": 0.9, "e1": 0.2, "e2": 0.6, "e3": 0.4, "e4": 0.5}
+    b = {"e0": 0.5, "e1": 0.5, "e2": 0.5, "e3": 0.5, "e4": 0.5}  # differences +0.4, -0.3, +0.1, -0.1, 0: mean +0.02
+    d = paired_difference(a, b)
+    assert d.mean == pytest.approx(0.02)
+    assert d.low < 0 < d.high and d.verdict == "tie"
+    assert paired_difference(b, {e: v + 1 for e, v in a.items()}).verdict == "behind"
+
+
+def test_paired_difference_pairs_only_entities_scored_by_both():
+    a = {"e0": 0.3, "e1": float("nan"), "e2": 0.5, "e3": 0.7, "only_a": 1.0}
+    b = {"e0": 0.1, "e1": 0.2, "e2": 0.3, "e3": 0.5}
+    d = paired_difference(a, b)
+    assert d.entities == 3 and d.mean == pytest.approx(0.2)
+    assert paired_difference({"e0": 1.0, "e1": 1.0}, {"e0": 0.0, "e1": 0.0}) is None  # too few to resample
