@@ -18,8 +18,9 @@ import numpy as np
 
 GAMMA_RANGE = (-1.0, 1.0)  # γ <= -1: the likelihood is unbounded; γ >= 1: infinite mean, not a plausible score tail
 MIN_PEAKS_MLE = 10  # fewer excesses than this: the exponential fit (one parameter) is the only stable choice
-_GRID = 200  # grid points per side for bracketing roots of w(x)
+_GRID = 100  # grid points per side for bracketing roots of w(x)
 _BISECT_STEPS = 60
+_BISECT_RTOL = 1e-12  # brackets this narrow (relative) are done: x is then far more exact than γ, σ need
 _ZERO_SHAPE = 1e-8
 
 
@@ -45,7 +46,10 @@ def log_likelihood(y: np.ndarray, gamma: float, sigma: float) -> float:
 def _w(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Grimshaw's w(x) = u(x)·v(x) − 1 for each x; x [G], y [N] -> [G]."""
     xy = 1.0 + x[:, None] * y[None, :]  # [G, N]
-    return (1.0 / xy).mean(axis=1) * (1.0 + np.log(xy).mean(axis=1)) - 1.0
+    n = y.size
+    u = np.add.reduce(np.reciprocal(xy), axis=1) / n
+    v = 1.0 + np.add.reduce(np.log(xy, out=xy), axis=1) / n
+    return u * v - 1.0
 
 
 def _bisect(lo: np.ndarray, hi: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -53,6 +57,8 @@ def _bisect(lo: np.ndarray, hi: np.ndarray, y: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         w_lo = _w(lo, y)
         for _ in range(_BISECT_STEPS):
+            if (np.abs(hi - lo) <= _BISECT_RTOL * np.abs(lo)).all():
+                break
             mid = 0.5 * (lo + hi)
             w_mid = _w(mid, y)
             same = (w_mid < 0) == (w_lo < 0)
@@ -75,7 +81,8 @@ def grimshaw(y: np.ndarray) -> GPDFit | None:
     y_min, y_max, y_mean = float(y.min()), float(y.max()), float(y.mean())
     if y_max - y_min <= 1e-12 * max(y_max, 1.0):
         return None
-    r = np.geomspace(1e-7, 1.0 - 1e-7, _GRID)
+    half = np.geomspace(1e-7, 0.5, _GRID // 2)
+    r = np.concatenate([half, 1.0 - half[-2::-1]])  # dense near both ends: γ < 0 roots crowd towards x = -1/y_max
     negative = np.sort(-r / y_max)  # x in (-1/y_max, 0): the shape γ < 0 side
     upper = 2.0 * (y_mean - y_min) / (y_min ** 2)  # Grimshaw's bound: no root of w beyond it
     positive = np.geomspace(1e-7 / y_max, max(upper, 1e-6 / y_max), 2 * _GRID)  # the shape γ > 0 side
