@@ -81,7 +81,7 @@ class Decoder:
     def decode_many(self, raws: Sequence[bytes]) -> DecodedBatch:
         """Decode a batch: usable records as columns (values float32 [N, C]) and the rejected with their reasons."""
         out = DecodedBatch()
-        rows: list[list] = []
+        flat: list = []  # every usable number, row after row: floats are not tracked by the garbage collector
         from_mapping: list[bool] = []  # per usable row: sent as `metrics` (error details name the channel)
         now = time.time()
         newest = now + self.max_future_s if self.max_future_s is not None else math.inf
@@ -106,12 +106,12 @@ class Decoder:
                 except DecodeError as exc:
                     out.rejected.append((i, exc))
                     continue
-            rows.append(row)
+            flat.extend(row)
             from_mapping.append(mapped)
             out.index.append(i)
             out.entities.append(entity)
             out.ts.append(ts)
-        matrix = np.array(rows, dtype=np.float64).reshape(len(rows), self.n_channels)  # [N, C]
+        matrix = np.array(flat, dtype=np.float64).reshape(len(out.index), self.n_channels)  # [N, C]
         in_range = np.abs(matrix) <= FLOAT32_MAX  # [N, C]; NaN fails every comparison
         bad = np.flatnonzero(~in_range.all(axis=1))
         if bad.size:

@@ -31,7 +31,7 @@ def test_metrics_form_orders_by_channel_name(decoder):
     assert rec.values.tolist() == [1.0, 2.0, 3.0] and rec.ts == 3.0
 
 
-@pytest.mark.parametrize("raw, reason, where", [
+BAD_RECORDS = [
     (b"\xff\xfe{}", "not_utf8", ""),
     (b'{"entity": "m", ', "not_json", ""),
     (b'{"entity":"m","ts":1,"values":[NaN,1,2]}', "not_json", ""),
@@ -57,7 +57,10 @@ def test_metrics_form_orders_by_channel_name(decoder):
     ({"entity": "m", "ts": 1, "metrics": {"cpu": 1, "mem": 2, "gpu": 3}}, "unknown_channel", "metrics.gpu"),
     ({"entity": "m", "ts": 1, "metrics": {"cpu": 1, "mem": "x", "disk": 3}}, "wrong_type", "metrics.mem"),
     ({"entity": "m", "ts": 1, "metrics": {"cpu": 1, "mem": 2, "disk": -1e39}}, "non_finite", "metrics.disk"),
-])
+]
+
+
+@pytest.mark.parametrize("raw, reason, where", BAD_RECORDS)
 def test_every_reason_names_the_field(decoder, raw, reason, where):
     err = reject(decoder, raw)
     assert err.reason == reason
@@ -86,3 +89,35 @@ def test_decode_many_keeps_input_positions_of_usable_and_rejected_records(decode
 def test_decode_many_of_nothing_usable_is_an_empty_matrix(decoder):
     batch = decoder.decode_many([b"{}", b"[]"])
     assert batch.values.shape == (0, 3) and len(batch.rejected) == 2
+
+
+def _good(i: int) -> bytes:
+    return orjson.dumps({"entity": f"m-{i % 3}", "ts": 1000 + i, "values": [i, i / 2, -i * 1e-3]})
+
+
+def test_a_batch_of_good_records_decodes_as_each_record_alone(decoder):
+    raws = [_good(i) for i in range(50)]
+    batch = decoder.decode_many(raws)
+    alone = [decoder.decode(raw) for raw in raws]
+    assert batch.index == list(range(50)) and not batch.rejected
+    assert batch.entities == [r.entity for r in alone] and batch.ts == [r.ts for r in alone]
+    assert batch.values.dtype == np.float32
+    assert batch.values.tolist() == [r.values.tolist() for r in alone]
+
+
+@pytest.mark.parametrize("raw, reason, where", BAD_RECORDS)
+def test_one_bad_record_among_good_ones_is_rejected_alone(decoder, raw, reason, where):
+    """The batch path checks whole columns at once; a single bad record must still be named, and only it."""
+    bad = raw if isinstance(raw, bytes) else orjson.dumps(raw)
+    raws = [_good(0), _good(1), bad, _good(3)]
+    batch = decoder.decode_many(raws)
+    assert [(i, e.reason) for i, e in batch.rejected] == [(2, reason)] and where in batch.rejected[0][1].detail
+    assert batch.index == [0, 1, 3] and batch.entities == ["m-0", "m-1", "m-0"]
+    assert batch.values.tolist() == [decoder.decode(raws[i]).values.tolist() for i in (0, 1, 3)]
+
+
+def test_a_future_timestamp_is_rejected_in_a_batch():
+    decoder = Decoder(CHANNELS, max_record_bytes=512, max_future_s=60)
+    future = orjson.dumps({"entity": "m", "ts": 4e9, "values": [1, 2, 3]})
+    batch = decoder.decode_many([_good(0), future])
+    assert batch.index == [0] and [(i, e.reason) for i, e in batch.rejected] == [(1, "bad_ts")]
