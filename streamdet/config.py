@@ -50,6 +50,7 @@ class KafkaConfig:
     state_topic: str = "streamdet-state"
     group_id: str = "streamdet"
     client_id: str = "streamdet"
+    client: Literal["kafka-python", "confluent"] = "kafka-python"  # the metrics consumer's library (see io/confluent.py)
     partitions: int = _range(1, 10_000, default=4)  # used when streamdet creates a missing topic
     session_timeout_ms: int = _range(1000, 300_000, default=10_000)
     heartbeat_interval_ms: int = _range(100, 60_000, default=1000)

@@ -20,8 +20,8 @@ from typing import Callable, Optional
 
 import orjson
 
-from .io.kafka import (KafkaPythonClient, Partition, StreamClient, accepts_connections, ensure_changelog,
-                       ensure_topics, error_kind, is_outage)
+from .io.kafka import (Partition, StreamClient, accepts_connections, ensure_changelog,
+                       ensure_topics, error_kind, is_outage, make_client)
 from .io.metrics import Metrics
 from .outage import Backoff
 
@@ -48,7 +48,7 @@ class Daemon:
     """`Daemon(cfg).run()` -> exit code. `stop()` (or SIGTERM/SIGINT in the main thread) ends it cleanly."""
 
     def __init__(self, cfg, bundle_path: Optional[str] = None, *, bootstrap: Optional[str] = None,
-                 client_factory: Callable[..., StreamClient] = KafkaPythonClient,
+                 client_factory: Callable[..., StreamClient] = make_client,
                  observer: Optional[Callable] = None):
         self.cfg = cfg
         self.bundle_path = bundle_path or cfg.model.bundle
@@ -124,8 +124,8 @@ class Daemon:
         self.bootstrap = self._resolve_bootstrap(stack)
         self._connect(stack)
         k = self.cfg.kafka
-        log.info("daemon started bootstrap=%s topic=%s group=%s model=%s", self.bootstrap, k.metrics_topic,
-                 k.group_id, bundle.model_name)
+        log.info("daemon started bootstrap=%s topic=%s group=%s client=%s model=%s", self.bootstrap, k.metrics_topic,
+                 k.group_id, k.client, bundle.model_name)
 
     def _connect(self, stack: ExitStack) -> None:
         """Create topics, the client and the subscription, retrying with capped back-off while the broker is down."""

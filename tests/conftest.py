@@ -65,6 +65,15 @@ def names() -> dict[str, str]:
     return {"metrics": f"metrics-{tag}", "alerts": f"alerts-{tag}", "dlq": f"dlq-{tag}", "group": f"group-{tag}"}
 
 
+KAFKA_CLIENTS = ("kafka-python", "confluent")  # kafka.client values; the delivery tests run the daemon with each
+
+
+@pytest.fixture(params=KAFKA_CLIENTS)
+def client_names(request, names) -> dict[str, str]:
+    """`names` plus the kafka.client the daemon under test consumes with (DaemonProcess reads names["client"])."""
+    return {**names, "client": request.param}
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, smd_root) -> Path:
     """A tiny LSTM-AE bundle trained on one SMD machine (2 epochs, 3,000 windows), built once per session."""

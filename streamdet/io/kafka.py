@@ -1,8 +1,8 @@
-"""Kafka adapter: the only module that imports a Kafka client (kafka-python).
+"""Kafka adapter: with io/confluent.py, the only modules that import a Kafka client (kafka-python here).
 
 The daemon talks to `StreamClient`, a small interface (poll a batch, produce, flush, commit, rebalance callbacks, lag,
-topic creation), so that another client (confluent-kafka, say) can be added as a second implementation without
-touching the daemon. Offsets are committed manually and only after the producer has flushed: alerts are delivered
+topic creation), with two implementations picked by `kafka.client` (`make_client`): KafkaPythonClient here, and
+ConfluentClient (a librdkafka consumer) in io/confluent.py. Offsets are committed manually and only after the producer has flushed: alerts are delivered
 at least once (DESIGN.md §5).
 """
 
@@ -37,10 +37,20 @@ class KafkaDeliveryError(StreamdetError):
     """The broker did not acknowledge produced records; their offsets must not be committed."""
 
 
+class BrokerUnavailable(StreamdetError):
+    """A client other than kafka-python could not reach the brokers (its own exception, converted by its adapter)."""
+
+    def __init__(self, message: str, kind: str = "unavailable"):
+        super().__init__(message)
+        self.kind = kind  # the client's error name, a bounded label
+
+
 def error_kind(exc: BaseException) -> str | None:
     """A bounded label for a Kafka failure (for streamdet_kafka_errors_total), or None if it is not one."""
     if isinstance(exc, KafkaDeliveryError):
         return "delivery"
+    if isinstance(exc, BrokerUnavailable):
+        return exc.kind
     if isinstance(exc, KafkaError):
         return type(exc).__name__
     return None
@@ -48,7 +58,7 @@ def error_kind(exc: BaseException) -> str | None:
 
 def is_outage(exc: BaseException) -> bool:
     """Errors that mean "the broker is not answering": retry them; anything else is a bug and stops the daemon."""
-    kinds = (KafkaError, KafkaDeliveryError, ConnectionError, TimeoutError)
+    kinds = (KafkaError, KafkaDeliveryError, BrokerUnavailable, ConnectionError, TimeoutError)
     return isinstance(exc, kinds) or isinstance(exc.__cause__, kinds)
 
 
@@ -230,7 +240,7 @@ class TopicTail:
 
 
 class StreamClient:
-    """What the daemon needs from Kafka. Implementations: KafkaPythonClient."""
+    """What the daemon needs from Kafka. Implementations: KafkaPythonClient, confluent.ConfluentClient."""
 
     def subscribe(self, topics: list[str], on_assign: PartitionsCallback, on_revoke: PartitionsCallback) -> None:
         raise NotImplementedError
@@ -268,6 +278,21 @@ class StreamClient:
         raise NotImplementedError
 
 
+class ProducingClient(StreamClient):
+    """The producing half both clients share: kafka-python's acknowledged Producer (`self._producer`)."""
+
+    _producer: Producer
+
+    def produce(self, topic, key, value):
+        self._producer.produce(topic, key, value)
+
+    def flush(self, timeout_s=FLUSH_TIMEOUT_S):
+        return self._producer.flush(timeout_s)
+
+    def unacknowledged(self):
+        return self._producer.unacknowledged
+
+
 class _Listener(AsyncConsumerRebalanceListener):
     """Adapts kafka-python's rebalance listener to plain (topic, partition) callbacks.
 
@@ -298,7 +323,7 @@ class _Listener(AsyncConsumerRebalanceListener):
                 log.exception("commit during the rebalance failed")
 
 
-class KafkaPythonClient(StreamClient):
+class KafkaPythonClient(ProducingClient):
     """StreamClient over kafka-python: one consumer (manual commits) and one producer (acks=all)."""
 
     def __init__(self, cfg, bootstrap: Optional[str] = None):
@@ -324,15 +349,6 @@ class KafkaPythonClient(StreamClient):
             items += [(r.value, (topic, partition, r.offset, r.timestamp)) for r in records]
             self._consumed[(topic, partition)] = records[-1].offset + 1
         return items
-
-    def produce(self, topic, key, value):
-        self._producer.produce(topic, key, value)
-
-    def flush(self, timeout_s=FLUSH_TIMEOUT_S):
-        return self._producer.flush(timeout_s)
-
-    def unacknowledged(self):
-        return self._producer.unacknowledged
 
     def commit(self, offsets):
         if not offsets:
@@ -390,6 +406,18 @@ class KafkaPythonClient(StreamClient):
             self._consumer.close(autocommit=False)
         finally:
             self._producer.close()
+
+
+def make_client(cfg, bootstrap: Optional[str] = None) -> StreamClient:
+    """The StreamClient that `kafka.client` names (confluent-kafka is imported only when asked for)."""
+    if cfg.kafka.client == "confluent":
+        try:
+            from .confluent import ConfluentClient
+        except ImportError as exc:
+            raise ConfigError("kafka.client: 'confluent' needs the confluent-kafka package "
+                              "(pip install 'streamdet[confluent]')") from exc
+        return ConfluentClient(cfg, bootstrap)
+    return KafkaPythonClient(cfg, bootstrap)
 
 
 def read_to_end(cfg, topic: str, bootstrap: Optional[str] = None, timeout_s: float = 60.0):

@@ -50,7 +50,8 @@ class DaemonProcess:
             f"kafka.alerts_topic={names['alerts']}", f"kafka.dlq_topic={names['dlq']}",
             f"kafka.group_id={names['group']}", "kafka.partitions=2", "kafka.session_timeout_ms=6000",
             "kafka.heartbeat_interval_ms=1000", "kafka.commit_interval_ms=200", "metrics.host=127.0.0.1",
-            f"metrics.port={self.port}", "scoring.threads=1", "logging.format=json", *extra]
+            f"metrics.port={self.port}", "scoring.threads=1", "logging.format=json",
+            f"kafka.client={names.get('client', 'kafka-python')}", *extra]
         cmd = [sys.executable, "-m", "streamdet", "run", "--config", str(SMD_CONFIG)]
         for item in overrides:
             cmd += ["--set", item]

@@ -15,7 +15,7 @@ import pytest
 from streamdet.bundle import load_bundle
 from streamdet.config import load_config
 from streamdet.io.kafka import ensure_topics, make_producer
-from tests.conftest import SMD_CONFIG, TINY_ENTITY, TINY_WINDOW, wait_until
+from tests.conftest import KAFKA_CLIENTS, SMD_CONFIG, TINY_ENTITY, TINY_WINDOW, wait_until
 from tests.integration.helpers import T0, DaemonProcess, final_totals, read_topic, record, smd_labels, smd_rows
 
 pytestmark = pytest.mark.kafka
@@ -34,11 +34,13 @@ MALFORMED = {
 }
 
 
-@pytest.fixture(scope="module")
-def scenario(broker, tiny_bundle, smd_root, tmp_path_factory):
-    """Start the daemon, replay the slice (malformed records included), wait until every good record is scored."""
+@pytest.fixture(scope="module", params=KAFKA_CLIENTS)
+def scenario(request, broker, tiny_bundle, smd_root, tmp_path_factory):
+    """Start the daemon (with each kafka.client), replay the slice (malformed records included), wait until every
+    good record is scored."""
     tag = uuid.uuid4().hex[:8]
-    names = {"metrics": f"metrics-{tag}", "alerts": f"alerts-{tag}", "dlq": f"dlq-{tag}", "group": f"group-{tag}"}
+    names = {"metrics": f"metrics-{tag}", "alerts": f"alerts-{tag}", "dlq": f"dlq-{tag}", "group": f"group-{tag}",
+             "client": request.param}
     rows = smd_rows(smd_root, TINY_ENTITY, "test", FIRST_ROW, LAST_ROW)
     labels = smd_labels(smd_root, TINY_ENTITY, FIRST_ROW, LAST_ROW)
     daemon = DaemonProcess(tiny_bundle, broker.bootstrap, names, tmp_path_factory.mktemp("e2e") / "daemon.log",
@@ -86,6 +88,11 @@ def test_an_alert_fires_at_the_labelled_anomaly(scenario):
     first = next(a for a in firing if start - SLACK <= a["start_ts"] - T0 <= end + SLACK)
     assert first["score"] > first["threshold"] and first["model"]["name"] == "lstm_ae"
     assert first["top_channels"] and first["source"]["topic"] == scenario["names"]["metrics"]
+
+
+def test_the_daemon_consumes_with_the_configured_client(scenario):
+    started = [e["msg"] for e in scenario["daemon"].log_events() if e["msg"].startswith("daemon started")]
+    assert len(started) == 1 and f"client={scenario['names']['client']}" in started[0]
 
 
 def test_malformed_records_reach_the_dead_letter_topic_with_their_reason(scenario):

@@ -30,25 +30,25 @@ def _produce(bootstrap: str, topic: str, rows, first_row: int) -> None:
 
 
 def test_second_instance_joins_and_revoked_partitions_are_drained_not_rescored(broker, tiny_bundle, smd_root,
-                                                                                names, tmp_path):
+                                                                                client_names, tmp_path):
     rows = smd_rows(smd_root, TINY_ENTITY, "test", 0, ROWS)
     total = ROWS * len(ENTITIES)
-    ensure_topics(load_config(None, ["kafka.partitions=2"]), [names["metrics"]], broker.bootstrap)
+    ensure_topics(load_config(None, ["kafka.partitions=2"]), [client_names["metrics"]], broker.bootstrap)
     no_state = ("kafka.state_topic=''",)
-    first = DaemonProcess(tiny_bundle, broker.bootstrap, names, tmp_path / "first.log", extra=no_state)
+    first = DaemonProcess(tiny_bundle, broker.bootstrap, client_names, tmp_path / "first.log", extra=no_state)
     second = None
     try:
         first.wait_ready()
-        _produce(broker.bootstrap, names["metrics"], rows[:SPLIT], 0)
-        wait_until(lambda: first.value("streamdet_records_consumed_total", topic=names["metrics"])
+        _produce(broker.bootstrap, client_names["metrics"], rows[:SPLIT], 0)
+        wait_until(lambda: first.value("streamdet_records_consumed_total", topic=client_names["metrics"])
                    >= SPLIT * len(ENTITIES), 30, "the first instance to read the first phase")
-        second = DaemonProcess(tiny_bundle, broker.bootstrap, names, tmp_path / "second.log", extra=no_state)
+        second = DaemonProcess(tiny_bundle, broker.bootstrap, client_names, tmp_path / "second.log", extra=no_state)
         second.wait_ready(60)  # ready = partitions assigned: the group has rebalanced onto both
         wait_until(lambda: first.value("streamdet_ready") == 1.0, 30, "the first instance to get its share back")
-        _produce(broker.bootstrap, names["metrics"], rows[SPLIT:], SPLIT)
+        _produce(broker.bootstrap, client_names["metrics"], rows[SPLIT:], SPLIT)
 
         def consumed_everything() -> bool:
-            return sum(d.value("streamdet_records_consumed_total", topic=names["metrics"])
+            return sum(d.value("streamdet_records_consumed_total", topic=client_names["metrics"])
                        for d in (first, second)) >= total
 
         wait_until(consumed_everything, 30, f"the two instances to consume all {total} records")

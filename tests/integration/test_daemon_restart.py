@@ -47,17 +47,17 @@ def _paced_replay(bootstrap: str, topic: str, rows, release: threading.Event) ->
 
 
 @pytest.mark.parametrize("mode", ["drain", "checkpoint"])
-def test_sigterm_and_a_restart_score_every_record_exactly_once(broker, tiny_bundle, smd_root, names, tmp_path, mode):
+def test_sigterm_and_a_restart_score_every_record_exactly_once(broker, tiny_bundle, smd_root, client_names, tmp_path, mode):
     rows = smd_rows(smd_root, TINY_ENTITY, "test", 0, ROWS)
     total = ROWS * len(ENTITIES)
-    ensure_topics(load_config(None, ["kafka.partitions=2"]), [names["metrics"]], broker.bootstrap)
-    state = ("kafka.state_topic=''",) if mode == "drain" else (f"kafka.state_topic=state-{names['group']}",)
-    first = DaemonProcess(tiny_bundle, broker.bootstrap, names, tmp_path / "first.log", extra=state)
+    ensure_topics(load_config(None, ["kafka.partitions=2"]), [client_names["metrics"]], broker.bootstrap)
+    state = ("kafka.state_topic=''",) if mode == "drain" else (f"kafka.state_topic=state-{client_names['group']}",)
+    first = DaemonProcess(tiny_bundle, broker.bootstrap, client_names, tmp_path / "first.log", extra=state)
     second = None
     try:
         first.wait_ready()
         release = threading.Event()
-        sender = threading.Thread(target=_paced_replay, args=(broker.bootstrap, names["metrics"], rows, release))
+        sender = threading.Thread(target=_paced_replay, args=(broker.bootstrap, client_names["metrics"], rows, release))
         sender.start()
         wait_until(lambda: first.value("streamdet_records_scored_total") >= 200, 60, "the first scores")
         code, seconds = first.terminate()
@@ -71,10 +71,10 @@ def test_sigterm_and_a_restart_score_every_record_exactly_once(broker, tiny_bund
             assert done_first["pending_in_checkpoint"] == 0
         sender.join(30)
 
-        second = DaemonProcess(tiny_bundle, broker.bootstrap, names, tmp_path / "second.log", extra=state)
+        second = DaemonProcess(tiny_bundle, broker.bootstrap, client_names, tmp_path / "second.log", extra=state)
         second.wait_ready()
         remaining = total - done_first["consumed"]
-        wait_until(lambda: second.value("streamdet_records_consumed_total", topic=names["metrics"]) >= remaining,
+        wait_until(lambda: second.value("streamdet_records_consumed_total", topic=client_names["metrics"]) >= remaining,
                    60, f"the second daemon to consume the remaining {remaining} records")
         code, _ = second.terminate()
         done_second = final_totals(second)

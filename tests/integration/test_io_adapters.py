@@ -12,10 +12,12 @@ import pytest
 
 from streamdet.config import load_config
 from streamdet.errors import ConfigError
-from streamdet.io.kafka import KafkaPythonClient, ensure_topics, make_producer, security_options
+from streamdet.io.kafka import (BrokerUnavailable, ensure_topics, error_kind, is_outage, make_client,
+                                make_producer, security_options)
 from streamdet.io.logs import setup_logging
 from streamdet.io.metrics import Metrics
-from tests.conftest import wait_until
+from streamdet.io.broker import EmbeddedBroker
+from tests.conftest import KAFKA_CLIENTS, wait_until
 
 DOCUMENTED_SERIES = (
     "streamdet_records_consumed_total", "streamdet_records_scored_total", "streamdet_records_rejected_total",
@@ -40,9 +42,10 @@ def declared_series(text: str) -> set[str]:
 
 
 @pytest.mark.kafka
-def test_client_polls_keyed_records_commits_and_reports_lag(broker, names):
+@pytest.mark.parametrize("client_name", KAFKA_CLIENTS)
+def test_client_polls_keyed_records_commits_and_reports_lag(broker, names, client_name):
     cfg = load_config(None, [f"kafka.group_id={names['group']}", "kafka.partitions=2",
-                             "kafka.session_timeout_ms=6000"])
+                             "kafka.session_timeout_ms=6000", f"kafka.client={client_name}"])
     assert ensure_topics(cfg, [names["metrics"]], broker.bootstrap) == [names["metrics"]]
     assert ensure_topics(cfg, [names["metrics"]], broker.bootstrap) == []  # idempotent
     producer = make_producer(cfg, broker.bootstrap)
@@ -51,7 +54,8 @@ def test_client_polls_keyed_records_commits_and_reports_lag(broker, names):
     assert producer.flush() == 100
     producer.close()
 
-    client = KafkaPythonClient(cfg, broker.bootstrap)
+    client = make_client(cfg, broker.bootstrap)
+    assert type(client).__name__ == {"kafka-python": "KafkaPythonClient", "confluent": "ConfluentClient"}[client_name]
     assigned = []
     client.subscribe([names["metrics"]], assigned.extend, lambda revoked: None)
     first = wait_until(lambda: client.poll(200, 10), 60, "the first records")
@@ -64,11 +68,47 @@ def test_client_polls_keyed_records_commits_and_reports_lag(broker, names):
     client.commit({(topic, partition): 10})
     client.close()
 
-    again = KafkaPythonClient(cfg, broker.bootstrap)
+    again = make_client(cfg, broker.bootstrap)
     again.subscribe([names["metrics"]], lambda a: None, lambda r: None)
     resumed = wait_until(lambda: again.poll(200, 5), 60, "records after the committed offset")
     again.close()
     assert [orjson.loads(raw)["i"] for raw, _ in resumed] == [10, 11, 12, 13, 14]
+
+
+@pytest.mark.kafka
+def test_confluent_probe_raises_an_outage_once_the_broker_is_gone(names):
+    """librdkafka only logs a broker it cannot reach; the probe must turn that into an error the daemon acts on."""
+    cfg = load_config(None, ["kafka.client=confluent", f"kafka.group_id={names['group']}"])
+    with EmbeddedBroker() as own:
+        ensure_topics(cfg, [names["metrics"]], own.bootstrap)
+        client = make_client(cfg, own.bootstrap)
+        try:
+            client.subscribe([names["metrics"]], lambda a: None, lambda r: None)
+            client.probe(5000)  # answers while the broker is up
+            own.stop()
+            with pytest.raises(BrokerUnavailable) as info:
+                client.probe(500)
+            assert is_outage(info.value) and error_kind(info.value) in ("_TRANSPORT", "_TIMED_OUT")  # down vs frozen
+        finally:
+            client._consumer.close()  # the producer's close would wait for the absent broker
+
+
+def test_confluent_security_settings_map_to_librdkafka(monkeypatch):
+    from streamdet.io.confluent import librdkafka_options
+
+    cfg = load_config(None, ["kafka.security.protocol=SASL_SSL", "kafka.security.sasl_mechanism=SCRAM-SHA-512",
+                             "kafka.security.sasl_username=svc", "kafka.security.sasl_password_env=STREAMDET_TEST_PW",
+                             "kafka.security.ssl_cafile=/etc/ca.pem", "kafka.group_id=g"])
+    monkeypatch.delenv("STREAMDET_TEST_PW", raising=False)
+    with pytest.raises(ConfigError, match="sasl_password_env: environment variable STREAMDET_TEST_PW"):
+        librdkafka_options(cfg, "127.0.0.1:9092")
+    monkeypatch.setenv("STREAMDET_TEST_PW", "s3cret")
+    opts = librdkafka_options(cfg, "127.0.0.1:9092")
+    assert {k: opts[k] for k in ("bootstrap.servers", "group.id", "enable.auto.commit", "security.protocol",
+                                 "sasl.mechanism", "sasl.username", "sasl.password", "ssl.ca.location")} == {
+        "bootstrap.servers": "127.0.0.1:9092", "group.id": "g", "enable.auto.commit": False,
+        "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "svc",
+        "sasl.password": "s3cret", "ssl.ca.location": "/etc/ca.pem"}
 
 
 def test_security_settings_pass_through_with_password_from_env(monkeypatch):

@@ -24,9 +24,9 @@ def warnings_about_outage(daemon) -> list[dict]:
     return [e for e in daemon.log_events() if e.get("msg", "").startswith("broker unreachable")]
 
 
-def test_broker_down_at_start_up_then_up(tiny_bundle, smd_root, names, tmp_path):
+def test_broker_down_at_start_up_then_up(tiny_bundle, smd_root, client_names, tmp_path):
     port = free_port()
-    daemon = start_daemon(tiny_bundle, f"127.0.0.1:{port}", names, tmp_path / "daemon.log")
+    daemon = start_daemon(tiny_bundle, f"127.0.0.1:{port}", client_names, tmp_path / "daemon.log")
     broker = None
     try:
         wait_until(lambda: sum(v for (n, _), v in daemon.samples().items()
@@ -37,8 +37,8 @@ def test_broker_down_at_start_up_then_up(tiny_bundle, smd_root, names, tmp_path)
         broker = EmbeddedBroker(port=port).start()
         daemon.wait_ready(60)
         records = scenario_records(smd_root)[:300]
-        produce(broker.bootstrap, names["metrics"], records)
-        wait_until(lambda: daemon.value("streamdet_records_consumed_total", topic=names["metrics"]) >= 300, 30,
+        produce(broker.bootstrap, client_names["metrics"], records)
+        wait_until(lambda: daemon.value("streamdet_records_consumed_total", topic=client_names["metrics"]) >= 300, 30,
                    "every record consumed")
         assert any(e.get("msg", "").startswith("broker reachable again") for e in daemon.log_events())
     finally:
@@ -47,15 +47,15 @@ def test_broker_down_at_start_up_then_up(tiny_bundle, smd_root, names, tmp_path)
             broker.stop()
 
 
-def test_broker_frozen_for_30_s_mid_run_loses_nothing(tiny_bundle, smd_root, names, tmp_path):
+def test_broker_frozen_for_30_s_mid_run_loses_nothing(tiny_bundle, smd_root, client_names, tmp_path):
     records = scenario_records(smd_root)
     want = reference_alerts(tiny_bundle, records)
     half = len(records) // 2
     with EmbeddedBroker() as broker:
-        daemon = start_daemon(tiny_bundle, broker.bootstrap, names, tmp_path / "daemon.log")
+        daemon = start_daemon(tiny_bundle, broker.bootstrap, client_names, tmp_path / "daemon.log")
         try:
             daemon.wait_ready()
-            produce(broker.bootstrap, names["metrics"], records[:half])
+            produce(broker.bootstrap, client_names["metrics"], records[:half])
             wait_until(lambda: daemon.value("streamdet_records_scored_total") >= half - 30, 30, "the first half")
             os.kill(broker.pid, signal.SIGSTOP)  # a network partition: the broker keeps its memory
             frozen_at = time.monotonic()
@@ -66,10 +66,10 @@ def test_broker_frozen_for_30_s_mid_run_loses_nothing(tiny_bundle, smd_root, nam
             finally:
                 os.kill(broker.pid, signal.SIGCONT)
             daemon.wait_ready(60)
-            sender = threading.Thread(target=produce, args=(broker.bootstrap, names["metrics"], records[half:]))
+            sender = threading.Thread(target=produce, args=(broker.bootstrap, client_names["metrics"], records[half:]))
             sender.start()
             sender.join(60)
-            messages = published_alerts(broker.bootstrap, names["alerts"], want, 60)
+            messages = published_alerts(broker.bootstrap, client_names["alerts"], want, 60)
             assert not alert_mismatches(want, messages), alert_mismatches(want, messages)
             code, _ = daemon.terminate(20)
             totals = final_totals(daemon)

@@ -14,24 +14,24 @@ from .helpers import (alert_key, alert_mismatches, kill_hard, produce, published
 pytestmark = pytest.mark.kafka
 
 
-def test_kill_9_then_restart_loses_no_alert_and_keeps_ids(broker, tiny_bundle, smd_root, names, tmp_path):
+def test_kill_9_then_restart_loses_no_alert_and_keeps_ids(broker, tiny_bundle, smd_root, client_names, tmp_path):
     records = scenario_records(smd_root)
     want = reference_alerts(tiny_bundle, records)
     assert any(status == "firing" for _, status in want), "the scenario must contain an anomaly"
-    first = start_daemon(tiny_bundle, broker.bootstrap, names, tmp_path / "first.log")
+    first = start_daemon(tiny_bundle, broker.bootstrap, client_names, tmp_path / "first.log")
     second = None
     try:
         first.wait_ready()
-        sender = threading.Thread(target=produce, args=(broker.bootstrap, names["metrics"], records, 700.0))
+        sender = threading.Thread(target=produce, args=(broker.bootstrap, client_names["metrics"], records, 700.0))
         sender.start()
         wait_until(lambda: first.value("streamdet_commits_total") >= 3
                    and first.value("streamdet_records_scored_total") >= 300, 30, "commits and scores")
         scored_before_kill = first.value("streamdet_records_scored_total")
         kill_hard(first)
         sender.join(30)
-        second = start_daemon(tiny_bundle, broker.bootstrap, names, tmp_path / "second.log")
+        second = start_daemon(tiny_bundle, broker.bootstrap, client_names, tmp_path / "second.log")
         second.wait_ready()
-        messages = published_alerts(broker.bootstrap, names["alerts"], want, 45)
+        messages = published_alerts(broker.bootstrap, client_names["alerts"], want, 45)
         # none lost, none different; duplicates (same id and status) are allowed
         assert not alert_mismatches(want, messages), alert_mismatches(want, messages)
         redelivered = len(messages) - len({alert_key(m) for m in messages})
@@ -44,28 +44,28 @@ def test_kill_9_then_restart_loses_no_alert_and_keeps_ids(broker, tiny_bundle, s
             second.close()
 
 
-def test_second_instance_joins_then_first_leaves_every_record_scored_once(broker, tiny_bundle, smd_root, names,
+def test_second_instance_joins_then_first_leaves_every_record_scored_once(broker, tiny_bundle, smd_root, client_names,
                                                                          tmp_path):
     records = scenario_records(smd_root)
     want = reference_alerts(tiny_bundle, records)
     resume, hold_at = threading.Event(), 2 * len(records) // 3
-    first = start_daemon(tiny_bundle, broker.bootstrap, names, tmp_path / "first.log")
+    first = start_daemon(tiny_bundle, broker.bootstrap, client_names, tmp_path / "first.log")
     second = None
     try:
         first.wait_ready()
         # the stream flows while the second instance joins; its last third waits until the first has left, so
         # that records arrive before, (usually) during and always after the hand-over, however slow the start-up
-        sender = threading.Thread(target=produce, args=(broker.bootstrap, names["metrics"], records, 120.0),
+        sender = threading.Thread(target=produce, args=(broker.bootstrap, client_names["metrics"], records, 120.0),
                                   kwargs={"hold_at": hold_at, "resume": resume})
         sender.start()
         wait_until(lambda: first.value("streamdet_records_scored_total") >= 120, 30, "the first scores")
-        second = start_daemon(tiny_bundle, broker.bootstrap, names, tmp_path / "second.log")
+        second = start_daemon(tiny_bundle, broker.bootstrap, client_names, tmp_path / "second.log")
         second.wait_ready(60)
         code, _ = first.terminate(20)
         assert code == 0
         resume.set()
         sender.join(30)
-        messages = published_alerts(broker.bootstrap, names["alerts"], want, 45)
+        messages = published_alerts(broker.bootstrap, client_names["alerts"], want, 45)
         assert not alert_mismatches(want, messages), alert_mismatches(want, messages)
 
         def caught_up():
