@@ -10,6 +10,7 @@ One run prints one table:
   (b) the daemon end to end at the default config (config/smd.yaml: window 100, stride 10, batch 256, LSTM-AE
       default preset, POT thresholds, alerts published): records/s from start until every record is scored
   (c) (b) / (a)
+  (a2, b', c') the same with confluent-kafka (librdkafka): its raw ceiling, and the daemon with kafka.client=confluent
   (b2, b3) the pipeline alone in process, and model inference time as a share of its wall time (with
       scoring.overlap the model runs on its own thread, so this is how busy that thread is)
   (d) p50 / p99 latency from record production to its score, at a paced rate (--rate)
@@ -101,20 +102,52 @@ def produce(cfg, bootstrap: str, topic: str, batch: list[tuple[bytes, bytes]], r
 
 
 def raw_ceiling(bootstrap: str, topic: str, n: int) -> float:
+    """(a) records/s kafka-python alone consumes and decodes, timed from the group assignment (so no record is
+    fetched before the clock starts, as for the daemon)."""
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"raw-{uuid.uuid4().hex[:6]}",
                              auto_offset_reset="earliest", enable_auto_commit=False, session_timeout_ms=6000,
                              heartbeat_interval_ms=1000, max_poll_records=5000)
-    seen, started = 0, None
+    seen, untimed, started = 0, 0, None
     deadline = time.monotonic() + DEADLINE_S
     while seen < n and time.monotonic() < deadline:
-        for batch in consumer.poll(timeout_ms=200).values():
-            started = started or time.perf_counter()
+        batches = consumer.poll(timeout_ms=200)
+        if started is None:
+            if consumer.assignment():
+                started = time.perf_counter()
+            untimed += sum(len(batch) for batch in batches.values())  # fetched before the clock: not counted
+            seen += untimed
+            continue
+        for batch in batches.values():
             for record in batch:
                 orjson.loads(record.value)
             seen += len(batch)
     seconds = time.perf_counter() - started
+    consumer.close()
+    return (seen - untimed) / seconds
+
+
+def confluent_ceiling(bootstrap: str, topic: str, n: int) -> float | None:
+    """(a2) the same with confluent-kafka (librdkafka) consuming, timed from the assignment (librdkafka fetches
+    ahead in the background, so a clock started at the first record would miss that work); None when the package is
+    not installed."""
+    try:
+        from confluent_kafka import Consumer
+    except ImportError:
+        return None
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{uuid.uuid4().hex[:6]}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False, "session.timeout.ms": 6000,
+                         "heartbeat.interval.ms": 1000})
+    started: list[float] = []
+    consumer.subscribe([topic], on_assign=lambda _c, _p: started.append(time.perf_counter()))
+    seen = 0
+    deadline = time.monotonic() + DEADLINE_S
+    while seen < n and time.monotonic() < deadline:
+        for message in consumer.consume(5000, 0.2):
+            orjson.loads(message.value())
+            seen += 1
+    seconds = time.perf_counter() - started[0]
     consumer.close()
     return seen / seconds
 
@@ -130,25 +163,22 @@ def run_daemon(cfg, bundle_path: Path, bootstrap: str, until_scored: int, latenc
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + DEADLINE_S
+    while not daemon.metrics.is_ready() and time.monotonic() < deadline:  # assigned and model loaded
+        time.sleep(0.005)
+    started = time.perf_counter()  # the clock starts here for both clients, as for the raw ceilings
     if when_ready is not None:  # latency run: produce only once the group has joined
-        while not daemon.metrics.is_ready() and time.monotonic() < deadline:
-            time.sleep(0.01)
         when_ready()
-    first = None
     while time.monotonic() < deadline and thread.is_alive():
-        scored = daemon.metrics.total(daemon.metrics.scored)
-        if scored and first is None:
-            first = (time.perf_counter(), scored)
-        if scored >= until_scored:
+        if daemon.metrics.total(daemon.metrics.scored) >= until_scored:
             break
-        time.sleep(0.01)
+        time.sleep(0.005)
     ended = time.perf_counter()
     scored = daemon.metrics.total(daemon.metrics.scored)
     daemon.stop()
     thread.join(30)
-    if first is None:
+    if not scored:
         raise SystemExit("the daemon scored nothing")
-    return (scored - first[1]) / (ended - first[0])
+    return scored / (ended - started)
 
 
 def pipeline_only(cfg, bundle, batch: list[tuple[bytes, bytes]]) -> tuple[float, float]:
@@ -228,8 +258,19 @@ def main(argv=None) -> int:
         stream = records(args.records, args.entities, 1.7e9, rows)
         produce(cfg, broker.bootstrap, k.metrics_topic, stream)
         raw = raw_ceiling(broker.bootstrap, k.metrics_topic, args.records)
+        raw_confluent = confluent_ceiling(broker.bootstrap, k.metrics_topic, args.records)
         in_partial = args.entities * (cfg.scoring.stride - 1)
         daemon_rate = run_daemon(cfg, Path(tmp) / "bench.pt", broker.bootstrap, args.records - in_partial)
+        confluent_rate = None
+        if raw_confluent is not None:  # the same run with kafka.client=confluent: its own group and changelog
+            confluent_cfg = load_config(args.config, [f"kafka.metrics_topic=bench-{tag}",
+                                                      f"kafka.alerts_topic=bench-alerts-{tag}",
+                                                      f"kafka.dlq_topic=bench-dlq-{tag}", f"kafka.group_id=cf-{tag}",
+                                                      f"kafka.state_topic=cf-state-{tag}", "kafka.client=confluent",
+                                                      "metrics.port=0", "logging.level=WARNING",
+                                                      "kafka.session_timeout_ms=6000"])
+            confluent_rate = run_daemon(confluent_cfg, Path(tmp) / "bench.pt", broker.bootstrap,
+                                        args.records - in_partial)
         latencies: list = []
         lat_cfg = load_config(args.config, [f"kafka.metrics_topic=lat-{tag}", f"kafka.alerts_topic=bench-alerts-{tag}",
                                             f"kafka.dlq_topic=bench-dlq-{tag}", f"kafka.group_id=lat-{tag}",
@@ -252,6 +293,10 @@ def main(argv=None) -> int:
     print(f"| (a) raw ceiling: kafka-python consume + orjson decode | {raw:,.0f} records/s |")
     print(f"| (b) daemon end to end, default config | {daemon_rate:,.0f} records/s |")
     print(f"| (c) daemon / raw ceiling | {daemon_rate / raw:.0%} |")
+    if confluent_rate is not None:
+        print(f"| (a2) raw ceiling with confluent-kafka: consume + orjson decode | {raw_confluent:,.0f} records/s |")
+        print(f"| (b') daemon end to end, `kafka.client: confluent` | {confluent_rate:,.0f} records/s |")
+        print(f"| (c') (b') / (a), and (b') / (a2) | {confluent_rate / raw:.0%}, {confluent_rate / raw_confluent:.0%} |")
     print(f"| (b2) engine.Pipeline alone, in process (no Kafka) | {in_process:,.0f} records/s |")
     print(f"| (b3) model inference time / (b2) wall time | {inference_share:.0%} |")
     print(f"| (d) latency production -> score at {args.rate:,.0f} records/s, p50 / p99 | "
