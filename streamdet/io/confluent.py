@@ -14,39 +14,34 @@ callbacks run inside `consume()` on the daemon's thread, where a synchronous com
 from __future__ import annotations
 
 import logging
-import os
 from typing import Iterable, Optional
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from ..errors import ConfigError
-from .kafka import BrokerUnavailable, Partition, Producer, ProducingClient, Source, resolve_bootstrap
+from .kafka import (BrokerUnavailable, Partition, Producer, ProducingClient, Source, resolve_bootstrap,
+                    security_options)
 
 log = logging.getLogger(__name__)
 
 COMMITTED_TIMEOUT_S = 5.0
 
 
+# kafka-python's security keyword -> the librdkafka property of the same setting
+_LIBRDKAFKA_NAMES = {"security_protocol": "security.protocol", "sasl_mechanism": "sasl.mechanism",
+                     "sasl_plain_username": "sasl.username", "sasl_plain_password": "sasl.password",
+                     "ssl_cafile": "ssl.ca.location", "ssl_certfile": "ssl.certificate.location",
+                     "ssl_keyfile": "ssl.key.location"}
+
+
 def librdkafka_options(cfg, bootstrap: Optional[str]) -> dict:
-    """The consumer's librdkafka configuration from cfg.kafka (manual commits, earliest reset, same security)."""
-    k, sec = cfg.kafka, cfg.kafka.security
+    """The consumer's librdkafka configuration from cfg.kafka (manual commits, earliest reset); the security settings
+    are kafka.security_options' (same checks, same password lookup) under librdkafka's names."""
+    k = cfg.kafka
     opts = {"bootstrap.servers": resolve_bootstrap(cfg, bootstrap), "group.id": k.group_id, "client.id": k.client_id,
             "enable.auto.commit": False, "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
             "session.timeout.ms": k.session_timeout_ms, "heartbeat.interval.ms": k.heartbeat_interval_ms,
-            "security.protocol": sec.protocol, "error_cb": _log_error}
-    if sec.protocol.startswith("SASL"):
-        if not sec.sasl_mechanism:
-            raise ConfigError(f"kafka.security.sasl_mechanism: required with protocol {sec.protocol}")
-        opts.update({"sasl.mechanism": sec.sasl_mechanism, "sasl.username": sec.sasl_username})
-        if sec.sasl_password_env:
-            if sec.sasl_password_env not in os.environ:
-                raise ConfigError(f"kafka.security.sasl_password_env: environment variable "
-                                  f"{sec.sasl_password_env} is not set")
-            opts["sasl.password"] = os.environ[sec.sasl_password_env]
-    for key, name in (("ssl_cafile", "ssl.ca.location"), ("ssl_certfile", "ssl.certificate.location"),
-                      ("ssl_keyfile", "ssl.key.location")):
-        if getattr(sec, key):
-            opts[name] = getattr(sec, key)
+            "error_cb": _log_error}
+    opts.update({_LIBRDKAFKA_NAMES[key]: value for key, value in security_options(k).items()})
     return opts
 
 

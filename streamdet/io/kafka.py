@@ -2,8 +2,8 @@
 
 The daemon talks to `StreamClient`, a small interface (poll a batch, produce, flush, commit, rebalance callbacks, lag,
 topic creation), with two implementations picked by `kafka.client` (`make_client`): KafkaPythonClient here, and
-ConfluentClient (a librdkafka consumer) in io/confluent.py. Offsets are committed manually and only after the producer has flushed: alerts are delivered
-at least once (DESIGN.md §5).
+ConfluentClient (a librdkafka consumer) in io/confluent.py. Offsets are committed manually and only after the
+producer has flushed: alerts are delivered at least once (DESIGN.md §5).
 """
 
 from __future__ import annotations
