@@ -38,6 +38,7 @@ BAD_RECORDS = [
     (b"[1, 2, 3]", "not_object", "list"),
     ({"ts": 1, "values": [1, 2, 3]}, "no_entity", "entity"),
     ({"entity": 7, "ts": 1, "values": [1, 2, 3]}, "bad_entity", "entity"),
+    ({"entity": ["m"], "ts": 1, "values": [1, 2, 3]}, "bad_entity", "entity"),
     ({"entity": "", "ts": 1, "values": [1, 2, 3]}, "bad_entity", "entity"),
     ({"entity": "a\nb", "ts": 1, "values": [1, 2, 3]}, "bad_entity", "entity"),
     ({"entity": "m", "values": [1, 2, 3]}, "no_ts", "ts"),
@@ -51,6 +52,9 @@ BAD_RECORDS = [
     ({"entity": "m", "ts": 1, "values": [1, "2", 3]}, "wrong_type", "values[1] (mem)"),
     ({"entity": "m", "ts": 1, "values": [1, 2, None]}, "wrong_type", "values[2] (disk)"),
     ({"entity": "m", "ts": 1, "values": [1, False, 3]}, "wrong_type", "values[1]"),
+    ({"entity": "m", "ts": 1, "values": [1, 2, True]}, "wrong_type", "values[2]"),
+    ({"entity": "m", "ts": 1, "values": [1, [2], 3]}, "wrong_type", "values[1]"),
+    ({"entity": "m", "ts": 1, "values": "abc"}, "wrong_type", "values"),
     ({"entity": "m", "ts": 1, "values": [1, 2, 1e300]}, "non_finite", "values[2]"),
     ({"entity": "m", "ts": 1, "metrics": [1, 2, 3]}, "wrong_type", "metrics"),
     ({"entity": "m", "ts": 1, "metrics": {"cpu": 1, "mem": 2}}, "missing_channel", "metrics.disk"),
@@ -121,3 +125,13 @@ def test_a_future_timestamp_is_rejected_in_a_batch():
     future = orjson.dumps({"entity": "m", "ts": 4e9, "values": [1, 2, 3]})
     batch = decoder.decode_many([_good(0), future])
     assert batch.index == [0] and [(i, e.reason) for i, e in batch.rejected] == [(1, "bad_ts")]
+
+
+def test_words_that_look_like_booleans_do_not_reject_a_record(decoder):
+    """Booleans are found by scanning the bytes for `true`/`false`; a record that merely contains those letters (in
+    its entity name) is checked one by one and accepted."""
+    raws = [_good(0), orjson.dumps({"entity": "truenas-falsetto", "ts": 5, "values": [1, 2, 3]}), _good(2)]
+    batch = decoder.decode_many(raws)
+    assert not batch.rejected and batch.index == [0, 1, 2]
+    assert batch.entities == ["m-0", "truenas-falsetto", "m-2"]
+    assert batch.values.tolist() == [decoder.decode(raw).values.tolist() for raw in raws]
