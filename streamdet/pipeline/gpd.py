@@ -5,7 +5,7 @@ GPD(shape γ, scale σ). The maximum-likelihood fit uses Grimshaw's reduction (T
 likelihood equations collapse to one equation w(x) = u(x)·v(x) − 1 = 0 in one variable, where
 u(x) = mean(1 / (1 + x·Y)) and v(x) = 1 + mean(log(1 + x·Y)); each root gives γ = v(x) − 1, σ = γ / x, and the root
 (or the exponential case γ = 0) with the highest likelihood wins. Roots are bracketed on a grid over Grimshaw's
-bounds and refined by bisection. Fallbacks keep the daemon alive on awkward tails: method of moments when no root is
+bounds and refined by the Illinois method. Fallbacks keep the daemon alive on awkward tails: method of moments when no root is
 usable, the exponential fit for tiny samples, and γ clamped to GAMMA_RANGE.
 """
 
@@ -19,8 +19,8 @@ import numpy as np
 GAMMA_RANGE = (-1.0, 1.0)  # γ <= -1: the likelihood is unbounded; γ >= 1: infinite mean, not a plausible score tail
 MIN_PEAKS_MLE = 10  # fewer excesses than this: the exponential fit (one parameter) is the only stable choice
 _GRID = 100  # grid points per side for bracketing roots of w(x)
-_BISECT_STEPS = 60
-_BISECT_RTOL = 1e-12  # brackets this narrow (relative) are done: x is then far more exact than γ, σ need
+_REFINE_STEPS = 60
+_RTOL = 1e-12  # brackets (or steps) this narrow (relative) are done: x is then far more exact than γ, σ need
 _ZERO_SHAPE = 1e-8
 
 
@@ -52,28 +52,34 @@ def _w(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return u * v - 1.0
 
 
-def _bisect(lo: np.ndarray, hi: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Bisection of w on every bracket [lo_i, hi_i] at once: one evaluation of w per step for all roots."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w_lo = _w(lo, y)
-        for _ in range(_BISECT_STEPS):
-            if (np.abs(hi - lo) <= _BISECT_RTOL * np.abs(lo)).all():
+def _refine(lo: np.ndarray, hi: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Roots of w in every bracket [lo_i, hi_i] at once, by the Illinois method (regula falsi that halves the stale
+    end's value): like bisection it never leaves the bracket, but it converges superlinearly, about 8 evaluations of
+    w instead of bisection's 35 to the same tolerance. A step that would leave the bracket bisects instead."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        a, b = lo, hi
+        fa, fb = _w(a, y), _w(b, y)
+        for _ in range(_REFINE_STEPS):
+            c = b - fb * (b - a) / (fb - fa)
+            outside = ~((c > np.minimum(a, b)) & (c < np.maximum(a, b)))  # NaN included
+            c = np.where(outside, 0.5 * (a + b), c)
+            fc = _w(c, y)
+            step = np.abs(c - b)
+            flip = (fc < 0) != (fb < 0)  # the root lies between b and c: the old b becomes the other end
+            a, fa = np.where(flip, b, a), np.where(flip, fb, 0.5 * fa)
+            b, fb = c, fc
+            if ((np.abs(b - a) <= _RTOL * np.abs(b)) | (step <= _RTOL * np.abs(b)) | (fc == 0)).all():
                 break
-            mid = 0.5 * (lo + hi)
-            w_mid = _w(mid, y)
-            same = (w_mid < 0) == (w_lo < 0)
-            lo, w_lo = np.where(same, mid, lo), np.where(same, w_mid, w_lo)
-            hi = np.where(same, hi, mid)
-    return 0.5 * (lo + hi)
+    return b
 
 
 def _roots(grid: np.ndarray, y: np.ndarray) -> list[float]:
-    """Roots of w on a sorted grid: every sign change between neighbours, refined by bisection."""
+    """Roots of w on a sorted grid: every sign change between neighbours, refined by the Illinois method."""
     with np.errstate(divide="ignore", invalid="ignore"):
         w = _w(grid, y)
     ok = np.isfinite(w)
     change = np.flatnonzero(ok[:-1] & ok[1:] & (np.sign(w[:-1]) * np.sign(w[1:]) < 0))
-    return _bisect(grid[change], grid[change + 1], y).tolist() if change.size else []
+    return _refine(grid[change], grid[change + 1], y).tolist() if change.size else []
 
 
 def grimshaw(y: np.ndarray) -> GPDFit | None:
