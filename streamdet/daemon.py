@@ -273,10 +273,9 @@ class Daemon:
         return timeout if due is None else max(0, min(timeout, int(due * 1000)))
 
     def _note_consumed(self, items: list) -> None:
-        latest = {(topic, partition): offset for _, (topic, partition, offset, _ts) in items}  # last one wins
-        for tp, offset in latest.items():
-            self._consumed[tp] = offset + 1
-        topics = {topic for topic, _ in latest}
+        positions = self.client.positions()
+        self._consumed.update(positions)
+        topics = {topic for topic, _ in positions}
         counts = {topics.pop(): len(items)} if len(topics) == 1 else Counter(source[0] for _, source in items)
         for topic, n in counts.items():
             self.metrics.consumed.labels(topic).inc(n)

@@ -96,17 +96,24 @@ class ConfluentClient(ProducingClient):
         except KafkaException as exc:
             raise _unavailable(exc, "consume") from exc
         items: list[tuple[bytes, Source]] = []
+        append, consumed = items.append, self._consumed
         for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.fatal():
-                    raise _unavailable(KafkaException(error), "consume")
-                log.warning("consume: %s", error)
+            if message.error() is not None:
+                self._consume_error(message.error())
                 continue
-            topic, partition, offset = message.topic(), message.partition(), message.offset()
-            items.append((message.value(), (topic, partition, offset, message.timestamp()[1])))
-            self._consumed[(topic, partition)] = offset + 1
+            source = (message.topic(), message.partition(), message.offset(), message.timestamp()[1])
+            append((message.value(), source))
+            consumed[source[:2]] = source[2] + 1
         return items
+
+    @staticmethod
+    def _consume_error(error: KafkaError) -> None:
+        if error.fatal():
+            raise _unavailable(KafkaException(error), "consume")
+        log.warning("consume: %s", error)
+
+    def positions(self):
+        return dict(self._consumed)
 
     def commit(self, offsets):
         if not offsets:

@@ -248,6 +248,10 @@ class StreamClient:
     def poll(self, timeout_ms: int, max_records: int) -> list[tuple[bytes, Source]]:
         raise NotImplementedError
 
+    def positions(self) -> dict[Partition, int]:
+        """Per partition, the offset after the last record poll() has returned (tracked by the client anyway)."""
+        raise NotImplementedError
+
     def produce(self, topic: str, key: Optional[bytes], value: bytes) -> None:
         raise NotImplementedError
 
@@ -349,6 +353,9 @@ class KafkaPythonClient(ProducingClient):
             items += [(r.value, (topic, partition, r.offset, r.timestamp)) for r in records]
             self._consumed[(topic, partition)] = records[-1].offset + 1
         return items
+
+    def positions(self):
+        return dict(self._consumed)
 
     def commit(self, offsets):
         if not offsets:

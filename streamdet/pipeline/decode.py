@@ -147,11 +147,12 @@ class Decoder:
             distinct = None
         if distinct is None or not all(map(_valid_entity, distinct)):
             failed.update(k for k, e in enumerate(entities) if not _valid_entity(e))
-        if NUMBER_TYPES.issuperset(map(type, stamps)):
-            t = np.array(stamps, dtype=np.float64)
-            failed.update(np.flatnonzero(~((t >= 0) & (t <= newest))).tolist())
-        else:
-            failed.update(k for k, ts in enumerate(stamps) if not _is_number(ts))
+        if not NUMBER_TYPES.issuperset(map(type, stamps)):
+            wrong = [k for k, ts in enumerate(stamps) if not _is_number(ts)]
+            failed.update(wrong)
+            stamps = [0.0 if k in failed else ts for k, ts in enumerate(stamps)]  # the others still get checked
+        t = np.array(stamps, dtype=np.float64)
+        failed.update(np.flatnonzero(~((t >= 0) & (t <= newest))).tolist())
         batch = b"".join(raws)
         if b"true" in batch or b"false" in batch:
             failed.update(k for k, i in enumerate(positions) if b"true" in raws[i] or b"false" in raws[i])

@@ -135,3 +135,16 @@ def test_words_that_look_like_booleans_do_not_reject_a_record(decoder):
     assert not batch.rejected and batch.index == [0, 1, 2]
     assert batch.entities == ["m-0", "truenas-falsetto", "m-2"]
     assert batch.values.tolist() == [decoder.decode(raw).values.tolist() for raw in raws]
+
+
+def test_every_bad_record_of_a_mixed_batch_is_rejected_with_its_own_reason():
+    """The column checks must not stop at the first kind of failure they meet (a timestamp of the wrong type must not
+    hide a timestamp from the future in the same batch)."""
+    decoder = Decoder(CHANNELS, max_record_bytes=512, max_future_s=60)
+    bad = [raw if isinstance(raw, bytes) else orjson.dumps(raw) for raw, _, _ in BAD_RECORDS]
+    future = orjson.dumps({"entity": "m", "ts": 4e9, "values": [1, 2, 3]})
+    raws = [_good(0)] + bad + [future, _good(1)]
+    batch = decoder.decode_many(raws)
+    assert [(i, e.reason) for i, e in batch.rejected] == \
+        [(k + 1, reason) for k, (_, reason, _) in enumerate(BAD_RECORDS)] + [(len(raws) - 2, "bad_ts")]
+    assert batch.index == [0, len(raws) - 1]
