@@ -50,13 +50,13 @@ class KafkaConfig:
     state_topic: str = "streamdet-state"
     group_id: str = "streamdet"
     client_id: str = "streamdet"
-    client: Literal["kafka-python", "confluent"] = "kafka-python"  # the metrics consumer's library (see io/confluent.py)
+    client: Literal["confluent", "kafka-python"] = "confluent"  # the metrics consumer's library (see io/confluent.py)
     partitions: int = _range(1, 10_000, default=4)  # used when streamdet creates a missing topic
     session_timeout_ms: int = _range(1000, 300_000, default=10_000)
     heartbeat_interval_ms: int = _range(100, 60_000, default=1000)
     max_poll_records: int = _range(1, 1_000_000, default=5000)
     poll_timeout_ms: int = _range(1, 60_000, default=100)
-    commit_interval_ms: int = _range(10, 600_000, default=1000)
+    commit_interval_ms: int = _range(10, 600_000, default=5000)
     security: SecurityConfig = field(default_factory=SecurityConfig)
 
 

@@ -416,13 +416,14 @@ class KafkaPythonClient(ProducingClient):
 
 
 def make_client(cfg, bootstrap: Optional[str] = None) -> StreamClient:
-    """The StreamClient that `kafka.client` names (confluent-kafka is imported only when asked for)."""
+    """The StreamClient that `kafka.client` names (confluent-kafka, the default, is imported only when asked for, so
+    `kafka.client: kafka-python` runs where librdkafka's wheel cannot be installed)."""
     if cfg.kafka.client == "confluent":
         try:
             from .confluent import ConfluentClient
         except ImportError as exc:
-            raise ConfigError("kafka.client: 'confluent' needs the confluent-kafka package "
-                              "(pip install 'streamdet[confluent]')") from exc
+            raise ConfigError("kafka.client: 'confluent' (the default) needs the confluent-kafka package: "
+                              "pip install confluent-kafka, or set kafka.client: kafka-python") from exc
         return ConfluentClient(cfg, bootstrap)
     return KafkaPythonClient(cfg, bootstrap)
 
