@@ -111,17 +111,19 @@ class AlertManager:
         return None
 
     def update_many(self, entity: str, ts: np.ndarray, scores: np.ndarray, thresholds: np.ndarray, over: np.ndarray,
-                    contrib: np.ndarray, sources: list, warm: bool = True) -> list[AlertEvent]:
+                    contrib: np.ndarray, sources: list, warm: bool = True,
+                    any_over: bool | None = None) -> list[AlertEvent]:
         """`update` for a chunk of one entity's points (contrib [n, C]). Chunks that raise no event - quiet while
         idle, or still firing without reaching the cooldown - only move the counters (numpy); a chunk that may fire
-        or resolve steps point by point. Same events and state either way."""
+        or resolve steps point by point. Same events and state either way. `any_over`: over.any(), when the caller
+        has it for a whole batch already."""
         state = self._states.get(entity)
         if state is None:
             state = self._states[entity] = _EntityState()
         if not warm:
             state.over_streak = 0
             return []
-        if not state.firing and not over.any():
+        if not state.firing and not (over.any() if any_over is None else any_over):
             state.over_streak = 0
             state.under_streak += len(scores)
             return []

@@ -287,7 +287,12 @@ class Pipeline:
         scores, contrib, seconds = inferred
         result = self._done
         result.batches.append((len(requests), seconds))
-        L = self.window
+        L, S = self.window, self.windows.stride
+        if all(request.n_new == S for request in requests):  # the usual batch: whole strides only
+            new = scores[:, L - S:].astype(np.float64)  # [B, S]
+            if np.isfinite(new).all():
+                self._handle_strides(requests, new, contrib[:, L - S:], result)
+                return
         for row, request in enumerate(requests):
             n = request.n_new
             chunk_scores = scores[row, L - n:].astype(np.float64)  # [n]
@@ -299,6 +304,20 @@ class Pipeline:
             else:
                 thresholds, over = self._decide_points(request, chunk_scores, chunk_contrib, result)
             result.scored.append(ScoredChunk(request.entity, request.ts, chunk_scores, thresholds, over,
+                                             request.sources, request.warm))
+
+    def _handle_strides(self, requests: list[WindowRequest], scores: np.ndarray, contrib: np.ndarray,
+                        result: StepResult) -> None:
+        """`_handle` for a batch of whole strides with finite scores (float64 [B, S], contrib [B, S, C]): thresholds
+        for the whole batch at once, then the alert state per chunk (same results as chunk by chunk)."""
+        thresholds, over = self.thresholds.update_rows([r.entity for r in requests], scores,
+                                                       [r.warm for r in requests])
+        any_over = over.any(axis=1).tolist()
+        for row, request in enumerate(requests):
+            result.alerts += self.alerts.update_many(request.entity, request.ts, scores[row], thresholds[row],
+                                                     over[row], contrib[row], request.sources, warm=request.warm,
+                                                     any_over=any_over[row])
+            result.scored.append(ScoredChunk(request.entity, request.ts, scores[row], thresholds[row], over[row],
                                              request.sources, request.warm))
 
     def _decide_points(self, request: WindowRequest, scores: np.ndarray, contrib: np.ndarray,

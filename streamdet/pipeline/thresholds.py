@@ -195,6 +195,38 @@ class ThresholdBank:
         pairs = [self.update(entity, score, learn) for score in scores.tolist()]
         return np.array([t for t, _ in pairs], dtype=np.float64), np.array([o for _, o in pairs], dtype=bool)
 
+    def update_rows(self, entities: list[str], scores: np.ndarray, learn: list[bool]) -> tuple[np.ndarray, np.ndarray]:
+        """`update_many` for every row of a scored batch (scores float64 [B, n], finite; row b is the next chunk of
+        entities[b], rows in stream order) -> (thresholds [B, n], over [B, n]), identical to calling update_many row
+        by row. The verdicts and the counts of learned points and peaks are computed for the whole batch at once; a
+        row then only moves its entity's counters, unless it refits, crosses the end of warm-up, belongs to a
+        rolling percentile, or follows a row of the same entity that changed its threshold: those take update_many."""
+        detectors = [self._get(entity) for entity in entities]
+        z = np.array([detector.z for detector in detectors], dtype=np.float64)  # [B]
+        t = np.array([getattr(detector, "t", math.inf) for detector in detectors], dtype=np.float64)  # [B]
+        over = scores > z[:, None]  # [B, n]
+        peaks = ~over & (scores > t[:, None])  # [B, n]: learned points above the initial threshold (protected)
+        n_kept, n_peaks = (~over).sum(axis=1).tolist(), peaks.sum(axis=1).tolist()
+        thresholds = np.repeat(z[:, None], scores.shape[1], axis=1)  # [B, n]
+        n, warmup, adapt = scores.shape[1], self.cfg.warmup, self.cfg.update
+        for b, (entity, detector) in enumerate(zip(entities, detectors)):
+            learned = self._learned[entity]
+            simple = (type(detector) is Spot and detector.z == z[b] and learned >= warmup
+                      and not (learn[b] and adapt and detector.since_fit + n_peaks[b] >= detector.refit_due()))
+            if not simple:
+                thresholds[b], over[b] = self.update_many(entity, scores[b], learn[b])
+                continue
+            if not learn[b]:
+                continue
+            self._learned[entity] = learned + n
+            if adapt:
+                detector.n += n_kept[b]
+                if n_peaks[b]:
+                    detector.peaks.extend((scores[b][peaks[b]] - detector.t).tolist())
+                    detector.n_peaks += n_peaks[b]
+                    detector.since_fit += n_peaks[b]
+        return thresholds, over
+
     def current(self, entity: str) -> float:
         """The entity's threshold now (the shared prototype's for an entity not seen yet)."""
         return self._entities.get(entity, self._prototype).z

@@ -147,3 +147,27 @@ def test_update_many_equals_point_by_point(method, warmup):
     assert chunked.state_dict("e")["learned"] == single.state_dict("e")["learned"]
     a, b = chunked.state_dict("e")["detector"], single.state_dict("e")["detector"]
     assert all(np.array_equal(a[k], b[k]) if isinstance(a[k], np.ndarray) else a[k] == b[k] for k in a)
+
+
+@pytest.mark.parametrize("method", ["pot", "percentile"])
+@pytest.mark.parametrize("warmup", [0, 25])
+def test_update_rows_equals_update_many_row_by_row(method, warmup):
+    """A scored batch holds several chunks of the same entity, refits, alarms, warm-up windows and the end of
+    warm-up: the batch path must give the same thresholds, verdicts and state as update_many in row order."""
+    rng = np.random.default_rng(11)
+    entities = [f"e{k}" for k in rng.integers(0, 4, 240)]
+    scores = rng.exponential(1.5, (240, 10))  # a heavier tail than calibrated: peaks, refits and alarms all happen
+    scores[rng.random((240, 10)) < 0.01] *= 40
+    learn = (rng.random(240) > 0.1).tolist()
+    cfg = ThresholdConfig(method=method, warmup=warmup)
+    batched, rows = ThresholdBank(cfg, exponential_calibration()), ThresholdBank(cfg, exponential_calibration())
+    got = [batched.update_rows(entities[i:i + 40], scores[i:i + 40], learn[i:i + 40]) for i in range(0, 240, 40)]
+    want = [rows.update_many(e, scores[b], learn[b]) for b, e in enumerate(entities)]
+    assert np.concatenate([t for t, _ in got]).tolist() == np.stack([t for t, _ in want]).tolist()
+    assert np.concatenate([o for _, o in got]).tolist() == np.stack([o for _, o in want]).tolist()
+    assert any(o.any() for _, o in want)
+    for entity in set(entities):
+        a, b = batched.state_dict(entity), rows.state_dict(entity)
+        assert a["learned"] == b["learned"]
+        a, b = a["detector"], b["detector"]
+        assert all(np.array_equal(a[k], b[k]) if isinstance(a[k], np.ndarray) else a[k] == b[k] for k in a)
