@@ -130,14 +130,11 @@ def raw_ceiling(bootstrap: str, topic: str, n: int) -> float:
     return (seen - untimed) / seconds
 
 
-def confluent_ceiling(bootstrap: str, topic: str, n: int) -> float | None:
+def confluent_ceiling(bootstrap: str, topic: str, n: int) -> float:
     """(a2) the same with confluent-kafka (librdkafka) consuming, timed from the assignment (librdkafka fetches
-    ahead in the background, so a clock started at the first record would miss that work); None when the package is
-    not installed."""
-    try:
-        from confluent_kafka import Consumer
-    except ImportError:
-        return None
+    ahead in the background, so a clock started at the first record would miss that work)."""
+    from confluent_kafka import Consumer
+
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{uuid.uuid4().hex[:6]}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False, "session.timeout.ms": 6000,
                          "heartbeat.interval.ms": 1000})
@@ -242,10 +239,11 @@ def main(argv=None) -> int:
     parser.add_argument("--latency-records", type=int, default=20_000)
     parser.add_argument("--config", default=str(REPO / "config" / "smd.yaml"))
     parser.add_argument("--entity", default="machine-1-2", help="SMD machine the bundle is trained on")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of (a), (a2), (b), (b'): medians")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
-        args.records, args.latency_records = 20_000, 4000
+        args.records, args.latency_records, args.repeats = 20_000, 4000, 1
     torch.set_num_threads(1)
     tag = uuid.uuid4().hex[:6]
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
@@ -260,14 +258,17 @@ def main(argv=None) -> int:
         rows, source = test_rows(args.config, args.entity)
         stream = records(args.records, args.entities, 1.7e9, rows)
         produce(cfg, broker.bootstrap, k.metrics_topic, stream)
-        raw = raw_ceiling(broker.bootstrap, k.metrics_topic, args.records)
-        raw_confluent = confluent_ceiling(broker.bootstrap, k.metrics_topic, args.records)
         in_partial = args.entities * (cfg.scoring.stride - 1)
-        daemon_rate = run_daemon(cfg, Path(tmp) / "bench.pt", broker.bootstrap, args.records - in_partial)
-        # the same run with kafka.client=kafka-python: its own group and changelog
-        python_cfg = load_config(args.config, overrides + [f"kafka.group_id=kp-{tag}", "kafka.client=kafka-python",
-                                                           f"kafka.state_topic=kp-state-{tag}"])
-        python_rate = run_daemon(python_cfg, Path(tmp) / "bench.pt", broker.bootstrap, args.records - in_partial)
+        rates: dict[str, list[float]] = {"a": [], "a2": [], "b": [], "b'": []}
+        for r in range(args.repeats):  # interleaved, so that a slow spell of the machine hits every row alike
+            rates["a"].append(raw_ceiling(broker.bootstrap, k.metrics_topic, args.records))
+            rates["a2"].append(confluent_ceiling(broker.bootstrap, k.metrics_topic, args.records))
+            for row, client in (("b", cfg.kafka.client), ("b'", "kafka-python")):  # each run its group and changelog
+                run_cfg = load_config(args.config, overrides + [f"kafka.group_id=bench-{tag}-{r}-{client}",
+                                                                f"kafka.state_topic=state-{tag}-{r}-{client}",
+                                                                f"kafka.client={client}"])
+                rates[row].append(run_daemon(run_cfg, Path(tmp) / "bench.pt", broker.bootstrap,
+                                             args.records - in_partial))
         latencies: list = []
         lat_cfg = load_config(args.config, [f"kafka.metrics_topic=lat-{tag}", f"kafka.alerts_topic=bench-alerts-{tag}",
                                             f"kafka.dlq_topic=bench-dlq-{tag}", f"kafka.group_id=lat-{tag}",
@@ -284,17 +285,27 @@ def main(argv=None) -> int:
         memory = memory_per_1000_entities(cfg, bundle)
     lat = np.asarray(latencies) * 1000
     print(f"\n# {args.records:,} records ({source}), {args.entities} entities x {C} channels, model {cfg.model.name} "
-          f"(window {cfg.model.window}, stride {cfg.scoring.stride}, batch {cfg.scoring.max_batch}), 1 torch thread\n")
+          f"(window {cfg.model.window}, stride {cfg.scoring.stride}, batch {cfg.scoring.max_batch}), 1 torch thread; "
+          f"rates: median of {args.repeats} interleaved runs (each run in brackets)\n")
     print("| measure | value |")
     print("|---|---:|")
-    print(f"| (a) raw ceiling: kafka-python consume + orjson decode | {raw:,.0f} records/s |")
-    print(f"| (b) daemon end to end, default config (`kafka.client: {cfg.kafka.client}`) | {daemon_rate:,.0f} records/s |")
-    print(f"| (c) daemon / raw ceiling, (b) / (a) | {daemon_rate / raw:.0%} |")
-    if raw_confluent is not None:
-        print(f"| (a2) raw ceiling with confluent-kafka: consume + orjson decode, and (b) / (a2) | "
-              f"{raw_confluent:,.0f} records/s, {daemon_rate / raw_confluent:.0%} |")
-    print(f"| (b') daemon end to end, `kafka.client: kafka-python` | {python_rate:,.0f} records/s |")
-    print(f"| (c') (b') / (a) | {python_rate / raw:.0%} |")
+    med = {row: float(np.median(values)) for row, values in rates.items()}
+
+    def rate(row: str) -> str:
+        spread = f" ({', '.join(f'{v:,.0f}' for v in rates[row])})" if len(rates[row]) > 1 else ""
+        return f"{med[row]:,.0f} records/s{spread}"
+
+    def ratio(top: str, bottom: str) -> str:
+        each = [f"{t / b:.0%}" for t, b in zip(rates[top], rates[bottom])]
+        return f"{med[top] / med[bottom]:.0%}" + (f" (each run: {', '.join(each)})" if len(each) > 1 else "")
+
+    print(f"| (a) raw ceiling: kafka-python consume + orjson decode | {rate('a')} |")
+    print(f"| (b) daemon end to end, default config (`kafka.client: {cfg.kafka.client}`) | {rate('b')} |")
+    print(f"| (c) daemon / raw ceiling, (b) / (a) | {ratio('b', 'a')} |")
+    print(f"| (a2) raw ceiling with confluent-kafka: consume + orjson decode | {rate('a2')} |")
+    python = "b'"
+    print(f"| (b') daemon end to end, `kafka.client: kafka-python` | {rate(python)} |")
+    print(f"| (c') (b') / (a) | {ratio(python, 'a')} |")
     print(f"| (b2) engine.Pipeline alone, in process (no Kafka) | {in_process:,.0f} records/s |")
     print(f"| (b3) model inference time / (b2) wall time | {inference_share:.0%} |")
     print(f"| (d) latency production -> score at {args.rate:,.0f} records/s, p50 / p99 | "
