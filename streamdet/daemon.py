@@ -10,6 +10,7 @@ commits nothing and exits 1, so that Kafka redelivers after a restart.
 from __future__ import annotations
 
 import base64
+import gc
 import logging
 import signal
 import threading
@@ -123,6 +124,7 @@ class Daemon:
         self.reloader.install_sighup(stack)
         self.bootstrap = self._resolve_bootstrap(stack)
         self._connect(stack)
+        _freeze_startup_heap()
         k = self.cfg.kafka
         log.info("daemon started bootstrap=%s topic=%s group=%s client=%s model=%s", self.bootstrap, k.metrics_topic,
                  k.group_id, k.client, bundle.model_name)
@@ -397,3 +399,13 @@ class Daemon:
             self._committed.pop(tp, None)
         self.client.forget(partitions)
         self.metrics.set_assigned(False)
+
+
+def _freeze_startup_heap() -> None:
+    """Move everything alive after start-up (torch and its modules, the model, clients, config) out of the cyclic
+    garbage collector's reach: they live as long as the process, yet every full collection would walk all of them
+    (hundreds of thousands of objects, tenths of a second each time, on the thread that consumes). Measured with
+    tools/bench_pipeline.py: the largest single gain in end-to-end records/s. Objects created later are collected
+    as usual."""
+    gc.collect()
+    gc.freeze()
