@@ -200,6 +200,7 @@ class Pipeline:
     def _serve(self, bundle: Any) -> None:
         """The model-dependent stages: scorer, thresholds from its calibration, alerts carrying its identity."""
         self.scorer = Scorer(bundle.module, self._inference_threads())
+        self.scorer.warm_up(self.window, len(bundle.channels), self._cfg.scoring.max_batch)
         self.thresholds = ThresholdBank(self._cfg.threshold, bundle.calibration)
         self.alerts = AlertManager(self._cfg.alerting, self.decoder.channels,
                                    {"name": bundle.model_name, "sha256": bundle.sha256})

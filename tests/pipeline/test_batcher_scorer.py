@@ -75,3 +75,18 @@ def test_scorer_rejects_a_module_with_wrong_output_shapes():
 
     with pytest.raises(BundleError, match="expected"):
         Scorer(Wrong()).score(np.zeros((2, 4, 3), np.float32))
+
+
+@pytest.mark.parametrize("max_batch, sizes", [(256, [1, 2, 4, 8, 16, 32, 64, 128, 256]), (100, [1, 2, 4, 8, 16, 32, 64, 128])])
+def test_warm_up_scores_every_padded_batch_size_the_daemon_can_send(max_batch, sizes):
+    """Each shape a live batch can take is seen (twice) before the first record, so no first batch pays for
+    TorchScript's profiling of a new shape."""
+    seen = []
+
+    def module(x):
+        seen.append(tuple(x.shape))
+        return x.sum(-1), x
+
+    Scorer(module).warm_up(window=5, n_channels=3, max_batch=max_batch)
+    assert sorted(set(seen)) == [(b, 5, 3) for b in sizes]
+    assert all(seen.count(shape) == 2 for shape in set(seen))
