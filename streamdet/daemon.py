@@ -248,6 +248,9 @@ class Daemon:
         self._publish(self.pipeline.flush_batches())  # windows already cut are scored by the model they met
         self.pipeline.replace_model(bundle)
         self.metrics.set_model(bundle.model_name, bundle.sha256, bundle.window, len(bundle.channels))
+        self.reloader.served(bundle)
+        gc.unfreeze()  # the old model was part of the frozen start-up heap: let the collector free it, then refreeze
+        _freeze_startup_heap()
 
     def _probe(self, got_records: bool) -> None:
         """Records prove the broker alive; otherwise ask it something small every few seconds."""
@@ -406,6 +409,6 @@ def _freeze_startup_heap() -> None:
     garbage collector's reach: they live as long as the process, yet every full collection would walk all of them
     (hundreds of thousands of objects, tenths of a second each time, on the thread that consumes). Measured with
     tools/bench_pipeline.py: the largest single gain in end-to-end records/s. Objects created later are collected
-    as usual."""
+    as usual; a model reload unfreezes first, so that the replaced model can be collected."""
     gc.collect()
     gc.freeze()

@@ -57,7 +57,8 @@ class BundleReloader:
         self._requested.set()
 
     def poll(self) -> Optional[Bundle]:
-        """A verified new bundle to swap in, or None (nothing changed, or the new file was rejected)."""
+        """A verified new bundle to swap in (call `served` once it serves), or None (nothing changed, or the new
+        file was rejected)."""
         now = time.monotonic()
         forced = self._requested.is_set()
         if not forced and now < self._next_check:
@@ -76,11 +77,15 @@ class BundleReloader:
             return None
         if bundle.sha256 == self.current.sha256:
             return None
+        return bundle
+
+    def served(self, bundle: Bundle) -> None:
+        """The daemon now scores with `bundle` (and exports it as model info): only then is the reload counted, so
+        that a scrape never sees a reload whose model is not yet the one serving."""
         log.info("model reloaded: %s %s -> %s %s", self.current.model_name, self.current.sha256[:12],
                  bundle.model_name, bundle.sha256[:12])
         self.current = bundle
         self._count("ok")
-        return bundle
 
     def _verified(self, bundle: Bundle) -> Bundle:
         if bundle.channels != self.current.channels:
