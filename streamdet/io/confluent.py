@@ -1,8 +1,8 @@
-"""A StreamClient whose metrics consumer is confluent-kafka (librdkafka), chosen with `kafka.client: confluent`.
+"""A StreamClient whose metrics consumer is confluent-kafka (librdkafka): `kafka.client: confluent`, the default.
 
 Why a second client: the consumer is the daemon's hot path, and kafka-python parses every fetched record in Python
 on the daemon's own thread. librdkafka fetches and parses in C on background threads, so the daemon thread is left
-with the pipeline: measured 1.3x to 1.6x the end-to-end records/s of kafka-python on the same broker
+with the pipeline: measured 1.3x to 1.7x the end-to-end records/s of kafka-python on the same broker
 (`tools/bench_pipeline.py`). Producing (alerts, dead letters, checkpoints) stays on the kafka-python Producer of
 io/kafka.py, whose acknowledged flush the delivery rules (DESIGN.md §5) are built on; only the consumer changes.
 
