@@ -92,7 +92,7 @@ class ConfluentClient(ProducingClient):
 
     def poll(self, timeout_ms, max_records):
         try:
-            messages = self._consumer.consume(max_records, timeout_ms / 1000.0)
+            messages = self._take(timeout_ms, max_records)
         except KafkaException as exc:
             raise _unavailable(exc, "consume") from exc
         items: list[tuple[bytes, Source]] = []
@@ -105,6 +105,19 @@ class ConfluentClient(ProducingClient):
             append((message.value(), source))
             consumed[source[:2]] = source[2] + 1
         return items
+
+    def _take(self, timeout_ms: int, max_records: int) -> list:
+        """Everything queued now, up to max_records; when nothing is, wait up to timeout_ms for the first record
+        only. (consume(n, timeout) alone waits until n records are queued or the timeout passes, so a poll that
+        found 4,000 records ready sat idle until the next fetch arrived, and at low rates every poll added the
+        whole timeout to the latency.)"""
+        messages = self._consumer.consume(max_records, 0)
+        if messages:
+            return messages
+        first = self._consumer.poll(timeout_ms / 1000.0)
+        if first is None:
+            return []
+        return [first] + self._consumer.consume(max_records - 1, 0) if max_records > 1 else [first]
 
     @staticmethod
     def _consume_error(error: KafkaError) -> None:
