@@ -62,7 +62,6 @@ class Daemon:
         self._stop = threading.Event()
         self._failed = False
         self._callback_error: Optional[BaseException] = None  # kafka-python swallows listener errors; re-raised
-        self._consumed: dict[Partition, int] = {}  # next offset per partition (read, not necessarily scored)
         self._committed: dict[Partition, int] = {}
         self._next_commit = 0.0
         self._next_lag = 0.0
@@ -278,9 +277,7 @@ class Daemon:
         return timeout if due is None else max(0, min(timeout, int(due * 1000)))
 
     def _note_consumed(self, items: list) -> None:
-        positions = self.client.positions()
-        self._consumed.update(positions)
-        topics = {topic for topic, _ in positions}
+        topics = {topic for topic, _ in self.client.positions()}
         counts = {topics.pop(): len(items)} if len(topics) == 1 else Counter(source[0] for _, source in items)
         for topic, n in counts.items():
             self.metrics.consumed.labels(topic).inc(n)
@@ -364,12 +361,13 @@ class Daemon:
 
     def _offsets_to_commit(self, partitions: Optional[list[Partition]]) -> dict[Partition, int]:
         floor = self.pipeline.pending_floor()
-        wanted = partitions if partitions is not None else list(self._consumed)
+        consumed = self.client.positions()  # next offset per partition (read, not necessarily scored)
+        wanted = partitions if partitions is not None else list(consumed)
         offsets = {}
         for tp in wanted:
-            if tp not in self._consumed:
+            if tp not in consumed:
                 continue
-            offset = min(floor.get(tp, self._consumed[tp]), self._consumed[tp])
+            offset = min(floor.get(tp, consumed[tp]), consumed[tp])
             if self._committed.get(tp) != offset:
                 offsets[tp] = offset
         return offsets
@@ -398,9 +396,8 @@ class Daemon:
                 self._failed, self._callback_error = True, exc
                 log.exception("draining revoked partitions failed; committing nothing")
         for tp in partitions:
-            self._consumed.pop(tp, None)
             self._committed.pop(tp, None)
-        self.client.forget(partitions)
+        self.client.forget(partitions)  # also drops their positions
         self.metrics.set_assigned(False)
 
 

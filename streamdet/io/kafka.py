@@ -249,7 +249,8 @@ class StreamClient:
         raise NotImplementedError
 
     def positions(self) -> dict[Partition, int]:
-        """Per partition, the offset after the last record poll() has returned (tracked by the client anyway)."""
+        """Per partition, the offset after the last record poll() has returned (until forget()): where the daemon
+        commits from, kept once, here."""
         raise NotImplementedError
 
     def produce(self, topic: str, key: Optional[bytes], value: bytes) -> None:
