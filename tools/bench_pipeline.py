@@ -11,7 +11,7 @@ One run prints one table:
       batch 256, LSTM-AE default preset, POT thresholds, checkpoints every 5 s, alerts published): records/s from
       the group assignment until every record is scored
   (c) (b) / (a)
-  (a2) the raw ceiling of confluent-kafka (librdkafka), the default config's consumer, and (b) / (a2)
+  (a2) the raw ceiling of confluent-kafka (librdkafka), the default config's consumer
   (b', c') the daemon with kafka.client=kafka-python, and (b') / (a)
   (b2, b3) the pipeline alone in process, and model inference time as a share of its wall time (with
       scoring.overlap the model runs on its own thread, so this is how busy that thread is)
@@ -268,8 +268,9 @@ def main(argv=None) -> int:
             rates["a"].append(raw_ceiling(broker.bootstrap, k.metrics_topic, args.records))
             rates["a2"].append(confluent_ceiling(broker.bootstrap, k.metrics_topic, args.records))
             for row, client in (("b", cfg.kafka.client), ("b'", "kafka-python")):  # each run its group and changelog
-                run_cfg = load_config(args.config, overrides + [f"kafka.group_id=bench-{tag}-{r}-{client}",
-                                                                f"kafka.state_topic=state-{tag}-{r}-{client}",
+                run = f"{tag}-{r}-{'b' if row == 'b' else 'kp'}"  # a row's own name, even if both use one client
+                run_cfg = load_config(args.config, overrides + [f"kafka.group_id=bench-{run}",
+                                                                f"kafka.state_topic=state-{run}",
                                                                 f"kafka.client={client}"])
                 rates[row].append(run_daemon(run_cfg, Path(tmp) / "bench.pt", broker.bootstrap,
                                              args.records - in_partial))

@@ -148,9 +148,8 @@ class Decoder:
         if distinct is None or not all(map(_valid_entity, distinct)):
             failed.update(k for k, e in enumerate(entities) if not _valid_entity(e))
         if not NUMBER_TYPES.issuperset(map(type, stamps)):
-            wrong = [k for k, ts in enumerate(stamps) if not _is_number(ts)]
-            failed.update(wrong)
-            stamps = [0.0 if k in failed else ts for k, ts in enumerate(stamps)]  # the others still get checked
+            failed.update(k for k, ts in enumerate(stamps) if not _is_number(ts))
+            stamps = [ts if _is_number(ts) else 0.0 for ts in stamps]  # the numeric ones still get range-checked
         t = np.array(stamps, dtype=np.float64)
         failed.update(np.flatnonzero(~((t >= 0) & (t <= newest))).tolist())
         batch = b"".join(raws)
@@ -275,7 +274,7 @@ def _entity(obj: dict) -> str:
     entity = obj["entity"]
     if type(entity) is not str:
         raise DecodeError("bad_entity", f"entity: expected a string, got {_json_type(entity)}")
-    if not entity or len(entity) > MAX_ENTITY_CHARS or not entity.isprintable():
+    if not _valid_entity(entity):
         raise DecodeError("bad_entity", f"entity: must be 1..{MAX_ENTITY_CHARS} printable characters, "
                                         f"got {entity[:40]!r}")
     return entity

@@ -50,8 +50,8 @@ class Scorer:
         """Score zeros twice at every padded batch size up to max_batch, before the first real batch: a TorchScript
         module profiles and optimises each new input shape on its first calls (the first batch of 256 took 73 ms
         instead of 21), which would otherwise land on the first live records."""
-        sizes = sorted({bucket_size(b) if self.bucket else b for b in (1 << k for k in range(max_batch.bit_length()))}
-                       | {bucket_size(max_batch) if self.bucket else max_batch})
+        largest = bucket_size(max_batch) if self.bucket else max_batch
+        sizes = [1 << k for k in range(largest.bit_length()) if 1 << k < largest] + [largest]
         for size in sizes:
             zeros = np.zeros((size, window, n_channels), dtype=np.float32)
             for _ in range(2):
