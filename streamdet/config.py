@@ -102,9 +102,10 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    stride: int = _range(1, 100_000, default=10)
+    stride: int = _range(1, 100_000, default=20)
     max_batch: int = _range(1, 100_000, default=256)
     max_wait_ms: float = _range(0, 60_000, default=50)
+    max_delay_s: float = _range(0, 1e7, default=30.0)  # a point waits at most this long for its stride; 0 = no bound
     device: str = "cpu"
     threads: int = _range(0, 1024, default=0)  # 0 = torch default
     overlap: bool = True  # the model runs on a worker thread while the next records are decoded (two cores)

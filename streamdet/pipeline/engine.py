@@ -100,7 +100,8 @@ class Pipeline:
         self.window = int(bundle.window)
         self.decoder = Decoder(channels, cfg.input.max_record_bytes, cfg.input.max_future_s)
         self.windows = WindowStore(self.window, len(channels), cfg.scoring.stride, cfg.input.max_entities,
-                                   cfg.input.allowed_lateness_s, cfg.input.entity_idle_s, clock)
+                                   cfg.input.allowed_lateness_s, cfg.input.entity_idle_s, clock,
+                                   cfg.scoring.max_delay_s)
         self.batcher = MicroBatcher(cfg.scoring.max_batch, cfg.scoring.max_wait_ms, clock)
         overlap = cfg.scoring.overlap if overlap is None else overlap
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="streamdet-infer") if overlap else None
@@ -167,7 +168,8 @@ class Pipeline:
             self._skip_through.pop(entity, None)
 
     def poll(self) -> StepResult:
-        """Score the batches that became due by time since the last call; return what finished meanwhile."""
+        """Score the batches that became due by time (and the points overdue for their stride) since the last call;
+        return what finished meanwhile."""
         self._score_due()
         return self._take_done(wait=False)
 
@@ -223,10 +225,13 @@ class Pipeline:
         return [e for e, source in self.last_source.items() if tuple(source[:2]) in wanted]
 
     def seconds_until_due(self) -> float | None:
-        """How long until the oldest batched request is due (None when nothing waits); for poll timeouts."""
+        """How long until the oldest batched request is due or a buffered point overdue (None when nothing waits);
+        for poll timeouts."""
+        overdue = self.windows.seconds_until_overdue()
         if not len(self.batcher):
-            return None
-        return max(0.0, self.batcher.max_wait_s - self.batcher.oldest_age())
+            return overdue
+        due = max(0.0, self.batcher.max_wait_s - self.batcher.oldest_age())
+        return due if overdue is None else min(due, overdue)
 
     def pending_floor(self) -> dict[tuple[str, int], int]:
         """Per (topic, partition): the lowest offset whose record is buffered but not yet scored."""
@@ -249,6 +254,8 @@ class Pipeline:
             self._submit(self.batcher.take())
 
     def _score_due(self) -> None:
+        for request in self.windows.take_overdue():  # points that waited scoring.max_delay_s for their stride
+            self._enqueue(request)
         while self.batcher.due():
             self._submit(self.batcher.take())
 

@@ -5,6 +5,11 @@ Every record gets exactly one score: a request carries the whole window [L, C] i
 and the request is marked warm=False, so warm-up records are scored too but never fire alerts. Entities are kept in
 LRU order; when the store is full, the least recently used entity is evicted if it has been idle for entity_idle_s
 (its unscored points are flushed as a partial request, see take_flushed), otherwise the new entity is rejected.
+
+A stride bounds the model's cost, not the detection delay: an entity sending one point a minute would wait `stride`
+minutes for its points to be scored. With max_delay_s, a point that has waited that long on the store clock is
+emitted in a partial request (take_overdue) with the other unscored points of its entity. A clock that never moves
+(backtests) never makes a point overdue, so replays stay deterministic.
 """
 
 from __future__ import annotations
@@ -104,7 +109,7 @@ class WindowStore:
     """Ring buffers for up to `max_entities` entities (LRU)."""
 
     def __init__(self, window: int, n_channels: int, stride: int, max_entities: int, allowed_lateness_s: float,
-                 entity_idle_s: float, clock: Callable[[], float] = time.monotonic):
+                 entity_idle_s: float, clock: Callable[[], float] = time.monotonic, max_delay_s: float = 0.0):
         if stride > window:
             raise ConfigError(f"scoring.stride: {stride} is larger than the model window {window}; points would go unscored")
         self.window, self.n_channels, self.stride = window, n_channels, stride
@@ -112,8 +117,11 @@ class WindowStore:
         self.allowed_lateness_s = allowed_lateness_s
         self.entity_idle_s = entity_idle_s
         self.clock = clock
+        self.max_delay_s = max_delay_s
         self._rings: OrderedDict[str, _Ring] = OrderedDict()
         self._flushed: list[WindowRequest] = []
+        # entity -> store clock when its oldest unscored point arrived, oldest first (only with max_delay_s)
+        self._waiting: OrderedDict[str, float] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._rings)
@@ -133,7 +141,10 @@ class WindowStore:
         ring.write(ts, values, source)
         ring.last_active = self.clock() if now is None else now
         self._rings.move_to_end(entity)
-        return ring.emit(entity, self.stride) if ring.pending >= self.stride else None
+        request = ring.emit(entity, self.stride) if ring.pending >= self.stride else None
+        if self.max_delay_s:
+            self._note_waiting(entity, ring, ring.last_active, restarted=request is not None)
+        return request
 
     def push_many(self, entities: list[str], ts: list[float], values: np.ndarray, sources: list,
                   now: float | None = None) -> PushResult:
@@ -158,7 +169,7 @@ class WindowStore:
                 if len(positions) < BLOCK_MIN or ring.seen < self.window:
                     self._push_each(positions, entities, ts, values, sources, now, out)
                 else:
-                    self._push_block(entity, ring, positions, ts, values, sources, out)
+                    self._push_block(entity, ring, positions, ts, values, sources, now, out)
             for entity in sorted(out.last, key=out.last.__getitem__):  # LRU order of one-by-one pushes
                 self._rings.move_to_end(entity)
                 self._rings[entity].last_active = now
@@ -180,7 +191,7 @@ class WindowStore:
                 out.requests += [(k, flushed) for flushed in self.take_flushed()]
 
     def _push_block(self, entity: str, ring: _Ring, positions: list[int], ts: list[float], values: np.ndarray,
-                    sources: list, out: PushResult) -> None:
+                    sources: list, now: float, out: PushResult) -> None:
         """Append a warm entity's points at once: each request is a slice of (old window + new points)."""
         t = np.array([ts[k] for k in positions], dtype=np.float64)  # [m]
         latest_before = np.maximum.accumulate(np.concatenate(([ring.max_ts], t)))[:-1]  # late points never raise it
@@ -215,6 +226,17 @@ class WindowStore:
         ring.pending += m - S * len(emitted)
         ring.max_ts = max(ring.max_ts, float(t.max()))
         out.last[entity] = positions[-1]
+        if self.max_delay_s:
+            self._note_waiting(entity, ring, now, restarted=len(emitted) > 0)
+
+    def _note_waiting(self, entity: str, ring: _Ring, now: float, restarted: bool) -> None:
+        """Keep `entity`'s place in _waiting after a push: out when nothing is pending; after an emitted request the
+        points still pending arrived in this push, so they wait from `now`; otherwise the oldest keeps its time."""
+        if not ring.pending:
+            self._waiting.pop(entity, None)
+        elif restarted or entity not in self._waiting:
+            self._waiting.pop(entity, None)
+            self._waiting[entity] = now
 
     def _late(self, entity: str, ts: float, latest: float) -> DecodeError:
         return DecodeError("late", f"ts: {ts} is {latest - ts:.3f} s behind entity {entity!r}'s latest "
@@ -234,12 +256,14 @@ class WindowStore:
 
     def _evict(self, entity: str) -> None:
         ring = self._rings.pop(entity)
+        self._waiting.pop(entity, None)
         if ring.pending:
             self._flushed.append(ring.emit(entity, ring.pending))
 
     def remove(self, entity: str) -> WindowRequest | None:
         """Forget an entity (e.g. its partition was revoked); returns its unscored points as a partial request."""
         ring = self._rings.pop(entity, None)
+        self._waiting.pop(entity, None)
         return ring.emit(entity, ring.pending) if ring is not None and ring.pending else None
 
     def has_flushed(self) -> bool:
@@ -254,7 +278,31 @@ class WindowStore:
         """Emit every entity's unscored points as partial requests (n_new < stride), for shutdown."""
         out = self.take_flushed()
         out.extend(ring.emit(entity, ring.pending) for entity, ring in self._rings.items() if ring.pending)
+        self._waiting.clear()
         return out
+
+    def take_overdue(self, now: float | None = None) -> list[WindowRequest]:
+        """Partial requests for entities whose oldest unscored point has waited max_delay_s or longer."""
+        out: list[WindowRequest] = []
+        if not self._waiting:
+            return out
+        limit = (self.clock() if now is None else now) - self.max_delay_s
+        while self._waiting:
+            entity, since = next(iter(self._waiting.items()))
+            if since > limit:
+                break
+            del self._waiting[entity]
+            ring = self._rings[entity]
+            if ring.pending:
+                out.append(ring.emit(entity, ring.pending))
+        return out
+
+    def seconds_until_overdue(self, now: float | None = None) -> float | None:
+        """How long until the next point becomes overdue (None when no point waits or there is no bound)."""
+        if not self._waiting:
+            return None
+        since = next(iter(self._waiting.values()))
+        return max(0.0, since + self.max_delay_s - (self.clock() if now is None else now))
 
     def pending_sources(self) -> Iterator[Any]:
         """Sources of all points that are buffered but not yet part of an emitted request."""
@@ -285,3 +333,6 @@ class WindowStore:
         ring.pos, ring.seen, ring.pending = int(state["pos"]), int(state["seen"]), int(state["pending"])
         ring.max_ts = float(state["max_ts"])
         ring.last_active = self.clock()
+        self._waiting.pop(entity, None)
+        if self.max_delay_s and ring.pending:
+            self._waiting[entity] = ring.last_active  # restored points wait from now

@@ -1,8 +1,9 @@
 """The daemon end to end: real broker, `streamdet run` in a subprocess, a real SMD anomaly, an independent reader.
 
-One daemon run (module fixture) serves the alert, dead-letter, metrics and shutdown tests: 460 test rows of machine-1-2
-around its labelled anomaly at rows 4629-4687, with four malformed records injected after the first 100 rows (same key,
-so same partition: their offsets are exactly 100-103 and every good record after them must still be scored).
+One daemon run (module fixture) serves the alert, dead-letter, metrics, max-delay and shutdown tests: 465 test rows of
+machine-1-2 around its labelled anomaly at rows 4629-4687, with four malformed records injected after the first 100
+rows (same key, so same partition: their offsets are exactly 100-103 and every good record after them must still be
+scored). 465 is not a multiple of the stride: the last records wait in a partial stride until scoring.max_delay_s.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from tests.integration.helpers import T0, DaemonProcess, final_totals, read_topi
 
 pytestmark = pytest.mark.kafka
 
-FIRST_ROW, LAST_ROW = 4300, 4760  # the test-split slice replayed; the anomaly starts 329 rows in
+FIRST_ROW, LAST_ROW = 4300, 4765  # the test-split slice replayed; the anomaly starts 329 rows in
 SLACK = 3  # an alert may start this many points before or after the labelled segment
 BAD_AT = 100  # the malformed records go in after this many good ones
 C = 38
-STRIDE = load_config(SMD_CONFIG).scoring.stride  # a partial stride waits in the window until more records come
+STRIDE = load_config(SMD_CONFIG).scoring.stride  # a partial stride waits in the window until more records come...
+MAX_DELAY_S = 3.0  # ...or until its oldest record has waited this long
 MALFORMED = {
     "not_json": b"this is not json",
     "no_entity": orjson.dumps({"ts": T0, "values": [0.0] * C}),
@@ -44,7 +46,7 @@ def scenario(request, broker, tiny_bundle, smd_root, tmp_path_factory):
     rows = smd_rows(smd_root, TINY_ENTITY, "test", FIRST_ROW, LAST_ROW)
     labels = smd_labels(smd_root, TINY_ENTITY, FIRST_ROW, LAST_ROW)
     daemon = DaemonProcess(tiny_bundle, broker.bootstrap, names, tmp_path_factory.mktemp("e2e") / "daemon.log",
-                           extra=(f"kafka.state_topic=state-{tag}",))
+                           extra=(f"kafka.state_topic=state-{tag}", f"scoring.max_delay_s={MAX_DELAY_S}"))
     try:
         daemon.wait_ready()
         _replay(broker.bootstrap, names["metrics"], rows)
@@ -168,6 +170,14 @@ def test_alert_counters_match_the_alerts_topic(scenario):
     assert counted["firing"] >= 1
     assert {status: float(sum(a["status"] == status for a in alerts)) for status in counted} == counted
     assert len({(a["alert_id"], a["status"]) for a in alerts}) == len(alerts)  # a resolve shares its alert's id
+
+
+def test_a_partial_stride_is_scored_once_it_waited_max_delay(scenario):
+    """No more input and no shutdown: the records left short of a stride are scored after scoring.max_delay_s."""
+    daemon, n_good = scenario["daemon"], scenario["n_good"]
+    assert n_good % STRIDE, "the replay must end inside a stride"
+    wait_until(lambda: daemon.value("streamdet_records_scored_total") == n_good, MAX_DELAY_S + 20,
+               "the records of the last partial stride to be scored")
 
 
 def test_sigterm_exits_0_with_every_valid_record_scored_or_checkpointed(scenario):

@@ -25,9 +25,10 @@ class FrozenClock:
         return self.now
 
 
-def make_pipeline(max_batch=4, max_wait_ms=50.0, stride=STRIDE, overlap=False, module=None):
+def make_pipeline(max_batch=4, max_wait_ms=50.0, stride=STRIDE, overlap=False, module=None, max_delay_s=30.0):
     cfg = load_config(SMD_CONFIG, [f"scoring.stride={stride}", f"scoring.max_batch={max_batch}",
-                                   f"scoring.max_wait_ms={max_wait_ms}", "alerting.min_consecutive=1"])
+                                   f"scoring.max_wait_ms={max_wait_ms}", "alerting.min_consecutive=1",
+                                   f"scoring.max_delay_s={max_delay_s}"])
     bundle = FakeBundle(module or torch.jit.script(DeviationDetector()), tuple("abc"), L, exponential_calibration())
     clock = FrozenClock()
     return Pipeline(cfg, bundle, clock, overlap=overlap), clock
@@ -63,6 +64,23 @@ def test_pending_floor_tracks_the_lowest_unscored_offset():
     assert p.pending_floor() == {("m", 0): 4, ("m", 1): 0}
     p.drain()
     assert p.pending_floor() == {}
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_points_of_a_slow_entity_are_scored_once_they_waited_max_delay(overlap):
+    p, clock = make_pipeline(max_batch=100, max_wait_ms=0, overlap=overlap, max_delay_s=5.0)
+    first = list(p.process(items("e", 0, STRIDE + 2)).points())  # the warm-up stride; two points wait for theirs
+    first += p.flush_batches().points()
+    assert sorted(s.source[2] for s in first) == list(range(STRIDE))
+    assert p.pending_floor() == {("m", 0): STRIDE} and p.seconds_until_due() == 5.0
+    clock.now = 4.9
+    assert list(p.poll().points()) + list(p.flush_batches().points()) == []
+    clock.now = 5.0
+    late = list(p.poll().points()) + list(p.flush_batches().points())
+    assert [s.source[2] for s in late] == [STRIDE, STRIDE + 1]
+    assert p.pending_floor() == {} and p.seconds_until_due() is None
+    later = list(p.process(items("e", STRIDE + 2, STRIDE)).points()) + list(p.flush_batches().points())
+    assert [s.source[2] for s in later] == list(range(STRIDE + 2, 2 * STRIDE + 2))  # strides count afresh
 
 
 @pytest.mark.parametrize("overlap", [False, True])

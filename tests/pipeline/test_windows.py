@@ -19,8 +19,8 @@ def row(i: int) -> np.ndarray:
     return np.array([i, 10 * i], dtype=np.float32)
 
 
-def store(stride=2, max_entities=10, lateness=5.0, idle=100.0, clock=None) -> WindowStore:
-    return WindowStore(L, C, stride, max_entities, lateness, idle, clock or Clock())
+def store(stride=2, max_entities=10, lateness=5.0, idle=100.0, clock=None, max_delay=0.0) -> WindowStore:
+    return WindowStore(L, C, stride, max_entities, lateness, idle, clock or Clock(), max_delay)
 
 
 def push_range(ws, entity, start, stop):
@@ -132,10 +132,12 @@ def _requests_as_data(requests):
     return [(r.entity, r.window.tolist(), r.n_new, r.ts.tolist(), list(r.sources), r.warm) for r in requests]
 
 
-@pytest.mark.parametrize("stride,max_entities,batch", [(2, 10, 40), (5, 10, 64), (1, 10, 7), (3, 4, 50)])
-def test_push_many_equals_pushing_one_by_one(stride, max_entities, batch):
-    """Blocks (entities with many points per batch), single points, late points, warm-up and evictions (cap 4 with
-    six entities) must give the same requests in the same order, the same rejections and the same state."""
+@pytest.mark.parametrize("stride,max_entities,batch,max_delay", [(2, 10, 40, 0.0), (5, 10, 64, 0.0), (1, 10, 7, 0.0),
+                                                                (3, 4, 50, 0.0), (5, 10, 64, 100.0), (4, 4, 30, 20.0)])
+def test_push_many_equals_pushing_one_by_one(stride, max_entities, batch, max_delay):
+    """Blocks (entities with many points per batch), single points, late points, warm-up, evictions (cap 4 with
+    six entities) and overdue points (the clock moves one second per record) must give the same requests in the same
+    order, the same rejections and the same state."""
     rng = np.random.default_rng(stride * 100 + batch)
     n = 600
     entities = [f"e{int(i)}" for i in rng.choice(6, n, p=[0.5, 0.3, 0.1, 0.05, 0.03, 0.02])]
@@ -143,8 +145,11 @@ def test_push_many_equals_pushing_one_by_one(stride, max_entities, batch):
     values = rng.random((n, C), dtype=np.float32)
     sources = [("t", 0, k) for k in range(n)]
     clock_a, clock_b = Clock(), Clock()
-    one = WindowStore(L, C, stride, max_entities, allowed_lateness_s=5.0, entity_idle_s=0.0, clock=clock_a)
-    many = WindowStore(L, C, stride, max_entities, allowed_lateness_s=5.0, entity_idle_s=0.0, clock=clock_b)
+    one = WindowStore(L, C, stride, max_entities, allowed_lateness_s=5.0, entity_idle_s=0.0, clock=clock_a,
+                      max_delay_s=max_delay)
+    many = WindowStore(L, C, stride, max_entities, allowed_lateness_s=5.0, entity_idle_s=0.0, clock=clock_b,
+                       max_delay_s=max_delay)
+    overdue = 0
     want_requests, want_rejected, got_requests, got_rejected = [], [], [], []
     for lo in range(0, n, batch):
         clock_a.now = clock_b.now = float(lo)
@@ -159,9 +164,83 @@ def test_push_many_equals_pushing_one_by_one(stride, max_entities, batch):
         result = many.push_many(entities[lo:hi], ts[lo:hi], values[lo:hi], sources[lo:hi], clock_b.now)
         got_requests += [r for _, r in result.requests]
         got_rejected += [(lo + k, exc.reason, exc.detail) for k, exc in result.rejected]
+        late = one.take_overdue()
+        want_requests += late
+        got_requests += many.take_overdue()
+        overdue += len(late)
     assert got_rejected == want_rejected and any(reason == "late" for _, reason, _ in want_rejected)
+    assert (overdue > 0) == (max_delay > 0)  # the rare entities' points wait longer than max_delay
     assert _requests_as_data(got_requests) == _requests_as_data(want_requests) and len(want_requests) > 50
     assert list(many._rings) == list(one._rings)  # same LRU order
     for entity in one._rings:
         a, b = one.state_dict(entity), many.state_dict(entity)
         assert all(np.array_equal(a[key], b[key]) if isinstance(a[key], np.ndarray) else a[key] == b[key] for key in a)
+
+
+def test_a_point_that_waited_max_delay_is_emitted_with_its_entitys_other_pending_points():
+    clock = Clock()
+    ws = store(stride=4, clock=clock, max_delay=10.0)
+    push_range(ws, "e", 0, 5)  # warm-up request of 4, then one point pending since t=0
+    clock.now = 6.0
+    push_range(ws, "e", 5, 6)  # a second pending point: the entity still waits from t=0
+    push_range(ws, "f", 0, 1)  # another entity, waiting from t=6
+    assert ws.seconds_until_overdue() == 4.0
+    clock.now = 9.9
+    assert ws.take_overdue() == []
+    clock.now = 10.0
+    (request,) = ws.take_overdue()
+    assert (request.entity, request.n_new, [s[2] for s in request.sources]) == ("e", 2, [4, 5])
+    assert request.window[-2:, 0].tolist() == [4, 5] and ws.seconds_until_overdue() == 6.0
+    clock.now = 16.0
+    assert [(r.entity, r.n_new) for r in ws.take_overdue()] == [("f", 1)]
+    assert ws.take_overdue() == [] and ws.seconds_until_overdue() is None
+    assert list(ws.pending_sources()) == []
+
+
+def test_points_left_after_a_full_stride_wait_from_their_own_arrival():
+    clock = Clock()
+    ws = store(stride=2, clock=clock, max_delay=10.0)
+    push_range(ws, "e", 0, 5)  # a full window; point 4 pending since t=0
+    clock.now = 8.0
+    new = range(5, 15)  # one block: point 4 and nine new ones in five strides, point 14 left pending
+    result = ws.push_many(["e"] * 10, [float(i) for i in new], np.stack([row(i) for i in new]),
+                          [("t", 0, i) for i in new])
+    assert [r.n_new for _, r in result.requests] == [2] * 5
+    clock.now = 17.9
+    assert ws.take_overdue() == []  # point 14 arrived at t=8, not t=0
+    clock.now = 18.0
+    assert [s[2] for r in ws.take_overdue() for s in r.sources] == [14]
+
+
+def test_no_point_is_ever_overdue_without_max_delay_or_with_a_clock_that_stands_still():
+    clock = Clock()
+    unbounded, frozen = store(stride=3, clock=clock), store(stride=3, max_delay=5.0)
+    for ws in (unbounded, frozen):
+        push_range(ws, "e", 0, 2)
+    clock.now = 1e9
+    assert unbounded.take_overdue() == [] and unbounded.seconds_until_overdue() is None
+    assert frozen.take_overdue() == [] and frozen.seconds_until_overdue() == 5.0
+
+
+def test_restored_pending_points_wait_from_the_restore():
+    clock = Clock()
+    ws = store(stride=4, clock=clock, max_delay=10.0)
+    push_range(ws, "e", 0, 6)  # two points pending since t=0
+    state = ws.state_dict("e")
+    clock.now = 50.0
+    restored = store(stride=4, clock=clock, max_delay=10.0)
+    restored.load_state("e", state)
+    assert restored.take_overdue() == [] and restored.seconds_until_overdue() == 10.0
+    clock.now = 60.0
+    assert [s[2] for r in restored.take_overdue() for s in r.sources] == [4, 5]
+
+
+def test_removed_and_drained_entities_no_longer_wait():
+    clock = Clock()
+    ws = store(stride=4, clock=clock, max_delay=10.0)
+    push_range(ws, "e", 0, 1)
+    push_range(ws, "f", 0, 1)
+    assert ws.remove("e").n_new == 1
+    assert [r.entity for r in ws.drain()] == ["f"]
+    clock.now = 100.0
+    assert ws.take_overdue() == [] and ws.seconds_until_overdue() is None

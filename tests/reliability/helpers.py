@@ -22,7 +22,9 @@ from tests.integration.helpers import DaemonProcess, read_topic, record, smd_row
 
 ENTITIES = ("rig-a", "rig-b", "rig-c")
 FIRST_ROW, LAST_ROW = 4300, 4760  # machine-1-2's anomaly at rows 4629-4687 falls inside
-EXTRA = ("alerting.min_consecutive=1", "kafka.commit_interval_ms=200")
+# max_delay_s=0: these tests compare alerts with an uninterrupted backtest exactly, and a fault that lasts longer than
+# the delay bound would score the records waiting for their stride in partial windows (docs/reliability.md)
+EXTRA = ("alerting.min_consecutive=1", "kafka.commit_interval_ms=200", "scoring.max_delay_s=0")
 HOLD_LIMIT_S = 120.0  # a held producer gives up (and fails its test) after this
 ALERT_FIELDS = ("alert_id", "status", "entity", "start_ts", "ts", "score", "threshold", "top_channels")
 
