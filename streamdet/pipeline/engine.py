@@ -12,6 +12,7 @@ and alerts are identical with and without overlap; a batch in flight counts as p
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -32,6 +33,7 @@ from .scorer import Scorer
 from .thresholds import ThresholdBank
 from .windows import WindowRequest, WindowStore
 
+log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 2  # batches handed to the inference thread and not yet handled: one running, one waiting
 # With overlap, the inference thread needs the GIL back each time the model returns; at Python's default 5 ms
@@ -99,7 +101,7 @@ class Pipeline:
         self._cfg = cfg
         self.window = int(bundle.window)
         self.decoder = Decoder(channels, cfg.input.max_record_bytes, cfg.input.max_future_s)
-        self.windows = WindowStore(self.window, len(channels), cfg.scoring.stride, cfg.input.max_entities,
+        self.windows = WindowStore(self.window, len(channels), self._stride(), cfg.input.max_entities,
                                    cfg.input.allowed_lateness_s, cfg.input.entity_idle_s, clock,
                                    cfg.scoring.max_delay_s)
         self.batcher = MicroBatcher(cfg.scoring.max_batch, cfg.scoring.max_wait_ms, clock)
@@ -206,6 +208,15 @@ class Pipeline:
         self.thresholds = ThresholdBank(self._cfg.threshold, bundle.calibration)
         self.alerts = AlertManager(self._cfg.alerting, self.decoder.channels,
                                    {"name": bundle.model_name, "sha256": bundle.sha256})
+
+    def _stride(self) -> int:
+        """scoring.stride, at most the model window (as in the bundle's calibration): a window scores at most its own
+        steps, so a larger stride would leave points unscored."""
+        stride = self._cfg.scoring.stride
+        if stride > self.window:
+            log.warning("scoring.stride %d is larger than the model window %d: scoring every %d records",
+                        stride, self.window, self.window)
+        return min(stride, self.window)
 
     def _inference_threads(self) -> int:
         """scoring.threads, or with overlap and threads 0 one core fewer than the machine has: the other core is this

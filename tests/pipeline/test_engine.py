@@ -154,3 +154,11 @@ def test_a_batch_in_flight_is_pending_until_handled():
     done = p.flush_batches()
     assert sorted(s.source[2] for s in done.points()) == [0, 1, 2, 3] and p.pending_floor() == {}
     p.close()
+
+
+def test_a_stride_larger_than_the_window_scores_every_window_records(caplog):
+    """The default stride (20) with a short model window (8 here): a warning, and every record still scored once."""
+    p, _ = make_pipeline(stride=3 * L, max_batch=1)
+    assert "larger than the model window" in caplog.text and p.windows.stride == L
+    scored = list(p.process(items("e", 0, 3 * L + 2)).points()) + list(p.drain().points())
+    assert sorted(s.source[2] for s in scored) == list(range(3 * L + 2))
