@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO))
 from streamdet.config import load_config  # noqa: E402
 from streamdet.daemon import Daemon  # noqa: E402
 from streamdet.io.broker import EmbeddedBroker  # noqa: E402
-from streamdet.io.confluent import FETCH_QUEUE_BACKOFF_MS  # noqa: E402
+from streamdet.io.confluent import librdkafka_options  # noqa: E402
 from streamdet.io.kafka import ensure_topics, make_producer  # noqa: E402
 from streamdet.pipeline.engine import Pipeline  # noqa: E402
 from streamdet.pipeline.scorer import Scorer  # noqa: E402
@@ -132,14 +132,13 @@ def raw_ceiling(bootstrap: str, topic: str, n: int) -> float:
     return (seen - untimed) / seconds
 
 
-def confluent_ceiling(bootstrap: str, topic: str, n: int) -> float:
+def confluent_ceiling(cfg, bootstrap: str, topic: str, n: int) -> float:
     """(a2) the same with confluent-kafka (librdkafka) consuming, timed from the assignment (librdkafka fetches
-    ahead in the background, so a clock started at the first record would miss that work)."""
+    ahead in the background, so a clock started at the first record would miss that work). The consumer has the
+    daemon's librdkafka options (io/confluent.py), in a group of its own."""
     from confluent_kafka import Consumer
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{uuid.uuid4().hex[:6]}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False, "session.timeout.ms": 6000,
-                         "heartbeat.interval.ms": 1000, "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS})  # as the daemon
+    consumer = Consumer({**librdkafka_options(cfg, bootstrap), "group.id": f"raw-{uuid.uuid4().hex[:6]}"})
     started: list[float] = []
     consumer.subscribe([topic], on_assign=lambda _c, _p: started.append(time.perf_counter()))
     seen = 0
@@ -268,7 +267,7 @@ def main(argv=None) -> int:
         rates: dict[str, list[float]] = {"a": [], "a2": [], "b": [], "b'": []}
         for r in range(args.repeats):  # interleaved, so that a slow spell of the machine hits every row alike
             rates["a"].append(raw_ceiling(broker.bootstrap, k.metrics_topic, args.records))
-            rates["a2"].append(confluent_ceiling(broker.bootstrap, k.metrics_topic, args.records))
+            rates["a2"].append(confluent_ceiling(cfg, broker.bootstrap, k.metrics_topic, args.records))
             for row, client in (("b", cfg.kafka.client), ("b'", "kafka-python")):  # each run its group and changelog
                 run = f"{tag}-{r}-{'b' if row == 'b' else 'kp'}"  # a row's own name, even if both use one client
                 run_cfg = load_config(args.config, overrides + [f"kafka.group_id=bench-{run}",
