@@ -69,11 +69,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import train_bundle
 
     cfg = _load(args)
+    if args.per_entity:
+        return _train_per_entity(cfg, args)
     bundle = train_bundle(cfg, model_name=args.model, entities=_entities(args.entities), out=_cli_path(args.out),
                           progress=not args.no_progress)
     print(f"bundle written: {bundle.path} (model {bundle.model_name}, window {bundle.window}, "
           f"{len(bundle.channels)} channels, sha256 {bundle.sha256[:12]})")
     return 0
+
+
+def _train_per_entity(cfg, args: argparse.Namespace) -> int:
+    from .train.per_entity import train_per_entity
+
+    if not args.out:
+        raise StreamdetError("--per-entity needs --out DIR (the bundle directory to write)")
+    report = train_per_entity(cfg, _cli_path(args.out), model_name=args.model, entities=_entities(args.entities),
+                              workers=args.workers, progress=not args.no_progress)
+    print(f"bundle directory {report.out}: {len(report.trained)} trained, {len(report.kept)} up to date, "
+          f"{len(report.failed)} failed")
+    for entity, reason in sorted(report.failed.items()):
+        print(f"  failed {entity}: {reason}")
+    return 1 if report.failed else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -134,7 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("train", cmd_train, "train, calibrate and export a model bundle")
     p.add_argument("--model", help="registry name (default: model.name)")
     p.add_argument("--entities", help="comma-separated entities (default: data.entities)")
-    p.add_argument("--out", help="bundle path (default: model.bundle)")
+    p.add_argument("--out", help="bundle path (default: model.bundle); a directory with --per-entity")
+    p.add_argument("--per-entity", action="store_true",
+                   help="write a bundle directory: a fleet default.pt plus one bundle per entity (resumable)")
+    p.add_argument("--workers", type=int, default=0, help="--per-entity: parallel processes (default: cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p = add("replay", cmd_replay, "produce dataset rows into the metrics topic as JSON keyed by entity")
     p.add_argument("--split", choices=("test", "train"), default="test")

@@ -14,6 +14,7 @@ from ..config import to_dict
 from ..data import load_series
 from ..models import registry
 from .calibration import calibrate, daemon_like_scores
+from .fingerprint import fingerprint
 from .splits import make_windows
 from .trainer import fit
 
@@ -39,6 +40,7 @@ def train_bundle(cfg, *, model_name: Optional[str] = None, entities: Optional[li
     scores = np.concatenate([daemon_like_scores(served, tail, window, cfg.scoring.stride) for tail in w.val_tails])
     calibration = calibrate(scores, cfg.threshold.init_level)
     training = {**result.as_dict(), "entities": [s.entity for s in series], "dataset": cfg.data.dataset,
+                "fingerprint": fingerprint(cfg, name, series),
                 "train_windows": int(len(w.train)), "val_windows": int(len(w.val)),
                 "parameters": int(sum(p.numel() for p in model.parameters())),
                 "seconds": time.perf_counter() - started, "threads": torch.get_num_threads()}

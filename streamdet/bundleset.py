@@ -1,0 +1,180 @@
+"""Which bundle scores which entity: one fleet bundle, or a directory of per-entity and per-group bundles.
+
+`model.bundle` may name a bundle file (every entity is scored by it) or a directory laid out as
+
+    DIR/default.pt            the fleet default: scores every entity without a bundle of its own (required)
+    DIR/entities/NAME.pt      one entity's bundle; NAME is the entity id, percent-encoded (see `entity_file_name`)
+    DIR/groups.yaml           optional: [{pattern: "web-*", bundle: "groups/web.pt"}, ...], fnmatch patterns,
+                              the first match wins, paths relative to DIR
+
+An entity is scored by its own bundle, else by the first group whose pattern matches it, else by the default.
+`streamdet train --per-entity --out DIR` writes the default and the entities' bundles.
+
+Every bundle must take the default's input layout (channels in the same order, same window), since records are
+decoded and windowed once per entity before anyone knows which model will score them. A bundle that cannot be
+loaded or does not fit is refused with one line naming the file and the reason, and its entities fall back to the
+default (counted in `refused`); only a missing or broken default stops start-up (BundleError, exit code 2).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+from urllib.parse import quote, unquote
+
+import yaml
+
+from .bundle import Bundle, load_bundle
+from .errors import BundleError, StreamdetError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FILE = "default.pt"
+ENTITIES_DIR = "entities"
+GROUPS_FILE = "groups.yaml"
+SUFFIX = ".pt"
+
+
+def entity_file_name(entity: str) -> str:
+    """A file name that holds any entity id (ids may contain '/', ':' or spaces): percent-encoded, plus '.pt'."""
+    return quote(entity, safe="-_.@+=,") + SUFFIX
+
+
+def entity_of_file(name: str) -> str:
+    return unquote(name[:-len(SUFFIX)])
+
+
+@dataclass(frozen=True)
+class Group:
+    pattern: str
+    path: Path
+
+
+@dataclass
+class BundleSet:
+    """The bundles being served and the rule that picks one per entity."""
+
+    default: Bundle
+    root: Optional[Path] = None  # the directory, None for a single bundle file
+    entity_bundles: dict[str, Bundle] = field(default_factory=dict)
+    groups: list[tuple[Group, Bundle]] = field(default_factory=list)
+    refused: dict[Path, str] = field(default_factory=dict)  # file -> reason it is not served
+
+    @property
+    def is_fleet(self) -> bool:
+        """One bundle for every entity (a plain file, or a directory holding only its default)."""
+        return not self.entity_bundles and not self.groups
+
+    def for_entity(self, entity: str) -> Bundle:
+        bundle = self.entity_bundles.get(entity)
+        if bundle is not None:
+            return bundle
+        for group, group_bundle in self.groups:
+            if fnmatch.fnmatchcase(entity, group.pattern):
+                return group_bundle
+        return self.default
+
+    def distinct(self) -> list[Bundle]:
+        """Each served bundle once (by sha256), the default first: what needs warming up or compiling."""
+        seen: dict[str, Bundle] = {self.default.sha256: self.default}
+        for bundle in list(self.entity_bundles.values()) + [b for _, b in self.groups]:
+            seen.setdefault(bundle.sha256, bundle)
+        return list(seen.values())
+
+    def files(self) -> list[Path]:
+        """Every bundle file this set reads (served or refused), for the hot-reload watcher."""
+        paths = [self.default.path] + [b.path for b in self.entity_bundles.values()]
+        paths += [g.path for g, _ in self.groups] + list(self.refused)
+        return sorted({Path(p) for p in paths})
+
+
+def load_bundle_set(path) -> BundleSet:
+    """A bundle file or a bundle directory -> BundleSet. A broken default or an empty directory is a BundleError;
+    any other broken bundle is refused (logged, listed in `refused`) and its entities use the default."""
+    path = Path(path)
+    if not path.is_dir():
+        return BundleSet(default=load_bundle(path))
+    default_path = path / DEFAULT_FILE
+    if not default_path.is_file():
+        what = "is empty" if not any(path.iterdir()) else f"has no {DEFAULT_FILE}"
+        raise BundleError(f"{path}: bundle directory {what} (the fleet default {DEFAULT_FILE} is required; "
+                          "write one with `streamdet train --per-entity --out DIR`)")
+    bundles = BundleSet(default=load_bundle(default_path), root=path)
+    for file in sorted((path / ENTITIES_DIR).glob("*" + SUFFIX)):
+        bundle = _load_fitting(file, bundles)
+        if bundle is not None:
+            bundles.entity_bundles[entity_of_file(file.name)] = bundle
+    for group in read_groups(path):
+        bundle = _load_fitting(group.path, bundles)
+        if bundle is not None:
+            bundles.groups.append((group, bundle))
+    log.info("bundle directory %s: default %s, %d entity bundles, %d group bundles, %d refused", path,
+             bundles.default.sha256[:12], len(bundles.entity_bundles), len(bundles.groups), len(bundles.refused))
+    return bundles
+
+
+def read_groups(root: Path) -> list[Group]:
+    """groups.yaml -> [Group]; a malformed file is a BundleError naming the entry (a config mistake, not data)."""
+    file = root / GROUPS_FILE
+    if not file.is_file():
+        return []
+    try:
+        entries = yaml.safe_load(file.read_text()) or []
+    except yaml.YAMLError as exc:
+        raise BundleError(f"{file}: not valid YAML ({exc})") from None
+    if not isinstance(entries, list):
+        raise BundleError(f"{file}: expected a list of {{pattern, bundle}} entries")
+    groups = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("pattern"), str) or \
+                not isinstance(entry.get("bundle"), str):
+            raise BundleError(f"{file}: entry {i} needs a text `pattern` and a text `bundle` path")
+        groups.append(Group(entry["pattern"], root / entry["bundle"]))
+    return groups
+
+
+def fits(bundle: Bundle, default: Bundle) -> Optional[str]:
+    """Why `bundle` cannot serve beside `default` (None when it can): the input layout must be the same."""
+    if list(bundle.channels) != list(default.channels):
+        return f"channels differ from the default's ({len(bundle.channels)} vs {len(default.channels)}, " \
+               f"first difference at {_first_difference(bundle.channels, default.channels)})"
+    if bundle.window != default.window:
+        return f"window {bundle.window} differs from the default's {default.window}"
+    return None
+
+
+def _load_fitting(file: Path, bundles: BundleSet) -> Optional[Bundle]:
+    try:
+        bundle = load_bundle(file)
+    except (StreamdetError, OSError) as exc:
+        return _refuse(bundles, file, str(exc))
+    reason = fits(bundle, bundles.default)
+    if reason is not None:
+        return _refuse(bundles, file, f"{file}: {reason}")
+    return bundle
+
+
+def _refuse(bundles: BundleSet, file: Path, reason: str) -> None:
+    log.error("bundle refused, its entities use the default: %s", reason)
+    bundles.refused[file] = reason
+    return None
+
+
+def _first_difference(a, b) -> str:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return f"#{i}: {x!r} vs {y!r}"
+    return f"#{min(len(a), len(b))}"
+
+
+def signature(path: Path):
+    """What changes when a bundle file is replaced (atomic mv included): mtime, size, inode; None if absent."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
