@@ -130,6 +130,16 @@ class AlertingConfig:
 
 @dataclass(frozen=True)
 class InputConfig:
+    # streamdet = one JSON record per entity per step holding every channel (DESIGN.md §4); the others carry one
+    # sample (or one measurement) per message and are assembled into rows (pipeline/formats/, pipeline/assemble.py)
+    format: Literal["streamdet", "collectd", "telegraf", "influx", "prometheus"] = "streamdet"
+    interval_s: float = _range(0, 1e6, default=0.0)  # row interval; 0 = the messages' own (collectd), else 10 s
+    entity_key: Optional[str] = None  # tag/label/field naming the entity; None = host (prometheus: instance)
+    channel_tags: Optional[tuple[str, ...]] = None  # tags/labels kept in channel names; None = all but the entity's
+    counters: tuple[str, ...] = ()  # glob patterns of channels that are running totals (turned into rates)
+    agent_rates: bool = True  # collectd: write_kafka's StoreRates (default true) already sends rates
+    carry_forward: int = _range(0, 1_000_000, default=3)  # intervals a missing channel repeats its last value
+    max_channels: int = _range(1, 1_000_000, default=4096)  # per entity, for rates and unknown-channel names
     allowed_lateness_s: float = _range(0, 1e9, default=300.0)
     max_future_s: float = _range(0, 1e10, default=86_400.0)  # reject timestamps this far ahead of the wall clock
     max_record_bytes: int = _range(64, 100_000_000, default=65536)

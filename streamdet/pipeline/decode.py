@@ -22,6 +22,7 @@ import numpy as np
 import orjson
 
 from ..errors import DecodeError
+from .formats.common import FORMAT_REASONS
 
 MAX_ENTITY_CHARS = 256
 NUMBER_TYPES = frozenset({float, int})  # JSON numbers; bool is an int subclass but its type is not int
@@ -31,7 +32,7 @@ REASONS = frozenset({
     "too_large", "not_utf8", "not_json", "not_object", "no_entity", "bad_entity", "no_ts", "bad_ts", "no_values",
     "both_forms", "wrong_width", "wrong_type", "non_finite", "missing_channel", "unknown_channel",
     "late", "entity_cap", "bad_state",  # raised by windows.WindowStore, listed here so the whole set lives in one place
-})
+}) | FORMAT_REASONS  # the per-sample formats' and the assembler's (formats/common.py)
 
 
 class Record(NamedTuple):
