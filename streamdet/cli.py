@@ -60,9 +60,17 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _load(args)
     resolved = to_dict(cfg)
     resolved["resolved_paths"] = {"data.root": str(cfg.path(cfg.data.root)), "model.bundle": str(cfg.path(cfg.model.bundle))}
+    resolved["resolved_model_params"] = _resolved_model_params(cfg.model)
     print(json.dumps(resolved, indent=2, default=str))
     print(f"ok: {args.config} is valid", file=sys.stderr)
     return 0
+
+
+def _resolved_model_params(model) -> dict:
+    """The hyper-parameters model.name/preset/params resolve to (checked when the config loaded)."""
+    from .models.registry import resolve
+
+    return resolve(model.name, model.preset, model.params).as_dict()
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -127,11 +135,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models.registry import MODELS, names
+    from .models.registry import names, preset_names
 
     for name in names():
-        cls = MODELS[name]
-        print(f"{name:22s} presets: {', '.join(cls.presets)}")
+        print(f"{name:22s} presets: {', '.join(preset_names(name))}")
     return 0
 
 

@@ -76,11 +76,20 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class PatchConfig:
+    """Patching around any sequence model (streamdet/models/patching.py): 0 = off."""
+
+    size: int = _range(0, 100_000, default=0)  # steps per patch; 0 = no patching
+    stride: int = _range(0, 100_000, default=0)  # 0 = size (disjoint); < size = sliding (overlapping) patches
+
+
+@dataclass(frozen=True)
 class ModelConfig:
-    name: str = "lstm_ae"
-    preset: Optional[str] = None  # e.g. "tiny" for tests and quick demos
+    name: str = "lstm_ae"  # a registry name (`streamdet models`); checked when the config loads
+    preset: Optional[str] = None  # "default" (= None), "tiny" for tests and quick demos, ...; checked at load
     window: int = _range(2, 100_000, default=100)
-    params: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)  # overrides of the preset; checked against the model's Params
+    patch: PatchConfig = field(default_factory=PatchConfig)
     bundle: str = "../artifacts/lstm_ae-smd.pt"
 
 
@@ -338,7 +347,16 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         base = p.parent
     raw = apply_overrides(raw, overrides or [])
     cfg = _build(Config, raw, "")
+    _check_model(cfg.model)
     return dataclasses.replace(cfg, base_dir=str(base))
+
+
+def _check_model(model: ModelConfig) -> None:
+    """model.name, model.preset, model.params and model.patch against the registry, so typos fail at load."""
+    from .models import registry  # imports torch: deferred to the one call that needs it
+
+    registry.resolve(model.name, model.preset, model.params)
+    registry.check_patch(model.patch.size, model.patch.stride, model.window)
 
 
 def to_dict(cfg: Config) -> dict:

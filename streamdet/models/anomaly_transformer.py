@@ -15,15 +15,15 @@ anomalies (spike AUC 0.51 at 0.02 vs 1.0 at 50 in a probe), so the default tempe
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from .base import Detector
-from .hparams import require, require_heads_divide
+from .hparams import Hyper, require, require_heads_divide
 from .layers import PositionalEncoding, kl_rows
-from .registry import register
 
 
 class AnomalyAttention(nn.Module):
@@ -67,20 +67,31 @@ class EncoderLayer(nn.Module):
         return self.norm2(x + self.ff(x)), series, prior
 
 
-@register
+@dataclass(frozen=True)
+class AnomalyTransformerParams(Hyper):
+    width: int = 64
+    heads: int = 4
+    layers: int = 3
+    ff: int = 128
+    k: float = 3.0
+    temperature: float = 50.0
+    dropout: float = 0.0
+
+    def check(self) -> None:
+        require_heads_divide(self.width, self.heads)
+        require(self.layers >= 1, "layers", "must be >= 1", self.layers)
+        require(self.temperature > 0, "temperature", "must be > 0", self.temperature)
+
+
 class AnomalyTransformer(Detector):
     name = "anomaly_transformer"
-    presets = {
-        "default": {"width": 64, "heads": 4, "layers": 3, "ff": 128, "k": 3.0, "temperature": 50.0, "dropout": 0.0},
-        "tiny": {"width": 16, "heads": 2, "layers": 1, "ff": 32, "k": 3.0, "temperature": 50.0, "dropout": 0.0},
-    }
+    Params = AnomalyTransformerParams
+    presets = {"tiny": {"width": 16, "heads": 2, "layers": 1, "ff": 32}}
 
-    def __init__(self, n_channels: int, window: int, width: int = 64, heads: int = 4, layers: int = 3,
-                 ff: int = 128, k: float = 3.0, temperature: float = 50.0, dropout: float = 0.0):
-        super().__init__(n_channels, window)
-        require_heads_divide(width, heads)
-        require(layers >= 1, "layers", "must be >= 1", layers)
-        require(temperature > 0, "temperature", "must be > 0", temperature)
+    def __init__(self, n_channels: int, window: int, hp: AnomalyTransformerParams = AnomalyTransformerParams()):
+        super().__init__(n_channels, window, hp)
+        width, heads, layers, ff, dropout = hp.width, hp.heads, hp.layers, hp.ff, hp.dropout
+        k, temperature = hp.k, hp.temperature
         self.embed = nn.Linear(n_channels, width)
         self.position = PositionalEncoding(width, window)
         self.layers = nn.ModuleList([EncoderLayer(width, heads, ff, window, dropout) for _ in range(layers)])

@@ -6,33 +6,39 @@ fast baseline on short windows. Score = per-step squared reconstruction error; c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from torch import Tensor, nn
 
 from .base import Detector, squared_error_scores
-from .hparams import require
+from .hparams import Hyper, require
 from .layers import mlp
-from .registry import register
 
 
-@register
+@dataclass(frozen=True)
+class AutoencoderParams(Hyper):
+    hidden: int = 256
+    latent: int = 32
+    dropout: float = 0.1
+
+    def check(self) -> None:
+        require(self.hidden >= 1, "hidden", "must be >= 1", self.hidden)
+        require(self.latent >= 1, "latent", "must be >= 1", self.latent)
+        require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)", self.dropout)
+
+
 class DenseAutoencoder(Detector):
     name = "autoencoder"
-    presets = {
-        "default": {"hidden": 256, "latent": 32, "dropout": 0.1},
-        "tiny": {"hidden": 32, "latent": 8, "dropout": 0.0},
-    }
+    Params = AutoencoderParams
+    presets = {"tiny": {"hidden": 32, "latent": 8, "dropout": 0.0}}
 
-    def __init__(self, n_channels: int, window: int, hidden: int = 256, latent: int = 32, dropout: float = 0.1):
-        super().__init__(n_channels, window)
-        require(hidden >= 1, "hidden", "must be >= 1", hidden)
-        require(latent >= 1, "latent", "must be >= 1", latent)
-        require(0.0 <= dropout < 1.0, "dropout", "must be in [0, 1)", dropout)
+    def __init__(self, n_channels: int, window: int, hp: AutoencoderParams = AutoencoderParams()):
+        super().__init__(n_channels, window, hp)
         flat = n_channels * window
-        self.encoder = mlp([flat, hidden, latent])
-        self.decoder = mlp([latent, hidden, flat])
-        self.input_dropout = nn.Dropout(dropout)  # denoising: keeps the bottleneck from copying noise
+        self.encoder = mlp([flat, hp.hidden, hp.latent])
+        self.decoder = mlp([hp.latent, hp.hidden, flat])
+        self.input_dropout = nn.Dropout(hp.dropout)  # denoising: keeps the bottleneck from copying noise
 
     def reconstruct(self, x: Tensor) -> Tensor:
         B, L, C = x.shape

@@ -10,12 +10,15 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from .hparams import Hyper
+
 
 class Detector(nn.Module):
     """Base class of all detectors.
 
-    Subclasses set `name` (the registry key) and `presets` (named hyper-parameter sets; at least "tiny", used by tests
-    and quick demos, and "default", tuned for SMD), implement `loss` for training and `forward` for scoring.
+    Subclasses set `name` (the registry key), `Params` (a frozen `Hyper` dataclass whose defaults are the "default"
+    preset, tuned for SMD) and `presets` (other named presets as overrides of those defaults; at least "tiny", used
+    by tests and quick demos), take `(n_channels, window, hp: Params)`, and implement `loss` and `forward`.
 
     - `loss(x, epoch, labels)`: x [B, L, C] normalised. Multi-phase objectives (minimax, adversarial phases,
       self-distillation) live here. `labels` [B, L] (0/1) is given only when the training split carries labelled
@@ -28,13 +31,15 @@ class Detector(nn.Module):
     """
 
     name: str = "detector"
-    presets: Dict[str, Dict] = {"tiny": {}, "default": {}}
+    Params: type = Hyper
+    presets: Dict[str, Dict] = {"tiny": {}}
     trainable: bool = True
 
-    def __init__(self, n_channels: int, window: int):
+    def __init__(self, n_channels: int, window: int, hp: Optional[Hyper] = None):
         super().__init__()
         self.n_channels = n_channels
         self.window = window
+        self._hp_values = (hp or self.Params()).as_dict()  # plain values: TorchScript skips what forward never uses
 
     def loss(self, x: Tensor, epoch: int, labels: Optional[Tensor] = None) -> Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -47,7 +52,7 @@ class Detector(nn.Module):
 
     def hparams(self) -> Dict:
         """Hyper-parameters needed to rebuild this model (recorded in the bundle)."""
-        return dict(getattr(self, "_hparams", {}))
+        return dict(self._hp_values)
 
 
 def squared_error_scores(x: Tensor, x_hat: Tensor) -> Tuple[Tensor, Tensor]:

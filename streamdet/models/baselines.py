@@ -18,13 +18,14 @@ hyper-parameters, so the scripted bundle carries them and the shapes never chang
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from .base import Detector
-from .registry import register
+from .hparams import Hyper, require
 
 _EPS = 1e-6
 
@@ -71,13 +72,12 @@ class _Fitted(Detector):
         return torch.zeros((), requires_grad=True)
 
 
-@register
 class RobustZScore(_Fitted):
     name = "robust_z"
-    presets = {"default": {}, "tiny": {}}
+    presets = {"tiny": {}}
 
-    def __init__(self, n_channels: int, window: int):
-        super().__init__(n_channels, window)
+    def __init__(self, n_channels: int, window: int, hp: Hyper = Hyper()):
+        super().__init__(n_channels, window, hp)
         self.register_buffer("median", torch.zeros(n_channels))
         self.register_buffer("scale", torch.ones(n_channels))
 
@@ -119,16 +119,28 @@ class _PCABase(_Fitted):
         return (centred - centred @ self.basis @ self.basis.T) ** 2
 
 
-@register
+@dataclass(frozen=True)
+class PCAParams(Hyper):
+    components: int = 10
+    variance: float = 0.95
+    max_rows: int = 50000
+    seed: int = 0
+
+    def check(self) -> None:
+        require(self.components >= 1, "components", "must be >= 1", self.components)
+        require(0.0 < self.variance <= 1.0, "variance", "must be in (0, 1]", self.variance)
+        require(self.max_rows >= 1, "max_rows", "must be >= 1", self.max_rows)
+
+
 class PCARows(_PCABase):
     name = "pca"
-    presets = {"default": {"components": 10, "max_rows": 50000}, "tiny": {"components": 3, "max_rows": 5000}}
+    Params = PCAParams
+    presets = {"tiny": {"components": 3, "max_rows": 5000}}
 
-    def __init__(self, n_channels: int, window: int, components: int = 10, variance: float = 0.95,
-                 max_rows: int = 50000, seed: int = 0):
-        super().__init__(n_channels, window)
-        self.max_rows, self.seed = max_rows, seed
-        self._init_pca(n_channels, components, variance)
+    def __init__(self, n_channels: int, window: int, hp: PCAParams = PCAParams()):
+        super().__init__(n_channels, window, hp)
+        self.max_rows, self.seed = hp.max_rows, hp.seed
+        self._init_pca(n_channels, hp.components, hp.variance)
 
     def prepare(self, train: Tensor) -> None:
         rows = _rows(train)
@@ -139,17 +151,26 @@ class PCARows(_PCABase):
         return err.mean(dim=-1), err
 
 
-@register
+@dataclass(frozen=True)
+class PCAWindowParams(PCAParams):
+    components: int = 20
+    span: int = 10
+    max_rows: int = 30000
+
+    def check(self) -> None:
+        super().check()
+        require(self.span >= 1, "span", "must be >= 1", self.span)
+
+
 class PCAWindow(_PCABase):
     name = "pca_window"
-    presets = {"default": {"components": 20, "span": 10, "max_rows": 30000},
-               "tiny": {"components": 4, "span": 4, "max_rows": 3000}}
+    Params = PCAWindowParams
+    presets = {"tiny": {"components": 4, "span": 4, "max_rows": 3000}}
 
-    def __init__(self, n_channels: int, window: int, components: int = 20, variance: float = 0.95, span: int = 10,
-                 max_rows: int = 30000, seed: int = 0):
-        super().__init__(n_channels, window)
-        self.span, self.max_rows, self.seed = min(span, window), max_rows, seed
-        self._init_pca(self.span * n_channels, components, variance)
+    def __init__(self, n_channels: int, window: int, hp: PCAWindowParams = PCAWindowParams()):
+        super().__init__(n_channels, window, hp)
+        self.span, self.max_rows, self.seed = min(hp.span, window), hp.max_rows, hp.seed
+        self._init_pca(self.span * n_channels, hp.components, hp.variance)
 
     def prepare(self, train: Tensor) -> None:
         self._fit(_train_subwindows(train, self.span, self.max_rows, self.seed))
@@ -161,15 +182,26 @@ class PCAWindow(_PCABase):
         return err.mean(dim=-1), err
 
 
-@register
+@dataclass(frozen=True)
+class KNNParams(Hyper):
+    span: int = 10
+    references: int = 1000
+    seed: int = 0
+
+    def check(self) -> None:
+        require(self.span >= 1, "span", "must be >= 1", self.span)
+        require(self.references >= 1, "references", "must be >= 1", self.references)
+
+
 class NearestNeighbour(_Fitted):
     name = "knn"
-    presets = {"default": {"span": 10, "references": 1000}, "tiny": {"span": 4, "references": 128}}
+    Params = KNNParams
+    presets = {"tiny": {"span": 4, "references": 128}}
 
-    def __init__(self, n_channels: int, window: int, span: int = 10, references: int = 1000, seed: int = 0):
-        super().__init__(n_channels, window)
-        self.span, self.seed = min(span, window), seed
-        self.register_buffer("reference", torch.zeros(references, self.span * n_channels))
+    def __init__(self, n_channels: int, window: int, hp: KNNParams = KNNParams()):
+        super().__init__(n_channels, window, hp)
+        self.span, self.seed = min(hp.span, window), hp.seed
+        self.register_buffer("reference", torch.zeros(hp.references, self.span * n_channels))
 
     def prepare(self, train: Tensor) -> None:
         flat = _train_subwindows(train, self.span, 10 * self.reference.shape[0], self.seed)
@@ -184,19 +216,30 @@ class NearestNeighbour(_Fitted):
         return per_channel.sum(dim=-1).sqrt(), per_channel
 
 
-@register
+@dataclass(frozen=True)
+class HSTParams(Hyper):
+    trees: int = 25
+    height: int = 10
+    size_limit: float = 0.01
+    seed: int = 0
+
+    def check(self) -> None:
+        require(self.trees >= 1, "trees", "must be >= 1", self.trees)
+        require(1 <= self.height <= 20, "height", "must be in [1, 20]", self.height)
+
+
 class HalfSpaceTrees(_Fitted):
     name = "hst"
-    presets = {"default": {"trees": 25, "height": 10}, "tiny": {"trees": 10, "height": 8}}
+    Params = HSTParams
+    presets = {"tiny": {"trees": 10, "height": 8}}
 
-    def __init__(self, n_channels: int, window: int, trees: int = 25, height: int = 10, size_limit: float = 0.01,
-                 seed: int = 0):
-        super().__init__(n_channels, window)
-        self.height, self.size_limit, self.seed = height, size_limit, seed
-        inner, nodes = 2 ** height - 1, 2 ** (height + 1) - 1
-        self.register_buffer("split_dim", torch.zeros(trees, inner, dtype=torch.long))
-        self.register_buffer("split_value", torch.zeros(trees, inner))
-        self.register_buffer("mass", torch.zeros(trees, nodes))
+    def __init__(self, n_channels: int, window: int, hp: HSTParams = HSTParams()):
+        super().__init__(n_channels, window, hp)
+        self.height, self.size_limit, self.seed = hp.height, hp.size_limit, hp.seed
+        inner, nodes = 2 ** hp.height - 1, 2 ** (hp.height + 1) - 1
+        self.register_buffer("split_dim", torch.zeros(hp.trees, inner, dtype=torch.long))
+        self.register_buffer("split_value", torch.zeros(hp.trees, inner))
+        self.register_buffer("mass", torch.zeros(hp.trees, nodes))
         self.register_buffer("n_reference", torch.ones(()))
 
     def _grow(self, low: Tensor, high: Tensor, g: torch.Generator) -> None:

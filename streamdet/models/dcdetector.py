@@ -15,15 +15,15 @@ the views; its pull and push terms cancel in value, which leaves no training cur
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from .base import Detector
-from .hparams import require, require_heads_divide
+from .hparams import Hyper, require, require_heads_divide
 from .layers import pad_to_multiple
-from .registry import register
 
 
 class ViewAttention(nn.Module):
@@ -79,20 +79,28 @@ class DualView(nn.Module):
         return (gap_patch + gap_in)[..., :L], entropy[..., :L]
 
 
-@register
+@dataclass(frozen=True)
+class DCdetectorParams(Hyper):
+    patch_sizes: Tuple[int, ...] = (5, 10)
+    width: int = 64
+    heads: int = 1
+    entropy_weight: float = 0.05
+
+    def check(self) -> None:
+        require(len(self.patch_sizes) >= 1 and all(p >= 1 for p in self.patch_sizes), "patch_sizes",
+                "must be a non-empty list of positive integers", list(self.patch_sizes))
+        require_heads_divide(self.width, self.heads)
+
+
 class DCdetector(Detector):
     name = "dcdetector"
-    presets = {
-        "default": {"patch_sizes": [5, 10], "width": 64, "heads": 1, "entropy_weight": 0.05},
-        "tiny": {"patch_sizes": [4, 8], "width": 16, "heads": 1, "entropy_weight": 0.05},
-    }
+    Params = DCdetectorParams
+    presets = {"tiny": {"patch_sizes": [4, 8], "width": 16}}
 
-    def __init__(self, n_channels: int, window: int, patch_sizes: Optional[List[int]] = None, width: int = 64,
-                 heads: int = 1, entropy_weight: float = 0.05):
-        super().__init__(n_channels, window)
-        sizes = [min(p, window) for p in (patch_sizes or [5, 10])]
-        require(all(p >= 1 for p in sizes), "patch_sizes", "must be positive integers", patch_sizes)
-        require_heads_divide(width, heads)
+    def __init__(self, n_channels: int, window: int, hp: DCdetectorParams = DCdetectorParams()):
+        super().__init__(n_channels, window, hp)
+        sizes = [min(p, window) for p in hp.patch_sizes]
+        width, heads, entropy_weight = hp.width, hp.heads, hp.entropy_weight
         self.views = nn.ModuleList([DualView(window, p, width, heads) for p in sizes])
         self.entropy_weight = entropy_weight
 

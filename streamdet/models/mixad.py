@@ -11,14 +11,14 @@ score of the second. Shapes: besides B L C D, N nodes (= C channels) and M memor
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from .base import Detector
-from .hparams import require
-from .registry import register
+from .hparams import Hyper, require
 
 
 class DiffusionConv(nn.Module):
@@ -52,19 +52,27 @@ class GraphGRUCell(nn.Module):
         return z * h + (1 - z) * c
 
 
-@register
+@dataclass(frozen=True)
+class MIXADParams(Hyper):
+    hidden: int = 32
+    node_dim: int = 16
+    hops: int = 2
+    memories: int = 16
+    memory_weight: float = 0.5
+
+    def check(self) -> None:
+        require(self.hops >= 1, "hops", "must be >= 1 (diffusion steps over the learned graph)", self.hops)
+        require(self.memories >= 1, "memories", "must be >= 1", self.memories)
+
+
 class MIXAD(Detector):
     name = "mixad"
-    presets = {
-        "default": {"hidden": 32, "node_dim": 16, "hops": 2, "memories": 16, "memory_weight": 0.5},
-        "tiny": {"hidden": 8, "node_dim": 4, "hops": 1, "memories": 4, "memory_weight": 0.5},
-    }
+    Params = MIXADParams
+    presets = {"tiny": {"hidden": 8, "node_dim": 4, "hops": 1, "memories": 4}}
 
-    def __init__(self, n_channels: int, window: int, hidden: int = 32, node_dim: int = 16, hops: int = 2,
-                 memories: int = 16, memory_weight: float = 0.5):
-        super().__init__(n_channels, window)
-        require(hops >= 1, "hops", "must be >= 1 (diffusion steps over the learned graph)", hops)
-        require(memories >= 1, "memories", "must be >= 1", memories)
+    def __init__(self, n_channels: int, window: int, hp: MIXADParams = MIXADParams()):
+        super().__init__(n_channels, window, hp)
+        hidden, node_dim, hops, memories, memory_weight = hp.hidden, hp.node_dim, hp.hops, hp.memories, hp.memory_weight
         self.nodes = nn.Parameter(torch.randn(n_channels, node_dim) * 0.3)
         self.cell = GraphGRUCell(1, hidden, hops)
         self.memory = nn.Parameter(torch.randn(memories, hidden) * 0.3)

@@ -9,35 +9,45 @@ Score = per-step squared reconstruction error (mean over channels); contribution
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from .base import Detector
-from .hparams import require, require_heads_divide
+from .hparams import Hyper, require, require_heads_divide
 from .layers import PositionalEncoding, TransformerStack, patch_starts
-from .registry import register
 
 
-@register
+@dataclass(frozen=True)
+class PatchTSTParams(Hyper):
+    patch_len: int = 16
+    patch_stride: int = 8
+    patch_mode: str = "sliding"
+    width: int = 8
+    heads: int = 2
+    layers: int = 2
+    ff: int = 64
+    dropout: float = 0.1
+
+    def check(self) -> None:
+        require(self.patch_mode in ("sliding", "disjoint"), "patch_mode", "must be sliding or disjoint",
+                self.patch_mode)
+        require(self.patch_len >= 1, "patch_len", "must be >= 1", self.patch_len)
+        require(self.patch_stride >= 1, "patch_stride", "must be >= 1", self.patch_stride)
+        require_heads_divide(self.width, self.heads)
+
+
 class PatchTSTAutoencoder(Detector):
     name = "patchtst_ae"
-    presets = {
-        "default": {"patch_len": 16, "patch_stride": 8, "patch_mode": "sliding", "width": 8, "heads": 2,
-                    "layers": 2, "ff": 64, "dropout": 0.1},
-        "tiny": {"patch_len": 8, "patch_stride": 4, "patch_mode": "sliding", "width": 4, "heads": 2, "layers": 1,
-                 "ff": 16, "dropout": 0.0},
-    }
+    Params = PatchTSTParams
+    presets = {"tiny": {"patch_len": 8, "patch_stride": 4, "width": 4, "layers": 1, "ff": 16, "dropout": 0.0}}
 
-    def __init__(self, n_channels: int, window: int, patch_len: int = 16, patch_stride: int = 8,
-                 patch_mode: str = "sliding", width: int = 8, heads: int = 2, layers: int = 2, ff: int = 64,
-                 dropout: float = 0.1):
-        super().__init__(n_channels, window)
-        require(patch_mode in ("sliding", "disjoint"), "patch_mode", "must be sliding or disjoint", patch_mode)
-        require(patch_len >= 1, "patch_len", "must be >= 1", patch_len)
-        require(patch_stride >= 1, "patch_stride", "must be >= 1", patch_stride)
-        require_heads_divide(width, heads)
+    def __init__(self, n_channels: int, window: int, hp: PatchTSTParams = PatchTSTParams()):
+        super().__init__(n_channels, window, hp)
+        patch_len, patch_mode, width, heads, ff = hp.patch_len, hp.patch_mode, hp.width, hp.heads, hp.ff
+        patch_stride, layers, dropout = hp.patch_stride, hp.layers, hp.dropout
         patch_len = min(patch_len, window)
         stride = patch_len if patch_mode == "disjoint" else min(patch_stride, patch_len)
         starts = patch_starts(window, patch_len, stride)  # [P]

@@ -1,54 +1,76 @@
-"""Registry of detectors: name -> class. Explicit, so that adding a model is one import and one line."""
+"""Registry of detectors: name -> class, written out. Adding a model is one import and one entry in MODELS.
+
+Hyper-parameters resolve in one place: the model's `Params` dataclass defaults (= the "default" preset), then the
+named preset's overrides, then `model.params`. `resolve` is what config loading calls to check a config early.
+"""
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Type
+from typing import Dict, List, Optional, Type
 
 from ..errors import ConfigError
+from .anomaly_transformer import AnomalyTransformer
+from .autoencoder import DenseAutoencoder
 from .base import Detector
+from .baselines import HalfSpaceTrees, NearestNeighbour, PCARows, PCAWindow, RobustZScore
+from .dcdetector import DCdetector
+from .hparams import Hyper, make
+from .lstm_ae import LSTMAutoencoder
+from .mixad import MIXAD
+from .patching import Patched, check_patch, count_patches
+from .patchtst_ae import PatchTSTAutoencoder
+from .sar import SpatialAssociationTransformer
+from .sd_mae import SelfDistilledMAE
+from .tranad import TranAD
+from .usad import USAD
 
-MODELS: Dict[str, Type[Detector]] = {}
+MODELS: Dict[str, Type[Detector]] = {cls.name: cls for cls in (
+    DenseAutoencoder, LSTMAutoencoder, USAD, TranAD, AnomalyTransformer, PatchTSTAutoencoder, DCdetector,
+    SpatialAssociationTransformer, MIXAD, SelfDistilledMAE,
+    RobustZScore, PCARows, PCAWindow, NearestNeighbour, HalfSpaceTrees,
+)}
+
+DEFAULT_PRESET = "default"
 
 
-def register(cls: Type[Detector]) -> Type[Detector]:
-    MODELS[cls.name] = cls
-    return cls
-
-
-def _load_all() -> None:
-    """Import every model module (each registers itself with @register)."""
-    from . import lstm_ae  # noqa: F401
-
-    for mod in ("autoencoder", "usad", "tranad", "anomaly_transformer", "patchtst_ae", "dcdetector", "sar",
-                "mixad", "sd_mae", "baselines"):
-        try:
-            __import__(f"{__package__}.{mod}")
-        except ModuleNotFoundError as exc:  # a model file not written yet
-            if exc.name != f"{__package__}.{mod}":
-                raise
-
-
-def names() -> list[str]:
-    _load_all()
+def names() -> List[str]:
     return sorted(MODELS)
 
 
-def build(name: str, n_channels: int, window: int, preset: Optional[str] = None, params: Optional[dict] = None,
-          ) -> Detector:
-    """Build a detector from its registry name, a preset and explicit params (params override the preset)."""
-    _load_all()
+def preset_names(name: str) -> List[str]:
+    """"default" (the Params defaults) and the model's named overrides."""
+    return [DEFAULT_PRESET] + [p for p in model_class(name).presets if p != DEFAULT_PRESET]
+
+
+def model_class(name: str) -> Type[Detector]:
     if name not in MODELS:
-        raise ConfigError(f"model.name: unknown model {name!r} (known: {', '.join(sorted(MODELS))})")
-    cls = MODELS[name]
-    hp = dict(cls.presets.get("default", {}))
-    if preset:
+        raise ConfigError(f"model.name: unknown model {name!r} (known: {', '.join(names())})")
+    return MODELS[name]
+
+
+def resolve(name: str, preset: Optional[str] = None, params: Optional[dict] = None) -> Hyper:
+    """The checked hyper-parameters of `name`: dataclass defaults <- preset overrides <- params."""
+    cls = model_class(name)
+    overrides: dict = {}
+    if preset and preset != DEFAULT_PRESET:
         if preset not in cls.presets:
-            raise ConfigError(f"model.preset: {name} has no preset {preset!r} (known: {', '.join(cls.presets)})")
-        hp.update(cls.presets[preset])
-    hp.update(params or {})
-    try:
-        model = cls(n_channels=n_channels, window=window, **hp)
-    except TypeError as exc:
-        raise ConfigError(f"model.params: {exc}") from None
-    model._hparams = hp
-    return model
+            raise ConfigError(f"model.preset: {name} has no preset {preset!r} "
+                              f"(known: {', '.join(preset_names(name))})")
+        overrides.update(cls.presets[preset])
+    overrides.update(params or {})
+    return make(cls.Params, overrides)
+
+
+def build(name: str, n_channels: int, window: int, preset: Optional[str] = None, params: Optional[dict] = None,
+          patch_size: int = 0, patch_stride: int = 0) -> Detector:
+    """Build a detector from its registry name, a preset and explicit params (params override the preset);
+    with patch_size > 0 the model is wrapped in patching (models/patching.py) and built for the patch tokens."""
+    cls, hp = model_class(name), resolve(name, preset, params)
+    if patch_size == 0:
+        return cls(n_channels, window, hp)
+    check_patch(patch_size, patch_stride, window)
+    inner = cls(n_channels * patch_size, count_patches(window, patch_size, patch_stride), hp)
+    return Patched(inner, n_channels, window, patch_size, patch_stride)
+
+
+__all__ = ["MODELS", "build", "check_patch", "model_class", "names", "preset_names", "resolve"]

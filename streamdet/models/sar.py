@@ -13,30 +13,38 @@ Shapes: besides B L C D H, S divisions of l steps each, E = D / H per head.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from .base import Detector
-from .hparams import require, require_heads_divide
+from .hparams import Hyper, require, require_heads_divide
 from .layers import kl_rows, pad_to_multiple
-from .registry import register
 
 
-@register
+@dataclass(frozen=True)
+class SARParams(Hyper):
+    segments: int = 5
+    width: int = 32
+    heads: int = 2
+    assoc_weight: float = 0.5
+    dropout: float = 0.1
+
+    def check(self) -> None:
+        require(self.segments >= 1, "segments", "must be >= 1", self.segments)
+        require_heads_divide(self.width, self.heads)
+
+
 class SpatialAssociationTransformer(Detector):
     name = "sar"
-    presets = {
-        "default": {"segments": 5, "width": 32, "heads": 2, "assoc_weight": 0.5, "dropout": 0.1},
-        "tiny": {"segments": 4, "width": 16, "heads": 1, "assoc_weight": 0.5, "dropout": 0.0},
-    }
+    Params = SARParams
+    presets = {"tiny": {"segments": 4, "width": 16, "heads": 1, "dropout": 0.0}}
 
-    def __init__(self, n_channels: int, window: int, segments: int = 5, width: int = 32, heads: int = 2,
-                 assoc_weight: float = 0.5, dropout: float = 0.1):
-        super().__init__(n_channels, window)
-        require(segments >= 1, "segments", "must be >= 1", segments)
-        require_heads_divide(width, heads)
+    def __init__(self, n_channels: int, window: int, hp: SARParams = SARParams()):
+        super().__init__(n_channels, window, hp)
+        segments, width, heads, assoc_weight, dropout = hp.segments, hp.width, hp.heads, hp.assoc_weight, hp.dropout
         self.segment_len = -(-window // max(1, min(segments, window)))
         self.n_segments = -(-window // self.segment_len)
         self.heads = heads

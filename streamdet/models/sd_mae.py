@@ -15,6 +15,7 @@ reconstruction and distillation losses and a margin loss pushes their discrepanc
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
@@ -22,9 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Detector
-from .hparams import require, require_heads_divide
+from .hparams import Hyper, require, require_heads_divide
 from .layers import PositionalEncoding, TransformerStack, masked_mean
-from .registry import register
 
 
 def interleaved_masks(window: int, ratio: float) -> Tensor:
@@ -35,22 +35,32 @@ def interleaved_masks(window: int, ratio: float) -> Tensor:
     return torch.stack([((t + i) % k < hidden).float() for i in range(k)])
 
 
-@register
+@dataclass(frozen=True)
+class SDMAEParams(Hyper):
+    width: int = 64
+    heads: int = 4
+    encoder_layers: int = 2
+    teacher_layers: int = 2
+    ff: int = 128
+    mask_ratio: float = 0.6
+    margin: float = 1.0
+    warmup_epochs: int = 3
+    recon_weight: float = 1.0
+
+    def check(self) -> None:
+        require(0.0 < self.mask_ratio < 1.0, "mask_ratio", "must lie strictly between 0 and 1", self.mask_ratio)
+        require_heads_divide(self.width, self.heads)
+
+
 class SelfDistilledMAE(Detector):
     name = "sd_mae"
-    presets = {
-        "default": {"width": 64, "heads": 4, "encoder_layers": 2, "teacher_layers": 2, "ff": 128,
-                    "mask_ratio": 0.6, "margin": 1.0, "warmup_epochs": 3, "recon_weight": 1.0},
-        "tiny": {"width": 16, "heads": 2, "encoder_layers": 1, "teacher_layers": 2, "ff": 32,
-                 "mask_ratio": 0.6, "margin": 1.0, "warmup_epochs": 1, "recon_weight": 1.0},
-    }
+    Params = SDMAEParams
+    presets = {"tiny": {"width": 16, "heads": 2, "encoder_layers": 1, "ff": 32, "warmup_epochs": 1}}
 
-    def __init__(self, n_channels: int, window: int, width: int = 64, heads: int = 4, encoder_layers: int = 2,
-                 teacher_layers: int = 2, ff: int = 128, mask_ratio: float = 0.6, margin: float = 1.0,
-                 warmup_epochs: int = 3, recon_weight: float = 1.0):
-        super().__init__(n_channels, window)
-        require(0.0 < mask_ratio < 1.0, "mask_ratio", "must lie strictly between 0 and 1", mask_ratio)
-        require_heads_divide(width, heads)
+    def __init__(self, n_channels: int, window: int, hp: SDMAEParams = SDMAEParams()):
+        super().__init__(n_channels, window, hp)
+        width, heads, encoder_layers, teacher_layers, ff = hp.width, hp.heads, hp.encoder_layers, hp.teacher_layers, hp.ff
+        mask_ratio, margin, warmup_epochs, recon_weight = hp.mask_ratio, hp.margin, hp.warmup_epochs, hp.recon_weight
         self.embed = nn.Linear(n_channels, width)
         self.mask_token = nn.Parameter(torch.zeros(width))
         self.position = PositionalEncoding(width, window)

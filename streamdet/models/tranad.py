@@ -12,15 +12,15 @@ phase-1 error + 0.5 * phase-2 error per step.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from .base import Detector
-from .hparams import require, require_heads_divide
+from .hparams import Hyper, require, require_heads_divide
 from .layers import PositionalEncoding, TransformerStack, frozen_call, sinusoidal_positions
-from .registry import register
 
 
 class WindowDecoder(nn.Module):
@@ -41,19 +41,28 @@ class WindowDecoder(nn.Module):
         return self.head(self.block(queries, memory))  # [B, L, C]
 
 
-@register
+@dataclass(frozen=True)
+class TranADParams(Hyper):
+    width: int = 64
+    heads: int = 4
+    layers: int = 2
+    ff: int = 128
+    dropout: float = 0.1
+
+    def check(self) -> None:
+        require_heads_divide(self.width, self.heads)
+        require(self.layers >= 1, "layers", "must be >= 1", self.layers)
+        require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)", self.dropout)
+
+
 class TranAD(Detector):
     name = "tranad"
-    presets = {
-        "default": {"width": 64, "heads": 4, "layers": 2, "ff": 128, "dropout": 0.1},
-        "tiny": {"width": 16, "heads": 2, "layers": 1, "ff": 32, "dropout": 0.0},
-    }
+    Params = TranADParams
+    presets = {"tiny": {"width": 16, "heads": 2, "layers": 1, "ff": 32, "dropout": 0.0}}
 
-    def __init__(self, n_channels: int, window: int, width: int = 64, heads: int = 4, layers: int = 2,
-                 ff: int = 128, dropout: float = 0.1):
-        super().__init__(n_channels, window)
-        require_heads_divide(width, heads)
-        require(layers >= 1, "layers", "must be >= 1", layers)
+    def __init__(self, n_channels: int, window: int, hp: TranADParams = TranADParams()):
+        super().__init__(n_channels, window, hp)
+        width, heads, layers, ff, dropout = hp.width, hp.heads, hp.layers, hp.ff, hp.dropout
         self.embed = nn.Linear(2 * n_channels, width)  # the window and its focus score, side by side
         self.position = PositionalEncoding(width, max(window, 1))
         self.encoder = TransformerStack(width, heads, ff, layers, dropout)

@@ -9,31 +9,38 @@ Score per step = alpha * |x - AE1(x)|^2 + beta * |x - AE2(AE1(x))|^2 (mean over 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from torch import Tensor
 
 from .base import Detector
-from .hparams import require
+from .hparams import Hyper, require
 from .layers import frozen_call, mlp
-from .registry import register
 
 
-@register
+@dataclass(frozen=True)
+class USADParams(Hyper):
+    hidden: int = 256
+    latent: int = 40
+    alpha: float = 0.5
+    beta: float = 0.5
+
+    def check(self) -> None:
+        require(self.hidden >= 1, "hidden", "must be >= 1", self.hidden)
+        require(self.latent >= 1, "latent", "must be >= 1", self.latent)
+        require(self.alpha >= 0 and self.beta >= 0 and self.alpha + self.beta > 0, "alpha",
+                "alpha and beta must be >= 0, not both 0", (self.alpha, self.beta))
+
+
 class USAD(Detector):
     name = "usad"
-    presets = {
-        "default": {"hidden": 256, "latent": 40, "alpha": 0.5, "beta": 0.5},
-        "tiny": {"hidden": 32, "latent": 8, "alpha": 0.5, "beta": 0.5},
-    }
+    Params = USADParams
+    presets = {"tiny": {"hidden": 32, "latent": 8}}
 
-    def __init__(self, n_channels: int, window: int, hidden: int = 256, latent: int = 40, alpha: float = 0.5,
-                 beta: float = 0.5):
-        super().__init__(n_channels, window)
-        require(hidden >= 1, "hidden", "must be >= 1", hidden)
-        require(latent >= 1, "latent", "must be >= 1", latent)
-        require(alpha >= 0 and beta >= 0 and alpha + beta > 0, "alpha", "alpha and beta must be >= 0, not both 0",
-                (alpha, beta))
+    def __init__(self, n_channels: int, window: int, hp: USADParams = USADParams()):
+        super().__init__(n_channels, window, hp)
+        hidden, latent, alpha, beta = hp.hidden, hp.latent, hp.alpha, hp.beta
         flat = n_channels * window
         self.encoder = mlp([flat, hidden, latent], activation="relu")
         self.decoder1 = mlp([latent, hidden, flat], activation="relu")

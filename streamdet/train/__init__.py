@@ -34,7 +34,8 @@ def train_bundle(cfg, *, model_name: Optional[str] = None, entities: Optional[li
     w = make_windows(series, window, tc.train_stride, tc.val_fraction, tc.max_windows, tc.normalisation == "global")
     log.info("training %s on %s: %d train / %d validation windows of %d x %d", name,
              ",".join(s.entity for s in series), len(w.train), len(w.val), window, len(series[0].channels))
-    model = registry.build(name, len(series[0].channels), window, cfg.model.preset, cfg.model.params)
+    model = registry.build(name, len(series[0].channels), window, cfg.model.preset, cfg.model.params,
+                           cfg.model.patch.size, cfg.model.patch.stride)
     result = fit(model, w.train, w.val, tc, train_labels=w.train_labels, val_labels=w.val_labels, progress=progress)
     served = ServedModel(model, w.mean, w.std).eval()
     scores = np.concatenate([daemon_like_scores(served, tail, window, cfg.scoring.stride) for tail in w.val_tails])
