@@ -63,11 +63,12 @@ class KafkaConfig:
 @dataclass(frozen=True)
 class DataConfig:
     root: str = "${STREAMDET_DATA:-../../shared/data}"
-    dataset: Literal["smd", "asd", "nab", "csv", "synthetic"] = "smd"
+    dataset: str = "smd"  # smd | asd | nab | csv | synthetic | any folder under root in the shared layout
     entities: tuple[str, ...] = ()  # empty = every entity of the dataset
     csv_train: Optional[str] = None  # dataset: csv -> a file with a header of channel names
     csv_test: Optional[str] = None
     csv_labels: Optional[str] = None
+    timestamp_column: Optional[str] = None  # CSV column of row times (ISO 8601 or epoch s); None = detected
     synthetic_seed: int = 0
     synthetic_entities: int = _range(1, 10_000, default=3)
     synthetic_channels: int = _range(1, 1024, default=8)

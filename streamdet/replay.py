@@ -1,8 +1,9 @@
 """Replay dataset rows as the JSON records the daemon consumes (DESIGN.md §4).
 
-Entities are interleaved row by row, as machines report side by side. Record timestamps are the wall-clock time of
-sending (never going backwards per entity), so end-to-end latency metrics stay meaningful during a replay; the
-report keeps each entity's timestamps so that alerts can be mapped back to dataset rows.
+Entities are interleaved row by row, as machines report side by side. Record timestamps are the dataset's own when it
+has them (a CSV timestamp column, NAB), else the wall-clock time of sending (never going backwards per entity), so
+end-to-end latency metrics stay meaningful during a replay; the report keeps each entity's timestamps so that alerts
+can be mapped back to dataset rows.
 """
 
 from __future__ import annotations
@@ -45,17 +46,20 @@ def interleaved_rows(arrays: dict[str, np.ndarray], limit: int = 0) -> Iterator[
 
 
 def replay(arrays: dict[str, np.ndarray], send: Callable[[bytes, bytes], None], rate: float = 0.0, limit: int = 0,
-           clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> ReplayReport:
-    """Send every row as a record keyed by entity; `rate` > 0 paces to that many records per second in total."""
+           clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
+           timestamps: Optional[dict[str, np.ndarray]] = None) -> ReplayReport:
+    """Send every row as a record keyed by entity; `rate` > 0 paces to that many records per second in total.
+    `timestamps` (entity -> [T] seconds) are the records' times where given, else the wall clock."""
+    timestamps = timestamps or {}
     report = ReplayReport(entities=list(arrays))
     stamps: dict[str, list[float]] = {e: [] for e in arrays}
     start = clock()
-    for n, (entity, _, row) in enumerate(interleaved_rows(arrays, limit)):
+    for n, (entity, i, row) in enumerate(interleaved_rows(arrays, limit)):
         if rate > 0:
             ahead = start + n / rate - clock()
             if ahead > 0:
                 sleep(min(ahead, 1.0))
-        ts = clock()
+        ts = float(timestamps[entity][i]) if entity in timestamps else clock()
         previous = stamps[entity]
         if previous and ts < previous[-1]:
             ts = previous[-1]
@@ -75,9 +79,12 @@ def replay_to_kafka(cfg, split: str = "test", entities: Optional[list[str]] = No
 
     series = load_series(cfg, entities)
     arrays = {s.entity: (s.test if split == "test" else s.train) for s in series}
+    times = {s.entity: t for s in series
+             if (t := s.test_timestamps if split == "test" else s.train_timestamps) is not None}
     producer = make_producer(cfg, bootstrap=bootstrap)
     try:
-        report = replay(arrays, lambda k, v: producer.produce(cfg.kafka.metrics_topic, k, v), rate, limit)
+        report = replay(arrays, lambda k, v: producer.produce(cfg.kafka.metrics_topic, k, v), rate, limit,
+                        timestamps=times)
         producer.flush()
     finally:
         producer.close()

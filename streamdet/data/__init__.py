@@ -1,7 +1,7 @@
 """Datasets as `Series` (train, test, labels, interpretation) for training, backtests, replays and the demo.
 
-Sources (data.dataset): the shared benchmark layout (smd, asd, nab), a user's CSV files (csv), and the built-in
-synthetic generator (synthetic).
+Sources (data.dataset): the shared benchmark layout (smd, asd, nab, or any folder under data.root in that layout),
+a user's CSV files (csv), and the built-in synthetic generator (synthetic).
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ def load_series(cfg, entities: Optional[list[str]] = None) -> list[Series]:
         if not d.csv_train or not d.csv_test:
             raise DataError("data.csv_train and data.csv_test must be set when data.dataset is csv")
         labels = cfg.path(d.csv_labels) if d.csv_labels else None
-        return [load_csv_series(names[0], cfg.path(d.csv_train), cfg.path(d.csv_test), labels)]
+        return [load_csv_series(names[0], cfg.path(d.csv_train), cfg.path(d.csv_test), labels, d.timestamp_column)]
     folder = dataset_dir(cfg.path(d.root), d.dataset)
-    return [load_entity(folder, name) for name in names]
+    return [load_entity(folder, name, d.timestamp_column) for name in names]
 
 
 def _synthetic(cfg, name: str) -> Series:

@@ -29,7 +29,11 @@ def read_numeric_csv(path: Path, skip_columns: int = 0) -> tuple[list[str], np.n
 
     `skip_columns` leading columns (NAB's `timestamp`) are returned as text, the rest must be numbers.
     """
-    text = read_text(path)
+    return parse_numeric_text(path, read_text(path), skip_columns)
+
+
+def parse_numeric_text(path: Path, text: str, skip_columns: int = 0) -> tuple[list[str], np.ndarray, list[str]]:
+    """read_numeric_csv on text already read (`path` names the file in errors)."""
     header, _, body = text.partition("\n")
     names = [h.strip() for h in header.strip().split(",")]
     if not names or names == [""]:

@@ -1,4 +1,8 @@
-"""Loader for the shared benchmark layout (../shared/data/README.md): SMD, ASD and NAB.
+"""Loader for the shared benchmark layout (../shared/data/README.md): SMD, ASD, NAB, and any folder in that layout.
+
+Any folder under data.root holding entities.csv and ENTITY.{train,test,test_label}.csv.gz is a dataset
+(data.dataset: its name). Outside SMD and ASD (whose parsed arrays are cached), a timestamp column in the CSV files
+(data.timestamp_column, or detected: timestamps.py) gives the rows their times instead of being a channel.
 
 Every dataset folder holds `entities.csv` and, per entity, `ENTITY.train.csv.gz`, `ENTITY.test.csv.gz`,
 `ENTITY.test_label.csv.gz`, and for SMD/ASD `ENTITY.interpretation_label.txt` (`start-end:d1,d2`, 1-based channel
@@ -13,6 +17,7 @@ stream, so scores exist for every row NAB's scorer reads.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -20,16 +25,23 @@ from ..errors import DataError
 from .cache import cached_parse
 from .csvread import read_numeric_csv, read_text
 from .series import Series
+from .timestamps import read_timed_csv
 
 NAB_PROBATION = 0.15
 INCLUSIVE_END = {"asd"}  # datasets whose interpretation ranges include `end`
+CACHED = {"smd", "asd"}  # numeric-only benchmark folders whose parsed arrays are cached (data/cache.py)
 
 
 def dataset_dir(root: Path, dataset: str) -> Path:
     folder = root / dataset
+    if not folder.resolve().is_relative_to(root.resolve()):
+        raise DataError(f"data.dataset: {dataset!r} is not a folder under data.root ({root})")
     if not folder.is_dir():
         raise DataError(f"{folder}: dataset folder not found (set data.root or STREAMDET_DATA; see README "
                         "'Getting the data')")
+    if not (folder / "entities.csv").exists():
+        raise DataError(f"{folder}: not a dataset in the shared layout (no entities.csv; see "
+                        f"{root / 'README.md'})")
     return folder
 
 
@@ -42,11 +54,13 @@ def entities_in(folder: Path) -> list[str]:
     return rows
 
 
-def load_entity(folder: Path, entity: str) -> Series:
+def load_entity(folder: Path, entity: str, timestamp_column: Optional[str] = None) -> Series:
     if not (folder / f"{entity}.test.csv.gz").exists():
         raise DataError(f"{folder / (entity + '.test.csv.gz')}: unknown entity {entity!r} (not found)")
     if folder.name == "nab":
         return _load_nab(folder, entity)
+    if folder.name not in CACHED:
+        return _load_timed(folder, entity, timestamp_column)
     channels, train = cached_parse(folder / f"{entity}.train.csv.gz", _numeric)
     test_channels, test = cached_parse(folder / f"{entity}.test.csv.gz", _numeric)
     if test_channels != channels:
@@ -55,6 +69,17 @@ def load_entity(folder: Path, entity: str) -> Series:
     interp = _interpretation(folder / f"{entity}.interpretation_label.txt", len(channels),
                              inclusive_end=folder.name in INCLUSIVE_END)
     return Series(entity, channels, train, test, labels, interpretation=interp)
+
+
+def _load_timed(folder: Path, entity: str, timestamp_column: Optional[str]) -> Series:
+    channels, train, train_ts = read_timed_csv(folder / f"{entity}.train.csv.gz", timestamp_column)
+    test_channels, test, test_ts = read_timed_csv(folder / f"{entity}.test.csv.gz", timestamp_column)
+    if test_channels != channels:
+        raise DataError(f"{folder / (entity + '.test.csv.gz')}: columns differ from the train file's")
+    labels = _labels(folder / f"{entity}.test_label.csv.gz", len(test))
+    interp = _interpretation(folder / f"{entity}.interpretation_label.txt", len(channels), inclusive_end=False)
+    return Series(entity, channels, train, test, labels, interpretation=interp, test_timestamps=test_ts,
+                  train_timestamps=train_ts)
 
 
 def _numeric(path: Path) -> tuple[list[str], np.ndarray]:

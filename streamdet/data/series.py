@@ -15,7 +15,8 @@ class Series:
     `interpretation` lists labelled anomaly segments with the channels that explain them:
     (start, end_exclusive, 0-based channel indices). `segment_kinds` names the injected kind of each labelled test
     segment, `train_segment_kinds` of each labelled train segment (synthetic data only). `test_timestamps` are
-    seconds since the epoch when the dataset has them (NAB).
+    seconds since the epoch when the dataset has them (NAB, CSV files with a timestamp column), as are
+    `train_timestamps`.
     """
 
     entity: str
@@ -28,6 +29,7 @@ class Series:
     segment_kinds: list[tuple[int, int, str]] = field(default_factory=list)
     train_segment_kinds: list[tuple[int, int, str]] = field(default_factory=list)
     test_timestamps: Optional[np.ndarray] = None  # [T2] float64
+    train_timestamps: Optional[np.ndarray] = None  # [T] float64 (CSV files with a timestamp column)
 
 
 def label_segments(labels: np.ndarray) -> list[tuple[int, int]]:

@@ -1,7 +1,8 @@
 """A user's own metrics as CSV files (data.dataset: csv): header = channel names, one row per time step.
 
 `data.csv_train` and `data.csv_test` are required; `data.csv_labels` (one column `label`) is optional: without it
-the test split is unlabelled (all zeros) and only threshold-free statistics of the scores make sense.
+the test split is unlabelled (all zeros) and only threshold-free statistics of the scores make sense. A timestamp
+column (`data.timestamp_column`, or detected: timestamps.py) is not a channel: it gives the rows their times.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import numpy as np
 from ..errors import DataError
 from .csvread import read_numeric_csv
 from .series import Series
+from .timestamps import read_timed_csv
 
 
-def load_csv_series(entity: str, train: Path, test: Path, labels: Optional[Path]) -> Series:
-    channels, x_train, _ = read_numeric_csv(train)
-    test_channels, x_test, _ = read_numeric_csv(test)
+def load_csv_series(entity: str, train: Path, test: Path, labels: Optional[Path],
+                    timestamp_column: Optional[str] = None) -> Series:
+    channels, x_train, ts_train = read_timed_csv(train, timestamp_column)
+    test_channels, x_test, ts_test = read_timed_csv(test, timestamp_column)
     if test_channels != channels:
         raise DataError(f"{test}: columns {test_channels} differ from {train}'s {channels}")
     for path, x in ((train, x_train), (test, x_test)):
@@ -33,4 +36,4 @@ def load_csv_series(entity: str, train: Path, test: Path, labels: Optional[Path]
             raise DataError(f"{labels}: expected one column 'label' with {len(x_test)} rows, got {names} x "
                             f"{len(values)}")
         y = (values[:, 0] > 0).astype(np.int8)
-    return Series(entity, channels, x_train, x_test, y)
+    return Series(entity, channels, x_train, x_test, y, test_timestamps=ts_test, train_timestamps=ts_train)

@@ -88,16 +88,19 @@ def _collect(result, run: EntityRun) -> None:
     run.batches += len(result.batches)
 
 
-def replay_entity(cfg, bundle, entity: str, rows: np.ndarray, chunk: int = 512) -> EntityRun:
-    """Push one entity's rows through a fresh Pipeline and record a score, threshold and verdict per row."""
+def replay_entity(cfg, bundle, entity: str, rows: np.ndarray, chunk: int = 512,
+                  timestamps: Optional[np.ndarray] = None) -> EntityRun:
+    """Push one entity's rows through a fresh Pipeline and record a score, threshold and verdict per row; records
+    carry the dataset's `timestamps` when it has them, else one every STEP_S from START_TS."""
     from ..pipeline.engine import Pipeline
 
     pipeline = Pipeline(cfg, bundle, _FrozenClock())
     n = len(rows)
     run = EntityRun(entity, np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=np.int8))
     started = time.perf_counter()
+    times = timestamps if timestamps is not None else START_TS + np.arange(n) * STEP_S
     for lo in range(0, n, chunk):
-        items = [(encode_record(entity, START_TS + i * STEP_S, rows[i]), (SOURCE_TOPIC, 0, i, 0))
+        items = [(encode_record(entity, float(times[i]), rows[i]), (SOURCE_TOPIC, 0, i, 0))
                  for i in range(lo, min(lo + chunk, n))]
         result = pipeline.process(items)
         if result.rejected:
@@ -124,7 +127,8 @@ def run_evaluate(cfg, bundle_path, entities: Optional[list[str]] = None, out_dir
     series = load_series(cfg, entities)
     runs = []
     for s in series:
-        run = replay_entity(eval_cfg, bundle, s.entity, np.asarray(s.test, dtype=np.float32))
+        run = replay_entity(eval_cfg, bundle, s.entity, np.asarray(s.test, dtype=np.float32),
+                            timestamps=s.test_timestamps)
         log.info("backtest entity=%s rows=%d alerts=%d seconds=%.1f", s.entity, run.scores.size, len(run.alerts),
                  run.seconds)
         runs.append(run)

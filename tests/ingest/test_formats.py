@@ -4,8 +4,6 @@ what is wrong. The collectd capture in ../shared/data/agents is real write_kafka
 from __future__ import annotations
 
 import gzip
-import json
-from pathlib import Path
 
 import orjson
 import pytest
@@ -13,8 +11,6 @@ import pytest
 from streamdet.errors import DecodeError
 from streamdet.pipeline.decode import REASONS
 from streamdet.pipeline.formats import FormatDecoder, FormatOptions
-
-CAPTURE = Path(__file__).resolve().parents[2] / ".." / ".." / "shared" / "data" / "agents" / "collectd-host-a.jsonl.gz"
 
 
 def decoder(fmt: str, **options) -> FormatDecoder:
@@ -37,10 +33,9 @@ def collectd(values, dstypes, dsnames, time=1000.0, host="h", plugin="interface"
 
 # --- collectd ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.skipif(not CAPTURE.exists(), reason="../shared/data/agents is not here (a fresh clone)")
-def test_real_collectd_capture_decodes_without_rejects():
+def test_real_collectd_capture_decodes_without_rejects(collectd_capture):
     dec = decoder("collectd")
-    samples, rejected = dec.decode_many(gzip.open(CAPTURE).read().splitlines())
+    samples, rejected = dec.decode_many(gzip.open(collectd_capture).read().splitlines())
     assert not rejected
     channels = {s.channel for _, s in samples}
     assert len(channels) == 143 and {s.entity for _, s in samples} == {"host-a"}
