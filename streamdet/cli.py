@@ -134,6 +134,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(cfg, limit=args.limit)
 
 
+def cmd_alertmanager(args: argparse.Namespace) -> int:
+    from .alertmanager.bridge import Bridge
+
+    cfg = _load(args)
+    return Bridge(cfg).run()
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from .alertmanager.table import tail
+    from .io.kafka import TopicTail, resolve_bootstrap
+
+    cfg = _load(args)
+    with TopicTail(cfg, cfg.kafka.alerts_topic, resolve_bootstrap(cfg)) as topic:
+        tail(topic.poll, sys.stdout, limit=args.limit, idle_s=args.idle)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .models.registry import names, preset_names
 
@@ -173,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="evaluation", help="report folder")
     p = add("demo", cmd_demo, "train if needed, start an embedded broker, replay, run the daemon, print alerts")
     p.add_argument("--limit", type=int, default=0, help="at most N test records per entity (0 = all)")
+    add("alertmanager", cmd_alertmanager, "post the alerts topic to Alertmanager (API v2) until SIGTERM/SIGINT")
+    p = add("alerts", cmd_alerts, "tail the alerts topic as a table (from its beginning)")
+    p.add_argument("--limit", type=int, default=0, help="stop after N alerts (0 = never)")
+    p.add_argument("--idle", type=float, default=0.0, help="stop after S seconds without a new alert (0 = never)")
     add("check-config", cmd_check_config, "validate a config and print the resolved values", positional=True)
     p = sub.add_parser("models", help="list the registered detectors")
     p.set_defaults(func=cmd_models)

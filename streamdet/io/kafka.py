@@ -434,20 +434,35 @@ def read_to_end(cfg, topic: str, bootstrap: Optional[str] = None, timeout_s: flo
 
     No consumer group: used to restore state from a changelog topic. A missing topic yields nothing.
     """
+    for r in _records_to_end(cfg, topic, None, bootstrap, timeout_s):
+        yield r.key, r.value
+
+
+def read_partitions(cfg, topic: str, partitions: Iterable[int], bootstrap: Optional[str] = None,
+                    timeout_s: float = 60.0):
+    """Yield (partition, value) of every record of the given partitions of `topic`, from the beginning to the
+    current end, in offset order per partition. No consumer group (the Alertmanager bridge re-learns open alerts)."""
+    for r in _records_to_end(cfg, topic, set(partitions), bootstrap, timeout_s):
+        yield r.partition, r.value
+
+
+def _records_to_end(cfg, topic: str, only: Optional[set[int]], bootstrap: Optional[str], timeout_s: float):
+    """Records of `topic` (the partitions in `only`, or all) from the beginning to the end offsets of now."""
     consumer = _groupless_consumer(cfg, bootstrap, "restore")
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
             return
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = [TopicPartition(topic, p) for p in sorted(partitions) if only is None or p in only]
+        if not tps:
+            return
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         end = {tp: off for tp, off in consumer.end_offsets(tps).items() if off > 0}
         deadline = time.monotonic() + timeout_s
         while end and time.monotonic() < deadline:
             for tp, records in consumer.poll(timeout_ms=200).items():
-                for r in records:
-                    yield r.key, r.value
+                yield from records
                 if tp in end and consumer.position(tp) >= end[tp]:
                     del end[tp]
         if end:

@@ -92,12 +92,55 @@ class EntitySeries:
         return []  # collected lazily; no fixed description at registration
 
 
-class Metrics:
+class Endpoints:
+    """/metrics, /healthz and /readyz over a stdlib ThreadingHTTPServer in a daemon thread, for a process that has a
+    registry, a health and a readiness (the daemon's Metrics, the Alertmanager bridge's BridgeMetrics)."""
+
+    not_ready_text = b"not ready\n"
+
+    def __init__(self, host: str, port: int):
+        self.host, self.requested_port = host, port
+        self.registry = CollectorRegistry()
+        self._server: Optional[ThreadingHTTPServer] = None
+
+    def healthy(self) -> bool:
+        raise NotImplementedError
+
+    def is_ready(self) -> bool:
+        raise NotImplementedError
+
+    def start_server(self) -> int:
+        """Serve /metrics, /healthz, /readyz on host:port (0 = a free port); return the bound port."""
+        self._server = ThreadingHTTPServer((self.host, self.requested_port), _handler_for(self))
+        self._server.daemon_threads = True
+        thread = threading.Thread(target=self._server.serve_forever, name="streamdet-metrics", daemon=True)
+        thread.start()
+        log.info("metrics server listening host=%s port=%d", self.host, self.port)
+        return self.port
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1] if self._server else 0
+
+    def stop_server(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class Metrics(Endpoints):
     """Every series of docs/internals.md, in one registry, plus the HTTP endpoints."""
 
+    not_ready_text = b"not ready: waiting for partitions or model\n"
+
     def __init__(self, metrics_cfg):
+        super().__init__(metrics_cfg.host, metrics_cfg.port)
         self.cfg = metrics_cfg
-        self.registry = r = CollectorRegistry()
+        r = self.registry
         self.consumed = Counter("streamdet_records_consumed", "Records read from Kafka", ["topic"], registry=r)
         self.scored = Counter("streamdet_records_scored", "Records that received a score", registry=r)
         self.rejected = Counter("streamdet_records_rejected", "Records sent to the dead-letter topic", ["reason"],
@@ -127,7 +170,6 @@ class Metrics:
         self._model_loaded = False
         self._assigned = False
         self._connected = True
-        self._server: Optional[ThreadingHTTPServer] = None
 
     # --- state the HTTP endpoints report -------------------------------------------------------------------------
     def heartbeat(self) -> None:
@@ -174,31 +216,47 @@ class Metrics:
         """Sum of a counter over all its label sets (for the daemon's shutdown log line)."""
         return int(sum(s.value for metric in counter.collect() for s in metric.samples if s.name.endswith("_total")))
 
-    # --- HTTP -----------------------------------------------------------------------------------------------------
-    def start_server(self) -> int:
-        """Serve /metrics, /healthz, /readyz on cfg.host:cfg.port (0 = a free port); return the bound port."""
-        self._server = ThreadingHTTPServer((self.cfg.host, self.cfg.port), _handler_for(self))
-        self._server.daemon_threads = True
-        thread = threading.Thread(target=self._server.serve_forever, name="streamdet-metrics", daemon=True)
-        thread.start()
-        log.info("metrics server listening host=%s port=%d", self.cfg.host, self.port)
-        return self.port
 
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1] if self._server else 0
+class BridgeMetrics(Endpoints):
+    """The Alertmanager bridge's series (`streamdet_alertmanager_*`) and endpoints: /readyz is 200 only while it holds
+    its partitions and the last request to Alertmanager was accepted (503 while Alertmanager is down)."""
 
-    def stop_server(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+    not_ready_text = b"not ready: Alertmanager or the broker unreachable, or no partitions assigned\n"
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+    def __init__(self, host: str, port: int):
+        super().__init__(host, port)
+        r = self.registry
+        self.messages = Counter("streamdet_alertmanager_messages", "Alert messages consumed", ["status"], registry=r)
+        self.posts = Counter("streamdet_alertmanager_posts", "Requests to Alertmanager", ["outcome"], registry=r)
+        self.dead_letters = Counter("streamdet_alertmanager_dead_letters", "Messages sent to the bridge's dead-letter "
+                                    "topic", ["reason"], registry=r)
+        self.open_alerts = Gauge("streamdet_alertmanager_open_alerts", "Firing alerts re-posted every resend "
+                                 "interval", registry=r)
+        self.up = Gauge("streamdet_alertmanager_up", "1 when the last request to Alertmanager was accepted",
+                        registry=r)
+        self._beat = time.monotonic()
+        self._assigned = self._reachable = self._broker = False
+        self._stopped = False
+
+    def heartbeat(self) -> None:
+        self._beat = time.monotonic()
+
+    def healthy(self) -> bool:
+        return not self._stopped and time.monotonic() - self._beat < HEALTH_STALE_S
+
+    def is_ready(self) -> bool:
+        return self._assigned and self._reachable and self._broker and not self._stopped
+
+    def set_state(self, *, assigned: Optional[bool] = None, reachable: Optional[bool] = None,
+                  broker: Optional[bool] = None, stopped: Optional[bool] = None) -> None:
+        self._assigned = self._assigned if assigned is None else assigned
+        self._reachable = self._reachable if reachable is None else reachable
+        self._broker = self._broker if broker is None else broker
+        self._stopped = self._stopped if stopped is None else stopped
+        self.up.set(1.0 if self._reachable else 0.0)
 
 
-def _handler_for(metrics: Metrics) -> type:
+def _handler_for(metrics: Endpoints) -> type:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - the stdlib's name
             path = self.path.split("?", 1)[0]
@@ -207,7 +265,7 @@ def _handler_for(metrics: Metrics) -> type:
             elif path == "/healthz":
                 self._status(metrics.healthy(), b"ok\n", b"loop not running\n")
             elif path == "/readyz":
-                self._status(metrics.is_ready(), b"ready\n", b"not ready: waiting for partitions or model\n")
+                self._status(metrics.is_ready(), b"ready\n", metrics.not_ready_text)
             else:
                 self._reply(404, b"not found: try /metrics, /healthz, /readyz\n", "text/plain")
 

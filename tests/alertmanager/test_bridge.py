@@ -1,0 +1,159 @@
+"""The bridge against a real Alertmanager (Debian's prometheus-alertmanager) and the real embedded broker.
+
+Alert messages are produced as the daemon writes them (pipeline.alerts.AlertEvent); test_daemon_to_alertmanager.py
+runs the daemon itself.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from streamdet.config import load_config
+from streamdet.io.broker import free_port
+from streamdet.io.kafka import ensure_topics, make_producer
+from tests.conftest import REPO, wait_until
+from tests.integration.helpers import read_topic
+
+from .helpers import Alertmanager, BridgeProcess, Webhook, alert_message
+
+pytestmark = [pytest.mark.kafka]
+
+OUTAGE_S = 20.0  # how long Alertmanager stays down (the issue's scenario)
+
+
+def produce(bootstrap: str, topic: str, messages: list[tuple[str, bytes]]) -> None:
+    producer = make_producer(load_config(None, ["kafka.partitions=2"]), bootstrap)
+    for key, value in messages:
+        producer.produce(topic, key.encode(), value)
+    producer.flush()
+    producer.close()
+
+
+def entities(am: Alertmanager) -> set[str]:
+    return {a["labels"]["entity"] for a in am.alerts()}
+
+
+@pytest.fixture
+def topics(broker, names):
+    ensure_topics(load_config(None, ["kafka.partitions=2"]), [names["alerts"], names["dlq"]], broker.bootstrap)
+    return names
+
+
+def test_outage_restart_and_bridge_restart_end_with_the_open_alerts_of_an_uninterrupted_run(broker, topics,
+                                                                                             tmp_path):
+    now = time.time()
+    hook = Webhook()
+    reference = Alertmanager(tmp_path, hook.url, name="reference")  # never interrupted
+    port = free_port()  # the interrupted one is not running yet: the bridge must retry an unreachable URL
+    ref_bridge = BridgeProcess(broker.bootstrap, topics, [reference.url], tmp_path / "ref.log", group="ref")
+    bridge = BridgeProcess(broker.bootstrap, topics, [f"http://127.0.0.1:{port}"], tmp_path / "bridge.log")
+    interrupted = None
+    try:
+        produce(broker.bootstrap, topics["alerts"], [("x", alert_message("x", "firing", now - 60, now - 50)),
+                                                     ("y", alert_message("y", "firing", now - 40, now - 30))])
+        ref_bridge.wait_ready()
+        wait_until(lambda: entities(reference) == {"x", "y"}, 30, "x and y open in the reference Alertmanager")
+        assert bridge.readyz() == 503 and bridge.proc.poll() is None  # unreachable: retried, not ready
+        interrupted = Alertmanager(tmp_path, hook.url, port=port, name="interrupted")
+        bridge.wait_ready()
+        wait_until(lambda: entities(interrupted) == {"x", "y"}, 30, "x and y once Alertmanager is reachable")
+
+        interrupted.stop()
+        stopped_at = time.monotonic()
+        wait_until(lambda: bridge.readyz() == 503, 10, "/readyz 503 while Alertmanager is down")
+        produce(broker.bootstrap, topics["alerts"], [("x", alert_message("x", "resolved", now - 60, now - 10)),
+                                                     ("z", alert_message("z", "firing", now - 5, now - 2))])
+        wait_until(lambda: entities(reference) == {"y", "z"}, 30, "x resolved and z open in the reference")
+        time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped_at)))  # the outage lasts OUTAGE_S, by design
+        assert bridge.readyz() == 503 and bridge.proc.poll() is None
+        interrupted.start()  # empty: Alertmanager keeps no alerts across restarts
+        wait_until(lambda: interrupted.open_set() == reference.open_set(), 30,
+                   "the interrupted Alertmanager to hold the reference's open alerts")
+        assert entities(interrupted) == {"y", "z"}
+        bridge.wait_ready()
+
+        # the bridge restarts too: everything is committed, so it must re-learn y and z from the topic
+        assert bridge.terminate() == 0
+        interrupted.stop()
+        interrupted.start()
+        assert interrupted.alerts() == []
+        bridge = BridgeProcess(broker.bootstrap, topics, [interrupted.url], tmp_path / "bridge2.log")
+        wait_until(lambda: interrupted.open_set() == reference.open_set(), 30,
+                   "a restarted bridge to re-post the open alerts it re-learned")
+    finally:
+        for process in (bridge, ref_bridge):
+            process.close()
+        for am in (interrupted, reference):
+            if am is not None:
+                am.stop()
+        hook.close()
+
+
+@pytest.fixture
+def alertmanager(tmp_path):
+    """(Alertmanager, its webhook receiver), stopped after the test."""
+    hook = Webhook()
+    am = Alertmanager(tmp_path, hook.url)
+    yield am, hook
+    am.stop()
+    hook.close()
+
+
+@pytest.fixture
+def bridge(broker, topics, alertmanager, tmp_path):
+    process = BridgeProcess(broker.bootstrap, topics, [alertmanager[0].url], tmp_path / "bridge.log")
+    yield process
+    process.close()
+
+
+def test_a_silence_suppresses_the_notification_of_a_matching_alert(broker, topics, alertmanager, tmp_path):
+    now = time.time()
+    am, hook = alertmanager
+    am.silence({"entity": "silenced-host"})
+    bridge = BridgeProcess(broker.bootstrap, topics, [am.url], tmp_path / "bridge.log")
+    try:
+        produce(broker.bootstrap, topics["alerts"],
+                [("silenced-host", alert_message("silenced-host", "firing", now - 30, now - 20)),
+                 ("paged-host", alert_message("paged-host", "firing", now - 30, now - 20))])
+        wait_until(lambda: entities(am) == {"silenced-host", "paged-host"}, 30, "both alerts in Alertmanager")
+        wait_until(lambda: hook.alerts("firing"), 30, "a notification at the webhook")
+        notified = {a["labels"]["entity"] for a in hook.alerts()}
+        assert notified == {"paged-host"}
+        states = {a["labels"]["entity"]: a["status"] for a in am.alerts()}
+        assert states["silenced-host"]["state"] == "suppressed" and states["silenced-host"]["silencedBy"]
+        assert states["paged-host"]["state"] == "active"
+    finally:
+        bridge.close()
+
+
+def test_malformed_messages_and_refused_alerts_go_to_the_dead_letter_topic(broker, topics, alertmanager, bridge):
+    now = time.time()
+    produce(broker.bootstrap, topics["alerts"], [
+        ("a", b"not json at all"),
+        ("a", b'{"status": "firing", "entity": "a"}'),
+        ("b", alert_message("b", "resolved", now - 10, now - 100)),  # ends before it starts: Alertmanager 400
+        ("c", alert_message("c", "firing", now - 10, now - 5))])
+    dead = read_topic(broker.bootstrap, topics["dlq"], lambda m: len(m) >= 3, 30)
+    reasons = {d["reason"]: d for d in dead}
+    assert set(reasons) == {"not_json", "bad_field", "refused_by_alertmanager"}
+    assert reasons["not_json"]["payload"] == "not json at all"
+    assert "alert_id" in reasons["bad_field"]["detail"]
+    refused = reasons["refused_by_alertmanager"]
+    assert "HTTP 400" in refused["detail"] and "start time must be before end time" in refused["detail"]
+    assert '"entity":"b"' in refused["payload"] and refused["source"]["topic"] == topics["alerts"]
+    wait_until(lambda: entities(alertmanager[0]) == {"c"}, 30, "the valid alert of the batch in Alertmanager")
+
+
+def test_a_malformed_alertmanager_url_fails_start_up_with_one_line_and_exit_code_2():
+    out = subprocess.run([sys.executable, "-m", "streamdet", "alertmanager", "--config", str(REPO / "config" /
+                          "smd.yaml"), "--set", "kafka.bootstrap_servers=127.0.0.1:1",
+                          "--set", "alertmanager.urls=[http://am:9093, 'htp//am:9093']"],
+                         capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "streamdet: error: alertmanager.urls[1]: malformed URL 'htp//am:9093' "
+        "(expected http://host:port or https://host:port)"]
