@@ -79,11 +79,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _load(args)
     if args.per_entity:
         return _train_per_entity(cfg, args)
+    series, source = _topic_series(cfg, args) if args.from_topic else (None, None)
     bundle = train_bundle(cfg, model_name=args.model, entities=_entities(args.entities), out=_cli_path(args.out),
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, series=series, source=source)
     print(f"bundle written: {bundle.path} (model {bundle.model_name}, window {bundle.window}, "
           f"{len(bundle.channels)} channels, sha256 {bundle.sha256[:12]})")
     return 0
+
+
+def _topic_series(cfg, args: argparse.Namespace):
+    """--from-topic: the history's rows per entity, and what was chosen on the way (logged, kept in the bundle)."""
+    from .data.topic import parse_duration, read_history, rows_from_history
+
+    if cfg.kafka.bootstrap_servers == "embedded":
+        raise StreamdetError("--from-topic needs kafka.bootstrap_servers to name the brokers that hold the history")
+    since = parse_duration(args.since) if args.since else None
+    got = rows_from_history(cfg, read_history(cfg, cfg.kafka.bootstrap_servers, since, args.limit))
+    log.info("from topic %s: %d messages, %d entities, %d channels; left out: %d on too few entities %s, "
+             "%d constant %s; rows dropped for missing channels: %d; rejected: %s; too short: %s",
+             cfg.kafka.metrics_topic, got.messages, len(got.series), len(got.channels), len(got.rare), got.rare,
+             len(got.constant), got.constant, got.dropped_rows, dict(got.rejected), got.short)
+    if not got.series:
+        raise StreamdetError(f"--from-topic: no entity has {2 * cfg.model.window} rows (2 x model.window) in "
+                             f"{cfg.kafka.metrics_topic} ({got.messages} messages; too short: {got.short})")
+    return got.series, {"dataset": f"topic:{cfg.kafka.metrics_topic}", **got.summary()}
 
 
 def _train_per_entity(cfg, args: argparse.Namespace) -> int:
@@ -178,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-entity", action="store_true",
                    help="write a bundle directory: a fleet default.pt plus one bundle per entity (resumable)")
     p.add_argument("--workers", type=int, default=0, help="--per-entity: parallel processes (default: cores)")
+    p.add_argument("--from-topic", action="store_true",
+                   help="train on the metrics topic's history (any input.format) instead of data.dataset")
+    p.add_argument("--since", metavar="DURATION", help="--from-topic: only the last DURATION (90s, 10m, 2h, 1d)")
+    p.add_argument("--limit", type=int, default=5_000_000, help="--from-topic: read at most N messages")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p = add("replay", cmd_replay, "produce dataset rows into the metrics topic as JSON keyed by entity")
     p.add_argument("--split", choices=("test", "train"), default="test")

@@ -108,6 +108,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     normalisation: Literal["global", "none"] = "global"
+    min_channel_share: float = _range(0.0, 1.0, default=0.5)  # --from-topic: channels on fewer entities are left out
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,14 @@ __all__ = ["train_bundle"]
 
 
 def train_bundle(cfg, *, model_name: Optional[str] = None, entities: Optional[list[str]] = None,
-                 out: Optional[str] = None, progress: bool = True) -> Bundle:
-    """Train one model across the configured entities' train splits and export it with its calibration."""
+                 out: Optional[str] = None, progress: bool = True, series: Optional[list] = None,
+                 source: Optional[dict] = None) -> Bundle:
+    """Train one model across the configured entities' train splits and export it with its calibration.
+    `series` (e.g. assembled from the metrics topic: data/topic.py) replaces the configured dataset; `source`
+    describes where it came from and is recorded in the bundle's training metadata."""
     started = time.perf_counter()
     name = model_name or cfg.model.name
-    series = load_series(cfg, entities)
+    series = series if series is not None else load_series(cfg, entities)
     window = cfg.model.window
     tc = cfg.train
     w = make_windows(series, window, tc.train_stride, tc.val_fraction, tc.max_windows, tc.normalisation == "global")
@@ -40,7 +43,8 @@ def train_bundle(cfg, *, model_name: Optional[str] = None, entities: Optional[li
     served = ServedModel(model, w.mean, w.std).eval()
     scores = np.concatenate([daemon_like_scores(served, tail, window, cfg.scoring.stride) for tail in w.val_tails])
     calibration = calibrate(scores, cfg.threshold.init_level)
-    training = {**result.as_dict(), "entities": [s.entity for s in series], "dataset": cfg.data.dataset,
+    training = {**result.as_dict(), "entities": [s.entity for s in series],
+                "dataset": (source or {}).get("dataset", cfg.data.dataset), "source": source or {},
                 "fingerprint": fingerprint(cfg, name, series),
                 "train_windows": int(len(w.train)), "val_windows": int(len(w.val)),
                 "parameters": int(sum(p.numel() for p in model.parameters())),

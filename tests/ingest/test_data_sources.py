@@ -99,3 +99,20 @@ def test_replay_sends_the_files_timestamps_to_the_broker(tmp_path, broker, names
     assert report.records == 30
     got = read_topic(broker.bootstrap, topic, lambda m: len(m) >= 30, 30)
     assert [m["ts"] for m in got] == [START + 60 * (400 + i) for i in range(30)]
+
+
+def test_evaluate_scores_records_at_the_files_times(tmp_path):
+    """Backtest records carry the file's times: the same rows with times running backwards are rejected as late."""
+    from streamdet.evaluate.backtest import replay_entity
+    from streamdet.train import train_bundle
+
+    make_folder(tmp_path)
+    cfg = config(tmp_path, "model.name=lstm_ae", "model.preset=tiny", "model.window=8", "scoring.stride=4",
+                 "train.epochs=1", "train.device=cpu", f"model.bundle={tmp_path / 'b.pt'}")
+    bundle = train_bundle(cfg, progress=False)
+    s = load_series(cfg, ["web-1"])[0]
+    forwards = replay_entity(cfg, bundle, s.entity, s.test, timestamps=s.test_timestamps)
+    backwards = replay_entity(cfg, bundle, s.entity, s.test, timestamps=s.test_timestamps[::-1].copy())
+    assert not np.isnan(forwards.scores).any()
+    late = int(np.isnan(backwards.scores).sum())  # allowed_lateness 300 s: only the first 6 rows (5 min) pass
+    assert late == len(s.test) - 6

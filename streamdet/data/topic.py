@@ -1,0 +1,223 @@
+"""Training data from the metrics topic's history (`streamdet train --from-topic [--since DURATION]`).
+
+The history an operator has is the stream itself, in whatever format the agents write. This module reads the topic
+from the start (or from `--since` ago) up to the end offsets it saw when it started, decodes every message with the
+configured input format, assembles rows per entity with the daemon's own assembler (pipeline/assemble.py: same
+interval, carry-forward and gap rules), and returns one Series per entity whose rows are all train data; the
+trainer's validation tail is the last `train.val_fraction` of each entity's rows, so the split is by time.
+
+The channel list is what the fleet actually sends: channels present on fewer than `train.min_channel_share` of the
+entities, or constant over the training rows, are left out, and both lists are logged (and recorded in the bundle).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Optional
+
+import numpy as np
+import orjson
+
+from ..errors import DataError, DecodeError
+from ..pipeline.assemble import Assembler
+from ..pipeline.formats import FormatDecoder, FormatOptions, Sample
+from .series import Series
+
+log = logging.getLogger(__name__)
+
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+READ_IDLE_S = 10.0  # no message for this long before the end offsets: the broker is stuck, stop
+TAIL_IDLE_S = 1.0  # past the end offset, a partition is done after this long without an older message
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '10m', '2h', '1d', '1w' or plain seconds."""
+    match = DURATION.match(text)
+    if not match:
+        raise DataError(f"--since {text!r}: expected a duration such as 90s, 10m, 2h or 1d")
+    return float(match.group(1)) * UNIT_S[match.group(2)]
+
+
+@dataclass
+class TopicRows:
+    """What the history gave: a Series per entity and the choices made on the way (for the train log)."""
+
+    series: list[Series]
+    channels: list[str]
+    rare: list[str] = field(default_factory=list)  # present on too few entities
+    constant: list[str] = field(default_factory=list)
+    messages: int = 0
+    rejected: Counter = field(default_factory=Counter)  # reason -> messages
+    dropped_rows: int = 0  # rows with a channel missing beyond carry-forward
+    short: list[str] = field(default_factory=list)  # entities with too few rows for a window
+
+    def summary(self) -> dict:
+        return {"messages": self.messages, "entities": [s.entity for s in self.series], "channels": len(self.channels),
+                "rare_channels": self.rare, "constant_channels": self.constant, "rejected": dict(self.rejected),
+                "dropped_rows": self.dropped_rows, "short_entities": self.short}
+
+
+def read_history(cfg, bootstrap: str, since_s: Optional[float] = None,
+                 limit: int = 0) -> Iterator[list[tuple[bytes, tuple]]]:
+    """Batches of (value, (topic, partition, offset, timestamp_ms)) from the metrics topic, oldest first per
+    partition: the messages written before the read started (and, with since_s, not before since_s ago).
+
+    The end offsets and offsets_for_times steer the read; message timestamps decide, because the embedded broker
+    (Tansu) reports a high watermark inside the last batch and answers offsets_for_times with 0: past the end
+    offset a partition is read on until a newer message or TAIL_IDLE_S of silence, and older messages than
+    since_s are skipped."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from ..io.confluent import librdkafka_options
+
+    topic = cfg.kafka.metrics_topic
+    options = {**librdkafka_options(cfg, bootstrap), "group.id": f"{cfg.kafka.group_id}-train-{time.time_ns()}"}
+    consumer = Consumer(options)
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            raise DataError(f"kafka.metrics_topic {topic!r}: topic not found on {bootstrap}")
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}
+        starts = _start_offsets(consumer, topic, ends, since_s)
+        remaining = {p for p in ends if starts[p] < ends[p]}
+        consumer.assign([TopicPartition(topic, p, starts[p]) for p in remaining])
+        oldest_ms = int((time.time() - since_s) * 1000) if since_s is not None else -1
+        yield from _consume(consumer, topic, ends, remaining, limit, int(time.time() * 1000), oldest_ms)
+    finally:
+        consumer.close()
+
+
+def _start_offsets(consumer, topic: str, ends: dict, since_s: Optional[float]) -> dict:
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    if since_s is None:
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0] for p in ends}
+    wanted = int((time.time() - since_s) * 1000)
+    found = consumer.offsets_for_times([TopicPartition(topic, p, wanted) for p in ends], timeout=10)
+    return {tp.partition: (ends[tp.partition] if tp.offset < 0 else tp.offset) if tp.offset != OFFSET_BEGINNING
+            else 0 for tp in found}
+
+
+def _consume(consumer, topic: str, ends: dict, remaining: set, limit: int, started_ms: int,
+             oldest_ms: int) -> Iterator[list]:
+    from confluent_kafka import TopicPartition
+
+    read, heard = 0, {p: time.monotonic() for p in remaining}
+    while remaining and (not limit or read < limit):
+        batch = []
+        for msg in consumer.consume(5000, timeout=0.2):
+            p = msg.partition()
+            if msg.error() is not None or p not in remaining:
+                continue
+            stamp = msg.timestamp()[1]
+            if stamp > started_ms and msg.offset() >= ends[p] - 1:
+                remaining.discard(p)  # written after the read started: the history of p is complete
+                continue
+            heard[p] = time.monotonic()
+            if stamp >= oldest_ms:
+                batch.append((msg.value(), (topic, p, msg.offset(), stamp)))
+        if batch:
+            read += len(batch)
+            yield batch
+        now = time.monotonic()
+        for p in list(remaining):
+            position = consumer.position([TopicPartition(topic, p)])[0].offset
+            if position >= ends[p] and now - heard[p] > TAIL_IDLE_S:
+                remaining.discard(p)
+            elif now - heard[p] > READ_IDLE_S:
+                raise DataError(f"{topic}[{p}]: no messages for {READ_IDLE_S:.0f} s before its end offset {ends[p]}")
+    if limit and read >= limit:
+        log.warning("train from topic: stopped at %d messages (--limit)", read)
+
+
+def streamdet_samples(raw: bytes) -> list[Sample]:
+    """Today's record format as samples: `metrics` by name, `values` by position (channels 0, 1, ...)."""
+    try:
+        obj = orjson.loads(raw)
+        entity, ts = obj["entity"], float(obj["ts"])
+        named = obj["metrics"].items() if "metrics" in obj else enumerate(obj["values"])
+        return [Sample(entity, str(k), ts, float(v)) for k, v in named]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DecodeError("not_json", f"not a streamdet record ({exc.__class__.__name__})") from None
+
+
+def rows_from_history(cfg, batches: Iterable[list[tuple[bytes, tuple]]]) -> TopicRows:
+    """Decode, choose channels, assemble, drop constant channels: one train-only Series per entity."""
+    samples, messages, rejected = _decode_all(cfg, batches)
+    channels, rare = _fleet_channels(samples, cfg.train.min_channel_share)
+    result = TopicRows([], channels, rare=rare, messages=messages, rejected=rejected)
+    if not channels:
+        raise DataError(f"{cfg.kafka.metrics_topic}: no channel is sent by {cfg.train.min_channel_share:.0%} of the "
+                        f"entities ({messages} messages read, rejected: {dict(rejected) or 'none'})")
+    rows = _assemble(cfg, channels, samples, result)
+    keep = _varying(rows, channels, result)
+    for entity, matrix in rows.items():
+        ts, values = matrix
+        if len(values) < 2 * cfg.model.window:
+            result.short.append(entity)
+            continue
+        result.series.append(Series(entity, result.channels, values[:, keep], np.zeros((0, len(result.channels)),
+                                                                                       np.float32),
+                                    np.zeros(0, np.int8), train_timestamps=ts))
+    return result
+
+
+def _decode_all(cfg, batches) -> tuple[list[tuple[Sample, tuple]], int, Counter]:
+    """(samples with their source, messages read, rejected messages per reason)."""
+    fmt = cfg.input.format
+    decoder = None if fmt == "streamdet" else FormatDecoder(fmt, FormatOptions.from_input(cfg.input))
+    samples, messages, rejected = [], 0, Counter()
+    for batch in batches:
+        for raw, source in batch:
+            messages += 1
+            try:
+                got = decoder.decode(raw) if decoder is not None else streamdet_samples(raw)
+            except DecodeError as exc:
+                rejected[exc.reason] += 1
+                continue
+            samples.extend((sample, source) for sample in got)
+    return samples, messages, rejected
+
+
+def _fleet_channels(samples: list, min_share: float) -> tuple[list[str], list[str]]:
+    """(channels on at least min_share of the entities, sorted; the others)."""
+    entities_of: dict[str, set] = {}
+    for sample, _ in samples:
+        entities_of.setdefault(sample.channel, set()).add(sample.entity)
+    n_entities = len({sample.entity for sample, _ in samples})
+    need = max(1, math.ceil(min_share * n_entities))
+    kept = sorted(c for c, e in entities_of.items() if len(e) >= need)
+    return kept, sorted(set(entities_of) - set(kept))
+
+
+def _assemble(cfg, channels: list[str], samples: list, result: TopicRows) -> dict[str, tuple]:
+    """entity -> (ts [T], values [T, C]) in time order, from the daemon's assembler on a clock that never moves."""
+    i = cfg.input
+    assembler = Assembler(channels, i.interval_s, i.carry_forward, i.allowed_lateness_s, max_entities=10 ** 9,
+                          max_channels=i.max_channels, entity_idle_s=math.inf, clock=lambda: 0.0)
+    out = assembler.add_many((s, None) for s, _ in samples)  # no owner partition: history may predate a re-keying
+    out.extend(assembler.drain())
+    result.dropped_rows = len(out.dropped)
+    for _, exc in out.rejected:
+        result.rejected[exc.reason] += 1
+    per_entity: dict[str, list] = {}
+    for row in out.rows:
+        per_entity.setdefault(row.entity, []).append(row)
+    return {e: (np.array([r.ts for r in rs]), np.stack([r.values for r in rs])) for e, rs in per_entity.items()}
+
+
+def _varying(rows: dict[str, tuple], channels: list[str], result: TopicRows) -> np.ndarray:
+    """Column indices of channels that vary over the training rows; the constant ones go to result.constant."""
+    if not rows:
+        return np.arange(len(channels))
+    stacked = np.concatenate([values for _, values in rows.values()])
+    varying = stacked.std(axis=0) > 1e-12
+    result.constant = [c for c, v in zip(channels, varying) if not v]
+    result.channels = [c for c, v in zip(channels, varying) if v]
+    return np.flatnonzero(varying)
