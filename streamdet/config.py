@@ -109,6 +109,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     normalisation: Literal["global", "none"] = "global"
     min_channel_share: float = _range(0.0, 1.0, default=0.5)  # --from-topic: channels on fewer entities are left out
+    export_format: Literal["torchscript", "export"] = "torchscript"  # bundle format (docs/models.md: Bundle formats)
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,8 @@ class ScoringConfig:
     device: str = "cpu"
     threads: int = _range(0, 1024, default=0)  # 0 = torch default
     overlap: bool = True  # the model runs on a worker thread while the next records are decoded (two cores)
+    compile: Literal["none", "aoti"] = "none"  # aoti: compile an exported bundle for this host at start-up and reload
+    compile_cache: str = ""  # compiled packages; "" = $STREAMDET_CACHE/aoti (default ~/.cache/streamdet/aoti)
 
 
 @dataclass(frozen=True)

@@ -111,15 +111,17 @@ class Daemon:
 
         bundle_path = self.cfg.path(str(self.bundle_path))
         bundle = load_bundle(bundle_path)
+        self.metrics.start_server()  # before compiling: /healthz answers, /readyz says 503 until the model serves
+        stack.callback(self.metrics.stop_server)
+        self._prepare_model(bundle)
         self.pipeline = Pipeline(self.cfg, bundle, time.monotonic)
         stack.callback(self.pipeline.close)
         self.metrics.set_model(bundle.model_name, bundle.sha256, bundle.window, len(bundle.channels))
-        self.metrics.start_server()
-        stack.callback(self.metrics.stop_server)
         self._install_signals(stack)
         from .reload import BundleReloader
 
-        self.reloader = BundleReloader(bundle_path, bundle, self.metrics)
+        self.reloader = BundleReloader(bundle_path, bundle, self.metrics,
+                                       prepare=lambda new: self._prepare_model(new, heartbeat=False))
         self.reloader.install_sighup(stack)
         self.bootstrap = self._resolve_bootstrap(stack)
         self._connect(stack)
@@ -127,6 +129,16 @@ class Daemon:
         k = self.cfg.kafka
         log.info("daemon started bootstrap=%s topic=%s group=%s client=%s model=%s", self.bootstrap, k.metrics_topic,
                  k.group_id, k.client, bundle.model_name)
+
+    def _prepare_model(self, bundle, heartbeat: bool = True) -> None:
+        """scoring.compile: aoti compiles an exported bundle for this host (or loads it from the cache) before it
+        scores anything; the heartbeat goes on meanwhile so that /healthz stays 200 through a long compile."""
+        from .bundle.serving import prepare_all
+
+        s = self.cfg.scoring
+        cache = self.cfg.path(s.compile_cache) if s.compile_cache else None
+        prepare_all([bundle], s.compile, cache, tick=self.metrics.heartbeat if heartbeat else None)
+        self.metrics.set_compile(bundle.serving)
 
     def _connect(self, stack: ExitStack) -> None:
         """Create topics, the client and the subscription, retrying with capped back-off while the broker is down."""

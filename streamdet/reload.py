@@ -5,6 +5,8 @@ bundle is loaded with the same checks as at start-up, must have the same channel
 score a test batch finitely; otherwise it is rejected with one log line and the old model keeps serving. The swap
 happens between micro-batches, so no record is dropped: windows already cut are scored by the old model, all later
 ones by the new. Thresholds restart from the new bundle's calibration (the score scale changed with the model).
+With `scoring.compile: aoti` the new bundle is compiled (or found in the cache) on a background thread while the old
+model keeps serving, and swapped in only once the compiled model has been verified.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -38,8 +40,10 @@ def _signature(path: Path):
 
 
 class BundleReloader:
-    def __init__(self, path: Path, current: Bundle, metrics=None):
+    def __init__(self, path: Path, current: Bundle, metrics=None, prepare: Optional[Callable[[Bundle], None]] = None):
         self.path = Path(path)
+        self.prepare = prepare  # makes a verified bundle ready to serve (compiles it); runs on a worker thread
+        self._preparing: Optional[tuple[threading.Thread, Bundle, list]] = None
         self.current = current
         self.metrics = metrics
         self._seen = _signature(self.path)
@@ -59,6 +63,8 @@ class BundleReloader:
     def poll(self) -> Optional[Bundle]:
         """A verified new bundle to swap in (call `served` once it serves), or None (nothing changed, or the new
         file was rejected)."""
+        if self._preparing is not None:
+            return self._prepared()
         now = time.monotonic()
         forced = self._requested.is_set()
         if not forced and now < self._next_check:
@@ -76,6 +82,30 @@ class BundleReloader:
             self._count("rejected")
             return None
         if bundle.sha256 == self.current.sha256:
+            return None
+        if self.prepare is None:
+            return bundle
+        failure: list = []
+        worker = threading.Thread(target=self._prepare, args=(bundle, failure), name="streamdet-reload", daemon=True)
+        self._preparing = (worker, bundle, failure)
+        worker.start()
+        return None
+
+    def _prepare(self, bundle: Bundle, failure: list) -> None:
+        try:
+            self.prepare(bundle)
+        except Exception as exc:  # reported by _prepared on the loop's thread
+            failure.append(exc)
+
+    def _prepared(self) -> Optional[Bundle]:
+        """The bundle whose preparation finished (None while it runs, or when it failed: then rejected)."""
+        worker, bundle, failure = self._preparing
+        if worker.is_alive():
+            return None
+        self._preparing = None
+        if failure:
+            log.error("model reload rejected, the old model keeps serving: %s", failure[0])
+            self._count("rejected")
             return None
         return bundle
 

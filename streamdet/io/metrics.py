@@ -161,6 +161,11 @@ class Metrics(Endpoints):
         self.kafka_errors = Counter("streamdet_kafka_errors", "Kafka client errors", ["kind"], registry=r)
         self.ready = Gauge("streamdet_ready", "1 when partitions are assigned and the model is loaded", registry=r)
         self.model_info = Info("streamdet_model", "The loaded model bundle", registry=r)
+        self.model_compile = Gauge("streamdet_model_compile_seconds", "Seconds the last AOTInductor compile (or "
+                                   "load from its cache) of the served model took", registry=r)
+        self.model_compiles = Counter("streamdet_model_compiles", "Model preparations under scoring.compile=aoti: "
+                                      "compiled, cache (loaded a cached package) or fallback (uncompiled)",
+                                      ["result"], registry=r)
         self.model_reloads = Counter("streamdet_model_reloads", "Bundle reload attempts", ["result"], registry=r)
         self.entities = EntitySeries(metrics_cfg.max_entity_series)
         r.register(self.entities)
@@ -189,6 +194,13 @@ class Metrics(Endpoints):
         self.model_info.info({"name": name, "sha256": sha256, "window": str(window), "channels": str(n_channels)})
         self._model_loaded = True
         self._set_ready()
+
+    def set_compile(self, serving: dict) -> None:
+        """Export how the model was prepared (bundle.serving); nothing when scoring.compile is none."""
+        result = {"aoti": serving.get("source"), "fallback": "fallback"}.get(serving.get("compile", "none"))
+        if result:
+            self.model_compiles.labels(result).inc()
+            self.model_compile.set(serving.get("seconds", 0.0))
 
     def set_assigned(self, assigned: bool) -> None:
         self._assigned = assigned

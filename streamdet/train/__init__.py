@@ -53,6 +53,7 @@ def train_bundle(cfg, *, model_name: Optional[str] = None, entities: Optional[li
     config = {"preset": cfg.model.preset, "params": dict(cfg.model.params), "scoring_stride": cfg.scoring.stride,
               "train": to_dict(cfg)["train"]}
     bundle = export_bundle(model, path, channels=series[0].channels, mean=w.mean, std=w.std,
-                           calibration=calibration, training=training, config=config)
+                           calibration=calibration, training=training, config=config,
+                           bundle_format=tc.export_format)
     log.info("bundle written to %s (%.1f s)", bundle.path, training["seconds"])
     return bundle

@@ -1,0 +1,173 @@
+"""Model bundles: one file holding the detector, its normalisation and its calibration, in one of two formats.
+
+- "torchscript" (torchscript.py): a scripted module; plain `torch.jit.load` scores it.
+- "export" (exported.py): a `torch.export` ExportedProgram; plain `torch.export.load(...).module()` scores it, and
+  the daemon can compile it for its own CPU with AOTInductor (aoti.py, serving.py).
+
+Either way the model takes RAW values [B, L, C] float32 (normalisation is inside, as buffers) and returns
+(scores [B, L], contributions [B, L, C]), and its metadata travels in the same file as `streamdet.json`
+(docs/internals.md). A bundle is verified against the eager model before it is written, atomically. This package is
+the only place that calls `torch.jit`, `torch.export` or AOTInductor.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..errors import BundleError
+from . import exported, torchscript
+from .meta import META_FILE, REQUIRED_META, SCHEMA_VERSION, build_meta, dumps, parse_meta
+
+__all__ = ["Bundle", "ServedModel", "export_bundle", "load_bundle", "verify", "weights_sha256", "FORMATS",
+           "META_FILE", "REQUIRED_META", "SCHEMA_VERSION"]
+
+FORMATS = (torchscript.FORMAT, exported.FORMAT)
+VERIFY_BATCHES = (1, 7)
+VERIFY_RTOL = 1e-4
+VERIFY_ATOL = 1e-5
+
+
+class ServedModel(nn.Module):
+    """What the daemon runs: normalise raw values with the training statistics, then the detector."""
+
+    def __init__(self, model: nn.Module, mean: np.ndarray, std: np.ndarray):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.as_tensor(np.asarray(mean, dtype=np.float32)))
+        self.register_buffer("std", torch.as_tensor(np.asarray(std, dtype=np.float32)))
+
+    def forward(self, raw: Tensor) -> Tuple[Tensor, Tensor]:
+        x = (raw - self.mean) / self.std  # [B, L, C]
+        return self.model(x)
+
+
+@dataclass
+class Bundle:
+    module: Any  # callable raw [B, L, C] -> (scores, contributions): ScriptModule, exported module or AOTI runner
+    meta: dict
+    path: Path
+    program: Any = None  # the ExportedProgram of an "export" bundle (what AOTInductor compiles), else None
+    serving: dict = field(default_factory=dict)  # how the daemon runs it (serving.py): compile mode, seconds ...
+
+    @property
+    def format(self) -> str:
+        return self.meta.get("format", torchscript.FORMAT)
+
+    @property
+    def window(self) -> int:
+        return int(self.meta["window"])
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self.meta["channels"])
+
+    @property
+    def calibration(self) -> dict:
+        return self.meta["calibration"]
+
+    @property
+    def model_name(self) -> str:
+        return self.meta["model"]["name"]
+
+    @property
+    def sha256(self) -> str:
+        return self.meta["weights_sha256"]
+
+    @property
+    def mean(self) -> np.ndarray:
+        return np.asarray(self.meta["normalisation"]["mean"], dtype=np.float32)
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.asarray(self.meta["normalisation"]["std"], dtype=np.float32)
+
+
+def weights_sha256(module: nn.Module) -> str:
+    """A digest of every parameter and buffer (name, dtype, shape, bytes), stable across save and load."""
+    return exported.tensors_sha256(module.state_dict())
+
+
+def export_bundle(model: nn.Module, path, *, channels: list[str], mean, std, calibration: dict, training: dict,
+                  config: Optional[dict] = None, bundle_format: str = torchscript.FORMAT) -> Bundle:
+    """Convert `model` with its normalisation to `bundle_format`, verify the file against the eager model, then
+    write it atomically."""
+    if bundle_format not in FORMATS:
+        raise BundleError(f"unknown bundle format {bundle_format!r} (known: {', '.join(FORMATS)})")
+    path = Path(path)
+    served = ServedModel(model.cpu().eval(), mean, std).eval()
+    window = int(getattr(model, "window"))
+    if bundle_format == exported.FORMAT:
+        converted, method = exported.convert(served, window, len(channels))
+        digest, save = exported.program_sha256(converted), exported.save
+    else:
+        converted, method = torchscript.convert(served, window, len(channels), VERIFY_BATCHES)
+        digest, save = weights_sha256(converted), torchscript.save
+    meta = build_meta(model, window=window, channels=channels, mean=mean, std=std, calibration=calibration,
+                      training=training, config=config or {}, weights_sha256=digest, method=method,
+                      bundle_format=bundle_format)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".tmp.pt2" if bundle_format == exported.FORMAT else ".tmp"  # torch.export.load wants a .pt2 name
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        save(converted, tmp, dumps(meta))
+        bundle = load_bundle(tmp)
+        verify(served, bundle.module, window, len(channels), mean, std)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    bundle.path = path
+    return bundle
+
+
+def load_bundle(path) -> Bundle:
+    """Load and check a bundle of either format; every failure is a BundleError naming the file and the reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"{path}: bundle file not found (train one with `streamdet train`)")
+    if exported.is_export_archive(path):
+        program, text = exported.load(path)
+        meta = parse_meta(path, text, "torch.export")
+        module, actual = exported.runnable(program), exported.program_sha256(program)
+    else:
+        module, text = torchscript.load(path)
+        meta = parse_meta(path, text, "TorchScript")
+        program, actual = None, weights_sha256(module)
+    if actual != meta["weights_sha256"]:
+        raise BundleError(f"{path}: weights do not match the recorded sha256 (file altered or corrupt)")
+    return Bundle(module=module, meta=meta, path=path, program=program)
+
+
+def verify(eager, loaded, window: int, n_channels: int, mean, std, batches=VERIFY_BATCHES,
+           rtol: float = VERIFY_RTOL, atol: float = VERIFY_ATOL,
+           names: tuple[str, str] = ("exported", "the eager model")) -> None:
+    """`loaded` must match `eager` on random raw batches of several sizes, finite, contributions >= 0."""
+    gen = torch.Generator().manual_seed(1234)
+    mean_t = torch.as_tensor(np.asarray(mean, dtype=np.float32))
+    std_t = torch.as_tensor(np.asarray(std, dtype=np.float32))
+    for batch in batches:
+        raw = mean_t + std_t * torch.randn(batch, window, n_channels, generator=gen)  # [B, L, C]
+        with torch.inference_mode():
+            want_s, want_c = eager(raw)
+            got_s, got_c = loaded(raw)
+        for what, got, want, shape in (("scores", got_s, want_s, (batch, window)),
+                                       ("contributions", got_c, want_c, (batch, window, n_channels))):
+            if tuple(got.shape) != shape:
+                raise BundleError(f"verification: {what} have shape {tuple(got.shape)}, expected {shape}")
+            if not torch.isfinite(got).all():
+                raise BundleError(f"verification: non-finite {what} at batch size {batch}")
+            if not torch.allclose(got, want, rtol=rtol, atol=atol):
+                diff = (got - want).abs().max().item()
+                raise BundleError(f"verification: {names[0]} {what} differ from {names[1]} by {diff:.3g} "
+                                  f"at batch size {batch}")
+        if (got_c < 0).any():
+            raise BundleError(f"verification: negative contributions at batch size {batch}")

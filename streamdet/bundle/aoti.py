@@ -1,0 +1,139 @@
+"""AOTInductor: an exported bundle compiled into native code for this host, and the cache of compiled packages.
+
+A compiled package holds machine code for one CPU and links against one libtorch, so it is cached by what it fits:
+the bundle file's sha256, the torch version, the machine, and the CPU's instruction sets (torch's dispatch level and a
+digest of every /proc/cpuinfo flag). The key is both the file name and a value compiled into the package's metadata;
+a stamp file beside it records the package's own sha256. A package is loaded only when the stamp matches its bytes
+(a truncated or altered file is never dlopen'ed) and its metadata matches this host's key (one copied from elsewhere
+is refused); anything else is deleted and rebuilt. serving.py verifies the loaded package against the exported
+program before it scores anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+log = logging.getLogger(__name__)
+
+KEY_FIELD = "streamdet_cache_key"
+PACKAGE_SUFFIX = ".pt2"
+STAMP_SUFFIX = ".json"
+
+
+def host_fingerprint() -> dict:
+    """What a compiled package depends on besides the bundle: torch build, machine, instruction sets."""
+    return {"torch": torch.__version__, "machine": platform.machine(), "system": platform.system(),
+            "isa": torch.backends.cpu.get_cpu_capability(), "cpu_flags": _cpu_flags_digest()}
+
+
+def cache_key(bundle_file_sha256: str, fingerprint: dict) -> str:
+    text = json.dumps({"bundle": bundle_file_sha256, **fingerprint}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def missing_compiler() -> Optional[str]:
+    """None when Inductor finds a C++ compiler, else why not (checked before any work, for one clear log line)."""
+    from torch._inductor import cpp_builder
+
+    try:
+        cpp_builder.get_cpp_compiler()
+    except Exception as exc:  # InvalidCxxCompiler, or an OSError from probing a broken one
+        cxx = os.environ.get("CXX", "g++")
+        return f"no working C++ compiler (tried {cxx}; {exc.__class__.__name__})"
+    return None
+
+
+def compile_package(program, path: Path, key: str) -> None:
+    """Compile `program` for this host into `path` (a .pt2 package), with `key` in its metadata. 10-60 s."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch-internal deprecations, nothing a user can act on
+        torch._inductor.aoti_compile_and_package(program, package_path=str(path),
+                                                 inductor_configs={"aot_inductor.metadata": {KEY_FIELD: key}})
+
+
+class PackageCache:
+    """Compiled packages in one folder, `<key>.pt2` plus `<key>.json` (the stamp)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def package(self, key: str) -> Path:
+        return self.folder / f"{key}{PACKAGE_SUFFIX}"
+
+    def load(self, key: str) -> Optional[Any]:
+        """The cached runner for `key`, or None (absent, or refused: then deleted so that it is rebuilt)."""
+        package, stamp = self.package(key), self.folder / f"{key}{STAMP_SUFFIX}"
+        if not package.exists() and not stamp.exists():
+            return None
+        try:
+            recorded = json.loads(stamp.read_text())["package_sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return self.refuse(key, "its stamp is missing or unreadable")
+        if not package.is_file() or file_sha256(package) != recorded:
+            return self.refuse(key, "its bytes do not match the sha256 recorded when it was built (corrupt)")
+        try:
+            runner = torch._inductor.aoti_load_package(str(package))
+            found = runner.get_metadata().get(KEY_FIELD)
+        except Exception as exc:  # a package that torch cannot open
+            return self.refuse(key, f"it does not load ({exc.__class__.__name__}: {str(exc)[:200]})")
+        if found != key:
+            return self.refuse(key, f"it was built for another bundle or host (key {found}, this host needs {key})")
+        return runner
+
+    def refuse(self, key: str, reason: str) -> None:
+        log.warning("cached AOTInductor package %s refused: %s; rebuilding it", self.package(key), reason)
+        self.remove(key)
+        return None
+
+    def remove(self, key: str) -> None:
+        for suffix in (PACKAGE_SUFFIX, STAMP_SUFFIX):
+            (self.folder / f"{key}{suffix}").unlink(missing_ok=True)
+
+    def staging(self, key: str) -> Path:
+        """Where a new package is compiled before it is verified and committed (same folder: atomic rename)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self.folder / f".{key}.{os.getpid()}.tmp{PACKAGE_SUFFIX}"
+
+    def commit(self, key: str, staged: Path, info: dict) -> Path:
+        """Move a verified package into place, stamp first so that a reader never trusts a half-written pair."""
+        stamp = {"package_sha256": file_sha256(staged), "key": key, "created": time.time(), **info}
+        tmp_stamp = staged.with_suffix(".stamp")
+        tmp_stamp.write_text(json.dumps(stamp, sort_keys=True))
+        os.replace(tmp_stamp, self.folder / f"{key}{STAMP_SUFFIX}")
+        os.replace(staged, self.package(key))
+        return self.package(key)
+
+
+def load_package(path: Path):
+    return torch._inductor.aoti_load_package(str(path))
+
+
+def _cpu_flags_digest() -> str:
+    """A digest of the CPU's feature flags (Linux); elsewhere the processor string."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = " ".join(sorted(line.split(":", 1)[1].split()))
+                    return hashlib.sha256(flags.encode()).hexdigest()[:16]
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

@@ -1,0 +1,124 @@
+"""scoring.compile: aoti in process: compiled once, verified, cached by bundle and host; bad packages are rebuilt.
+
+AOTInductor compiles take 10-40 s here, so one compiled package is shared by the module and copied where a test
+spoils it; only the tests that must rebuild compile again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from streamdet.bundle import aoti, export_bundle, load_bundle
+from streamdet.bundle.serving import prepare, prepare_all
+from tests.models.helpers import C, L, tiny
+
+pytestmark = pytest.mark.skipif(aoti.missing_compiler() is not None, reason="no C++ compiler on this host")
+
+MEAN, STD = np.full(C, 3.0), np.full(C, 2.0)
+
+
+def export(path, bundle_format="export"):
+    return export_bundle(tiny("usad"), path, channels=[f"c{i}" for i in range(C)], mean=MEAN, std=STD,
+                         calibration={"n": 1, "sample": [1.0]}, training={}, config={"preset": "tiny"},
+                         bundle_format=bundle_format)
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """(bundle path, cache folder holding its package, what the first preparation recorded)."""
+    folder = tmp_path_factory.mktemp("aoti")
+    path = export(folder / "usad.pt2").path
+    bundle = prepare(load_bundle(path), "aoti", folder / "cache")
+    return path, folder / "cache", bundle.serving
+
+
+def raw_batch(n: int) -> torch.Tensor:
+    return torch.from_numpy(MEAN).float() + torch.from_numpy(STD).float() * torch.randn(n, L, C)  # [n, L, C]
+
+
+def assert_scores_like_the_program(bundle):
+    reference = bundle.program.module()
+    for n in (1, 5, 300):
+        raw = raw_batch(n)
+        with torch.inference_mode():
+            torch.testing.assert_close(bundle.module(raw), reference(raw), rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_once_then_loaded_from_the_cache(compiled):
+    path, cache, first = compiled
+    assert first["compile"] == "aoti" and first["source"] == "compiled" and first["seconds"] > 0
+    stamp = json.loads((cache / f"{first['key']}.json").read_text())
+    assert stamp["package_sha256"] == aoti.file_sha256(cache / f"{first['key']}.pt2")
+    assert stamp["fingerprint"] == aoti.host_fingerprint()
+    again = prepare(load_bundle(path), "aoti", cache)  # a restart: same bundle, same host
+    assert again.serving["source"] == "cache" and again.serving["key"] == first["key"]
+    assert type(again.module).__name__ == "AOTICompiledModel"
+    assert_scores_like_the_program(again)
+
+
+def test_a_corrupt_package_is_refused_and_rebuilt(compiled, tmp_path, caplog):
+    path, cache, first = compiled
+    shutil.copytree(cache, tmp_path / "cache")
+    package = tmp_path / "cache" / f"{first['key']}.pt2"
+    data = bytearray(package.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 64] = bytes(64)  # 64 bytes zeroed in the middle
+    package.write_bytes(bytes(data))
+    with caplog.at_level(logging.INFO, logger="streamdet.bundle"):
+        bundle = prepare(load_bundle(path), "aoti", tmp_path / "cache")
+    assert "refused: its bytes do not match the sha256 recorded when it was built (corrupt)" in caplog.text
+    assert bundle.serving["source"] == "compiled"
+    stamp = json.loads((tmp_path / "cache" / f"{first['key']}.json").read_text())
+    assert stamp["package_sha256"] == aoti.file_sha256(package)  # the rebuilt package, stamped again
+    assert_scores_like_the_program(bundle)
+    assert prepare(load_bundle(path), "aoti", tmp_path / "cache").serving["source"] == "cache"
+
+
+def test_a_package_built_for_another_host_is_refused_and_rebuilt(compiled, tmp_path, monkeypatch, caplog):
+    path, cache, first = compiled
+    here = aoti.host_fingerprint()
+    monkeypatch.setattr(aoti, "host_fingerprint", lambda: {**here, "isa": "AVX2", "cpu_flags": "another-cpu"})
+    other_key = aoti.cache_key(aoti.file_sha256(path), aoti.host_fingerprint())
+    assert other_key != first["key"]
+    (tmp_path / "cache").mkdir()
+    for suffix in (".pt2", ".json"):  # this host's package, intact, copied under the other host's name
+        shutil.copy(cache / f"{first['key']}{suffix}", tmp_path / "cache" / f"{other_key}{suffix}")
+    with caplog.at_level(logging.INFO, logger="streamdet.bundle"):
+        bundle = prepare(load_bundle(path), "aoti", tmp_path / "cache")
+    assert f"it was built for another bundle or host (key {first['key']}, this host needs {other_key})" in caplog.text
+    assert bundle.serving["source"] == "compiled" and bundle.serving["key"] == other_key
+    assert aoti.load_package(tmp_path / "cache" / f"{other_key}.pt2").get_metadata()[aoti.KEY_FIELD] == other_key
+    assert_scores_like_the_program(bundle)
+
+
+def test_without_a_compiler_the_exported_program_serves_after_one_log_line(compiled, tmp_path, caplog):
+    path, _, _ = compiled
+    no_compiler = torch._inductor.config.patch({"cpp.cxx": (None, str(tmp_path / "no-such-c++"))})
+    with no_compiler, caplog.at_level(logging.INFO, logger="streamdet.bundle"):
+        bundle = prepare(load_bundle(path), "aoti", tmp_path / "cache")
+    assert bundle.serving["compile"] == "fallback" and "no working C++ compiler" in bundle.serving["reason"]
+    lines = [r for r in caplog.records if "cannot compile here" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING
+    assert "scoring with the uncompiled export bundle" in lines[0].getMessage()
+    assert not (tmp_path / "cache").exists()
+    assert_scores_like_the_program(bundle)
+
+
+def test_a_torchscript_bundle_is_served_uncompiled_and_says_why(tmp_path, caplog):
+    bundle = load_bundle(export(tmp_path / "b.pt", "torchscript").path)
+    with caplog.at_level(logging.INFO, logger="streamdet.bundle"):
+        prepare(bundle, "aoti", tmp_path / "cache")
+    assert bundle.serving["compile"] == "fallback" and "train.export_format: export" in caplog.text
+
+
+def test_identical_bundles_are_prepared_once(compiled, caplog):
+    path, cache, _ = compiled
+    bundles = [load_bundle(path), load_bundle(path)]  # e.g. two entities of a bundle directory with the same model
+    with caplog.at_level(logging.INFO, logger="streamdet.bundle"):
+        prepare_all(bundles, "aoti", cache)
+    assert bundles[0].module is bundles[1].module and caplog.text.count("ready compiled with AOTInductor") == 1
