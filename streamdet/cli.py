@@ -62,8 +62,23 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     resolved["resolved_paths"] = {"data.root": str(cfg.path(cfg.data.root)), "model.bundle": str(cfg.path(cfg.model.bundle))}
     resolved["resolved_model_params"] = _resolved_model_params(cfg.model)
     print(json.dumps(resolved, indent=2, default=str))
+    for warning in _missing_paths(cfg):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"ok: {args.config} is valid", file=sys.stderr)
     return 0
+
+
+def _missing_paths(cfg) -> list[str]:
+    """Paths a copied config often gets wrong (they resolve against the config file's folder): valid, but absent."""
+    warnings = []
+    root, bundle = cfg.path(cfg.data.root), cfg.path(cfg.model.bundle)
+    if cfg.data.dataset not in ("csv", "synthetic") and not (root / cfg.data.dataset).is_dir():
+        warnings.append(f"data.root: {root / cfg.data.dataset} does not exist (relative paths are relative to the "
+                        "config file; set data.root or STREAMDET_DATA) - train, replay and evaluate need it")
+    if not bundle.exists():
+        warnings.append(f"model.bundle: {bundle} does not exist yet - `streamdet train` writes it, `streamdet run` "
+                        "needs it")
+    return warnings
 
 
 def _resolved_model_params(model) -> dict:

@@ -31,12 +31,13 @@ def with_data_fallback(cfg: Config) -> Config:
 
     if data_available(cfg):
         return cfg
-    print(f"no benchmark data at {cfg.path(cfg.data.root) / cfg.data.dataset}: using the synthetic generator "
-          "(see README, 'Getting the data')")
     bundle = Path(cfg.model.bundle)
     data = dataclasses.replace(cfg.data, dataset="synthetic", entities=())
     model = dataclasses.replace(cfg.model, bundle=str(bundle.with_name(bundle.stem + "-synthetic" + bundle.suffix)))
-    return dataclasses.replace(cfg, data=data, model=model)
+    fallback = dataclasses.replace(cfg, data=data, model=model)
+    print(f"no benchmark data at {cfg.path(cfg.data.root) / cfg.data.dataset}: using the synthetic generator "
+          f"and the bundle {fallback.path(model.bundle)} (see README, 'Getting the data')")
+    return fallback
 
 
 def segments_alerted(segments: list[tuple[int, int]], alert_rows: list[int]) -> int:
@@ -80,9 +81,8 @@ def _print_alert(message: dict, rows: str) -> None:
 
 
 def _rows(message: dict, report) -> str:
-    """Dataset rows of the alert: where it fired, and for a resolved one also where it resolved."""
-    if report is None:
-        return "?"
+    """Dataset rows of the alert: where it fired, and for a resolved one also where it resolved (the replay fills
+    the report as it sends, and an alert exists only after its record was sent)."""
     start = report.row_of(message["entity"], message["start_ts"])
     if message["status"] != "resolved":
         return str(start)
@@ -94,7 +94,7 @@ def run_demo(cfg: Config, limit: int = 0) -> int:
     from .daemon import Daemon
     from .io.broker import EmbeddedBroker
     from .io.kafka import ensure_topics, make_producer
-    from .replay import replay
+    from .replay import ReplayReport, replay
 
     cfg = with_data_fallback(cfg)
     _quiet_logs()
@@ -112,9 +112,10 @@ def run_demo(cfg: Config, limit: int = 0) -> int:
         print(f"daemon ready; Prometheus metrics at http://{cfg.metrics.host}:{daemon.metrics.port}/metrics")
         print(f"replaying {total} records of {len(arrays)} entities into '{k.metrics_topic}' ...")
         producer = make_producer(cfg, bootstrap=broker.bootstrap)
-        report_box: dict = {"entities": list(arrays)}
-        sender = threading.Thread(target=lambda: report_box.update(
-            report=replay(arrays, lambda key, v: producer.produce(k.metrics_topic, key, v))), daemon=True)
+        live = ReplayReport(entities=list(arrays), timestamps={e: [] for e in arrays})  # filled while sending
+        report_box: dict = {"entities": list(arrays), "report": live}
+        sender = threading.Thread(target=lambda: replay(
+            arrays, lambda key, v: producer.produce(k.metrics_topic, key, v), report=live), daemon=True)
         sender.start()
         alerts = _tail_alerts(cfg, broker.bootstrap, daemon, runner, sender, report_box, total)
         producer.flush()

@@ -47,12 +47,16 @@ def interleaved_rows(arrays: dict[str, np.ndarray], limit: int = 0) -> Iterator[
 
 def replay(arrays: dict[str, np.ndarray], send: Callable[[bytes, bytes], None], rate: float = 0.0, limit: int = 0,
            clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
-           timestamps: Optional[dict[str, np.ndarray]] = None) -> ReplayReport:
+           timestamps: Optional[dict[str, np.ndarray]] = None,
+           report: Optional[ReplayReport] = None) -> ReplayReport:
     """Send every row as a record keyed by entity; `rate` > 0 paces to that many records per second in total.
-    `timestamps` (entity -> [T] seconds) are the records' times where given, else the wall clock."""
+    `timestamps` (entity -> [T] seconds) are the records' times where given, else the wall clock. A `report` passed
+    in is filled while sending (its row_of works before the replay ends: the demo maps alerts to rows live)."""
     timestamps = timestamps or {}
-    report = ReplayReport(entities=list(arrays))
+    report = report if report is not None else ReplayReport()
+    report.entities = list(arrays)
     stamps: dict[str, list[float]] = {e: [] for e in arrays}
+    report.timestamps = stamps  # lists while sending, arrays at the end
     start = clock()
     for n, (entity, i, row) in enumerate(interleaved_rows(arrays, limit)):
         if rate > 0:
