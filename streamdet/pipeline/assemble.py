@@ -5,10 +5,11 @@ The rules, in the order they apply to each sample:
 
 - Channels that are not in the bundle's list are counted (`unknown_total`, and per name up to `max_channels`
   names), never fatal.
-- One entity is assembled from one partition: the first partition its samples arrive on in this process owns it
-  (agents key messages by host: collectd's `Key`, Telegraf's `routing_tag`); a sample of that entity from another
-  partition is rejected (`other_partition`), because a row built from two partitions could not be committed safely
-  and a second instance would build a second half-row. When a partition is revoked its entities are removed.
+- One entity's rows are assembled from one partition: the partition of its open rows owns it (agents key messages
+  by host: collectd's `Key`, Telegraf's `routing_tag`). A sample of that entity from another partition while rows
+  are open is rejected (`other_partition`): a row built from two partitions could not be committed safely, and a
+  second instance would build a second half-row. When no row is open, a sample from another partition moves the
+  entity there (a re-keyed agent; an agent whose first message went out before it knew the partition count).
 - Time is cut into intervals (`input.interval_s`, else the message's own, as collectd's `interval`, else 10 s)
   anchored at the entity's first sample, so an agent's read cycle (samples a few ms apart) lands in one row even
   when it straddles a whole second. A row's timestamp is the interval's centre.
@@ -177,6 +178,8 @@ class Assembler:
         if isinstance(source, tuple) and len(source) >= 3:
             if state.partition is None:
                 state.partition = source[:2]
+            elif source[:2] != state.partition and not state.open:
+                state.partition = source[:2]  # nothing of the old partition is being assembled: move
             elif source[:2] != state.partition:
                 raise DecodeError("other_partition", f"{sample.entity}: sample from {source[0]}[{source[1]}], but "
                                                      f"the entity is assembled from {state.partition[0]}"
