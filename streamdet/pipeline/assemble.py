@@ -175,14 +175,15 @@ class Assembler:
             state = self._entities[sample.entity] = _Entity(len(self.channels), interval, sample.ts)
         else:
             self._entities.move_to_end(sample.entity)
-        if isinstance(source, tuple) and len(source) >= 3:
+        partition = _partition(source)
+        if partition is not None:
             if state.partition is None:
-                state.partition = source[:2]
-            elif source[:2] != state.partition and not state.open:
-                state.partition = source[:2]  # nothing of the old partition is being assembled: move
-            elif source[:2] != state.partition:
-                raise DecodeError("other_partition", f"{sample.entity}: sample from {source[0]}[{source[1]}], but "
-                                                     f"the entity is assembled from {state.partition[0]}"
+                state.partition = partition
+            elif partition != state.partition and not state.open:
+                state.partition = partition  # nothing of the old partition is being assembled: move
+            elif partition != state.partition:
+                raise DecodeError("other_partition", f"{sample.entity}: sample from {partition[0]}[{partition[1]}], "
+                                                     f"but the entity is assembled from {state.partition[0]}"
                                                      f"[{state.partition[1]}]; key messages by host")
         return state
 
@@ -273,6 +274,10 @@ class Assembler:
                 self._emit(entity, state, bucket, state.open.pop(bucket), out)
         return out
 
+    def forget(self, entity: str) -> None:
+        """Drop an entity without emitting its open rows (they live on in its checkpoint)."""
+        self._entities.pop(entity, None)
+
     def entities_of_partition(self, partition: tuple) -> list[str]:
         """The entities a partition owns (on revocation the daemon checkpoints them and calls remove())."""
         return [e for e, s in self._entities.items() if s.partition == tuple(partition)]
@@ -315,3 +320,14 @@ class Assembler:
             heapq.heappush(self._deadlines, (now + s.interval, entity, int(bucket)))
         self._entities[entity] = s
         self._entities.move_to_end(entity)
+
+
+def _partition(source: Any) -> Optional[tuple]:
+    """(topic, partition) of a Kafka source (a serve Source, or a plain (topic, partition, offset, ...) tuple); None
+    for sources without one (backtest rows, training)."""
+    tp = getattr(source, "tp", None)
+    if tp is not None:
+        return tuple(tp)
+    if isinstance(source, tuple) and len(source) >= 3 and isinstance(source[0], str):
+        return tuple(source[:2])
+    return None
