@@ -107,7 +107,7 @@ class TrainConfig:
     max_windows: int = _range(0, 100_000_000, default=0)  # 0 = no cap; otherwise subsample evenly
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    normalisation: Literal["global", "none"] = "global"
+    normalisation: Literal["robust", "global", "none"] = "robust"  # train/scaling.py
     min_channel_share: float = _range(0.0, 1.0, default=0.5)  # --from-topic: channels on fewer entities are left out
     export_format: Literal["torchscript", "export"] = "torchscript"  # bundle format (docs/models.md: Bundle formats)
 

@@ -31,7 +31,7 @@ from .batcher import MicroBatcher
 from .decode import Decoder
 from .scorer import Scorer
 from .thresholds import ThresholdBank
-from .windows import WindowRequest, WindowStore
+from .windows import WindowRequest, WindowStore, bundle_context, effective_stride
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ class Pipeline:
         channels = tuple(bundle.channels)
         self._cfg = cfg
         self.window = int(bundle.window)
+        self._context = bundle_context(bundle)
         self.decoder = Decoder(channels, cfg.input.max_record_bytes, cfg.input.max_future_s)
         self.windows = WindowStore(self.window, len(channels), self._stride(), cfg.input.max_entities,
                                    cfg.input.allowed_lateness_s, cfg.input.entity_idle_s, clock,
@@ -198,6 +199,8 @@ class Pipeline:
         alert streaks restart from the new calibration, because the score scale is the new model's."""
         if tuple(bundle.channels) != self.decoder.channels or int(bundle.window) != self.window:
             raise ValueError("the new bundle has another input layout (channels or window)")
+        if effective_stride(self.windows.stride, self.window, bundle_context(bundle)) < self.windows.stride:
+            raise ValueError("the new bundle needs more context than the running stride leaves (config.context)")
         self._handle_in_flight(wait=True)  # batches already sent are handled with the model that scored them
         self._serve(bundle)
 
@@ -210,13 +213,15 @@ class Pipeline:
                                    {"name": bundle.model_name, "sha256": bundle.sha256})
 
     def _stride(self) -> int:
-        """scoring.stride, at most the model window (as in the bundle's calibration): a window scores at most its own
-        steps, so a larger stride would leave points unscored."""
+        """scoring.stride, at most the model window less the model's context (as in the bundle's calibration): a
+        window scores at most its own steps, and a step needs `context` rows before it in the window."""
         stride = self._cfg.scoring.stride
-        if stride > self.window:
-            log.warning("scoring.stride %d is larger than the model window %d: scoring every %d records",
-                        stride, self.window, self.window)
-        return min(stride, self.window)
+        context = self._context
+        cap = effective_stride(stride, self.window, context)
+        if stride > cap:
+            log.warning("scoring.stride %d is larger than the model window %d less its context %d: scoring every %d "
+                        "records", stride, self.window, context, cap)
+        return cap
 
     def _inference_threads(self) -> int:
         """scoring.threads, or with overlap and threads 0 one core fewer than the machine has: the other core is this

@@ -105,6 +105,19 @@ class _Ring:
         return [self.sources[(self.pos - k) % L] for k in range(self.pending, 0, -1)]
 
 
+def effective_stride(stride: int, window: int, context: int = 0) -> int:
+    """The stride the daemon scores with: at most `window - context`, so that every kept step has the `context`
+    rows before it inside the scored window (a kNN over 10-row sub-windows has context 9; a point early in the
+    window would otherwise be scored from edge-padded rows). Recorded by training as bundle meta config.context."""
+    return max(1, min(stride, window - max(0, context)))
+
+
+def bundle_context(bundle) -> int:
+    """Rows before a step that its score depends on, from a bundle's meta (0 for bundles that do not say)."""
+    meta = getattr(bundle, "meta", None) or {}
+    return int((meta.get("config") or {}).get("context", 0))
+
+
 class WindowStore:
     """Ring buffers for up to `max_entities` entities (LRU)."""
 

@@ -11,6 +11,7 @@ import torch
 
 from ..data import sliding_windows
 from ..errors import DataError
+from ..pipeline.windows import effective_stride
 
 QUANTILES = (0.5, 0.9, 0.99, 0.995, 0.999)
 MAX_PEAKS = 2000
@@ -18,19 +19,21 @@ MAX_SAMPLE = 2000
 BATCH = 256
 
 
-def first_scored_row(window: int, stride: int) -> int:
+def first_scored_row(window: int, stride: int, context: int = 0) -> int:
     """Row of the first full-window score of a fresh stream: the daemon emits windows ending at rows m*stride - 1."""
-    stride = min(stride, window)
+    stride = effective_stride(stride, window, context)
     return -(-window // stride) * stride - stride
 
 
-def daemon_like_scores(served: torch.nn.Module, raw: np.ndarray, window: int, stride: int) -> np.ndarray:
+def daemon_like_scores(served: torch.nn.Module, raw: np.ndarray, window: int, stride: int,
+                       context: int = 0) -> np.ndarray:
     """Scores of one raw series [T, C] replayed as a fresh stream, the rows the daemon scores with a full window.
 
     The daemon scores a window every `stride` points, counted from the stream's first point, and keeps its last
-    `stride` steps; the result starts at row `first_scored_row(window, stride)` of `raw`.
+    `stride` steps (the stride capped as the pipeline caps it); the result starts at row
+    `first_scored_row(window, stride, context)` of `raw`.
     """
-    stride = min(stride, window)
+    stride = effective_stride(stride, window, context)
     offset = first_scored_row(window, stride) + stride - window
     if len(raw) - offset < window:  # a short tail: give up the alignment rather than calibrate on nothing
         offset = 0

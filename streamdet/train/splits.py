@@ -1,9 +1,8 @@
-"""Training data: per-entity train splits cut into a training head and a validation tail, normalised globally.
+"""Training data: per-entity train splits cut into a training head and a validation tail, scaled per channel.
 
-Normalisation is GLOBAL over the training entities (one mean/std per channel, recorded in the bundle), not per
-entity: the daemon can then score an entity it never saw in training with no per-entity state to ship, and SMD/ASD
-are already min-max scaled per machine by their publishers, so machines are comparable. The std is floored so a
-channel that is constant in training (common in SMD) does not turn a tiny change into a huge score.
+The scaling (train/scaling.py, `train.normalisation`) is fitted on the training heads of all entities together (one
+offset/scale per channel, recorded in the bundle), not per entity: the daemon can then score an entity it never saw
+in training with no per-entity state to ship.
 """
 
 from __future__ import annotations
@@ -15,8 +14,8 @@ import numpy as np
 
 from ..data import Series, sliding_windows
 from ..errors import DataError
+from .scaling import fit_scaling
 
-STD_FLOOR_FRACTION = 0.05  # floor = this x the median std of the non-constant channels
 
 
 @dataclass
@@ -41,17 +40,6 @@ def split_point(n_rows: int, window: int, val_fraction: float, entity: str) -> i
     return cut
 
 
-def normalisation(heads: list[np.ndarray], enabled: bool) -> tuple[np.ndarray, np.ndarray]:
-    n_channels = heads[0].shape[1]
-    if not enabled:
-        return np.zeros(n_channels, np.float32), np.ones(n_channels, np.float32)
-    rows = np.concatenate(heads).astype(np.float64)
-    mean, std = rows.mean(axis=0), rows.std(axis=0)
-    varying = std[std > 1e-12]
-    floor = STD_FLOOR_FRACTION * (float(np.median(varying)) if varying.size else 1.0)
-    return mean.astype(np.float32), np.maximum(std, max(floor, 1e-6)).astype(np.float32)
-
-
 def evenly(n: int, cap: int) -> np.ndarray:
     """Indices of at most `cap` items spread evenly over n (all when cap is 0 or >= n)."""
     if not cap or n <= cap:
@@ -60,7 +48,7 @@ def evenly(n: int, cap: int) -> np.ndarray:
 
 
 def make_windows(series: list[Series], window: int, train_stride: int, val_fraction: float, max_windows: int,
-                 normalise: bool) -> Windows:
+                 normalisation: str) -> Windows:
     channels = series[0].channels
     for s in series[1:]:
         if s.channels != channels:
@@ -68,7 +56,7 @@ def make_windows(series: list[Series], window: int, train_stride: int, val_fract
     cuts = [split_point(len(s.train), window, val_fraction, s.entity) for s in series]
     heads = [s.train[:c] for s, c in zip(series, cuts)]
     tails = [s.train[c:] for s, c in zip(series, cuts)]
-    mean, std = normalisation(heads, normalise)
+    mean, std = fit_scaling(heads, normalisation)
     has_labels = any(s.train_labels is not None for s in series)
 
     def windows_of(parts: list[np.ndarray], stride: int, cap: int) -> np.ndarray:

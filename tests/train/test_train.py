@@ -66,7 +66,7 @@ def test_train_labels_are_windowed_exactly_like_the_values():
     labels = (rng.random(500) < 0.1).astype(np.int8)
     train = np.column_stack([labels, rng.random(500)]).astype(np.float32)
     s = Series("a", ["label", "noise"], train, train[:50], np.zeros(50, np.int8), train_labels=labels)
-    w = splits.make_windows([s], 16, 3, 0.25, 40, False)
+    w = splits.make_windows([s], 16, 3, 0.25, 40, "none")
     assert w.train_labels.shape == w.train.shape[:2] and len(w.train) == 40
     np.testing.assert_array_equal(w.train_labels, w.train[:, :, 0])
     np.testing.assert_array_equal(w.val_labels, w.val[:, :, 0])
@@ -117,7 +117,7 @@ def test_global_normalisation_is_recorded_and_floors_constant_channels():
     base = np.random.default_rng(0).random((400, 3)).astype(np.float32)
     base[:, 2] = 0.5  # constant in training
     s = Series("a", ["x", "y", "z"], base, base[:50], np.zeros(50, np.int8))
-    w = splits.make_windows([s], 16, 4, 0.25, 0, True)
+    w = splits.make_windows([s], 16, 4, 0.25, 0, "global")
     assert w.std[2] > 0 and np.isfinite(w.train).all()
     np.testing.assert_allclose(w.mean[:2], base[:300, :2].mean(axis=0), rtol=1e-5)
 
@@ -135,7 +135,7 @@ def test_too_short_train_split_is_a_clear_error():
 
     s = Series("short", ["x"], np.zeros((20, 1), np.float32), np.zeros((5, 1), np.float32), np.zeros(5, np.int8))
     with pytest.raises(DataError, match="short: train split of 20 rows is too short for window 16"):
-        splits.make_windows([s], 16, 1, 0.2, 0, True)
+        splits.make_windows([s], 16, 1, 0.2, 0, "global")
 
 
 def test_a_validation_tail_shorter_than_the_daemon_alignment_still_calibrates():
