@@ -15,7 +15,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Tuple
 
 import yaml
 
@@ -92,6 +92,7 @@ class ModelConfig:
     params: dict = field(default_factory=dict)  # overrides of the preset; checked against the model's Params
     patch: PatchConfig = field(default_factory=PatchConfig)
     bundle: str = "../artifacts/lstm_ae-smd.pt"
+    auto_candidates: Tuple[str, ...] = ()  # name: auto -> "model key=value ..." specs; empty = train/select.py's list
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics as M
-from .nab_score import corpus_score, load_windows
+from .nab_score import corpus_score, load_windows, optimised_corpus_score, relative_scores
 from .vus import auc_pr, auc_roc, vus
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ def entity_metrics(run, series, channels: list[str]) -> tuple[dict, dict]:
            "scoring_seconds": round(run.seconds, 3)}
     for kind, c in counts.items():
         out.update(_prefixed(kind, M.summarise(c)))
+    out["counts"] = {kind: [c.tp, c.fp, c.fn] for kind, c in counts.items()}  # for bootstraps of pooled metrics
     out.update({"auc_roc": auc_roc(labels, scores), "auc_pr": auc_pr(labels, scores)})
     out.update(vus(labels, scores, VUS_MAX_WINDOW) if labels.any() else {"vus_roc": math.nan, "vus_pr": math.nan})
     out.update(M.best_f1(labels, scores))
@@ -90,6 +91,8 @@ def build_report(cfg, bundle, series_list, runs) -> dict:
     if cfg.data.dataset == "nab":
         windows = load_windows(cfg.path(cfg.data.root) / "nab", [r.entity for r in runs])
         aggregate["nab"] = corpus_score({r.entity: r.firing_rows() for r in runs}, windows)
+        aggregate["nab"].update(optimised_corpus_score({r.entity: relative_scores(r.scores, r.thresholds)
+                                                        for r in runs}, windows))
     return {
         "dataset": cfg.data.dataset,
         "model": {"name": bundle.model_name, "sha256": bundle.sha256, "window": bundle.window},

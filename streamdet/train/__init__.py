@@ -1,9 +1,14 @@
-"""`streamdet train`: data -> windows -> fit -> calibrate on validation scores -> export a verified bundle."""
+"""`streamdet train`: data -> windows -> fit -> calibrate on validation scores -> export a verified bundle.
+
+`model.name: auto` (train/select.py) trains several candidates the same way and keeps the one that best finds
+anomalies injected into the validation tails; the bundle and the log record the ranking.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -15,12 +20,12 @@ from ..data import load_series
 from ..models import registry
 from .calibration import calibrate, daemon_like_scores
 from .fingerprint import fingerprint
-from .splits import make_windows
-from .trainer import fit
+from .splits import Windows, make_windows
+from .trainer import TrainResult, fit
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train_bundle"]
+__all__ = ["train_bundle", "Trained", "train_model", "export_trained"]
 
 
 def model_context(model) -> int:
@@ -29,39 +34,84 @@ def model_context(model) -> int:
     return max(0, int(getattr(model, "span", 1)) - 1)
 
 
+@dataclass
+class Trained:
+    """One fitted model with the windows and scaling it was trained on."""
+
+    name: str
+    model: torch.nn.Module
+    windows: Windows
+    result: TrainResult
+    window: int
+    normalisation: str
+    preset: Optional[str]
+    params: dict
+
+    @property
+    def served(self) -> ServedModel:
+        return ServedModel(self.model, self.windows.mean, self.windows.std).eval()
+
+    @property
+    def context(self) -> int:
+        return model_context(self.model)
+
+
+def train_model(cfg, series, name: str, *, window: Optional[int] = None, normalisation: Optional[str] = None,
+                preset: Optional[str] = None, params: Optional[dict] = None, progress: bool = True) -> Trained:
+    """Window, scale and fit one model on the series' training heads (the tails are held out)."""
+    tc = cfg.train
+    window = window or cfg.model.window
+    normalisation = normalisation or tc.normalisation
+    preset = preset if preset is not None else cfg.model.preset
+    params = dict(cfg.model.params if params is None else params)
+    w = make_windows(series, window, tc.train_stride, tc.val_fraction, tc.max_windows, normalisation)
+    log.info("training %s on %s: %d train / %d validation windows of %d x %d (scaling %s)", name,
+             ",".join(s.entity for s in series), len(w.train), len(w.val), window, len(series[0].channels),
+             normalisation)
+    model = registry.build(name, len(series[0].channels), window, preset, params, cfg.model.patch.size,
+                           cfg.model.patch.stride)
+    result = fit(model, w.train, w.val, tc, train_labels=w.train_labels, val_labels=w.val_labels, progress=progress)
+    return Trained(name, model, w, result, window, normalisation, preset, params)
+
+
+def export_trained(cfg, series, trained: Trained, path, started: float, extra: Optional[dict] = None,
+                   source: Optional[dict] = None) -> Bundle:
+    """Calibrate on the clean validation tails, scored as the daemon scores, and write the verified bundle."""
+    served = trained.served
+    scores = np.concatenate([daemon_like_scores(served, tail, trained.window, cfg.scoring.stride, trained.context)
+                             for tail in trained.windows.val_tails])
+    calibration = calibrate(scores, cfg.threshold.init_level)
+    w, model = trained.windows, trained.model
+    training = {**trained.result.as_dict(), "entities": [s.entity for s in series],
+                "dataset": (source or {}).get("dataset", cfg.data.dataset), "source": source or {},
+                "fingerprint": fingerprint(cfg, trained.name, series),
+                "train_windows": int(len(w.train)), "val_windows": int(len(w.val)),
+                "parameters": int(sum(p.numel() for p in model.parameters())),
+                "seconds": time.perf_counter() - started, "threads": torch.get_num_threads(), **(extra or {})}
+    train_cfg = {**to_dict(cfg)["train"], "normalisation": trained.normalisation}
+    config = {"preset": trained.preset, "params": trained.params, "scoring_stride": cfg.scoring.stride,
+              "context": trained.context, "train": train_cfg}
+    bundle = export_bundle(model, path, channels=series[0].channels, mean=w.mean, std=w.std,
+                           calibration=calibration, training=training, config=config,
+                           bundle_format=cfg.train.export_format)
+    log.info("bundle written to %s (%.1f s)", bundle.path, training["seconds"])
+    return bundle
+
+
 def train_bundle(cfg, *, model_name: Optional[str] = None, entities: Optional[list[str]] = None,
                  out: Optional[str] = None, progress: bool = True, series: Optional[list] = None,
                  source: Optional[dict] = None) -> Bundle:
-    """Train one model across the configured entities' train splits and export it with its calibration.
-    `series` (e.g. assembled from the metrics topic: data/topic.py) replaces the configured dataset; `source`
-    describes where it came from and is recorded in the bundle's training metadata."""
+    """Train one model (or, for `auto`, choose one on validation data) across the configured entities' train
+    splits and export it with its calibration. `series` (e.g. assembled from the metrics topic: data/topic.py)
+    replaces the configured dataset; `source` describes where it came from and is recorded in the bundle's
+    training metadata."""
     started = time.perf_counter()
     name = model_name or cfg.model.name
     series = series if series is not None else load_series(cfg, entities)
-    window = cfg.model.window
-    tc = cfg.train
-    w = make_windows(series, window, tc.train_stride, tc.val_fraction, tc.max_windows, tc.normalisation)
-    log.info("training %s on %s: %d train / %d validation windows of %d x %d", name,
-             ",".join(s.entity for s in series), len(w.train), len(w.val), window, len(series[0].channels))
-    model = registry.build(name, len(series[0].channels), window, cfg.model.preset, cfg.model.params,
-                           cfg.model.patch.size, cfg.model.patch.stride)
-    result = fit(model, w.train, w.val, tc, train_labels=w.train_labels, val_labels=w.val_labels, progress=progress)
-    served = ServedModel(model, w.mean, w.std).eval()
-    context = model_context(model)
-    scores = np.concatenate([daemon_like_scores(served, tail, window, cfg.scoring.stride, context)
-                             for tail in w.val_tails])
-    calibration = calibrate(scores, cfg.threshold.init_level)
-    training = {**result.as_dict(), "entities": [s.entity for s in series],
-                "dataset": (source or {}).get("dataset", cfg.data.dataset), "source": source or {},
-                "fingerprint": fingerprint(cfg, name, series),
-                "train_windows": int(len(w.train)), "val_windows": int(len(w.val)),
-                "parameters": int(sum(p.numel() for p in model.parameters())),
-                "seconds": time.perf_counter() - started, "threads": torch.get_num_threads()}
     path = out or cfg.path(cfg.model.bundle)
-    config = {"preset": cfg.model.preset, "params": dict(cfg.model.params), "scoring_stride": cfg.scoring.stride,
-              "context": context, "train": to_dict(cfg)["train"]}
-    bundle = export_bundle(model, path, channels=series[0].channels, mean=w.mean, std=w.std,
-                           calibration=calibration, training=training, config=config,
-                           bundle_format=tc.export_format)
-    log.info("bundle written to %s (%.1f s)", bundle.path, training["seconds"])
-    return bundle
+    if name == "auto":
+        from .select import train_auto
+
+        return train_auto(cfg, series, path, started, progress=progress, source=source)
+    return export_trained(cfg, series, train_model(cfg, series, name, progress=progress), path, started,
+                          source=source)

@@ -20,7 +20,7 @@ def test_tiny_benchmark_writes_results(tmp_path, monkeypatch):
                            "--set", "train.max_windows=1500"])
     assert code == 0
     cells = benchmark.load_cells(tmp_path / "work")
-    assert set(cells) == {"smd/lstm_ae", "smd/pca", "smd/robust_z"}
+    assert set(cells) == {"smd/lstm_ae/tiny", "smd/pca/tiny", "smd/robust_z/tiny"}
     for cell in cells.values():
         assert cell["error"] == "", cell["error"]
         assert cell["entities"] == ["machine-1-2"] and cell["epochs"] == 1

@@ -1,8 +1,12 @@
-"""The results table's verdicts: a win on a macro metric is claimed only when the paired bootstrap says so."""
+"""The results table's verdicts: a win is claimed only when a paired bootstrap over entities says so, the headline
+is about the declared auto row, and --combine keeps presets apart."""
 
+import json
 from pathlib import Path
 
 import pytest
+
+from streamdet.evaluate import verdicts
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,32 +19,78 @@ def benchmark(monkeypatch):
     return benchmark
 
 
-def cell(model: str, per_entity: list[float]) -> dict:
+def cell(model: str, per_entity: list[float], counts=None, preset="default", dataset="smd") -> dict:
     entities = [{"entity": f"e{i}", "vus_pr": v} for i, v in enumerate(per_entity)]
+    for e, c in zip(entities, counts or []):
+        e["counts"] = {"alert": list(c)}
     mean = sum(per_entity) / len(per_entity)
-    return {"dataset": "smd", "model": model, "preset": "default",
-            "report": {"entities": entities, "aggregate": {"macro": {"vus_pr": mean}}}}
+    micro = {}
+    if counts:
+        tp, fp, fn = (sum(c[i] for c in counts) for i in range(3))
+        micro["alert.point_f1"] = 2 * tp / (2 * tp + fp + fn)
+    return {"dataset": dataset, "model": model, "preset": preset, "entities": [e["entity"] for e in entities],
+            "report": {"entities": entities, "aggregate": {"macro": {"vus_pr": mean}, "micro": micro}}}
 
 
-def test_a_consistent_gain_beats_the_baseline(benchmark):
-    base = cell("pca", [0.30, 0.40, 0.50, 0.60, 0.70, 0.35])
-    deep = cell("lstm_ae", [v + 0.05 for v in [0.30, 0.40, 0.50, 0.60, 0.70, 0.35]])
-    assert benchmark._outcome(deep, base, "macro", "vus_pr").startswith("**beats it** (paired difference +0.050")
+BASE = [0.30, 0.40, 0.50, 0.60, 0.70, 0.35]
 
 
-def test_a_higher_mean_from_one_lucky_entity_is_within_noise(benchmark):
-    base = cell("pca", [0.50] * 6)
-    deep = cell("lstm_ae", [0.95, 0.45, 0.45, 0.45, 0.45, 0.45])  # mean 0.525 > 0.5, five of six entities worse
-    text = benchmark._outcome(deep, base, "macro", "vus_pr")
+def test_a_consistent_gain_beats_the_baseline():
+    text = verdicts.outcome(cell("auto", [v + 0.05 for v in BASE]), cell("pca", BASE), "macro", "vus_pr")
+    assert text.startswith("**beats it** (difference +0.050")
+
+
+def test_a_higher_mean_from_one_lucky_entity_is_within_noise():
+    base, lucky = cell("pca", [0.50] * 6), cell("auto", [0.95, 0.45, 0.45, 0.45, 0.45, 0.45])
+    text = verdicts.outcome(lucky, base, "macro", "vus_pr")
     assert text.startswith("**ahead, but within noise**") and "over 6 entities" in text
-    assert benchmark._outcome(base, deep, "macro", "vus_pr").startswith("**does NOT beat it (within noise)**")
+    assert verdicts.outcome(base, lucky, "macro", "vus_pr").startswith("**does NOT beat it (within noise)**")
 
 
-def test_verdict_section_states_the_rule(benchmark, tmp_path, monkeypatch):
-    cells = {"smd/pca": cell("pca", [0.5] * 4), "smd/lstm_ae": cell("lstm_ae", [0.1] * 4)}
+def test_pooled_point_f1_needs_an_interval_too():
+    """A higher pooled point-F1 that comes from one entity with many anomalous points is within noise."""
+    base_counts = [(50, 50, 50)] * 6
+    lucky_counts = [(900, 10, 100)] + [(40, 60, 60)] * 5  # pooled F1 higher, five of six entities worse
+    base, lucky = cell("pca", BASE, base_counts), cell("auto", BASE, lucky_counts)
+    assert verdicts.metric(lucky, "micro", "alert.point_f1") > verdicts.metric(base, "micro", "alert.point_f1")
+    text = verdicts.outcome(lucky, base, "micro", "alert.point_f1")
+    assert text.startswith("**ahead, but within noise**"), text
+    steady = cell("auto", BASE, [(70, 30, 30)] * 6)
+    assert verdicts.outcome(steady, base, "micro", "alert.point_f1").startswith("**beats it**")
+
+
+def test_counts_are_rebuilt_from_precision_and_recall_for_older_reports():
+    old = {"report": {"entities": [{"entity": "a", "anomalous_rows": 100, "alert.point_recall": 0.4,
+                                    "alert.point_precision": 0.8}]}}
+    assert verdicts.entity_counts(old) == {"a": (40, 10, 60)}
+
+
+def test_the_headline_is_the_declared_auto_row_and_the_best_fixed_row_says_it_was_picked_on_test():
+    cells = {"a": cell("pca", BASE), "b": cell("auto", [v - 0.05 for v in BASE]),
+             "c": cell("lstm_ae", [v + 0.1 for v in BASE]), "d": cell("usad", [v - 0.2 for v in BASE])}
+    lines = verdicts.verdict_lines({k: v for k, v in cells.items()})
+    assert lines[0].startswith("- **smd, auto (chosen on validation data; no test-set selection)**: VUS-PR: "
+                               "declared row auto 0.425 vs best baseline pca 0.475 -> **does NOT beat it (behind)**")
+    assert "best of 2 fixed rows, lstm_ae (picked on the test set: optimistic)" in lines[1]
+    assert "**beats it**" in lines[1]
+
+
+def test_targets_say_not_met_plainly():
+    rows = verdicts.target_rows({"x": cell("pca", BASE), "y": cell("auto", [v + 0.05 for v in BASE])})
+    text = "\n".join(rows)
+    assert "| auto beats the best baseline on VUS-PR (interval above zero) | smd | +0.050" in text
+    assert "| vus_pr > 0.65 | smd | 0.525 | **no** |" in text
+    assert "| auto beats the best baseline on VUS-PR (interval above zero) | asd | not run | **no** |" in text
+
+
+def test_combine_keeps_two_presets_of_one_model_apart(benchmark, tmp_path, monkeypatch):
+    for folder, preset in (("a", "default"), ("b", "large")):
+        (tmp_path / folder).mkdir()
+        c = cell("lstm_ae", BASE, preset=preset)
+        (tmp_path / folder / "cells.json").write_text(json.dumps({"smd/lstm_ae": c}))  # the old dataset/model key
+    monkeypatch.setattr(benchmark, "_row", lambda c: f"| {c['model']} | {c['preset']} |")  # rows need full reports
     out = tmp_path / "RESULTS.md"
-    monkeypatch.setattr(benchmark, "_row", lambda c: f"| {c['model']} |")  # a table row needs full reports
-    benchmark.write_results(cells, out)
+    assert benchmark.main(["--combine", f"{tmp_path / 'a'},{tmp_path / 'b'}", "--results", str(out)]) == 0
     text = out.read_text()
-    assert "95 % percentile-bootstrap interval" in text
-    assert "VUS-PR: best deep lstm_ae 0.100 vs best baseline pca 0.500 -> **does NOT beat it**" in text
+    assert "| lstm_ae | default |" in text and "| lstm_ae | large |" in text
+    assert "95 % percentile-bootstrap interval" in text and "## Targets of issue 18" in text

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from streamdet.errors import DataError
-from streamdet.evaluate.nab_score import (corpus_score, file_score, load_windows, probation_length, scaled_sigmoid)
+from streamdet.evaluate.nab_score import (corpus_score, file_score, load_windows, optimised_corpus_score,
+                                         probation_length, relative_scores, scaled_sigmoid)
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "nab"
 
@@ -77,3 +78,41 @@ def test_windows_map_to_rows_that_match_the_row_labels():
     assert len(windows) == 5 and np.array_equal(rebuilt, labels)
     with pytest.raises(DataError, match="no windows"):
         load_windows(DATA, ["realKnownCause/not_a_file"])
+
+
+def small_corpus():
+    """Two files: a clear peak at each window's start, background noise, and one false peak between them."""
+    rng = np.random.default_rng(3)
+    a, b = rng.random(1000) * 0.3, rng.random(1200) * 0.3
+    a[400], b[700] = 2.0, 1.5  # inside the windows, at their first row
+    a[800] = 1.0  # a false alarm, weaker than both true peaks
+    return {"a": a, "b": b}, {"a": [(400, 449)], "b": [(700, 759)]}
+
+
+def test_nab_protocol_finds_the_corpus_threshold_a_brute_force_sweep_finds():
+    scores, windows = small_corpus()
+    out = optimised_corpus_score(scores, windows)
+    best_by_hand = {}
+    for profile in ("standard", "reward_low_FP_rate", "reward_low_FN_rate"):
+        values = []
+        for t in np.unique(np.concatenate(list(scores.values()))):
+            values.append(corpus_score({e: s >= t for e, s in scores.items()}, windows)[f"nab_{profile}"])
+        best_by_hand[profile] = max(values)
+        assert out[f"nab_{profile}_optimised"] == pytest.approx(best_by_hand[profile], abs=1e-9)
+    # the optimum keeps both true peaks and drops the false one and the noise: both windows found at their start
+    assert 1.0 < out["nab_standard_threshold"] <= 1.5
+    assert best_by_hand["standard"] == pytest.approx(100.0, abs=1e-6)
+
+
+def test_nab_protocol_is_never_below_any_fixed_threshold():
+    scores, windows = small_corpus()
+    out = optimised_corpus_score(scores, windows)
+    for t in (0.1, 0.25, 0.9, 1.2, 5.0):
+        fixed = corpus_score({e: s >= t for e, s in scores.items()}, windows)["nab_standard"]
+        assert out["nab_standard_optimised"] >= fixed - 1e-9
+
+
+def test_relative_scores_put_files_on_one_scale_and_ignore_unscored_rows():
+    rel = relative_scores(np.array([1.0, 4.0, np.nan, 2.0]), np.array([2.0, 2.0, 2.0, np.nan]))
+    np.testing.assert_allclose(rel[:2], [-0.5, 1.0])
+    assert np.isneginf(rel[2]) and np.isneginf(rel[3])

@@ -1,0 +1,166 @@
+"""The results table's verdicts and targets (docs/RESULTS.md), from tools/benchmark.py's cells.
+
+A cell is one (dataset, model, preset) run: {"dataset", "model", "preset", "report": build_report(...)}. Rules:
+- "beats" only when the 95 % paired bootstrap interval over entities lies above zero: the mean of per-entity
+  differences for macro metrics, the difference of pooled F1 for point-F1 (metrics.paired_pooled_f1);
+- the headline verdict is about the declared `auto` row (its model was chosen on validation data, so the verdict
+  involves no selection on test data); the best fixed model is reported separately, with the selection stated,
+  because picking the best of many rows on the test set flatters it;
+- the opponent is the best simple baseline of the same run, per metric (picked on the test set: that favours the
+  baseline, never auto).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .metrics import PairedDifference, paired_difference, paired_pooled_f1
+
+BASELINES = ("robust_z", "pca", "pca_window", "knn", "hst")
+AUTO = "auto"
+NAB_BEST = 74.9  # NAB scoreboard, standard profile (threshold tuned on the corpus)
+VERDICT_METRICS = [("macro", "vus_pr", "VUS-PR"), ("macro", "alert.event_f1", "event-F1"),
+                   ("micro", "alert.point_f1", "point-F1")]
+TARGETS = {"smd": {"vus_pr": 0.65, "point_f1": 0.5}, "asd": {"vus_pr": 0.73, "point_f1": 0.5}, "nab": {}}
+
+
+def cell_key(cell: dict) -> str:
+    """dataset/model/preset: two presets of one model are two rows, and --combine never lets one replace the other."""
+    return f"{cell['dataset']}/{cell['model']}/{cell.get('preset') or 'default'}"
+
+
+def label(cell: dict) -> str:
+    """The model's name, with its preset when not the default."""
+    return cell["model"] if cell.get("preset", "default") == "default" else f"{cell['model']} ({cell['preset']})"
+
+
+def metric(cell: dict, scope: str, key: str):
+    v = cell["report"].get("aggregate", {}).get(scope, {}).get(key) if cell.get("report") else None
+    return v if isinstance(v, (int, float)) and np.isfinite(v) else None
+
+
+def per_entity(cell: dict, key: str) -> dict[str, float]:
+    return {e["entity"]: float(e[key]) for e in cell["report"]["entities"] if isinstance(e.get(key), (int, float))}
+
+
+def entity_counts(cell: dict, kind: str = "alert") -> dict[str, tuple]:
+    """(tp, fp, fn) per entity; reports written before counts were stored are rebuilt from precision and recall."""
+    out = {}
+    for e in cell["report"]["entities"]:
+        if "counts" in e:
+            out[e["entity"]] = tuple(e["counts"][kind])
+            continue
+        positives = e.get("anomalous_rows", 0)
+        recall, precision = e.get(f"{kind}.point_recall"), e.get(f"{kind}.point_precision")
+        tp = round(recall * positives) if isinstance(recall, float) and np.isfinite(recall) else 0
+        fp = round(tp / precision - tp) if isinstance(precision, float) and np.isfinite(precision) and precision else 0
+        out[e["entity"]] = (tp, fp, positives - tp)
+    return out
+
+
+def difference(a: dict, b: dict, scope: str, key: str) -> PairedDifference | None:
+    """Paired bootstrap of a - b over the entities both scored."""
+    if scope == "micro" and key.endswith("point_f1"):
+        return paired_pooled_f1(entity_counts(a, key.split(".")[0]), entity_counts(b, key.split(".")[0]))
+    return paired_difference(per_entity(a, key), per_entity(b, key))
+
+
+def outcome(a: dict, b: dict, scope: str, key: str) -> str:
+    """'beats it' only with the whole interval above zero; otherwise says which side of noise the gap is on."""
+    diff = difference(a, b, scope, key)
+    ahead = (metric(a, scope, key) or float("-inf")) > (metric(b, scope, key) or float("-inf"))
+    if diff is None:
+        return f"**{'ahead' if ahead else 'behind'}, no interval** (fewer than 3 entities)"
+    word = {"ahead": "beats it", "behind": "does NOT beat it (behind)"}.get(diff.verdict)
+    word = word or ("ahead, but within noise" if ahead else "does NOT beat it (within noise)")
+    return (f"**{word}** (difference {diff.mean:+.3f}, 95 % interval [{diff.low:+.3f}, {diff.high:+.3f}] over "
+            f"{diff.entities} entities)")
+
+
+def _best(cells: list[dict], scope: str, key: str):
+    scored = [c for c in cells if metric(c, scope, key) is not None]
+    return max(scored, key=lambda c: metric(c, scope, key)) if scored else None
+
+
+def _compare(subject: dict, title: str, base_cells: list[dict]) -> list[str]:
+    parts = []
+    for scope, key, name in VERDICT_METRICS:
+        b = _best(base_cells, scope, key)
+        if b is None or metric(subject, scope, key) is None:
+            continue
+        parts.append(f"{name}: {title} {metric(subject, scope, key):.3f} vs best baseline {label(b)} "
+                     f"{metric(b, scope, key):.3f} -> {outcome(subject, b, scope, key)}")
+    return parts
+
+
+def dataset_verdicts(dataset: str, cells: list[dict]) -> list[str]:
+    """Lines for one dataset: the declared auto row, then the best fixed model (selection stated), then NAB."""
+    base = [c for c in cells if c["model"] in BASELINES]
+    auto = [c for c in cells if c["model"] == AUTO]
+    fixed = [c for c in cells if c["model"] not in BASELINES and c["model"] != AUTO]
+    lines = []
+    for a in auto:
+        parts = _compare(a, f"declared row {label(a)}", base)
+        if parts:
+            lines.append(f"- **{dataset}, auto (chosen on validation data; no test-set selection)**: "
+                         + "; ".join(parts) + ".")
+    for scope, key, name in VERDICT_METRICS:
+        best = _best(fixed, scope, key)
+        if best is not None and base:
+            parts = _compare(best, f"best of {len(fixed)} fixed rows, {label(best)} (picked on the test set: "
+                             "optimistic)", base)
+            lines += [f"- **{dataset}, best fixed model by {name}**: {p}." for p in parts if p.startswith(name)]
+    lines += _nab_lines(dataset, cells)
+    return lines
+
+
+def _nab_lines(dataset: str, cells: list[dict]) -> list[str]:
+    lines = []
+    for key, what in (("nab_standard", "our protocol (operating threshold and alert rules, nothing tuned)"),
+                      ("nab_standard_optimised", "NAB's protocol (one threshold per profile tuned on the corpus)")):
+        nab = [(metric(c, "nab", key), label(c)) for c in cells if metric(c, "nab", key) is not None]
+        if not nab:
+            continue
+        auto = [(v, m) for v, m in nab if m == AUTO]
+        value, model = max(nab)
+        text = f"best row {model} {value:.1f}" + (f", auto {auto[0][0]:.1f}" if auto else "")
+        verdict = "beats it" if (auto and auto[0][0] > NAB_BEST) else "does NOT beat it"
+        lines.append(f"- **{dataset}, NAB standard score, {what}**: {text} vs the scoreboard's best {NAB_BEST} -> "
+                     f"auto **{verdict}**" + ("" if auto else " (no auto row)") + ".")
+    return lines
+
+
+def verdict_lines(cells: dict) -> list[str]:
+    lines = []
+    for dataset in sorted({c["dataset"] for c in cells.values()}):
+        lines += dataset_verdicts(dataset, [c for c in cells.values() if c["dataset"] == dataset])
+    return lines
+
+
+def target_rows(cells: dict) -> list[str]:
+    """Issue 18's targets against the declared auto rows: met, NOT met, or not run."""
+    rows = ["| target | dataset | measured (auto) | met? |", "|---|---|---|---|"]
+    for dataset in ("smd", "asd", "nab"):
+        ours = [c for c in cells.values() if c["dataset"] == dataset]
+        auto = next((c for c in ours if c["model"] == AUTO), None)
+        base = [c for c in ours if c["model"] in BASELINES]
+        b = _best(base, "macro", "vus_pr")
+        if auto is None or b is None:
+            rows.append(f"| auto beats the best baseline on VUS-PR (interval above zero) | {dataset} | not run | "
+                        "**no** |")
+        else:
+            diff = difference(auto, b, "macro", "vus_pr")
+            met = diff is not None and diff.verdict == "ahead"
+            text = f"{diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] vs {label(b)}" if diff else "no interval"
+            rows.append(f"| auto beats the best baseline on VUS-PR (interval above zero) | {dataset} | {text} | "
+                        f"{'yes' if met else '**no**'} |")
+        for key, goal in TARGETS[dataset].items():
+            scope, full = ("macro", key) if key == "vus_pr" else ("micro", f"alert.{key}")
+            v = metric(auto, scope, full) if auto else None
+            rows.append(f"| {key} > {goal} | {dataset} | {'not run' if v is None else f'{v:.3f}'} | "
+                        f"{'yes' if v is not None and v > goal else '**no**'} |")
+    v = metric(next((c for c in cells.values() if c["dataset"] == "nab" and c["model"] == AUTO), {}), "nab",
+               "nab_standard_optimised") if any(c["dataset"] == "nab" for c in cells.values()) else None
+    rows.append(f"| NAB standard score on NAB's protocol > {NAB_BEST} | nab | {'not run' if v is None else f'{v:.1f}'}"
+                f" | {'yes' if v is not None and v > NAB_BEST else '**no**'} |")
+    return rows

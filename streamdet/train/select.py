@@ -1,0 +1,139 @@
+"""`model.name: auto`: choose the detector on validation data with injected anomalies, never on test labels.
+
+Every candidate (a model name with its window, scaling and parameters; `model.auto_candidates`) is trained on the
+training heads exactly as `streamdet train` trains one model. Each entity's validation tail (train split, held out)
+gets `INJECTED_COPIES` copies with synthetic anomalies (train/inject.py: the generator's five kinds plus level
+shifts and broken correlations, sized from the tail's own spread); candidates score them as the daemon does and are
+ranked by mean VUS-PR against the injected labels (AUC-PR breaks ties). The best candidate is exported with its
+calibration from the clean tails; `meta["training"]["selection"]` and the log hold the full ranking.
+
+The test split is never loaded for this: `load_series` returns it, but nothing here reads `test`/`test_labels`
+(tests/train/test_select.py checks that scrambling them changes nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import yaml
+
+from ..errors import ConfigError
+from ..evaluate.vus import auc_pr, vus
+from . import Trained, export_trained, train_model
+from .calibration import daemon_like_scores, first_scored_row
+from .inject import KINDS, inject
+
+log = logging.getLogger(__name__)
+
+INJECTED_COPIES = 2  # injected versions of each validation tail (different anomaly draws)
+DEFAULT_CANDIDATES = ("knn", "knn normalisation=none", "knn span=5", "pca_window", "pca_window normalisation=none",
+                      "pca", "pca normalisation=none", "autoencoder", "autoencoder window=32", "usad")
+SELECTION_VUS_WINDOW = 20  # VUS buffer on the short injected tails (the test metric uses 100 on whole test splits)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One entry of the candidate list, e.g. "knn span=5 normalisation=none"."""
+
+    spec: str
+    name: str
+    window: int | None
+    normalisation: str | None
+    preset: str | None
+    params: dict
+
+
+def parse_candidate(spec: str) -> Candidate:
+    """'name key=value ...': window, normalisation and preset are training settings, other keys model params."""
+    name, *pairs = spec.split()
+    settings: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"model.auto_candidates: {spec!r}: expected key=value after the model name, got {pair!r}")
+        settings[key] = yaml.safe_load(value)
+    window = settings.pop("window", None)
+    return Candidate(spec, name, int(window) if window else None, settings.pop("normalisation", None),
+                     settings.pop("preset", None), settings)
+
+
+@dataclass
+class Injections:
+    """Injected validation tails, shared by every candidate so that they are ranked on the same anomalies."""
+
+    values: list[np.ndarray]
+    labels: list[np.ndarray]
+
+
+def make_injections(tails: list[np.ndarray], seed: int, margin: int) -> Injections:
+    values, labels = [], []
+    for i, tail in enumerate(tails):
+        for copy in range(INJECTED_COPIES):
+            made = inject(tail, seed=seed * 1000 + i * 10 + copy, kinds=KINDS, margin=margin)
+            values.append(made.values)
+            labels.append(made.labels)
+    return Injections(values, labels)
+
+
+def validation_score(trained: Trained, injections: Injections, stride: int) -> dict:
+    """Mean VUS-PR and AUC-PR of the candidate's daemon-like scores against the injected labels."""
+    stride = stride if getattr(trained.model, "trainable", True) else trained.window  # fitted: stride-free scores
+    served, vus_prs, auc_prs = trained.served, [], []
+    for values, labels in zip(injections.values, injections.labels):
+        scores = daemon_like_scores(served, values, trained.window, stride, trained.context)
+        start = first_scored_row(trained.window, stride, trained.context)
+        y = labels[start:start + len(scores)]
+        if len(scores) < 10 or not y.any():
+            continue
+        vus_prs.append(vus(y, scores, SELECTION_VUS_WINDOW)["vus_pr"])
+        auc_prs.append(auc_pr(y, scores))
+    if not vus_prs:
+        return {"vus_pr": float("nan"), "auc_pr": float("nan"), "tails": 0}
+    return {"vus_pr": float(np.mean(vus_prs)), "auc_pr": float(np.mean(auc_prs)), "tails": len(vus_prs)}
+
+
+def rank(entries: list[dict]) -> list[dict]:
+    """Best first: VUS-PR, then AUC-PR; a candidate that failed or scored nothing ranks last."""
+    def key(e):
+        v, a = e.get("vus_pr", float("nan")), e.get("auc_pr", float("nan"))
+        return (-(v if np.isfinite(v) else -1.0), -(a if np.isfinite(a) else -1.0))
+
+    return sorted(entries, key=key)
+
+
+def train_auto(cfg, series, path, started: float, progress: bool = True, source=None):
+    """Train every candidate, rank them on the injected validation tails, export the best one."""
+    specs = cfg.model.auto_candidates or DEFAULT_CANDIDATES
+    candidates = [parse_candidate(s) for s in specs]
+    margin = max(c.window or cfg.model.window for c in candidates)
+    entries, trained_by_spec, injections = [], {}, None
+    for c in candidates:
+        t0 = time.perf_counter()
+        try:
+            trained = train_model(cfg, series, c.name, window=c.window, normalisation=c.normalisation,
+                                  preset=c.preset, params=c.params or None, progress=progress)
+        except Exception as exc:  # one candidate that cannot train (too short a series) must not stop auto
+            log.warning("auto: candidate %r failed: %s", c.spec, exc)
+            entries.append({"candidate": c.spec, "error": str(exc)[:200]})
+            continue
+        if injections is None:
+            injections = make_injections(trained.windows.val_tails, cfg.train.seed, margin)
+        entry = {"candidate": c.spec, **validation_score(trained, injections, cfg.scoring.stride),
+                 "seconds": round(time.perf_counter() - t0, 2)}
+        log.info("auto: candidate %s validation vus_pr=%.3f auc_pr=%.3f (%.1f s)", c.spec, entry["vus_pr"],
+                 entry["auc_pr"], entry["seconds"])
+        entries.append(entry)
+        trained_by_spec[c.spec] = trained
+    ranking = rank(entries)
+    if not ranking or ranking[0]["candidate"] not in trained_by_spec or not np.isfinite(ranking[0]["vus_pr"]):
+        raise ConfigError("model.name auto: no candidate could be trained and scored on the validation tails")
+    chosen = ranking[0]["candidate"]
+    log.info("auto: chose %s (validation VUS-PR %.3f); ranking: %s", chosen, ranking[0]["vus_pr"],
+             ", ".join(f"{e['candidate']}={e.get('vus_pr', float('nan')):.3f}" for e in ranking))
+    selection = {"chosen": chosen, "metric": "mean VUS-PR (buffer 0..%d) on validation tails with injected "
+                 "anomalies" % SELECTION_VUS_WINDOW, "kinds": list(KINDS), "copies_per_tail": INJECTED_COPIES,
+                 "ranking": ranking}
+    return export_trained(cfg, series, trained_by_spec[chosen], path, started, {"selection": selection}, source)

@@ -1,0 +1,85 @@
+"""model.name auto: candidates ranked on validation tails with injected anomalies, never on test labels."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import pytest
+
+import streamdet.train as train_pkg
+from streamdet.bundle import load_bundle
+from streamdet.config import load_config
+from streamdet.data import load_series
+from streamdet.errors import ConfigError
+from streamdet.train import train_bundle
+from streamdet.train.inject import KINDS, channel_spread, inject
+from streamdet.train.select import parse_candidate, rank
+
+from ..conftest import SMD_CONFIG
+
+CANDIDATES = "[pca, knn normalisation=none, robust_z window=16]"
+AUTO = ["data.dataset=synthetic", "data.synthetic_entities=2", "data.synthetic_length=2000",
+        "data.synthetic_channels=4", "model.name=auto", "model.preset=tiny", "model.window=24", "train.epochs=1",
+        "train.device=cpu", f"model.auto_candidates={CANDIDATES}"]
+
+
+def test_candidate_specs_split_training_settings_from_model_params():
+    c = parse_candidate("knn window=32 normalisation=none span=5")
+    assert (c.name, c.window, c.normalisation, c.params) == ("knn", 32, "none", {"span": 5})
+    with pytest.raises(ConfigError, match="auto_candidates"):
+        parse_candidate("knn span")
+
+
+def test_every_kind_is_injected_inside_its_labels_and_sized_from_the_tails_own_scale():
+    rng = np.random.default_rng(0)
+    t = np.arange(3000)[:, None]
+    tail = np.sin(t / 20.0 + np.arange(4)) + 0.1 * rng.standard_normal((3000, 4))
+    tail[:, 1] = 2 * tail[:, 0] + 0.05 * rng.standard_normal(3000)  # a correlated pair to break
+    made = inject(tail, seed=1, margin=100)
+    assert [k for _, _, k, _ in made.segments] == list(KINDS) and made.labels[:100].sum() == 0
+    changed = np.abs(made.values - tail).max(axis=1) > 1e-6
+    assert not changed[made.labels == 0].any()  # nothing outside a labelled segment moves
+    for start, end, kind, channels in made.segments:
+        assert changed[start:end].any(), kind
+    big = inject(tail * 1e6 + 5e9, seed=1, margin=100)  # bytes instead of units: the same anomalies, scaled
+    np.testing.assert_array_equal(big.labels, made.labels)
+    np.testing.assert_allclose((big.values - (tail * 1e6 + 5e9)) / 1e6, made.values - tail, atol=1e-2)
+    np.testing.assert_allclose(channel_spread(tail * 1e6), channel_spread(tail) * 1e6, rtol=1e-6)
+
+
+def test_ranking_puts_failed_and_unscored_candidates_last():
+    entries = [{"candidate": "a", "vus_pr": 0.5, "auc_pr": 0.1}, {"candidate": "b", "error": "x"},
+               {"candidate": "c", "vus_pr": 0.5, "auc_pr": 0.3}, {"candidate": "d", "vus_pr": float("nan")}]
+    assert [e["candidate"] for e in rank(entries)][:2] == ["c", "a"]
+    assert {e["candidate"] for e in rank(entries)[2:]} == {"b", "d"}
+
+
+def scrambled(series_list):
+    """The same series with the test split and its labels replaced by noise: what auto may not look at."""
+    rng = np.random.default_rng(7)
+    return [dataclasses.replace(s, test=rng.random(s.test.shape).astype(np.float32),
+                                test_labels=rng.integers(0, 2, len(s.test_labels)).astype(np.int8))
+            for s in series_list]
+
+
+def test_auto_chooses_on_validation_only_and_records_the_ranking(tmp_path, monkeypatch, caplog):
+    cfg = load_config(SMD_CONFIG, AUTO + [f"model.bundle={tmp_path / 'a.pt'}"])
+    with caplog.at_level(logging.INFO, logger="streamdet.train.select"):
+        first = train_bundle(cfg, progress=False)
+    selection = load_bundle(tmp_path / "a.pt").meta["training"]["selection"]
+    ranking = [(e["candidate"], round(e["vus_pr"], 9)) for e in selection["ranking"]]
+    assert len(ranking) == 3 and selection["chosen"] == ranking[0][0]
+    assert first.model_name == parse_candidate(ranking[0][0]).name
+    assert selection["kinds"] == list(KINDS)
+    assert f"auto: chose {selection['chosen']}" in caplog.text
+    vus = [v for _, v in ranking]
+    assert vus == sorted(vus, reverse=True) and 0 < vus[-1] <= vus[0] <= 1
+
+    real = load_series  # the same run with every test value and label scrambled must choose the same way
+    monkeypatch.setattr(train_pkg, "load_series", lambda c, e=None: scrambled(real(c, e)))
+    cfg2 = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, bundle=str(tmp_path / "b.pt")))
+    train_bundle(cfg2, progress=False)
+    again = load_bundle(tmp_path / "b.pt").meta["training"]["selection"]
+    assert [(e["candidate"], round(e["vus_pr"], 9)) for e in again["ranking"]] == ranking
