@@ -428,6 +428,11 @@ def _check_model(model: ModelConfig) -> None:
     """model.name, model.preset, model.params and model.patch against the registry, so typos fail at load."""
     from .models import registry  # imports torch: deferred to the one call that needs it
 
+    if model.name == "auto":
+        from .train.select import check_candidates
+
+        check_candidates(model)
+        return
     registry.resolve(model.name, model.preset, model.params)
     registry.check_patch(model.patch.size, model.patch.stride, model.window)
 

@@ -60,6 +60,19 @@ def parse_candidate(spec: str) -> Candidate:
                      settings.pop("preset", None), settings)
 
 
+def check_candidates(model_cfg) -> list[Candidate]:
+    """Parse and resolve every candidate at config load, so a typo fails at start-up naming the entry."""
+    from ..models import registry
+
+    candidates = [parse_candidate(s) for s in (model_cfg.auto_candidates or DEFAULT_CANDIDATES)]
+    for c in candidates:
+        try:
+            registry.resolve(c.name, c.preset if c.preset is not None else model_cfg.preset, c.params)
+        except ConfigError as exc:
+            raise ConfigError(f"model.auto_candidates: {c.spec!r}: {exc}") from None
+    return candidates
+
+
 @dataclass
 class Injections:
     """Injected validation tails, shared by every candidate so that they are ranked on the same anomalies."""
@@ -106,8 +119,7 @@ def rank(entries: list[dict]) -> list[dict]:
 
 def train_auto(cfg, series, path, started: float, progress: bool = True, source=None):
     """Train every candidate, rank them on the injected validation tails, export the best one."""
-    specs = cfg.model.auto_candidates or DEFAULT_CANDIDATES
-    candidates = [parse_candidate(s) for s in specs]
+    candidates = check_candidates(cfg.model)
     margin = max(c.window or cfg.model.window for c in candidates)
     entries, trained_by_spec, injections = [], {}, None
     for c in candidates:

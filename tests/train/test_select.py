@@ -30,6 +30,8 @@ def test_candidate_specs_split_training_settings_from_model_params():
     assert (c.name, c.window, c.normalisation, c.params) == ("knn", 32, "none", {"span": 5})
     with pytest.raises(ConfigError, match="auto_candidates"):
         parse_candidate("knn span")
+    with pytest.raises(ConfigError, match="model.auto_candidates: 'knnn'"):
+        load_config(SMD_CONFIG, ["model.name=auto", "model.auto_candidates=[pca, knnn]"])
 
 
 def test_every_kind_is_injected_inside_its_labels_and_sized_from_the_tails_own_scale():
