@@ -38,12 +38,12 @@ def prometheus_binary():
     return path
 
 
-def start_prometheus(binary: str, tmp_path, target_port: int):
+def start_prometheus(binary: str, tmp_path, target_port: int, rules=RULES, interval: str = "1s"):
     port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"rule_files: ['{RULES}']\n"
+        f"global: {{scrape_interval: {interval}, evaluation_interval: {interval}}}\n"
+        f"rule_files: ['{rules}']\n"
         "scrape_configs:\n"
         f"  - job_name: streamdet\n    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n")
     proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",

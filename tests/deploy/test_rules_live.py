@@ -1,0 +1,122 @@
+"""The alerting rules proven, not only checked: a real Prometheus with deploy/prometheus/rules.yml scrapes a real
+daemon, the test drives each condition, and each alert is seen pending, then firing, through Prometheus' API.
+
+The rules run on a faster clock: every `for:` and every range selector is divided by 30 (promql.scaled_rules;
+10m -> 20 s), with a 0.5 s scrape and evaluation interval. Expressions and thresholds are the file's own.
+Conditions: an entity over its threshold (machine-1-2's labelled anomaly, replayed until the daemon fires); the
+consumer lag growing past 10,000 records (a flood of records faster than a deliberately slow daemon scores them:
+micro-batches of one window, stride 1); the dead-letter rate high (one record in eight of the flood is malformed);
+the daemon down (killed at the end).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+
+import pytest
+import yaml
+
+from streamdet.config import load_config
+from streamdet.io.kafka import ensure_topics, make_producer
+from tests.conftest import TINY_ENTITY, wait_until
+from tests.integration.helpers import DaemonProcess, record, smd_rows
+
+from .promql import scaled_rules
+from .test_prometheus_live import prometheus_binary, start_prometheus  # noqa: F401 - a fixture
+
+pytestmark = [pytest.mark.kafka, pytest.mark.prometheus]
+
+CLOCK = 1 / 30  # rules.yml durations on the test's clock
+ANOMALY_ROWS = (4300, 4680)  # machine-1-2: its labelled anomaly starts at row 4629; the replay stops inside it
+FLOOD_RATE = 4000  # records/s, well over what the slowed daemon scores (about 1,500/s on the CI machine)
+FLOOD_ENTITY = "flood-host"
+SLOW_DAEMON = ("scoring.stride=1", "scoring.max_batch=1", "scoring.overlap=false", "kafka.max_poll_records=1",
+               "alerting.min_consecutive=1", "alerting.cooldown=1000000")
+DRIVEN = ("StreamdetEntityAnomalous", "StreamdetLagGrowing", "StreamdetHighRejectionRate")
+
+
+class AlertStates:
+    """Polls Prometheus' /api/v1/alerts in a thread and keeps, per alert name, the states in the order first seen."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.seen: dict[str, list[str]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/alerts", timeout=2) as reply:
+                    alerts = json.loads(reply.read())["data"]["alerts"]
+            except OSError:
+                continue
+            for alert in alerts:
+                states = self.seen.setdefault(alert["labels"]["alertname"], [])
+                if alert["state"] not in states:
+                    states.append(alert["state"])
+
+    def firing(self, *names: str) -> bool:
+        return all("firing" in self.seen.get(name, ()) for name in names)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def flood(bootstrap: str, topic: str, rows, stop: threading.Event) -> None:
+    """FLOOD_RATE records/s of a normal entity, one in eight malformed, until `stop`."""
+    producer = make_producer(load_config(None, ["kafka.partitions=2"]), bootstrap)
+    started, sent = time.monotonic(), 0
+    while not stop.is_set():
+        for _ in range(200):
+            if sent % 8 == 7:
+                producer.produce(topic, FLOOD_ENTITY.encode(), b"{not json")
+            else:
+                producer.produce(topic, FLOOD_ENTITY.encode(), record(FLOOD_ENTITY, sent, rows[sent % len(rows)]))
+            sent += 1
+        producer.flush()
+        stop.wait(max(0.0, started + sent / FLOOD_RATE - time.monotonic()))
+    producer.close()
+
+
+def test_each_alert_goes_pending_then_firing_against_a_real_daemon(broker, tiny_bundle, smd_root, names, tmp_path,
+                                                                  prometheus_binary):  # noqa: F811
+    rules = tmp_path / "rules.yml"
+    rules.write_text(yaml.safe_dump(scaled_rules(CLOCK)))
+    cfg = load_config(None, ["kafka.partitions=2"])
+    ensure_topics(cfg, [names["metrics"]], broker.bootstrap)
+    daemon = DaemonProcess(tiny_bundle, broker.bootstrap, names, tmp_path / "daemon.log", extra=SLOW_DAEMON)
+    prom, prom_port = start_prometheus(prometheus_binary, tmp_path, daemon.port, rules=rules, interval="500ms")
+    states = AlertStates(prom_port)
+    stop_flood = threading.Event()
+    try:
+        daemon.wait_ready()
+        producer = make_producer(cfg, broker.bootstrap)
+        for i, values in enumerate(smd_rows(smd_root, TINY_ENTITY, "test", *ANOMALY_ROWS)):
+            producer.produce(names["metrics"], TINY_ENTITY.encode(), record(TINY_ENTITY, ANOMALY_ROWS[0] + i, values))
+        producer.flush()
+        producer.close()
+        wait_until(lambda: daemon.value("streamdet_entity_anomalous", entity=TINY_ENTITY) == 1, 60,
+                   f"the daemon to fire for {TINY_ENTITY}")
+        normal = smd_rows(smd_root, TINY_ENTITY, "train", 0, 2000)
+        sender = threading.Thread(target=flood, args=(broker.bootstrap, names["metrics"], normal, stop_flood),
+                                  daemon=True)
+        sender.start()
+        wait_until(lambda: states.firing(*DRIVEN), 90, f"{', '.join(DRIVEN)} firing", interval_s=0.2)
+        stop_flood.set()
+        sender.join(30)
+        daemon.close()  # killed: Prometheus' scrapes fail
+        wait_until(lambda: states.firing("StreamdetDown"), 30, "StreamdetDown firing", interval_s=0.2)
+        for name in DRIVEN + ("StreamdetDown",):
+            assert states.seen[name][:2] == ["pending", "firing"], (name, states.seen[name])
+    finally:
+        stop_flood.set()
+        states.stop()
+        prom.terminate()
+        prom.wait(10)
+        daemon.close()
