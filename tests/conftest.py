@@ -1,7 +1,9 @@
 """Shared fixtures: one embedded broker and one tiny trained bundle per test session.
 
-Both are expensive (a broker process; a training run), so they are session-scoped. The bundle is trained once on a
-capped slice of one SMD machine's train split; set STREAMDET_TEST_CACHE to a folder to keep it between sessions.
+Both are expensive (a broker process; a training run), so they are session-scoped. The bundle is trained once on the
+synthetic fixture entity (tests/fixture_data.py), so that every broker test runs in a fresh clone without
+../shared/data; set STREAMDET_TEST_CACHE to a folder to keep it between sessions. Only the tests of the real benchmark
+files ask for `benchmark_data`, which skips when they are absent.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from typing import Callable
 
 import pytest
 
+from tests.fixture_data import CHANNELS, CONFIG, ENTITY, OVERRIDES
+
 REPO = Path(__file__).resolve().parent.parent
-SMD_CONFIG = REPO / "config" / "smd.yaml"
-TINY_ENTITY = "machine-1-2"
+SMD_CONFIG = CONFIG
+TINY_ENTITY = ENTITY
+TINY_CHANNELS = CHANNELS
 TINY_WINDOW = 32
 
 
@@ -34,18 +39,27 @@ def wait_until(condition: Callable[[], object], timeout_s: float, what: str, int
 
 def tiny_overrides(bundle_path: Path) -> list[str]:
     """Config overrides shared by the training fixture and every daemon the tests start."""
-    return [f"data.entities=[{TINY_ENTITY}]", "model.name=lstm_ae", "model.preset=tiny",
+    return [*OVERRIDES, "model.name=lstm_ae", "model.preset=tiny",
             f"model.window={TINY_WINDOW}", f"model.bundle={bundle_path}", "train.epochs=2",
             "train.max_windows=3000", "train.train_stride=4", "train.device=cpu", "train.patience=1"]
 
 
-@pytest.fixture(scope="session")
-def smd_root() -> Path:
+def benchmark_root() -> Path:
+    """Where the configs look for the benchmark files: data.root of config/smd.yaml, i.e. $STREAMDET_DATA or
+    ../shared/data. Every real-data test finds them this way, so STREAMDET_DATA=/nonexistent hides them all."""
     from streamdet.config import load_config
 
-    root = load_config(SMD_CONFIG).path(load_config(SMD_CONFIG).data.root)
-    if not (root / "smd" / f"{TINY_ENTITY}.train.csv.gz").exists():
-        pytest.skip(f"SMD data not found under {root} (set STREAMDET_DATA)")
+    cfg = load_config(SMD_CONFIG)
+    return cfg.path(cfg.data.root)
+
+
+@pytest.fixture(scope="session")
+def benchmark_data() -> Path:
+    """The shared benchmark files (SMD, ASD, NAB), for the tests about those files; skips when they are absent."""
+    root = benchmark_root()
+    missing = [name for name in ("smd", "asd", "nab") if not (root / name / "entities.csv").exists()]
+    if missing:
+        pytest.skip(f"benchmark data ({', '.join(missing)}) not found under {root} (set STREAMDET_DATA)")
     return root
 
 
@@ -75,8 +89,9 @@ def client_names(request, names) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory, smd_root) -> Path:
-    """A tiny LSTM-AE bundle trained on one SMD machine (2 epochs, 3,000 windows), built once per session."""
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A tiny LSTM-AE bundle trained on the synthetic fixture entity (2 epochs, every 4th window), built once per
+    session (a few seconds)."""
     import torch
 
     from streamdet.config import load_config

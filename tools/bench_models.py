@@ -4,6 +4,7 @@
     python tools/bench_models.py                       # default presets, machine-1-2, 2,000 training windows
     python tools/bench_models.py --quick               # tiny presets, 300 windows (seconds; used to smoke-test)
     python tools/bench_models.py --models usad,tranad --threads 2
+    python tools/bench_models.py --quick --entity synthetic-0 --set data.dataset=synthetic   # no download needed
 
 Prints one markdown table (the one in docs/models.md). Training time is one epoch over `--windows` windows of
 length `--window` (batch 128, AdamW), the way `streamdet train` runs it; scoring is windows/s of the exported
@@ -63,11 +64,12 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="tiny presets, 300 windows of 32 steps")
+    parser.add_argument("--set", action="append", default=[], help="extra config override KEY=VALUE (repeatable)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     preset = "tiny" if args.quick else "default"
     window, n_windows = (32, 300) if args.quick else (args.window, args.windows)
-    cfg = load_config(REPO / "config" / "smd.yaml", ["train.epochs=1", "train.device=cpu"])
+    cfg = load_config(REPO / "config" / "smd.yaml", ["train.epochs=1", "train.device=cpu", *args.set])
     (series,) = load_series(cfg, [args.entity])
     x = ((series.train - series.train.mean(0)) / (series.train.std(0) + 1e-2)).astype(np.float32)
     all_windows = sliding_windows(x, window, 1)

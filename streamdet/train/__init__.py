@@ -21,7 +21,7 @@ from ..models import registry
 from .calibration import calibrate, daemon_like_scores
 from .fingerprint import fingerprint
 from .splits import Windows, make_windows
-from .trainer import TrainResult, fit
+from .trainer import TrainResult, fit, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ def train_model(cfg, series, name: str, *, window: Optional[int] = None, normali
     log.info("training %s on %s: %d train / %d validation windows of %d x %d (scaling %s)", name,
              ",".join(s.entity for s in series), len(w.train), len(w.val), window, len(series[0].channels),
              normalisation)
+    seed_everything(tc.seed)  # the initial weights too, so that one config always trains the same model
     model = registry.build(name, len(series[0].channels), window, preset, params, cfg.model.patch.size,
                            cfg.model.patch.stride)
     result = fit(model, w.train, w.val, tc, train_labels=w.train_labels, val_labels=w.val_labels, progress=progress)

@@ -16,7 +16,7 @@ def cfg_for(dataset: str, *overrides: str):
     return load_config(SMD_CONFIG, [f"data.dataset={dataset}", *overrides])
 
 
-def test_smd_machine_shapes_labels_and_interpretation(smd_root):
+def test_smd_machine_shapes_labels_and_interpretation(benchmark_data):
     (s,) = load_series(cfg_for("smd"), ["machine-1-2"])
     assert s.train.shape == (23694, 38) and s.test.shape == (23694, 38)
     assert s.train.dtype == np.float32 and s.test_labels.dtype == np.int8
@@ -28,7 +28,7 @@ def test_smd_machine_shapes_labels_and_interpretation(smd_root):
     assert s.test_labels[start:end].all()
 
 
-def test_cached_load_equals_the_parsed_one(smd_root, private_cache):
+def test_cached_load_equals_the_parsed_one(benchmark_data, private_cache):
     (parsed,) = load_series(cfg_for("smd"), ["machine-1-4"])
     assert len(list(private_cache.glob("machine-1-4.*.npz"))) == 2  # train and test
     (cached,) = load_series(cfg_for("smd"), ["machine-1-4"])
@@ -37,7 +37,7 @@ def test_cached_load_equals_the_parsed_one(smd_root, private_cache):
     assert cached.channels == parsed.channels
 
 
-def test_every_smd_and_asd_entity_is_listed(smd_root):
+def test_every_smd_and_asd_entity_is_listed(benchmark_data):
     assert len(list_entities(cfg_for("smd"))) == 19
     assert len(list_entities(cfg_for("asd"))) == 12
     (a,) = load_series(cfg_for("asd"), [list_entities(cfg_for("asd"))[0]])
@@ -45,7 +45,7 @@ def test_every_smd_and_asd_entity_is_listed(smd_root):
 
 
 @pytest.mark.parametrize("dataset,entity", [("smd", "machine-1-2"), ("asd", "omi-1")])
-def test_interpretation_ranges_are_end_exclusive_and_match_the_labels(smd_root, dataset, entity):
+def test_interpretation_ranges_are_end_exclusive_and_match_the_labels(benchmark_data, dataset, entity):
     """SMD's files end-exclusive, ASD's inclusive: both come out end-exclusive, bounded by unlabelled rows."""
     (s,) = load_series(cfg_for(dataset), [entity])
     assert s.interpretation
@@ -53,16 +53,19 @@ def test_interpretation_ranges_are_end_exclusive_and_match_the_labels(smd_root, 
         assert s.test_labels[start:end].all() and s.test_labels[end] == 0, (start, end)
 
 
-def test_nab_uses_the_probationary_period_as_train_and_parses_timestamps(smd_root):
+def test_nab_uses_the_probationary_period_as_train_and_parses_timestamps(benchmark_data):
     (s,) = load_series(cfg_for("nab"), ["realKnownCause/nyc_taxi"])
     assert s.test.shape == (10320, 1) and len(s.train) == int(10320 * 0.15)
     np.testing.assert_array_equal(s.train, s.test[:len(s.train)])
     assert s.test_timestamps[1] - s.test_timestamps[0] == 1800.0  # 30-minute steps from 2014-07-01 00:00
 
 
-def test_missing_root_and_unknown_entity_name_the_path(tmp_path, smd_root):
+def test_a_missing_root_names_the_path(tmp_path):
     with pytest.raises(DataError, match=str(tmp_path / "smd")):
         load_series(cfg_for("smd", f"data.root={tmp_path}"))
+
+
+def test_an_unknown_entity_is_named(benchmark_data):
     with pytest.raises(DataError, match="machine-9-9"):
         load_series(cfg_for("smd"), ["machine-9-9"])
 

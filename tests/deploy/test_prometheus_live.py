@@ -20,13 +20,14 @@ from streamdet.config import load_config
 from streamdet.io.broker import free_port
 from streamdet.io.kafka import ensure_topics, make_producer
 from tests.conftest import TINY_ENTITY, wait_until
-from tests.integration.helpers import DaemonProcess, record, smd_rows
+from tests.fixture_data import replay_slice, split_rows
+from tests.integration.helpers import DaemonProcess, record
 
 from .promql import RULES, dashboard_expressions, recording_rules
 
 pytestmark = [pytest.mark.kafka, pytest.mark.prometheus]
 
-FIRST_ROW, LAST_ROW = 4300, 4760  # around machine-1-2's anomaly at rows 4629-4687
+FIRST_ROW, LAST_ROW = replay_slice(460, lead=170)  # the fixture entity's labelled anomaly starts 170 rows in
 RATE = 200.0  # rows/s: the replay lasts a few seconds, so rates are non-zero while Prometheus scrapes
 
 
@@ -85,7 +86,7 @@ def replay(bootstrap: str, topic: str, rows) -> None:
     producer.close()
 
 
-def test_every_dashboard_and_recording_rule_expression_returns_data(broker, tiny_bundle, smd_root, names, tmp_path,
+def test_every_dashboard_and_recording_rule_expression_returns_data(broker, tiny_bundle, names, tmp_path,
                                                                   prometheus_binary):
     ensure_topics(load_config(None, ["kafka.partitions=2"]), [names["metrics"]], broker.bootstrap)
     daemon = DaemonProcess(tiny_bundle, broker.bootstrap, names, tmp_path / "daemon.log",
@@ -93,7 +94,7 @@ def test_every_dashboard_and_recording_rule_expression_returns_data(broker, tiny
     prom, prom_port = start_prometheus(prometheus_binary, tmp_path, daemon.port)
     try:
         daemon.wait_ready()
-        rows = smd_rows(smd_root, TINY_ENTITY, "test", FIRST_ROW, LAST_ROW)
+        rows = split_rows(FIRST_ROW, LAST_ROW)
         sender = threading.Thread(target=replay, args=(broker.bootstrap, names["metrics"], rows), daemon=True)
         sender.start()
         wait_until(lambda: daemon.value("streamdet_alerts_total", status="firing") >= 1, 60, "a first alert")

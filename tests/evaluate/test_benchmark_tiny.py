@@ -2,15 +2,10 @@
 
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data" / "smd"
-
-pytestmark = pytest.mark.skipif(not DATA.exists(), reason="SMD data not present")
 
 
-def test_tiny_benchmark_writes_results(tmp_path, monkeypatch):
+def test_tiny_benchmark_writes_results(benchmark_data, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "tools"))
     import benchmark
 

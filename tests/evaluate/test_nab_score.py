@@ -1,7 +1,6 @@
 """NAB scoring rules on hand-built files, and window loading from the real NAB label file."""
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +8,6 @@ import pytest
 from streamdet.errors import DataError
 from streamdet.evaluate.nab_score import (corpus_score, file_score, load_windows, optimised_corpus_score,
                                          probation_length, relative_scores, scaled_sigmoid)
-
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "nab"
 
 
 def test_scaled_sigmoid_shape():
@@ -64,20 +61,20 @@ def test_normalised_null_is_zero_and_perfect_is_hundred():
     assert all(v == pytest.approx(100.0) for v in corpus_score(perfect, windows).values())
 
 
-@pytest.mark.skipif(not DATA.exists(), reason="benchmark data not present")
-def test_windows_map_to_rows_that_match_the_row_labels():
+def test_windows_map_to_rows_that_match_the_row_labels(benchmark_data):
     import gzip
 
+    nab = benchmark_data / "nab"
     entity = "realKnownCause/nyc_taxi"
-    windows = load_windows(DATA, [entity])[entity]
-    with gzip.open(DATA / f"{entity}.test_label.csv.gz", "rt") as fh:
+    windows = load_windows(nab, [entity])[entity]
+    with gzip.open(nab / f"{entity}.test_label.csv.gz", "rt") as fh:
         labels = np.array([int(x) for x in fh.read().split()[1:]])
     rebuilt = np.zeros_like(labels)
     for a, b in windows:
         rebuilt[a:b + 1] = 1
     assert len(windows) == 5 and np.array_equal(rebuilt, labels)
     with pytest.raises(DataError, match="no windows"):
-        load_windows(DATA, ["realKnownCause/not_a_file"])
+        load_windows(nab, ["realKnownCause/not_a_file"])
 
 
 def small_corpus():

@@ -23,18 +23,6 @@ from tests.conftest import REPO, SMD_CONFIG, tiny_overrides, wait_until
 T0 = 1_700_000_000.0  # payload timestamp of row 0; row i is sent with ts = T0 + i (so alerts map back to rows)
 
 
-def smd_rows(root: Path, entity: str, split: str, lo: int, hi: int) -> np.ndarray:
-    """Rows [lo, hi) of one SMD split as float32 [N, C]."""
-    data = np.loadtxt(root / "smd" / f"{entity}.{split}.csv.gz", delimiter=",", skiprows=1, dtype=np.float32,
-                      max_rows=hi)
-    return data[lo:hi]
-
-
-def smd_labels(root: Path, entity: str, lo: int, hi: int) -> np.ndarray:
-    labels = np.loadtxt(root / "smd" / f"{entity}.test_label.csv.gz", skiprows=1, dtype=np.int8, max_rows=hi)
-    return labels[lo:hi]
-
-
 def record(entity: str, row: int, values: np.ndarray) -> bytes:
     return encode_record(entity, T0 + row, values)
 

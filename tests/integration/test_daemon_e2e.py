@@ -1,9 +1,10 @@
-"""The daemon end to end: real broker, `streamdet run` in a subprocess, a real SMD anomaly, an independent reader.
+"""The daemon end to end: real broker, `streamdet run` in a subprocess, a labelled anomaly, an independent reader.
 
 One daemon run (module fixture) serves the alert, dead-letter, metrics, max-delay and shutdown tests: 465 test rows of
-machine-1-2 around its labelled anomaly at rows 4629-4687, with four malformed records injected after the first 100
-rows (same key, so same partition: their offsets are exactly 100-103 and every good record after them must still be
-scored). 465 is not a multiple of the stride: the last records wait in a partial stride until scoring.max_delay_s.
+the synthetic fixture entity (tests/fixture_data.py) holding one labelled anomaly 170 rows in, with four malformed
+records injected after the first 100 rows (same key, so same partition: their offsets are exactly 100-103 and every
+good record after them must still be scored). 465 is not a multiple of the stride: the last records wait in a partial
+stride until scoring.max_delay_s.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ import pytest
 from streamdet.bundle import load_bundle
 from streamdet.config import load_config
 from streamdet.io.kafka import ensure_topics, make_producer
-from tests.conftest import KAFKA_CLIENTS, SMD_CONFIG, TINY_ENTITY, TINY_WINDOW, wait_until
-from tests.integration.helpers import T0, DaemonProcess, final_totals, read_topic, record, smd_labels, smd_rows
+from tests.conftest import KAFKA_CLIENTS, SMD_CONFIG, TINY_CHANNELS, TINY_ENTITY, TINY_WINDOW, wait_until
+from tests.fixture_data import anomaly, replay_slice, split_labels, split_rows
+from tests.integration.helpers import T0, DaemonProcess, final_totals, read_topic, record
 
 pytestmark = pytest.mark.kafka
 
-FIRST_ROW, LAST_ROW = 4300, 4765  # the test-split slice replayed; the anomaly starts 329 rows in
+FIRST_ROW, LAST_ROW = replay_slice(465, lead=170)  # the test-split slice replayed; the anomaly starts 170 rows in
 SLACK = 3  # an alert may start this many points before or after the labelled segment
 BAD_AT = 100  # the malformed records go in after this many good ones
-C = 38
+C = TINY_CHANNELS
 STRIDE = load_config(SMD_CONFIG).scoring.stride  # a partial stride waits in the window until more records come...
 MAX_DELAY_S = 3.0  # ...or until its oldest record has waited this long
 MALFORMED = {
@@ -37,14 +39,14 @@ MALFORMED = {
 
 
 @pytest.fixture(scope="module", params=KAFKA_CLIENTS)
-def scenario(request, broker, tiny_bundle, smd_root, tmp_path_factory):
+def scenario(request, broker, tiny_bundle, tmp_path_factory):
     """Start the daemon (with each kafka.client), replay the slice (malformed records included), wait until every
     good record is scored."""
     tag = uuid.uuid4().hex[:8]
     names = {"metrics": f"metrics-{tag}", "alerts": f"alerts-{tag}", "dlq": f"dlq-{tag}", "group": f"group-{tag}",
              "client": request.param}
-    rows = smd_rows(smd_root, TINY_ENTITY, "test", FIRST_ROW, LAST_ROW)
-    labels = smd_labels(smd_root, TINY_ENTITY, FIRST_ROW, LAST_ROW)
+    rows = split_rows(FIRST_ROW, LAST_ROW)
+    labels = split_labels(FIRST_ROW, LAST_ROW)
     daemon = DaemonProcess(tiny_bundle, broker.bootstrap, names, tmp_path_factory.mktemp("e2e") / "daemon.log",
                            extra=(f"kafka.state_topic=state-{tag}", f"scoring.max_delay_s={MAX_DELAY_S}"))
     try:
@@ -77,9 +79,8 @@ def _replay(bootstrap: str, topic: str, rows) -> None:
 
 def test_an_alert_fires_at_the_labelled_anomaly(scenario):
     labels = scenario["labels"]
-    start = FIRST_ROW + int(labels.argmax())
-    end = FIRST_ROW + len(labels) - int(labels[::-1].argmax())  # exclusive
-    assert labels[start - FIRST_ROW] == 1 and labels[end - 1 - FIRST_ROW] == 1
+    start, end = anomaly()  # exclusive end; the only labelled segment of the slice
+    assert labels[start - FIRST_ROW:end - FIRST_ROW].all() and labels.sum() == end - start
 
     def hit(alerts: list[dict]) -> bool:
         return any(a["status"] == "firing" and start - SLACK <= a["start_ts"] - T0 <= end + SLACK for a in alerts)
@@ -90,6 +91,8 @@ def test_an_alert_fires_at_the_labelled_anomaly(scenario):
     first = next(a for a in firing if start - SLACK <= a["start_ts"] - T0 <= end + SLACK)
     assert first["score"] > first["threshold"] and first["model"]["name"] == "lstm_ae"
     assert first["top_channels"] and first["source"]["topic"] == scenario["names"]["metrics"]
+    # and nowhere else: the fixture's normal rows stay under the threshold (tests/test_fixture_data.py: by a margin)
+    assert scenario["daemon"].value("streamdet_alerts_total", status="firing") == 1, firing
 
 
 def test_the_daemon_consumes_with_the_configured_client(scenario):

@@ -8,9 +8,10 @@ import pytest
 
 from streamdet.config import load_config
 from streamdet.io.kafka import ensure_topics
-from tests.conftest import TINY_ENTITY, wait_until
+from tests.conftest import wait_until
+from tests.fixture_data import split_rows
 from streamdet.io.kafka import make_producer
-from tests.integration.helpers import DaemonProcess, final_totals, record, smd_rows
+from tests.integration.helpers import DaemonProcess, final_totals, record
 
 pytestmark = pytest.mark.kafka
 
@@ -29,9 +30,9 @@ def _produce(bootstrap: str, topic: str, rows, first_row: int) -> None:
     producer.close()
 
 
-def test_second_instance_joins_and_revoked_partitions_are_drained_not_rescored(broker, tiny_bundle, smd_root,
+def test_second_instance_joins_and_revoked_partitions_are_drained_not_rescored(broker, tiny_bundle,
                                                                                 client_names, tmp_path):
-    rows = smd_rows(smd_root, TINY_ENTITY, "test", 0, ROWS)
+    rows = split_rows(0, ROWS)
     total = ROWS * len(ENTITIES)
     ensure_topics(load_config(None, ["kafka.partitions=2"]), [client_names["metrics"]], broker.bootstrap)
     no_state = ("kafka.state_topic=''",)

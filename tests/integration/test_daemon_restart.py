@@ -14,8 +14,9 @@ import pytest
 
 from streamdet.config import load_config
 from streamdet.io.kafka import ensure_topics, make_producer
-from tests.conftest import TINY_ENTITY, wait_until
-from tests.integration.helpers import DaemonProcess, final_totals, record, smd_rows
+from tests.conftest import wait_until
+from tests.fixture_data import split_rows
+from tests.integration.helpers import DaemonProcess, final_totals, record
 
 pytestmark = pytest.mark.kafka
 
@@ -47,8 +48,8 @@ def _paced_replay(bootstrap: str, topic: str, rows, release: threading.Event) ->
 
 
 @pytest.mark.parametrize("mode", ["drain", "checkpoint"])
-def test_sigterm_and_a_restart_score_every_record_exactly_once(broker, tiny_bundle, smd_root, client_names, tmp_path, mode):
-    rows = smd_rows(smd_root, TINY_ENTITY, "test", 0, ROWS)
+def test_sigterm_and_a_restart_score_every_record_exactly_once(broker, tiny_bundle, client_names, tmp_path, mode):
+    rows = split_rows(0, ROWS)
     total = ROWS * len(ENTITIES)
     ensure_topics(load_config(None, ["kafka.partitions=2"]), [client_names["metrics"]], broker.bootstrap)
     state = ("kafka.state_topic=''",) if mode == "drain" else (f"kafka.state_topic=state-{client_names['group']}",)

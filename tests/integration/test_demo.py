@@ -46,7 +46,7 @@ def summary(out: str) -> dict[str, int]:
     return values
 
 
-def test_demo_on_smd_trains_alerts_and_summarises_against_the_labels(tmp_path, smd_root):
+def test_demo_on_smd_trains_alerts_and_summarises_against_the_labels(tmp_path, benchmark_data):
     out = run_demo(tmp_path)
     assert (tmp_path / "demo.pt").exists(), "the demo trains a bundle when there is none"
     assert re.search(r"^daemon ready; Prometheus metrics at http://127\.0\.0\.1:\d+/metrics$", out, re.M)
@@ -55,7 +55,7 @@ def test_demo_on_smd_trains_alerts_and_summarises_against_the_labels(tmp_path, s
 
     from streamdet.data.series import label_segments
 
-    segments = sum(len(label_segments(np.loadtxt(smd_root / "smd" / f"{e}.test_label.csv.gz", skiprows=1,
+    segments = sum(len(label_segments(np.loadtxt(benchmark_data / "smd" / f"{e}.test_label.csv.gz", skiprows=1,
                                                  max_rows=LIMIT))) for e in ENTITIES)
     assert numbers["labelled segments"] == segments > 0
     assert 0 < numbers["segments alerted"] <= segments

@@ -1,26 +1,27 @@
-"""tools/bench_models.py prints the docs/models.md table: one row per requested model, with real measurements."""
+"""tools/bench_models.py prints the docs/models.md table: one row per requested model, with real measurements (on the
+synthetic fixture entity here, so that it runs without ../shared/data: the timings do not depend on the values)."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-from ..conftest import TINY_ENTITY
+from ..conftest import TINY_CHANNELS, TINY_ENTITY
+from ..fixture_data import OVERRIDES
 
 REPO = Path(__file__).resolve().parents[2]
 ROW = re.compile(r"^\| (\w+) \| ([\d,]+) \| ([\d.]+)( \(fit\))? \| ([\d,]+) \|$")
 
 
-def test_quick_bench_prints_one_measured_row_per_model(smd_root):
+def test_quick_bench_prints_one_measured_row_per_model():
+    overrides = [arg for item in OVERRIDES for arg in ("--set", item)]
     out = subprocess.run(
         [sys.executable, str(REPO / "tools" / "bench_models.py"), "--quick", "--entity", TINY_ENTITY,
-         "--models", "autoencoder,robust_z", "--repeats", "2"],
-        capture_output=True, text=True, timeout=120, check=True,
-        env={**os.environ, "STREAMDET_DATA": str(smd_root)}).stdout.splitlines()
-    assert out[0].startswith(f"# {TINY_ENTITY}: 300 windows of 32 x 38, tiny presets")
+         "--models", "autoencoder,robust_z", "--repeats", "2", *overrides],
+        capture_output=True, text=True, timeout=120, check=True).stdout.splitlines()
+    assert out[0].startswith(f"# {TINY_ENTITY}: 300 windows of 32 x {TINY_CHANNELS}, tiny presets")
     rows = {m.group(1): m for m in map(ROW.match, out[3:]) if m}
     assert set(rows) == {"autoencoder", "robust_z"}, out
     assert rows["robust_z"].group(4) == " (fit)" and rows["autoencoder"].group(4) is None

@@ -1,5 +1,6 @@
-"""A shared scenario for the fault tests: three entities replaying machine-1-2's labelled anomaly, and the alerts an
-uninterrupted run emits (computed in-process by the same pipeline code, per entity independent of interleaving)."""
+"""A shared scenario for the fault tests: three entities replaying the fixture entity's labelled anomaly
+(tests/fixture_data.py), and the alerts an uninterrupted run emits (computed in-process by the same pipeline code, per
+entity independent of interleaving)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ from streamdet.bundle import load_bundle
 from streamdet.config import load_config
 from streamdet.io.kafka import ensure_topics, make_producer
 from streamdet.pipeline.engine import Pipeline
-from tests.conftest import SMD_CONFIG, TINY_ENTITY, tiny_overrides
-from tests.integration.helpers import DaemonProcess, read_topic, record, smd_rows
+from tests.conftest import SMD_CONFIG, tiny_overrides
+from tests.fixture_data import replay_slice, split_rows
+from tests.integration.helpers import DaemonProcess, read_topic, record
 
 ENTITIES = ("rig-a", "rig-b", "rig-c")
-FIRST_ROW, LAST_ROW = 4300, 4760  # machine-1-2's anomaly at rows 4629-4687 falls inside
+FIRST_ROW, LAST_ROW = replay_slice(460, lead=170)  # the fixture's labelled anomaly starts 170 rows in
 # max_delay_s=0: these tests compare alerts with an uninterrupted backtest exactly, and a fault that lasts longer than
 # the delay bound would score the records waiting for their stride in partial windows (docs/reliability.md)
 EXTRA = ("alerting.min_consecutive=1", "kafka.commit_interval_ms=200", "scoring.max_delay_s=0")
@@ -29,9 +31,9 @@ HOLD_LIMIT_S = 120.0  # a held producer gives up (and fails its test) after this
 ALERT_FIELDS = ("alert_id", "status", "entity", "start_ts", "ts", "score", "threshold", "top_channels")
 
 
-def scenario_records(smd_root: Path) -> list[tuple[str, bytes]]:
+def scenario_records() -> list[tuple[str, bytes]]:
     """(key, value) in production order: the entities interleaved row by row."""
-    rows = smd_rows(smd_root, TINY_ENTITY, "test", FIRST_ROW, LAST_ROW)
+    rows = split_rows(FIRST_ROW, LAST_ROW)
     out = []
     for i, values in enumerate(rows):
         for entity in ENTITIES:

@@ -24,7 +24,7 @@ def warnings_about_outage(daemon) -> list[dict]:
     return [e for e in daemon.log_events() if e.get("msg", "").startswith("broker unreachable")]
 
 
-def test_broker_down_at_start_up_then_up(tiny_bundle, smd_root, client_names, tmp_path):
+def test_broker_down_at_start_up_then_up(tiny_bundle, client_names, tmp_path):
     port = free_port()
     daemon = start_daemon(tiny_bundle, f"127.0.0.1:{port}", client_names, tmp_path / "daemon.log")
     broker = None
@@ -36,7 +36,7 @@ def test_broker_down_at_start_up_then_up(tiny_bundle, smd_root, client_names, tm
         assert len(warnings_about_outage(daemon)) == 1, "one log line per state change, not one per retry"
         broker = EmbeddedBroker(port=port).start()
         daemon.wait_ready(60)
-        records = scenario_records(smd_root)[:300]
+        records = scenario_records()[:300]
         produce(broker.bootstrap, client_names["metrics"], records)
         wait_until(lambda: daemon.value("streamdet_records_consumed_total", topic=client_names["metrics"]) >= 300, 30,
                    "every record consumed")
@@ -47,8 +47,8 @@ def test_broker_down_at_start_up_then_up(tiny_bundle, smd_root, client_names, tm
             broker.stop()
 
 
-def test_broker_frozen_for_30_s_mid_run_loses_nothing(tiny_bundle, smd_root, client_names, tmp_path):
-    records = scenario_records(smd_root)
+def test_broker_frozen_for_30_s_mid_run_loses_nothing(tiny_bundle, client_names, tmp_path):
+    records = scenario_records()
     want = reference_alerts(tiny_bundle, records)
     half = len(records) // 2
     with EmbeddedBroker() as broker:

@@ -14,8 +14,8 @@ from .helpers import (alert_key, alert_mismatches, kill_hard, produce, published
 pytestmark = pytest.mark.kafka
 
 
-def test_kill_9_then_restart_loses_no_alert_and_keeps_ids(broker, tiny_bundle, smd_root, client_names, tmp_path):
-    records = scenario_records(smd_root)
+def test_kill_9_then_restart_loses_no_alert_and_keeps_ids(broker, tiny_bundle, client_names, tmp_path):
+    records = scenario_records()
     want = reference_alerts(tiny_bundle, records)
     assert any(status == "firing" for _, status in want), "the scenario must contain an anomaly"
     first = start_daemon(tiny_bundle, broker.bootstrap, client_names, tmp_path / "first.log")
@@ -44,9 +44,9 @@ def test_kill_9_then_restart_loses_no_alert_and_keeps_ids(broker, tiny_bundle, s
             second.close()
 
 
-def test_second_instance_joins_then_first_leaves_every_record_scored_once(broker, tiny_bundle, smd_root, client_names,
+def test_second_instance_joins_then_first_leaves_every_record_scored_once(broker, tiny_bundle, client_names,
                                                                          tmp_path):
-    records = scenario_records(smd_root)
+    records = scenario_records()
     want = reference_alerts(tiny_bundle, records)
     resume, hold_at = threading.Event(), 2 * len(records) // 3
     first = start_daemon(tiny_bundle, broker.bootstrap, client_names, tmp_path / "first.log")

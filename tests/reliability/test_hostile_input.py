@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from streamdet.errors import DecodeError
 from streamdet.pipeline.decode import REASONS, Decoder
 from streamdet.pipeline.windows import WindowStore
-from tests.conftest import wait_until
+from tests.conftest import TINY_CHANNELS, wait_until
 from tests.integration.helpers import DaemonProcess, read_topic
 
 from .helpers import produce, scenario_records
@@ -56,7 +56,7 @@ def test_decode_and_windows_raise_only_decode_errors_with_known_reasons(batch):
 
 def bad_records(now: float, n: int) -> list[tuple[str, bytes, str]]:
     """n malformed records (key, payload, expected reason), cycling through every kind of hostility."""
-    w = 38
+    w = TINY_CHANNELS  # the bundle's width
     good = [0.1] * w
     kinds = [
         ("bad", lambda i: b"\xff\xfe\xfa" + bytes([i % 256]) * 5, "not_utf8"),
@@ -83,11 +83,10 @@ def bad_records(now: float, n: int) -> list[tuple[str, bytes, str]]:
 
 
 @pytest.mark.kafka
-def test_ten_thousand_bad_records_all_in_the_dlq_and_every_valid_record_scored(broker, tiny_bundle, smd_root,
-                                                                            names, tmp_path):
+def test_ten_thousand_bad_records_all_in_the_dlq_and_every_valid_record_scored(broker, tiny_bundle, names, tmp_path):
     from tests.reliability.helpers import rss_mib
 
-    valid = scenario_records(smd_root)  # 3 entities x 460 rows, timestamps T0 + row
+    valid = scenario_records()  # 3 entities x 460 rows, timestamps T0 + row
     daemon = DaemonProcess(tiny_bundle, broker.bootstrap, names, tmp_path / "daemon.log",
                            extra=("input.max_entities=3", "input.allowed_lateness_s=300", "kafka.state_topic=''"))
     try:

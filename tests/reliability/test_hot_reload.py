@@ -38,13 +38,13 @@ def reloads(daemon, result: str) -> float:
     return daemon.value("streamdet_model_reloads_total", result=result)
 
 
-def test_replaced_bundle_is_served_and_bad_ones_are_refused(broker, tiny_bundle, smd_root, names, tmp_path):
+def test_replaced_bundle_is_served_and_bad_ones_are_refused(broker, tiny_bundle, names, tmp_path):
     live = tmp_path / "live.pt"
     shutil.copy(tiny_bundle, live)
     original = load_bundle(live)
     new = sibling_bundle(original, tmp_path / "new.pt")
     other_window = sibling_bundle(original, tmp_path / "other-window.pt", window=TINY_WINDOW * 2)
-    records = scenario_records(smd_root)
+    records = scenario_records()
     third = len(records) // 3
     daemon = DaemonProcess(live, broker.bootstrap, names, tmp_path / "daemon.log", extra=("kafka.state_topic=''",))
     try:
