@@ -19,6 +19,10 @@ LENGTHS = {"spike": (1, 3), "noise": (20, 50), "drift": (20, 60), "trend": (30, 
            "level_shift": (60, 150), "broken_correlation": (40, 100)}
 
 
+INJECTED_FRACTION = 0.05  # share of a tail's rows made anomalous: the order of labelled rates in public benchmarks,
+# so that precision at an operating threshold means what it will mean live (a denser injection favours lax settings)
+
+
 @dataclass
 class Injected:
     values: np.ndarray  # [T, C] float32, the tail with anomalies added
@@ -33,19 +37,26 @@ def channel_spread(x: np.ndarray) -> np.ndarray:
     return np.where(spread > 0, spread, np.maximum(np.abs(x).max(axis=0) * 0.01, 1e-3))
 
 
+def default_count(n_rows: int, margin: int = 0) -> int:
+    """Anomalies that cover about INJECTED_FRACTION of the rows after the margin (at least one)."""
+    mean_length = np.mean([(lo + hi) / 2 for lo, hi in LENGTHS.values()])
+    return max(1, int(round(INJECTED_FRACTION * max(0, n_rows - margin) / mean_length)))
+
+
 def inject(tail: np.ndarray, seed: int, kinds: tuple[str, ...] = KINDS, count: int = 0,
-           margin: int = 0) -> Injected:
-    """`count` anomalies (default: one per kind) in equal slots of the tail, none in its first `margin` rows."""
+           margin: int = 0, first_kind: int = 0) -> Injected:
+    """`count` anomalies (default: default_count) in equal slots of the tail, none in its first `margin` rows;
+    kinds cycle from `first_kind`, so successive copies of a tail get different kinds."""
     rng = np.random.default_rng(seed)
     x = np.array(tail, dtype=np.float64)
     spread = channel_spread(x)
     labels = np.zeros(len(x), np.int8)
-    count = count or len(kinds)
+    count = count or default_count(len(x), margin)
     usable = len(x) - margin
     slot = usable // count
     segments = []
     for i in range(count):
-        kind = kinds[i % len(kinds)]
+        kind = kinds[(first_kind + i) % len(kinds)]
         lo, hi = LENGTHS[kind]
         length = int(rng.integers(lo, max(lo, min(hi, slot // 2)) + 1))
         start = margin + i * slot + int(rng.integers(0, max(1, slot - length)))

@@ -24,11 +24,11 @@ from ..errors import ConfigError
 from ..evaluate.vus import auc_pr, vus
 from . import Trained, export_trained, train_model
 from .calibration import daemon_like_scores, first_scored_row
-from .inject import KINDS, inject
+from .inject import KINDS, default_count, inject
 
 log = logging.getLogger(__name__)
 
-INJECTED_COPIES = 2  # injected versions of each validation tail (different anomaly draws)
+INJECTED_COPIES = 4  # injected versions of each validation tail (different anomaly draws and kinds)
 DEFAULT_CANDIDATES = ("knn", "knn normalisation=none", "knn span=5", "pca_window", "pca_window normalisation=none",
                       "pca", "pca normalisation=none", "autoencoder", "autoencoder window=32", "usad")
 SELECTION_VUS_WINDOW = 20  # VUS buffer on the short injected tails (the test metric uses 100 on whole test splits)
@@ -84,8 +84,10 @@ class Injections:
 def make_injections(tails: list[np.ndarray], seed: int, margin: int) -> Injections:
     values, labels = [], []
     for i, tail in enumerate(tails):
+        count = default_count(len(tail), margin)
         for copy in range(INJECTED_COPIES):
-            made = inject(tail, seed=seed * 1000 + i * 10 + copy, kinds=KINDS, margin=margin)
+            made = inject(tail, seed=seed * 1000 + i * 10 + copy, kinds=KINDS, margin=margin, count=count,
+                          first_kind=(i + copy) * count)
             values.append(made.values)
             labels.append(made.labels)
     return Injections(values, labels)

@@ -39,16 +39,24 @@ def test_every_kind_is_injected_inside_its_labels_and_sized_from_the_tails_own_s
     t = np.arange(3000)[:, None]
     tail = np.sin(t / 20.0 + np.arange(4)) + 0.1 * rng.standard_normal((3000, 4))
     tail[:, 1] = 2 * tail[:, 0] + 0.05 * rng.standard_normal(3000)  # a correlated pair to break
-    made = inject(tail, seed=1, margin=100)
+    made = inject(tail, seed=1, margin=100, count=len(KINDS))
     assert [k for _, _, k, _ in made.segments] == list(KINDS) and made.labels[:100].sum() == 0
     changed = np.abs(made.values - tail).max(axis=1) > 1e-6
     assert not changed[made.labels == 0].any()  # nothing outside a labelled segment moves
     for start, end, kind, channels in made.segments:
         assert changed[start:end].any(), kind
-    big = inject(tail * 1e6 + 5e9, seed=1, margin=100)  # bytes instead of units: the same anomalies, scaled
+    big = inject(tail * 1e6 + 5e9, seed=1, margin=100, count=len(KINDS))  # bytes instead of units: the same anomalies, scaled
     np.testing.assert_array_equal(big.labels, made.labels)
     np.testing.assert_allclose((big.values - (tail * 1e6 + 5e9)) / 1e6, made.values - tail, atol=1e-2)
     np.testing.assert_allclose(channel_spread(tail * 1e6), channel_spread(tail) * 1e6, rtol=1e-6)
+
+
+def test_default_injection_covers_about_five_percent_of_the_rows_and_copies_rotate_kinds():
+    tail = np.random.default_rng(2).standard_normal((4000, 3))
+    made = inject(tail, seed=0, margin=100)
+    assert 0.02 < made.labels.mean() < 0.08
+    other = inject(tail, seed=0, margin=100, first_kind=len(made.segments))
+    assert made.segments[0][2] != other.segments[0][2]
 
 
 def test_ranking_puts_failed_and_unscored_candidates_last():
