@@ -13,6 +13,7 @@ The test split is never loaded for this: `load_series` returns it, but nothing h
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -25,12 +26,14 @@ from ..evaluate.vus import auc_pr, vus
 from . import Trained, export_trained, train_model
 from .calibration import daemon_like_scores, first_scored_row
 from .inject import KINDS, default_count, inject
+from .smoothing import SmoothedScores
 
 log = logging.getLogger(__name__)
 
 INJECTED_COPIES = 4  # injected versions of each validation tail (different anomaly draws and kinds)
-DEFAULT_CANDIDATES = ("knn", "knn normalisation=none", "knn span=5", "pca_window", "pca_window normalisation=none",
-                      "pca", "pca normalisation=none", "autoencoder", "autoencoder window=32", "usad")
+DEFAULT_CANDIDATES = ("knn", "knn normalisation=none", "knn span=5", "knn smooth=10", "pca_window",
+                      "pca_window normalisation=none", "pca", "pca normalisation=none", "pca smooth=10", "autoencoder",
+                      "autoencoder smooth=10", "autoencoder window=32", "usad")
 SELECTION_VUS_WINDOW = 20  # VUS buffer on the short injected tails (the test metric uses 100 on whole test splits)
 
 
@@ -44,10 +47,17 @@ class Candidate:
     normalisation: str | None
     preset: str | None
     params: dict
+    smooth: int | None = None  # causal moving average of the scores over this many steps (train/smoothing.py)
+
+    @property
+    def base(self) -> tuple:
+        """What training depends on: candidates differing only in smoothing share one trained model."""
+        return (self.name, self.window, self.normalisation, self.preset, tuple(sorted(self.params.items())))
 
 
 def parse_candidate(spec: str) -> Candidate:
-    """'name key=value ...': window, normalisation and preset are training settings, other keys model params."""
+    """'name key=value ...': window, normalisation, preset and smooth are training settings, other keys model
+    params."""
     name, *pairs = spec.split()
     settings: dict = {}
     for pair in pairs:
@@ -55,9 +65,9 @@ def parse_candidate(spec: str) -> Candidate:
         if not sep:
             raise ConfigError(f"model.auto_candidates: {spec!r}: expected key=value after the model name, got {pair!r}")
         settings[key] = yaml.safe_load(value)
-    window = settings.pop("window", None)
+    window, smooth = settings.pop("window", None), settings.pop("smooth", None)
     return Candidate(spec, name, int(window) if window else None, settings.pop("normalisation", None),
-                     settings.pop("preset", None), settings)
+                     settings.pop("preset", None), settings, int(smooth) if smooth else None)
 
 
 def check_candidates(model_cfg) -> list[Candidate]:
@@ -119,16 +129,27 @@ def rank(entries: list[dict]) -> list[dict]:
     return sorted(entries, key=key)
 
 
+def _trained(cfg, series, c: Candidate, base_models: dict, progress: bool) -> Trained:
+    """The candidate's fitted model: trained once per base, then wrapped for smoothing when asked."""
+    if c.base not in base_models:
+        base_models[c.base] = train_model(cfg, series, c.name, window=c.window, normalisation=c.normalisation,
+                                          preset=c.preset, params=c.params or None, progress=progress)
+    trained = base_models[c.base]
+    if not c.smooth:
+        return trained
+    return dataclasses.replace(trained, model=SmoothedScores(trained.model, c.smooth))
+
+
 def train_auto(cfg, series, path, started: float, progress: bool = True, source=None):
     """Train every candidate, rank them on the injected validation tails, export the best one."""
     candidates = check_candidates(cfg.model)
     margin = max(c.window or cfg.model.window for c in candidates)
     entries, trained_by_spec, injections = [], {}, None
+    base_models: dict = {}
     for c in candidates:
         t0 = time.perf_counter()
         try:
-            trained = train_model(cfg, series, c.name, window=c.window, normalisation=c.normalisation,
-                                  preset=c.preset, params=c.params or None, progress=progress)
+            trained = _trained(cfg, series, c, base_models, progress)
         except Exception as exc:  # one candidate that cannot train (too short a series) must not stop auto
             log.warning("auto: candidate %r failed: %s", c.spec, exc)
             entries.append({"candidate": c.spec, "error": str(exc)[:200]})

@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 
 import streamdet.train as train_pkg
 from streamdet.bundle import load_bundle
@@ -93,3 +94,17 @@ def test_auto_chooses_on_validation_only_and_records_the_ranking(tmp_path, monke
     train_bundle(cfg2, progress=False)
     again = load_bundle(tmp_path / "b.pt").meta["training"]["selection"]
     assert [(e["candidate"], round(e["vus_pr"], 9)) for e in again["ranking"]] == ranking
+
+
+def test_a_smoothed_candidate_is_exported_with_its_context_and_averages_the_inner_scores(tmp_path):
+    cfg = load_config(SMD_CONFIG, AUTO + [f"model.bundle={tmp_path / 's.pt'}", "model.auto_candidates=[pca smooth=4]"])
+    bundle = train_bundle(cfg, progress=False)
+    assert bundle.meta["config"]["context"] == 3 and bundle.meta["model"]["hparams"]["smooth"] == 4
+    x = torch.from_numpy(np.random.default_rng(0).random((2, 24, 4)).astype(np.float32))
+    smoothed, _ = bundle.module(x)
+    inner = bundle.module.model.inner if hasattr(bundle.module.model, "inner") else None
+    assert inner is not None
+    raw, _ = inner((x - bundle.module.mean) / bundle.module.std)
+    padded = torch.cat([raw[:, :1].expand(2, 3), raw], dim=1)
+    expected = torch.stack([padded[:, i:i + 4].mean(dim=1) for i in range(24)], dim=1)
+    torch.testing.assert_close(smoothed, expected, rtol=1e-5, atol=1e-6)
