@@ -231,7 +231,7 @@ class Metrics(Endpoints):
 
 class BridgeMetrics(Endpoints):
     """The Alertmanager bridge's series (`streamdet_alertmanager_*`) and endpoints: /readyz is 200 only while it holds
-    its partitions and the last request to Alertmanager was accepted (503 while Alertmanager is down)."""
+    its partitions and the last request to Alertmanager was answered (503 while Alertmanager is down)."""
 
     not_ready_text = b"not ready: Alertmanager or the broker unreachable, or no partitions assigned\n"
 
@@ -244,7 +244,7 @@ class BridgeMetrics(Endpoints):
                                     "topic", ["reason"], registry=r)
         self.open_alerts = Gauge("streamdet_alertmanager_open_alerts", "Firing alerts re-posted every resend "
                                  "interval", registry=r)
-        self.up = Gauge("streamdet_alertmanager_up", "1 when the last request to Alertmanager was accepted",
+        self.up = Gauge("streamdet_alertmanager_up", "1 when the last request to Alertmanager was answered",
                         registry=r)
         self._beat = time.monotonic()
         self._assigned = self._reachable = self._broker = False

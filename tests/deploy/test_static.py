@@ -98,16 +98,24 @@ def test_compose_creates_the_configured_topics_and_depends_only_on_its_own_servi
     script = services["topics"]["command"][0]
     created = dict(re.findall(r"--topic (\S+) --partitions (\d+)", script))
     k = load_config(DEPLOY / "streamdet.yaml").kafka
-    assert set(created) == {k.metrics_topic, k.alerts_topic, k.dlq_topic, k.state_topic}
+    am = load_config(DEPLOY / "streamdet.yaml").alertmanager
+    assert set(created) == {k.metrics_topic, k.alerts_topic, k.dlq_topic, k.state_topic, am.dlq_topic}
     assert int(created[k.metrics_topic]) == k.partitions
     assert "cleanup.policy=compact" in script.split(k.state_topic)[1].splitlines()[0]
     assert "topics" in services["streamdet"]["depends_on"]
 
 
+def k8s_documents() -> dict[tuple[str, str], dict]:
+    """Every manifest of deploy/k8s by (kind, name)."""
+    return {(d["kind"], d["metadata"]["name"]): d for f in sorted((DEPLOY / "k8s").glob("*.yaml"))
+            for d in yaml.safe_load_all(f.read_text())}
+
+
 def test_kubernetes_manifests_reference_each_other():
-    docs = {d["kind"]: d for f in sorted((DEPLOY / "k8s").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())}
-    deployment, service, configmap, claim = (docs[kind] for kind in
-                                             ("Deployment", "Service", "ConfigMap", "PersistentVolumeClaim"))
+    docs = k8s_documents()
+    deployment, service, configmap, claim = (docs[key] for key in (
+        ("Deployment", "streamdet"), ("Service", "streamdet-metrics"), ("ConfigMap", "streamdet-config"),
+        ("PersistentVolumeClaim", "streamdet-bundles")))
     pod = deployment["spec"]["template"]
     assert deployment["spec"]["selector"]["matchLabels"] == service["spec"]["selector"] == {"app": "streamdet"}
     assert pod["metadata"]["labels"]["app"] == "streamdet"
