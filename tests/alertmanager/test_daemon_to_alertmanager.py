@@ -1,4 +1,4 @@
-"""End to end: an SMD anomaly replayed through a real daemon reaches a real Alertmanager through the bridge, with the
+"""End to end: a labelled anomaly (the synthetic fixture entity's spike, tests/fixture_data.py) replayed through a real daemon reaches a real Alertmanager through the bridge, with the
 labels and annotations the person paged needs, and disappears when the daemon resolves it."""
 
 from __future__ import annotations
@@ -10,15 +10,18 @@ import pytest
 from streamdet.config import load_config
 from streamdet.io.kafka import ensure_topics, make_producer
 from tests.conftest import TINY_ENTITY, wait_until
-from tests.integration.helpers import DaemonProcess, read_topic, record, smd_rows
+from tests.fixture_data import anomaly, replay_slice, split_rows
+from tests.integration.helpers import DaemonProcess, read_topic, record
 
 from .helpers import Alertmanager, BridgeProcess, Webhook
 
 pytestmark = [pytest.mark.kafka]
 
-FIRST_ROW, SPLIT_ROW, LAST_ROW = 4300, 4680, 4900  # machine-1-2's labelled anomaly: rows 4629-4687
-# The replay stops inside the anomaly until the firing notification arrived (Alertmanager notifies a resolved alert
-# only after its firing one), then sends the quiet rows after it, which resolve the alert.
+FIRST_ROW, LAST_ROW = replay_slice(300, lead=170)
+SPLIT_ROW = anomaly()[1] + 5
+# The replay stops just after the anomaly until the firing notification arrived (Alertmanager notifies a resolved
+# alert only after its firing one; the daemon's cooldown of 60 quiet rows keeps it open), then sends the quiet rows
+# after it, which resolve the alert.
 
 
 def replay(bootstrap: str, topic: str, rows, first_row: int) -> None:
@@ -29,16 +32,16 @@ def replay(bootstrap: str, topic: str, rows, first_row: int) -> None:
     producer.close()
 
 
-def test_a_replayed_anomaly_fires_in_alertmanager_and_resolves(broker, tiny_bundle, smd_root, names, tmp_path):
+def test_a_replayed_anomaly_fires_in_alertmanager_and_resolves(broker, tiny_bundle, names, tmp_path):
     cfg = load_config(None, ["kafka.partitions=2"])
     ensure_topics(cfg, [names["metrics"], names["alerts"], names["dlq"]], broker.bootstrap)
     hook = Webhook()
     am = Alertmanager(tmp_path, hook.url)
-    daemon = DaemonProcess(tiny_bundle, broker.bootstrap, names, tmp_path / "daemon.log", extra=("scoring.stride=1", "alerting.cooldown=60"))
+    daemon = DaemonProcess(tiny_bundle, broker.bootstrap, names, tmp_path / "daemon.log", extra=("scoring.stride=1", "alerting.min_consecutive=1", "alerting.cooldown=60"))
     bridge = BridgeProcess(broker.bootstrap, names, [am.url], tmp_path / "bridge.log")
     try:
         daemon.wait_ready()
-        rows = smd_rows(smd_root, TINY_ENTITY, "test", FIRST_ROW, LAST_ROW)
+        rows = split_rows(FIRST_ROW, LAST_ROW)
         replay(broker.bootstrap, names["metrics"], rows[: SPLIT_ROW - FIRST_ROW], FIRST_ROW)
         firing = read_topic(broker.bootstrap, names["alerts"], lambda m: m, 60)[0]
         assert firing["status"] == "firing"

@@ -3,7 +3,7 @@ daemon, the test drives each condition, and each alert is seen pending, then fir
 
 The rules run on a faster clock: every `for:` and every range selector is divided by 30 (promql.scaled_rules;
 10m -> 20 s), with a 0.5 s scrape and evaluation interval. Expressions and thresholds are the file's own.
-Conditions: an entity over its threshold (machine-1-2's labelled anomaly, replayed until the daemon fires); the
+Conditions: an entity over its threshold (the fixture entity's labelled anomaly, tests/fixture_data.py); the
 consumer lag growing past 10,000 records (a flood of records faster than a deliberately slow daemon scores them:
 micro-batches of one window, stride 1); the dead-letter rate high (one record in eight of the flood is malformed);
 the daemon down (killed at the end).
@@ -22,7 +22,8 @@ import yaml
 from streamdet.config import load_config
 from streamdet.io.kafka import ensure_topics, make_producer
 from tests.conftest import TINY_ENTITY, wait_until
-from tests.integration.helpers import DaemonProcess, record, smd_rows
+from tests.fixture_data import replay_slice, series, split_rows
+from tests.integration.helpers import DaemonProcess, record
 
 from .promql import scaled_rules
 from .test_prometheus_live import prometheus_binary, start_prometheus  # noqa: F401 - a fixture
@@ -30,7 +31,7 @@ from .test_prometheus_live import prometheus_binary, start_prometheus  # noqa: F
 pytestmark = [pytest.mark.kafka, pytest.mark.prometheus]
 
 CLOCK = 1 / 30  # rules.yml durations on the test's clock
-ANOMALY_ROWS = (4300, 4680)  # machine-1-2: its labelled anomaly starts at row 4629; the replay stops inside it
+ANOMALY_ROWS = replay_slice(200, lead=170)  # the anomaly and 30 rows after it (the alert stays open: no cooldown)
 FLOOD_RATE = 4000  # records/s, well over what the slowed daemon scores (about 1,500/s on the CI machine)
 FLOOD_ENTITY = "flood-host"
 SLOW_DAEMON = ("scoring.stride=1", "scoring.max_batch=1", "scoring.overlap=false", "kafka.max_poll_records=1",
@@ -84,7 +85,7 @@ def flood(bootstrap: str, topic: str, rows, stop: threading.Event) -> None:
     producer.close()
 
 
-def test_each_alert_goes_pending_then_firing_against_a_real_daemon(broker, tiny_bundle, smd_root, names, tmp_path,
+def test_each_alert_goes_pending_then_firing_against_a_real_daemon(broker, tiny_bundle, names, tmp_path,
                                                                   prometheus_binary):  # noqa: F811
     rules = tmp_path / "rules.yml"
     rules.write_text(yaml.safe_dump(scaled_rules(CLOCK)))
@@ -97,13 +98,13 @@ def test_each_alert_goes_pending_then_firing_against_a_real_daemon(broker, tiny_
     try:
         daemon.wait_ready()
         producer = make_producer(cfg, broker.bootstrap)
-        for i, values in enumerate(smd_rows(smd_root, TINY_ENTITY, "test", *ANOMALY_ROWS)):
+        for i, values in enumerate(split_rows(*ANOMALY_ROWS)):
             producer.produce(names["metrics"], TINY_ENTITY.encode(), record(TINY_ENTITY, ANOMALY_ROWS[0] + i, values))
         producer.flush()
         producer.close()
         wait_until(lambda: daemon.value("streamdet_entity_anomalous", entity=TINY_ENTITY) == 1, 60,
                    f"the daemon to fire for {TINY_ENTITY}")
-        normal = smd_rows(smd_root, TINY_ENTITY, "train", 0, 2000)
+        normal = series().train[:2000]
         sender = threading.Thread(target=flood, args=(broker.bootstrap, names["metrics"], normal, stop_flood),
                                   daemon=True)
         sender.start()
