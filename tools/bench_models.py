@@ -5,10 +5,16 @@
     python tools/bench_models.py --quick               # tiny presets, 300 windows (seconds; used to smoke-test)
     python tools/bench_models.py --models usad,tranad --threads 2
     python tools/bench_models.py --quick --entity synthetic-0 --set data.dataset=synthetic   # no download needed
+    python tools/bench_models.py --formats             # scoring windows/s per bundle format (see below)
 
 Prints one markdown table (the one in docs/models.md). Training time is one epoch over `--windows` windows of
 length `--window` (batch 128, AdamW), the way `streamdet train` runs it; scoring is windows/s of the exported
 TorchScript bundle at batch 64 on the CPU, median of `--repeats` timed calls after warm-up.
+
+`--formats` prints another table instead (the one in docs/models.md, "Bundle formats"): per model and batch size
+1/16/64/256, scoring windows/s of the TorchScript bundle, the torch.export bundle as loaded (`scoring.compile: none`)
+and the same bundle compiled for this CPU with AOTInductor (`scoring.compile: aoti`), and the compile time. Weights
+are untrained (speed does not depend on them); each cell is the median of `--repeats` timings of at least 0.2 s.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from streamdet.bundle import export_bundle  # noqa: E402
+from streamdet.bundle import export_bundle, load_bundle  # noqa: E402
+from streamdet.bundle.serving import prepare  # noqa: E402
 from streamdet.config import load_config  # noqa: E402
 from streamdet.data import load_series, sliding_windows  # noqa: E402
 from streamdet.models import registry  # noqa: E402
@@ -55,6 +62,54 @@ def measure(name: str, windows: np.ndarray, cfg, preset: str, batch: int, repeat
         "windows_s": batch / float(np.median(timings)), "trainable": model.trainable}
 
 
+def windows_per_second(module, x: torch.Tensor, repeats: int) -> float:
+    """Median windows/s of `module(x)` over `repeats` timings of at least 0.2 s each, after two warm-up calls."""
+    rates = []
+    with torch.inference_mode():
+        module(x)
+        module(x)
+        for _ in range(repeats):
+            calls, started = 0, time.perf_counter()
+            while calls == 0 or time.perf_counter() - started < 0.2:
+                module(x)
+                calls += 1
+            rates.append(len(x) * calls / (time.perf_counter() - started))
+    return float(np.median(rates))
+
+
+def measure_formats(name: str, windows: np.ndarray, preset: str, batches: list[int], repeats: int,
+                    tmp: Path) -> tuple[dict, float]:
+    """{batch: (torchscript, export, aoti) windows/s}, compile seconds (0 when it fell back)."""
+    torch.manual_seed(0)
+    L, C = windows.shape[1:]
+    model = registry.build(name, C, L, preset)
+    model.prepare(torch.from_numpy(windows[:256]))  # fitted models need their statistics; trained weights don't
+    model.eval()
+    common = dict(channels=[f"c{i}" for i in range(C)], mean=np.zeros(C), std=np.ones(C),
+                  calibration={"n": 1, "sample": [1.0]}, training={}, config={"preset": preset})
+    scripted = export_bundle(model, tmp / f"{name}.pt", **common)
+    exported = export_bundle(model, tmp / f"{name}.pt2", bundle_format="export", **common)
+    compiled = prepare(load_bundle(exported.path), "aoti", tmp / "aoti")
+    seconds = compiled.serving["seconds"] if compiled.serving["compile"] == "aoti" else 0.0
+    rows = {}
+    for batch in batches:
+        x = torch.from_numpy(np.ascontiguousarray(windows[np.arange(batch) % len(windows)]))
+        rows[batch] = tuple(windows_per_second(b.module, x, repeats) for b in (scripted, exported, compiled))
+    return rows, seconds
+
+
+def formats_table(names: list[str], windows: np.ndarray, preset: str, repeats: int) -> None:
+    print("| model | batch | TorchScript | exported | AOTInductor | AOTI / TorchScript | compile |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            rows, seconds = measure_formats(name, windows, preset, [1, 16, 64, 256], repeats, Path(tmp))
+            for batch, (ts, ep, ao) in rows.items():
+                compile_s = f"{seconds:.0f} s" if batch == 1 else ""
+                print(f"| {name} | {batch} | {ts:,.0f} | {ep:,.0f} | {ao:,.0f} | {ao / ts:.2f}x | {compile_s} |",
+                      flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", help="comma-separated registry names (default: all)")
@@ -65,6 +120,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="tiny presets, 300 windows of 32 steps")
     parser.add_argument("--set", action="append", default=[], help="extra config override KEY=VALUE (repeatable)")
+    parser.add_argument("--formats", action="store_true", help="scoring windows/s per bundle format instead")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     preset = "tiny" if args.quick else "default"
@@ -75,6 +131,11 @@ def main(argv=None) -> int:
     all_windows = sliding_windows(x, window, 1)
     windows = np.ascontiguousarray(all_windows[np.linspace(0, len(all_windows) - 1, n_windows).astype(int)])
     names = args.models.split(",") if args.models else registry.names()
+    if args.formats:
+        print(f"# {args.entity}: windows of {window} x {windows.shape[2]}, {preset} presets, untrained weights, "
+              f"{args.threads} thread(s), torch {torch.__version__}, windows/s")
+        formats_table(names, windows, preset, args.repeats)
+        return 0
     print(f"# {args.entity}: {n_windows} windows of {window} x {windows.shape[2]}, {preset} presets, "
           f"{args.threads} thread(s), torch {torch.__version__}")
     print("| model | parameters | training s/epoch | scoring windows/s (batch 64) |")

@@ -30,7 +30,8 @@ def record(entity: str, row: int, values: np.ndarray) -> bytes:
 class DaemonProcess:
     """`python -m streamdet run` against the session broker, with JSON logs in a file and a metrics port."""
 
-    def __init__(self, bundle: Path, bootstrap: str, names: dict, log_path: Path, extra: tuple[str, ...] = ()):
+    def __init__(self, bundle: Path, bootstrap: str, names: dict, log_path: Path, extra: tuple[str, ...] = (),
+                 env: Optional[dict] = None):
         self.port = free_port()
         self.log_path = log_path
         overrides = tiny_overrides(bundle) + [
@@ -43,7 +44,7 @@ class DaemonProcess:
         cmd = [sys.executable, "-m", "streamdet", "run", "--config", str(SMD_CONFIG)]
         for item in overrides:
             cmd += ["--set", item]
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(env or {}))
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 

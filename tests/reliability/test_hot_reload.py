@@ -19,12 +19,13 @@ from .helpers import produce, scenario_records
 pytestmark = pytest.mark.kafka
 
 
-def sibling_bundle(original, path, window=TINY_WINDOW):
+def sibling_bundle(original, path, window=TINY_WINDOW, bundle_format="torchscript", seed=123):
     """A different model (fresh weights) with the same channels and normalisation as the running one."""
-    torch.manual_seed(123)
+    torch.manual_seed(seed)
     model = registry.build("lstm_ae", len(original.channels), window, "tiny")
     return export_bundle(model, path, channels=original.channels, mean=original.mean, std=original.std,
-                         calibration=original.calibration, training={}, config={"preset": "tiny"})
+                         calibration=original.calibration, training={}, config={"preset": "tiny"},
+                         bundle_format=bundle_format)
 
 
 def model_sha(daemon) -> str:
@@ -38,12 +39,17 @@ def reloads(daemon, result: str) -> float:
     return daemon.value("streamdet_model_reloads_total", result=result)
 
 
-def test_replaced_bundle_is_served_and_bad_ones_are_refused(broker, tiny_bundle, names, tmp_path):
+@pytest.mark.parametrize("bundle_format", ["torchscript", "export"])
+def test_replaced_bundle_is_served_and_bad_ones_are_refused(broker, tiny_bundle, names, tmp_path, bundle_format):
     live = tmp_path / "live.pt"
     shutil.copy(tiny_bundle, live)
     original = load_bundle(live)
-    new = sibling_bundle(original, tmp_path / "new.pt")
-    other_window = sibling_bundle(original, tmp_path / "other-window.pt", window=TINY_WINDOW * 2)
+    if bundle_format == "export":  # the trained bundle's layout and calibration, as a torch.export bundle
+        original = sibling_bundle(original, live, bundle_format="export", seed=7)
+    new = sibling_bundle(original, tmp_path / "new.pt", bundle_format=bundle_format)
+    assert (original.format, new.format) == (bundle_format, bundle_format)
+    other_window = sibling_bundle(original, tmp_path / "other-window.pt", window=TINY_WINDOW * 2,
+                                  bundle_format=bundle_format)
     records = scenario_records()
     third = len(records) // 3
     daemon = DaemonProcess(live, broker.bootstrap, names, tmp_path / "daemon.log", extra=("kafka.state_topic=''",))
