@@ -1,4 +1,5 @@
-"""Loaders on the real shared benchmark files, the user CSV loader, and sliding windows."""
+"""Loaders on a miniature of the shared layout (always) and on the real benchmark files (when they are there), the
+user CSV loader, and sliding windows."""
 
 from __future__ import annotations
 
@@ -10,10 +11,63 @@ from streamdet.data import label_segments, list_entities, load_series, sliding_w
 from streamdet.errors import DataError
 
 from ..conftest import SMD_CONFIG
+from .mini_layout import ENTITIES, NAB_STEP_S, ROWS, write_layout
 
 
 def cfg_for(dataset: str, *overrides: str):
     return load_config(SMD_CONFIG, [f"data.dataset={dataset}", *overrides])
+
+
+@pytest.fixture
+def mini(tmp_path):
+    """(root, series) of a miniature shared layout: one entity in each of smd/, asd/, nab/."""
+    root = tmp_path / "data"
+    return root, write_layout(root)
+
+
+@pytest.mark.parametrize("dataset", ["smd", "asd"])
+def test_layout_files_load_with_end_exclusive_interpretation(mini, dataset):
+    """SMD's ranges are written end-exclusive and ASD's end-inclusive: both load end-exclusive, equal to the
+    generator's, and cover exactly the labelled rows."""
+    root, series = mini
+    cfg = cfg_for(dataset, f"data.root={root}")
+    assert list_entities(cfg) == [ENTITIES[dataset]]
+    (s,) = load_series(cfg)
+    assert s.entity == ENTITIES[dataset] and s.channels == series.channels and s.test_labels.dtype == np.int8
+    np.testing.assert_allclose(s.train, series.train, atol=1e-6)
+    np.testing.assert_allclose(s.test, series.test, atol=1e-6)
+    np.testing.assert_array_equal(s.test_labels, series.test_labels)
+    assert s.interpretation == series.interpretation and len(s.interpretation) == 3
+    rebuilt = np.zeros(ROWS, np.int8)
+    for start, end, _ in s.interpretation:
+        rebuilt[start:end] = 1
+    np.testing.assert_array_equal(rebuilt, s.test_labels)
+
+
+def test_layout_nab_takes_the_probationary_period_as_train_and_parses_timestamps(mini):
+    root, series = mini
+    (s,) = load_series(cfg_for("nab", f"data.root={root}"), [ENTITIES["nab"]])
+    assert s.test.shape == (ROWS, 1) and len(s.train) == int(ROWS * 0.15) and s.train_labels is None
+    np.testing.assert_array_equal(s.train, s.test[:len(s.train)])
+    np.testing.assert_allclose(s.test[:, 0], series.test[:, 0], atol=1e-6)
+    assert np.all(np.diff(s.test_timestamps) == NAB_STEP_S) and s.test_timestamps[0] == 1404172800.0  # 2014-07-01
+
+
+def test_layout_cached_load_equals_the_parsed_one(mini, private_cache):
+    root, _ = mini
+    cfg = cfg_for("smd", f"data.root={root}")
+    (parsed,) = load_series(cfg)
+    assert len(list(private_cache.glob(f"{ENTITIES['smd']}.*.npz"))) == 2  # train and test
+    (cached,) = load_series(cfg)
+    np.testing.assert_array_equal(cached.train, parsed.train)
+    np.testing.assert_array_equal(cached.test, parsed.test)
+    assert cached.channels == parsed.channels
+
+
+def test_layout_unknown_entity_is_named(mini):
+    root, _ = mini
+    with pytest.raises(DataError, match="machine-9-9"):
+        load_series(cfg_for("smd", f"data.root={root}"), ["machine-9-9"])
 
 
 def test_smd_machine_shapes_labels_and_interpretation(benchmark_data):
@@ -26,15 +80,6 @@ def test_smd_machine_shapes_labels_and_interpretation(benchmark_data):
     start, end, channels = s.interpretation[0]
     assert (start, end, channels) == (4629, 4688, [8, 9, 10, 12, 14, 17])
     assert s.test_labels[start:end].all()
-
-
-def test_cached_load_equals_the_parsed_one(benchmark_data, private_cache):
-    (parsed,) = load_series(cfg_for("smd"), ["machine-1-4"])
-    assert len(list(private_cache.glob("machine-1-4.*.npz"))) == 2  # train and test
-    (cached,) = load_series(cfg_for("smd"), ["machine-1-4"])
-    np.testing.assert_array_equal(cached.train, parsed.train)
-    np.testing.assert_array_equal(cached.test, parsed.test)
-    assert cached.channels == parsed.channels
 
 
 def test_every_smd_and_asd_entity_is_listed(benchmark_data):
@@ -63,11 +108,6 @@ def test_nab_uses_the_probationary_period_as_train_and_parses_timestamps(benchma
 def test_a_missing_root_names_the_path(tmp_path):
     with pytest.raises(DataError, match=str(tmp_path / "smd")):
         load_series(cfg_for("smd", f"data.root={tmp_path}"))
-
-
-def test_an_unknown_entity_is_named(benchmark_data):
-    with pytest.raises(DataError, match="machine-9-9"):
-        load_series(cfg_for("smd"), ["machine-9-9"])
 
 
 def test_user_csv_with_labels_and_a_bad_cell(tmp_path):
