@@ -141,7 +141,7 @@ class BridgeProcess:
         self.log_path = log_path
         overrides = [f"kafka.bootstrap_servers={bootstrap}", f"kafka.alerts_topic={names['alerts']}",
                      "kafka.partitions=2", "kafka.session_timeout_ms=6000", "kafka.heartbeat_interval_ms=1000",
-                     "kafka.client=kafka-python", f"alertmanager.urls=[{','.join(urls)}]",
+                     f"kafka.client={names.get('client', 'kafka-python')}", f"alertmanager.urls=[{','.join(urls)}]",
                      f"alertmanager.group_id={names['group']}-{group}", f"alertmanager.dlq_topic={names['dlq']}",
                      "alertmanager.resend_interval_s=1", "alertmanager.max_backoff_s=1", "alertmanager.timeout_s=2",
                      f"alertmanager.port={self.port}", "alertmanager.grafana_url=http://grafana/d/sd?var-entity={entity}",

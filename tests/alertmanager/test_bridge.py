@@ -37,10 +37,14 @@ def entities(am: Alertmanager) -> set[str]:
     return {a["labels"]["entity"] for a in am.alerts()}
 
 
+def make_topics(bootstrap: str, names: dict) -> dict:
+    ensure_topics(load_config(None, ["kafka.partitions=2"]), [names["alerts"], names["dlq"]], bootstrap)
+    return names
+
+
 @pytest.fixture
 def topics(broker, names):
-    ensure_topics(load_config(None, ["kafka.partitions=2"]), [names["alerts"], names["dlq"]], broker.bootstrap)
-    return names
+    return make_topics(broker.bootstrap, names)
 
 
 def test_outage_restart_and_bridge_restart_end_with_the_open_alerts_of_an_uninterrupted_run(broker, topics,
@@ -104,8 +108,14 @@ def alertmanager(tmp_path):
 
 
 @pytest.fixture
-def bridge(broker, topics, alertmanager, tmp_path):
-    process = BridgeProcess(broker.bootstrap, topics, [alertmanager[0].url], tmp_path / "bridge.log")
+def client_topics(broker, client_names):
+    """`topics` for each Kafka client the bridge can consume with (kafka.client)."""
+    return make_topics(broker.bootstrap, client_names)
+
+
+@pytest.fixture
+def bridge(broker, client_topics, alertmanager, tmp_path):
+    process = BridgeProcess(broker.bootstrap, client_topics, [alertmanager[0].url], tmp_path / "bridge.log")
     yield process
     process.close()
 
@@ -130,8 +140,9 @@ def test_a_silence_suppresses_the_notification_of_a_matching_alert(broker, topic
         bridge.close()
 
 
-def test_malformed_messages_and_refused_alerts_go_to_the_dead_letter_topic(broker, topics, alertmanager, bridge):
-    now = time.time()
+def test_malformed_messages_and_refused_alerts_go_to_the_dead_letter_topic(broker, client_topics, alertmanager,
+                                                                         bridge):
+    now, topics = time.time(), client_topics
     produce(broker.bootstrap, topics["alerts"], [
         ("a", b"not json at all"),
         ("a", b'{"status": "firing", "entity": "a"}'),
