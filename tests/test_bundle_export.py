@@ -116,3 +116,16 @@ def test_a_model_that_cannot_be_exported_is_refused_with_the_reason(tmp_path):
     with pytest.raises(BundleError, match="cannot export DataDependentBranch with torch.export"):
         export(DataDependentBranch(), tmp_path / "x.pt2", "export")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_train_export_format_export_writes_an_exported_bundle_the_pipeline_scores_like_calibration(tmp_path):
+    from streamdet.config import load_config
+    from streamdet.data import load_series
+    from streamdet.train import train_bundle
+    from tests.conftest import SMD_CONFIG
+    from tests.train.test_train import SYNTH, assert_calibration_scores_equal_the_daemons
+
+    cfg = load_config(SMD_CONFIG, SYNTH + ["train.export_format=export"])
+    bundle = train_bundle(cfg, out=str(tmp_path / "b.pt2"), progress=False)
+    assert load_bundle(tmp_path / "b.pt2").format == "export" and bundle.program is not None
+    assert_calibration_scores_equal_the_daemons(cfg, bundle, load_series(cfg)[0])

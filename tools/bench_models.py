@@ -14,7 +14,7 @@ TorchScript bundle at batch 64 on the CPU, median of `--repeats` timed calls aft
 `--formats` prints another table instead (the one in docs/models.md, "Bundle formats"): per model and batch size
 1/16/64/256, scoring windows/s of the TorchScript bundle, the torch.export bundle as loaded (`scoring.compile: none`)
 and the same bundle compiled for this CPU with AOTInductor (`scoring.compile: aoti`), and the compile time. Weights
-are untrained (speed does not depend on them); each cell is the median of `--repeats` timings of at least 0.2 s.
+are untrained (speed does not depend on them); each cell is the median of `--repeats` timings of at least 0.2 s, the three formats taking turns.
 """
 
 from __future__ import annotations
@@ -62,19 +62,22 @@ def measure(name: str, windows: np.ndarray, cfg, preset: str, batch: int, repeat
         "windows_s": batch / float(np.median(timings)), "trainable": model.trainable}
 
 
-def windows_per_second(module, x: torch.Tensor, repeats: int) -> float:
-    """Median windows/s of `module(x)` over `repeats` timings of at least 0.2 s each, after two warm-up calls."""
-    rates = []
+def windows_per_second(modules: list, x: torch.Tensor, repeats: int) -> list[float]:
+    """Median windows/s of each `module(x)` over `repeats` timings of at least 0.2 s, after two warm-up calls; the
+    modules take turns within each repeat, so that a busy spell of the machine slows all of them alike."""
+    rates: list[list[float]] = [[] for _ in modules]
     with torch.inference_mode():
-        module(x)
-        module(x)
+        for module in modules:
+            module(x)
+            module(x)
         for _ in range(repeats):
-            calls, started = 0, time.perf_counter()
-            while calls == 0 or time.perf_counter() - started < 0.2:
-                module(x)
-                calls += 1
-            rates.append(len(x) * calls / (time.perf_counter() - started))
-    return float(np.median(rates))
+            for i, module in enumerate(modules):
+                calls, started = 0, time.perf_counter()
+                while calls == 0 or time.perf_counter() - started < 0.2:
+                    module(x)
+                    calls += 1
+                rates[i].append(len(x) * calls / (time.perf_counter() - started))
+    return [float(np.median(r)) for r in rates]
 
 
 def measure_formats(name: str, windows: np.ndarray, preset: str, batches: list[int], repeats: int,
@@ -94,7 +97,7 @@ def measure_formats(name: str, windows: np.ndarray, preset: str, batches: list[i
     rows = {}
     for batch in batches:
         x = torch.from_numpy(np.ascontiguousarray(windows[np.arange(batch) % len(windows)]))
-        rows[batch] = tuple(windows_per_second(b.module, x, repeats) for b in (scripted, exported, compiled))
+        rows[batch] = tuple(windows_per_second([b.module for b in (scripted, exported, compiled)], x, repeats))
     return rows, seconds
 
 

@@ -19,6 +19,9 @@ One run prints one table:
   (d) p50 / p99 latency from record production to its score, at a paced rate (--rate)
   (e) scoring-only windows/s of the bundle at batch sizes 1, 16, 64, 256
   (f) resident memory per 1,000 entities (windows + thresholds + alert state, window 100 x 38 channels)
+`--formats` prints another table instead: (b) for the default model as a TorchScript bundle, as a torch.export
+bundle (`scoring.compile: none`) and compiled with AOTInductor (`scoring.compile: aoti`; the compile happens before
+/readyz and is not timed), interleaved runs, medians (docs/models.md, "Bundle formats").
 The bundle is trained first with streamdet.train.train_bundle (1 epoch on one SMD machine; not timed).
 """
 
@@ -55,14 +58,14 @@ C = 38
 DEADLINE_S = 600.0
 
 
-def train_small_bundle(config_path: str, path: Path, entity: str):
+def train_small_bundle(config_path: str, path: Path, entity: str, extra: tuple[str, ...] = ()):
     """A real bundle from streamdet.train.train_bundle on one SMD machine, kept short (1 epoch, 512 windows): the
     scoring cost depends on the architecture, not on how long it trained, so the measured rates are those of a fully
     trained model."""
     from streamdet.train import train_bundle
 
     cfg = load_config(config_path, [f"data.entities=[{entity}]", "train.epochs=1", "train.max_windows=512",
-                                    "train.device=cpu", "logging.level=WARNING"])
+                                    "train.device=cpu", "logging.level=WARNING", *extra])
     started = time.perf_counter()
     bundle = train_bundle(cfg, out=str(path), progress=False)
     print(f"trained {bundle.model_name} on SMD {entity} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
@@ -232,6 +235,39 @@ def memory_per_1000_entities(cfg, bundle, entities: int = 2000) -> float:
     return held / entities * 1000
 
 
+FORMATS = {"TorchScript": ("bench.pt", "none"), "exported": ("bench.pt2", "none"),
+           "AOTInductor": ("bench.pt2", "aoti")}  # row -> (bundle file, scoring.compile)
+
+
+def format_rates(args, broker, overrides: list[str], tag: str, tmp: Path) -> dict[str, list[float]]:
+    """(b) per bundle format: records/s of the daemon end to end, `args.repeats` interleaved runs each."""
+    train_small_bundle(args.config, tmp / "bench.pt", args.entity)
+    train_small_bundle(args.config, tmp / "bench.pt2", args.entity, ("train.export_format=export",))
+    rates: dict[str, list[float]] = {row: [] for row in FORMATS}
+    for r in range(args.repeats):
+        for row, (bundle, compile_mode) in FORMATS.items():
+            run = f"{tag}-{r}-{compile_mode}-{bundle.replace('.', '')}"
+            run_cfg = load_config(args.config, overrides + [f"kafka.group_id=bench-{run}",
+                                                            f"kafka.state_topic=state-{run}",
+                                                            f"scoring.compile={compile_mode}",
+                                                            f"scoring.compile_cache={tmp / 'aoti'}"])
+            in_partial = args.entities * (run_cfg.scoring.stride - 1)
+            rates[row].append(run_daemon(run_cfg, tmp / bundle, broker.bootstrap, args.records - in_partial))
+    return rates
+
+
+def print_format_rates(args, cfg, rates: dict[str, list[float]]) -> None:
+    print(f"\n# {args.records:,} records, {args.entities} entities x {C} channels, model {cfg.model.name} (window "
+          f"{cfg.model.window}, stride {cfg.scoring.stride}, batch {cfg.scoring.max_batch}), 1 torch thread, "
+          f"kafka.client {cfg.kafka.client}; median of {args.repeats} interleaved runs (each run in brackets)\n")
+    print("| bundle format | daemon end to end | / TorchScript |")
+    print("|---|---:|---:|")
+    base = float(np.median(rates["TorchScript"]))
+    for row, values in rates.items():
+        each = ", ".join(f"{v:,.0f}" for v in values)
+        print(f"| {row} | {np.median(values):,.0f} records/s ({each}) | {np.median(values) / base:.2f}x |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=600_000)
@@ -242,6 +278,7 @@ def main(argv=None) -> int:
     parser.add_argument("--entity", default="machine-1-2", help="SMD machine the bundle is trained on")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of (a), (a2), (b), (b'): medians")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--formats", action="store_true", help="(b) per bundle format only")
     args = parser.parse_args(argv)
     if args.quick:
         args.records, args.latency_records, args.repeats = 20_000, 4000, 1
@@ -252,6 +289,12 @@ def main(argv=None) -> int:
                      f"kafka.dlq_topic=bench-dlq-{tag}", "metrics.port=0", "logging.level=WARNING",
                      "kafka.session_timeout_ms=6000"]
         cfg = load_config(args.config, overrides + [f"kafka.group_id=bench-{tag}"])
+        if args.formats:
+            ensure_topics(cfg, [cfg.kafka.metrics_topic], broker.bootstrap)
+            rows, _ = test_rows(args.config, args.entity)
+            produce(cfg, broker.bootstrap, cfg.kafka.metrics_topic, records(args.records, args.entities, 1.7e9, rows))
+            print_format_rates(args, cfg, format_rates(args, broker, overrides, tag, Path(tmp)))
+            return 0
         bundle = train_small_bundle(args.config, Path(tmp) / "bench.pt", args.entity)
         k = cfg.kafka
         ensure_topics(cfg, [k.metrics_topic, k.alerts_topic, k.dlq_topic], broker.bootstrap)

@@ -17,6 +17,7 @@ import logging
 import os
 import platform
 import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -110,7 +111,7 @@ class PackageCache:
     def staging(self, key: str) -> Path:
         """Where a new package is compiled before it is verified and committed (same folder: atomic rename)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        return self.folder / f".{key}.{os.getpid()}.tmp{PACKAGE_SUFFIX}"
+        return self.folder / f".{key}.{uuid.uuid4().hex[:12]}.tmp{PACKAGE_SUFFIX}"  # pods may share pids
 
     def commit(self, key: str, staged: Path, info: dict) -> Path:
         """Move a verified package into place, stamp first so that a reader never trusts a half-written pair."""
