@@ -99,6 +99,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                           progress=not args.no_progress, series=series, source=source)
     print(f"bundle written: {bundle.path} (model {bundle.model_name}, window {bundle.window}, "
           f"{len(bundle.channels)} channels, sha256 {bundle.sha256[:12]})")
+    selection = bundle.meta["training"].get("selection")
+    if selection:  # model.name auto: the validation ranking that made the choice
+        print(f"auto chose {selection['chosen']!r} by {selection['metric']}:")
+        for e in selection["ranking"]:
+            print(f"  {e['candidate']:<40} " + (f"vus_pr {e['vus_pr']:.3f}" if "vus_pr" in e else f"failed: {e['error']}"))
     return 0
 
 
