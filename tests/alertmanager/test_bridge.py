@@ -33,6 +33,18 @@ def produce(bootstrap: str, topic: str, messages: list[tuple[str, bytes]]) -> No
     producer.close()
 
 
+def committed(bootstrap: str, group: str) -> int:
+    """Records of the alerts topic the group has committed (the sum of its committed offsets)."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        return sum(meta.offset for meta in admin.list_group_offsets(group).get(group, {}).values()
+                   if meta.offset > 0)
+    finally:
+        admin.close()
+
+
 def entities(am: Alertmanager) -> set[str]:
     return {a["labels"]["entity"] for a in am.alerts()}
 
@@ -72,13 +84,16 @@ def test_outage_restart_and_bridge_restart_end_with_the_open_alerts_of_an_uninte
         produce(broker.bootstrap, topics["alerts"], [("x", alert_message("x", "resolved", now - 60, now - 10)),
                                                      ("z", alert_message("z", "firing", now - 5, now - 2))])
         wait_until(lambda: entities(reference) == {"y", "z"}, 30, "x resolved and z open in the reference")
+        wait_until(lambda: committed(broker.bootstrap, f"{topics['group']}-ref") == 4, 30, "the reference's commit")
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped_at)))  # the outage lasts OUTAGE_S, by design
         assert bridge.readyz() == 503 and bridge.proc.poll() is None
+        assert committed(broker.bootstrap, f"{topics['group']}-bridge") == 2  # nothing accepted, nothing committed
         interrupted.start()  # empty: Alertmanager keeps no alerts across restarts
         wait_until(lambda: interrupted.open_set() == reference.open_set(), 30,
                    "the interrupted Alertmanager to hold the reference's open alerts")
         assert entities(interrupted) == {"y", "z"}
         bridge.wait_ready()
+        wait_until(lambda: committed(broker.bootstrap, f"{topics['group']}-bridge") == 4, 30, "the bridge's commit")
 
         # the bridge restarts too: everything is committed, so it must re-learn y and z from the topic
         assert bridge.terminate() == 0
