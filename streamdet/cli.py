@@ -174,10 +174,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_alertmanager(args: argparse.Namespace) -> int:
-    from .alertmanager.bridge import Bridge
+    from .alertmanager.main import run_bridge
 
-    cfg = _load(args)
-    return Bridge(cfg).run()
+    return run_bridge(_load(args))
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:

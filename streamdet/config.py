@@ -203,7 +203,7 @@ class AlertmanagerConfig:
     resend_interval_s: float = _range(0.1, 86_400, default=60.0)  # open alerts are re-posted this often
     max_backoff_s: float = _range(0.1, 3600, default=30.0)  # cap of the retry delay while Alertmanager is down
     labels: dict = field(default_factory=dict)  # added to every alert, e.g. {team: sre, env: prod}
-    severity: dict = field(default_factory=lambda: {"critical": 3.0, "warning": 1.5, "info": 0.0})  # min score/threshold
+    severity: dict = field(default_factory=lambda: {"critical": 3.0, "warning": 1.5, "info": 0.0})  # min ratio
     grafana_url: str = ""  # generatorURL template, e.g. https://grafana/d/streamdet?var-entity={entity}
     host: str = "127.0.0.1"  # the bridge's /metrics, /healthz, /readyz
     port: int = _range(0, 65535, default=9109)

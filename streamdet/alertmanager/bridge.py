@@ -18,19 +18,17 @@ poll -> translate (translate.py) -> POST the batch to every Alertmanager -> dead
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import signal
 import threading
 import time
 from contextlib import ExitStack
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Optional
 
 from ..daemon import dead_letter
-from ..io.alertmanager import AlertmanagerClient, PostResult
-from ..io.kafka import (Partition, StreamClient, accepts_connections, ensure_topics, is_outage, make_client,
-                        read_partitions, resolve_bootstrap)
-from ..io.metrics import BridgeMetrics
+from ..io.alertmanager import PostResult
+from ..io.kafka import Partition, StreamClient
 from ..outage import Backoff
 from .openalerts import OpenAlerts
 from .translate import MalformedAlert, parse, to_alertmanager
@@ -44,25 +42,27 @@ class Stopped(Exception):
     """stop() was called while a post was being retried: exit without committing (the batch is redelivered)."""
 
 
-def bridge_config(cfg):
-    """cfg with the Kafka group and client id of the bridge (its own consumer group on the alerts topic)."""
-    kafka = dataclasses.replace(cfg.kafka, group_id=cfg.alertmanager.group_id,
-                                client_id=f"{cfg.kafka.client_id}-alertmanager")
-    return dataclasses.replace(cfg, kafka=kafka)
+@dataclass
+class BridgePorts:
+    """What the bridge needs from the outside, wired by main.py (the bridge's entry point) and by tests."""
+
+    connect: Callable[[], StreamClient]  # topics made, a client in the bridge's group; raises while the broker is down
+    history: Callable[[list[int]], Iterable[tuple[int, bytes]]]  # (partition, value) from the beginning to the end
+    alertmanager: Any  # io.alertmanager.AlertmanagerClient: post(alerts), probe(), urls
+    metrics: Any  # io.metrics.BridgeMetrics
+    is_outage: Callable[[BaseException], bool]  # "the broker is not answering": retried
 
 
 class Bridge:
-    """`Bridge(cfg).run()` -> exit code; `stop()` (or SIGTERM/SIGINT in the main thread) ends it cleanly."""
+    """`Bridge(cfg, ports).run()` -> exit code; `stop()` (or SIGTERM/SIGINT in the main thread) ends it cleanly.
+    `cfg` is the bridge's config (main.bridge_config: its own consumer group)."""
 
-    def __init__(self, cfg, *, bootstrap: Optional[str] = None,
-                 client_factory: Callable[..., StreamClient] = make_client,
-                 alertmanager: Optional[AlertmanagerClient] = None):
-        self.cfg = bridge_config(cfg)
+    def __init__(self, cfg, ports: BridgePorts):
+        self.cfg = cfg
         self.am_cfg = cfg.alertmanager
-        self.alertmanager = alertmanager or AlertmanagerClient(self.am_cfg, resolve=cfg.path)
-        self.bootstrap = resolve_bootstrap(cfg, bootstrap)
-        self.client_factory = client_factory
-        self.metrics = BridgeMetrics(self.am_cfg.host, self.am_cfg.port)
+        self.ports = ports
+        self.alertmanager = ports.alertmanager
+        self.metrics = ports.metrics
         self.open = OpenAlerts(self.am_cfg)
         self.backoff = Backoff(cap_s=self.am_cfg.max_backoff_s)
         self.client: Optional[StreamClient] = None
@@ -98,17 +98,13 @@ class Bridge:
 
     def _connect(self, stack: ExitStack) -> None:
         """Topics, client and subscription, retried with capped back-off while the broker is unreachable."""
-        k = self.cfg.kafka
         backoff = Backoff(cap_s=self.am_cfg.max_backoff_s)
         while not self._stop.is_set():
             try:
-                if not accepts_connections(self.bootstrap):
-                    raise ConnectionError(f"no broker accepts connections at {self.bootstrap}")
-                ensure_topics(self.cfg, [k.alerts_topic, self.am_cfg.dlq_topic], self.bootstrap)
-                self.client = self.client_factory(self.cfg, self.bootstrap)
+                self.client = self.ports.connect()
                 break
             except Exception as exc:
-                if not is_outage(exc):
+                if not self.ports.is_outage(exc):
                     raise
                 log.warning("broker unreachable at start-up (%s); retrying", exc)
                 backoff.failed()
@@ -118,9 +114,10 @@ class Bridge:
             return
         stack.callback(self.client.close)
         self.metrics.set_state(broker=True)
+        k = self.cfg.kafka
         self.client.subscribe([k.alerts_topic], self._on_assign, self._on_revoke)
-        log.info("alertmanager bridge started bootstrap=%s topic=%s group=%s alertmanagers=%s", self.bootstrap,
-                 k.alerts_topic, k.group_id, ",".join(self.alertmanager.urls))
+        log.info("alertmanager bridge started topic=%s group=%s alertmanagers=%s", k.alerts_topic, k.group_id,
+                 ",".join(self.alertmanager.urls))
 
     # --- the loop -------------------------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -129,7 +126,7 @@ class Bridge:
             try:
                 items = self.client.poll(k.poll_timeout_ms, k.max_poll_records)
             except Exception as exc:
-                if not is_outage(exc):
+                if not self.ports.is_outage(exc):
                     raise
                 self._broker_outage(exc)
                 continue
@@ -240,7 +237,7 @@ class Bridge:
                 self.client.commit(offsets)
                 self._committed.update(offsets)
         except Exception as exc:
-            if not is_outage(exc):
+            if not self.ports.is_outage(exc):
                 raise
             self._broker_outage(exc)
             return
@@ -252,7 +249,7 @@ class Bridge:
         numbers = sorted(p for _, p in partitions)
         try:
             events = 0
-            for partition, raw in read_partitions(self.cfg, self.cfg.kafka.alerts_topic, numbers, self.bootstrap):
+            for partition, raw in self.ports.history(numbers):
                 try:
                     self.open.apply(parse(raw), partition)
                     events += 1

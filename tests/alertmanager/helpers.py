@@ -144,7 +144,8 @@ class BridgeProcess:
                      f"kafka.client={names.get('client', 'kafka-python')}", f"alertmanager.urls=[{','.join(urls)}]",
                      f"alertmanager.group_id={names['group']}-{group}", f"alertmanager.dlq_topic={names['dlq']}",
                      "alertmanager.resend_interval_s=1", "alertmanager.max_backoff_s=1", "alertmanager.timeout_s=2",
-                     f"alertmanager.port={self.port}", "alertmanager.grafana_url=http://grafana/d/sd?var-entity={entity}",
+                     f"alertmanager.port={self.port}",
+                     "alertmanager.grafana_url=http://grafana/d/sd?var-entity={entity}",
                      "alertmanager.labels={team: sre}", "logging.format=json", *extra]
         cmd = [sys.executable, "-m", "streamdet", "alertmanager", "--config", str(REPO / "config" / "smd.yaml")]
         for item in overrides:

@@ -1,5 +1,6 @@
-"""End to end: a labelled anomaly (the synthetic fixture entity's spike, tests/fixture_data.py) replayed through a real daemon reaches a real Alertmanager through the bridge, with the
-labels and annotations the person paged needs, and disappears when the daemon resolves it."""
+"""End to end: a labelled anomaly (the synthetic fixture entity's spike, tests/fixture_data.py) replayed through a
+real daemon reaches a real Alertmanager through the bridge, with the labels and annotations the person paged needs,
+and disappears when the daemon resolves it."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def test_a_replayed_anomaly_fires_in_alertmanager_and_resolves(broker, tiny_bund
     ensure_topics(cfg, [names["metrics"], names["alerts"], names["dlq"]], broker.bootstrap)
     hook = Webhook()
     am = Alertmanager(tmp_path, hook.url)
-    daemon = DaemonProcess(tiny_bundle, broker.bootstrap, names, tmp_path / "daemon.log", extra=("scoring.stride=1", "alerting.min_consecutive=1", "alerting.cooldown=60"))
+    daemon = DaemonProcess(tiny_bundle, broker.bootstrap, names, tmp_path / "daemon.log",
+                           extra=("scoring.stride=1", "alerting.min_consecutive=1", "alerting.cooldown=60"))
     bridge = BridgeProcess(broker.bootstrap, names, [am.url], tmp_path / "bridge.log")
     try:
         daemon.wait_ready()
