@@ -109,12 +109,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _topic_series(cfg, args: argparse.Namespace):
     """--from-topic: the history's rows per entity, and what was chosen on the way (logged, kept in the bundle)."""
-    from .data.topic import parse_duration, read_history, rows_from_history
+    from .data.topic import parse_duration, rows_from_history
+    from .io.history import read_history
 
     if cfg.kafka.bootstrap_servers == "embedded":
         raise StreamdetError("--from-topic needs kafka.bootstrap_servers to name the brokers that hold the history")
     since = parse_duration(args.since) if args.since else None
-    got = rows_from_history(cfg, read_history(cfg, cfg.kafka.bootstrap_servers, since, args.limit))
+    got = rows_from_history(cfg, read_history(cfg.kafka, since, args.limit))
     log.info("from topic %s: %d messages, %d entities, %d channels; left out: %d on too few entities %s, "
              "%d constant %s; rows dropped for missing channels: %d; rejected: %s; too short: %s",
              cfg.kafka.metrics_topic, got.messages, len(got.series), len(got.channels), len(got.rare), got.rare,
@@ -140,15 +141,35 @@ def _train_per_entity(cfg, args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .daemon import Daemon
+    from .serve.daemon import Daemon
 
     cfg = _load(args)
     return Daemon(cfg, bundle_path=_cli_path(args.bundle)).run()
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    from .replay import replay_to_kafka
+def replay_to_kafka(cfg, split: str = "test", entities: Optional[list[str]] = None, rate: float = 0.0,
+                    limit: int = 0):
+    """Load the configured dataset's `split` and produce it into kafka.metrics_topic (the files' timestamps where
+    they have them) -> replay.ReplayReport."""
+    from .data import load_series
+    from .io.producer import Producer
+    from .replay import replay
 
+    series = load_series(cfg, entities)
+    arrays = {s.entity: (s.test if split == "test" else s.train) for s in series}
+    times = {s.entity: t for s in series
+             if (t := s.test_timestamps if split == "test" else s.train_timestamps) is not None}
+    producer = Producer(cfg.kafka)
+    try:
+        report = replay(arrays, lambda key, value: producer.produce(cfg.kafka.metrics_topic, key, value), rate,
+                        limit, timestamps=times)
+        producer.flush()
+    finally:
+        producer.close()
+    return report
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
     cfg = _load(args)
     report = replay_to_kafka(cfg, split=args.split, entities=_entities(args.entities), rate=args.rate,
                              limit=args.limit)
@@ -167,7 +188,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .serve.demo import run_demo
 
     cfg = _load(args)
     return run_demo(cfg, limit=args.limit)
@@ -181,10 +202,10 @@ def cmd_alertmanager(args: argparse.Namespace) -> int:
 
 def cmd_alerts(args: argparse.Namespace) -> int:
     from .alertmanager.table import tail
-    from .io.kafka import TopicTail, resolve_bootstrap
+    from .io.readers import TopicTail
 
     cfg = _load(args)
-    with TopicTail(cfg, cfg.kafka.alerts_topic, resolve_bootstrap(cfg)) as topic:
+    with TopicTail(cfg.kafka, cfg.kafka.alerts_topic) as topic:
         tail(topic.poll, sys.stdout, limit=args.limit, idle_s=args.idle)
     return 0
 

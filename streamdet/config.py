@@ -59,6 +59,10 @@ class KafkaConfig:
     commit_interval_ms: int = _range(10, 600_000, default=5000)
     security: SecurityConfig = field(default_factory=SecurityConfig)
 
+    def at(self, bootstrap: Optional[str]) -> "KafkaConfig":
+        """This section pointed at `bootstrap` (a running broker; e.g. the embedded one), or unchanged for None."""
+        return self if not bootstrap else dataclasses.replace(self, bootstrap_servers=bootstrap)
+
 
 @dataclass(frozen=True)
 class DataConfig:

@@ -8,15 +8,12 @@ can be mapped back to dataset rows.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 import numpy as np
 import orjson
-
-log = logging.getLogger(__name__)
 
 
 def encode_record(entity: str, ts: float, values: np.ndarray) -> bytes:
@@ -72,25 +69,4 @@ def replay(arrays: dict[str, np.ndarray], send: Callable[[bytes, bytes], None], 
     report.records = sum(len(s) for s in stamps.values())
     report.timestamps = {e: np.asarray(s) for e, s in stamps.items()}
     report.seconds = clock() - start
-    return report
-
-
-def replay_to_kafka(cfg, split: str = "test", entities: Optional[list[str]] = None, rate: float = 0.0,
-                    limit: int = 0, bootstrap: Optional[str] = None) -> ReplayReport:
-    """Load the configured dataset's `split` and produce it into cfg.kafka.metrics_topic."""
-    from .data import load_series
-    from .io.kafka import make_producer
-
-    series = load_series(cfg, entities)
-    arrays = {s.entity: (s.test if split == "test" else s.train) for s in series}
-    times = {s.entity: t for s in series
-             if (t := s.test_timestamps if split == "test" else s.train_timestamps) is not None}
-    producer = make_producer(cfg, bootstrap=bootstrap)
-    try:
-        report = replay(arrays, lambda k, v: producer.produce(cfg.kafka.metrics_topic, k, v), rate, limit,
-                        timestamps=times)
-        producer.flush()
-    finally:
-        producer.close()
-    log.info("replay done records=%d entities=%d seconds=%.1f", report.records, len(arrays), report.seconds)
     return report

@@ -46,13 +46,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from streamdet.config import load_config  # noqa: E402
-from streamdet.daemon import Daemon  # noqa: E402
 from streamdet.io.broker import EmbeddedBroker  # noqa: E402
+from streamdet.io.admin import ensure_topics  # noqa: E402
 from streamdet.io.confluent import librdkafka_options  # noqa: E402
-from streamdet.io.kafka import ensure_topics, make_producer  # noqa: E402
+from streamdet.io.producer import Producer  # noqa: E402
 from streamdet.pipeline.engine import Pipeline  # noqa: E402
 from streamdet.pipeline.scorer import Scorer  # noqa: E402
 from streamdet.replay import encode_record  # noqa: E402
+from streamdet.types import Source  # noqa: E402
 
 C = 38
 DEADLINE_S = 600.0
@@ -95,7 +96,7 @@ def records(n: int, entities: int, ts0: float, rows: np.ndarray) -> list[tuple[b
 
 
 def produce(cfg, bootstrap: str, topic: str, batch: list[tuple[bytes, bytes]], rate: float = 0.0) -> None:
-    producer = make_producer(cfg, bootstrap)
+    producer = Producer(cfg.kafka.at(bootstrap))
     started = time.perf_counter()
     for i, (key, value) in enumerate(batch):
         if rate:
@@ -141,7 +142,7 @@ def confluent_ceiling(cfg, bootstrap: str, topic: str, n: int) -> float:
     daemon's librdkafka options (io/confluent.py), in a group of its own."""
     from confluent_kafka import Consumer
 
-    consumer = Consumer({**librdkafka_options(cfg, bootstrap), "group.id": f"raw-{uuid.uuid4().hex[:6]}"})
+    consumer = Consumer({**librdkafka_options(cfg.kafka.at(bootstrap)), "group.id": f"raw-{uuid.uuid4().hex[:6]}"})
     started: list[float] = []
     consumer.subscribe([topic], on_assign=lambda _c, _p: started.append(time.perf_counter()))
     seen = 0
@@ -172,11 +173,11 @@ def run_daemon(cfg, bundle_path: Path, bootstrap: str, until_scored: int, latenc
     if when_ready is not None:  # latency run: produce only once the group has joined
         when_ready()
     while time.monotonic() < deadline and thread.is_alive():
-        if daemon.metrics.total(daemon.metrics.scored) >= until_scored:
+        if daemon.metrics.scored_total() >= until_scored:
             break
         time.sleep(0.005)
     ended = time.perf_counter()
-    scored = daemon.metrics.total(daemon.metrics.scored)
+    scored = daemon.metrics.scored_total()
     daemon.stop()
     thread.join(30)
     if not scored:
@@ -188,7 +189,7 @@ def pipeline_only(cfg, bundle, batch: list[tuple[bytes, bytes]]) -> tuple[float,
     """Records/s of engine.Pipeline alone (decode -> alerts, in process, no Kafka) and the share of that time spent
     in model inference: what bounds (b) besides the consumer."""
     pipeline = Pipeline(cfg, bundle)
-    items = [(value, ("bench", 0, i, 0)) for i, (_key, value) in enumerate(batch)]
+    items = [(value, Source("bench", 0, i, 0)) for i, (_key, value) in enumerate(batch)]
     chunk = cfg.kafka.max_poll_records
     inference = 0.0
     started = time.perf_counter()
@@ -297,7 +298,7 @@ def main(argv=None) -> int:
             return 0
         bundle = train_small_bundle(args.config, Path(tmp) / "bench.pt", args.entity)
         k = cfg.kafka
-        ensure_topics(cfg, [k.metrics_topic, k.alerts_topic, k.dlq_topic], broker.bootstrap)
+        ensure_topics(k.at(broker.bootstrap), [k.metrics_topic, k.alerts_topic, k.dlq_topic])
         print(f"producing {args.records:,} records ({args.entities} entities x {C} channels) ...", file=sys.stderr)
         rows, source = test_rows(args.config, args.entity)
         stream = records(args.records, args.entities, 1.7e9, rows)
@@ -322,7 +323,7 @@ def main(argv=None) -> int:
         lat_cfg = load_config(args.config, [f"kafka.metrics_topic=lat-{tag}", f"kafka.alerts_topic=bench-alerts-{tag}",
                                             f"kafka.dlq_topic=bench-dlq-{tag}", f"kafka.group_id=lat-{tag}",
                                             "metrics.port=0", "logging.level=WARNING"])
-        ensure_topics(lat_cfg, [f"lat-{tag}"], broker.bootstrap)
+        ensure_topics(lat_cfg.kafka.at(broker.bootstrap), [f"lat-{tag}"])
         n_lat = args.latency_records
         sender = threading.Thread(target=produce, args=(lat_cfg, broker.bootstrap, f"lat-{tag}",
                                                         records(n_lat, args.entities, 0.0, rows), args.rate))

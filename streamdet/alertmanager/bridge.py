@@ -26,10 +26,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
-from ..daemon import dead_letter
 from ..io.alertmanager import PostResult
-from ..io.kafka import Partition, StreamClient
-from ..outage import Backoff
+from ..io.client import StreamClient
+from ..serve.backoff import Backoff
+from ..serve.delivery import dead_letter
+from ..types import Partition, Reject
 from .openalerts import OpenAlerts
 from .translate import MalformedAlert, parse, to_alertmanager
 
@@ -224,7 +225,7 @@ class Bridge:
     def _dead_letter(self, raw: bytes, source: tuple, reason: str, detail: str) -> None:
         log.warning("alert message dead-lettered reason=%s detail=%s", reason, detail[:200])
         self.metrics.dead_letters.labels(reason).inc()
-        self.client.produce(self.am_cfg.dlq_topic, None, dead_letter(raw, source, reason, detail))
+        self.client.produce(self.am_cfg.dlq_topic, None, dead_letter(Reject(raw, source, reason, detail)))
 
     def _commit(self) -> None:
         """Dead letters acknowledged, then the offsets of everything delivered (all of it: _deliver returned)."""

@@ -6,7 +6,10 @@ from __future__ import annotations
 import dataclasses
 
 from ..io.alertmanager import AlertmanagerClient
-from ..io.kafka import accepts_connections, ensure_topics, is_outage, make_client, read_partitions, resolve_bootstrap
+from ..io.admin import ensure_topics
+from ..io.connection import accepts_connections, bootstrap_of, is_outage
+from ..io.factory import make_client
+from ..io.readers import read_partitions
 from ..io.metrics import BridgeMetrics
 from .bridge import Bridge, BridgePorts
 
@@ -22,17 +25,17 @@ def make_bridge(cfg) -> Bridge:
     """A Bridge on the configured broker and Alertmanagers; ConfigError (exit 2) for a bad URL, secret or broker."""
     alertmanager = AlertmanagerClient(cfg.alertmanager, resolve=cfg.path)
     cfg = bridge_config(cfg)
-    bootstrap = resolve_bootstrap(cfg)
     k = cfg.kafka
+    bootstrap = bootstrap_of(k)
 
     def connect():
         if not accepts_connections(bootstrap):
             raise ConnectionError(f"no broker accepts connections at {bootstrap}")
-        ensure_topics(cfg, [k.alerts_topic, cfg.alertmanager.dlq_topic], bootstrap)
-        return make_client(cfg, bootstrap)
+        ensure_topics(k, [k.alerts_topic, cfg.alertmanager.dlq_topic])
+        return make_client(k)
 
     def history(partitions: list[int]):
-        return read_partitions(cfg, k.alerts_topic, partitions, bootstrap)
+        return read_partitions(k, k.alerts_topic, partitions)
 
     metrics = BridgeMetrics(cfg.alertmanager.host, cfg.alertmanager.port)
     return Bridge(cfg, BridgePorts(connect=connect, history=history, alertmanager=alertmanager, metrics=metrics,

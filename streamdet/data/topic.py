@@ -1,7 +1,7 @@
 """Training data from the metrics topic's history (`streamdet train --from-topic [--since DURATION]`).
 
-The history an operator has is the stream itself, in whatever format the agents write. This module reads the topic
-from the start (or from `--since` ago) up to the end offsets it saw when it started, decodes every message with the
+The history an operator has is the stream itself, in whatever format the agents write. io/history.py reads the topic
+from the start (or from `--since` ago) up to the end offsets it saw when it started; this module decodes every message with the
 configured input format, assembles rows per entity with the daemon's own assembler (pipeline/assemble.py: same
 interval, carry-forward and gap rules), and returns one Series per entity whose rows are all train data; the
 trainer's validation tail is the last `train.val_fraction` of each entity's rows, so the split is by time.
@@ -15,10 +15,9 @@ from __future__ import annotations
 import logging
 import math
 import re
-import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Optional
+from typing import Iterable
 
 import numpy as np
 import orjson
@@ -32,8 +31,6 @@ log = logging.getLogger(__name__)
 
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-READ_IDLE_S = 10.0  # no message for this long before the end offsets: the broker is stuck, stop
-TAIL_IDLE_S = 1.0  # past the end offset, a partition is done after this long without an older message
 
 
 def parse_duration(text: str) -> float:
@@ -61,79 +58,6 @@ class TopicRows:
         return {"messages": self.messages, "entities": [s.entity for s in self.series], "channels": len(self.channels),
                 "rare_channels": self.rare, "constant_channels": self.constant, "rejected": dict(self.rejected),
                 "dropped_rows": self.dropped_rows, "short_entities": self.short}
-
-
-def read_history(cfg, bootstrap: str, since_s: Optional[float] = None,
-                 limit: int = 0) -> Iterator[list[tuple[bytes, tuple]]]:
-    """Batches of (value, (topic, partition, offset, timestamp_ms)) from the metrics topic, oldest first per
-    partition: the messages written before the read started (and, with since_s, not before since_s ago).
-
-    The end offsets and offsets_for_times steer the read; message timestamps decide, because the embedded broker
-    (Tansu) reports a high watermark inside the last batch and answers offsets_for_times with 0: past the end
-    offset a partition is read on until a newer message or TAIL_IDLE_S of silence, and older messages than
-    since_s are skipped."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    from ..io.confluent import librdkafka_options
-
-    topic = cfg.kafka.metrics_topic
-    options = {**librdkafka_options(cfg, bootstrap), "group.id": f"{cfg.kafka.group_id}-train-{time.time_ns()}"}
-    consumer = Consumer(options)
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None or not meta.partitions:
-            raise DataError(f"kafka.metrics_topic {topic!r}: topic not found on {bootstrap}")
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}
-        starts = _start_offsets(consumer, topic, ends, since_s)
-        remaining = {p for p in ends if starts[p] < ends[p]}
-        consumer.assign([TopicPartition(topic, p, starts[p]) for p in remaining])
-        oldest_ms = int((time.time() - since_s) * 1000) if since_s is not None else -1
-        yield from _consume(consumer, topic, ends, remaining, limit, int(time.time() * 1000), oldest_ms)
-    finally:
-        consumer.close()
-
-
-def _start_offsets(consumer, topic: str, ends: dict, since_s: Optional[float]) -> dict:
-    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-
-    if since_s is None:
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0] for p in ends}
-    wanted = int((time.time() - since_s) * 1000)
-    found = consumer.offsets_for_times([TopicPartition(topic, p, wanted) for p in ends], timeout=10)
-    return {tp.partition: (ends[tp.partition] if tp.offset < 0 else tp.offset) if tp.offset != OFFSET_BEGINNING
-            else 0 for tp in found}
-
-
-def _consume(consumer, topic: str, ends: dict, remaining: set, limit: int, started_ms: int,
-             oldest_ms: int) -> Iterator[list]:
-    from confluent_kafka import TopicPartition
-
-    read, heard = 0, {p: time.monotonic() for p in remaining}
-    while remaining and (not limit or read < limit):
-        batch = []
-        for msg in consumer.consume(5000, timeout=0.2):
-            p = msg.partition()
-            if msg.error() is not None or p not in remaining:
-                continue
-            stamp = msg.timestamp()[1]
-            if stamp > started_ms and msg.offset() >= ends[p] - 1:
-                remaining.discard(p)  # written after the read started: the history of p is complete
-                continue
-            heard[p] = time.monotonic()
-            if stamp >= oldest_ms:
-                batch.append((msg.value(), (topic, p, msg.offset(), stamp)))
-        if batch:
-            read += len(batch)
-            yield batch
-        now = time.monotonic()
-        for p in list(remaining):
-            position = consumer.position([TopicPartition(topic, p)])[0].offset
-            if position >= ends[p] and now - heard[p] > TAIL_IDLE_S:
-                remaining.discard(p)
-            elif now - heard[p] > READ_IDLE_S:
-                raise DataError(f"{topic}[{p}]: no messages for {READ_IDLE_S:.0f} s before its end offset {ends[p]}")
-    if limit and read >= limit:
-        log.warning("train from topic: stopped at %d messages (--limit)", read)
 
 
 def streamdet_samples(raw: bytes) -> list[Sample]:

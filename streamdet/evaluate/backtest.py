@@ -24,12 +24,12 @@ from typing import Optional
 import numpy as np
 
 from ..replay import encode_record
+from ..types import Row
 
 log = logging.getLogger(__name__)
 
 STEP_S = 60.0  # replayed records are one minute apart; only the order and the spacing matter
 START_TS = 1_700_000_000.0
-SOURCE_TOPIC = "backtest"
 
 
 class _FrozenClock:
@@ -79,11 +79,11 @@ def evaluation_config(cfg, n_channels: int):
 
 def _collect(result, run: EntityRun) -> None:
     for chunk in result.scored:
-        rows = [source[2] for source in chunk.sources]
+        rows = [source.index for source in chunk.sources]
         run.scores[rows], run.thresholds[rows], run.over[rows] = chunk.scores, chunk.thresholds, chunk.over
     for event in result.alerts:
         message = event.to_message()
-        message["row"] = int(message["source"]["offset"])
+        message["row"] = event.source.index
         run.alerts.append(message)
     run.batches += len(result.batches)
 
@@ -100,13 +100,12 @@ def replay_entity(cfg, bundle, entity: str, rows: np.ndarray, chunk: int = 512,
     started = time.perf_counter()
     times = timestamps if timestamps is not None else START_TS + np.arange(n) * STEP_S
     for lo in range(0, n, chunk):
-        items = [(encode_record(entity, float(times[i]), rows[i]), (SOURCE_TOPIC, 0, i, 0))
-                 for i in range(lo, min(lo + chunk, n))]
+        items = [(encode_record(entity, float(times[i]), rows[i]), Row(i)) for i in range(lo, min(lo + chunk, n))]
         result = pipeline.process(items)
         if result.rejected:
-            raw, source, reason, detail = result.rejected[0]
-            log.warning("backtest record rejected entity=%s row=%s reason=%s detail=%s", entity, source[2], reason,
-                        detail)
+            reject = result.rejected[0]
+            log.warning("backtest record rejected entity=%s row=%s reason=%s detail=%s", entity, reject.source.index,
+                        reject.reason, reject.detail)
         _collect(result, run)
     _collect(pipeline.drain(), run)
     run.seconds = time.perf_counter() - started

@@ -123,6 +123,6 @@ def _accepts_connections(host: str, port: int) -> bool:
 
 def _metadata_works(bootstrap: str) -> bool:
     """True when a real Kafka client can bootstrap and list topics."""
-    from .kafka import cluster_reachable
+    from .connection import cluster_reachable
 
     return cluster_reachable(bootstrap)

@@ -4,7 +4,7 @@ Why a second client: the consumer is the daemon's hot path, and kafka-python par
 on the daemon's own thread. librdkafka fetches and parses in C on background threads, so the daemon thread is left
 with the pipeline: measured 1.3x to 1.7x the end-to-end records/s of kafka-python on the same broker
 (`tools/bench_pipeline.py`). Producing (alerts, dead letters, checkpoints) stays on the kafka-python Producer of
-io/kafka.py, whose acknowledged flush the delivery rules (DESIGN.md §5) are built on; only the consumer changes.
+io/producer.py, whose acknowledged flush the delivery rules (DESIGN.md §5) are built on; only the consumer changes.
 
 librdkafka reports a broker it cannot reach through callbacks instead of raising, so `probe` asks for metadata with a
 deadline and raises BrokerUnavailable, which the daemon treats as an outage like kafka-python's errors. Rebalance
@@ -14,12 +14,15 @@ callbacks run inside `consume()` on the daemon's thread, where a synchronous com
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Optional
+from typing import Iterable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from .kafka import (BrokerUnavailable, Partition, Producer, ProducingClient, Source, resolve_bootstrap,
-                    security_options)
+from ..config import KafkaConfig
+from ..types import Partition, Source
+from .client import BrokerUnavailable, ProducingClient
+from .connection import bootstrap_of, security_options
+from .producer import Producer
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,7 @@ COMMITTED_TIMEOUT_S = 5.0
 # default, 1000 ms, is longer than the daemon needs to drain that queue while catching up, so it sat idle for up to
 # 300 ms every second waiting for the next fetch (tools/bench_pipeline.py at stride 20: 110k -> 125k records/s).
 FETCH_QUEUE_BACKOFF_MS = 100
+_new = tuple.__new__  # Source(...) without NamedTuple's keyword handling: one per record on the hot path
 
 
 # kafka-python's security keyword -> the librdkafka property of the same setting
@@ -37,11 +41,10 @@ _LIBRDKAFKA_NAMES = {"security_protocol": "security.protocol", "sasl_mechanism":
                      "ssl_keyfile": "ssl.key.location"}
 
 
-def librdkafka_options(cfg, bootstrap: Optional[str]) -> dict:
-    """The consumer's librdkafka configuration from cfg.kafka (manual commits, earliest reset); the security settings
-    are kafka.security_options' (same checks, same password lookup) under librdkafka's names."""
-    k = cfg.kafka
-    opts = {"bootstrap.servers": resolve_bootstrap(cfg, bootstrap), "group.id": k.group_id, "client.id": k.client_id,
+def librdkafka_options(k: KafkaConfig) -> dict:
+    """The consumer's librdkafka configuration from the kafka section (manual commits, earliest reset); the security
+    settings are connection.security_options' (same checks, same password lookup) under librdkafka's names."""
+    opts = {"bootstrap.servers": bootstrap_of(k), "group.id": k.group_id, "client.id": k.client_id,
             "enable.auto.commit": False, "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
             "session.timeout.ms": k.session_timeout_ms, "heartbeat.interval.ms": k.heartbeat_interval_ms,
             "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS, "error_cb": _log_error}
@@ -64,9 +67,9 @@ def _unavailable(exc: KafkaException, what: str) -> BrokerUnavailable:
 class ConfluentClient(ProducingClient):
     """StreamClient with a librdkafka consumer (manual commits) and the kafka-python acknowledged Producer."""
 
-    def __init__(self, cfg, bootstrap: Optional[str] = None):
-        self._consumer = Consumer(librdkafka_options(cfg, bootstrap))
-        self._producer = Producer(cfg, bootstrap)
+    def __init__(self, kafka: KafkaConfig):
+        self._consumer = Consumer(librdkafka_options(kafka))
+        self._producer = Producer(kafka)
         self._consumed: dict[Partition, int] = {}  # next offset to read, per partition
         self._start: dict[Partition, int] = {}  # committed offset at assignment, per partition
         self._topics: list[str] = []
@@ -74,10 +77,10 @@ class ConfluentClient(ProducingClient):
     def subscribe(self, topics, on_assign, on_revoke):
         def assigned(_consumer, partitions):
             self._note_committed(partitions)
-            on_assign([(tp.topic, tp.partition) for tp in partitions])
+            on_assign([Partition(tp.topic, tp.partition) for tp in partitions])
 
         def revoked(_consumer, partitions):
-            on_revoke([(tp.topic, tp.partition) for tp in partitions])
+            on_revoke([Partition(tp.topic, tp.partition) for tp in partitions])
 
         self._topics = list(topics)
         self._consumer.subscribe(self._topics, on_assign=assigned, on_revoke=revoked, on_lost=revoked)
@@ -92,7 +95,7 @@ class ConfluentClient(ProducingClient):
             return
         for tp in committed:
             if tp.offset >= 0:
-                self._start[(tp.topic, tp.partition)] = tp.offset
+                self._start[Partition(tp.topic, tp.partition)] = tp.offset
 
     def poll(self, timeout_ms, max_records):
         try:
@@ -105,7 +108,7 @@ class ConfluentClient(ProducingClient):
             if message.error() is not None:
                 self._consume_error(message.error())
                 continue
-            source = (message.topic(), message.partition(), message.offset(), message.timestamp()[1])
+            source = _new(Source, (message.topic(), message.partition(), message.offset(), message.timestamp()[1]))
             append((message.value(), source))
             consumed[source[:2]] = source[2] + 1
         return items
@@ -130,7 +133,7 @@ class ConfluentClient(ProducingClient):
         log.warning("consume: %s", error)
 
     def positions(self):
-        return dict(self._consumed)
+        return {Partition(*key): offset for key, offset in self._consumed.items()}
 
     def commit(self, offsets):
         if not offsets:
@@ -148,13 +151,13 @@ class ConfluentClient(ProducingClient):
             raise _unavailable(exc, "probe") from exc
 
     def assignment(self):
-        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        return {Partition(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
     def lag(self):
         """Records behind the partition end, from the high-water marks librdkafka caches from fetches."""
         out = {}
         for tp in self._consumer.assignment():
-            key = (tp.topic, tp.partition)
+            key = Partition(tp.topic, tp.partition)
             try:
                 low, high = self._consumer.get_watermark_offsets(tp, cached=True)
             except KafkaException:

@@ -133,7 +133,8 @@ class Endpoints:
 
 
 class Metrics(Endpoints):
-    """Every series of docs/internals.md, in one registry, plus the HTTP endpoints."""
+    """Every series of docs/internals.md, in one registry, plus the HTTP endpoints. Callers state what happened
+    (`rejected(reason)`, `scored(n)`, ...); the series, labels and units are this class's business."""
 
     not_ready_text = b"not ready: waiting for partitions or model\n"
 
@@ -141,40 +142,93 @@ class Metrics(Endpoints):
         super().__init__(metrics_cfg.host, metrics_cfg.port)
         self.cfg = metrics_cfg
         r = self.registry
-        self.consumed = Counter("streamdet_records_consumed", "Records read from Kafka", ["topic"], registry=r)
-        self.scored = Counter("streamdet_records_scored", "Records that received a score", registry=r)
-        self.rejected = Counter("streamdet_records_rejected", "Records sent to the dead-letter topic", ["reason"],
-                                registry=r)
-        self.alerts = Counter("streamdet_alerts", "Alert events published", ["status"], registry=r)
-        self.entities_active = Gauge("streamdet_entities_active", "Entities with a live window", registry=r)
-        self.batch_size = Histogram("streamdet_batch_size", "Windows per scored micro-batch", registry=r,
-                                    buckets=BATCH_BUCKETS)
-        self.inference = Histogram("streamdet_inference_seconds", "Model time per micro-batch", registry=r,
-                                   buckets=INFERENCE_BUCKETS)
-        self.latency = Histogram("streamdet_end_to_end_latency_seconds", "Now minus record timestamp at scoring",
-                                 registry=r, buckets=LATENCY_BUCKETS)
-        self.lag = Gauge("streamdet_consumer_lag", "Records behind the partition end", ["topic", "partition"],
-                         registry=r)
-        self.last_record = Gauge("streamdet_last_record_timestamp_seconds", "Wall clock of the last consumed record",
+        self._consumed = Counter("streamdet_records_consumed", "Records read from Kafka", ["topic"], registry=r)
+        self._scored = Counter("streamdet_records_scored", "Records that received a score", registry=r)
+        self._rejected = Counter("streamdet_records_rejected", "Records sent to the dead-letter topic", ["reason"],
                                  registry=r)
-        self.commits = Counter("streamdet_commits", "Offset commits", registry=r)
-        self.kafka_errors = Counter("streamdet_kafka_errors", "Kafka client errors", ["kind"], registry=r)
-        self.ready = Gauge("streamdet_ready", "1 when partitions are assigned and the model is loaded", registry=r)
-        self.model_info = Info("streamdet_model", "The loaded model bundle", registry=r)
-        self.model_compile = Gauge("streamdet_model_compile_seconds", "Seconds the last AOTInductor compile (or "
-                                   "load from its cache) of the served model took", registry=r)
-        self.model_compiles = Counter("streamdet_model_compiles", "Model preparations under scoring.compile=aoti: "
-                                      "compiled, cache (loaded a cached package) or fallback (uncompiled)",
-                                      ["result"], registry=r)
-        self.model_reloads = Counter("streamdet_model_reloads", "Bundle reload attempts", ["result"], registry=r)
-        self.entities = EntitySeries(metrics_cfg.max_entity_series)
-        r.register(self.entities)
+        self._alerts = Counter("streamdet_alerts", "Alert events published", ["status"], registry=r)
+        self._entities_active = Gauge("streamdet_entities_active", "Entities with a live window", registry=r)
+        self._batch_size = Histogram("streamdet_batch_size", "Windows per scored micro-batch", registry=r,
+                                     buckets=BATCH_BUCKETS)
+        self._inference = Histogram("streamdet_inference_seconds", "Model time per micro-batch", registry=r,
+                                    buckets=INFERENCE_BUCKETS)
+        self._latency = Histogram("streamdet_end_to_end_latency_seconds", "Now minus record timestamp at scoring",
+                                  registry=r, buckets=LATENCY_BUCKETS)
+        self._lag = Gauge("streamdet_consumer_lag", "Records behind the partition end", ["topic", "partition"],
+                          registry=r)
+        self._last_record = Gauge("streamdet_last_record_timestamp_seconds", "Wall clock of the last consumed record",
+                                  registry=r)
+        self._commits = Counter("streamdet_commits", "Offset commits", registry=r)
+        self._kafka_errors = Counter("streamdet_kafka_errors", "Kafka client errors", ["kind"], registry=r)
+        self._ready = Gauge("streamdet_ready", "1 when partitions are assigned and the model is loaded", registry=r)
+        self._model_info = Info("streamdet_model", "The loaded model bundle", registry=r)
+        self._model_compile = Gauge("streamdet_model_compile_seconds", "Seconds the last AOTInductor compile (or "
+                                    "load from its cache) of the served model took", registry=r)
+        self._model_compiles = Counter("streamdet_model_compiles", "Model preparations under scoring.compile=aoti: "
+                                       "compiled, cache (loaded a cached package) or fallback (uncompiled)",
+                                       ["result"], registry=r)
+        self._model_reloads = Counter("streamdet_model_reloads", "Bundle reload attempts", ["result"], registry=r)
+        self._entities = EntitySeries(metrics_cfg.max_entity_series)
+        r.register(self._entities)
         self._lag_labels: set[tuple[str, str]] = set()
         self._beat = time.monotonic()
         self._stopped = False
         self._model_loaded = False
         self._assigned = False
         self._connected = True
+
+    # --- what happened to records ---------------------------------------------------------------------------------
+    def consumed(self, counts: dict[str, int]) -> None:
+        """Records read from Kafka, per topic, just now."""
+        for topic, n in counts.items():
+            self._consumed.labels(topic).inc(n)
+        self._last_record.set(time.time())
+
+    def rejected(self, reason: str) -> None:
+        self._rejected.labels(reason).inc()
+
+    def scored(self, n: int) -> None:
+        self._scored.inc(n)
+
+    def entity_scored(self, entity: str, score: float, threshold: float, latency_s: float | None = None) -> None:
+        """An entity's latest score and threshold (and how long after its record's timestamp it was scored)."""
+        self._entities.update(entity, score, threshold)
+        if latency_s is not None:
+            self._latency.observe(latency_s)
+
+    def alert(self, status: str, entity: str, top_channels: list[tuple[str, float]]) -> None:
+        """An alert event was published (status firing or resolved) with its top (channel, share) pairs."""
+        self._alerts.labels(status).inc()
+        self._entities.alert(entity, status == "firing", top_channels)
+
+    def forget_entities(self, entities: Iterable[str]) -> None:
+        """Entities this instance no longer serves: their series disappear."""
+        self._entities.forget(entities)
+
+    def batch(self, size: int, seconds: float) -> None:
+        """A micro-batch of `size` windows took `seconds` of model time."""
+        self._batch_size.observe(size)
+        self._inference.observe(seconds)
+
+    def entities_active(self, n: int) -> None:
+        self._entities_active.set(n)
+
+    # --- what happened to the service -----------------------------------------------------------------------------
+    def committed(self) -> None:
+        self._commits.inc()
+
+    def kafka_error(self, kind: str) -> None:
+        self._kafka_errors.labels(kind).inc()
+
+    def model_reload(self, result: str) -> None:
+        """A bundle reload attempt: "ok" (now serving) or "rejected"."""
+        self._model_reloads.labels(result).inc()
+
+    def consumed_total(self) -> int:
+        return _total(self._consumed)
+
+    def scored_total(self) -> int:
+        return _total(self._scored)
 
     # --- state the HTTP endpoints report -------------------------------------------------------------------------
     def heartbeat(self) -> None:
@@ -191,7 +245,7 @@ class Metrics(Endpoints):
         return self._model_loaded and self._assigned and self._connected and not self._stopped
 
     def set_model(self, name: str, sha256: str, window: int, n_channels: int) -> None:
-        self.model_info.info({"name": name, "sha256": sha256, "window": str(window), "channels": str(n_channels)})
+        self._model_info.info({"name": name, "sha256": sha256, "window": str(window), "channels": str(n_channels)})
         self._model_loaded = True
         self._set_ready()
 
@@ -199,8 +253,8 @@ class Metrics(Endpoints):
         """Export how the model was prepared (bundle.serving); nothing when scoring.compile is none."""
         result = {"aoti": serving.get("source"), "fallback": "fallback"}.get(serving.get("compile", "none"))
         if result:
-            self.model_compiles.labels(result).inc()
-            self.model_compile.set(serving.get("seconds", 0.0))
+            self._model_compiles.labels(result).inc()
+            self._model_compile.set(serving.get("seconds", 0.0))
 
     def set_assigned(self, assigned: bool) -> None:
         self._assigned = assigned
@@ -212,21 +266,21 @@ class Metrics(Endpoints):
         self._set_ready()
 
     def _set_ready(self) -> None:
-        self.ready.set(1.0 if self.is_ready() else 0.0)
+        self._ready.set(1.0 if self.is_ready() else 0.0)
 
     def set_lag(self, lags: dict[tuple[str, int], int]) -> None:
         """Export lag for the current partitions and drop the label sets of partitions no longer assigned."""
         labels = {(t, str(p)): v for (t, p), v in lags.items()}
         for stale in self._lag_labels - set(labels):
-            self.lag.remove(*stale)
+            self._lag.remove(*stale)
         for key, value in labels.items():
-            self.lag.labels(*key).set(value)
+            self._lag.labels(*key).set(value)
         self._lag_labels = set(labels)
 
-    @staticmethod
-    def total(counter) -> int:
-        """Sum of a counter over all its label sets (for the daemon's shutdown log line)."""
-        return int(sum(s.value for metric in counter.collect() for s in metric.samples if s.name.endswith("_total")))
+
+def _total(counter) -> int:
+    """Sum of a counter over all its label sets."""
+    return int(sum(s.value for metric in counter.collect() for s in metric.samples if s.name.endswith("_total")))
 
 
 class BridgeMetrics(Endpoints):

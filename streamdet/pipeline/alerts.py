@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..config import AlertingConfig
+from ..types import describe_source
 
 ALERT_ID_HEX = 32  # 128 bits of the sha256
 
@@ -24,13 +25,6 @@ def alert_id(entity: str, start_ts: float, model_sha256: str) -> str:
     """Deterministic id of one alert episode."""
     key = f"{entity}\x00{start_ts!r}\x00{model_sha256}".encode()
     return hashlib.sha256(key).hexdigest()[:ALERT_ID_HEX]
-
-
-def source_dict(source: Any) -> dict:
-    """A Kafka source tuple (topic, partition, offset, ...) as the message's `source`; other tuples as a list."""
-    if isinstance(source, (tuple, list)) and len(source) >= 3:
-        return {"topic": source[0], "partition": source[1], "offset": source[2]}
-    return {"ref": list(source) if isinstance(source, (tuple, list)) else source}
 
 
 def top_channels(contrib: np.ndarray, channels: Sequence[str], k: int) -> list[dict]:
@@ -55,13 +49,13 @@ class AlertEvent:
     threshold: float
     top_channels: list[dict]
     model: dict  # {"name", "sha256"}
-    source: Any  # source tuple of the point that triggered this event
+    source: Any  # source of the record that triggered this event (types.Source for Kafka records)
 
     def to_message(self) -> dict:
         """The JSON-able alert message of DESIGN.md §4."""
         return {"alert_id": self.alert_id, "status": self.status, "entity": self.entity, "start_ts": self.start_ts,
                 "ts": self.ts, "score": self.score, "threshold": self.threshold, "top_channels": self.top_channels,
-                "model": dict(self.model), "source": source_dict(self.source)}
+                "model": dict(self.model), "source": describe_source(self.source)}
 
 
 @dataclass

@@ -7,7 +7,7 @@ Throughput: records are decoded per batch, and each scored window's new points a
 chunk (numpy), so the Python cost per record stays small. With `scoring.overlap` the model runs on one worker
 thread (torch releases the GIL) while this thread decodes and windows the next records: inference and the rest of
 the pipeline use two cores. Results are still handled in batch order on the calling thread, so scores, thresholds
-and alerts are identical with and without overlap; a batch in flight counts as pending for `pending_floor`.
+and alerts are identical with and without overlap; a batch in flight counts as pending (`pending_sources`).
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ import sys
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
 from ..config import Config
-from ..errors import DecodeError
-from .alerts import AlertEvent, AlertManager
+from ..types import Reject, StepResult, Verdicts
+from .alerts import AlertManager
 from .batcher import MicroBatcher
 from .decode import Decoder
 from .scorer import Scorer
@@ -40,55 +39,6 @@ MAX_IN_FLIGHT = 2  # batches handed to the inference thread and not yet handled:
 # switch interval it waited on the decoding thread that long per batch and scored at half speed (measured with
 # tools/bench_pipeline.py: pipeline alone 60k -> 69k records/s at 0.2 ms).
 GIL_SWITCH_S = 0.0002
-
-
-@dataclass
-class ScoredPoint:
-    entity: str
-    ts: float
-    score: float
-    threshold: float
-    over: bool
-    source: Any
-    warm: bool = True  # False for points scored in an edge-padded warm-up window (they never fire)
-
-
-@dataclass
-class ScoredChunk:
-    """The new points of one scored window, as parallel arrays (one entry per record, oldest first)."""
-
-    entity: str
-    ts: np.ndarray  # float64 [n]
-    scores: np.ndarray  # float64 [n]
-    thresholds: np.ndarray  # float64 [n]
-    over: np.ndarray  # bool [n]
-    sources: list  # [n]
-    warm: bool  # False for points of an edge-padded warm-up window (they never fire)
-
-    def __len__(self) -> int:
-        return len(self.sources)
-
-    def points(self) -> Iterator[ScoredPoint]:
-        for j, source in enumerate(self.sources):
-            yield ScoredPoint(self.entity, float(self.ts[j]), float(self.scores[j]), float(self.thresholds[j]),
-                              bool(self.over[j]), source, self.warm)
-
-
-@dataclass
-class StepResult:
-    rejected: list = field(default_factory=list)  # [(raw, source, reason, detail)]
-    scored: list[ScoredChunk] = field(default_factory=list)
-    alerts: list[AlertEvent] = field(default_factory=list)
-    batches: list = field(default_factory=list)  # [(batch size, inference seconds)]
-
-    @property
-    def n_scored(self) -> int:
-        return sum(len(chunk) for chunk in self.scored)
-
-    def points(self) -> Iterator[ScoredPoint]:
-        """Every scored point, one object each (for tests and reports; the daemon reads the chunks)."""
-        for chunk in self.scored:
-            yield from chunk.points()
 
 
 class Pipeline:
@@ -113,51 +63,36 @@ class Pipeline:
         self._in_flight: deque[tuple[list[WindowRequest], Future]] = deque()  # oldest first
         self._done = StepResult()  # handled batches not yet returned to the caller
         self._serve(bundle)
-        self.last_source: dict[str, Any] = {}  # entity -> source of the last record pushed into its window
-        self.touched: set[str] = set()  # entities changed since the last checkpoint (the daemon clears it)
-        self._skip_through: dict[str, tuple] = {}  # entity -> (topic, partition, offset) its restored state holds
-        self.skipped = 0  # redelivered records already inside restored state
 
-    def process(self, items: Iterable[tuple[bytes, Any]]) -> StepResult:
-        """Decode and window the records; score every batch that fills up, and one that is due by time."""
+    def process(self, items: Iterable[tuple[bytes, Any]],
+                already_held: Optional[Callable[[str, Any], bool]] = None) -> StepResult:
+        """Decode and window the records; score every batch that fills up, and one that is due by time.
+
+        `already_held(entity, source)`, when given, drops records the entity's window already holds (the owner's
+        redelivery after a restored checkpoint). The result's `held` names each entity whose window took records,
+        with the source of the last one."""
         items = list(items)
         decoded = self.decoder.decode_many([raw for raw, _ in items])
         rejected = list(decoded.rejected)  # (input index, DecodeError); windowing adds late / entity_cap
         index = decoded.index
-        if self._skip_through:  # after a restore: drop redelivered records the restored windows already hold
-            keep = [k for k, i in enumerate(index) if not self._already_held(decoded.entities[k], items[i][1])]
+        if already_held is not None:
+            keep = [k for k, i in enumerate(index) if not already_held(decoded.entities[k], items[i][1])]
             index = [index[k] for k in keep]
             decoded.entities = [decoded.entities[k] for k in keep]
             decoded.ts = [decoded.ts[k] for k in keep]
             decoded.values = decoded.values[keep]
         sources = [items[i][1] for i in index]
         pushed = self.windows.push_many(decoded.entities, decoded.ts, decoded.values, sources)
+        held = self._done.held
         for entity, k in pushed.last.items():
-            self.last_source[entity] = sources[k]
-        self.touched.update(pushed.last)
+            held[entity] = sources[k]
         rejected += [(index[k], exc) for k, exc in pushed.rejected]
         rejected.sort(key=lambda pair: pair[0])
-        self._done.rejected += [(items[i][0], items[i][1], exc.reason, exc.detail) for i, exc in rejected]
+        self._done.rejected += [Reject(items[i][0], items[i][1], exc.reason, exc.detail) for i, exc in rejected]
         for _, request in pushed.requests:
             self._enqueue(request)
         self._score_due()
         return self._take_done(wait=False)
-
-    def _already_held(self, entity: str, source: Any) -> bool:
-        """A redelivered record at or before the restored checkpoint of its entity is already in the windows."""
-        held = self._skip_through.get(entity)
-        if held is None or not isinstance(source, tuple) or len(source) < 3:
-            return False
-        if source[:2] == held[:2] and source[2] <= held[2]:
-            self.skipped += 1
-            return True
-        del self._skip_through[entity]  # past the checkpoint: from here on every record is new
-        return False
-
-    def restored_through(self, entity: str, source: tuple) -> None:
-        """The entity's restored state holds every record up to `source`; skip those when redelivered."""
-        self.last_source[entity] = tuple(source)
-        self._skip_through[entity] = tuple(source)
 
     def forget(self, entities) -> None:
         """Drop entities whose partitions moved to another instance (after their final checkpoint)."""
@@ -166,9 +101,6 @@ class Pipeline:
             self.windows.remove(entity)
             self.thresholds.remove(entity)
             self.alerts.remove(entity)
-            self.last_source.pop(entity, None)
-            self.touched.discard(entity)
-            self._skip_through.pop(entity, None)
 
     def poll(self) -> StepResult:
         """Score the batches that became due by time (and the points overdue for their stride) since the last call;
@@ -235,10 +167,13 @@ class Pipeline:
         """The served model's weights digest (alerts and checkpoints carry it)."""
         return self.alerts.model["sha256"]
 
-    def entities_of(self, partitions) -> list[str]:
-        """Entities whose latest record came from one of `partitions` ((topic, partition) pairs)."""
-        wanted = set(partitions)
-        return [e for e, source in self.last_source.items() if tuple(source[:2]) in wanted]
+    def holds(self, entity: str) -> bool:
+        """Whether the entity has a live window (its state can be checkpointed)."""
+        return entity in self.windows
+
+    @property
+    def n_entities(self) -> int:
+        return len(self.windows)
 
     def seconds_until_due(self) -> float | None:
         """How long until the oldest batched request is due or a buffered point overdue (None when nothing waits);
@@ -249,20 +184,14 @@ class Pipeline:
         due = max(0.0, self.batcher.max_wait_s - self.batcher.oldest_age())
         return due if overdue is None else min(due, overdue)
 
-    def pending_floor(self) -> dict[tuple[str, int], int]:
-        """Per (topic, partition): the lowest offset whose record is buffered but not yet scored."""
-        floor: dict[tuple[str, int], int] = {}
-        sources = list(self.windows.pending_sources())
+    def pending_sources(self) -> Iterator[Any]:
+        """Sources of every record taken but not yet scored: buffered in windows, queued, or in flight."""
+        yield from self.windows.pending_sources()
         for request in self.batcher:
-            sources.extend(request.sources)
+            yield from request.sources
         for requests, _ in self._in_flight:
             for request in requests:
-                sources.extend(request.sources)
-        for source in sources:
-            if isinstance(source, tuple) and len(source) >= 3:
-                key = (source[0], source[1])
-                floor[key] = min(floor.get(key, source[2]), source[2])
-        return floor
+                yield from request.sources
 
     def _enqueue(self, request: WindowRequest) -> None:
         self.batcher.add(request)
@@ -327,7 +256,7 @@ class Pipeline:
                                                          chunk_contrib, request.sources, warm=request.warm)
             else:
                 thresholds, over = self._decide_points(request, chunk_scores, chunk_contrib, result)
-            result.scored.append(ScoredChunk(request.entity, request.ts, chunk_scores, thresholds, over,
+            result.scored.append(Verdicts(request.entity, request.ts, chunk_scores, thresholds, over,
                                              request.sources, request.warm))
 
     def _handle_strides(self, requests: list[WindowRequest], scores: np.ndarray, contrib: np.ndarray,
@@ -341,7 +270,7 @@ class Pipeline:
             result.alerts += self.alerts.update_many(request.entity, request.ts, scores[row], thresholds[row],
                                                      over[row], contrib[row], request.sources, warm=request.warm,
                                                      any_over=any_over[row])
-            result.scored.append(ScoredChunk(request.entity, request.ts, scores[row], thresholds[row], over[row],
+            result.scored.append(Verdicts(request.entity, request.ts, scores[row], thresholds[row], over[row],
                                              request.sources, request.warm))
 
     def _decide_points(self, request: WindowRequest, scores: np.ndarray, contrib: np.ndarray,

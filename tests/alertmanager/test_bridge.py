@@ -14,7 +14,8 @@ import pytest
 
 from streamdet.config import load_config
 from streamdet.io.broker import free_port
-from streamdet.io.kafka import ensure_topics, make_producer
+from streamdet.io.admin import ensure_topics
+from streamdet.io.producer import Producer
 from tests.conftest import REPO, wait_until
 from tests.integration.helpers import read_topic
 
@@ -26,7 +27,7 @@ OUTAGE_S = 20.0  # how long Alertmanager stays down (the issue's scenario)
 
 
 def produce(bootstrap: str, topic: str, messages: list[tuple[str, bytes]]) -> None:
-    producer = make_producer(load_config(None, ["kafka.partitions=2"]), bootstrap)
+    producer = Producer(load_config(None, ["kafka.partitions=2"]).kafka.at(bootstrap))
     for key, value in messages:
         producer.produce(topic, key.encode(), value)
     producer.flush()
@@ -50,7 +51,7 @@ def entities(am: Alertmanager) -> set[str]:
 
 
 def make_topics(bootstrap: str, names: dict) -> dict:
-    ensure_topics(load_config(None, ["kafka.partitions=2"]), [names["alerts"], names["dlq"]], bootstrap)
+    ensure_topics(load_config(None, ["kafka.partitions=2"]).kafka.at(bootstrap), [names["alerts"], names["dlq"]])
     return names
 
 

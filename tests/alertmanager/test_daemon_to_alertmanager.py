@@ -9,7 +9,8 @@ import re
 import pytest
 
 from streamdet.config import load_config
-from streamdet.io.kafka import ensure_topics, make_producer
+from streamdet.io.admin import ensure_topics
+from streamdet.io.producer import Producer
 from tests.conftest import TINY_ENTITY, wait_until
 from tests.fixture_data import anomaly, replay_slice, split_rows
 from tests.integration.helpers import DaemonProcess, read_topic, record
@@ -26,7 +27,7 @@ SPLIT_ROW = anomaly()[1] + 5
 
 
 def replay(bootstrap: str, topic: str, rows, first_row: int) -> None:
-    producer = make_producer(load_config(None, ["kafka.partitions=2"]), bootstrap)
+    producer = Producer(load_config(None, ["kafka.partitions=2"]).kafka.at(bootstrap))
     for i, values in enumerate(rows):
         producer.produce(topic, TINY_ENTITY.encode(), record(TINY_ENTITY, first_row + i, values))
     producer.flush()
@@ -35,7 +36,7 @@ def replay(bootstrap: str, topic: str, rows, first_row: int) -> None:
 
 def test_a_replayed_anomaly_fires_in_alertmanager_and_resolves(broker, tiny_bundle, names, tmp_path):
     cfg = load_config(None, ["kafka.partitions=2"])
-    ensure_topics(cfg, [names["metrics"], names["alerts"], names["dlq"]], broker.bootstrap)
+    ensure_topics(cfg.kafka.at(broker.bootstrap), [names["metrics"], names["alerts"], names["dlq"]])
     hook = Webhook()
     am = Alertmanager(tmp_path, hook.url)
     daemon = DaemonProcess(tiny_bundle, broker.bootstrap, names, tmp_path / "daemon.log",

@@ -18,7 +18,8 @@ import pytest
 
 from streamdet.config import load_config
 from streamdet.io.broker import free_port
-from streamdet.io.kafka import ensure_topics, make_producer
+from streamdet.io.admin import ensure_topics
+from streamdet.io.producer import Producer
 from tests.conftest import TINY_ENTITY, wait_until
 from tests.fixture_data import replay_slice, split_rows
 from tests.integration.helpers import DaemonProcess, record
@@ -73,7 +74,7 @@ def rules(port: int) -> list:
 
 def replay(bootstrap: str, topic: str, rows) -> None:
     cfg = load_config(None, ["kafka.partitions=2"])
-    producer = make_producer(cfg, bootstrap)
+    producer = Producer(cfg.kafka.at(bootstrap))
     started = time.monotonic()
     for i, values in enumerate(rows):
         if i % 50 == 10:
@@ -88,7 +89,7 @@ def replay(bootstrap: str, topic: str, rows) -> None:
 
 def test_every_dashboard_and_recording_rule_expression_returns_data(broker, tiny_bundle, names, tmp_path,
                                                                   prometheus_binary):
-    ensure_topics(load_config(None, ["kafka.partitions=2"]), [names["metrics"]], broker.bootstrap)
+    ensure_topics(load_config(None, ["kafka.partitions=2"]).kafka.at(broker.bootstrap), [names["metrics"]])
     daemon = DaemonProcess(tiny_bundle, broker.bootstrap, names, tmp_path / "daemon.log",
                            extra=("alerting.min_consecutive=1",))
     prom, prom_port = start_prometheus(prometheus_binary, tmp_path, daemon.port)

@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from streamdet.config import load_config
-from streamdet.io.kafka import ensure_topics, make_producer
+from streamdet.io.admin import ensure_topics
+from streamdet.io.producer import Producer
 from tests.conftest import TINY_ENTITY, wait_until
 from tests.fixture_data import replay_slice, series, split_rows
 from tests.integration.helpers import DaemonProcess, record
@@ -71,7 +72,7 @@ class AlertStates:
 
 def flood(bootstrap: str, topic: str, rows, stop: threading.Event) -> None:
     """FLOOD_RATE records/s of a normal entity, one in eight malformed, until `stop`."""
-    producer = make_producer(load_config(None, ["kafka.partitions=2"]), bootstrap)
+    producer = Producer(load_config(None, ["kafka.partitions=2"]).kafka.at(bootstrap))
     started, sent = time.monotonic(), 0
     while not stop.is_set():
         for _ in range(200):
@@ -90,14 +91,14 @@ def test_each_alert_goes_pending_then_firing_against_a_real_daemon(broker, tiny_
     rules = tmp_path / "rules.yml"
     rules.write_text(yaml.safe_dump(scaled_rules(CLOCK)))
     cfg = load_config(None, ["kafka.partitions=2"])
-    ensure_topics(cfg, [names["metrics"]], broker.bootstrap)
+    ensure_topics(cfg.kafka.at(broker.bootstrap), [names["metrics"]])
     daemon = DaemonProcess(tiny_bundle, broker.bootstrap, names, tmp_path / "daemon.log", extra=SLOW_DAEMON)
     prom, prom_port = start_prometheus(prometheus_binary, tmp_path, daemon.port, rules=rules, interval="500ms")
     states = AlertStates(prom_port)
     stop_flood = threading.Event()
     try:
         daemon.wait_ready()
-        producer = make_producer(cfg, broker.bootstrap)
+        producer = Producer(cfg.kafka.at(broker.bootstrap))
         for i, values in enumerate(split_rows(*ANOMALY_ROWS)):
             producer.produce(names["metrics"], TINY_ENTITY.encode(), record(TINY_ENTITY, ANOMALY_ROWS[0] + i, values))
         producer.flush()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from streamdet.pipeline.assemble import MAX_OPEN_ROWS, Assembler
 from streamdet.pipeline.decode import REASONS
 from streamdet.pipeline.formats import Sample
-from streamdet.state import decode_checkpoint, encode_checkpoint
+from streamdet.serve.state import decode_checkpoint, encode_checkpoint
 
 CHANNELS = ("cpu", "mem", "load")
 

@@ -90,12 +90,15 @@ def test_bad_time_cells_and_folders_outside_the_layout_are_named(tmp_path):
 
 
 def test_replay_sends_the_files_timestamps_to_the_broker(tmp_path, broker, names):
-    from streamdet.replay import replay_to_kafka
+    import dataclasses
+
+    from streamdet.cli import replay_to_kafka
 
     make_folder(tmp_path)
     topic = names["metrics"]
     cfg = config(tmp_path, f"kafka.metrics_topic={topic}", "kafka.partitions=1")
-    report = replay_to_kafka(cfg, split="test", entities=["web-1"], limit=30, bootstrap=broker.bootstrap)
+    cfg = dataclasses.replace(cfg, kafka=cfg.kafka.at(broker.bootstrap))
+    report = replay_to_kafka(cfg, split="test", entities=["web-1"], limit=30)
     assert report.records == 30
     got = read_topic(broker.bootstrap, topic, lambda m: len(m) >= 30, 30)
     assert [m["ts"] for m in got] == [START + 60 * (400 + i) for i in range(30)]

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 
 from streamdet.config import load_config
-from streamdet.demo import with_data_fallback
+from streamdet.serve.demo import with_data_fallback
 from streamdet.replay import ReplayReport, replay
 from tests.conftest import REPO
 

@@ -16,7 +16,8 @@ import pytest
 
 from streamdet.bundle import load_bundle
 from streamdet.config import load_config
-from streamdet.io.kafka import ensure_topics, make_producer
+from streamdet.io.admin import ensure_topics
+from streamdet.io.producer import Producer
 from tests.conftest import KAFKA_CLIENTS, SMD_CONFIG, TINY_CHANNELS, TINY_ENTITY, TINY_WINDOW, wait_until
 from tests.fixture_data import anomaly, replay_slice, split_labels, split_rows
 from tests.integration.helpers import T0, DaemonProcess, final_totals, read_topic, record
@@ -66,8 +67,8 @@ def scenario(request, broker, tiny_bundle, tmp_path_factory):
 def _replay(bootstrap: str, topic: str, rows) -> None:
     """Produce the rows keyed by entity (payload ts = T0 + dataset row), the malformed records after BAD_AT rows."""
     cfg = load_config(None, ["kafka.partitions=2"])
-    ensure_topics(cfg, [topic], bootstrap)
-    producer = make_producer(cfg, bootstrap)
+    ensure_topics(cfg.kafka.at(bootstrap), [topic])
+    producer = Producer(cfg.kafka.at(bootstrap))
     for i, values in enumerate(rows):
         if i == BAD_AT:
             for raw in MALFORMED.values():

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from streamdet.config import load_config
-from streamdet.io.kafka import ensure_topics
+from streamdet.io.admin import ensure_topics
 from tests.conftest import wait_until
 from tests.fixture_data import split_rows
-from streamdet.io.kafka import make_producer
+from streamdet.io.producer import Producer
 from tests.integration.helpers import DaemonProcess, final_totals, record
 
 pytestmark = pytest.mark.kafka
@@ -22,7 +22,7 @@ SPLIT = 155  # rows sent before the second instance joins: not a multiple of the
 
 def _produce(bootstrap: str, topic: str, rows, first_row: int) -> None:
     """Rows first_row.. of every entity, keyed by entity, with ts = T0 + row (continuing across the two phases)."""
-    producer = make_producer(load_config(None, ["kafka.partitions=2"]), bootstrap)
+    producer = Producer(load_config(None, ["kafka.partitions=2"]).kafka.at(bootstrap))
     for i, values in enumerate(rows, start=first_row):
         for entity in ENTITIES:
             producer.produce(topic, entity.encode(), record(entity, i, values))
@@ -34,7 +34,7 @@ def test_second_instance_joins_and_revoked_partitions_are_drained_not_rescored(b
                                                                                 client_names, tmp_path):
     rows = split_rows(0, ROWS)
     total = ROWS * len(ENTITIES)
-    ensure_topics(load_config(None, ["kafka.partitions=2"]), [client_names["metrics"]], broker.bootstrap)
+    ensure_topics(load_config(None, ["kafka.partitions=2"]).kafka.at(broker.bootstrap), [client_names["metrics"]])
     no_state = ("kafka.state_topic=''",)
     first = DaemonProcess(tiny_bundle, broker.bootstrap, client_names, tmp_path / "first.log", extra=no_state)
     second = None

@@ -13,7 +13,8 @@ import time
 import pytest
 
 from streamdet.config import load_config
-from streamdet.io.kafka import ensure_topics, make_producer
+from streamdet.io.admin import ensure_topics
+from streamdet.io.producer import Producer
 from tests.conftest import wait_until
 from tests.fixture_data import split_rows
 from tests.integration.helpers import DaemonProcess, final_totals, record
@@ -29,7 +30,7 @@ HELD_BACK = 1 / 3  # the last third of the replay waits until the first daemon h
 
 def _paced_replay(bootstrap: str, topic: str, rows, release: threading.Event) -> None:
     cfg = load_config(None, ["kafka.partitions=2"])
-    producer = make_producer(cfg, bootstrap)
+    producer = Producer(cfg.kafka.at(bootstrap))
     started = time.monotonic()
     hold_at = int(len(rows) * (1 - HELD_BACK))
     for i in range(len(rows)):
@@ -51,7 +52,7 @@ def _paced_replay(bootstrap: str, topic: str, rows, release: threading.Event) ->
 def test_sigterm_and_a_restart_score_every_record_exactly_once(broker, tiny_bundle, client_names, tmp_path, mode):
     rows = split_rows(0, ROWS)
     total = ROWS * len(ENTITIES)
-    ensure_topics(load_config(None, ["kafka.partitions=2"]), [client_names["metrics"]], broker.bootstrap)
+    ensure_topics(load_config(None, ["kafka.partitions=2"]).kafka.at(broker.bootstrap), [client_names["metrics"]])
     state = ("kafka.state_topic=''",) if mode == "drain" else (f"kafka.state_topic=state-{client_names['group']}",)
     first = DaemonProcess(tiny_bundle, broker.bootstrap, client_names, tmp_path / "first.log", extra=state)
     second = None

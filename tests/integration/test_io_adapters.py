@@ -12,8 +12,11 @@ import pytest
 
 from streamdet.config import load_config
 from streamdet.errors import ConfigError
-from streamdet.io.kafka import (BrokerUnavailable, ensure_topics, error_kind, is_outage, make_client,
-                                make_producer, security_options)
+from streamdet.io.admin import ensure_topics
+from streamdet.io.client import BrokerUnavailable
+from streamdet.io.connection import error_kind, is_outage, security_options
+from streamdet.io.factory import make_client
+from streamdet.io.producer import Producer
 from streamdet.io.logs import setup_logging
 from streamdet.io.metrics import Metrics
 from streamdet.io.broker import EmbeddedBroker
@@ -46,15 +49,15 @@ def declared_series(text: str) -> set[str]:
 def test_client_polls_keyed_records_commits_and_reports_lag(broker, names, client_name):
     cfg = load_config(None, [f"kafka.group_id={names['group']}", "kafka.partitions=2",
                              "kafka.session_timeout_ms=6000", f"kafka.client={client_name}"])
-    assert ensure_topics(cfg, [names["metrics"]], broker.bootstrap) == [names["metrics"]]
-    assert ensure_topics(cfg, [names["metrics"]], broker.bootstrap) == []  # idempotent
-    producer = make_producer(cfg, broker.bootstrap)
+    assert ensure_topics(cfg.kafka.at(broker.bootstrap), [names["metrics"]]) == [names["metrics"]]
+    assert ensure_topics(cfg.kafka.at(broker.bootstrap), [names["metrics"]]) == []  # idempotent
+    producer = Producer(cfg.kafka.at(broker.bootstrap))
     for i in range(100):
         producer.produce(names["metrics"], b"entity-a", orjson.dumps({"i": i}))
     assert producer.flush() == 100
     producer.close()
 
-    client = make_client(cfg, broker.bootstrap)
+    client = make_client(cfg.kafka.at(broker.bootstrap))
     assert type(client).__name__ == {"kafka-python": "KafkaPythonClient", "confluent": "ConfluentClient"}[client_name]
     assigned = []
     client.subscribe([names["metrics"]], assigned.extend, lambda revoked: None)
@@ -68,7 +71,7 @@ def test_client_polls_keyed_records_commits_and_reports_lag(broker, names, clien
     client.commit({(topic, partition): 10})
     client.close()
 
-    again = make_client(cfg, broker.bootstrap)
+    again = make_client(cfg.kafka.at(broker.bootstrap))
     again.subscribe([names["metrics"]], lambda a: None, lambda r: None)
     resumed = wait_until(lambda: again.poll(200, 5), 60, "records after the committed offset")
     again.close()
@@ -80,8 +83,8 @@ def test_confluent_probe_raises_an_outage_once_the_broker_is_gone(names):
     """librdkafka only logs a broker it cannot reach; the probe must turn that into an error the daemon acts on."""
     cfg = load_config(None, ["kafka.client=confluent", f"kafka.group_id={names['group']}"])
     with EmbeddedBroker() as own:
-        ensure_topics(cfg, [names["metrics"]], own.bootstrap)
-        client = make_client(cfg, own.bootstrap)
+        ensure_topics(cfg.kafka.at(own.bootstrap), [names["metrics"]])
+        client = make_client(cfg.kafka.at(own.bootstrap))
         try:
             client.subscribe([names["metrics"]], lambda a: None, lambda r: None)
             client.probe(5000)  # answers while the broker is up
@@ -101,9 +104,9 @@ def test_confluent_security_settings_map_to_librdkafka(monkeypatch):
                              "kafka.security.ssl_cafile=/etc/ca.pem", "kafka.group_id=g"])
     monkeypatch.delenv("STREAMDET_TEST_PW", raising=False)
     with pytest.raises(ConfigError, match="sasl_password_env: environment variable STREAMDET_TEST_PW"):
-        librdkafka_options(cfg, "127.0.0.1:9092")
+        librdkafka_options(cfg.kafka.at("127.0.0.1:9092"))
     monkeypatch.setenv("STREAMDET_TEST_PW", "s3cret")
-    opts = librdkafka_options(cfg, "127.0.0.1:9092")
+    opts = librdkafka_options(cfg.kafka.at("127.0.0.1:9092"))
     assert {k: opts[k] for k in ("bootstrap.servers", "group.id", "enable.auto.commit", "security.protocol",
                                  "sasl.mechanism", "sasl.username", "sasl.password", "ssl.ca.location")} == {
         "bootstrap.servers": "127.0.0.1:9092", "group.id": "g", "enable.auto.commit": False,
@@ -151,14 +154,14 @@ def test_entity_series_are_capped_to_the_most_anomalous_and_stale_ones_vanish():
     port = metrics.start_server()
     try:
         for i in range(6):
-            metrics.entities.update(f"e{i}", score=float(i), threshold=4.0)
-        metrics.entities.alert("e1", True, [("cpu_r", 0.7), ("mem_u", 0.2)])  # firing outranks a higher score
+            metrics.entity_scored(f"e{i}", score=float(i), threshold=4.0)
+        metrics.alert("firing", "e1", [("cpu_r", 0.7), ("mem_u", 0.2)])  # firing outranks a higher score
         text = http_get(port, "/metrics")[1]
         exported = {line.split('"')[1] for line in text.splitlines() if line.startswith("streamdet_entity_score{")}
         assert exported == {"e1", "e5"}
         assert 'streamdet_alert_channel_share{channel="cpu_r",entity="e1",rank="1"} 0.7' in text
-        metrics.entities.forget(["e5"])
-        metrics.entities.alert("e1", False, [])
+        metrics.forget_entities(["e5"])
+        metrics.alert("resolved", "e1", [])
         text = http_get(port, "/metrics")[1]
         exported = {line.split('"')[1] for line in text.splitlines() if line.startswith("streamdet_entity_score{")}
         assert exported == {"e4", "e3"}

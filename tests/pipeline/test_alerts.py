@@ -7,6 +7,7 @@ import pytest
 
 from streamdet.config import AlertingConfig
 from streamdet.pipeline.alerts import AlertManager, alert_id
+from streamdet.types import Source
 
 CHANNELS = ("cpu", "mem", "disk", "net")
 MODEL = {"name": "m", "sha256": "ab" * 32}
@@ -17,7 +18,7 @@ def run(manager, overs, scores=None, warm=True, entity="e"):
     events = []
     for i, over in enumerate(overs):
         score = scores[i] if scores else (5.0 if over else 0.1)
-        event = manager.update(entity, float(i), score, 1.0, over, CONTRIB, ("t", 0, i), warm=warm)
+        event = manager.update(entity, float(i), score, 1.0, over, CONTRIB, Source("t", 0, i), warm=warm)
         if event:
             events.append((i, event))
     return events
@@ -30,7 +31,7 @@ def test_fires_after_min_consecutive_and_resolves_after_cooldown():
     firing, resolved = events[0][1], events[1][1]
     assert firing.start_ts == 3.0 and resolved.start_ts == 3.0  # the first point of the streak
     assert firing.alert_id == resolved.alert_id == alert_id("e", 3.0, MODEL["sha256"])
-    assert firing.source == ("t", 0, 5)
+    assert firing.source == Source("t", 0, 5)
 
 
 def test_resolved_carries_the_peak_score_of_the_episode():
@@ -91,11 +92,11 @@ def test_update_many_equals_point_by_point(cooldown, rate):
     for lo in range(0, 400, 10):
         warm = lo >= 20
         ts = np.arange(lo, lo + 10, dtype=np.float64)
-        sources = [("t", 0, i) for i in range(lo, lo + 10)]
+        sources = [Source("t", 0, i) for i in range(lo, lo + 10)]
         got += chunked.update_many("e", ts, scores[lo:lo + 10], np.ones(10), over[lo:lo + 10], contrib[lo:lo + 10],
                                    sources, warm=warm)
         for i in range(lo, lo + 10):
-            event = single.update("e", float(i), float(scores[i]), 1.0, bool(over[i]), contrib[i], ("t", 0, i),
+            event = single.update("e", float(i), float(scores[i]), 1.0, bool(over[i]), contrib[i], Source("t", 0, i),
                                   warm=warm)
             want += [event] if event else []
         assert chunked.state_dict("e") == single.state_dict("e")

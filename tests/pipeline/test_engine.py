@@ -10,6 +10,8 @@ import torch
 
 from streamdet.config import load_config
 from streamdet.pipeline.engine import Pipeline
+from streamdet.serve.ledger import Ledger
+from streamdet.types import Source
 
 from ..conftest import SMD_CONFIG
 from .helpers import DeviationDetector, FakeBundle, exponential_calibration, record
@@ -38,8 +40,14 @@ def items(entity, start, n, partition=0, spike_at=None):
     out = []
     for i in range(start, start + n):
         values = np.full(C, 100.0 if i == spike_at else np.sin(i / 3.0))
-        out.append((record(entity, 1000.0 + i, values), ("m", partition, i)))
+        out.append((record(entity, 1000.0 + i, values), Source("m", partition, i)))
     return out
+
+
+def pending_floor(p: Pipeline) -> dict:
+    """Per partition, the lowest offset the pipeline holds unscored, as the daemon's ledger computes it."""
+    consumed = {("m", 0): 10**9, ("m", 1): 10**9}
+    return {tp: o for tp, o in Ledger().offsets_to_commit(p.pending_sources(), consumed).items() if o < 10**9}
 
 
 @pytest.mark.parametrize("overlap", [False, True])
@@ -57,13 +65,13 @@ def test_every_record_scored_exactly_once_including_warm_up_and_drain(overlap):
 def test_pending_floor_tracks_the_lowest_unscored_offset():
     p, clock = make_pipeline(max_batch=100, max_wait_ms=1000)
     p.process(items("e", 0, 6, partition=0) + items("f", 0, 3, partition=1))
-    assert p.pending_floor() == {("m", 0): 0, ("m", 1): 0}  # nothing scored yet (batch not due)
+    assert pending_floor(p) == {("m", 0): 0, ("m", 1): 0}  # nothing scored yet (batch not due)
     clock.now = 2.0
     result = p.poll()
     assert {s.source[2] for s in result.points() if s.source[1] == 0} == {0, 1, 2, 3}
-    assert p.pending_floor() == {("m", 0): 4, ("m", 1): 0}
+    assert pending_floor(p) == {("m", 0): 4, ("m", 1): 0}
     p.drain()
-    assert p.pending_floor() == {}
+    assert pending_floor(p) == {}
 
 
 @pytest.mark.parametrize("overlap", [False, True])
@@ -72,13 +80,13 @@ def test_points_of_a_slow_entity_are_scored_once_they_waited_max_delay(overlap):
     first = list(p.process(items("e", 0, STRIDE + 2)).points())  # the warm-up stride; two points wait for theirs
     first += p.flush_batches().points()
     assert sorted(s.source[2] for s in first) == list(range(STRIDE))
-    assert p.pending_floor() == {("m", 0): STRIDE} and p.seconds_until_due() == 5.0
+    assert pending_floor(p) == {("m", 0): STRIDE} and p.seconds_until_due() == 5.0
     clock.now = 4.9
     assert list(p.poll().points()) + list(p.flush_batches().points()) == []
     clock.now = 5.0
     late = list(p.poll().points()) + list(p.flush_batches().points())
     assert [s.source[2] for s in late] == [STRIDE, STRIDE + 1]
-    assert p.pending_floor() == {} and p.seconds_until_due() is None
+    assert pending_floor(p) == {} and p.seconds_until_due() is None
     later = list(p.process(items("e", STRIDE + 2, STRIDE)).points()) + list(p.flush_batches().points())
     assert [s.source[2] for s in later] == list(range(STRIDE + 2, 2 * STRIDE + 2))  # strides count afresh
 
@@ -86,8 +94,8 @@ def test_points_of_a_slow_entity_are_scored_once_they_waited_max_delay(overlap):
 @pytest.mark.parametrize("overlap", [False, True])
 def test_bad_records_are_reported_and_the_rest_scored(overlap):
     p, _ = make_pipeline(max_batch=1, overlap=overlap)
-    batch = items("e", 0, 4) + [(b"not json", ("m", 0, 4)), (record("e", 1.0, [1, 2]), ("m", 0, 5))] + \
-        [(record("e", 1000.0 + i, np.zeros(C)), ("m", 0, i + 2)) for i in range(4, 8)]
+    batch = items("e", 0, 4) + [(b"not json", Source("m", 0, 4)), (record("e", 1.0, [1, 2]), Source("m", 0, 5))] + \
+        [(record("e", 1000.0 + i, np.zeros(C)), Source("m", 0, i + 2)) for i in range(4, 8)]
     result = p.process(batch)
     assert [(r[2], r[1][2]) for r in result.rejected] == [("not_json", 4), ("wrong_width", 5)]
     assert sorted(s.source[2] for s in [*result.points(), *p.drain().points()]) == [0, 1, 2, 3, 6, 7, 8, 9]
@@ -149,10 +157,10 @@ def test_a_batch_in_flight_is_pending_until_handled():
     module = GatedModule()
     p, _ = make_pipeline(max_batch=1, overlap=True, module=module)
     first = p.process(items("e", 0, STRIDE))  # one full stride: one window, submitted to the inference thread
-    assert first.n_scored == 0 and p.pending_floor() == {("m", 0): 0}  # offsets 0..3 not committable yet
+    assert first.n_scored == 0 and pending_floor(p) == {("m", 0): 0}  # offsets 0..3 not committable yet
     module.gate.set()
     done = p.flush_batches()
-    assert sorted(s.source[2] for s in done.points()) == [0, 1, 2, 3] and p.pending_floor() == {}
+    assert sorted(s.source[2] for s in done.points()) == [0, 1, 2, 3] and pending_floor(p) == {}
     p.close()
 
 

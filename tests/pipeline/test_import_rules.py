@@ -9,6 +9,12 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "streamdet"
+# the io modules that talk to Kafka through a client library, one job each
+KAFKA_ADAPTERS = ("io/connection.py", "io/admin.py", "io/producer.py", "io/readers.py", "io/kafka_python.py",
+                  "io/confluent.py", "io/history.py", "io/broker.py")
+# what may wire concrete adapters (Kafka clients, the broker, Prometheus) into the stages (DESIGN.md §2): the CLI,
+# the daemon, and the Alertmanager bridge (a process of its own, DESIGN.md §5)
+WIRING = ("cli.py", "serve/", "alertmanager/main.py")
 
 
 def imported_modules(source: str, package: str) -> set[str]:
@@ -63,7 +69,7 @@ def test_models_import_only_torch_layers_and_errors(path):
 @pytest.mark.parametrize("path", files(""), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_kafka_and_prometheus_clients_stay_in_their_adapters(path):
     rel = path.relative_to(PACKAGE).as_posix()
-    if rel not in ("io/kafka.py", "io/confluent.py", "io/broker.py"):
+    if rel not in KAFKA_ADAPTERS:
         assert offending(path, lambda n: n.split(".")[0] not in ("kafka", "confluent_kafka")) == []
     if rel != "io/metrics.py":
         assert offending(path, lambda n: n.split(".")[0] != "prometheus_client") == []
@@ -71,7 +77,7 @@ def test_kafka_and_prometheus_clients_stay_in_their_adapters(path):
 
 @pytest.mark.parametrize("path", files(""), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_torch_jit_only_in_bundle(path):
-    if path.relative_to(PACKAGE).as_posix() != "bundle.py":
+    if not path.relative_to(PACKAGE).as_posix().startswith("bundle/"):  # the bundle package, one module per format
         assert "torch.jit" not in path.read_text()
 
 
@@ -81,3 +87,73 @@ def test_the_checker_resolves_relative_and_absolute_imports():
     names = imported_modules(source, "streamdet.pipeline")
     assert {"torch.nn", "streamdet.models.lstm_ae", "streamdet.pipeline.windows", "streamdet.io.kafka.X"} <= names
     assert "streamdet.errors.DecodeError" in imports_of(PACKAGE / "pipeline" / "decode.py")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """streamdet module -> the streamdet modules it imports (`from .x import Name` counts as importing x)."""
+    modules = {module_name(p): p for p in files("")}
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = imported_modules(path.read_text(), package)
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import circle, found by depth-first search (each reported once, from its smallest member)."""
+    found, state = [], {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                loop = stack[stack.index(nxt):]
+                found.append(loop[loop.index(min(loop)):] + loop[:loop.index(min(loop))])
+            elif nxt not in state:
+                visit(nxt, stack)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+    return sorted({tuple(c) for c in found})
+
+
+def test_no_import_circles_anywhere():
+    assert cycles(import_graph()) == []
+
+
+def test_the_circle_finder_finds_a_circle():
+    """Guard against a check that passes because it sees nothing."""
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [("a", "b", "c")]
+    graph = import_graph()
+    assert "streamdet.io.client" in graph["streamdet.io.kafka_python"]
+    assert "streamdet.pipeline.windows" in graph["streamdet.pipeline.engine"]
+
+
+ADAPTERS = ("streamdet.io.admin", "streamdet.io.broker", "streamdet.io.confluent", "streamdet.io.factory",
+            "streamdet.io.kafka_python", "streamdet.io.metrics", "streamdet.io.producer", "streamdet.io.readers")
+
+
+@pytest.mark.parametrize("path", files(""), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_only_the_cli_and_serve_wire_adapters(path):
+    rel = path.relative_to(PACKAGE).as_posix()
+    if rel.startswith("io/") or rel.startswith(WIRING):
+        return
+    assert offending(path, lambda n: not n.startswith(ADAPTERS)) == []
+
+
+@pytest.mark.parametrize("path", [PACKAGE / "types.py", PACKAGE / "io" / "client.py"], ids=lambda p: p.name)
+def test_shared_types_and_the_client_interface_need_only_the_standard_library(path):
+    def allowed(name: str) -> bool:
+        return name.split(".")[0] in sys.stdlib_module_names or name.startswith(("streamdet.types",
+                                                                                  "streamdet.errors"))
+    assert offending(path, allowed) == []

@@ -16,7 +16,8 @@ import orjson
 
 from streamdet.bundle import load_bundle
 from streamdet.config import load_config
-from streamdet.io.kafka import ensure_topics, make_producer
+from streamdet.io.admin import ensure_topics
+from streamdet.io.producer import Producer
 from streamdet.pipeline.engine import Pipeline
 from tests.conftest import SMD_CONFIG, tiny_overrides
 from tests.fixture_data import replay_slice, split_rows
@@ -46,8 +47,8 @@ def produce(bootstrap: str, topic: str, records: list[tuple[str, bytes]], rate: 
     """Produce `records` (paced at `rate` per second when given). With `hold_at`, the records from that index on
     wait until `resume` is set, so that a test can be sure traffic continues after a fault it injects."""
     cfg = load_config(None, ["kafka.partitions=2"])
-    ensure_topics(cfg, [topic], bootstrap)
-    producer = make_producer(cfg, bootstrap)
+    ensure_topics(cfg.kafka.at(bootstrap), [topic])
+    producer = Producer(cfg.kafka.at(bootstrap))
     started = time.monotonic()
     for n, (key, value) in enumerate(records):
         if n == hold_at and resume is not None:

@@ -8,7 +8,9 @@ import torch
 
 from streamdet.config import load_config
 from streamdet.pipeline.engine import Pipeline
-from streamdet.state import StateError, decode_checkpoint, encode_checkpoint
+from streamdet.serve.ledger import Ledger
+from streamdet.serve.state import StateError, decode_checkpoint, encode_checkpoint
+from streamdet.types import Source
 from tests.conftest import SMD_CONFIG
 from tests.pipeline.helpers import DeviationDetector, FakeBundle, exponential_calibration, record
 
@@ -16,12 +18,13 @@ from tests.pipeline.helpers import DeviationDetector, FakeBundle, exponential_ca
 def test_round_trip_keeps_arrays_tuples_and_non_finite_floats():
     state = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "src": [("t", 1, 5, 7)], "peak": float("-inf"),
              "n": np.int64(3), "nested": {"x": (1.5, "y")}}
-    message = decode_checkpoint(encode_checkpoint("e", state, ("t", 1, 5), "sha"))
+    message = decode_checkpoint(encode_checkpoint("e", state, Source("t", 1, 5, 9), "sha"))
     back = message["state"]
     np.testing.assert_array_equal(back["a"], state["a"])
     assert back["a"].dtype == np.float32
     assert back["src"] == [("t", 1, 5, 7)] and back["peak"] == float("-inf") and back["n"] == 3
-    assert back["nested"] == {"x": (1.5, "y")} and message["last_source"] == ("t", 1, 5)
+    assert back["nested"] == {"x": (1.5, "y")} and message["last_source"] == Source("t", 1, 5, 9)
+    assert type(back["src"][0]) is Source  # a window's Kafka sources come back typed
 
 
 def test_source_columns_round_trip_with_empty_slots_and_tricky_members():
@@ -29,7 +32,8 @@ def test_source_columns_round_trip_with_empty_slots_and_tricky_members():
     to the element-wise form. Both come back as the same tuples."""
     plain = [None, ("t", 0, 5, 1700000000000), ("t", 0, 6, 1700000000001)]
     tricky = [("t", np.int64(1), 2), ("t", float("nan"), 3)]
-    back = decode_checkpoint(encode_checkpoint("e", {"plain": plain, "tricky": tricky}, ("t", 0, 6), "sha"))["state"]
+    raw = encode_checkpoint("e", {"plain": plain, "tricky": tricky}, Source("t", 0, 6), "sha")
+    back = decode_checkpoint(raw)["state"]
     assert back["plain"] == plain
     assert back["tricky"][0] == ("t", 1, 2) and back["tricky"][1][0] == "t" and np.isnan(back["tricky"][1][1])
 
@@ -48,18 +52,19 @@ def test_pipeline_state_through_the_codec_continues_identically():
                                         exponential_calibration()))
 
     def items(lo, hi):
-        return [(record("e", 1000.0 + i, np.full(3, 50.0 if i == 40 else np.sin(i))), ("m", 0, i))
+        return [(record("e", 1000.0 + i, np.full(3, 50.0 if i == 40 else np.sin(i))), Source("m", 0, i, 7))
                 for i in range(lo, hi)]
 
-    a = make()
-    a.process(items(0, 23))
+    a, a_ledger = make(), Ledger()
+    a_ledger.took(a.process(items(0, 23)).held)
     a.flush_batches()
-    restored = make()
-    message = decode_checkpoint(encode_checkpoint("e", a.state_dict("e"), a.last_source["e"], "sha"))
+    restored, ledger = make(), Ledger()
+    message = decode_checkpoint(encode_checkpoint("e", a.state_dict("e"), a_ledger.held["e"], "sha"))
+    assert message["last_source"] == Source("m", 0, 22, 7)
     restored.load_state("e", message["state"])
-    restored.restored_through("e", message["last_source"])
+    ledger.restored("e", message["last_source"])
     redelivered = items(20, 60)  # Kafka redelivers from an older committed offset
-    got = [(s.source, s.score, s.threshold) for s in [*restored.process(redelivered).points(),
+    got = [(s.source, s.score, s.threshold) for s in [*restored.process(redelivered, ledger.skip_filter()).points(),
                                                       *restored.flush_batches().points()]]
     want = [(s.source, s.score, s.threshold) for s in [*a.process(items(23, 60)).points(), *a.flush_batches().points()]]
-    assert got == want and restored.skipped == 3
+    assert got == want and ledger.skipped == 3 and ledger.skip_filter() is None  # past the checkpoint: no filter

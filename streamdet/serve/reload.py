@@ -1,10 +1,10 @@
 """Model hot reload: a replaced bundle file (or SIGHUP) swaps the model without stopping the daemon.
 
 The file is checked about once a second (mtime, size and inode, so an atomic `mv` of a new bundle is seen). A new
-bundle is loaded with the same checks as at start-up, must have the same channels and window (the input layout; changing it needs a restart) and must
-score a test batch finitely; otherwise it is rejected with one log line and the old model keeps serving. The swap
-happens between micro-batches, so no record is dropped: windows already cut are scored by the old model, all later
-ones by the new. Thresholds restart from the new bundle's calibration (the score scale changed with the model).
+bundle is loaded with the same checks as at start-up, must have the same channels and window (the input layout;
+changing it needs a restart) and must score a test batch finitely; otherwise it is rejected with one log line and the
+old model keeps serving. The swap happens between micro-batches, so no record is dropped: windows already cut are
+scored by the old model, all later ones by the new. Thresholds restart from the new bundle's calibration (the score scale changed with the model).
 With `scoring.compile: aoti` the new bundle is compiled (or found in the cache) on a background thread while the old
 model keeps serving, and swapped in only once the compiled model has been verified.
 """
@@ -23,8 +23,8 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from .bundle import Bundle, load_bundle
-from .errors import StreamdetError
+from ..bundle import Bundle, load_bundle
+from ..errors import StreamdetError
 
 log = logging.getLogger(__name__)
 
@@ -133,4 +133,4 @@ class BundleReloader:
 
     def _count(self, result: str) -> None:
         if self.metrics is not None:
-            self.metrics.model_reloads.labels(result).inc()
+            self.metrics.model_reload(result)

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from .config import Config
-from .data.series import label_segments
+from ..config import Config
+from ..data.series import label_segments
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ DRAIN_TIMEOUT_S = 120.0
 
 def with_data_fallback(cfg: Config) -> Config:
     """Use the synthetic generator when the configured benchmark folder is missing (a user's fresh clone)."""
-    from .data import data_available
+    from ..data import data_available
 
     if data_available(cfg):
         return cfg
@@ -55,7 +55,7 @@ def _ensure_bundle(cfg: Config) -> None:
     if path.exists():
         print(f"using bundle {path}")
         return
-    from .train import train_bundle
+    from ..train import train_bundle
 
     print(f"training {cfg.model.name} ({cfg.model.preset or 'default'} preset) on {cfg.data.dataset}, "
           f"{', '.join(cfg.data.entities) or 'all entities'} -> {path}")
@@ -90,11 +90,12 @@ def _rows(message: dict, report) -> str:
 
 
 def run_demo(cfg: Config, limit: int = 0) -> int:
-    from .data import load_series
+    from ..data import load_series
+    from ..io.admin import ensure_topics
+    from ..io.broker import EmbeddedBroker
+    from ..io.producer import Producer
+    from ..replay import ReplayReport, replay
     from .daemon import Daemon
-    from .io.broker import EmbeddedBroker
-    from .io.kafka import ensure_topics, make_producer
-    from .replay import ReplayReport, replay
 
     cfg = with_data_fallback(cfg)
     _quiet_logs()
@@ -103,40 +104,40 @@ def run_demo(cfg: Config, limit: int = 0) -> int:
     arrays = {s.entity: (s.test[:limit] if limit else s.test) for s in series}
     total = sum(len(a) for a in arrays.values())
     with EmbeddedBroker() as broker:
-        k = cfg.kafka
-        ensure_topics(cfg, [k.metrics_topic, k.alerts_topic, k.dlq_topic], broker.bootstrap)
+        k = cfg.kafka.at(broker.bootstrap)
+        ensure_topics(k, [k.metrics_topic, k.alerts_topic, k.dlq_topic])
         daemon = Daemon(cfg, bootstrap=broker.bootstrap)
         runner = threading.Thread(target=daemon.run, name="daemon", daemon=True)
         runner.start()
         _wait(lambda: daemon.metrics.is_ready() or not runner.is_alive(), 60, "the daemon to become ready")
         print(f"daemon ready; Prometheus metrics at http://{cfg.metrics.host}:{daemon.metrics.port}/metrics")
         print(f"replaying {total} records of {len(arrays)} entities into '{k.metrics_topic}' ...")
-        producer = make_producer(cfg, bootstrap=broker.bootstrap)
+        producer = Producer(k)
         live = ReplayReport(entities=list(arrays), timestamps={e: [] for e in arrays})  # filled while sending
         report_box: dict = {"entities": list(arrays), "report": live}
         sender = threading.Thread(target=lambda: replay(
             arrays, lambda key, v: producer.produce(k.metrics_topic, key, v), report=live), daemon=True)
         sender.start()
-        alerts = _tail_alerts(cfg, broker.bootstrap, daemon, runner, sender, report_box, total)
+        alerts = _tail_alerts(cfg, k, daemon, runner, sender, report_box, total)
         producer.flush()
         producer.close()
     _summary(series, report_box["report"], alerts, daemon, limit)
     return 0
 
 
-def _tail_alerts(cfg, bootstrap, daemon, runner, sender, report_box, total) -> list[dict]:
+def _tail_alerts(cfg, kafka, daemon, runner, sender, report_box, total) -> list[dict]:
     """Print alerts as they arrive; once the replay is scored, stop the daemon (it drains the last partial windows)
     and print the alerts its shutdown published."""
-    from .io.kafka import TopicTail
+    from ..io.readers import TopicTail
 
     alerts: list[dict] = []
     # points still waiting in partial strides are scored only by the shutdown drain
     in_partial_strides = len(report_box.get("entities", ())) * (cfg.scoring.stride - 1)
     deadline = time.monotonic() + DRAIN_TIMEOUT_S + total / 500.0
-    with TopicTail(cfg, cfg.kafka.alerts_topic, bootstrap) as tail:
+    with TopicTail(kafka, kafka.alerts_topic) as tail:
         while time.monotonic() < deadline and runner.is_alive():
             _print_new(tail, alerts, report_box)
-            scored = daemon.metrics.total(daemon.metrics.scored)
+            scored = daemon.metrics.scored_total()
             if not sender.is_alive() and scored >= total - in_partial_strides:
                 break
         daemon.stop(drain=True)  # the replay is over: score the last partial windows too
@@ -158,7 +159,7 @@ def _print_new(tail, alerts: list[dict], report_box: dict) -> int:
 
 
 def _summary(series, report, alerts: list[dict], daemon, limit: int) -> None:
-    scored = daemon.metrics.total(daemon.metrics.scored)
+    scored = daemon.metrics.scored_total()
     firing = [a for a in alerts if a["status"] == "firing"]
     n_segments = hit = 0
     for s in series:

@@ -1,0 +1,257 @@
+"""The online daemon: start-up, the loop and shutdown; it wires the Kafka and Prometheus adapters to the stages.
+
+One loop: poll -> pipeline.process -> delivery.publish (dead letters, alerts) -> delivery.commit (every
+kafka.commit_interval_ms: the ordered commit of delivery.py). SIGTERM/SIGINT stop polling, drain the partial windows
+(or leave them to the checkpoints), commit and exit 0. An unexpected error commits nothing and exits 1, so that Kafka
+redelivers after a restart.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from contextlib import ExitStack
+from typing import Callable, Optional
+
+from ..io.admin import ensure_topics
+from ..io.client import StreamClient
+from ..io.connection import accepts_connections, error_kind
+from ..io.factory import make_client
+from ..io.metrics import Metrics
+from .backoff import BrokerHealth
+from .delivery import Delivery
+from .rebalance import Rebalance
+
+log = logging.getLogger(__name__)
+
+LAG_INTERVAL_S = 1.0  # how often consumer lag and active entities are exported
+SHUTDOWN_COMMIT_ATTEMPTS = 3
+
+
+class Daemon:
+    """`Daemon(cfg).run()` -> exit code. `stop()` (or SIGTERM/SIGINT in the main thread) ends it cleanly."""
+
+    def __init__(self, cfg, bundle_path: Optional[str] = None, *, bootstrap: Optional[str] = None,
+                 observer: Optional[Callable] = None):
+        self.cfg = cfg
+        self.kafka = cfg.kafka.at(bootstrap)
+        self.bundle_path = bundle_path or cfg.model.bundle
+        self.observer = observer  # called with every published StepResult (benchmark latency probes)
+        self.metrics = Metrics(cfg.metrics)
+        self.health = BrokerHealth(self.metrics)
+        self.pipeline = None
+        self.client: Optional[StreamClient] = None
+        self.delivery: Optional[Delivery] = None
+        self.rebalance: Optional[Rebalance] = None
+        self.reloader = None  # reload.BundleReloader
+        self._stop = threading.Event()
+        self._next_lag = 0.0
+        self._drain_on_stop = False
+        self._pending_at_stop = 0
+
+    def stop(self, drain: bool = False) -> None:
+        """End the loop. drain=True scores partial windows even when checkpoints could carry them (finite replays)."""
+        self._drain_on_stop = self._drain_on_stop or drain
+        self._stop.set()
+
+    # --- lifecycle ------------------------------------------------------------------------------------------------
+    def run(self) -> int:
+        """Run until stopped; BundleError/ConfigError propagate (exit 2 via the CLI), other errors return 1."""
+        with ExitStack() as stack:
+            self._start(stack)
+            try:
+                self._loop()
+                self._shutdown()
+            except Exception as exc:
+                self._fail(exc)
+                return 1
+            finally:
+                self.metrics.loop_stopped()
+        skipped = self.delivery.ledger.skipped if self.delivery is not None else 0
+        log.info("daemon stopped cleanly", extra={"consumed": self.metrics.consumed_total(),
+                                                  "scored": self.metrics.scored_total(),
+                                                  "pending_in_checkpoint": self._pending_at_stop,
+                                                  "skipped_restored": skipped})
+        return 0
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.rebalance is not None:
+            self.rebalance.failed = True
+        kind = error_kind(exc.__cause__ or exc)
+        if kind:
+            self.metrics.kafka_error(kind)
+        log.exception("daemon loop failed; committing nothing so that Kafka redelivers")
+
+    def _start(self, stack: ExitStack) -> None:
+        from ..bundle import load_bundle
+        from ..pipeline.engine import Pipeline
+        from .reload import BundleReloader
+
+        bundle_path = self.cfg.path(str(self.bundle_path))
+        bundle = load_bundle(bundle_path)
+        self.metrics.start_server()  # before compiling: /healthz answers, /readyz says 503 until the model serves
+        stack.callback(self.metrics.stop_server)
+        self._prepare_model(bundle)
+        self.pipeline = Pipeline(self.cfg, bundle, time.monotonic)
+        stack.callback(self.pipeline.close)
+        self.metrics.set_model(bundle.model_name, bundle.sha256, bundle.window, len(bundle.channels))
+        self._install_signals(stack)
+        self.reloader = BundleReloader(bundle_path, bundle, self.metrics,
+                                       prepare=lambda new: self._prepare_model(new, heartbeat=False))
+        self.reloader.install_sighup(stack)
+        self.kafka = self._resolve_bootstrap(stack)
+        self._connect(stack)
+        _freeze_startup_heap()
+        k = self.kafka
+        log.info("daemon started bootstrap=%s topic=%s group=%s client=%s model=%s", k.bootstrap_servers,
+                 k.metrics_topic, k.group_id, k.client, bundle.model_name)
+
+    def _prepare_model(self, bundle, heartbeat: bool = True) -> None:
+        """scoring.compile: aoti compiles an exported bundle for this host (or loads it from the cache) before it
+        scores anything; the heartbeat goes on meanwhile so that /healthz stays 200 through a long compile."""
+        from ..bundle.serving import prepare_all
+
+        s = self.cfg.scoring
+        cache = self.cfg.path(s.compile_cache) if s.compile_cache else None
+        prepare_all([bundle], s.compile, cache, tick=self.metrics.heartbeat if heartbeat else None)
+        self.metrics.set_compile(bundle.serving)
+
+    def _connect(self, stack: ExitStack) -> None:
+        """Create topics, the client and the subscription, retrying with capped back-off while the broker is down."""
+        k = self.kafka
+        while not self._stop.is_set():
+            try:
+                if not accepts_connections(k.bootstrap_servers):
+                    raise ConnectionError(f"no broker accepts connections at {k.bootstrap_servers}")
+                ensure_topics(k, [k.metrics_topic, k.alerts_topic, k.dlq_topic])
+                if k.state_topic:
+                    ensure_topics(k, [k.state_topic], compacted=True)
+                self.client = make_client(k)
+                break
+            except Exception as exc:
+                self.health.outage(exc, "start-up")
+                self.metrics.heartbeat()  # alive and retrying: /healthz stays 200, /readyz says not ready
+                self._stop.wait(self.health.next_delay())
+        if self.client is None:
+            return
+        self.health.recovered()
+        stack.callback(self._close_client)
+        checkpointer = None
+        if k.state_topic:
+            from .state import Checkpointer
+
+            checkpointer = Checkpointer(k, self.client)
+        self.delivery = Delivery(k, self.client, self.pipeline, self.metrics, self.health, checkpointer, self.observer)
+        self.rebalance = Rebalance(self.delivery, self.metrics)
+        self.client.subscribe([k.metrics_topic], self.rebalance.on_assign, self.rebalance.on_revoke)
+
+    def _resolve_bootstrap(self, stack: ExitStack):
+        """The kafka section at a real address: "embedded" starts a private broker for the daemon's lifetime."""
+        if self.kafka.bootstrap_servers != "embedded":
+            return self.kafka
+        from ..io.broker import EmbeddedBroker
+
+        broker = stack.enter_context(EmbeddedBroker())
+        log.info("embedded broker for the daemon bootstrap=%s", broker.bootstrap)
+        return self.kafka.at(broker.bootstrap)
+
+    def _install_signals(self, stack: ExitStack) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals can only be handled in the main thread; threaded callers use stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.signal(sig, lambda signum, frame: self._on_signal(signum))
+            stack.callback(signal.signal, sig, previous)
+
+    def _on_signal(self, signum: int) -> None:
+        log.info("signal received signal=%s; draining and stopping", signal.Signals(signum).name)
+        self.stop()
+
+    def _close_client(self) -> None:
+        try:
+            self.client.close()
+        except Exception:
+            log.exception("error while closing the Kafka client")
+
+    def _shutdown(self) -> None:
+        """Nothing consumed is left unacknowledged. With checkpoints the partial windows travel in the state (the
+        next run continues exactly); without them (or drain=True) they are scored now."""
+        if self.client is None:
+            return
+        d = self.delivery
+        if d.checkpointer is None or self._drain_on_stop:
+            d.publish(self.pipeline.drain())
+        for _ in range(SHUTDOWN_COMMIT_ATTEMPTS):
+            if d.commit(force=True):
+                self._pending_at_stop = sum(1 for _ in self.pipeline.pending_sources())  # carried by checkpoints
+                return
+            self._stop.wait(self.health.next_delay())
+        log.error("could not commit at shutdown: the uncommitted records will be redelivered")
+
+    # --- the loop -------------------------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        k, d = self.kafka, self.delivery
+        while not self._stop.is_set() and self.client is not None:
+            self._maybe_reload()
+            try:
+                items = self.client.poll(self._poll_timeout_ms(), k.max_poll_records)
+            except Exception as exc:
+                self.health.outage(exc, "poll")
+                self.metrics.heartbeat()
+                self._stop.wait(self.health.next_delay())
+                continue
+            self.metrics.heartbeat()
+            if self.rebalance.error is not None:
+                raise RuntimeError("rebalance callback failed") from self.rebalance.error
+            if items:
+                self._note_consumed(items)
+                d.publish(self.pipeline.process(items, d.ledger.skip_filter()))
+            else:
+                d.publish(self.pipeline.poll())
+            d.commit()
+            self._export_gauges()
+            self.health.probe(self.client, bool(items))
+
+    def _maybe_reload(self) -> None:
+        """Swap in a new bundle between batches when the file changed or SIGHUP asked (verified first)."""
+        bundle = self.reloader.poll() if self.reloader is not None else None
+        if bundle is None:
+            return
+        self.delivery.publish(self.pipeline.flush_batches())  # windows already cut are scored by the model they met
+        self.pipeline.replace_model(bundle)
+        self.metrics.set_model(bundle.model_name, bundle.sha256, bundle.window, len(bundle.channels))
+        self.reloader.served(bundle)
+        gc.unfreeze()  # the old model was part of the frozen start-up heap: let the collector free it, then refreeze
+        _freeze_startup_heap()
+
+    def _poll_timeout_ms(self) -> int:
+        """Wait for records at most until the oldest batched window is due, so max_wait_ms holds when input stops."""
+        due = self.pipeline.seconds_until_due()
+        timeout = self.kafka.poll_timeout_ms
+        return timeout if due is None else max(0, min(timeout, int(due * 1000)))
+
+    def _note_consumed(self, items: list) -> None:
+        topics = {tp.topic for tp in self.client.positions()}
+        counts = {topics.pop(): len(items)} if len(topics) == 1 else Counter(source.topic for _, source in items)
+        self.metrics.consumed(counts)
+
+    def _export_gauges(self) -> None:
+        now = time.monotonic()
+        if now < self._next_lag:
+            return
+        self._next_lag = now + LAG_INTERVAL_S
+        self.metrics.set_lag(self.client.lag())
+        self.metrics.entities_active(self.pipeline.n_entities)
+
+
+def _freeze_startup_heap() -> None:
+    """Move everything alive after start-up (torch and its modules, the model, clients, config) out of the cyclic
+    garbage collector's reach: they live as long as the process, yet every full collection would walk all of them
+    (hundreds of thousands of objects, tenths of a second each time, on the thread that consumes). Measured with
+    tools/bench_pipeline.py: the largest single gain in end-to-end records/s. Objects created later are collected
+    as usual; a model reload unfreezes first, so that the replaced model can be collected."""
+    gc.collect()
+    gc.freeze()

@@ -1,0 +1,60 @@
+"""Consumer-group rebalances: hand revoked partitions over cleanly, restore the state of assigned ones.
+
+Revoked: score what is pending (or, with checkpoints, let the state carry it), publish, flush and commit those
+partitions, then forget their entities: the next owner restores them from the changelog. Assigned: restore the
+latest checkpoint of every entity of the new partitions. The Kafka clients swallow or defer exceptions raised in
+their callbacks, so an error is kept in `error` and the loop re-raises it after the poll.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from ..types import Partition
+from .delivery import Delivery
+
+log = logging.getLogger(__name__)
+
+
+def _names(partitions: list[Partition]) -> str:
+    return ",".join(f"{t}[{p}]" for t, p in partitions)
+
+
+class Rebalance:
+    def __init__(self, delivery: Delivery, metrics):
+        self.delivery = delivery
+        self.metrics = metrics
+        self.failed = False  # set by the loop when it fails: a revocation then commits nothing
+        self.error: Optional[BaseException] = None
+
+    def on_assign(self, partitions: list[Partition]) -> None:
+        log.info("partitions assigned partitions=%s", _names(partitions))
+        d = self.delivery
+        if d.checkpointer is not None and partitions:
+            try:
+                d.checkpointer.restore(d.pipeline, d.ledger, set(partitions))
+            except Exception as exc:
+                self.failed, self.error = True, exc
+                log.exception("restoring state failed")
+        self.metrics.set_assigned(bool(partitions))
+
+    def on_revoke(self, partitions: list[Partition]) -> None:
+        """Before losing partitions: score what is pending, publish, flush and commit them (unless failing)."""
+        d = self.delivery
+        entities: list[str] = []
+        if partitions and not self.failed:
+            log.info("partitions revoked partitions=%s", _names(partitions))
+            try:
+                if d.checkpointer is None:
+                    d.publish(d.pipeline.drain())
+                d.commit(force=True, partitions=partitions)
+                if d.checkpointer is not None:  # their state now lives in the changelog for the next owner
+                    entities = d.ledger.entities_of(partitions)
+                    d.pipeline.forget(entities)
+            except Exception as exc:
+                self.failed, self.error = True, exc
+                log.exception("draining revoked partitions failed; committing nothing")
+        d.ledger.forget(entities, partitions)
+        d.client.forget(partitions)  # also drops their positions
+        self.metrics.set_assigned(False)
