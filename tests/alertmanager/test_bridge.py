@@ -184,3 +184,23 @@ def test_a_malformed_alertmanager_url_fails_start_up_with_one_line_and_exit_code
     assert out.stderr.strip().splitlines() == [
         "streamdet: error: alertmanager.urls[1]: malformed URL 'htp//am:9093' "
         "(expected http://host:port or https://host:port)"]
+
+
+def test_with_two_alertmanagers_one_down_alerts_count_as_delivered_and_reach_the_other_once_it_is_up(
+        broker, topics, alertmanager, tmp_path):
+    now = time.time()
+    up, hook = alertmanager
+    port = free_port()
+    bridge = BridgeProcess(broker.bootstrap, topics, [up.url, f"http://127.0.0.1:{port}"], tmp_path / "bridge.log")
+    late = None
+    try:
+        produce(broker.bootstrap, topics["alerts"], [("h", alert_message("h", "firing", now - 30, now - 20))])
+        wait_until(lambda: entities(up) == {"h"}, 30, "the alert in the Alertmanager that is up")
+        bridge.wait_ready()  # one Alertmanager answering is enough, as for Prometheus
+        wait_until(lambda: committed(broker.bootstrap, f"{topics['group']}-bridge") == 1, 30, "the commit")
+        late = Alertmanager(tmp_path, hook.url, port=port, name="late")
+        wait_until(lambda: late.open_set() == up.open_set(), 30, "the open alert re-posted to the late one")
+    finally:
+        bridge.close()
+        if late is not None:
+            late.stop()
