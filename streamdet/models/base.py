@@ -5,7 +5,7 @@ Shapes use fixed letters: B batch, L window, C channels, D width, P patches, H h
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -27,13 +27,19 @@ class Detector(nn.Module):
       per-channel shares >= 0. Row independence: forward(x)[i] depends only on x[i].
     - `prepare(train)`: called once by the trainer with a sample of normalised training windows [N, L, C] before the
       first step; for statistics a model needs (PCA bases, kNN references, memory initialisation). Default: nothing.
+    - `fit_validation(val)`: called once by the trainer after the best weights are restored, with a sample of
+      normalised validation windows [N, L, C]; for statistics of held-out data the score needs (lstm_ae's Gaussian
+      error model). Whatever it fits must be buffers, so that it travels inside the bundle. Default: nothing.
     - `trainable`: False for models fully fitted by `prepare` (the trainer then skips gradient steps).
+    - `phases` > 1: objectives that the original trains with one optimiser per phase, stepped one after the other on
+      each batch (USAD); the trainer then steps `phase_parameters(k)` on `phase_loss(x, epoch, k, labels)`.
     """
 
     name: str = "detector"
     Params: type = Hyper
     presets: Dict[str, Dict] = {"tiny": {}}
     trainable: bool = True
+    phases: int = 1
 
     def __init__(self, n_channels: int, window: int, hp: Optional[Hyper] = None):
         super().__init__()
@@ -47,8 +53,17 @@ class Detector(nn.Module):
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:  # pragma: no cover
         raise NotImplementedError
 
+    def phase_loss(self, x: Tensor, epoch: int, phase: int, labels: Optional[Tensor] = None) -> Tensor:
+        return self.loss(x, epoch, labels)
+
+    def phase_parameters(self, phase: int) -> List[nn.Parameter]:
+        return list(self.parameters())
+
     def prepare(self, train: Tensor) -> None:
         """Fit statistics from normalised training windows [N, L, C] before gradient training (optional)."""
+
+    def fit_validation(self, val: Tensor) -> None:
+        """Fit score statistics on normalised validation windows [N, L, C] after training (optional)."""
 
     def hparams(self) -> Dict:
         """Hyper-parameters needed to rebuild this model (recorded in the bundle)."""

@@ -1,8 +1,8 @@
 """DCdetector (Yang et al., KDD 2023): dual attention contrastive representation, no reconstruction.
 
-Each channel is a univariate series (channel independence), seen two ways for every patch size p: patch-wise
-(tokens are the L/p patches; attention relates patches) and in-patch (tokens are the p positions inside a patch,
-embedded across patches; attention relates positions). As in the paper, both maps are read as step x step
+Each channel is a univariate series (channel independence), instance-normalised over its window as in the paper,
+seen two ways for every patch size p: patch-wise (tokens are the L/p patches; attention relates patches) and
+in-patch (tokens are the p positions inside a patch, embedded across patches; attention relates positions). As in the paper, both maps are read as step x step
 distributions (each patch repeated / the in-patch map tiled, normalised per row). On normal data the two views
 agree; an anomaly disturbs one view more than the other. Score = symmetric KL between the two views' per-step
 distributions, averaged over heads and patch sizes; per channel, which gives the contributions directly. That KL
@@ -24,6 +24,14 @@ from torch import Tensor, nn
 from .base import Detector
 from .hparams import Hyper, require, require_heads_divide
 from .layers import pad_to_multiple
+
+
+def instance_normalise(series: Tensor, eps: float = 1e-5) -> Tensor:
+    """Each series [N, L] to zero mean and unit variance over its own window (the paper's instance normalisation,
+    RevIN without the affine part): the views compare shapes, not levels."""
+    mean = series.mean(dim=-1, keepdim=True)
+    std = torch.sqrt(series.var(dim=-1, unbiased=False, keepdim=True) + eps)
+    return (series - mean) / std
 
 
 class ViewAttention(nn.Module):
@@ -107,7 +115,7 @@ class DCdetector(Detector):
     def discrepancy(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """x [B, L, C] -> per series (B*C rows) and step: view discrepancy and view entropy, each [B*C, L]."""
         B, L, C = x.shape
-        series = x.permute(0, 2, 1).reshape(B * C, L)  # [B*C, L]
+        series = instance_normalise(x.permute(0, 2, 1).reshape(B * C, L))  # [B*C, L]
         gap = torch.zeros(B * C, L, device=x.device)
         entropy = torch.zeros(B * C, L, device=x.device)
         for view in self.views:

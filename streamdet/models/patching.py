@@ -11,10 +11,10 @@ Labels for semi-supervised models follow the patch (a patch is anomalous when an
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import ConfigError
 from .base import Detector
@@ -40,7 +40,7 @@ def check_patch(size: int, stride: int, window: int) -> None:
 class Patched(Detector):
     """`inner` (built for size*C channels and P steps) applied to the patches of each window."""
 
-    __jit_ignored_attributes__ = ["name", "trainable"]  # plain Python facts about the model, never scored with
+    __jit_ignored_attributes__ = ["name", "trainable", "phases"]  # plain Python facts about the model, never scored with
 
     def __init__(self, inner: Detector, n_channels: int, window: int, size: int, stride: int):
         super().__init__(n_channels, window)
@@ -52,6 +52,7 @@ class Patched(Detector):
         self.inner = inner
         self.name = inner.name
         self.trainable = inner.trainable
+        self.phases = inner.phases
         self.size = size
         self.stride = stride
         self.n_patches = int(starts.numel())
@@ -73,9 +74,20 @@ class Patched(Detector):
     def prepare(self, train: Tensor) -> None:
         self.inner.prepare(self.tokens(train))
 
+    def fit_validation(self, val: Tensor) -> None:
+        self.inner.fit_validation(self.tokens(val))
+
+    def patch_labels(self, labels: Optional[Tensor]) -> Optional[Tensor]:
+        return None if labels is None else labels[:, self.index].amax(dim=-1)  # [B, L] -> [B, P]
+
     def loss(self, x: Tensor, epoch: int, labels: Optional[Tensor] = None) -> Tensor:
-        patch_labels = None if labels is None else labels[:, self.index].amax(dim=-1)  # [B, P]
-        return self.inner.loss(self.tokens(x), epoch, patch_labels)
+        return self.inner.loss(self.tokens(x), epoch, self.patch_labels(labels))
+
+    def phase_loss(self, x: Tensor, epoch: int, phase: int, labels: Optional[Tensor] = None) -> Tensor:
+        return self.inner.phase_loss(self.tokens(x), epoch, phase, self.patch_labels(labels))
+
+    def phase_parameters(self, phase: int) -> List[nn.Parameter]:
+        return self.inner.phase_parameters(phase)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         _, per_token = self.inner(self.tokens(x))  # [B, P, size*C]

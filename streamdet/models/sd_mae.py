@@ -1,8 +1,9 @@
 """Self-distilled masked autoencoder: a deep teacher and a shallow student disagree on what they never learned.
 
 A transformer encoder sees the window with a share of its steps masked (`mask_ratio`, replaced by a learned mask
-token). A deep teacher decoder reconstructs the masked steps; a shallow student decoder learns to reproduce the
-teacher (self-distillation, teacher detached). On normal patterns the student imitates the teacher well; on unseen
+token). A deep teacher decoder (`teacher_layers` transformer layers, 4 by default) reconstructs the masked steps; a
+one-layer transformer student decoder learns to reproduce the teacher (self-distillation, teacher detached), as in the
+self-distilled masked autoencoder design this follows. On normal patterns the student imitates the teacher well; on unseen
 (anomalous) patterns their outputs part. Score = teacher-student discrepancy on masked steps, plus (weight
 `recon_weight`) the teacher's error on them: a hidden step cannot make the two decoders disagree about a value
 neither saw, so a lone spike shows only through the teacher failing to predict it from its context.
@@ -40,7 +41,7 @@ class SDMAEParams(Hyper):
     width: int = 64
     heads: int = 4
     encoder_layers: int = 2
-    teacher_layers: int = 2
+    teacher_layers: int = 4  # the deep teacher decoder; the student decoder is one transformer layer
     ff: int = 128
     mask_ratio: float = 0.6
     margin: float = 1.0
@@ -48,6 +49,8 @@ class SDMAEParams(Hyper):
     recon_weight: float = 1.0
 
     def check(self) -> None:
+        require(self.teacher_layers >= 2, "teacher_layers", "must be >= 2 (deeper than the one-layer student)",
+                self.teacher_layers)
         require(0.0 < self.mask_ratio < 1.0, "mask_ratio", "must lie strictly between 0 and 1", self.mask_ratio)
         require_heads_divide(self.width, self.heads)
 
@@ -55,7 +58,7 @@ class SDMAEParams(Hyper):
 class SelfDistilledMAE(Detector):
     name = "sd_mae"
     Params = SDMAEParams
-    presets = {"tiny": {"width": 16, "heads": 2, "encoder_layers": 1, "ff": 32, "warmup_epochs": 1}}
+    presets = {"tiny": {"width": 16, "heads": 2, "encoder_layers": 1, "teacher_layers": 2, "ff": 32, "warmup_epochs": 1}}
 
     def __init__(self, n_channels: int, window: int, hp: SDMAEParams = SDMAEParams()):
         super().__init__(n_channels, window, hp)
@@ -66,7 +69,7 @@ class SelfDistilledMAE(Detector):
         self.position = PositionalEncoding(width, window)
         self.encoder = TransformerStack(width, heads, ff, encoder_layers)
         self.teacher = nn.Sequential(TransformerStack(width, heads, ff, teacher_layers), nn.Linear(width, n_channels))
-        self.student = nn.Linear(width, n_channels)
+        self.student = nn.Sequential(TransformerStack(width, heads, ff, 1), nn.Linear(width, n_channels))
         self.register_buffer("masks", interleaved_masks(window, mask_ratio))  # [K, L]
         self.mask_ratio = mask_ratio
         self.margin = margin

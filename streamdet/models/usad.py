@@ -3,20 +3,22 @@
 AE1 = D1(E(x)) and AE2 = D2(E(x)) both learn to reconstruct x. Adversarially, AE1 learns to fool AE2 (make
 AE2(AE1(x)) close to x) while AE2 learns to tell AE1's output from real data (make AE2(AE1(x)) far from x). The
 weight of the adversarial terms grows with the epoch: 1/n for reconstruction, 1 - 1/n for the adversarial term.
-Both phases are one loss here: parameter-frozen calls route each phase's adversarial gradient to its own decoder.
+As in the original, the two phases are two optimisers stepped one after the other on every batch (`phases = 2`):
+phase 1 trains the encoder and D1 on L1, phase 2 the encoder and D2 on L2, so the shared encoder learns in both
+phases. In one summed loss the encoder's two adversarial gradients would cancel exactly; separate steps keep both.
 Score per step = alpha * |x - AE1(x)|^2 + beta * |x - AE2(AE1(x))|^2 (mean over channels).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from .base import Detector
 from .hparams import Hyper, require
-from .layers import frozen_call, mlp
+from .layers import mlp
 
 
 @dataclass(frozen=True)
@@ -48,20 +50,27 @@ class USAD(Detector):
         self.alpha = alpha
         self.beta = beta
 
-    def loss(self, x: Tensor, epoch: int, labels: Optional[Tensor] = None) -> Tensor:
+    phases = 2
+
+    def phase_parameters(self, phase: int) -> List[nn.Parameter]:
+        decoder = self.decoder1 if phase == 0 else self.decoder2
+        return list(self.encoder.parameters()) + list(decoder.parameters())
+
+    def phase_loss(self, x: Tensor, epoch: int, phase: int, labels: Optional[Tensor] = None) -> Tensor:
+        """Phase 0 (L1): AE1 reconstructs and fools D2. Phase 1 (L2): AE2 reconstructs and exposes AE1's output."""
         B, L, C = x.shape
         flat = x.reshape(B, L * C)  # [B, L*C]
         n = float(epoch + 1)
         z = self.encoder(flat)
         ae1 = self.decoder1(z)
-        ae2 = self.decoder2(z)
-        # phase 1: AE1 reconstructs and fools a frozen D2
-        fooled = frozen_call(self.decoder2, self.encoder(ae1))
-        loss1 = ((flat - ae1) ** 2).mean() / n + (1 - 1 / n) * ((flat - fooled) ** 2).mean()
-        # phase 2: AE2 reconstructs and pushes AE1's (detached) output away; only D2 learns from that term
-        caught = self.decoder2(frozen_call(self.encoder, ae1.detach()))
-        loss2 = ((flat - ae2) ** 2).mean() / n - (1 - 1 / n) * ((flat - caught) ** 2).mean()
-        return loss1 + loss2
+        game = ((flat - self.decoder2(self.encoder(ae1))) ** 2).mean()  # |x - AE2(AE1(x))|^2
+        if phase == 0:
+            return ((flat - ae1) ** 2).mean() / n + (1 - 1 / n) * game
+        return ((flat - self.decoder2(z)) ** 2).mean() / n - (1 - 1 / n) * game
+
+    def loss(self, x: Tensor, epoch: int, labels: Optional[Tensor] = None) -> Tensor:
+        """Both phases' objectives (the validation loss; the adversarial terms cancel in value)."""
+        return self.phase_loss(x, epoch, 0) + self.phase_loss(x, epoch, 1)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         B, L, C = x.shape

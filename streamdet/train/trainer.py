@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 MIN_REL_IMPROVEMENT = 1e-4  # early stopping ignores smaller relative improvements of the validation loss
 PREPARE_SAMPLE = 20_000  # windows handed to prepare() (PCA bases, kNN references, memory initialisation)
+VALIDATION_SAMPLE = 2_000  # windows handed to fit_validation() (each gives L error vectors: plenty for a Gaussian)
 
 
 @dataclass
@@ -58,19 +59,20 @@ def fit(model: torch.nn.Module, train: np.ndarray, val: np.ndarray, train_cfg, *
     seed_everything(train_cfg.seed)
     device = pick_device(train_cfg.device)
     result = TrainResult(device=str(device))
-    sample = train[np.linspace(0, len(train) - 1, min(len(train), PREPARE_SAMPLE)).round().astype(int)]
-    model.prepare(torch.from_numpy(np.ascontiguousarray(sample)))
+    model.prepare(_sample(train))
     if not getattr(model, "trainable", True):
         log.info("%s is fitted by prepare(); no gradient training", getattr(model, "name", "model"))
         return result
     model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    phases = getattr(model, "phases", 1)  # one optimiser per phase (USAD's two), stepped in turn on each batch
+    opts = [torch.optim.AdamW(model.phase_parameters(k) if phases > 1 else model.parameters(), lr=train_cfg.lr,
+                              weight_decay=train_cfg.weight_decay) for k in range(phases)]
     best_state, waited = None, 0
     bar = _progress_bar(train_cfg.epochs * _n_batches(len(train), train_cfg.batch_size), progress)
     try:
         for epoch in range(train_cfg.epochs):
             started = time.perf_counter()
-            train_loss = _train_epoch(model, opt, train, train_labels, epoch, train_cfg, device, bar)
+            train_loss = _train_epoch(model, opts, train, train_labels, epoch, train_cfg, device, bar)
             val_loss = evaluate_loss(model, val, val_labels, epoch, train_cfg.batch_size, device)
             seconds = time.perf_counter() - started
             result.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
@@ -94,8 +96,15 @@ def fit(model: torch.nn.Module, train: np.ndarray, val: np.ndarray, train_cfg, *
         raise StreamdetError("training diverged: the validation loss was never finite (lower train.lr?)")
     model.load_state_dict(best_state)
     model.cpu().eval()
+    model.fit_validation(_sample(val, VALIDATION_SAMPLE))
     result.seconds_per_epoch = float(np.mean([h["seconds"] for h in result.history]))
     return result
+
+
+def _sample(windows: np.ndarray, limit: int = PREPARE_SAMPLE) -> torch.Tensor:
+    """At most `limit` windows, evenly spread (for prepare() and fit_validation())."""
+    picked = windows[np.linspace(0, len(windows) - 1, min(len(windows), limit)).round().astype(int)]
+    return torch.from_numpy(np.ascontiguousarray(picked))
 
 
 def _improves(loss: float, best: float) -> bool:
@@ -115,7 +124,7 @@ def _progress_bar(total: int, enabled: bool):
     return tqdm(total=total, unit="batch", desc="training", dynamic_ncols=True, leave=True, mininterval=0.5)
 
 
-def _train_epoch(model, opt, train, labels, epoch, cfg, device, bar) -> float:
+def _train_epoch(model, opts, train, labels, epoch, cfg, device, bar) -> float:
     model.train()
     order = np.random.permutation(len(train))
     losses = []
@@ -123,15 +132,18 @@ def _train_epoch(model, opt, train, labels, epoch, cfg, device, bar) -> float:
         idx = order[i:i + cfg.batch_size]
         x = torch.from_numpy(train[idx]).to(device)  # [B, L, C]
         y = torch.from_numpy(labels[idx]).to(device) if labels is not None else None  # [B, L]
-        loss = model.loss(x, epoch, y)
-        if not torch.isfinite(loss):
-            raise StreamdetError(f"training diverged at epoch {epoch + 1}: loss is {loss.item()} (lower train.lr?)")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        losses.append(loss.item())
+        total = 0.0
+        for phase, opt in enumerate(opts):
+            loss = model.loss(x, epoch, y) if len(opts) == 1 else model.phase_loss(x, epoch, phase, y)
+            if not torch.isfinite(loss):
+                raise StreamdetError(f"training diverged at epoch {epoch + 1}: loss is {loss.item()} (lower train.lr?)")
+            model.zero_grad(set_to_none=True)  # all of them: a phase must not step on another phase's gradients
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            total += loss.item()
+        losses.append(total)
         if bar is not None:
             bar.update(1)
             if len(losses) % 20 == 1:
