@@ -133,5 +133,5 @@ def run_evaluate(cfg, bundle_path, entities: Optional[list[str]] = None, out_dir
         runs.append(run)
     report = build_report(cfg, bundle, series, runs)
     if out_dir is not None:
-        write_report(report, runs, series, Path(out_dir))
+        write_report(report, runs, series, Path(out_dir), bundle=bundle)
     return report

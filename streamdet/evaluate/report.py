@@ -146,15 +146,15 @@ def _json_safe(value):
     return value
 
 
-def write_report(report: dict, runs, series_list, out_dir: Path) -> None:
-    """report.json (NaN as null), report.md and, when matplotlib is installed, one PNG per entity."""
+def write_report(report: dict, runs, series_list, out_dir: Path, bundle=None) -> None:
+    """report.json (NaN as null), report.md and, when matplotlib is installed, the figures (evaluate/figures.py: per
+    entity and, given the bundle, loss curves, ROC/PR, score distributions, input vs expected)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(_json_safe(report), indent=2))
     (out_dir / "report.md").write_text(to_markdown(report))
     try:
-        from .plots import plot_entity
+        from .figures import write_figures
     except ImportError:
         log.info("matplotlib not installed (pip install streamdet[plots]); report written without plots")
         return
-    for run, s in list(zip(runs, series_list))[:PLOT_LIMIT]:
-        plot_entity(run, np.asarray(s.test_labels), out_dir / f"{run.entity.replace('/', '__')}.png")
+    write_figures(bundle, runs, series_list, out_dir, PLOT_LIMIT)

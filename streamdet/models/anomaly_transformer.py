@@ -38,6 +38,9 @@ class AnomalyAttention(nn.Module):
         index = torch.arange(window, dtype=torch.float32)
         self.register_buffer("distance2", (index[:, None] - index[None, :]) ** 2)  # [L, L]
 
+    def expected(self, x: Tensor) -> Optional[Tensor]:
+        return self.run(x)[0]
+
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         B, L, D = x.shape
         H, E = self.heads, self.head_width
@@ -61,6 +64,9 @@ class EncoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(width)
         self.norm2 = nn.LayerNorm(width)
         self.ff = nn.Sequential(nn.Linear(width, ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff, width))
+
+    def expected(self, x: Tensor) -> Optional[Tensor]:
+        return self.run(x)[0]
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         attended, series, prior = self.attention(x)
@@ -124,6 +130,9 @@ class AnomalyTransformer(Detector):
         n = float(len(series))
         # minimise: prior follows the series; maximise: series moves away from the prior
         return 2 * rec + self.k * (prior_term - series_term) / n
+
+    def expected(self, x: Tensor) -> Optional[Tensor]:
+        return self.run(x)[0]
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         x_hat, series, priors = self.run(x)

@@ -45,6 +45,9 @@ class DenseAutoencoder(Detector):
         flat = x.reshape(B, L * C)  # [B, L*C]
         return self.decoder(self.encoder(self.input_dropout(flat))).reshape(B, L, C)  # [B, L, C]
 
+    def expected(self, x: Tensor) -> Optional[Tensor]:
+        return self.reconstruct(x)
+
     def loss(self, x: Tensor, epoch: int, labels: Optional[Tensor] = None) -> Tensor:
         return ((self.reconstruct(x) - x) ** 2).mean()
 

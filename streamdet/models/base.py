@@ -62,6 +62,11 @@ class Detector(nn.Module):
     def prepare(self, train: Tensor) -> None:
         """Fit statistics from normalised training windows [N, L, C] before gradient training (optional)."""
 
+    def expected(self, x: Tensor) -> Optional[Tensor]:
+        """What the model expected to see [B, L, C] (its reconstruction or forecast), for plots; None for models
+        that score without one. Never scripted."""
+        return None
+
     def fit_validation(self, val: Tensor) -> None:
         """Fit score statistics on normalised validation windows [N, L, C] after training (optional)."""
 

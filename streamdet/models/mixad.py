@@ -59,6 +59,12 @@ class ChebConv(nn.Module):
         self.hops = hops
         self.linear = nn.Linear(2 * hops * features, out)
 
+    def expected(self, x: Tensor) -> Optional[Tensor]:
+        supports = self.supports()
+        states = self.encode(x, supports)
+        _, _, value = self.read_memory(states[:, -1])
+        return self.decode(states[:, -1], value, supports, x.shape[1])
+
     def forward(self, x: Tensor, supports: List[Tensor]) -> Tensor:
         terms: List[Tensor] = []
         for support in supports:
@@ -79,6 +85,12 @@ class STRGCCell(nn.Module):
         self.gates = ChebConv(features + hidden, 2 * hidden, hops)
         self.candidate = ChebConv(features + hidden, hidden, hops)
         self.hidden = hidden
+
+    def expected(self, x: Tensor) -> Optional[Tensor]:
+        supports = self.supports()
+        states = self.encode(x, supports)
+        _, _, value = self.read_memory(states[:, -1])
+        return self.decode(states[:, -1], value, supports, x.shape[1])
 
     def forward(self, x: Tensor, h: Tensor, supports: List[Tensor]) -> Tensor:
         z_r = torch.sigmoid(self.gates(torch.cat([x, h], dim=-1), supports))  # [B, N, 2D]
@@ -177,6 +189,12 @@ class MIXAD(Detector):
         hp = self.hp
         return ((rebuilt - x).abs().mean() + hp.lamb_cont * contrastive + hp.lamb_cons * consistency
                 + hp.lamb_kl * kl_uniform)
+
+    def expected(self, x: Tensor) -> Optional[Tensor]:
+        supports = self.supports()
+        states = self.encode(x, supports)
+        _, _, value = self.read_memory(states[:, -1])
+        return self.decode(states[:, -1], value, supports, x.shape[1])
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         supports = self.supports()

@@ -71,6 +71,10 @@ class Patched(Detector):
         summed = summed.index_add(1, self.index.reshape(-1), flat)
         return summed / self.coverage.unsqueeze(-1)  # [B, L, C]
 
+    def expected(self, x: Tensor) -> Optional[Tensor]:
+        inner = self.inner.expected(self.tokens(x))
+        return None if inner is None else self.unpatch(inner)
+
     def prepare(self, train: Tensor) -> None:
         self.inner.prepare(self.tokens(train))
 

@@ -71,6 +71,9 @@ class PatchTSTAutoencoder(Detector):
         rebuilt = summed / self.coverage  # [B*C, L], overlapping patches averaged
         return rebuilt.reshape(B, C, L).permute(0, 2, 1)  # [B, L, C]
 
+    def expected(self, x: Tensor) -> Optional[Tensor]:
+        return self.reconstruct(x)
+
     def loss(self, x: Tensor, epoch: int, labels: Optional[Tensor] = None) -> Tensor:
         return ((self.reconstruct(x) - x) ** 2).mean()
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Type
 
+import torch
+
 from ..errors import ConfigError
 from .anomaly_transformer import AnomalyTransformer
 from .autoencoder import DenseAutoencoder
@@ -73,4 +75,14 @@ def build(name: str, n_channels: int, window: int, preset: Optional[str] = None,
     return Patched(inner, n_channels, window, patch_size, patch_stride)
 
 
-__all__ = ["MODELS", "build", "check_patch", "model_class", "names", "preset_names", "resolve"]
+def rebuild(name: str, n_channels: int, window: int, hparams: dict, state: Dict[str, torch.Tensor]) -> Detector:
+    """The eager model of a bundle: built from its recorded hyper-parameters (and patch), weights from `state` (the
+    detector's own state dict, no `model.` prefix). For inspection (plots), never for serving."""
+    params = {k: v for k, v in hparams.items() if k != "patch"}
+    patch = hparams.get("patch") or {}
+    model = build(name, n_channels, window, None, params, int(patch.get("size", 0)), int(patch.get("stride", 0)))
+    model.load_state_dict(state)
+    return model.eval()
+
+
+__all__ = ["MODELS", "build", "check_patch", "model_class", "names", "preset_names", "rebuild", "resolve"]

@@ -108,6 +108,9 @@ class SpatialAssociationTransformer(Detector):
         descent = torch.softmax(-self.discrepancy(assoc, self.prior()), dim=-1) * assoc.shape[-1]
         return (1.0 - self.assoc_weight) + self.assoc_weight * descent
 
+    def expected(self, x: Tensor) -> Optional[Tensor]:
+        return self.associate(x)[0]
+
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         L = x.shape[1]
         rebuilt, assoc = self.associate(x)

@@ -100,6 +100,15 @@ class SelfDistilledMAE(Detector):
             total = total + ramp * masked_mean(F.relu(self.margin - discrepancy), anomalous)
         return total
 
+    def expected(self, x: Tensor) -> Optional[Tensor]:
+        """The teacher's value of each step, averaged over the inference masks that hide it."""
+        K, B, L = self.masks.shape[0], x.shape[0], x.shape[1]
+        masks = self.masks[:, :L].repeat(B, 1)  # [B*K, L]
+        teacher, _ = self.decode(x.repeat_interleave(K, dim=0), masks)
+        hidden = masks.unsqueeze(-1)
+        summed = (teacher * hidden).reshape(B, K, L, -1).sum(dim=1)
+        return summed / hidden.reshape(B, K, L, 1).sum(dim=1).clamp(min=1.0)
+
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         B, L, C = x.shape
         K = self.masks.shape[0]

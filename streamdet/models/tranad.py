@@ -35,6 +35,10 @@ class WindowDecoder(nn.Module):
         self.block = nn.TransformerDecoderLayer(width, heads, ff, dropout, batch_first=True, norm_first=True)
         self.head = nn.Linear(width, n_channels)
 
+    def expected(self, x: Tensor) -> Optional[Tensor]:
+        focus = (self.decoder1(self.encode(x, torch.zeros_like(x))) - x) ** 2
+        return self.decoder2(self.encode(x, focus))  # the phase-2 reconstruction
+
     def forward(self, memory: Tensor) -> Tensor:
         B, L, D = memory.shape
         queries = self.queries[:L].unsqueeze(0).expand(B, L, D)  # [B, L, D]
@@ -85,6 +89,10 @@ class TranAD(Detector):
         exposed = self.decoder2(self.encode(x, focus.detach()).detach())
         loss2 = ((o2 - x) ** 2).mean() / n - (1 - 1 / n) * ((exposed - x) ** 2).mean()
         return loss1 + loss2
+
+    def expected(self, x: Tensor) -> Optional[Tensor]:
+        focus = (self.decoder1(self.encode(x, torch.zeros_like(x))) - x) ** 2
+        return self.decoder2(self.encode(x, focus))  # the phase-2 reconstruction
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         o1 = self.decoder1(self.encode(x, torch.zeros_like(x)))

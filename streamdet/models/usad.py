@@ -72,6 +72,9 @@ class USAD(Detector):
         """Both phases' objectives (the validation loss; the adversarial terms cancel in value)."""
         return self.phase_loss(x, epoch, 0) + self.phase_loss(x, epoch, 1)
 
+    def expected(self, x: Tensor) -> Optional[Tensor]:
+        return self.decoder1(self.encoder(x.reshape(x.shape[0], -1))).reshape(x.shape)  # AE1(x)
+
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         B, L, C = x.shape
         flat = x.reshape(B, L * C)  # [B, L*C]

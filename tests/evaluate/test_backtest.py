@@ -34,7 +34,10 @@ def test_every_row_scored_and_files_written(trained):
         assert 0.0 <= entity["vus_pr"] <= 1.0
     assert report["aggregate"]["micro"]["alert.event_recall"] > 0  # the synthetic faults are findable by PCA
     names = {p.name for p in (tmp / "out").iterdir()}
-    assert {"report.json", "report.md"} <= names and sum(n.endswith(".png") for n in names) == 2
+    entities = {e["entity"] for e in report["entities"]}
+    per_entity = {f"{e}.png" for e in entities} | {f"{e}.window.png" for e in entities}
+    assert {"report.json", "report.md", "roc_pr.png", "score_distributions.png"} | per_entity <= names
+    assert "loss.png" not in names  # PCA is fitted by prepare(): no training history to draw
 
 
 def test_replay_is_deterministic_and_alerts_fire_on_over_rows(trained):

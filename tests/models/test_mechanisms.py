@@ -282,3 +282,21 @@ def test_patching_scores_every_point_from_the_patches_that_cover_it(size, stride
     torch.testing.assert_close(contrib, total / count[None, :, None], rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(scores, contrib.mean(dim=-1))
     assert model.inner.window == (L - size) // stride + 1 and model.inner.n_channels == size * C
+
+
+def test_the_trainer_steps_usads_two_phases_in_turn_with_their_own_optimisers():
+    from streamdet.config import TrainConfig
+    from streamdet.train.trainer import fit
+
+    torch.manual_seed(0)
+    model = registry.build("usad", C, L, "tiny")
+    phases, original = [], model.phase_loss
+
+    def recording(x, epoch, phase, labels=None):
+        phases.append(phase)
+        return original(x, epoch, phase, labels)
+
+    model.phase_loss = recording
+    windows = wave(64).numpy()
+    fit(model, windows, windows[:8], TrainConfig(epochs=1, batch_size=16, device="cpu"), progress=False)
+    assert phases[:8] == [0, 1] * 4, "each batch: phase 1 (encoder + D1) then phase 2 (encoder + D2)"

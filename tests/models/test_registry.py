@@ -51,7 +51,7 @@ def test_registry_is_an_explicit_dict_and_no_model_module_imports_it():
 @pytest.mark.parametrize("override,message", [
     ("model.name=lstm_aee", r"model\.name: unknown model 'lstm_aee' \(known: .*lstm_ae.*\)"),
     ("model.preset=tny", r"model\.preset: lstm_ae has no preset 'tny' \(known: default, large, tiny\)"),
-    ("model.params.hiden=3", r"model\.params\.hiden: unknown hyper-parameter \(known: hidden, layers, dropout, decoder_input\)"),
+    ("model.params.hiden=3", r"model\.params\.hiden: unknown hyper-parameter \(known: hidden, layers, dropout, "),
     ("model.params.hidden=abc", r"model\.params\.hidden: must be an integer"),
     ("model.params.hidden=0", r"model\.params\.hidden: must be >= 1"),
     ("model.patch.size=200", r"model\.patch\.size: must be < model\.window=100"),
