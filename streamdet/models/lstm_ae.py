@@ -92,7 +92,6 @@ class LSTMAutoencoder(Detector):
     def expected(self, x: Tensor) -> Optional[Tensor]:
         return self.reconstruct(x, teacher=not self.free_running)
 
-    @torch.jit.unused
     def fit_validation(self, val: Tensor) -> None:
         """Fit the Gaussian error model N(mu, Sigma) on validation windows [N, L, C] (normalised)."""
         if not self.gaussian:
