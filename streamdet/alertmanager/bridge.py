@@ -36,6 +36,8 @@ from .translate import MalformedAlert, parse, to_alertmanager
 
 log = logging.getLogger(__name__)
 
+PROBE_INTERVAL_S = 5.0  # how often an idle bridge asks the broker whether it answers (polls do not fail when not)
+PROBE_TIMEOUT_MS = 2000
 REFUSED = "refused_by_alertmanager"  # the dead-letter reason of an alert Alertmanager answered 4xx to
 
 
@@ -65,10 +67,12 @@ class Bridge:
         self.alertmanager = ports.alertmanager
         self.metrics = ports.metrics
         self.open = OpenAlerts(self.am_cfg)
-        self.backoff = Backoff(cap_s=self.am_cfg.max_backoff_s)
+        self.backoff = Backoff(cap_s=self.am_cfg.max_backoff_s)  # Alertmanager
+        self.broker_backoff = Backoff(cap_s=self.am_cfg.max_backoff_s)
         self.client: Optional[StreamClient] = None
         self._stop = threading.Event()
         self._next_resend = 0.0
+        self._next_probe = 0.0
         self._committed: dict[Partition, int] = {}
         self._callback_error: Optional[BaseException] = None
 
@@ -99,7 +103,6 @@ class Bridge:
 
     def _connect(self, stack: ExitStack) -> None:
         """Topics, client and subscription, retried with capped back-off while the broker is unreachable."""
-        backoff = Backoff(cap_s=self.am_cfg.max_backoff_s)
         while not self._stop.is_set():
             try:
                 self.client = self.ports.connect()
@@ -107,10 +110,7 @@ class Bridge:
             except Exception as exc:
                 if not self.ports.is_outage(exc):
                     raise
-                log.warning("broker unreachable at start-up (%s); retrying", exc)
-                backoff.failed()
-                self.metrics.heartbeat()
-                self._stop.wait(backoff.next_delay())
+                self._broker_outage(exc)
         if self.client is None:
             return
         stack.callback(self.client.close)
@@ -140,10 +140,13 @@ class Bridge:
             self._commit()
 
     def _broker_outage(self, exc: BaseException) -> None:
-        log.warning("broker unreachable (%s); retrying", exc)
+        """Log once per outage, turn /readyz 503 and wait (capped back-off); the loop retries."""
+        if not self.broker_backoff.failing:
+            log.warning("broker unreachable (%s); retrying with back-off", exc)
+        self.broker_backoff.failed()
         self.metrics.set_state(broker=False)
         self.metrics.heartbeat()
-        self._stop.wait(self.backoff.next_delay())
+        self._stop.wait(self.broker_backoff.next_delay())
 
     def _deliver(self, items: list) -> None:
         """Post every alert of a poll (the last event per alert_id), dead-letter what cannot be posted."""
@@ -228,20 +231,31 @@ class Bridge:
         self.client.produce(self.am_cfg.dlq_topic, None, dead_letter(Reject(raw, source, reason, detail)))
 
     def _commit(self) -> None:
-        """Dead letters acknowledged, then the offsets of everything delivered (all of it: _deliver returned)."""
+        """Dead letters acknowledged, then the offsets of everything delivered (all of it: _deliver returned). With
+        nothing to commit, a probe every PROBE_INTERVAL_S (each iteration while failing) tells whether the broker
+        answers."""
         offsets = {tp: o for tp, o in self.client.positions().items() if self._committed.get(tp) != o}
-        if not offsets and not self.client.unacknowledged():
+        pending = bool(offsets) or self.client.unacknowledged() > 0
+        now = time.monotonic()
+        if not pending and not self.broker_backoff.failing and now < self._next_probe:
             return
+        self._next_probe = now + PROBE_INTERVAL_S
         try:
-            self.client.flush()
-            if offsets:
-                self.client.commit(offsets)
-                self._committed.update(offsets)
+            if pending:
+                self.client.flush()
+                if offsets:
+                    self.client.commit(offsets)
+                    self._committed.update(offsets)
+            else:
+                self.client.probe(PROBE_TIMEOUT_MS)
         except Exception as exc:
             if not self.ports.is_outage(exc):
                 raise
             self._broker_outage(exc)
             return
+        if self.broker_backoff.failing:
+            log.info("broker reachable again after %d failed attempts", self.broker_backoff.attempts)
+        self.broker_backoff.reset()
         self.metrics.set_state(broker=True)
 
     # --- rebalance ------------------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ runs the daemon itself.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +15,7 @@ import time
 import pytest
 
 from streamdet.config import load_config
-from streamdet.io.broker import free_port
+from streamdet.io.broker import EmbeddedBroker, free_port
 from streamdet.io.admin import ensure_topics
 from streamdet.io.producer import Producer
 from tests.conftest import REPO, wait_until
@@ -204,3 +206,28 @@ def test_with_two_alertmanagers_one_down_alerts_count_as_delivered_and_reach_the
         bridge.close()
         if late is not None:
             late.stop()
+
+
+def test_a_frozen_broker_turns_readyz_503_while_open_alerts_keep_being_re_posted(names, alertmanager, tmp_path):
+    now = time.time()
+    am, _hook = alertmanager
+    with EmbeddedBroker() as broker:
+        topics = make_topics(broker.bootstrap, names)
+        bridge = BridgeProcess(broker.bootstrap, topics, [am.url], tmp_path / "bridge.log")
+        try:
+            produce(broker.bootstrap, topics["alerts"], [("f", alert_message("f", "firing", now - 30, now - 20))])
+            wait_until(lambda: entities(am) == {"f"}, 30, "the alert in Alertmanager")
+            bridge.wait_ready()
+            os.kill(broker.pid, signal.SIGSTOP)  # a network partition: the broker keeps its memory
+            try:
+                wait_until(lambda: bridge.readyz() == 503, 30, "/readyz 503 while the broker does not answer")
+                updated = am.alerts()[0]["updatedAt"]
+                wait_until(lambda: am.alerts()[0]["updatedAt"] != updated, 10, "a re-post during the outage")
+            finally:
+                os.kill(broker.pid, signal.SIGCONT)
+            bridge.wait_ready(60)
+            produce(broker.bootstrap, topics["alerts"], [("f", alert_message("f", "resolved", now - 30, now - 1))])
+            wait_until(lambda: am.alerts() == [], 30, "the resolve after the outage")
+            assert "broker reachable again" in bridge.log_text()
+        finally:
+            bridge.close()
