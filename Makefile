@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: venv demo test test-all test-fast bench clean
+.PHONY: venv demo test test-fast bench clean
 
 venv: $(STAMP)
 
@@ -19,16 +19,14 @@ $(STAMP): requirements.txt requirements-test.txt setup.cfg
 demo: venv
 	$(BIN)/streamdet demo --config config/demo.yaml
 
-# The whole suite except the heavy variants marked `slow` (each has a small version that runs here).
+# The whole suite. It needs no download: without ../shared/data (or $$STREAMDET_DATA) only the tests of the real
+# benchmark files skip, and -ra lists them.
 test: venv
-	$(BIN)/python -m pytest -q -ra -m "not slow" $(PYTEST_ARGS)
-
-# Everything, heavy benchmark variants included (tens of minutes on 2 cores).
-test-all: venv
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
+# Without the broker and Prometheus tests (markers kafka, prometheus).
 test-fast: venv
-	$(BIN)/python -m pytest -q -ra -m "not kafka and not slow and not prometheus" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -ra -m "not kafka and not prometheus" $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python tools/bench_pipeline.py --config config/smd.yaml

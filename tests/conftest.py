@@ -63,6 +63,13 @@ def benchmark_data() -> Path:
     return root
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """Every test on the session broker is a `kafka` test, marked or not (`make test-fast` leaves them out)."""
+    for item in items:
+        if "broker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)
+
+
 @pytest.fixture(scope="session")
 def broker():
     """One Tansu broker for the session; tests isolate themselves with unique topic and group names."""
