@@ -226,10 +226,11 @@ def memory_per_1000_entities(cfg, bundle, entities: int = 2000) -> float:
     before = tracemalloc.get_traced_memory()[0]
     for e in range(entities):
         entity = f"e{e:06d}"
-        for t in range(L):
-            pipeline.windows.push(entity, float(t), row, ("t", 0, t))
-        pipeline.thresholds.update(entity, 0.1)
-        pipeline.alerts.update(entity, float(L), 0.1, 1.0, False, row, ("t", 0, L))
+        pipeline.windows.push([entity] * L, [float(t) for t in range(L)], np.tile(row, (L, 1)),
+                              [Source("t", 0, t) for t in range(L)])
+        pipeline.thresholds.decide([entity], np.array([[0.1]]), np.array([[True]]))
+        pipeline.alerts.update(entity, np.array([float(L)]), np.array([0.1]), np.array([1.0]), np.array([False]),
+                               row[None, :], [Source("t", 0, L)])
     gc.collect()
     held = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()

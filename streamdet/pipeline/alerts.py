@@ -83,13 +83,43 @@ class AlertManager:
         state = self._states.get(entity)
         return bool(state and state.firing)
 
-    def update(self, entity: str, ts: float, score: float, threshold: float, over: bool, contrib: np.ndarray,
-               source: Any, warm: bool = True) -> AlertEvent | None:
-        """Advance the entity's state with one point; returns the event this point triggers, if any."""
-        state = self._states.setdefault(entity, _EntityState())
-        if not warm:
+    def update(self, entity: str, ts: np.ndarray, scores: np.ndarray, thresholds: np.ndarray, over: np.ndarray,
+               contrib: np.ndarray, sources: list, warm: bool | np.ndarray = True,
+               any_over: bool | None = None) -> list[AlertEvent]:
+        """Advance the entity's state over a chunk of its points (ts, scores, thresholds, over [n], contrib [n, C]);
+        -> the events they trigger. `warm` (for all points or per point [n]): warm=False points never fire nor
+        count toward a streak. A chunk that raises no event (quiet while idle, or still firing without reaching the
+        cooldown) only moves the counters (numpy); one that may fire or resolve steps point by point. `any_over`:
+        over.any(), when the caller has it for a whole batch already. A single point is a chunk of one."""
+        state = self._states.get(entity)
+        if state is None:
+            state = self._states[entity] = _EntityState()
+        if warm is not True and not isinstance(warm, bool):
+            warm = True if warm.all() else warm  # per point only where it differs
+        if warm is False:
             state.over_streak = 0
-            return None
+            return []
+        if warm is True and not state.firing and not (over.any() if any_over is None else any_over):
+            state.over_streak = 0
+            state.under_streak += len(scores)
+            return []
+        if warm is True and state.firing and self._continue_firing(state, ts, scores, over):
+            return []
+        events = []
+        for j in range(len(scores)):
+            if warm is not True and not warm[j]:
+                state.over_streak = 0
+                continue
+            event = self._step(entity, state, float(ts[j]), float(scores[j]), float(thresholds[j]), bool(over[j]),
+                               contrib[j], sources[j])
+            if event is not None:
+                events.append(event)
+                state = self._states[entity]  # a resolved episode starts a fresh state
+        return events
+
+    def _step(self, entity: str, state: _EntityState, ts: float, score: float, threshold: float, over: bool,
+              contrib: np.ndarray, source: Any) -> AlertEvent | None:
+        """One warm point: the state machine itself."""
         if over:
             state.under_streak = 0
             if state.over_streak == 0:
@@ -103,29 +133,6 @@ class AlertManager:
         if state.over_streak >= self.cfg.min_consecutive:
             return self._fire(entity, state, ts, score, threshold, contrib, source)
         return None
-
-    def update_many(self, entity: str, ts: np.ndarray, scores: np.ndarray, thresholds: np.ndarray, over: np.ndarray,
-                    contrib: np.ndarray, sources: list, warm: bool = True,
-                    any_over: bool | None = None) -> list[AlertEvent]:
-        """`update` for a chunk of one entity's points (contrib [n, C]). Chunks that raise no event - quiet while
-        idle, or still firing without reaching the cooldown - only move the counters (numpy); a chunk that may fire
-        or resolve steps point by point. Same events and state either way. `any_over`: over.any(), when the caller
-        has it for a whole batch already."""
-        state = self._states.get(entity)
-        if state is None:
-            state = self._states[entity] = _EntityState()
-        if not warm:
-            state.over_streak = 0
-            return []
-        if not state.firing and not (over.any() if any_over is None else any_over):
-            state.over_streak = 0
-            state.under_streak += len(scores)
-            return []
-        if state.firing and self._continue_firing(state, ts, scores, over):
-            return []
-        events = (self.update(entity, float(ts[j]), float(scores[j]), float(thresholds[j]), bool(over[j]), contrib[j],
-                              sources[j]) for j in range(len(scores)))
-        return [event for event in events if event is not None]
 
     def _continue_firing(self, state: _EntityState, ts: np.ndarray, scores: np.ndarray, over: np.ndarray) -> bool:
         """Advance a firing entity over a chunk in which it does not resolve; False (state untouched) otherwise."""

@@ -1,11 +1,11 @@
-"""Decode one raw input record (JSON bytes) into a Record with a fixed-width float32 vector.
+"""Decode raw input records (JSON bytes) into columns: entity, timestamp and a fixed-width float32 vector each.
 
 Both input forms of DESIGN.md §4 are accepted: a positional ``values`` list (in the bundle's channel order) or a
 ``metrics`` mapping by channel name (every channel required, no unknown names). A record that cannot be used raises
 DecodeError with a reason from the small fixed set REASONS (bounded, so it can label a metric) and a detail naming the
 field and position, which goes to the dead-letter topic.
 
-`decode_many` is the daemon's path: per record it only parses, looks up the fields and converts the values to C
+`Decoder.decode` takes a batch (one record is a batch of one): per record it only parses, looks up the fields and converts the values to C
 doubles; entities, timestamps and the float32 range are checked once per poll batch, and only records that fail
 those checks take the per-record checked path that names the reason. That keeps decoding close to orjson's own cost.
 """
@@ -16,7 +16,7 @@ import array
 import math
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import numpy as np
 import orjson
@@ -33,12 +33,6 @@ REASONS = frozenset({
     "both_forms", "wrong_width", "wrong_type", "non_finite", "missing_channel", "unknown_channel",
     "late", "entity_cap", "bad_state",  # raised by windows.WindowStore, listed here so the whole set lives in one place
 }) | FORMAT_REASONS  # the per-sample formats' and the assembler's (formats/common.py)
-
-
-class Record(NamedTuple):
-    entity: str
-    ts: float  # seconds since the epoch
-    values: np.ndarray  # float32[C], in channel order
 
 
 @dataclass
@@ -58,7 +52,7 @@ def _is_number(value: object) -> bool:
 
 
 class Decoder:
-    """Turns raw bytes into Records for one bundle's channel list."""
+    """Turns raw bytes into columns for one bundle's channel list."""
 
     def __init__(self, channels: Sequence[str], max_record_bytes: int, max_future_s: float | None = None):
         self.channels = tuple(channels)
@@ -74,14 +68,7 @@ class Decoder:
                                         f"(input.max_future_s={self.max_future_s:g})")
         return ts
 
-    def decode(self, raw: bytes) -> Record:
-        """Parse and validate one record; raises DecodeError(reason, detail)."""
-        batch = self.decode_many([raw])
-        if batch.rejected:
-            raise batch.rejected[0][1]
-        return Record(batch.entities[0], batch.ts[0], batch.values[0])
-
-    def decode_many(self, raws: Sequence[bytes]) -> DecodedBatch:
+    def decode(self, raws: Sequence[bytes]) -> DecodedBatch:
         """Decode a batch: usable records as columns (values float32 [N, C]) and the rejected with their reasons.
 
         Per record only the parse, the field lookups, the width and the conversion of the values to C doubles run

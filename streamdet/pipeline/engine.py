@@ -13,7 +13,6 @@ and alerts are identical with and without overlap; a batch in flight counts as p
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import time
@@ -72,7 +71,7 @@ class Pipeline:
         redelivery after a restored checkpoint). The result's `held` names each entity whose window took records,
         with the source of the last one."""
         items = list(items)
-        decoded = self.decoder.decode_many([raw for raw, _ in items])
+        decoded = self.decoder.decode([raw for raw, _ in items])
         rejected = list(decoded.rejected)  # (input index, DecodeError); windowing adds late / entity_cap
         index = decoded.index
         if already_held is not None:
@@ -82,7 +81,7 @@ class Pipeline:
             decoded.ts = [decoded.ts[k] for k in keep]
             decoded.values = decoded.values[keep]
         sources = [items[i][1] for i in index]
-        pushed = self.windows.push_many(decoded.entities, decoded.ts, decoded.values, sources)
+        pushed = self.windows.push(decoded.entities, decoded.ts, decoded.values, sources)
         held = self._done.held
         for entity, k in pushed.last.items():
             held[entity] = sources[k]
@@ -236,55 +235,32 @@ class Pipeline:
         return done
 
     def _handle(self, requests: list[WindowRequest], inferred: tuple) -> None:
-        """Threshold and alert the new points of each window of a scored batch, one chunk per window."""
-        scores, contrib, seconds = inferred
+        """Threshold the new points of a scored batch at once, then the alert state of each window's chunk.
+
+        Usually every window brings a whole stride; partial ones (warm-up ends, drains, overdue points) bring fewer
+        new points, right-aligned: the columns before them are masked out. Non-finite scores are reported but
+        teach nothing and never fire."""
+        scores, contrib, seconds = inferred  # [B, L], [B, L, C]
         result = self._done
         result.batches.append((len(requests), seconds))
-        L, S = self.window, self.windows.stride
-        if all(request.n_new == S for request in requests):  # the usual batch: whole strides only
-            new = scores[:, L - S:].astype(np.float64)  # [B, S]
-            if np.isfinite(new).all():
-                self._handle_strides(requests, new, contrib[:, L - S:], result)
-                return
-        for row, request in enumerate(requests):
-            n = request.n_new
-            chunk_scores = scores[row, L - n:].astype(np.float64)  # [n]
-            chunk_contrib = contrib[row, L - n:]  # [n, C]
-            if np.isfinite(chunk_scores).all():
-                thresholds, over = self.thresholds.update_many(request.entity, chunk_scores, learn=request.warm)
-                result.alerts += self.alerts.update_many(request.entity, request.ts, chunk_scores, thresholds, over,
-                                                         chunk_contrib, request.sources, warm=request.warm)
-            else:
-                thresholds, over = self._decide_points(request, chunk_scores, chunk_contrib, result)
-            result.scored.append(Verdicts(request.entity, request.ts, chunk_scores, thresholds, over,
-                                             request.sources, request.warm))
-
-    def _handle_strides(self, requests: list[WindowRequest], scores: np.ndarray, contrib: np.ndarray,
-                        result: StepResult) -> None:
-        """`_handle` for a batch of whole strides with finite scores (float64 [B, S], contrib [B, S, C]): thresholds
-        for the whole batch at once, then the alert state per chunk (same results as chunk by chunk)."""
-        thresholds, over = self.thresholds.update_rows([r.entity for r in requests], scores,
-                                                       [r.warm for r in requests])
+        width = max(request.n_new for request in requests)
+        new = scores[:, self.window - width:].astype(np.float64)  # [B, W]
+        finite = np.isfinite(new)
+        learn = finite & np.array([request.warm for request in requests])[:, None]  # [B, W]
+        partial = [width - request.n_new for request in requests]  # leading columns that are not new points
+        if any(partial):
+            learn &= np.arange(width)[None, :] >= np.array(partial)[:, None]
+        thresholds, over = self.thresholds.decide([r.entity for r in requests], new, learn)
         any_over = over.any(axis=1).tolist()
+        all_finite = bool(finite.all())
         for row, request in enumerate(requests):
-            result.alerts += self.alerts.update_many(request.entity, request.ts, scores[row], thresholds[row],
-                                                     over[row], contrib[row], request.sources, warm=request.warm,
-                                                     any_over=any_over[row])
-            result.scored.append(Verdicts(request.entity, request.ts, scores[row], thresholds[row], over[row],
-                                             request.sources, request.warm))
-
-    def _decide_points(self, request: WindowRequest, scores: np.ndarray, contrib: np.ndarray,
-                       result: StepResult) -> tuple[np.ndarray, np.ndarray]:
-        """Point by point, for a chunk holding a non-finite score: such a score is reported but teaches nothing."""
-        thresholds, over = np.empty(scores.size), np.zeros(scores.size, dtype=bool)
-        for j, score in enumerate(scores.tolist()):
-            learn = request.warm and math.isfinite(score)
-            thresholds[j], over[j] = self.thresholds.update(request.entity, score, learn=learn)
-            event = self.alerts.update(request.entity, float(request.ts[j]), score, thresholds[j], bool(over[j]),
-                                       contrib[j], request.sources[j], warm=learn)
-            if event is not None:
-                result.alerts.append(event)
-        return thresholds, over
+            cut = partial[row]
+            warm = request.warm if all_finite else learn[row, cut:]
+            result.alerts += self.alerts.update(request.entity, request.ts, new[row, cut:], thresholds[row, cut:],
+                                                over[row, cut:], contrib[row, self.window - request.n_new:],
+                                                request.sources, warm=warm, any_over=any_over[row] if not cut else None)
+            result.scored.append(Verdicts(request.entity, request.ts, new[row, cut:], thresholds[row, cut:],
+                                          over[row, cut:], request.sources, request.warm))
 
     def state_dict(self, entity: str) -> dict:
         """Window, threshold and alert state of one entity (plain data) for checkpoints. Batches in flight are

@@ -28,7 +28,11 @@ PERCENTILE_WINDOW = 2000  # scores the rolling percentile remembers
 
 
 class Spot:
-    """SPOT (Siffer et al., KDD 2017): z_q from a GPD fitted to excesses over an initial threshold t."""
+    """SPOT (Siffer et al., KDD 2017): z_q from a GPD fitted to excesses over an initial threshold t.
+
+    z_q changes only when the GPD is refitted, so `step` judges and learns the points between two refits at once
+    (numpy) and is still exactly the one-point-at-a-time algorithm; `step_rows` does the same for a whole scored
+    batch of chunks, one row each, and hands a row to `step` only when a refit falls inside it."""
 
     def __init__(self, init_threshold: float, peaks: Sequence[float], n_init: int, risk: float,
                  n_peaks: int | None = None, max_peaks: int = MAX_PEAKS, refit_every: int = REFIT_EVERY):
@@ -53,38 +57,58 @@ class Spot:
         """New peaks after which the GPD is refitted."""
         return max(self.refit_every, len(self.peaks) // REFIT_SHARE)
 
-    def step(self, score: float, learn: bool, protect: bool) -> tuple[float, bool]:
-        """Decide `score` against the current z_q, then (if learning) add it to the model.
-
-        protect=True keeps alarms (score > z_q) out of the peaks, so an incident cannot raise its own threshold.
-        """
-        z, over = self.z, score > self.z
-        if not learn or (over and protect):
-            return z, over
-        self.n += 1
-        if score > self.t:
-            self.peaks.append(score - self.t)
-            self.n_peaks += 1
-            self.since_fit += 1
-            if self.since_fit >= self.refit_due():
+    def step(self, scores: np.ndarray, learn: np.ndarray, protect: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Judge a chunk (float64 [n]) against z_q, point after point, and learn the points marked in `learn` [n];
+        where `protect` [n], alarms (score > z_q) stay out of the model, so an incident cannot raise its own
+        threshold. -> (thresholds [n] each point was judged against, over [n])."""
+        n = scores.size
+        thresholds, over = np.empty(n, dtype=np.float64), np.empty(n, dtype=bool)
+        start = 0
+        while start < n:  # one pass per GPD refit inside the chunk
+            part = scores[start:]
+            judged = part > self.z
+            kept = learn[start:] & ~(judged & protect[start:])
+            peak = kept & (part > self.t)
+            seen = np.cumsum(peak)  # [m] peaks learned up to and including each point
+            held = np.minimum(self.peaks.maxlen, len(self.peaks) + seen)
+            refits = np.flatnonzero(peak & (self.since_fit + seen >= np.maximum(self.refit_every,
+                                                                                  held // REFIT_SHARE)))
+            end = int(refits[0]) + 1 if refits.size else part.size
+            thresholds[start:start + end], over[start:start + end] = self.z, judged[:end]
+            self._absorb(int(kept[:end].sum()), part[:end][peak[:end]])
+            if refits.size:
                 self.refit()
-        return z, over
+            start += end
+        return thresholds, over
 
-    def step_many(self, scores: np.ndarray, learn: bool, protect: bool) -> np.ndarray | None:
-        """`step` over a chunk at once -> over [n], judged against the current z_q; None (nothing changed) when a
-        GPD refit would fall inside the chunk, so the caller steps point by point and the result stays identical."""
-        over = scores > self.z  # [n]
-        if not learn:
-            return over
-        kept = scores[~over] if protect else scores  # alarms never teach the threshold
-        excess = kept[kept > self.t] - self.t
-        if self.since_fit + excess.size >= self.refit_due():
-            return None
-        self.n += kept.size
-        self.peaks.extend(excess.tolist())
-        self.n_peaks += excess.size
-        self.since_fit += excess.size
-        return over
+    @staticmethod
+    def step_rows(spots: list["Spot"], scores: np.ndarray, learn: np.ndarray,
+                  protect: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`step` for every row of a batch (float64 [B, n]; row b is the next chunk of spots[b], rows in stream
+        order; the same Spot may hold several rows). The verdicts and the learned counts of all rows are computed
+        at once; a row whose chunk contains a refit, or whose Spot changed since (an earlier row refitted it),
+        takes `step`. -> (thresholds [B, n], over [B, n])."""
+        z = np.array([spot.z for spot in spots], dtype=np.float64)  # [B]
+        t = np.array([spot.t for spot in spots], dtype=np.float64)  # [B]
+        over = scores > z[:, None]  # [B, n]
+        kept = learn & ~(over & protect)  # [B, n]
+        peak = kept & (scores > t[:, None])  # [B, n]
+        n_kept, n_peak = kept.sum(axis=1).tolist(), peak.sum(axis=1).tolist()
+        thresholds = np.repeat(z[:, None], scores.shape[1], axis=1)  # [B, n]
+        for b, spot in enumerate(spots):
+            if spot.z != z[b] or spot.since_fit + n_peak[b] >= spot.refit_due():  # refit_due only grows with peaks
+                thresholds[b], over[b] = spot.step(scores[b], learn[b], protect[b])
+            elif n_kept[b]:
+                spot._absorb(n_kept[b], scores[b][peak[b]])
+        return thresholds, over
+
+    def _absorb(self, n_kept: int, peak_scores: np.ndarray) -> None:
+        """Learn `n_kept` points, of which `peak_scores` exceed t (no refit falls among them)."""
+        self.n += n_kept
+        if peak_scores.size:
+            self.peaks.extend((peak_scores - self.t).tolist())
+            self.n_peaks += peak_scores.size
+            self.since_fit += peak_scores.size
 
     def state_dict(self) -> dict:
         return {"peaks": np.fromiter(self.peaks, dtype=np.float64), "n": self.n, "n_peaks": self.n_peaks,
@@ -125,16 +149,25 @@ class RollingPercentile:
         value = self._quantile.get()
         return math.inf if value is None else float(value)
 
-    def step(self, score: float, learn: bool, protect: bool) -> tuple[float, bool]:
-        z = self.threshold
-        over = score > z
-        if learn:
-            self._learn(min(score, z) if over and protect else score)
-        return z, over
+    def step(self, scores: np.ndarray, learn: np.ndarray, protect: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """As Spot.step. The threshold moves with every learned score, so learned points go one at a time."""
+        if not learn.any():
+            z = self.threshold
+            return np.full(scores.size, z), scores > z
+        thresholds, over = np.empty(scores.size, dtype=np.float64), np.empty(scores.size, dtype=bool)
+        for j, (score, learned, protected) in enumerate(zip(scores.tolist(), learn.tolist(), protect.tolist())):
+            z = self.threshold
+            thresholds[j], over[j] = z, score > z
+            if learned:
+                self._learn(min(score, z) if over[j] and protected else score)
+        return thresholds, over
 
-    def step_many(self, scores: np.ndarray, learn: bool, protect: bool) -> np.ndarray | None:
-        """The threshold moves with every learned score: only a chunk that teaches nothing is judged at once."""
-        return scores > self.threshold if not learn else None
+    @staticmethod
+    def step_rows(detectors: list["RollingPercentile"], scores: np.ndarray, learn: np.ndarray,
+                  protect: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """As Spot.step_rows, row by row."""
+        rows = [d.step(scores[b], learn[b], protect[b]) for b, d in enumerate(detectors)]
+        return np.stack([t for t, _ in rows]), np.stack([o for _, o in rows])
 
     @property
     def z(self) -> float:
@@ -170,62 +203,30 @@ class ThresholdBank:
             self._learned[entity] = 0
         return detector
 
-    def update(self, entity: str, score: float, learn: bool = True) -> tuple[float, bool]:
-        """-> (threshold the score was judged against, over). learn=False judges without adapting (warm-up windows)."""
-        detector = self._get(entity)
-        warming = self._learned[entity] < self.cfg.warmup
-        threshold, over = detector.step(float(score), learn=learn and self.cfg.update, protect=not warming)
-        if learn:
-            self._learned[entity] += 1  # counts toward warm-up even when threshold.update is off
-        return threshold, over and not warming
-
-    def update_many(self, entity: str, scores: np.ndarray, learn: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """`update` for a chunk of one entity's finite scores (float64 [n]) -> (thresholds [n], over [n]); vectorised
-        unless the chunk crosses the end of warm-up or a refit, where it steps point by point (same result)."""
-        detector = self._get(entity)
-        learned, n = self._learned[entity], scores.size
-        warming = learned < self.cfg.warmup
-        if not (warming and learn and learned + n > self.cfg.warmup):  # the warm-up state is the same for all n
-            threshold = detector.z
-            over = detector.step_many(scores, learn=learn and self.cfg.update, protect=not warming)
-            if over is not None:
-                if learn:
-                    self._learned[entity] = learned + n
-                return np.full(n, threshold), (over & (not warming))
-        pairs = [self.update(entity, score, learn) for score in scores.tolist()]
-        return np.array([t for t, _ in pairs], dtype=np.float64), np.array([o for _, o in pairs], dtype=bool)
-
-    def update_rows(self, entities: list[str], scores: np.ndarray, learn: list[bool]) -> tuple[np.ndarray, np.ndarray]:
-        """`update_many` for every row of a scored batch (scores float64 [B, n], finite; row b is the next chunk of
-        entities[b], rows in stream order) -> (thresholds [B, n], over [B, n]), identical to calling update_many row
-        by row. The verdicts and the counts of learned points and peaks are computed for the whole batch at once; a
-        row then only moves its entity's counters, unless it refits, crosses the end of warm-up, belongs to a
-        rolling percentile, or follows a row of the same entity that changed its threshold: those take update_many."""
+    def decide(self, entities: Sequence[str], scores: np.ndarray, learn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Judge a batch of chunks: scores float64 [B, n], row b the next n scores of entities[b] (rows in stream
+        order; an entity may hold several). learn bool [B, n] marks the points that may adapt the threshold (not
+        warm-up windows, not non-finite scores); the others are judged only. A single score is a batch of one.
+        -> (thresholds [B, n] each score was judged against, over [B, n])."""
         detectors = [self._get(entity) for entity in entities]
-        z = np.array([detector.z for detector in detectors], dtype=np.float64)  # [B]
-        t = np.array([getattr(detector, "t", math.inf) for detector in detectors], dtype=np.float64)  # [B]
-        over = scores > z[:, None]  # [B, n]
-        peaks = ~over & (scores > t[:, None])  # [B, n]: learned points above the initial threshold (protected)
-        n_kept, n_peaks = (~over).sum(axis=1).tolist(), peaks.sum(axis=1).tolist()
-        thresholds = np.repeat(z[:, None], scores.shape[1], axis=1)  # [B, n]
-        n, warmup, adapt = scores.shape[1], self.cfg.warmup, self.cfg.update
-        for b, (entity, detector) in enumerate(zip(entities, detectors)):
-            learned = self._learned[entity]
-            simple = (type(detector) is Spot and detector.z == z[b] and learned >= warmup
-                      and not (learn[b] and adapt and detector.since_fit + n_peaks[b] >= detector.refit_due()))
-            if not simple:
-                thresholds[b], over[b] = self.update_many(entity, scores[b], learn[b])
-                continue
-            if not learn[b]:
-                continue
-            self._learned[entity] = learned + n
-            if adapt:
-                detector.n += n_kept[b]
-                if n_peaks[b]:
-                    detector.peaks.extend((scores[b][peaks[b]] - detector.t).tolist())
-                    detector.n_peaks += n_peaks[b]
-                    detector.since_fit += n_peaks[b]
-        return thresholds, over
+        warming = self._count_learned(entities, learn)  # [B, n] or None
+        protect = np.ones_like(learn) if warming is None else ~warming
+        adapt = learn if self.cfg.update else np.zeros_like(learn)
+        thresholds, over = type(self._prototype).step_rows(detectors, scores, adapt, protect)
+        return thresholds, (over if warming is None else over & protect)
+
+    def _count_learned(self, entities: Sequence[str], learn: np.ndarray) -> np.ndarray | None:
+        """Advance each entity's count of learned points (threshold.warmup counts them even without
+        threshold.update); -> the points judged while their entity was warming up, or None when none was."""
+        counts, warmup, warming = learn.sum(axis=1).tolist(), self.cfg.warmup, None
+        for b, entity in enumerate(entities):
+            before = self._learned[entity]
+            if before < warmup:
+                if warming is None:
+                    warming = np.zeros(learn.shape, dtype=bool)
+                warming[b] = before + np.cumsum(learn[b]) - learn[b] < warmup  # learned before each point
+            self._learned[entity] = before + counts[b]
+        return warming
 
     def current(self, entity: str) -> float:
         """The entity's threshold now (the shared prototype's for an entity not seen yet)."""

@@ -39,7 +39,7 @@ BLOCK_MIN = 8  # an entity's points in one batch from which writing them as one 
 
 @dataclass
 class PushResult:
-    """What push_many did, by position in its input."""
+    """What push did, by position in its input."""
 
     requests: list[tuple[int, WindowRequest]] = field(default_factory=list)  # (position completing it, request)
     rejected: list[tuple[int, DecodeError]] = field(default_factory=list)
@@ -142,28 +142,28 @@ class WindowStore:
     def __contains__(self, entity: str) -> bool:
         return entity in self._rings
 
-    def push(self, entity: str, ts: float, values: np.ndarray, source: Hashable,
-             now: float | None = None) -> WindowRequest | None:
-        """Add one point; return a request when the entity has `stride` unscored points. `now` (the store clock) may
-        be read once per batch by the caller instead of once per point."""
+    def _push_one(self, entity: str, ts: float, values: np.ndarray, source: Hashable,
+                  now: float) -> WindowRequest | None:
+        """Add one point; return a request when the entity has `stride` unscored points."""
         ring = self._rings.get(entity)
         if ring is None:
             ring = self._admit(entity)
         elif ts < ring.max_ts - self.allowed_lateness_s:
             raise self._late(entity, ts, ring.max_ts)
         ring.write(ts, values, source)
-        ring.last_active = self.clock() if now is None else now
+        ring.last_active = now
         self._rings.move_to_end(entity)
         request = ring.emit(entity, self.stride) if ring.pending >= self.stride else None
         if self.max_delay_s:
             self._note_waiting(entity, ring, ring.last_active, restarted=request is not None)
         return request
 
-    def push_many(self, entities: list[str], ts: list[float], values: np.ndarray, sources: list,
-                  now: float | None = None) -> PushResult:
-        """Push a batch of points (values float32 [N, C]) in order. The requests, their order, the rejections and
-        the resulting state are those of calling push() for each point; an entity with BLOCK_MIN or more points in
-        the batch is written as one block (numpy) instead of point by point."""
+    def push(self, entities: list[str], ts: list[float], values: np.ndarray, sources: list,
+             now: float | None = None) -> PushResult:
+        """Push a batch of points (values float32 [N, C]) in order; a single point is a batch of one. The requests,
+        their order, the rejections and the resulting state are those of pushing the points one at a time; a warm
+        entity with BLOCK_MIN or more points in the batch is written as one block (numpy). `now`: the store clock,
+        read once per batch."""
         now = self.clock() if now is None else now
         out = PushResult()
         groups: dict[str, list[int]] = {}
@@ -193,7 +193,7 @@ class WindowStore:
     def _push_each(self, positions, entities, ts, values, sources, now: float, out: PushResult) -> None:
         for k in positions:
             try:
-                request = self.push(entities[k], ts[k], values[k], sources[k], now)
+                request = self._push_one(entities[k], ts[k], values[k], sources[k], now)
             except DecodeError as exc:
                 out.rejected.append((k, exc))
                 continue
@@ -300,11 +300,14 @@ class WindowStore:
         if not self._waiting:
             return out
         limit = (self.clock() if now is None else now) - self.max_delay_s
+        due = []
         while self._waiting:
             entity, since = next(iter(self._waiting.items()))
             if since > limit:
                 break
             del self._waiting[entity]
+            due.append((since, entity))
+        for _, entity in sorted(due):  # entities waiting since the same clock reading: by name, however batched
             ring = self._rings[entity]
             if ring.pending:
                 out.append(ring.emit(entity, ring.pending))

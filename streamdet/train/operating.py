@@ -42,10 +42,12 @@ def apply_settings(cfg, setting: dict):
 def alert_mask(cfg, calibration: dict, scores: np.ndarray) -> np.ndarray:
     """Rows covered by an open alert when `scores` stream through fresh threshold and alert stages."""
     n = len(scores)
-    thresholds, over = ThresholdBank(cfg.threshold, calibration).update_many("v", scores.astype(np.float64))
+    row = scores.astype(np.float64)[None, :]  # [1, n]: the tail is one chunk of one entity
+    thresholds, over = ThresholdBank(cfg.threshold, calibration).decide(["v"], row, np.isfinite(row))
+    thresholds, over = thresholds[0], over[0]
     alerts = AlertManager(cfg.alerting, ["c"], {"name": "validation", "sha256": ""})
-    events = alerts.update_many("v", np.arange(n, dtype=np.float64), scores, thresholds, over, np.zeros((n, 1)),
-                                list(range(n)))
+    events = alerts.update("v", np.arange(n, dtype=np.float64), scores, thresholds, over, np.zeros((n, 1)),
+                           list(range(n)))
     rows = [{"status": e.status, "row": int(e.source)} for e in events]
     return EntityRun("v", scores, thresholds, over.astype(np.int8), rows).alert_mask()
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamdet.config import AlertingConfig
 from streamdet.pipeline.alerts import AlertManager, alert_id
@@ -14,11 +15,18 @@ MODEL = {"name": "m", "sha256": "ab" * 32}
 CONTRIB = np.array([1.0, 6.0, 3.0, 0.0])
 
 
+def update_one(manager, entity, ts, score, threshold, over, contrib, source, warm=True):
+    """A single point is a chunk of one: -> its event or None."""
+    events = manager.update(entity, np.array([ts]), np.array([score]), np.array([threshold]), np.array([over]),
+                            contrib[None, :], [source], warm=warm)
+    return events[0] if events else None
+
+
 def run(manager, overs, scores=None, warm=True, entity="e"):
     events = []
     for i, over in enumerate(overs):
         score = scores[i] if scores else (5.0 if over else 0.1)
-        event = manager.update(entity, float(i), score, 1.0, over, CONTRIB, Source("t", 0, i), warm=warm)
+        event = update_one(manager, entity, float(i), score, 1.0, bool(over), CONTRIB, Source("t", 0, i), warm=warm)
         if event:
             events.append((i, event))
     return events
@@ -77,28 +85,39 @@ def test_state_round_trip_continues_the_episode():
     assert resolved.status == "resolved" and resolved.alert_id == alert_id("e", 0.0, MODEL["sha256"])
 
 
-@pytest.mark.parametrize("cooldown,rate", [(7, 0.08), (3, 0.5), (25, 0.3), (1, 0.9)])
-def test_update_many_equals_point_by_point(cooldown, rate):
-    """Quiet chunks and firing chunks that do not resolve take the counter-only paths; chunks that fire or resolve,
-    and warm-up chunks, step point by point: events and state must equal single steps."""
-    rng = np.random.default_rng(3)
-    over = rng.random(400) < rate
+@settings(max_examples=40, deadline=None)
+@given(cooldown=st.integers(1, 25), min_consecutive=st.integers(1, 4), rate=st.floats(0.02, 0.95),
+       cuts=st.lists(st.integers(1, 25), min_size=1, max_size=8), seed=st.integers(0, 2**16))
+def test_how_points_are_chunked_changes_nothing(cooldown, min_consecutive, rate, cuts, seed):
+    """One path for every chunk: quiet chunks and firing chunks that do not resolve take the counter-only paths,
+    chunks that fire or resolve, warm-up chunks and chunks with per-point warm flags step point by point. Events
+    and state after every chunk equal those of the same points one at a time (a chunk of one)."""
+    rng = np.random.default_rng(seed)
+    n = 300
+    over = rng.random(n) < rate
     over[100:130] = True  # a long episode: fires, stays firing across chunks, resolves later
-    scores = np.where(over, 5.0, 0.1) + rng.random(400)
-    cfg = AlertingConfig(min_consecutive=2, cooldown=cooldown)
+    scores = np.where(over, 5.0, 0.1) + rng.random(n)
+    warm = np.arange(n) >= 20
+    warm[rng.random(n) < 0.02] = False  # a point that may not count (a non-finite score in the daemon)
+    cfg = AlertingConfig(min_consecutive=min_consecutive, cooldown=cooldown)
     chunked, single = AlertManager(cfg, CHANNELS, MODEL), AlertManager(cfg, CHANNELS, MODEL)
-    contrib = np.tile(CONTRIB, (400, 1))
-    got, want = [], []
-    for lo in range(0, 400, 10):
-        warm = lo >= 20
-        ts = np.arange(lo, lo + 10, dtype=np.float64)
-        sources = [Source("t", 0, i) for i in range(lo, lo + 10)]
-        got += chunked.update_many("e", ts, scores[lo:lo + 10], np.ones(10), over[lo:lo + 10], contrib[lo:lo + 10],
-                                   sources, warm=warm)
-        for i in range(lo, lo + 10):
-            event = single.update("e", float(i), float(scores[i]), 1.0, bool(over[i]), contrib[i], Source("t", 0, i),
-                                  warm=warm)
+    contrib = np.tile(CONTRIB, (n, 1))
+    ts = np.arange(n, dtype=np.float64)
+    sources = [Source("t", 0, i) for i in range(n)]
+    got, want, lo = [], [], 0
+    for size in cuts * n:
+        if lo >= n:
+            break
+        hi = min(n, lo + size)
+        chunk_warm = warm[lo:hi] if rng.random() < 0.5 else bool(warm[lo:hi].all())  # a flag, or per point
+        flags = np.broadcast_to(chunk_warm, hi - lo)
+        got += chunked.update("e", ts[lo:hi], scores[lo:hi], np.ones(hi - lo), over[lo:hi], contrib[lo:hi],
+                              sources[lo:hi], warm=chunk_warm)
+        for i in range(lo, hi):
+            event = update_one(single, "e", ts[i], scores[i], 1.0, over[i], contrib[i], sources[i],
+                               warm=bool(flags[i - lo]))
             want += [event] if event else []
         assert chunked.state_dict("e") == single.state_dict("e")
+        lo = hi
     assert [e.to_message() for e in got] == [e.to_message() for e in want]
     assert want and all(type(v) is not np.int64 for v in chunked.state_dict("e").values())

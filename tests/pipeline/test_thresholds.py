@@ -6,15 +6,28 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamdet.config import ThresholdConfig
 from streamdet.errors import BundleError
 from streamdet.pipeline.gpd import fit_gpd, log_likelihood
-from streamdet.pipeline.thresholds import Spot, ThresholdBank
+from streamdet.pipeline.thresholds import REFIT_SHARE, RollingPercentile, Spot, ThresholdBank
 
 from .helpers import exponential_calibration
 
 TOLERANCE = 0.10  # relative error allowed on an estimated extreme quantile from 20k-50k samples
+
+
+def decide_one(bank: ThresholdBank, entity: str, score: float, learn: bool = True) -> tuple[float, bool]:
+    """A single score is a batch of one: -> (threshold it was judged against, over)."""
+    thresholds, over = bank.decide([entity], np.array([[score]]), np.array([[learn]]))
+    return float(thresholds[0, 0]), bool(over[0, 0])
+
+
+def spot_one(spot: Spot, score: float) -> tuple[float, bool]:
+    thresholds, over = spot.step(np.array([score]), np.array([True]), np.array([True]))
+    return float(thresholds[0]), bool(over[0])
 
 
 def gpd_samples(rng, gamma: float, sigma: float, n: int) -> np.ndarray:
@@ -83,10 +96,10 @@ def test_online_updates_follow_a_shifted_scale_and_alarms_are_not_learned():
     spot = Spot(cal["pot"]["init_threshold"], cal["pot"]["peaks"], cal["n"], 1e-3)
     before = spot.z
     n_peaks = spot.n_peaks
-    z, over = spot.step(before * 10, learn=True, protect=True)
+    z, over = spot_one(spot, before * 10)
     assert over and spot.n_peaks == n_peaks, "an alarm must not enter the peaks"
     for v in rng.exponential(2.0, 20_000):  # the normal scale doubles: the threshold must rise
-        spot.step(float(v), learn=True, protect=True)
+        spot_one(spot, float(v))
     # it rises, but less than the new true quantile (2 ln 1000 = 13.8): protected alarms truncate the tail, the
     # price of an incident never raising its own threshold
     assert before * 1.03 < spot.z < 2 * math.log(1000)
@@ -98,29 +111,28 @@ def test_percentile_threshold_starts_from_calibration_adapts_down_and_resists_in
     start = bank.current("a")
     assert abs(start - np.quantile(cal["sample"], 0.99)) / start < 0.05
     for v in np.random.default_rng(4).exponential(0.3, 4000):  # a quieter entity: its threshold follows it down
-        bank.update("a", float(v))
+        decide_one(bank, "a", float(v))
     quiet = bank.current("a")
     assert abs(quiet - 0.3 * -math.log(0.01)) / quiet < 0.15 and bank.current("b") == start
     for _ in range(500):  # an incident: alarms are clipped to the threshold, so they cannot raise it
-        bank.update("a", 100.0)
+        decide_one(bank, "a", 100.0)
     assert bank.current("a") <= quiet * 1.01
 
 
 def test_warmup_points_never_count_as_over():
     bank = ThresholdBank(ThresholdConfig(warmup=5), exponential_calibration())
-    assert [bank.update("a", 1e6)[1] for _ in range(5)] == [False] * 5
-    assert bank.update("a", 1e6)[1] is True
+    assert [decide_one(bank, "a", 1e6)[1] for _ in range(5)] == [False] * 5
+    assert decide_one(bank, "a", 1e6)[1] is True
 
 
 def test_state_round_trip_gives_identical_thresholds():
     cal = exponential_calibration()
     a, b = ThresholdBank(ThresholdConfig(), cal), ThresholdBank(ThresholdConfig(), cal)
     rng = np.random.default_rng(5)
-    for v in rng.exponential(size=3000):
-        a.update("e", float(v))
+    a.decide(["e"], rng.exponential(size=(1, 3000)), np.ones((1, 3000), dtype=bool))
     b.load_state("e", a.state_dict("e"))
     tail = rng.exponential(1.5, 2000)
-    assert [a.update("e", float(v)) for v in tail] == [b.update("e", float(v)) for v in tail]
+    assert [decide_one(a, "e", float(v)) for v in tail] == [decide_one(b, "e", float(v)) for v in tail]
 
 
 def test_calibration_without_what_the_method_needs_is_a_bundle_error():
@@ -130,44 +142,105 @@ def test_calibration_without_what_the_method_needs_is_a_bundle_error():
         ThresholdBank(ThresholdConfig(method="pot"), {})
 
 
-@pytest.mark.parametrize("method", ["pot", "percentile"])
-@pytest.mark.parametrize("warmup", [0, 25])
-def test_update_many_equals_point_by_point(method, warmup):
-    """Chunks of 10 cross refits, the end of warm-up and alarms; thresholds and verdicts must match exactly."""
-    rng = np.random.default_rng(7)
-    scores = rng.exponential(1.0, 600)
-    scores[rng.choice(600, 12, replace=False)] *= 40  # alarms that must stay out of the peaks
-    cfg = ThresholdConfig(method=method, warmup=warmup)
-    chunked, single = ThresholdBank(cfg, exponential_calibration()), ThresholdBank(cfg, exponential_calibration())
-    got = [chunked.update_many("e", scores[i:i + 10], learn=(i // 10) % 7 != 3) for i in range(0, 600, 10)]
-    want = [single.update("e", float(s), learn=(i // 10) % 7 != 3) for i, s in enumerate(scores)]
-    assert np.concatenate([t for t, _ in got]).tolist() == [t for t, _ in want]
-    assert np.concatenate([o for _, o in got]).tolist() == [o for _, o in want]
-    assert any(o for _, o in want)
-    assert chunked.state_dict("e")["learned"] == single.state_dict("e")["learned"]
-    a, b = chunked.state_dict("e")["detector"], single.state_dict("e")["detector"]
-    assert all(np.array_equal(a[k], b[k]) if isinstance(a[k], np.ndarray) else a[k] == b[k] for k in a)
+def same_detector(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) if isinstance(a[k], np.ndarray) else a[k] == b[k]
+                                        for k in a)
 
 
-@pytest.mark.parametrize("method", ["pot", "percentile"])
-@pytest.mark.parametrize("warmup", [0, 25])
-def test_update_rows_equals_update_many_row_by_row(method, warmup):
-    """A scored batch holds several chunks of the same entity, refits, alarms, warm-up windows and the end of
-    warm-up: the batch path must give the same thresholds, verdicts and state as update_many in row order."""
-    rng = np.random.default_rng(11)
-    entities = [f"e{k}" for k in rng.integers(0, 4, 240)]
-    scores = rng.exponential(1.5, (240, 10))  # a heavier tail than calibrated: peaks, refits and alarms all happen
-    scores[rng.random((240, 10)) < 0.01] *= 40
-    learn = (rng.random(240) > 0.1).tolist()
-    cfg = ThresholdConfig(method=method, warmup=warmup)
-    batched, rows = ThresholdBank(cfg, exponential_calibration()), ThresholdBank(cfg, exponential_calibration())
-    got = [batched.update_rows(entities[i:i + 40], scores[i:i + 40], learn[i:i + 40]) for i in range(0, 240, 40)]
-    want = [rows.update_many(e, scores[b], learn[b]) for b, e in enumerate(entities)]
-    assert np.concatenate([t for t, _ in got]).tolist() == np.stack([t for t, _ in want]).tolist()
-    assert np.concatenate([o for _, o in got]).tolist() == np.stack([o for _, o in want]).tolist()
-    assert any(o.any() for _, o in want)
+def stream(seed: int, n: int):
+    """(entities, scores, learn) of a stream that crosses refits, alarms, warm-up windows, non-finite scores and the
+    end of warm-up, with several chunks of the same entity close together."""
+    rng = np.random.default_rng(seed)
+    entities = [f"e{k}" for k in rng.integers(0, 4, n)]
+    scores = rng.exponential(1.5, n)  # a heavier tail than calibrated: peaks, refits and alarms all happen
+    scores[rng.random(n) < 0.01] *= 40
+    scores[rng.random(n) < 0.003] = np.nan
+    learn = (rng.random(n) > 0.1) & np.isfinite(scores)
+    return entities, scores, learn
+
+
+class ReferenceBank:
+    """The threshold rules written plainly, one score at a time (SPOT as in the paper, the rolling percentile, the
+    warm-up): the oracle the batched path must match exactly."""
+
+    def __init__(self, cfg: ThresholdConfig, cal: dict):
+        self.cfg, self.cal, self.detectors, self.learned = cfg, cal, {}, {}
+
+    def _detector(self, entity: str):
+        if entity not in self.detectors:
+            pot, cfg = self.cal["pot"], self.cfg
+            self.detectors[entity] = (Spot(pot["init_threshold"], pot["peaks"], pot["n_init"], cfg.risk)
+                                      if cfg.method == "pot" else RollingPercentile(self.cal["sample"], cfg.percentile))
+            self.learned[entity] = 0
+        return self.detectors[entity]
+
+    def decide(self, entity: str, score: float, learn: bool) -> tuple[float, bool]:
+        d = self._detector(entity)
+        warming = self.learned[entity] < self.cfg.warmup
+        adapt, protect = learn and self.cfg.update, not warming
+        if isinstance(d, Spot):
+            z = d.z
+            over = score > z
+            if adapt and not (over and protect):
+                d.n += 1
+                if score > d.t:
+                    d.peaks.append(score - d.t)
+                    d.n_peaks += 1
+                    d.since_fit += 1
+                    if d.since_fit >= max(d.refit_every, len(d.peaks) // REFIT_SHARE):
+                        d.refit()
+        else:
+            z = d.threshold
+            over = score > z
+            if adapt:
+                d._learn(min(score, z) if over and protect else score)
+        self.learned[entity] += int(learn)
+        return z, bool(over) and not warming
+
+
+@settings(max_examples=30, deadline=None)
+@given(method=st.sampled_from(["pot", "percentile"]), warmup=st.sampled_from([0, 25]), seed=st.integers(0, 2**16),
+       width=st.integers(1, 12), rows=st.integers(1, 40), update=st.booleans())
+def test_batches_of_any_shape_decide_as_the_rules_one_score_at_a_time(method, warmup, seed, width, rows, update):
+    """The one path, at any shape (a score alone is a batch of one; here batches of `rows` chunks of `width`
+    scores, one entity per chunk, the same entity in several rows), equals the reference rules one score at a time:
+    thresholds, verdicts and state. The stream crosses refits, alarms, warm-up windows, non-finite scores and the end
+    of warm-up."""
+    n = width * rows * 4
+    entities, scores, learn = stream(seed, n // width)
+    entities = [e for e in entities for _ in range(width)][:n]  # chunks: `width` consecutive scores per entity
+    scores, learn = np.resize(scores, n), np.resize(learn, n)
+    learn &= np.isfinite(scores)
+    cfg = ThresholdConfig(method=method, warmup=warmup, update=update)
+    cal = exponential_calibration()
+    reference, batched, single = ReferenceBank(cfg, cal), ThresholdBank(cfg, cal), ThresholdBank(cfg, cal)
+    want = [reference.decide(e, float(v), bool(lrn)) for e, v, lrn in zip(entities, scores, learn)]
+    assert [decide_one(single, e, float(v), bool(lrn)) for e, v, lrn in zip(entities, scores, learn)] == want
+    got_t, got_o = [], []
+    for lo in range(0, n, width * rows):
+        hi = min(lo + width * rows, n)
+        t, o = batched.decide(entities[lo:hi:width], scores[lo:hi].reshape(-1, width),
+                              learn[lo:hi].reshape(-1, width))
+        got_t += t.ravel().tolist()
+        got_o += o.ravel().tolist()
+    assert got_t == [t for t, _ in want] and got_o == [o for _, o in want]
     for entity in set(entities):
-        a, b = batched.state_dict(entity), rows.state_dict(entity)
-        assert a["learned"] == b["learned"]
-        a, b = a["detector"], b["detector"]
-        assert all(np.array_equal(a[k], b[k]) if isinstance(a[k], np.ndarray) else a[k] == b[k] for k in a)
+        assert same_detector(batched.state_dict(entity)["detector"], reference.detectors[entity].state_dict())
+        assert batched.state_dict(entity)["learned"] == reference.learned[entity]
+
+
+def test_spot_threshold_moves_only_at_refits_and_alarms_never_teach_it():
+    """Properties of SPOT's one path: within a chunk z_q changes only right after a refit (every refit_due new
+    peaks), warm-up points and alarms are never peaks, and the counts add up."""
+    spot = Spot(**{k: v for k, v in zip(("init_threshold", "peaks", "n_init"), (1.0, [0.5] * 200, 5000))}, risk=1e-3)
+    rng = np.random.default_rng(3)
+    scores = 1.0 + rng.exponential(0.8, 3000)
+    scores[::97] = 1e6  # alarms
+    learn = rng.random(3000) > 0.2
+    before_n, before_peaks = spot.n, spot.n_peaks
+    thresholds, over = spot.step(scores, learn, np.ones(3000, dtype=bool))
+    changes = np.flatnonzero(np.diff(thresholds))
+    assert 3 <= changes.size < 300  # refits happened, and far fewer than one per point
+    assert over[::97].all() and spot.n - before_n == int((learn & ~over).sum())
+    assert spot.n_peaks - before_peaks == int((learn & ~over & (scores > spot.t)).sum())
+    assert max(spot.peaks) < 1e6 - spot.t  # no alarm in the peaks

@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamdet.errors import ConfigError, DecodeError
 from streamdet.pipeline.windows import WindowStore
@@ -23,14 +25,23 @@ def store(stride=2, max_entities=10, lateness=5.0, idle=100.0, clock=None, max_d
     return WindowStore(L, C, stride, max_entities, lateness, idle, clock or Clock(), max_delay)
 
 
+def push_one(ws, entity, ts, values, source):
+    """A single point is a batch of one: -> the requests it completed (an evicted entity's included); its
+    DecodeError raised when it was rejected."""
+    result = ws.push([entity], [ts], values[None, :], [source])
+    if result.rejected:
+        raise result.rejected[0][1]
+    return [request for _, request in result.requests]
+
+
 def push_range(ws, entity, start, stop):
-    return [r for i in range(start, stop) if (r := ws.push(entity, float(i), row(i), ("t", 0, i))) is not None]
+    return [r for i in range(start, stop) for r in push_one(ws, entity, float(i), row(i), ("t", 0, i))]
 
 
 def test_warm_up_windows_are_edge_padded_and_marked_cold():
     ws = store(stride=2)
-    assert ws.push("e", 0.0, row(0), ("t", 0, 0)) is None
-    req = ws.push("e", 1.0, row(1), ("t", 0, 1))
+    assert push_one(ws, "e", 0.0, row(0), ("t", 0, 0)) == []
+    (req,) = push_one(ws, "e", 1.0, row(1), ("t", 0, 1))
     assert not req.warm and req.n_new == 2
     assert req.window[:, 0].tolist() == [0, 0, 0, 0, 1]  # first row repeated in front
     assert req.ts.tolist() == [0.0, 1.0] and req.sources == [("t", 0, 0), ("t", 0, 1)]
@@ -66,28 +77,27 @@ def test_request_window_is_a_copy():
 
 def test_lateness_rejects_only_points_too_far_back():
     ws = store(stride=1, lateness=5.0)
-    ws.push("e", 100.0, row(0), None)
-    ws.push("e", 100.0, row(1), None)  # duplicate timestamp: fine
-    ws.push("e", 96.0, row(2), None)  # 4 s back: within lateness
+    push_one(ws, "e", 100.0, row(0), None)
+    push_one(ws, "e", 100.0, row(1), None)  # duplicate timestamp: fine
+    push_one(ws, "e", 96.0, row(2), None)  # 4 s back: within lateness
     with pytest.raises(DecodeError) as info:
-        ws.push("e", 94.0, row(3), None)
+        push_one(ws, "e", 94.0, row(3), None)
     assert info.value.reason == "late" and "'e'" in info.value.detail
-    ws.push("other", 1.0, row(4), None)  # lateness is per entity
+    push_one(ws, "other", 1.0, row(4), None)  # lateness is per entity
 
 
 def test_entity_cap_rejects_when_all_active_and_evicts_idle_lru():
     clock = Clock()
     ws = store(stride=3, max_entities=2, idle=60.0, clock=clock)
-    ws.push("a", 0.0, row(0), ("t", 0, 0))
+    push_one(ws, "a", 0.0, row(0), ("t", 0, 0))
     clock.now = 10.0
-    ws.push("b", 0.0, row(1), ("t", 0, 1))
+    push_one(ws, "b", 0.0, row(1), ("t", 0, 1))
     with pytest.raises(DecodeError) as info:
-        ws.push("c", 0.0, row(2), ("t", 0, 2))
+        push_one(ws, "c", 0.0, row(2), ("t", 0, 2))
     assert info.value.reason == "entity_cap"
     clock.now = 65.0  # "a" idle 65 s, "b" only 55 s
-    ws.push("c", 0.0, row(3), ("t", 0, 3))
+    flushed = push_one(ws, "c", 0.0, row(3), ("t", 0, 3))  # the evicted entity's pending point comes along
     assert "a" not in ws and "b" in ws and "c" in ws
-    flushed = ws.take_flushed()
     assert [(r.entity, r.n_new, r.sources) for r in flushed] == [("a", 1, [("t", 0, 0)])]
     assert ws.take_flushed() == []
 
@@ -95,11 +105,11 @@ def test_entity_cap_rejects_when_all_active_and_evicts_idle_lru():
 def test_recent_use_protects_from_eviction():
     clock = Clock()
     ws = store(stride=3, max_entities=2, idle=60.0, clock=clock)
-    ws.push("a", 0.0, row(0), None)
-    ws.push("b", 0.0, row(0), None)
+    push_one(ws, "a", 0.0, row(0), None)
+    push_one(ws, "b", 0.0, row(0), None)
     clock.now = 100.0
-    ws.push("a", 1.0, row(1), None)  # "a" becomes most recently used
-    ws.push("c", 0.0, row(2), None)
+    push_one(ws, "a", 1.0, row(1), None)  # "a" becomes most recently used
+    push_one(ws, "c", 0.0, row(2), None)
     assert "b" not in ws and "a" in ws
 
 
@@ -132,45 +142,49 @@ def _requests_as_data(requests):
     return [(r.entity, r.window.tolist(), r.n_new, r.ts.tolist(), list(r.sources), r.warm) for r in requests]
 
 
-@pytest.mark.parametrize("stride,max_entities,batch,max_delay", [(2, 10, 40, 0.0), (5, 10, 64, 0.0), (1, 10, 7, 0.0),
-                                                                (3, 4, 50, 0.0), (5, 10, 64, 100.0), (4, 4, 30, 20.0)])
-def test_push_many_equals_pushing_one_by_one(stride, max_entities, batch, max_delay):
-    """Blocks (entities with many points per batch), single points, late points, warm-up, evictions (cap 4 with
-    six entities) and overdue points (the clock moves one second per record) must give the same requests in the same
-    order, the same rejections and the same state."""
-    rng = np.random.default_rng(stride * 100 + batch)
-    n = 600
+@settings(max_examples=25, deadline=None)
+@given(stride=st.integers(1, L), max_entities=st.sampled_from([4, 10]), max_delay=st.sampled_from([0.0, 20.0]),
+       tick=st.sampled_from([7, 40, 64]), cuts=st.lists(st.integers(1, 30), min_size=1, max_size=10),
+       seed=st.integers(0, 2**16))
+def test_how_a_stream_is_cut_into_batches_changes_nothing(stride, max_entities, max_delay, tick, cuts, seed):
+    """One path for every batch size: blocks (entities with many points per batch), single points, late points,
+    warm-up, evictions (cap 4 with six entities) and overdue points give the same requests in the same order, the
+    same rejections and the same state whether the points between two clock ticks (`tick` records, one second
+    each) arrive one at a time or cut anywhere."""
+    rng = np.random.default_rng(seed)
+    n = 400
     entities = [f"e{int(i)}" for i in rng.choice(6, n, p=[0.5, 0.3, 0.1, 0.05, 0.03, 0.02])]
     ts = (np.arange(n) + rng.normal(0, 1, n) * (rng.random(n) < 0.1) * 30).tolist()  # some points far back
     values = rng.random((n, C), dtype=np.float32)
     sources = [("t", 0, k) for k in range(n)]
-    clock_a, clock_b = Clock(), Clock()
-    one = WindowStore(L, C, stride, max_entities, allowed_lateness_s=5.0, entity_idle_s=0.0, clock=clock_a,
-                      max_delay_s=max_delay)
-    many = WindowStore(L, C, stride, max_entities, allowed_lateness_s=5.0, entity_idle_s=0.0, clock=clock_b,
-                       max_delay_s=max_delay)
-    overdue = 0
-    want_requests, want_rejected, got_requests, got_rejected = [], [], [], []
-    for lo in range(0, n, batch):
-        clock_a.now = clock_b.now = float(lo)
-        for k in range(lo, min(lo + batch, n)):
-            try:
-                request = one.push(entities[k], ts[k], values[k], sources[k], clock_a.now)
-            except DecodeError as exc:
-                want_rejected.append((k, exc.reason, exc.detail))
-                continue
-            want_requests += ([request] if request else []) + one.take_flushed()
-        hi = min(lo + batch, n)
-        result = many.push_many(entities[lo:hi], ts[lo:hi], values[lo:hi], sources[lo:hi], clock_b.now)
-        got_requests += [r for _, r in result.requests]
-        got_rejected += [(lo + k, exc.reason, exc.detail) for k, exc in result.rejected]
-        late = one.take_overdue()
-        want_requests += late
-        got_requests += many.take_overdue()
-        overdue += len(late)
+
+    def run(pieces):
+        clock = Clock()
+        ws = WindowStore(L, C, stride, max_entities, allowed_lateness_s=5.0, entity_idle_s=0.0, clock=clock,
+                         max_delay_s=max_delay)
+        requests, rejected = [], []
+        for lo in range(0, n, tick):
+            clock.now = float(lo)
+            hi = min(lo + tick, n)
+            for a, b in pieces(lo, hi):
+                result = ws.push(entities[a:b], ts[a:b], values[a:b], sources[a:b])
+                requests += [r for _, r in result.requests]
+                rejected += [(a + k, exc.reason, exc.detail) for k, exc in result.rejected]
+            requests += ws.take_overdue()
+        return ws, _requests_as_data(requests), rejected
+
+    def cut(lo, hi):
+        bounds = [lo]
+        for size in cuts * (hi - lo):
+            if bounds[-1] >= hi:
+                break
+            bounds.append(min(hi, bounds[-1] + size))
+        return list(zip(bounds[:-1], bounds[1:]))
+
+    one, want_requests, want_rejected = run(lambda lo, hi: [(k, k + 1) for k in range(lo, hi)])
+    many, got_requests, got_rejected = run(cut)
     assert got_rejected == want_rejected and any(reason == "late" for _, reason, _ in want_rejected)
-    assert (overdue > 0) == (max_delay > 0)  # the rare entities' points wait longer than max_delay
-    assert _requests_as_data(got_requests) == _requests_as_data(want_requests) and len(want_requests) > 50
+    assert got_requests == want_requests and len(want_requests) > 30
     assert list(many._rings) == list(one._rings)  # same LRU order
     for entity in one._rings:
         a, b = one.state_dict(entity), many.state_dict(entity)
@@ -203,7 +217,7 @@ def test_points_left_after_a_full_stride_wait_from_their_own_arrival():
     push_range(ws, "e", 0, 5)  # a full window; point 4 pending since t=0
     clock.now = 8.0
     new = range(5, 15)  # one block: point 4 and nine new ones in five strides, point 14 left pending
-    result = ws.push_many(["e"] * 10, [float(i) for i in new], np.stack([row(i) for i in new]),
+    result = ws.push(["e"] * 10, [float(i) for i in new], np.stack([row(i) for i in new]),
                           [("t", 0, i) for i in new])
     assert [r.n_new for _, r in result.requests] == [2] * 5
     clock.now = 17.9

@@ -44,14 +44,12 @@ payloads = records.map(as_json) | st.binary(max_size=300) | json_values.map(as_j
 def test_decode_and_windows_raise_only_decode_errors_with_known_reasons(batch):
     decoder = Decoder(CHANNELS, 4096, max_future_s=86_400)
     store = WindowStore(8, C, 3, max_entities=5, allowed_lateness_s=10.0, entity_idle_s=1e9)
-    for raw in batch:
-        try:
-            record = decoder.decode(raw)
-            assert record.values.shape == (C,) and np.isfinite(record.values).all()
-            store.push(record.entity, record.ts, record.values, ("t", 0, 0))
-        except DecodeError as exc:
-            assert exc.reason in REASONS and exc.detail
-    assert len(store) <= 5
+    decoded = decoder.decode(batch)
+    assert decoded.values.shape == (len(decoded.index), C) and np.isfinite(decoded.values).all()
+    pushed = store.push(decoded.entities, decoded.ts, decoded.values, [("t", 0, i) for i in decoded.index])
+    rejected = [exc for _, exc in decoded.rejected + pushed.rejected]
+    assert all(isinstance(exc, DecodeError) and exc.reason in REASONS and exc.detail for exc in rejected)
+    assert len(decoded.index) + len(decoded.rejected) == len(batch) and len(store) <= 5
 
 
 def bad_records(now: float, n: int) -> list[tuple[str, bytes, str]]:
