@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv demo demo-live test test-fast bench clean
 
 venv: $(STAMP)
 
@@ -18,6 +18,11 @@ $(STAMP): requirements.txt requirements-test.txt setup.cfg
 
 demo: venv
 	$(BIN)/streamdet demo --config config/demo.yaml
+
+# streamdet on this machine's own metrics: a real collectd (Debian: apt-get install collectd-core libyajl2
+# stress-ng), a 2-minute baseline, training, the daemon on the live stream, a 20 s CPU load; about 4 minutes.
+demo-live: venv
+	$(BIN)/streamdet demo-live --config config/demo-live.yaml
 
 # The whole suite. It needs no download: without ../shared/data (or $$STREAMDET_DATA) only the tests of the real
 # benchmark files skip, and -ra lists them.

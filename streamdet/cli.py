@@ -117,9 +117,10 @@ def _topic_series(cfg, args: argparse.Namespace):
     since = parse_duration(args.since) if args.since else None
     got = rows_from_history(cfg, read_history(cfg.kafka, since, args.limit))
     log.info("from topic %s: %d messages, %d entities, %d channels; left out: %d on too few entities %s, "
-             "%d constant %s; rows dropped for missing channels: %d; rejected: %s; too short: %s",
+             "%d excluded %s, %d constant %s; rows dropped for missing channels: %d; rejected: %s; too short: %s",
              cfg.kafka.metrics_topic, got.messages, len(got.series), len(got.channels), len(got.rare), got.rare,
-             len(got.constant), got.constant, got.dropped_rows, dict(got.rejected), got.short)
+             len(got.excluded), got.excluded, len(got.constant), got.constant, got.dropped_rows, dict(got.rejected),
+             got.short)
     if not got.series:
         raise StreamdetError(f"--from-topic: no entity has {2 * cfg.model.window} rows (2 x model.window) in "
                              f"{cfg.kafka.metrics_topic} ({got.messages} messages; too short: {got.short})")
@@ -194,6 +195,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(cfg, limit=args.limit)
 
 
+def cmd_demo_live(args: argparse.Namespace) -> int:
+    from .io.collectd import missing
+    from .serve.livedemo import quiet_logs, run_live, summary
+
+    reason = missing()
+    if reason is not None:
+        raise StreamdetError(f"demo-live needs collectd: {reason}")
+    cfg = _load(args)
+    quiet_logs()
+    summary(run_live(cfg, baseline_s=args.baseline, load_s=args.load, settle_s=args.settle))
+    return 0
+
+
 def cmd_alertmanager(args: argparse.Namespace) -> int:
     from .alertmanager.main import run_bridge
 
@@ -253,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="evaluation", help="report folder")
     p = add("demo", cmd_demo, "train if needed, start an embedded broker, replay, run the daemon, print alerts")
     p.add_argument("--limit", type=int, default=0, help="at most N test records per entity (0 = all)")
+    p = add("demo-live", cmd_demo_live, "collectd on this machine -> baseline -> train -> daemon -> CPU load -> "
+                                         "alerts (needs collectd-core; ends by itself)")
+    p.add_argument("--baseline", type=float, default=120.0, help="seconds of baseline to train on")
+    p.add_argument("--load", type=float, default=20.0, help="seconds of CPU load")
+    p.add_argument("--settle", type=float, default=20.0, help="seconds of live scoring before the load")
     add("alertmanager", cmd_alertmanager, "post the alerts topic to Alertmanager (API v2) until SIGTERM/SIGINT")
     p = add("alerts", cmd_alerts, "tail the alerts topic as a table (from its beginning)")
     p.add_argument("--limit", type=int, default=0, help="stop after N alerts (0 = never)")

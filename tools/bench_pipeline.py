@@ -19,8 +19,6 @@ One run prints one table:
   (d) p50 / p99 latency from record production to its score, at a paced rate (--rate)
   (e) scoring-only windows/s of the bundle at batch sizes 1, 16, 64, 256
   (f) resident memory per 1,000 entities (windows + thresholds + alert state, window 100 x 38 channels)
-  (g) the state changelog at 1,000 and 10,000 entities (--changelog): bytes per second against the input's, bytes
-      per touched entity per commit, and the restore of every entity (tools/bench_changelog.py has the method)
 `--formats` prints another table instead: (b) for the default model as a TorchScript bundle, as a torch.export
 bundle (`scoring.compile: none`) and compiled with AOTInductor (`scoring.compile: aoti`; the compile happens before
 /readyz and is not timed), interleaved runs, medians (docs/models.md, "Bundle formats").
@@ -56,9 +54,6 @@ from streamdet.pipeline.engine import Pipeline  # noqa: E402
 from streamdet.pipeline.scorer import Scorer  # noqa: E402
 from streamdet.replay import encode_record  # noqa: E402
 from streamdet.types import Source  # noqa: E402
-
-sys.path.insert(0, str(REPO / "tools"))
-import bench_changelog  # noqa: E402
 
 C = 38
 DEADLINE_S = 600.0
@@ -284,14 +279,11 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default=str(REPO / "config" / "smd.yaml"))
     parser.add_argument("--entity", default="machine-1-2", help="SMD machine the bundle is trained on")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of (a), (a2), (b), (b'): medians")
-    parser.add_argument("--changelog", default="1000,10000", help="(g): entity counts, comma-separated ('' skips)")
-    parser.add_argument("--changelog-seconds", type=float, default=60.0, help="(g): seconds of stream per count")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--formats", action="store_true", help="(b) per bundle format only")
     args = parser.parse_args(argv)
     if args.quick:
         args.records, args.latency_records, args.repeats = 20_000, 4000, 1
-        args.changelog, args.changelog_seconds = "200", 20.0
     torch.set_num_threads(1)
     tag = uuid.uuid4().hex[:6]
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
@@ -342,8 +334,6 @@ def main(argv=None) -> int:
         in_process, inference_share = pipeline_only(cfg, bundle, stream)
         scoring = scoring_only(bundle, cfg.model.window)
         memory = memory_per_1000_entities(cfg, bundle)
-        changelog = [bench_changelog.measure(cfg, bundle, broker.bootstrap, int(n), args.changelog_seconds, rows)
-                     for n in args.changelog.split(",") if n]
     lat = np.asarray(latencies) * 1000
     print(f"\n# {args.records:,} records ({source}), {args.entities} entities x {C} channels, model {cfg.model.name} "
           f"(window {cfg.model.window}, stride {cfg.scoring.stride}, batch {cfg.scoring.max_batch}), 1 torch thread; "
@@ -374,8 +364,6 @@ def main(argv=None) -> int:
     for size, value in scoring.items():
         print(f"| (e) scoring only, batch {size} | {value:,.0f} windows/s |")
     print(f"| (f) resident memory per 1,000 entities | {memory / 2**20:,.1f} MiB |")
-    for result in changelog:
-        print("\n".join(f"| (g) {line[2:]}" for line in bench_changelog.rows_line(result)))
     return 0
 
 

@@ -7,7 +7,8 @@ interval, carry-forward and gap rules), and returns one Series per entity whose 
 trainer's validation tail is the last `train.val_fraction` of each entity's rows, so the split is by time.
 
 The channel list is what the fleet actually sends: channels present on fewer than `train.min_channel_share` of the
-entities, or constant over the training rows, are left out, and both lists are logged (and recorded in the bundle).
+entities, matching `train.exclude_channels`, or constant over the training rows, are left out, and the lists are
+logged (and recorded in the bundle).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from fnmatch import fnmatchcase
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -48,6 +50,7 @@ class TopicRows:
     series: list[Series]
     channels: list[str]
     rare: list[str] = field(default_factory=list)  # present on too few entities
+    excluded: list[str] = field(default_factory=list)  # matching train.exclude_channels
     constant: list[str] = field(default_factory=list)
     messages: int = 0
     rejected: Counter = field(default_factory=Counter)  # reason -> messages
@@ -56,7 +59,7 @@ class TopicRows:
 
     def summary(self) -> dict:
         return {"messages": self.messages, "entities": [s.entity for s in self.series], "channels": len(self.channels),
-                "rare_channels": self.rare, "constant_channels": self.constant, "rejected": dict(self.rejected),
+                "rare_channels": self.rare, "excluded_channels": self.excluded, "constant_channels": self.constant, "rejected": dict(self.rejected),
                 "dropped_rows": self.dropped_rows, "short_entities": self.short}
 
 
@@ -75,7 +78,9 @@ def rows_from_history(cfg, batches: Iterable[list[tuple[bytes, tuple]]]) -> Topi
     """Decode, choose channels, assemble, drop constant channels: one train-only Series per entity."""
     samples, messages, rejected = _decode_all(cfg, batches)
     channels, rare = _fleet_channels(samples, cfg.train.min_channel_share)
-    result = TopicRows([], channels, rare=rare, messages=messages, rejected=rejected)
+    excluded = [c for c in channels if any(fnmatchcase(c, p) for p in cfg.train.exclude_channels)]
+    channels = [c for c in channels if c not in set(excluded)]
+    result = TopicRows([], channels, rare=rare, excluded=excluded, messages=messages, rejected=rejected)
     if not channels:
         raise DataError(f"{cfg.kafka.metrics_topic}: no channel is sent by {cfg.train.min_channel_share:.0%} of the "
                         f"entities ({messages} messages read, rejected: {dict(rejected) or 'none'})")

@@ -86,3 +86,14 @@ def _consume(consumer, topic: str, ends: dict, remaining: set, limit: int, start
                 raise DataError(f"{topic}[{p}]: no messages for {READ_IDLE_S:.0f} s before its end offset {ends[p]}")
     if limit and read >= limit:
         log.warning("train from topic: stopped at %d messages (--limit)", read)
+
+
+def start_group_at(kafka: KafkaConfig, offsets: dict[int, int]) -> None:
+    """Commit `offsets` (partition -> next offset) of the metrics topic for kafka.group_id, so that a daemon of
+    that group starts there (the live demo: score the live stream, not the baseline it was trained on)."""
+    consumer = Consumer({**librdkafka_options(kafka), "group.id": kafka.group_id})
+    try:
+        consumer.commit(offsets=[TopicPartition(kafka.metrics_topic, p, o) for p, o in offsets.items()],
+                        asynchronous=False)
+    finally:
+        consumer.close()

@@ -296,12 +296,16 @@ class Assembler:
         return None if state is None else state.last_source
 
     def state_dict(self, entity: str) -> dict:
-        """The entity's state as plain data (lists, floats, tuples; NaN for missing values), for checkpoints."""
+        """The entity's state as plain data (lists, floats, tuples; NaN for missing values), for checkpoints. Sources
+        are kept as lists of sources (`sources`: the open rows', then the last one taken), the form in which the
+        checkpoint codec gives them back as they were."""
         s = self._entities[entity]
+        rows = sorted(s.open.items())
         return {"interval": s.interval, "origin": s.origin, "emitted": s.emitted, "newest_bucket": s.newest_bucket,
                 "newest_ts": s.newest_ts, "last": list(s.last), "last_seen": list(s.last_seen),
-                "partition": s.partition, "last_source": s.last_source, "channels": list(self.channels),
-                "open": [[bucket, list(r.values), r.present, r.source] for bucket, r in sorted(s.open.items())]}
+                "partition": s.partition, "channels": list(self.channels),
+                "open": [[bucket, list(r.values), r.present] for bucket, r in rows],
+                "sources": [r.source for _, r in rows] + [s.last_source]}
 
     def load_state(self, entity: str, state: dict) -> None:
         """Restore an entity from state_dict(); open rows get a fresh clock deadline."""
@@ -313,8 +317,9 @@ class Assembler:
             float(state["newest_ts"])
         s.last, s.last_seen = [float(v) for v in state["last"]], [int(v) for v in state["last_seen"]]
         s.partition = tuple(state["partition"]) if state["partition"] is not None else None
-        s.last_source, s.active = state["last_source"], now
-        for bucket, values, present, source in state["open"]:
+        *sources, s.last_source = state["sources"]
+        s.active = now
+        for (bucket, values, present), source in zip(state["open"], sources):
             row = s.open[int(bucket)] = _Open(len(self.channels), source, now)
             row.values, row.present = [float(v) for v in values], int(present)
             heapq.heappush(self._deadlines, (now + s.interval, entity, int(bucket)))

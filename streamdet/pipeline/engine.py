@@ -27,6 +27,7 @@ from ..types import Reject, StepResult, Verdicts
 from .alerts import AlertManager
 from .batcher import MicroBatcher
 from .decode import Decoder
+from .intake import Intake, SampleIntake, row_payload
 from .scorer import Scorer
 from .thresholds import ThresholdBank
 from .windows import WindowRequest, WindowStore, bundle_context, effective_stride
@@ -62,6 +63,8 @@ class Pipeline:
         self._in_flight: deque[tuple[list[WindowRequest], Future]] = deque()  # oldest first
         self._done = StepResult()  # handled batches not yet returned to the caller
         self._serve(bundle)
+        # per-sample formats (collectd, telegraf, influx, prometheus): messages are assembled into rows first
+        self.intake = SampleIntake(cfg.input, channels, clock) if cfg.input.format != "streamdet" else None
 
     def process(self, items: Iterable[tuple[bytes, Any]],
                 already_held: Optional[Callable[[str, Any], bool]] = None) -> StepResult:
@@ -69,8 +72,12 @@ class Pipeline:
 
         `already_held(entity, source)`, when given, drops records the entity's window already holds (the owner's
         redelivery after a restored checkpoint). The result's `held` names each entity whose window took records,
-        with the source of the last one."""
+        with the source of the last one (per-sample formats: the last record its assembly took)."""
         items = list(items)
+        if self.intake is not None:
+            self._take_rows(self.intake.take(items, already_held))
+            self._score_due()
+            return self._take_done(wait=False)
         decoded = self.decoder.decode([raw for raw, _ in items])
         rejected = list(decoded.rejected)  # (input index, DecodeError); windowing adds late / entity_cap
         index = decoded.index
@@ -93,6 +100,18 @@ class Pipeline:
         self._score_due()
         return self._take_done(wait=False)
 
+    def _take_rows(self, rows: Intake) -> None:
+        """Rows assembled from per-sample messages into the windows (the rejects go to the dead-letter topic)."""
+        done = self._done
+        done.rejected += [Reject(*reject) for reject in rows.rejects]
+        done.held.update(rows.held)
+        pushed = self.windows.push(rows.entities, rows.ts, rows.values, rows.sources)
+        channels = self.decoder.channels
+        done.rejected += [Reject(row_payload(rows.entities[k], rows.ts[k], rows.values[k], channels), rows.sources[k],
+                                 exc.reason, exc.detail) for k, exc in pushed.rejected]
+        for _, request in pushed.requests:
+            self._enqueue(request)
+
     def forget(self, entities) -> None:
         """Drop entities whose partitions moved to another instance (after their final checkpoint)."""
         self._handle_in_flight(wait=True)  # normally none: the final checkpoint flushed them
@@ -100,15 +119,21 @@ class Pipeline:
             self.windows.remove(entity)
             self.thresholds.remove(entity)
             self.alerts.remove(entity)
+            if self.intake is not None:
+                self.intake.forget(entity)
 
     def poll(self) -> StepResult:
         """Score the batches that became due by time (and the points overdue for their stride) since the last call;
-        return what finished meanwhile."""
+        return what finished meanwhile. Rows past their assembly deadline go to the windows first."""
+        if self.intake is not None:
+            self._take_rows(self.intake.due())
         self._score_due()
         return self._take_done(wait=False)
 
     def drain(self) -> StepResult:
         """Score every buffered point, partial strides included (shutdown, end of a replay)."""
+        if self.intake is not None:
+            self._take_rows(self.intake.drain())
         for request in self.windows.drain():
             self.batcher.add(request)
         return self.flush_batches()
@@ -167,8 +192,8 @@ class Pipeline:
         return self.alerts.model["sha256"]
 
     def holds(self, entity: str) -> bool:
-        """Whether the entity has a live window (its state can be checkpointed)."""
-        return entity in self.windows
+        """Whether the entity has a live window or rows being assembled (its state can be checkpointed)."""
+        return entity in self.windows or (self.intake is not None and self.intake.holds(entity))
 
     @property
     def n_entities(self) -> int:
@@ -178,13 +203,18 @@ class Pipeline:
         """How long until the oldest batched request is due or a buffered point overdue (None when nothing waits);
         for poll timeouts."""
         overdue = self.windows.seconds_until_overdue()
+        if self.intake is not None:  # a row past its assembly deadline is due too
+            overdue = min((t for t in (overdue, self.intake.seconds_until_due()) if t is not None), default=None)
         if not len(self.batcher):
             return overdue
         due = max(0.0, self.batcher.max_wait_s - self.batcher.oldest_age())
         return due if overdue is None else min(due, overdue)
 
     def pending_sources(self) -> Iterator[Any]:
-        """Sources of every record taken but not yet scored: buffered in windows, queued, or in flight."""
+        """Sources of every record taken but not yet scored: in rows being assembled (each row's first record, its
+        lowest offset), buffered in windows, queued, or in flight."""
+        if self.intake is not None:
+            yield from self.intake.pending_sources()
         yield from self.windows.pending_sources()
         for request in self.batcher:
             yield from request.sources
@@ -266,10 +296,18 @@ class Pipeline:
         """Window, threshold and alert state of one entity (plain data) for checkpoints. Batches in flight are
         handled first (their results are returned by the next call), so the state includes their points."""
         self._handle_in_flight(wait=True)
-        return {"window": self.windows.state_dict(entity), "threshold": self.thresholds.state_dict(entity),
-                "alert": self.alerts.state_dict(entity)}
+        state = {}
+        if entity in self.windows:
+            state.update(window=self.windows.state_dict(entity), threshold=self.thresholds.state_dict(entity),
+                         alert=self.alerts.state_dict(entity))
+        if self.intake is not None and self.intake.holds(entity):
+            state["assembly"] = self.intake.state_dict(entity)  # rows being assembled travel with the entity
+        return state
 
     def load_state(self, entity: str, state: dict) -> None:
-        self.windows.load_state(entity, state["window"])
-        self.thresholds.load_state(entity, state["threshold"])
-        self.alerts.load_state(entity, state["alert"])
+        if "window" in state:
+            self.windows.load_state(entity, state["window"])
+            self.thresholds.load_state(entity, state["threshold"])
+            self.alerts.load_state(entity, state["alert"])
+        if "assembly" in state and self.intake is not None:
+            self.intake.load_state(entity, state["assembly"])

@@ -56,20 +56,24 @@ class SampleIntake:
             raw_of = {id(source): raw for raw, source in items}
             rejects += [(raw_of.get(id(source), b""), source, exc.reason, exc.detail)
                         for source, exc in _first_per_source(out.rejected)]
-        held = {s.entity: self.assembler.last_source(s.entity) for s, _ in pairs}
-        return self._intake(out, rejects, {e: src for e, src in held.items() if src is not None})
+        return self._intake(out, rejects, {s.entity for s, _ in pairs})
 
     def due(self) -> Intake:
         """Rows whose deadline passed on the clock."""
-        return self._intake(self.assembler.due(), [], {})
+        return self._intake(self.assembler.due(), [], set())
 
     def drain(self) -> Intake:
-        return self._intake(self.assembler.drain(), [], {})
+        return self._intake(self.assembler.drain(), [], set())
 
-    def _intake(self, out: AssembleResult, rejects: list, held: dict) -> Intake:
+    def _intake(self, out: AssembleResult, rejects: list, changed: set) -> Intake:
+        """`held` names every entity whose assembly state changed (samples taken, rows emitted or dropped)."""
         for row, exc in out.dropped:
-            rejects.append((row_payload(row, self.assembler.channels), row.source, exc.reason, exc.detail))
+            rejects.append((row_payload(row.entity, row.ts, row.values, self.assembler.channels), row.source,
+                            exc.reason, exc.detail))
         rows = out.rows
+        changed.update(r.entity for r in rows)
+        changed.update(r.entity for r, _ in out.dropped)
+        held = {e: src for e in changed if (src := self.assembler.last_source(e)) is not None}
         values = np.stack([r.values for r in rows]) if rows else np.zeros((0, self.n_channels), np.float32)
         return Intake([r.entity for r in rows], [r.ts for r in rows], values, [r.source for r in rows], rejects,
                       held)
@@ -82,6 +86,12 @@ class SampleIntake:
 
     def holds(self, entity: str) -> bool:
         return self.assembler.last_source(entity) is not None
+
+    def state_dict(self, entity: str) -> Optional[dict]:
+        return self.assembler.state_dict(entity) if self.holds(entity) else None
+
+    def load_state(self, entity: str, state: dict) -> None:
+        self.assembler.load_state(entity, state)
 
     def forget(self, entity: str) -> None:
         """Drop an entity without emitting its open rows (its checkpoint holds them for the next owner)."""
@@ -98,8 +108,9 @@ def _first_per_source(rejected: list) -> list:
     return out
 
 
-def row_payload(row, channels: Sequence[str]) -> bytes:
-    """A dropped row as the dead letter's payload: the values that arrived, by channel name, and the missing ones."""
-    present = {c: float(v) for c, v in zip(channels, row.values.tolist()) if not math.isnan(v)}
-    missing = [c for c, v in zip(channels, row.values.tolist()) if math.isnan(v)]
-    return orjson.dumps({"entity": row.entity, "ts": row.ts, "metrics": present, "missing": missing})
+def row_payload(entity: str, ts: float, values: np.ndarray, channels: Sequence[str]) -> bytes:
+    """A row as a dead letter's payload: the values that arrived, by channel name, and the missing ones."""
+    cells = values.tolist()
+    present = {c: float(v) for c, v in zip(channels, cells) if not math.isnan(v)}
+    missing = [c for c, v in zip(channels, cells) if math.isnan(v)]
+    return orjson.dumps({"entity": entity, "ts": ts, "metrics": present, "missing": missing})

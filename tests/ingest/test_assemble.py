@@ -13,6 +13,7 @@ from streamdet.pipeline.assemble import MAX_OPEN_ROWS, Assembler
 from streamdet.pipeline.decode import REASONS
 from streamdet.pipeline.formats import Sample
 from streamdet.serve.state import decode_checkpoint, encode_checkpoint
+from streamdet.types import Source
 
 CHANNELS = ("cpu", "mem", "load")
 
@@ -156,7 +157,7 @@ def stream(n: int, seed: int = 0):
         for k, c in enumerate(CHANNELS):
             if rng.random() < 0.85:
                 out.append((Sample(f"e{t % 2}", c, 500.0 + t // 2 + 0.01 * k, float(rng.normal())),
-                            ("metrics", 0, len(out), 0)))
+                            Source("metrics", 0, len(out), 0)))
     return out
 
 
@@ -168,8 +169,10 @@ def test_state_round_trip_through_a_checkpoint_continues_as_if_never_stopped():
     first, second = make(carry_forward=1), make(carry_forward=1)
     got = first.add_many(samples[:70])
     for entity in first.entities():
-        raw = encode_checkpoint(entity, first.state_dict(entity), ("metrics", 0, 0), "sha")
+        raw = encode_checkpoint(entity, first.state_dict(entity), Source("metrics", 0, 0, 0), "sha")
         second.load_state(entity, decode_checkpoint(raw)["state"])
+    assert all(type(s) is Source for s in second.pending_sources())  # sources come back as they were
+    assert all(type(second.last_source(e)) is Source for e in second.entities())
     got.extend(second.add_many(samples[70:]))
     got.extend(second.drain())
     assert [(r.entity, r.ts, r.values.tolist(), r.carried, r.source) for r in got.rows] == \

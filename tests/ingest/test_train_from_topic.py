@@ -50,7 +50,8 @@ def test_train_from_a_collectd_topic_keeps_the_fleets_varying_channels(collectd_
             [(b"host-b", as_host(raw, "host-b")) for raw in capture if b'"plugin_instance":"ifb0"' not in raw]
     produce(broker.bootstrap, topic, old, now_ms - 2 * 3600 * 1000)
     produce(broker.bootstrap, topic, fleet, now_ms)
-    done = train(broker.bootstrap, topic, tmp_path, "--since", "1h", "--set", "train.min_channel_share=1.0")
+    done = train(broker.bootstrap, topic, tmp_path, "--since", "1h", "--set", "train.min_channel_share=1.0",
+                 "--set", "train.exclude_channels=[swap/*, vmem/*]")
     assert done.returncode == 0, done.stderr[-3000:]
     bundle = load_bundle(tmp_path / "fleet.pt")
     source = bundle.meta["training"]["source"]
@@ -60,6 +61,8 @@ def test_train_from_a_collectd_topic_keeps_the_fleets_varying_channels(collectd_
     assert {"cpu-0/cpu-user", "load/load/shortterm", "memory/memory-used"} <= channels
     assert not any("ifb0" in c for c in channels)  # host-b never sends it: below the share of 1.0
     assert "interface-ifb0/if_octets/rx" in source["rare_channels"]
+    assert "swap/swap-used" in source["excluded_channels"] and not any(c.startswith(("swap/", "vmem/"))
+                                                                       for c in channels)
     assert "interface-ifb1/if_errors/rx" in source["constant_channels"] and not channels & set(source["constant_channels"])
     log = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
     line = next(e["msg"] for e in log if "from topic" in e.get("msg", ""))

@@ -1,0 +1,127 @@
+"""A real agent end to end: Debian's collectd writes this machine's cpu, memory, load and interface metrics to the
+broker every second; `streamdet train --from-topic` trains on two minutes of it; `streamdet run` scores the live
+stream; a bounded CPU load (stress-ng, or busy Python processes) makes an alert fire naming a cpu or load channel,
+and it resolves after the load ends. Skipped, saying why, only where collectd cannot run (.ci/run installs it)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import orjson
+import pytest
+
+from streamdet.config import load_config
+from streamdet.io.admin import ensure_topics
+from streamdet.io.collectd import CollectdAgent, missing
+from streamdet.io.history import read_history, start_group_at
+from streamdet.io.readers import TopicTail
+from streamdet.serve.livedemo import MIN_IDLE_SHARE, cpu_load, cpu_or_load, history_offsets, host_name, idle_share
+from tests.conftest import REPO
+from tests.integration.helpers import DaemonProcess
+
+pytestmark = pytest.mark.kafka
+
+BASELINE_S = 120.0
+LOAD_S = 20.0
+LIVE_CONFIG = REPO / "config" / "demo-live.yaml"
+
+
+def overrides(bootstrap: str, names: dict, bundle) -> list[str]:
+    return [f"kafka.bootstrap_servers={bootstrap}", f"kafka.metrics_topic={names['metrics']}",
+            f"kafka.alerts_topic={names['alerts']}", f"kafka.dlq_topic={names['dlq']}",
+            f"kafka.group_id={names['group']}", f"kafka.state_topic=state-{names['group']}",
+            f"model.bundle={bundle}", "train.device=cpu"]
+
+
+def test_collectd_to_alert_and_back(broker, names, tmp_path):
+    reason = missing()
+    if reason is not None:
+        pytest.skip(f"collectd cannot run here: {reason}")
+    bundle = tmp_path / "live.pt"
+    sets = overrides(broker.bootstrap, names, bundle)
+    cfg = load_config(LIVE_CONFIG, sets)
+    kafka = cfg.kafka.at(broker.bootstrap)
+    ensure_topics(kafka, [kafka.metrics_topic, kafka.alerts_topic, kafka.dlq_topic])
+    with CollectdAgent(broker.bootstrap, kafka.metrics_topic, host_name(), interval_s=1.0) as agent:
+        time.sleep(BASELINE_S)  # the agent's baseline: two minutes of this machine, as the issue asks
+        assert agent.running(), agent.log_tail()
+        idle = idle_share(cfg, kafka)
+        assert idle is not None, "collectd wrote no cpu samples"
+        if idle < MIN_IDLE_SHARE:  # measured, not assumed: the baseline's own cpu-idle rates
+            pytest.skip(f"this machine's CPUs were {idle:.0%} idle during the baseline: other processes keep them "
+                        f"busy, so {LOAD_S:.0f} s of CPU load cannot stand out in machine-wide metrics")
+        cmd = [sys.executable, "-m", "streamdet", "train", "--config", str(LIVE_CONFIG), "--from-topic",
+               "--no-progress"]
+        done = subprocess.run(cmd + [a for item in sets for a in ("--set", item)], cwd=REPO, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert bundle.exists() and "from topic" in done.stderr
+        start_group_at(kafka, _next_offsets(kafka))  # score the live stream
+        daemon = LiveDaemon(bundle, broker.bootstrap, names, tmp_path / "daemon.log", sets)
+        try:
+            daemon.wait_ready()
+            with TopicTail(kafka, kafka.alerts_topic) as tail:
+                alerts: list[dict] = []
+                # the load starts on a quiet detector: 30 rows scored and no alert open (training's own CPU use
+                # lifts the load average for a while, and an open episode would absorb the load's alert)
+                _collect(tail, alerts, lambda got: daemon.value("streamdet_records_scored_total") >= 30
+                         and _all_resolved(got), 150)
+                load_started = time.time()
+                waiter = threading.Thread(target=cpu_load(LOAD_S), daemon=True)
+                waiter.start()
+                _collect(tail, alerts, lambda got: _fired_and_resolved(got, load_started), LOAD_S + 150)
+                waiter.join(60)
+            seen = [(a["status"], round(a["start_ts"] - load_started, 1), round(a["ts"] - load_started, 1),
+                     [c["name"] for c in a["top_channels"]]) for a in alerts]  # times relative to the load
+            firing = [a for a in alerts if a["status"] == "firing" and a["start_ts"] >= load_started - 2]
+            assert any(cpu_or_load(a) for a in firing), (seen, daemon.log_text()[-2000:])
+            resolved = [a for a in alerts if a["status"] == "resolved" and a["alert_id"] in
+                        {f["alert_id"] for f in firing if cpu_or_load(f)}]
+            assert resolved and max(a["ts"] for a in resolved) >= load_started + LOAD_S - 2, seen  # after the load
+        finally:
+            daemon.close()
+
+
+def _all_resolved(alerts: list[dict]) -> bool:
+    firing = {a["alert_id"] for a in alerts if a["status"] == "firing"}
+    return firing <= {a["alert_id"] for a in alerts if a["status"] == "resolved"}
+
+
+def _fired_and_resolved(alerts: list[dict], load_started: float) -> bool:
+    """An alert that started with the load and names a cpu or load channel fired, and every alert resolved."""
+    return _all_resolved(alerts) and any(a["status"] == "firing" and a["start_ts"] >= load_started - 2
+                                         and cpu_or_load(a) for a in alerts)
+
+
+def _collect(tail, alerts: list[dict], done, timeout_s: float) -> None:
+    """Read alerts into `alerts` until done(alerts) or the timeout (then the caller's asserts say what came)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not done(alerts):
+        alerts += [orjson.loads(raw) for raw in tail.poll(timeout_ms=500)]
+
+
+class LiveDaemon(DaemonProcess):
+    """`streamdet run` with the live config (DaemonProcess runs the SMD config with the tiny-bundle overrides)."""
+
+    def __init__(self, bundle, bootstrap: str, names: dict, log_path, sets: list[str]):
+        from streamdet.io.broker import free_port
+
+        self.port = free_port()
+        self.log_path = log_path
+        cmd = [sys.executable, "-m", "streamdet", "run", "--config", str(LIVE_CONFIG), "--set",
+               f"metrics.port={self.port}", "--set", "logging.format=json"]
+        for item in sets:
+            cmd += ["--set", item]
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
+
+
+def _next_offsets(kafka) -> dict[int, int]:
+    """Per partition the offset after the last message written so far (the live stream starts there)."""
+    offsets: dict[int, int] = {}
+    for _ in history_offsets(read_history(kafka), offsets):
+        pass
+    return offsets
