@@ -5,6 +5,9 @@ out-of-range values raise ConfigError naming the full key path (``scoring.max_ba
 config fails at start-up with one line. Strings may reference the environment as ``${VAR}`` or ``${VAR:-default}``
 (used for secrets and for the data root). Relative paths are resolved against the config file's directory, so a config
 works from any working directory.
+
+Longer than 300 lines on purpose: the whole schema (every key, its type, range and default) reads in one place, next
+to the loader that enforces it.
 """
 
 from __future__ import annotations
@@ -124,7 +127,6 @@ class ScoringConfig:
     max_batch: int = _range(1, 100_000, default=256)
     max_wait_ms: float = _range(0, 60_000, default=50)
     max_delay_s: float = _range(0, 1e7, default=30.0)  # a point waits at most this long for its stride; 0 = no bound
-    device: str = "cpu"
     threads: int = _range(0, 1024, default=0)  # 0 = torch default
     overlap: bool = True  # the model runs on a worker thread while the next records are decoded (two cores)
     compile: Literal["none", "aoti"] = "none"  # aoti: compile an exported bundle for this host at start-up and reload

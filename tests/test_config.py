@@ -84,3 +84,9 @@ def test_check_config_cli_exit_codes(tmp_path):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert lines == ["streamdet: error: scoring.max_batch: must be >= 1, got -3"]
+
+
+def test_unused_keys_are_gone_and_refused():
+    """scoring.device was never read (the daemon scores where the bundle's module runs): it is an unknown key now."""
+    with pytest.raises(ConfigError, match="scoring.device: unknown key"):
+        load_config(None, ["scoring.device=cpu"])

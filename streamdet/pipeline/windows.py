@@ -22,16 +22,7 @@ from typing import Any, Callable, Hashable, Iterator
 import numpy as np
 
 from ..errors import ConfigError, DecodeError
-
-
-@dataclass
-class WindowRequest:
-    entity: str
-    window: np.ndarray  # float32 [L, C], oldest first
-    n_new: int  # the last n_new steps of the window are the points to score
-    ts: np.ndarray  # float64 [n_new]
-    sources: list  # [n_new] source tuples of the new points
-    warm: bool  # False while the window is edge-padded (fewer than L points seen)
+from .ring import Ring, WindowRequest
 
 
 BLOCK_MIN = 8  # an entity's points in one batch from which writing them as one block beats one by one
@@ -44,65 +35,6 @@ class PushResult:
     requests: list[tuple[int, WindowRequest]] = field(default_factory=list)  # (position completing it, request)
     rejected: list[tuple[int, DecodeError]] = field(default_factory=list)
     last: dict[str, int] = field(default_factory=dict)  # entity -> position of its last accepted point
-
-
-class _Ring:
-    """One entity's buffer: values [L, C], timestamps [L], sources [L]; `pos` is the next slot to write."""
-
-    def __init__(self, window: int, n_channels: int):
-        self.values = np.zeros((window, n_channels), dtype=np.float32)  # [L, C]
-        self.ts = np.zeros(window, dtype=np.float64)  # [L]
-        self.sources: list = [None] * window  # [L]
-        self.pos = 0
-        self.seen = 0  # points ever pushed (saturates nowhere; only compared with L)
-        self.pending = 0  # points pushed since the last emitted request
-        self.max_ts = -np.inf
-        self.last_active = 0.0  # store clock at the last push
-
-    def write(self, ts: float, values: np.ndarray, source: Any) -> None:
-        pos = self.pos
-        self.values[pos] = values
-        self.ts[pos] = ts
-        self.sources[pos] = source
-        self.pos = pos + 1 if pos + 1 < len(self.sources) else 0
-        self.seen += 1
-        self.pending += 1
-        if ts > self.max_ts:
-            self.max_ts = ts
-
-    def ordered(self) -> tuple[np.ndarray, np.ndarray, list]:
-        """(values [L, C], ts [L], sources [L]) oldest first, for a ring that has seen at least L points."""
-        pos = self.pos
-        return (np.concatenate((self.values[pos:], self.values[:pos])), np.concatenate((self.ts[pos:], self.ts[:pos])),
-                self.sources[pos:] + self.sources[:pos])
-
-    def ordered_index(self) -> np.ndarray:
-        """Slot indices of the window oldest first; edge-padded with the first slot while not yet full."""
-        L = len(self.ts)
-        if self.seen >= L:
-            return (np.arange(L) + self.pos) % L
-        return np.concatenate([np.zeros(L - self.seen, dtype=np.int64), np.arange(self.seen)])
-
-    def emit(self, entity: str, n_new: int) -> WindowRequest:
-        L, pos = len(self.ts), self.pos
-        self.pending -= n_new
-        if self.seen < L:  # edge-padded warm-up window: the general (index) path
-            idx = self.ordered_index()
-            new = idx[L - n_new:]
-            return WindowRequest(entity=entity, window=self.values[idx], n_new=n_new, ts=self.ts[new].copy(),
-                                 sources=[self.sources[i] for i in new], warm=False)
-        window = np.concatenate((self.values[pos:], self.values[:pos]))  # [L, C] oldest first: two slices, no index
-        start = pos - n_new  # slot of the oldest new point (negative: it wraps)
-        if start >= 0:
-            ts, sources = self.ts[start:pos].copy(), self.sources[start:pos]
-        else:
-            ts = np.concatenate((self.ts[start:], self.ts[:pos]))
-            sources = self.sources[start:] + self.sources[:pos]
-        return WindowRequest(entity=entity, window=window, n_new=n_new, ts=ts, sources=sources, warm=True)
-
-    def pending_sources(self) -> list:
-        L = len(self.ts)
-        return [self.sources[(self.pos - k) % L] for k in range(self.pending, 0, -1)]
 
 
 def effective_stride(stride: int, window: int, context: int = 0) -> int:
@@ -118,6 +50,16 @@ def bundle_context(bundle) -> int:
     return int((meta.get("config") or {}).get("context", 0))
 
 
+def calibration_stride(bundle) -> int | None:
+    """The stride the bundle's calibration scores were computed with (calibration.stride; bundles from before it was
+    recorded there: their training config's scoring_stride, capped as training capped it), or None if unknown."""
+    calibration = getattr(bundle, "calibration", None) or {}
+    if "stride" in calibration:
+        return int(calibration["stride"])
+    recorded = ((getattr(bundle, "meta", None) or {}).get("config") or {}).get("scoring_stride")
+    return None if recorded is None else effective_stride(int(recorded), int(bundle.window), bundle_context(bundle))
+
+
 class WindowStore:
     """Ring buffers for up to `max_entities` entities (LRU)."""
 
@@ -131,7 +73,7 @@ class WindowStore:
         self.entity_idle_s = entity_idle_s
         self.clock = clock
         self.max_delay_s = max_delay_s
-        self._rings: OrderedDict[str, _Ring] = OrderedDict()
+        self._rings: OrderedDict[str, Ring] = OrderedDict()
         self._flushed: list[WindowRequest] = []
         # entity -> store clock when its oldest unscored point arrived, oldest first (only with max_delay_s)
         self._waiting: OrderedDict[str, float] = OrderedDict()
@@ -203,7 +145,7 @@ class WindowStore:
             if self._flushed:
                 out.requests += [(k, flushed) for flushed in self.take_flushed()]
 
-    def _push_block(self, entity: str, ring: _Ring, positions: list[int], ts: list[float], values: np.ndarray,
+    def _push_block(self, entity: str, ring: Ring, positions: list[int], ts: list[float], values: np.ndarray,
                     sources: list, now: float, out: PushResult) -> None:
         """Append a warm entity's points at once: each request is a slice of (old window + new points)."""
         t = np.array([ts[k] for k in positions], dtype=np.float64)  # [m]
@@ -242,7 +184,7 @@ class WindowStore:
         if self.max_delay_s:
             self._note_waiting(entity, ring, now, restarted=len(emitted) > 0)
 
-    def _note_waiting(self, entity: str, ring: _Ring, now: float, restarted: bool) -> None:
+    def _note_waiting(self, entity: str, ring: Ring, now: float, restarted: bool) -> None:
         """Keep `entity`'s place in _waiting after a push: out when nothing is pending; after an emitted request the
         points still pending arrived in this push, so they wait from `now`; otherwise the oldest keeps its time."""
         if not ring.pending:
@@ -255,7 +197,7 @@ class WindowStore:
         return DecodeError("late", f"ts: {ts} is {latest - ts:.3f} s behind entity {entity!r}'s latest "
                                    f"point, allowed lateness is {self.allowed_lateness_s} s")
 
-    def _admit(self, entity: str) -> _Ring:
+    def _admit(self, entity: str) -> Ring:
         if len(self._rings) >= self.max_entities:
             oldest, ring = next(iter(self._rings.items()))
             idle = self.clock() - ring.last_active
@@ -263,7 +205,7 @@ class WindowStore:
                 raise DecodeError("entity_cap", f"entity {entity!r}: {self.max_entities} entities active "
                                                 f"(input.max_entities); least recently used is idle only {idle:.0f} s")
             self._evict(oldest)
-        ring = _Ring(self.window, self.n_channels)
+        ring = Ring(self.window, self.n_channels)
         self._rings[entity] = ring
         return ring
 

@@ -18,6 +18,7 @@ from ..bundle import Bundle, ServedModel, export_bundle
 from ..config import to_dict
 from ..data import load_series
 from ..models import registry
+from ..pipeline.windows import effective_stride
 from .calibration import calibrate, daemon_like_scores
 from .fingerprint import fingerprint
 from .splits import Windows, make_windows
@@ -81,7 +82,8 @@ def export_trained(cfg, series, trained: Trained, path, started: float, extra: O
     served = trained.served
     scores = np.concatenate([daemon_like_scores(served, tail, trained.window, cfg.scoring.stride, trained.context)
                              for tail in trained.windows.val_tails])
-    calibration = calibrate(scores, cfg.threshold.init_level)
+    stride = effective_stride(cfg.scoring.stride, trained.window, trained.context)
+    calibration = {**calibrate(scores, cfg.threshold.init_level), "stride": stride, "window": trained.window}
     w, model = trained.windows, trained.model
     training = {**trained.result.as_dict(), "entities": [s.entity for s in series],
                 "dataset": (source or {}).get("dataset", cfg.data.dataset), "source": source or {},

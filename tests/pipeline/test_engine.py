@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import numpy as np
@@ -170,3 +171,17 @@ def test_a_stride_larger_than_the_window_scores_every_window_records(caplog):
     assert "larger than the model window" in caplog.text and p.windows.stride == L
     scored = list(p.process(items("e", 0, 3 * L + 2)).points()) + list(p.drain().points())
     assert sorted(s.source[2] for s in scored) == list(range(3 * L + 2))
+
+
+@pytest.mark.parametrize("calibrated, level", [(STRIDE, None), (2, logging.WARNING), (None, logging.INFO)])
+def test_serving_a_bundle_at_another_stride_than_its_calibration_warns(caplog, calibrated, level):
+    """The rule (pipeline/engine._check_calibrated_stride): a stride other than the bundle's calibration stride is
+    served with a warning naming both, a bundle that does not record it with an INFO line, a matching one silently."""
+    caplog.set_level(logging.INFO, logger="streamdet.pipeline.engine")
+    calibration = exponential_calibration() | ({} if calibrated is None else {"stride": calibrated, "window": L})
+    cfg = load_config(SMD_CONFIG, [f"scoring.stride={STRIDE}"])
+    Pipeline(cfg, FakeBundle(torch.jit.script(DeviationDetector()), tuple("abc"), L, calibration), overlap=False)
+    records = [r for r in caplog.records if "calibrated" in r.getMessage()]
+    assert [r.levelno for r in records] == ([] if level is None else [level])
+    if calibrated == 2:
+        assert "calibrated at stride 2, the pipeline scores at stride 4" in records[0].getMessage()

@@ -133,6 +133,9 @@ def test_train_bundle_on_the_fixture_entity_is_reproducible(tmp_path):
     val_rows = int(len(fixture_data.series().train) * cfg.train.val_fraction)
     assert val_rows - TINY_WINDOW < bundle.calibration["n"] <= val_rows
     assert np.isfinite(bundle.calibration["sample"]).all()
+    # the stride and window the calibration scores were computed with (the daemon warns when it serves another)
+    assert (bundle.calibration["stride"], bundle.calibration["window"]) == (min(cfg.scoring.stride, TINY_WINDOW),
+                                                                            TINY_WINDOW)
     again = train_bundle(cfg, entities=[TINY_ENTITY], out=str(tmp_path / "again.pt"), progress=False)
     assert again.calibration == bundle.calibration
     for name, tensor in bundle.module.state_dict().items():
