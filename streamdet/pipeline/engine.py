@@ -30,7 +30,8 @@ from .decode import Decoder
 from .intake import Intake, SampleIntake, row_payload
 from .scorer import Scorer
 from .thresholds import ThresholdBank
-from .windows import WindowRequest, WindowStore, bundle_context, calibration_stride, effective_stride
+from .stride import bundle_context, check_calibrated_stride, effective_stride, serving_stride
+from .windows import WindowRequest, WindowStore
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class Pipeline:
             raise ValueError("the new bundle has another input layout (channels or window)")
         if effective_stride(self.windows.stride, self.window, bundle_context(bundle)) < self.windows.stride:
             raise ValueError("the new bundle needs more context than the running stride leaves (config.context)")
-        _check_calibrated_stride(bundle, self.windows.stride)
+        check_calibrated_stride(bundle, self.windows.stride)
         self._handle_in_flight(wait=True)  # batches already sent are handled with the model that scored them
         self._serve(bundle)
 
@@ -170,17 +171,7 @@ class Pipeline:
                                    {"name": bundle.model_name, "sha256": bundle.sha256})
 
     def _stride(self, bundle: Any) -> int:
-        """The stride the pipeline scores with, decided here once: scoring.stride, at most the model window less the
-        model's context (a window scores at most its own steps, and a step needs `context` rows before it in the
-        window), checked against the stride the bundle was calibrated with."""
-        stride = self._cfg.scoring.stride
-        context = self._context
-        cap = effective_stride(stride, self.window, context)
-        if stride > cap:
-            log.warning("scoring.stride %d is larger than the model window %d less its context %d: scoring every %d "
-                        "records", stride, self.window, context, cap)
-        _check_calibrated_stride(bundle, cap)
-        return cap
+        return serving_stride(self._cfg.scoring.stride, self.window, self._context, bundle)
 
     def _inference_threads(self) -> int:
         """scoring.threads, or with overlap and threads 0 one core fewer than the machine has: the other core is this
@@ -314,19 +305,3 @@ class Pipeline:
             self.alerts.load_state(entity, state["alert"])
         if "assembly" in state and self.intake is not None:
             self.intake.load_state(entity, state["assembly"])
-
-
-def _check_calibrated_stride(bundle: Any, stride: int) -> None:
-    """The rule for a bundle calibrated at another stride: a warning, not a refusal. Where a point falls in the window
-    shifts its score distribution a little, so the first thresholds come from a calibration of slightly different
-    scores; they adapt online from the entity's own scores. The stride is an operating knob (cost against latency)
-    that must stay changeable without retraining; a calibration that matches comes from training with that stride.
-    A bundle that does not record its calibration stride (older bundles) is served with an INFO line."""
-    calibrated = calibration_stride(bundle)
-    if calibrated is None:  # bundles from before calibration.stride: nothing to compare, said once at INFO
-        log.info("bundle %s does not record the stride it was calibrated with; scoring at stride %d",
-                 getattr(bundle, "path", bundle.model_name), stride)
-    elif calibrated != stride:
-        log.warning("bundle %s was calibrated at stride %d, the pipeline scores at stride %d: thresholds start from "
-                    "that calibration and adapt online (train with scoring.stride=%d for a matching calibration)",
-                    getattr(bundle, "path", bundle.model_name), calibrated, stride, stride)

@@ -37,29 +37,6 @@ class PushResult:
     last: dict[str, int] = field(default_factory=dict)  # entity -> position of its last accepted point
 
 
-def effective_stride(stride: int, window: int, context: int = 0) -> int:
-    """The stride the daemon scores with: at most `window - context`, so that every kept step has the `context`
-    rows before it inside the scored window (a kNN over 10-row sub-windows has context 9; a point early in the
-    window would otherwise be scored from edge-padded rows). Recorded by training as bundle meta config.context."""
-    return max(1, min(stride, window - max(0, context)))
-
-
-def bundle_context(bundle) -> int:
-    """Rows before a step that its score depends on, from a bundle's meta (0 for bundles that do not say)."""
-    meta = getattr(bundle, "meta", None) or {}
-    return int((meta.get("config") or {}).get("context", 0))
-
-
-def calibration_stride(bundle) -> int | None:
-    """The stride the bundle's calibration scores were computed with (calibration.stride; bundles from before it was
-    recorded there: their training config's scoring_stride, capped as training capped it), or None if unknown."""
-    calibration = getattr(bundle, "calibration", None) or {}
-    if "stride" in calibration:
-        return int(calibration["stride"])
-    recorded = ((getattr(bundle, "meta", None) or {}).get("config") or {}).get("scoring_stride")
-    return None if recorded is None else effective_stride(int(recorded), int(bundle.window), bundle_context(bundle))
-
-
 class WindowStore:
     """Ring buffers for up to `max_entities` entities (LRU)."""
 

@@ -18,7 +18,7 @@ from ..bundle import Bundle, ServedModel, export_bundle
 from ..config import to_dict
 from ..data import load_series
 from ..models import registry
-from ..pipeline.windows import effective_stride
+from ..pipeline.stride import effective_stride
 from .calibration import calibrate, daemon_like_scores
 from .fingerprint import fingerprint
 from .splits import Windows, make_windows
@@ -31,7 +31,7 @@ __all__ = ["train_bundle", "Trained", "train_model", "export_trained"]
 
 def model_context(model) -> int:
     """Rows before a step that the model's score of that step reads (sub-window baselines: span - 1); the pipeline
-    caps its stride so that every kept step has them (pipeline/windows.effective_stride)."""
+    caps its stride so that every kept step has them (pipeline/stride.effective_stride)."""
     return max(0, int(getattr(model, "span", 1)) - 1)
 
 

@@ -11,7 +11,7 @@ import torch
 
 from ..data import sliding_windows
 from ..errors import DataError
-from ..pipeline.windows import effective_stride
+from ..pipeline.stride import effective_stride
 
 QUANTILES = (0.5, 0.9, 0.99, 0.995, 0.999)
 MAX_PEAKS = 2000

@@ -175,9 +175,9 @@ def test_a_stride_larger_than_the_window_scores_every_window_records(caplog):
 
 @pytest.mark.parametrize("calibrated, level", [(STRIDE, None), (2, logging.WARNING), (None, logging.INFO)])
 def test_serving_a_bundle_at_another_stride_than_its_calibration_warns(caplog, calibrated, level):
-    """The rule (pipeline/engine._check_calibrated_stride): a stride other than the bundle's calibration stride is
+    """The rule (pipeline/stride.check_calibrated_stride): a stride other than the bundle's calibration stride is
     served with a warning naming both, a bundle that does not record it with an INFO line, a matching one silently."""
-    caplog.set_level(logging.INFO, logger="streamdet.pipeline.engine")
+    caplog.set_level(logging.INFO, logger="streamdet.pipeline.stride")
     calibration = exponential_calibration() | ({} if calibrated is None else {"stride": calibrated, "window": L})
     cfg = load_config(SMD_CONFIG, [f"scoring.stride={STRIDE}"])
     Pipeline(cfg, FakeBundle(torch.jit.script(DeviationDetector()), tuple("abc"), L, calibration), overlap=False)

@@ -1,4 +1,4 @@
-"""Input scaling (train/scaling.py) and the model context the stride must leave (pipeline/windows.effective_stride)."""
+"""Input scaling (train/scaling.py) and the model context the stride must leave (pipeline/stride.effective_stride)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from streamdet.config import load_config
 from streamdet.errors import ConfigError
 from streamdet.evaluate.backtest import evaluation_config, replay_entity
 from streamdet.data import load_series
-from streamdet.pipeline.windows import effective_stride
+from streamdet.pipeline.stride import effective_stride
 from streamdet.train import train_bundle
 from streamdet.train.scaling import fit_scaling
 
