@@ -53,6 +53,7 @@ from streamdet.io.producer import Producer  # noqa: E402
 from streamdet.pipeline.engine import Pipeline  # noqa: E402
 from streamdet.pipeline.scorer import Scorer  # noqa: E402
 from streamdet.replay import encode_record  # noqa: E402
+from streamdet.serve.daemon import Daemon  # noqa: E402
 from streamdet.types import Source  # noqa: E402
 
 C = 38
