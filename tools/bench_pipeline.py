@@ -19,6 +19,9 @@ One run prints one table:
   (d) p50 / p99 latency from record production to its score, at a paced rate (--rate)
   (e) scoring-only windows/s of the bundle at batch sizes 1, 16, 64, 256
   (f) resident memory per 1,000 entities (windows + thresholds + alert state, window 100 x 38 channels)
+  (g1-g4) collectd-format input, 1,000 hosts x 40 metrics per interval (100 hosts with --quick): the confluent
+      consume + orjson ceiling of those messages, the daemon end to end in messages/s and rows/s, their ratio, and
+      the pipeline alone (tools/bench_collectd.py)
 `--formats` prints another table instead: (b) for the default model as a TorchScript bundle, as a torch.export
 bundle (`scoring.compile: none`) and compiled with AOTInductor (`scoring.compile: aoti`; the compile happens before
 /readyz and is not timed), interleaved runs, medians (docs/models.md, "Bundle formats").
@@ -335,6 +338,10 @@ def main(argv=None) -> int:
         in_process, inference_share = pipeline_only(cfg, bundle, stream)
         scoring = scoring_only(bundle, cfg.model.window)
         memory = memory_per_1000_entities(cfg, bundle)
+        import bench_collectd  # tools/ is on sys.path when this file runs
+
+        hosts = 100 if args.quick else 1000
+        collectd = bench_collectd.measure(args.config, hosts, 20, broker, Path(tmp))
     lat = np.asarray(latencies) * 1000
     print(f"\n# {args.records:,} records ({source}), {args.entities} entities x {C} channels, model {cfg.model.name} "
           f"(window {cfg.model.window}, stride {cfg.scoring.stride}, batch {cfg.scoring.max_batch}), 1 torch thread; "
@@ -365,6 +372,7 @@ def main(argv=None) -> int:
     for size, value in scoring.items():
         print(f"| (e) scoring only, batch {size} | {value:,.0f} windows/s |")
     print(f"| (f) resident memory per 1,000 entities | {memory / 2**20:,.1f} MiB |")
+    print("\n".join(bench_collectd.table_rows(collectd, hosts)))
     return 0
 
 

@@ -27,6 +27,7 @@ The rules, in the order they apply to each sample:
   been idle `entity_idle_s` (its open rows are emitted first), else the new entity's sample is rejected
   (`entity_cap`). Open rows per entity are bounded, so memory is bounded by entities x MAX_OPEN_ROWS x channels.
 
+About 350 lines, more than most modules: the rules above are one state machine per entity, kept in one place.
 Pure (no Kafka): sources are opaque; a source that is a tuple (topic, partition, offset, ...) names the partition.
 A row carries the source of the first sample that opened it, the lowest offset of its records, so a commit floor
 computed from rows never passes a record that is not yet scored. `state_dict`/`load_state` hold everything an
@@ -36,6 +37,7 @@ entity needs to continue after a restart, including its open rows.
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -47,10 +49,13 @@ import numpy as np
 from ..errors import DecodeError
 from .formats.common import Sample
 
+log = logging.getLogger(__name__)
+
 DEFAULT_INTERVAL_S = 10.0  # Telegraf's default interval; used when neither the config nor the message gives one
 MAX_OPEN_ROWS = 8  # rows per entity waiting for channels; one more forces the oldest out
 EVENT_DEADLINE_INTERVALS = 2  # a row is due once its entity's samples reach this many intervals later
 NEVER = -(2 ** 62)
+LOGGED_UNKNOWN = 20  # unknown channel names logged once each; the rest are only counted
 
 
 @dataclass
@@ -232,8 +237,13 @@ class Assembler:
 
     def _count_unknown(self, channel: str) -> None:
         self.unknown_total += 1
-        if channel in self.unknown or len(self.unknown) < self.max_channels:
-            self.unknown[channel] = self.unknown.get(channel, 0) + 1
+        if channel in self.unknown:
+            self.unknown[channel] += 1
+        elif len(self.unknown) < self.max_channels:
+            self.unknown[channel] = 1
+            if len(self.unknown) <= LOGGED_UNKNOWN:
+                log.info("channel %r is not in the bundle: counted, not scored%s", channel,
+                         "" if len(self.unknown) < LOGGED_UNKNOWN else " (further unknown channels: counted only)")
 
     def due(self) -> AssembleResult:
         """Rows whose clock deadline passed (one interval after their first sample arrived)."""
