@@ -88,8 +88,10 @@ def _compare(subject: dict, title: str, base_cells: list[dict]) -> list[str]:
         b = _best(base_cells, scope, key)
         if b is None or metric(subject, scope, key) is None:
             continue
+        note = "" if set(subject.get("entities", [])) == set(b.get("entities", [])) else (
+            " [the rows cover different entities: the difference is over the entities both ran]")
         parts.append(f"{name}: {title} {metric(subject, scope, key):.3f} vs best baseline {label(b)} "
-                     f"{metric(b, scope, key):.3f} -> {outcome(subject, b, scope, key)}")
+                     f"{metric(b, scope, key):.3f} -> {outcome(subject, b, scope, key)}{note}")
     return parts
 
 
