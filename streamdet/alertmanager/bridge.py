@@ -158,13 +158,13 @@ class Bridge:
             except MalformedAlert as exc:
                 self._dead_letter(raw, source, exc.reason, exc.detail)
                 continue
-            self.metrics.messages.labels(message.status).inc()
+            self.metrics.message(message.status)
             identity = self.open.apply(message, source[1])
             if identity is None:
                 continue
             posts.pop(message.alert_id, None)  # one alert per post: its latest state
             posts[message.alert_id] = (to_alertmanager(message, self.am_cfg, now, identity), raw, source)
-        self.metrics.open_alerts.set(len(self.open))
+        self.metrics.open_alerts(len(self.open))
         for raw, source, detail in self._post_all(list(posts.values())):
             self._dead_letter(raw, source, REFUSED, detail)
 
@@ -196,7 +196,7 @@ class Bridge:
     def _note(self, results: list[PostResult], what: str) -> bool:
         """Count the answers and update readiness; True when an Alertmanager answered (accepted or refused)."""
         for r in results:
-            self.metrics.posts.labels(r.outcome).inc()
+            self.metrics.posted(r.outcome)
         answered = any(r.outcome != "unavailable" for r in results)
         if answered:
             if self.backoff.failing:
@@ -227,7 +227,7 @@ class Bridge:
 
     def _dead_letter(self, raw: bytes, source: tuple, reason: str, detail: str) -> None:
         log.warning("alert message dead-lettered reason=%s detail=%s", reason, detail[:200])
-        self.metrics.dead_letters.labels(reason).inc()
+        self.metrics.dead_letter(reason)
         self.client.produce(self.am_cfg.dlq_topic, None, dead_letter(Reject(raw, source, reason, detail)))
 
     def _commit(self) -> None:
@@ -275,7 +275,7 @@ class Bridge:
             log.exception("re-learning the open alerts failed")
             return
         log.info("partitions assigned partitions=%s events=%d open_alerts=%d", numbers, events, len(self.open))
-        self.metrics.open_alerts.set(len(self.open))
+        self.metrics.open_alerts(len(self.open))
         self.metrics.set_state(assigned=bool(partitions))
         self._next_resend = 0.0
 
@@ -284,5 +284,5 @@ class Bridge:
         for tp in partitions:
             self._committed.pop(tp, None)
         self.client.forget(partitions)
-        self.metrics.open_alerts.set(len(self.open))
+        self.metrics.open_alerts(len(self.open))
         self.metrics.set_state(assigned=False)

@@ -252,17 +252,32 @@ class BridgeMetrics(Endpoints):
     def __init__(self, host: str, port: int):
         super().__init__(host, port)
         r = self.registry
-        self.messages = Counter("streamdet_alertmanager_messages", "Alert messages consumed", ["status"], registry=r)
-        self.posts = Counter("streamdet_alertmanager_posts", "Requests to Alertmanager", ["outcome"], registry=r)
-        self.dead_letters = Counter("streamdet_alertmanager_dead_letters", "Messages sent to the bridge's dead-letter "
-                                    "topic", ["reason"], registry=r)
-        self.open_alerts = Gauge("streamdet_alertmanager_open_alerts", "Firing alerts re-posted every resend "
-                                 "interval", registry=r)
-        self.up = Gauge("streamdet_alertmanager_up", "1 when the last request to Alertmanager was answered",
+        self._messages = Counter("streamdet_alertmanager_messages", "Alert messages consumed", ["status"], registry=r)
+        self._posts = Counter("streamdet_alertmanager_posts", "Requests to Alertmanager", ["outcome"], registry=r)
+        self._dead_letters = Counter("streamdet_alertmanager_dead_letters", "Messages sent to the bridge's dead-letter "
+                                     "topic", ["reason"], registry=r)
+        self._open_alerts = Gauge("streamdet_alertmanager_open_alerts", "Firing alerts re-posted every resend "
+                                  "interval", registry=r)
+        self._up = Gauge("streamdet_alertmanager_up", "1 when the last request to Alertmanager was answered",
                         registry=r)
         self._beat = time.monotonic()
         self._assigned = self._reachable = self._broker = False
         self._stopped = False
+
+    def message(self, status: str) -> None:
+        """An alert message of `status` (firing, resolved) was consumed."""
+        self._messages.labels(status).inc()
+
+    def posted(self, outcome: str) -> None:
+        """A request to Alertmanager ended with `outcome`."""
+        self._posts.labels(outcome).inc()
+
+    def dead_letter(self, reason: str) -> None:
+        self._dead_letters.labels(reason).inc()
+
+    def open_alerts(self, n: int) -> None:
+        """Firing alerts the bridge re-posts every resend interval."""
+        self._open_alerts.set(n)
 
     def heartbeat(self) -> None:
         self._beat = time.monotonic()
@@ -279,4 +294,4 @@ class BridgeMetrics(Endpoints):
         self._reachable = self._reachable if reachable is None else reachable
         self._broker = self._broker if broker is None else broker
         self._stopped = self._stopped if stopped is None else stopped
-        self.up.set(1.0 if self._reachable else 0.0)
+        self._up.set(1.0 if self._reachable else 0.0)
