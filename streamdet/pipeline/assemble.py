@@ -149,7 +149,8 @@ class Assembler:
             self._late(state, sample)
             return
         row = state.open.get(bucket)
-        if row is None:
+        check = row is None  # a new row can make older ones due (event time, open-row bound)
+        if check:
             row = state.open[bucket] = _Open(len(self.channels), source, now)
             heapq.heappush(self._deadlines, (now + state.interval, sample.entity, bucket))
         if row.values[column] == row.values[column]:  # not NaN: the channel is already in this row
@@ -157,12 +158,14 @@ class Assembler:
         else:
             row.values[column] = sample.value
             row.present += 1
+            check = check or row.present == len(row.values)  # complete
         state.last_source, state.active = source, now
         if sample.ts > state.newest_ts:
             state.newest_ts = sample.ts
         if bucket > state.newest_bucket:
             state.newest_bucket = bucket
-        self._emit_ready(sample.entity, state, out)
+        if check:
+            self._emit_ready(sample.entity, state, out)
 
     def _late(self, state: _Entity, sample: Sample) -> None:
         behind = state.newest_ts - sample.ts

@@ -43,6 +43,15 @@ def test_real_collectd_capture_decodes_without_rejects(collectd_capture):
     assert all(s.kind == "gauge" and s.interval == 1.0 for _, s in samples)
 
 
+def test_a_known_collectd_series_takes_the_fast_path_with_the_same_samples(collectd_capture):
+    raws = gzip.open(collectd_capture).read().splitlines()
+    parser = decoder("collectd").parser
+    first = [parser.decode(raw) for raw in raws]  # the checked path learns every series
+    fast = [parser._known(orjson.loads(raw)) for raw in raws[len(raws) // 2:]]
+    assert all(samples is not None for samples in fast)  # every message of the second half is a known series
+    assert fast == first[len(raws) // 2:]
+
+
 def test_collectd_channel_names_and_multi_value_lists():
     dec = decoder("collectd")
     load = dec.decode(collectd([0.1, 0.2, 0.3], ["gauge"] * 3, ["shortterm", "midterm", "longterm"], plugin="load",

@@ -92,3 +92,32 @@ def _encodings(host: str, metrics: list, ts: int):
     for p, t, v in metrics[:1]:
         raw = orjson.dumps({"timestamp": ts, "value": repr(v), "name": p, "labels": {"instance": host}})
         yield "prometheus", raw, [(host, p, v)]
+
+
+@FUZZ
+@given(st.lists(st.none() | st.booleans() | st.integers(-10 ** 40, 10 ** 40) | st.floats() | finite, min_size=1,
+                max_size=3),
+       st.sampled_from(["gauge", "derive", "counter", "absolute"]), st.booleans(),
+       st.none() | st.floats() | st.integers(-5, 10 ** 30) | st.text(max_size=3))
+def test_collectd_fast_path_decodes_a_known_series_exactly_as_the_checked_path(values, dstype, agent_rates, ts):
+    """A series seen before takes the fast path (no name building or validation); whatever its values and time,
+    it must give the samples, or the rejection, that the checked path gives."""
+    dsnames = ["value"] if len(values) == 1 else [f"d{k}" for k in range(len(values))]
+
+    def message(vals, time_):
+        return as_json([{"values": vals, "dstypes": [dstype] * len(vals), "dsnames": dsnames, "time": time_,
+                         "interval": 1.0, "host": "h", "plugin": "p", "plugin_instance": "", "type": "t",
+                         "type_instance": ""}])
+
+    options = FormatOptions(max_record_bytes=4096, agent_rates=agent_rates)
+    warm = FORMATS["collectd"](options)
+    warm.decode(message([1.0] * len(values), 1000.0))  # the series is known now
+    raw = message(values, ts)
+    assert outcome(lambda: warm.decode(raw)) == outcome(lambda: FORMATS["collectd"](options)._checked(raw))
+
+
+def outcome(decode) -> object:
+    try:
+        return [tuple(s) for s in decode()]
+    except DecodeError as exc:
+        return exc.reason

@@ -12,7 +12,7 @@ from typing import Optional
 
 from ...errors import DecodeError
 from .collectd import CollectdDecoder
-from .common import FORMAT_REASONS, Sample
+from .common import FORMAT_REASONS, GAUGE, Sample
 from .influx import InfluxDecoder
 from .prometheus import PrometheusDecoder
 from .rates import RateTracker
@@ -53,6 +53,8 @@ class FormatDecoder:
     def decode(self, raw: bytes) -> list[Sample]:
         """The message's samples as gauges and rates; DecodeError(reason, detail) when the message is unusable."""
         samples = self.parser.decode(raw)
+        if all(sample.kind == GAUGE for sample in samples):  # the common case: nothing to convert
+            return samples
         out = []
         for sample in samples:
             converted = self.rates.convert(sample)

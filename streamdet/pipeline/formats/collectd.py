@@ -13,11 +13,17 @@ derives the rates (`input.agent_rates: false`). A null gauge is a measurement th
 
 from __future__ import annotations
 
-from .common import (ABSOLUTE, COUNTER, DERIVE, GAUGE, Sample, channel_name, entity_name, epoch_seconds,
+from typing import Optional
+
+import orjson
+
+from .common import (ABSOLUTE, COUNTER, DERIVE, FLOAT32_MAX, GAUGE, Sample, channel_name, entity_name, epoch_seconds,
                      finite_value, json_type, need, parse_json, text_field)
 from ...errors import DecodeError
 
 DSTYPES = {"gauge": GAUGE, "counter": COUNTER, "derive": DERIVE, "absolute": ABSOLUTE}
+NUMBERS = (float, int)  # JSON numbers; bool is an int subclass but its type is not int
+MAX_SEEN = 200_000  # series whose names are cached
 
 
 class CollectdDecoder:
@@ -27,8 +33,47 @@ class CollectdDecoder:
         self.limit = options.max_record_bytes
         self.agent_rates = options.agent_rates
         self.entity_key = options.entity_key or "host"
+        # (host, plugin, plugin_instance, type, type_instance) -> (dsnames, dstypes, channels, kinds) of value lists
+        # that passed the checked path: the same series again skips name building and validation (_known)
+        self._seen: dict[tuple, tuple] = {}
 
     def decode(self, raw: bytes) -> list[Sample]:
+        if len(raw) <= self.limit:
+            try:
+                known = self._known(orjson.loads(raw))
+            except (orjson.JSONDecodeError, KeyError, TypeError, IndexError, ValueError, OverflowError):
+                known = None
+            if known is not None:
+                return known
+        return self._checked(raw)
+
+    def _known(self, obj) -> Optional[list[Sample]]:
+        """The common message, fast: one value list of a series seen before, gauges (or the agent's rates), every
+        value a number in float32's range. None (or an exception) sends the message to the checked path, which
+        names what is wrong."""
+        if type(obj) is not list or len(obj) != 1:
+            return None
+        item = obj[0]
+        entity = item[self.entity_key]
+        seen = self._seen.get((entity, item["plugin"], item["plugin_instance"], item["type"], item["type_instance"]))
+        if seen is None or item["dsnames"] != seen[0] or item["dstypes"] != seen[1]:
+            return None
+        ts, interval, values = item["time"], item.get("interval", 0.0), item["values"]
+        if type(ts) not in NUMBERS or not ts >= 0 or type(interval) not in NUMBERS or not interval >= 0:
+            return None
+        out = []
+        for value, channel, kind in zip(values, seen[2], seen[3]):
+            if type(value) not in NUMBERS:
+                if value is None and kind != GAUGE and self.agent_rates:
+                    continue
+                return None
+            if not -FLOAT32_MAX <= value <= FLOAT32_MAX or (kind != GAUGE and self.agent_rates and value < 0):
+                return None
+            out.append(Sample(entity, channel, float(ts), float(value), GAUGE if self.agent_rates else kind,
+                              float(interval)))
+        return out if len(values) == len(seen[2]) else None
+
+    def _checked(self, raw: bytes) -> list[Sample]:
         obj = parse_json(raw, self.limit)
         if isinstance(obj, dict):  # one value list without the brackets (some relays unwrap them)
             obj = [obj]
@@ -72,7 +117,18 @@ class CollectdDecoder:
                 kind = GAUGE
             name = base if len(dsnames) == 1 and dsname == "value" else f"{base}/{dsname}"
             out.append(Sample(entity, channel_name(name, f"{where}dsnames[{j}]"), ts, number, kind, interval))
+        self._remember(item, entity, dsnames, dstypes)
         return out
+
+    def _remember(self, item: dict, entity: str, dsnames: list, dstypes: list) -> None:
+        """A value list that passed every check: its series' names and kinds, for _known (bounded: cleared when
+        full, as an unknown-host flood would otherwise grow it)."""
+        if len(self._seen) >= MAX_SEEN:
+            self._seen.clear()
+        base = self._base_channel(item, "")
+        names = [base if len(dsnames) == 1 and d == "value" else f"{base}/{d}" for d in dsnames]
+        key = (entity, item["plugin"], item.get("plugin_instance", ""), item["type"], item.get("type_instance", ""))
+        self._seen[key] = (list(dsnames), list(dstypes), names, [DSTYPES[t] for t in dstypes])
 
     @staticmethod
     def _base_channel(item: dict, where: str) -> str:
