@@ -126,7 +126,11 @@ def parse_args(argv=None):
     p.add_argument("--combine", default="", help="comma-separated WORK folders of earlier (parallel) runs: write "
                    "RESULTS from their cells.json files and run nothing")
     p.add_argument("--note", action="append", default=[], help="a line for the 'How this table was made' section")
+    p.add_argument("--notes-file", default="", help="more such lines, one per line (committed next to the cells, "
+                   "so that --combine regenerates the table exactly)")
     args = p.parse_args(argv)
+    if args.notes_file:
+        args.note += [line for line in Path(args.notes_file).read_text().splitlines() if line.strip()]
     if args.quick:
         args.epochs, args.preset, args.entities_limit, args.max_windows = 1, "tiny", args.entities_limit or 2, 2000
     return args

@@ -90,7 +90,10 @@ def test_combine_keeps_two_presets_of_one_model_apart(benchmark, tmp_path, monke
         (tmp_path / folder / "cells.json").write_text(json.dumps({"smd/lstm_ae": c}))  # the old dataset/model key
     monkeypatch.setattr(benchmark, "_row", lambda c: f"| {c['model']} | {c['preset']} |")  # rows need full reports
     out = tmp_path / "RESULTS.md"
-    assert benchmark.main(["--combine", f"{tmp_path / 'a'},{tmp_path / 'b'}", "--results", str(out)]) == 0
+    (tmp_path / "notes.txt").write_text("first note\n\nsecond note\n")
+    args = ["--combine", f"{tmp_path / 'a'},{tmp_path / 'b'}", "--results", str(out)]
+    assert benchmark.main(args + ["--notes-file", str(tmp_path / "notes.txt")]) == 0
     text = out.read_text()
+    assert "- first note\n- second note\n" in text
     assert "| lstm_ae | default |" in text and "| lstm_ae | large |" in text
     assert "95 % percentile-bootstrap interval" in text and "## Targets of issue 18" in text
