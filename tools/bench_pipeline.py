@@ -22,6 +22,8 @@ One run prints one table:
   (g1-g4) collectd-format input, 1,000 hosts x 40 metrics per interval (100 hosts with --quick): the confluent
       consume + orjson ceiling of those messages, the daemon end to end in messages/s and rows/s, their ratio, and
       the pipeline alone (tools/bench_collectd.py)
+  (h) the state changelog at 1,000 and 10,000 entities (--changelog): bytes per second against the input's, bytes
+      per touched entity per commit, and the restore of every entity (tools/bench_changelog.py has the method)
 `--formats` prints another table instead: (b) for the default model as a TorchScript bundle, as a torch.export
 bundle (`scoring.compile: none`) and compiled with AOTInductor (`scoring.compile: aoti`; the compile happens before
 /readyz and is not timed), interleaved runs, medians (docs/models.md, "Bundle formats").
@@ -58,6 +60,9 @@ from streamdet.pipeline.scorer import Scorer  # noqa: E402
 from streamdet.replay import encode_record  # noqa: E402
 from streamdet.serve.daemon import Daemon  # noqa: E402
 from streamdet.types import Source  # noqa: E402
+
+sys.path.insert(0, str(REPO / "tools"))
+import bench_changelog  # noqa: E402
 
 C = 38
 DEADLINE_S = 600.0
@@ -283,11 +288,14 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default=str(REPO / "config" / "smd.yaml"))
     parser.add_argument("--entity", default="machine-1-2", help="SMD machine the bundle is trained on")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of (a), (a2), (b), (b'): medians")
+    parser.add_argument("--changelog", default="1000,10000", help="(h): entity counts, comma-separated ('' skips)")
+    parser.add_argument("--changelog-seconds", type=float, default=60.0, help="(h): seconds of stream per count")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--formats", action="store_true", help="(b) per bundle format only")
     args = parser.parse_args(argv)
     if args.quick:
         args.records, args.latency_records, args.repeats = 20_000, 4000, 1
+        args.changelog, args.changelog_seconds = "200", 20.0
     torch.set_num_threads(1)
     tag = uuid.uuid4().hex[:6]
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
@@ -342,6 +350,8 @@ def main(argv=None) -> int:
 
         hosts = 100 if args.quick else 1000
         collectd = bench_collectd.measure(args.config, hosts, 20, broker, Path(tmp))
+        changelog = [bench_changelog.measure(cfg, bundle, broker.bootstrap, int(n), args.changelog_seconds, rows)
+                     for n in args.changelog.split(",") if n]
     lat = np.asarray(latencies) * 1000
     print(f"\n# {args.records:,} records ({source}), {args.entities} entities x {C} channels, model {cfg.model.name} "
           f"(window {cfg.model.window}, stride {cfg.scoring.stride}, batch {cfg.scoring.max_batch}), 1 torch thread; "
@@ -373,6 +383,8 @@ def main(argv=None) -> int:
         print(f"| (e) scoring only, batch {size} | {value:,.0f} windows/s |")
     print(f"| (f) resident memory per 1,000 entities | {memory / 2**20:,.1f} MiB |")
     print("\n".join(bench_collectd.table_rows(collectd, hosts)))
+    for result in changelog:
+        print("\n".join(f"| (h) {line[2:]}" for line in bench_changelog.rows_line(result)))
     return 0
 
 

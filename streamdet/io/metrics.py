@@ -128,6 +128,12 @@ class Metrics(Endpoints):
                                        "compiled, cache (loaded a cached package) or fallback (uncompiled)",
                                        ["result"], registry=r)
         self._model_reloads = Counter("streamdet_model_reloads", "Bundle reload attempts", ["result"], registry=r)
+        self._state_records = Counter("streamdet_state_records", "State changelog records written", ["kind"],
+                                      registry=r)
+        self._state_bytes = Counter("streamdet_state_bytes", "Bytes (keys and values) written to the state changelog",
+                                    registry=r)
+        self._state_skipped = Counter("streamdet_state_records_skipped", "Changelog records a restore skipped as "
+                                      "corrupt, truncated or out of order (their entities started cold)", registry=r)
         self._entities = EntitySeries(metrics_cfg.max_entity_series)
         r.register(self._entities)
         self._lag_labels: set[tuple[str, str]] = set()
@@ -179,6 +185,15 @@ class Metrics(Endpoints):
 
     def kafka_error(self, kind: str) -> None:
         self._kafka_errors.labels(kind).inc()
+
+    def checkpointed(self, kind: str, nbytes: int) -> None:
+        """A state changelog record was produced: kind snapshot, delta or tombstone."""
+        self._state_records.labels(kind).inc()
+        self._state_bytes.inc(nbytes)
+
+    def changelog_skipped(self, n: int) -> None:
+        """A restore skipped `n` bad changelog records."""
+        self._state_skipped.inc(n)
 
     def model_reload(self, result: str) -> None:
         """A bundle reload attempt: "ok" (now serving) or "rejected"."""

@@ -137,12 +137,14 @@ class RollingPercentile:
         self.window = max(window, len(sample))
         self.values: deque[float] = deque(maxlen=self.window)
         self._quantile = stats.RollingQuantile(q=self.q, window_size=self.window)
+        self.appended = 0  # values ever learned: a checkpoint delta carries only those appended since the last one
         for v in sample:
             self._learn(float(v))
 
     def _learn(self, value: float) -> None:
         self.values.append(value)
         self._quantile.update(value)
+        self.appended += 1
 
     @property
     def threshold(self) -> float:
@@ -174,13 +176,14 @@ class RollingPercentile:
         return self.threshold
 
     def state_dict(self) -> dict:
-        return {"values": np.fromiter(self.values, dtype=np.float64)}
+        return {"values": np.fromiter(self.values, dtype=np.float64), "appended": self.appended}
 
     def load_state(self, state: dict) -> None:
         self.values = deque(maxlen=self.window)
         self._quantile = stats.RollingQuantile(q=self.q, window_size=self.window)
         for v in state["values"]:
             self._learn(float(v))
+        self.appended = int(state.get("appended", len(self.values)))  # format-1 checkpoints had no counter
 
 
 class ThresholdBank:
@@ -244,8 +247,12 @@ class ThresholdBank:
         if state.get("method") != self.cfg.method:
             raise BundleError(f"threshold state of {entity!r} is for method {state.get('method')!r}, "
                               f"config has threshold.method={self.cfg.method!r}")
-        self._get(entity).load_state(state["detector"])
-        self._learned[entity] = int(state["learned"])
+        # A shallow copy of the prototype is enough, as load_state replaces every mutable part (deep-copying its
+        # peaks was a quarter of a restore's time); it joins the bank only once loaded, never half-shared.
+        detector = copy.copy(self._prototype)
+        detector.load_state(state["detector"])
+        learned = int(state["learned"])
+        self._entities[entity], self._learned[entity] = detector, learned
 
 
 def _build(cfg: ThresholdConfig, calibration: dict) -> Spot | RollingPercentile:

@@ -144,7 +144,7 @@ class Daemon:
         if k.state_topic:
             from .state import Checkpointer
 
-            checkpointer = Checkpointer(k, self.client)
+            checkpointer = Checkpointer(k, self.client, metrics=self.metrics)
         self.delivery = Delivery(k, self.client, self.pipeline, self.metrics, self.health, checkpointer, self.observer)
         self.rebalance = Rebalance(self.delivery, self.metrics)
         self.client.subscribe([k.metrics_topic], self.rebalance.on_assign, self.rebalance.on_revoke)

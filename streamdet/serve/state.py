@@ -1,167 +1,120 @@
 """Per-entity state checkpoints in a Kafka changelog topic (like a Kafka Streams state store).
 
-Each checkpoint is one record keyed by entity: the entity's windows, threshold and alert state (engine.Pipeline
-.state_dict) plus the source of the last record pushed into its window (the ledger's `held`). The delivery writes
-checkpoints of the entities touched since the previous one, has them acknowledged, and only then commits offsets,
-so a committed offset is never ahead of a checkpoint. On start and on partition assignment it reads the changelog
-to its end, restores the entities of the assigned partitions, and skips redelivered records the restored state
-already holds: the scores that follow equal those of a run that never stopped.
-
-The codec is explicit (no pickle: a changelog is shared data and must never execute code on load): JSON via orjson,
-with tagged forms for numpy arrays, tuples and non-finite floats. Record sources are Kafka `Source`s here: a column of
-4-element tuples (a window's sources) comes back as Sources.
+The delivery checkpoints the entities touched since the previous commit, has the records acknowledged, and only
+then commits offsets, so a committed offset is never ahead of a checkpoint. A checkpoint is a delta (the window's
+new points, the threshold's new peaks, the small rest) or, when needed, a full snapshot: streamdet/changelog has
+the encoding, the snapshot rule and the key scheme. On start and on partition assignment the changelog is read to
+its end, snapshots and deltas are folded into the entities of the assigned partitions, and redelivered records the
+restored state already holds are skipped (the ledger's skip-through): the scores that follow equal those of a run
+that never stopped. Record sources are Kafka `Source`s here: a column of 4-element tuples (a window's sources)
+comes back as Sources.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
-import math
-import time
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
-import numpy as np
-import orjson
-
-from ..errors import StreamdetError
+from ..changelog import ChangelogFold, ChangelogWriter, StateError
+from ..changelog.codec import MAGIC, SNAPSHOT, Head, decode_legacy, decode_record
+from ..changelog.writer import encode_snapshot
 from ..io.readers import read_to_end
 from ..types import Source
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 RESTORE_TIMEOUT_S = 60.0
 
-
-class StateError(StreamdetError):
-    """A checkpoint cannot be decoded or does not fit the running model."""
-
-
-_PLAIN = frozenset({str, int, float, bool, type(None)})
-_TUPLES = frozenset({tuple, Source})
-
-
-def _is_tuple_column(value: list) -> bool:
-    """A list of plain-scalar tuples or None, like a window's record sources: packed in one step (it is most of a
-    checkpoint's elements, and packing it element by element dominated the cost of checkpointing)."""
-    return all(v is None or type(v) in _TUPLES for v in value) and \
-        all(type(x) in _PLAIN and (type(x) is not float or math.isfinite(x)) for v in value if v for x in v)
-
-
-def _pack(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        data = np.ascontiguousarray(value)
-        return {"__nd__": [str(data.dtype), list(data.shape), base64.b64encode(data.tobytes()).decode("ascii")]}
-    if isinstance(value, dict):
-        return {str(k): _pack(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return {"__t__": [_pack(v) for v in value]}
-    if isinstance(value, list):
-        if value and _is_tuple_column(value):
-            return {"__tl__": [None if v is None else list(v) for v in value]}
-        return [_pack(v) for v in value]
-    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
-        return {"__f__": repr(float(value))}
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    return value
-
-
-def _unpack(value: Any) -> Any:
-    if isinstance(value, dict):
-        if "__nd__" in value:
-            dtype, shape, data = value["__nd__"]
-            return np.frombuffer(base64.b64decode(data), dtype=np.dtype(dtype)).reshape(shape).copy()
-        if "__t__" in value:
-            return tuple(_unpack(v) for v in value["__t__"])
-        if "__tl__" in value:
-            return [None if v is None else _source_or_tuple(v) for v in value["__tl__"]]
-        if "__f__" in value:
-            return float(value["__f__"])
-        return {k: _unpack(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_unpack(v) for v in value]
-    return value
-
-
-def _source_or_tuple(items: list) -> tuple:
-    return Source(*items) if len(items) == 4 else tuple(items)
+__all__ = ["Checkpointer", "StateError", "decode_checkpoint", "encode_checkpoint"]
 
 
 def encode_checkpoint(entity: str, state: dict, last_source: Source, model_sha256: str) -> bytes:
-    return orjson.dumps({"version": FORMAT_VERSION, "entity": entity, "model_sha256": model_sha256,
-                         "last_source": list(last_source), "written": time.time(), "state": _pack(state)})
+    """A full checkpoint (a snapshot record of generation 1) of one entity's state."""
+    return encode_snapshot(Head(SNAPSHOT, 1, 0, 0), entity, state, last_source, model_sha256)
 
 
 def decode_checkpoint(raw: bytes) -> dict:
+    """A snapshot record (or a format-1 JSON checkpoint) -> {"entity", "model_sha256", "last_source", "state"}."""
+    if raw[:len(MAGIC)] != MAGIC:
+        message = decode_legacy(raw)
+    else:
+        head, message = decode_record(raw)
+        if head.kind != SNAPSHOT:
+            raise StateError(f"delta {head.index} is not a full checkpoint")
     try:
-        message = orjson.loads(raw)
-        if message.get("version") != FORMAT_VERSION:
-            raise StateError(f"checkpoint format {message.get('version')!r} is not {FORMAT_VERSION}")
-        message["last_source"] = Source(*_unpack(message["last_source"]))
-        message["state"] = _unpack(message["state"])
-        return message
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise StateError(f"undecodable checkpoint ({exc.__class__.__name__}: {exc})") from None
+        message["last_source"] = Source(*message["last_source"])
+    except TypeError as exc:
+        raise StateError(f"bad last_source {message['last_source']!r} ({exc})") from None
+    return message
 
 
 class Checkpointer:
     """Writes checkpoints through the daemon's producer and restores them from the changelog topic."""
 
-    def __init__(self, kafka, client):
+    def __init__(self, kafka, client, writer: Optional[ChangelogWriter] = None, metrics=None):
         self.kafka = kafka  # the kafka config section, pointed at the running broker
         self.topic = kafka.state_topic
         self.client = client
-        self.written = 0
+        self.writer = writer or ChangelogWriter()
+        self.metrics = metrics  # io.metrics.Metrics, or None
+        self.written = 0  # records produced (snapshots, deltas, tombstones)
+        self.skipped = 0  # changelog records a restore skipped as corrupt, truncated or out of order
+        self._thresholds: Any = None  # the pipeline's ThresholdBank the chains were built on
 
     def write(self, pipeline, ledger, entities: Iterable[str]) -> int:
-        """Produce one checkpoint per entity (not flushed: the delivery flushes before committing)."""
+        """Produce each entity's checkpoint records (not flushed: the delivery flushes before committing)."""
+        if pipeline.thresholds is not self._thresholds:  # a model reload restarted every threshold: snapshots
+            if self._thresholds is not None:
+                self.writer.restart_all()
+            self._thresholds = pipeline.thresholds
         n = 0
         for entity in entities:
             last = ledger.held.get(entity)
             if last is None or not pipeline.holds(entity):
                 continue
-            value = encode_checkpoint(entity, pipeline.state_dict(entity), last, pipeline.model_sha256)
-            self.client.produce(self.topic, entity.encode(), value)
-            n += 1
+            for key, value in self.writer.records(entity, pipeline.state_dict(entity), last, pipeline.model_sha256):
+                self.client.produce(self.topic, key, value)
+                if self.metrics is not None:
+                    kind = "tombstone" if value is None else "delta" if b"\x00" in key else "snapshot"
+                    self.metrics.checkpointed(kind, len(key) + len(value or b""))
+                n += 1
         self.written += n
         return n
 
     def restore(self, pipeline, ledger, partitions: set) -> int:
-        """Load the latest checkpoint of every entity whose records come from `partitions`; returns how many."""
-        latest = read_changelog(self.kafka, self.topic)
+        """Restore every entity whose records come from `partitions`; returns how many."""
+        return self.restore_from(pipeline, ledger, partitions, read_to_end(self.kafka, self.topic, RESTORE_TIMEOUT_S))
+
+    def restore_from(self, pipeline, ledger, partitions: set, records: Iterable[tuple[Any, Any]]) -> int:
+        """`restore` from (key, value) changelog records in log order."""
+        fold = ChangelogFold()
+        for key, value in records:
+            fold.add(key, value)
+        wanted = {tuple(p) for p in partitions}
         restored = 0
-        for entity, message in latest.items():
-            through: Source = message["last_source"]
-            if through.tp not in partitions:
-                continue
-            if message["model_sha256"] != pipeline.model_sha256:
-                log.warning("checkpoint of %s is for another model; starting it cold", entity,
-                            extra={"entity": entity})
-                continue
-            try:
-                pipeline.load_state(entity, message["state"])
-            except Exception as exc:  # a checkpoint from an incompatible config: start cold, never crash
-                log.warning("checkpoint of %s rejected (%s); starting it cold", entity, exc, extra={"entity": entity})
-                continue
-            ledger.restored(entity, through)
-            restored += 1
-        log.info("restored %d entities from %s", restored, self.topic)
+        for entity in sorted(fold.entities()):
+            found = fold.restore(entity, lambda source: tuple(source[:2]) in wanted)
+            if found is not None and self._load(pipeline, ledger, entity, found):
+                restored += 1
+            if found is not None or not self.writer.has_chain(entity):
+                self.writer.resume(entity, fold.history(entity))  # its next checkpoint: a snapshot above the log's
+        self.skipped += fold.skipped
+        if self.metrics is not None and fold.skipped:
+            self.metrics.changelog_skipped(fold.skipped)
+        log.info("restored %d entities from %s (%d records, %d skipped)", restored, self.topic, fold.records,
+                 fold.skipped)
         return restored
 
-
-def read_changelog(kafka, topic: str, timeout_s: float = RESTORE_TIMEOUT_S) -> dict[str, dict]:
-    """The latest decodable checkpoint per entity, reading every partition of the changelog to its end."""
-    latest: dict[str, dict] = {}
-    for key, value in read_to_end(kafka, topic, timeout_s):
-        if key is None or value is None:
-            continue
+    @staticmethod
+    def _load(pipeline, ledger, entity: str, found) -> bool:
+        if found.model_sha256 != pipeline.model_sha256:
+            log.warning("checkpoint of %s is for another model; starting it cold", entity, extra={"entity": entity})
+            return False
         try:
-            message = decode_checkpoint(value)
-        except StateError as exc:
-            log.warning("skipping a checkpoint of %s: %s", key, exc)
-            continue
-        latest[key.decode("utf-8", "replace")] = message
-    return latest
+            through = Source(*found.last_source)
+            pipeline.load_state(entity, found.state)
+        except Exception as exc:  # a checkpoint from an incompatible config: start cold, never crash
+            log.warning("checkpoint of %s rejected (%s); starting it cold", entity, exc, extra={"entity": entity})
+            return False
+        ledger.restored(entity, through)
+        return True

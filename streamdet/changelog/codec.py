@@ -1,0 +1,301 @@
+"""Binary encoding of changelog records (format 2), and decoding of the JSON checkpoints of format 1.
+
+A record is a small fixed header that the restore reads without decompressing (so that superseded and stale
+records cost a CRC and a struct unpack), then a zlib-compressed body: a JSON document (orjson) whose numpy arrays
+point into a block of raw bytes after it. Raw bytes instead of format 1's base64 strings, and compression on top,
+is what brings a delta below the bytes of the input records it carries (docs/reliability.md, "State checkpoints").
+No pickle: a changelog is shared data and must never execute code on load.
+
+    b"\\x00sd2" | crc32 of the rest (u32) | kind (u8: S or D) | seq (u64) | chain id (u32) | delta index (u32) | body
+    body = zlib(json length (u32) | JSON | array bytes)
+
+The leading NUL makes a format-2 record impossible to mistake for a format-1 JSON checkpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import orjson
+
+from ..errors import StreamdetError
+from ..types import Source
+
+MAGIC = b"\x00sd2"
+HEADER = struct.Struct("<IBQII")  # crc32, kind, seq, chain id, delta index
+SNAPSHOT, DELTA = ord("S"), ord("D")
+LEGACY_VERSION = 1
+ZLIB_LEVEL = 6  # measured with tools/bench_pipeline.py: level 1 left deltas 15 % larger for a similar cost
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+_ROWS = frozenset({tuple, Source})  # what a packed column's rows may be
+_INT64 = (-(2 ** 63), 2 ** 63 - 1)
+MAX_DECIMALS = 6  # decimal places tried for float arrays
+_SCALES = 10.0 ** np.arange(MAX_DECIMALS + 1)  # [K], exact powers of ten
+_DECIMAL_LIMITS = {np.dtype(np.float32): 2.0 ** 24, np.dtype(np.float64): 2.0 ** 53}  # integers exact as floats
+_BITS = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}
+_LAST_DECIMALS: dict[tuple, int] = {}  # (dtype, ndim) -> decimal places of the last such array packed
+_NARROW = [(t, np.iinfo(t).min, np.iinfo(t).max) for t in (np.int8, np.int16, np.int32)]
+
+
+class StateError(StreamdetError):
+    """A checkpoint cannot be decoded or does not fit the running model."""
+
+
+@dataclass(frozen=True)
+class Head:
+    """The fixed header of a format-2 record."""
+
+    kind: int  # SNAPSHOT or DELTA
+    seq: int  # the snapshot generation the record belongs to
+    chain: int  # random id of that snapshot (two writers of one generation never mix)
+    index: int  # 0 for a snapshot, 1.. for the deltas after it
+
+
+def encode_record(head: Head, message: dict) -> bytes:
+    packer = _Packer()
+    document = orjson.dumps(packer.pack(message))
+    body = zlib.compress(struct.pack("<I", len(document)) + document + b"".join(packer.blobs), ZLIB_LEVEL)
+    rest = struct.pack("<BQII", head.kind, head.seq, head.chain, head.index) + body
+    return MAGIC + struct.pack("<I", zlib.crc32(rest)) + rest
+
+
+def read_head(raw: bytes) -> Head:
+    """The header of a format-2 record, after checking its CRC (StateError when corrupt or truncated)."""
+    if len(raw) < len(MAGIC) + HEADER.size or raw[:len(MAGIC)] != MAGIC:
+        raise StateError("not a format-2 changelog record (bad magic or too short)")
+    crc, kind, seq, chain, index = HEADER.unpack_from(raw, len(MAGIC))
+    if zlib.crc32(memoryview(raw)[len(MAGIC) + 4:]) != crc:
+        raise StateError("CRC mismatch: the record is corrupt or truncated")
+    if kind not in (SNAPSHOT, DELTA) or (kind == SNAPSHOT) != (index == 0):
+        raise StateError(f"bad record kind {kind} with delta index {index}")
+    return Head(kind, seq, chain, index)
+
+
+def decode_record(raw: bytes) -> tuple[Head, dict]:
+    head = read_head(raw)
+    try:
+        body = zlib.decompress(memoryview(raw)[len(MAGIC) + HEADER.size:])
+        (size,) = struct.unpack_from("<I", body)
+        document = orjson.loads(body[4:4 + size])
+        return head, _unpack(document, memoryview(body)[4 + size:])
+    except (zlib.error, struct.error, orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        raise StateError(f"undecodable record body ({exc.__class__.__name__}: {exc})") from None
+
+
+def decode_legacy(raw: bytes) -> dict:
+    """A format-1 (JSON, base64 arrays) full checkpoint, as written before deltas existed."""
+    try:
+        message = orjson.loads(raw)
+        if not isinstance(message, dict) or message.get("version") != LEGACY_VERSION:
+            version = message.get("version") if isinstance(message, dict) else None
+            raise StateError(f"checkpoint format {version!r} is neither 2 nor {LEGACY_VERSION}")
+        message["last_source"] = _unpack(message["last_source"], None)
+        message["state"] = _unpack(message["state"], None)
+        return message
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise StateError(f"undecodable checkpoint ({exc.__class__.__name__}: {exc})") from None
+
+
+class _Packer:
+    """JSON-able form of a state value; numpy arrays and integer columns go to `blobs` as raw bytes."""
+
+    def __init__(self):
+        self.blobs: list[bytes] = []
+        self.size = 0
+
+    def blob(self, array: np.ndarray) -> list:
+        data = np.ascontiguousarray(array)
+        self.blobs.append(data.tobytes())
+        self.size += data.nbytes
+        return [data.dtype.str, list(data.shape), self.size - data.nbytes]
+
+    def steps(self, ints: np.ndarray) -> list:
+        """A 1-D int64 series as [first value, blob of the differences in the narrowest integer type]: offsets,
+        timestamps and decimal time series move in small steps, which take a byte or two each."""
+        steps = ints[1:] - ints[:-1]
+        return [int(ints[0]) if ints.size else 0, self.blob(_narrow(steps))]
+
+    def decimal(self, array: np.ndarray) -> Optional[dict]:
+        """A float array whose values are all short decimals (as metrics and timestamps parsed from JSON usually are)
+        as integers times 10^-k, checked to give back the very same bits: small integers compress to about half the
+        bytes of their float form. Time series (1-D) are stored as steps, tables transposed (per channel)."""
+        bits = _BITS.get(array.dtype)
+        if bits is None or array.size < 4 or array.ndim > 2:
+            return None
+        flat, role = array.reshape(-1), (array.dtype.str, array.ndim)
+        with np.errstate(over="ignore", invalid="ignore"):  # huge or non-finite values are simply not decimals
+            k = _LAST_DECIMALS.get(role)  # the places the last array of this kind had: usually right, and cheap
+            wide = _exact_decimals(flat, k, bits) if k is not None else None
+            if wide is None:
+                k = _decimals(flat[:16], bits)  # found on a sample, then checked on all values
+                wide = _exact_decimals(flat, k, bits) if k is not None else None
+                if wide is None:
+                    return None
+        while k and not (wide % 10).any():  # fewer places do (the last array of this kind needed more)
+            wide, k = wide / 10, k - 1
+        _LAST_DECIMALS[role] = k
+        ints = wide.astype(np.int64)
+        stored = self.steps(ints) if array.ndim == 1 else self.blob(_narrow(ints.reshape(array.shape).T))
+        return {"__q__": [array.dtype.str, list(array.shape), k, stored]}
+
+    def pack(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is str or kind is bool or value is None:
+            return value
+        if kind is int:
+            return value if _INT64[0] <= value <= _INT64[1] else {"__i__": str(value)}  # JSON numbers are 64-bit
+        if kind is float:
+            return value if math.isfinite(value) else {"__f__": repr(value)}
+        if kind is dict:
+            return {str(k): self.pack(v) for k, v in value.items()}
+        if kind is np.ndarray:
+            return self.decimal(value) or {"__b__": self.blob(value)}
+        if kind is list:
+            columns = self._columns(value) if value else None
+            return {"__tc__": columns} if columns is not None else [self.pack(v) for v in value]
+        if kind is tuple:
+            return {"__t__": [self.pack(v) for v in value]}
+        if kind is Source:
+            return {"__s__": [self.pack(v) for v in value]}
+        if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+            return {"__f__": repr(float(value))}
+        if isinstance(value, np.integer):
+            return self.pack(int(value))
+        if isinstance(value, np.floating):
+            return float(value)
+        return value
+
+    def _columns(self, rows: list) -> Optional[dict]:
+        """A list of tuples of equal width (or None), all members plain and finite, as columns (a window's record
+        sources: topic, partition, offset, timestamp): a constant column is one value, an integer column its
+        steps. None for any other list."""
+        present = [row for row in rows if row is not None]
+        if any(type(row) not in _ROWS or len(row) != len(present[0]) for row in present):
+            return None
+        columns = list(zip(*present))
+        kinds = [set(map(type, column)) for column in columns]
+        if any(not types <= _PLAIN or (float in types and not all(
+                math.isfinite(v) for v in column if type(v) is float)) for column, types in zip(columns, kinds)):
+            return None
+        packed = []
+        for column, types in zip(columns, kinds):
+            if len(types) == 1 and column.count(column[0]) == len(column):
+                packed.append({"k": self.pack(column[0])})
+            elif types == {int} and _INT64[0] <= min(column) and max(column) <= _INT64[1]:
+                packed.append({"s": self.steps(np.array(column, dtype=np.int64))})
+            else:
+                packed.append({"l": [self.pack(v) for v in column]})
+        return {"n": len(rows), "none": [k for k, row in enumerate(rows) if row is None], "cols": packed}
+
+
+def _exact_decimals(flat: np.ndarray, k: int, bits: type) -> Optional[np.ndarray]:
+    """flat * 10^k as integer-valued float64 when that gives back every value bit for bit (as decoding will: the
+    integers come back as float64, where -0.0 is +0.0), else None."""
+    wide = np.rint(flat.astype(np.float64) * _SCALES[k]) + 0.0  # + 0.0 turns -0.0 into 0.0, as int64 would
+    if not np.abs(wide).max() < _DECIMAL_LIMITS[flat.dtype]:  # NaN fails this too
+        return None
+    if not ((wide / _SCALES[k]).astype(flat.dtype).view(bits) == flat.view(bits)).all():
+        return None
+    return wide
+
+
+def _decimals(sample: np.ndarray, bits: type) -> Optional[int]:
+    """The fewest decimal places that give back every value of `sample` exactly (None: more than MAX_DECIMALS)."""
+    back = (np.rint(sample.astype(np.float64)[:, None] * _SCALES) / _SCALES).astype(sample.dtype)  # [n, K]
+    exact = (back.view(bits) == sample.view(bits)[:, None]).all(axis=0)  # [K]
+    return int(exact.argmax()) if exact.any() else None
+
+
+def _narrow(ints: np.ndarray) -> np.ndarray:
+    """The smallest signed integer type that holds every value."""
+    if not ints.size:
+        return ints.astype(np.int8)
+    lo, hi = ints.min(), ints.max()
+    for dtype, low, high in _NARROW:
+        if low <= lo and hi <= high:
+            return ints.astype(dtype)
+    return ints
+
+
+def _unsteps(packed: list, blobs: memoryview, count: int) -> np.ndarray:
+    """Inverse of _Packer.steps: int64 [count]."""
+    out = np.empty(count, dtype=np.int64)
+    if count:
+        out[0] = packed[0]
+        np.cumsum(_array(packed[1], blobs), out=out[1:], dtype=np.int64)
+        out[1:] += packed[0]
+    return out
+
+
+def _from_ints(ints: np.ndarray, k: int, dtype: np.dtype) -> np.ndarray:
+    return (ints.astype(np.float64) / _SCALES[k]).astype(dtype)
+
+
+def _decimal_array(packed: list, blobs: memoryview) -> np.ndarray:
+    dtype, shape, k, stored = np.dtype(packed[0]), tuple(packed[1]), int(packed[2]), packed[3]
+    ints = _unsteps(stored, blobs, shape[0]) if len(shape) == 1 else _array(stored, blobs).T
+    return np.ascontiguousarray(_from_ints(ints, k, dtype))
+
+
+def _array(ref: list, blobs: memoryview) -> np.ndarray:
+    dtype, shape, offset = np.dtype(ref[0]), tuple(ref[1]), int(ref[2])
+    count = int(np.prod(shape, dtype=np.int64))
+    return np.frombuffer(blobs, dtype=dtype, count=count, offset=offset).reshape(shape).copy()
+
+
+def _unpack_columns(packed: dict, blobs: memoryview) -> list:
+    n, missing = packed["n"], set(packed["none"])
+    columns = []
+    for column in packed["cols"]:
+        if "k" in column:
+            columns.append([_unpack(column["k"], blobs)] * (n - len(missing)))
+        elif "s" in column:
+            columns.append(_unsteps(column["s"], blobs, n - len(missing)).tolist())
+        else:
+            columns.append(_unpack(column["l"], blobs))
+    rows = zip(*columns) if columns else iter([()] * (n - len(missing)))
+    if len(columns) == len(Source._fields):  # a window's record sources (types.Source)
+        rows = (Source(*row) for row in rows)
+    rows = iter(rows)
+    return [None if k in missing else next(rows) for k in range(n)]
+
+
+def _unpack(value: Any, blobs: memoryview | None) -> Any:
+    """Inverse of _Packer.pack (blobs None: format 1, whose arrays are base64 strings under __nd__)."""
+    kind = type(value)
+    if kind is dict:
+        if len(value) == 1:
+            tag = next(iter(value))
+            if tag in _TAGS:
+                return _TAGS[tag](value[tag], blobs)
+        return {k: _unpack(v, blobs) if type(v) in _NESTED else v for k, v in value.items()}
+    if kind is list:
+        return [_unpack(v, blobs) if type(v) in _NESTED else v for v in value]
+    return value
+
+
+_NESTED = (dict, list)
+
+
+def _legacy_array(packed: list, blobs) -> np.ndarray:
+    dtype, shape, data = packed
+    return np.frombuffer(base64.b64decode(data), dtype=np.dtype(dtype)).reshape(shape).copy()
+
+
+_TAGS = {
+    "__b__": _array,
+    "__q__": _decimal_array,
+    "__tc__": _unpack_columns,
+    "__nd__": _legacy_array,
+    "__t__": lambda items, blobs: tuple(_unpack(v, blobs) for v in items),
+    "__s__": lambda items, blobs: Source(*(_unpack(v, blobs) for v in items)),
+    "__tl__": lambda rows, blobs: [None if v is None else Source(*v) if len(v) == 4 else tuple(v) for v in rows],
+    "__f__": lambda text, blobs: float(text),
+    "__i__": lambda text, blobs: int(text),
+}
