@@ -304,7 +304,7 @@ def main(argv=None) -> int:
                      "kafka.session_timeout_ms=6000"]
         cfg = load_config(args.config, overrides + [f"kafka.group_id=bench-{tag}"])
         if args.formats:
-            ensure_topics(cfg, [cfg.kafka.metrics_topic], broker.bootstrap)
+            ensure_topics(cfg.kafka.at(broker.bootstrap), [cfg.kafka.metrics_topic])
             rows, _ = test_rows(args.config, args.entity)
             produce(cfg, broker.bootstrap, cfg.kafka.metrics_topic, records(args.records, args.entities, 1.7e9, rows))
             print_format_rates(args, cfg, format_rates(args, broker, overrides, tag, Path(tmp)))
