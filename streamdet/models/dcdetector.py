@@ -93,6 +93,7 @@ class DCdetectorParams(Hyper):
     width: int = 64
     heads: int = 1
     entropy_weight: float = 0.05
+    instance_norm: bool = True  # the paper's per-window normalisation; false compares levels too (measured)
 
     def check(self) -> None:
         require(len(self.patch_sizes) >= 1 and all(p >= 1 for p in self.patch_sizes), "patch_sizes",
@@ -111,11 +112,14 @@ class DCdetector(Detector):
         width, heads, entropy_weight = hp.width, hp.heads, hp.entropy_weight
         self.views = nn.ModuleList([DualView(window, p, width, heads) for p in sizes])
         self.entropy_weight = entropy_weight
+        self.instance_norm = hp.instance_norm
 
     def discrepancy(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """x [B, L, C] -> per series (B*C rows) and step: view discrepancy and view entropy, each [B*C, L]."""
         B, L, C = x.shape
-        series = instance_normalise(x.permute(0, 2, 1).reshape(B * C, L))  # [B*C, L]
+        series = x.permute(0, 2, 1).reshape(B * C, L)  # [B*C, L]
+        if self.instance_norm:
+            series = instance_normalise(series)
         gap = torch.zeros(B * C, L, device=x.device)
         entropy = torch.zeros(B * C, L, device=x.device)
         for view in self.views:

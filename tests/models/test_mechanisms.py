@@ -213,6 +213,8 @@ def test_dcdetector_views_are_instance_normalised():
     moved = x * torch.tensor([3.0, 0.5, 10.0, 1.0]) + torch.tensor([5.0, -2.0, 100.0, 0.0])
     with torch.inference_mode():
         torch.testing.assert_close(model(moved)[1], model(x)[1], rtol=1e-3, atol=1e-5)
+        raw = default("dcdetector", instance_norm=False)  # the measured option compares levels too
+        assert not torch.allclose(raw(moved)[1], raw(x)[1], rtol=1e-3, atol=1e-5)
 
 
 def test_dcdetector_score_is_the_symmetric_kl_between_the_two_views():
