@@ -92,10 +92,12 @@ class BundleSet:
         return sorted({Path(p) for p in paths})
 
 
-def load_bundle_set(path) -> BundleSet:
+def load_bundle_set(path, reuse: Optional[dict[Path, Bundle]] = None) -> BundleSet:
     """A bundle file or a bundle directory -> BundleSet. A broken default or an empty directory is a BundleError;
-    any other broken bundle is refused (logged, listed in `refused`) and its entities use the default."""
+    any other broken bundle is refused (logged, listed in `refused`) and its entities use the default. `reuse`:
+    bundles already loaded from files that did not change since (a reload reads only what changed)."""
     path = Path(path)
+    reuse = reuse or {}
     if not path.is_dir():
         return BundleSet(default=load_bundle(path))
     default_path = path / DEFAULT_FILE
@@ -103,13 +105,13 @@ def load_bundle_set(path) -> BundleSet:
         what = "is empty" if not any(path.iterdir()) else f"has no {DEFAULT_FILE}"
         raise BundleError(f"{path}: bundle directory {what} (the fleet default {DEFAULT_FILE} is required; "
                           "write one with `streamdet train --per-entity --out DIR`)")
-    bundles = BundleSet(default=load_bundle(default_path), root=path)
+    bundles = BundleSet(default=reuse.get(default_path) or load_bundle(default_path), root=path)
     for file in sorted((path / ENTITIES_DIR).glob("*" + SUFFIX)):
-        bundle = _load_fitting(file, bundles)
+        bundle = _load_fitting(file, bundles, reuse)
         if bundle is not None:
             bundles.entity_bundles[entity_of_file(file.name)] = bundle
     for group in read_groups(path):
-        bundle = _load_fitting(group.path, bundles)
+        bundle = _load_fitting(group.path, bundles, reuse)
         if bundle is not None:
             bundles.groups.append((group, bundle))
     log.info("bundle directory %s: default %s, %d entity bundles, %d group bundles, %d refused", path,
@@ -147,9 +149,9 @@ def fits(bundle: Bundle, default: Bundle) -> Optional[str]:
     return None
 
 
-def _load_fitting(file: Path, bundles: BundleSet) -> Optional[Bundle]:
+def _load_fitting(file: Path, bundles: BundleSet, reuse: dict[Path, Bundle]) -> Optional[Bundle]:
     try:
-        bundle = load_bundle(file)
+        bundle = reuse.get(file) or load_bundle(file)
     except (StreamdetError, OSError) as exc:
         return _refuse(bundles, file, str(exc))
     reason = fits(bundle, bundles.default)

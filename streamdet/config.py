@@ -123,7 +123,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    stride: int = _range(1, 100_000, default=20)
+    stride: int = _range(1, 100_000, default=20)  # with adaptive: the ceiling the stride grows to under a backlog
+    adaptive: bool = True  # stride 1 (score each record at once) at light load, growing only when the daemon lags
     max_batch: int = _range(1, 100_000, default=256)
     max_wait_ms: float = _range(0, 60_000, default=50)
     max_delay_s: float = _range(0, 1e7, default=30.0)  # a point waits at most this long for its stride; 0 = no bound

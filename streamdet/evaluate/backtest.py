@@ -72,9 +72,13 @@ class EntityRun:
 
 
 def evaluation_config(cfg, n_channels: int):
-    """The run's config with alerts naming every channel, so interpretation metrics see a full ranking."""
+    """The run's config with alerts naming every channel, so interpretation metrics see a full ranking, and a fixed
+    stride: a backtest replays one load regime exactly, `scoring.stride` 1 (the daemon at light load: each point
+    scored at the end of its own window) or its ceiling (20: the daemon saturated), not whatever stride its own
+    chunked replay would make the adaptive rule pick."""
     alerting = dataclasses.replace(cfg.alerting, top_channels=n_channels)
-    return dataclasses.replace(cfg, alerting=alerting)
+    scoring = dataclasses.replace(cfg.scoring, adaptive=False)
+    return dataclasses.replace(cfg, alerting=alerting, scoring=scoring)
 
 
 def _collect(result, run: EntityRun) -> None:

@@ -34,12 +34,12 @@ class EntitySeries:
     def __init__(self, cap: int):
         self.cap = cap
         self._lock = threading.Lock()
-        self._latest: dict[str, tuple[float, float]] = {}  # entity -> (score, threshold)
+        self._latest: dict[str, tuple[float, float, str]] = {}  # entity -> (score, threshold, bundle sha256[:12])
         self._firing: set[str] = set()
         self._channels: dict[str, list[tuple[str, float]]] = {}  # entity -> top (channel, share) of latest alert
 
-    def update(self, entity: str, score: float, threshold: float) -> None:
-        self._latest[entity] = (score, threshold)  # one dict store: safe against a concurrent scrape under the GIL
+    def update(self, entity: str, score: float, threshold: float, bundle: str = "") -> None:
+        self._latest[entity] = (score, threshold, bundle)  # one dict store: safe against a concurrent scrape
 
     def alert(self, entity: str, firing: bool, top_channels: list[tuple[str, float]]) -> None:
         with self._lock:
@@ -64,25 +64,25 @@ class EntitySeries:
         return heapq.nlargest(self.cap, entities, key=self._anomaly_rank)
 
     def _anomaly_rank(self, entity: str) -> tuple[int, float]:
-        score, threshold = self._latest[entity]
+        score, threshold, _ = self._latest[entity]
         ratio = score / threshold if threshold > 0 else score
         return (entity in self._firing, ratio)
 
     def collect(self):
         """prometheus_client custom-collector hook: the capped per-entity gauges, built at scrape time."""
-        score = GaugeMetricFamily("streamdet_entity_score", "Latest anomaly score per entity (capped)",
-                                  labels=["entity"])
-        threshold = GaugeMetricFamily("streamdet_entity_threshold", "Current threshold per entity (capped)",
-                                      labels=["entity"])
+        score = GaugeMetricFamily("streamdet_entity_score", "Latest anomaly score per entity (capped), with the "
+                                  "bundle that scored it (sha256, 12 hex digits)", labels=["entity", "bundle"])
+        threshold = GaugeMetricFamily("streamdet_entity_threshold", "Current threshold per entity (capped), with "
+                                      "the bundle it was calibrated from", labels=["entity", "bundle"])
         anomalous = GaugeMetricFamily("streamdet_entity_anomalous", "1 while an alert is firing for the entity",
                                       labels=["entity"])
         share = GaugeMetricFamily("streamdet_alert_channel_share", "Top channels of the entity's latest alert",
                                   labels=["entity", "channel", "rank"])
         with self._lock:
             for entity in self.exported():
-                s, t = self._latest[entity]
-                score.add_metric([entity], s)
-                threshold.add_metric([entity], t)
+                s, t, bundle = self._latest[entity]
+                score.add_metric([entity, bundle], s)
+                threshold.add_metric([entity, bundle], t)
                 anomalous.add_metric([entity], 1.0 if entity in self._firing else 0.0)
                 for rank, (name, value) in enumerate(self._channels.get(entity, ()), start=1):
                     share.add_metric([entity, name, str(rank)], value)
@@ -134,6 +134,9 @@ class Metrics(Endpoints):
                                     registry=r)
         self._state_skipped = Counter("streamdet_state_records_skipped", "Changelog records a restore skipped as "
                                       "corrupt, truncated or out of order (their entities started cold)", registry=r)
+        self._bundles = Gauge("streamdet_bundles", "Bundles of a bundle directory: served (distinct, the default "
+                              "included) and refused (unloadable or another layout; their entities use the default)",
+                              ["state"], registry=r)
         self._entities = EntitySeries(metrics_cfg.max_entity_series)
         r.register(self._entities)
         self._lag_labels: set[tuple[str, str]] = set()
@@ -156,9 +159,11 @@ class Metrics(Endpoints):
     def scored(self, n: int) -> None:
         self._scored.inc(n)
 
-    def entity_scored(self, entity: str, score: float, threshold: float, latency_s: float | None = None) -> None:
-        """An entity's latest score and threshold (and how long after its record's timestamp it was scored)."""
-        self._entities.update(entity, score, threshold)
+    def entity_scored(self, entity: str, score: float, threshold: float, latency_s: float | None = None,
+                      bundle: str = "") -> None:
+        """An entity's latest score and threshold (and how long after its record's timestamp it was scored), by the
+        bundle with weights sha256 `bundle`."""
+        self._entities.update(entity, score, threshold, bundle[:12])
         if latency_s is not None:
             self._latency.observe(latency_s)
 
@@ -223,6 +228,10 @@ class Metrics(Endpoints):
         self._model_info.info({"name": name, "sha256": sha256, "window": str(window), "channels": str(n_channels)})
         self._model_loaded = True
         self._set_ready()
+
+    def set_bundles(self, served: int, refused: int) -> None:
+        self._bundles.labels("served").set(served)
+        self._bundles.labels("refused").set(refused)
 
     def set_compile(self, serving: dict) -> None:
         """Export how the model was prepared (bundle.serving); nothing when scoring.compile is none."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -73,10 +73,12 @@ class _EntityState:
 class AlertManager:
     """Per-entity firing/resolved state machine."""
 
-    def __init__(self, cfg: AlertingConfig, channels: Sequence[str], model_info: dict):
+    def __init__(self, cfg: AlertingConfig, channels: Sequence[str], model_info: dict,
+                 model_of: Optional[Callable[[str], dict]] = None):
         self.cfg = cfg
         self.channels = tuple(channels)
         self.model = {"name": model_info["name"], "sha256": model_info["sha256"]}
+        self._model_of = model_of  # entity -> {"name", "sha256"} when entities have their own bundles
         self._states: dict[str, _EntityState] = {}
 
     def firing(self, entity: str) -> bool:
@@ -156,7 +158,7 @@ class AlertManager:
               contrib: np.ndarray, source: Any) -> AlertEvent:
         state.firing = True
         state.start_ts = state.streak_start_ts
-        state.alert_id = alert_id(entity, state.start_ts, self.model["sha256"])
+        state.alert_id = alert_id(entity, state.start_ts, self.model_of(entity)["sha256"])
         state.peak_score = score
         state.top = top_channels(np.asarray(contrib), self.channels, self.cfg.top_channels)
         return self._event(entity, state, "firing", ts, score, threshold, source)
@@ -174,7 +176,11 @@ class AlertManager:
                source: Any) -> AlertEvent:
         return AlertEvent(alert_id=state.alert_id, status=status, entity=entity, start_ts=state.start_ts, ts=ts,
                           score=float(score), threshold=float(threshold), top_channels=list(state.top),
-                          model=dict(self.model), source=source)
+                          model=dict(self.model_of(entity)), source=source)
+
+    def model_of(self, entity: str) -> dict:
+        """The model that scores `entity` (alerts name it, and its sha256 is part of the alert id)."""
+        return self.model if self._model_of is None else self._model_of(entity)
 
     def remove(self, entity: str) -> None:
         self._states.pop(entity, None)

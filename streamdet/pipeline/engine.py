@@ -28,7 +28,8 @@ from .alerts import AlertManager
 from .batcher import MicroBatcher
 from .decode import Decoder
 from .intake import Intake, SampleIntake, row_payload
-from .scorer import Scorer
+from .pacing import AdaptiveStride
+from .routing import ModelRouter, as_bundle_set
 from .thresholds import ThresholdBank
 from .stride import bundle_context, check_calibrated_stride, effective_stride, serving_stride
 from .windows import WindowRequest, WindowStore
@@ -40,22 +41,26 @@ MAX_IN_FLIGHT = 2  # batches handed to the inference thread and not yet handled:
 # switch interval it waited on the decoding thread that long per batch and scored at half speed (measured with
 # tools/bench_pipeline.py: pipeline alone 60k -> 69k records/s at 0.2 ms).
 GIL_SWITCH_S = 0.0002
+RESULT_CHECK_S = 0.002  # with adaptive scoring, how soon the loop looks again for a batch the model is scoring
 
 
 class Pipeline:
-    """All online stages for one bundle; `bundle` needs .module, .channels, .window, .calibration, .model_name,
-    .sha256 (a streamdet.bundle.Bundle or any object with those attributes)."""
+    """All online stages for one bundle or a bundle set (per-entity and group bundles over a fleet default; see
+    streamdet/bundleset.py). A bundle needs .module, .channels, .window, .calibration, .model_name, .sha256 (a
+    streamdet.bundle.Bundle or any object with those attributes); every bundle of a set has the default's layout."""
 
     def __init__(self, cfg: Config, bundle: Any, clock: Callable[[], float] = time.monotonic,
                  overlap: bool | None = None):
-        channels = tuple(bundle.channels)
+        default = as_bundle_set(bundle).default
+        channels = tuple(default.channels)
         self._cfg = cfg
-        self.window = int(bundle.window)
-        self._context = bundle_context(bundle)
+        self.window = int(default.window)
+        self._context = max(bundle_context(b) for b in as_bundle_set(bundle).distinct())
         self.decoder = Decoder(channels, cfg.input.max_record_bytes, cfg.input.max_future_s)
-        self.windows = WindowStore(self.window, len(channels), self._stride(bundle), cfg.input.max_entities,
-                                   cfg.input.allowed_lateness_s, cfg.input.entity_idle_s, clock,
-                                   cfg.scoring.max_delay_s)
+        s = cfg.scoring
+        self.pace = AdaptiveStride(self._stride(default), cfg.kafka.max_poll_records, s.max_batch, s.adaptive, clock)
+        self.windows = WindowStore(self.window, len(channels), self.pace.stride, cfg.input.max_entities,
+                                   cfg.input.allowed_lateness_s, cfg.input.entity_idle_s, clock, s.max_delay_s)
         self.batcher = MicroBatcher(cfg.scoring.max_batch, cfg.scoring.max_wait_ms, clock)
         overlap = cfg.scoring.overlap if overlap is None else overlap
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="streamdet-infer") if overlap else None
@@ -75,6 +80,7 @@ class Pipeline:
         redelivery after a restored checkpoint). The result's `held` names each entity whose window took records,
         with the source of the last one (per-sample formats: the last record its assembly took)."""
         items = list(items)
+        self.windows.set_stride(self.pace.observe(len(items), self._queued_windows()))
         if self.intake is not None:
             self._take_rows(self.intake.take(items, already_held))
             self._score_due()
@@ -152,23 +158,33 @@ class Pipeline:
             self._executor.shutdown(wait=True, cancel_futures=True)
 
     def replace_model(self, bundle: Any) -> None:
-        """Serve a new bundle from the next batch on (same channels). Windows keep their data; thresholds and
-        alert streaks restart from the new calibration, because the score scale is the new model's."""
-        if tuple(bundle.channels) != self.decoder.channels or int(bundle.window) != self.window:
-            raise ValueError("the new bundle has another input layout (channels or window)")
-        if effective_stride(self.windows.stride, self.window, bundle_context(bundle)) < self.windows.stride:
-            raise ValueError("the new bundle needs more context than the running stride leaves (config.context)")
-        check_calibrated_stride(bundle, self.windows.stride)
+        """Serve a new bundle (or bundle set) from the next batch on (same channels and window). Windows keep their
+        data; the thresholds and alert streaks of each entity whose bundle changed restart from its new
+        calibration, because the score scale is the new model's."""
+        for new in as_bundle_set(bundle).distinct():
+            if tuple(new.channels) != self.decoder.channels or int(new.window) != self.window:
+                raise ValueError("the new bundle has another input layout (channels or window)")
+            if effective_stride(self.pace.ceiling, self.window, bundle_context(new)) < self.pace.ceiling:
+                raise ValueError("the new bundle needs more context than the running stride leaves (config.context)")
+            check_calibrated_stride(new, self.pace.ceiling)
         self._handle_in_flight(wait=True)  # batches already sent are handled with the model that scored them
-        self._serve(bundle)
+        if self.router.is_fleet and as_bundle_set(bundle).is_fleet:
+            self._serve(bundle)
+            return
+        for entity in self.router.replace(bundle):
+            self.thresholds.remove(entity)
+            self.alerts.remove(entity)
 
     def _serve(self, bundle: Any) -> None:
-        """The model-dependent stages: scorer, thresholds from its calibration, alerts carrying its identity."""
-        self.scorer = Scorer(bundle.module, self._inference_threads())
-        self.scorer.warm_up(self.window, len(bundle.channels), self._cfg.scoring.max_batch)
-        self.thresholds = ThresholdBank(self._cfg.threshold, bundle.calibration)
+        """The model-dependent stages: scorers, thresholds from each bundle's calibration, alerts carrying the
+        identity of the bundle that scored."""
+        self.router = ModelRouter(bundle, self._inference_threads(), self._cfg.scoring.max_batch)
+        default, per_entity = self.router.default, not self.router.is_fleet
+        self.thresholds = ThresholdBank(self._cfg.threshold, default.calibration,
+                                        self.router.calibration_of if per_entity else None)
         self.alerts = AlertManager(self._cfg.alerting, self.decoder.channels,
-                                   {"name": bundle.model_name, "sha256": bundle.sha256})
+                                   {"name": default.model_name, "sha256": default.sha256},
+                                   self.router.model_of if per_entity else None)
 
     def _stride(self, bundle: Any) -> int:
         return serving_stride(self._cfg.scoring.stride, self.window, self._context, bundle)
@@ -182,8 +198,12 @@ class Pipeline:
 
     @property
     def model_sha256(self) -> str:
-        """The served model's weights digest (alerts and checkpoints carry it)."""
+        """The default model's weights digest."""
         return self.alerts.model["sha256"]
+
+    def model_sha256_of(self, entity: str) -> str:
+        """The weights digest of the bundle that scores `entity` (alerts and its checkpoints carry it)."""
+        return self.alerts.model_of(entity)["sha256"]
 
     def holds(self, entity: str) -> bool:
         """Whether the entity has a live window or rows being assembled (its state can be checkpointed)."""
@@ -199,6 +219,8 @@ class Pipeline:
         overdue = self.windows.seconds_until_overdue()
         if self.intake is not None:  # a row past its assembly deadline is due too
             overdue = min((t for t in (overdue, self.intake.seconds_until_due()) if t is not None), default=None)
+        if self._in_flight and self.pace.adaptive:  # results are handled as soon as the model returns them
+            overdue = RESULT_CHECK_S if overdue is None else min(overdue, RESULT_CHECK_S)
         if not len(self.batcher):
             return overdue
         due = max(0.0, self.batcher.max_wait_s - self.batcher.oldest_age())
@@ -226,22 +248,30 @@ class Pipeline:
             self._enqueue(request)
         while self.batcher.due():
             self._submit(self.batcher.take())
+        self._handle_in_flight(wait=False)
+        if self.pace.adaptive and len(self.batcher) and not self._in_flight:  # the model is idle: score now
+            self._submit(self.batcher.take())
+
+    def _queued_windows(self) -> int:
+        """Windows waiting for the model or being scored: with the poll's size, the measure of falling behind."""
+        return len(self.batcher) + sum(len(requests) for requests, _ in self._in_flight)
 
     def _submit(self, requests: list[WindowRequest]) -> None:
         """Hand one batch to the model: on the inference thread with overlap (at most MAX_IN_FLIGHT outstanding),
         else right here."""
         windows = np.stack([r.window for r in requests])  # [B, L, C]
+        keys = self.router.keys_of([r.entity for r in requests])  # which bundle scores each row (None: one)
         if self._executor is None:
-            self._handle(requests, self._infer(windows))
+            self._handle(requests, self._infer(windows, keys))
             return
         while len(self._in_flight) >= MAX_IN_FLIGHT:
             self._handle(*self._pop_in_flight())
-        self._in_flight.append((requests, self._executor.submit(self._infer, windows)))
+        self._in_flight.append((requests, self._executor.submit(self._infer, windows, keys)))
         self._handle_in_flight(wait=False)
 
-    def _infer(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    def _infer(self, windows: np.ndarray, keys) -> tuple[np.ndarray, np.ndarray, float]:
         started = time.perf_counter()
-        scores, contrib = self.scorer.score(windows)  # [B, L], [B, L, C]
+        scores, contrib = self.router.score(windows, keys)  # [B, L], [B, L, C]
         return scores, contrib, time.perf_counter() - started
 
     def _pop_in_flight(self) -> tuple[list[WindowRequest], tuple]:

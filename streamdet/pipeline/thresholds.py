@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from collections import deque
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from river import stats
@@ -193,18 +193,31 @@ class ThresholdBank:
     (like SPOT's initial batch, they are taken as normal data for the entity's own tail).
     """
 
-    def __init__(self, cfg: ThresholdConfig, calibration: dict):
+    def __init__(self, cfg: ThresholdConfig, calibration: dict,
+                 calibration_of: Optional[Callable[[str], tuple[str, dict]]] = None):
         self.cfg = cfg
         self._prototype = _build(cfg, calibration)
+        self._calibration_of = calibration_of  # entity -> (key, calibration) when entities have their own bundles
+        self._prototypes: dict[str, Spot | RollingPercentile] = {}
         self._entities: dict[str, Spot | RollingPercentile] = {}
         self._learned: dict[str, int] = {}
 
     def _get(self, entity: str) -> Spot | RollingPercentile:
         detector = self._entities.get(entity)
         if detector is None:
-            detector = self._entities[entity] = copy.deepcopy(self._prototype)
+            detector = self._entities[entity] = copy.deepcopy(self._prototype_of(entity))
             self._learned[entity] = 0
         return detector
+
+    def _prototype_of(self, entity: str) -> Spot | RollingPercentile:
+        """The fitted threshold a new entity starts from: its own bundle's calibration, or the shared one."""
+        if self._calibration_of is None:
+            return self._prototype
+        key, calibration = self._calibration_of(entity)
+        prototype = self._prototypes.get(key)
+        if prototype is None:
+            prototype = self._prototypes[key] = _build(self.cfg, calibration)
+        return prototype
 
     def decide(self, entities: Sequence[str], scores: np.ndarray, learn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Judge a batch of chunks: scores float64 [B, n], row b the next n scores of entities[b] (rows in stream
@@ -233,7 +246,8 @@ class ThresholdBank:
 
     def current(self, entity: str) -> float:
         """The entity's threshold now (the shared prototype's for an entity not seen yet)."""
-        return self._entities.get(entity, self._prototype).z
+        detector = self._entities.get(entity)
+        return (detector if detector is not None else self._prototype_of(entity)).z
 
     def remove(self, entity: str) -> None:
         self._entities.pop(entity, None)

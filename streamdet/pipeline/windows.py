@@ -61,6 +61,13 @@ class WindowStore:
     def __contains__(self, entity: str) -> bool:
         return entity in self._rings
 
+    def set_stride(self, stride: int) -> None:
+        """Change how many new points make a request (the adaptive stride). An entity holding more pending points
+        than the new stride sends them all at its next point: every point is still scored exactly once."""
+        if not 1 <= stride <= self.window:
+            raise ConfigError(f"stride {stride} outside 1..{self.window} (the model window)")
+        self.stride = stride
+
     def _push_one(self, entity: str, ts: float, values: np.ndarray, source: Hashable,
                   now: float) -> WindowRequest | None:
         """Add one point; return a request when the entity has `stride` unscored points."""
@@ -72,7 +79,7 @@ class WindowStore:
         ring.write(ts, values, source)
         ring.last_active = now
         self._rings.move_to_end(entity)
-        request = ring.emit(entity, self.stride) if ring.pending >= self.stride else None
+        request = ring.emit(entity, ring.pending) if ring.pending >= self.stride else None
         if self.max_delay_s:
             self._note_waiting(entity, ring, ring.last_active, restarted=request is not None)
         return request
@@ -98,7 +105,7 @@ class WindowStore:
         else:
             for entity, positions in groups.items():
                 ring = self._rings.get(entity) or self._admit(entity)
-                if len(positions) < BLOCK_MIN or ring.seen < self.window:
+                if len(positions) < BLOCK_MIN or ring.seen < self.window or ring.pending >= self.stride:
                     self._push_each(positions, entities, ts, values, sources, now, out)
                 else:
                     self._push_block(entity, ring, positions, ts, values, sources, now, out)

@@ -87,21 +87,20 @@ class Daemon:
         log.exception("daemon loop failed; committing nothing so that Kafka redelivers")
 
     def _start(self, stack: ExitStack) -> None:
-        from ..bundle import load_bundle
+        from ..bundleset import load_bundle_set
         from ..pipeline.engine import Pipeline
-        from .reload import BundleReloader
 
         bundle_path = self.cfg.path(str(self.bundle_path))
-        bundle = load_bundle(bundle_path)
+        bundles = load_bundle_set(bundle_path)  # a bundle file, or a directory of per-entity bundles
+        bundle = bundles.default
         self.metrics.start_server()  # before compiling: /healthz answers, /readyz says 503 until the model serves
         stack.callback(self.metrics.stop_server)
-        self._prepare_model(bundle)
-        self.pipeline = Pipeline(self.cfg, bundle, time.monotonic)
+        self._prepare_model(bundles.distinct())
+        self.pipeline = Pipeline(self.cfg, bundles if bundles.root is not None else bundle, time.monotonic)
         stack.callback(self.pipeline.close)
-        self.metrics.set_model(bundle.model_name, bundle.sha256, bundle.window, len(bundle.channels))
+        self._export_model(bundles)
         self._install_signals(stack)
-        self.reloader = BundleReloader(bundle_path, bundle, self.metrics,
-                                       prepare=lambda new: self._prepare_model(new, heartbeat=False))
+        self.reloader = self._reloader(bundle_path, bundles)
         self.reloader.install_sighup(stack)
         self.kafka = self._resolve_bootstrap(stack)
         self._connect(stack)
@@ -110,15 +109,35 @@ class Daemon:
         log.info("daemon started bootstrap=%s topic=%s group=%s client=%s model=%s", k.bootstrap_servers,
                  k.metrics_topic, k.group_id, k.client, bundle.model_name)
 
-    def _prepare_model(self, bundle, heartbeat: bool = True) -> None:
-        """scoring.compile: aoti compiles an exported bundle for this host (or loads it from the cache) before it
-        scores anything; the heartbeat goes on meanwhile so that /healthz stays 200 through a long compile."""
+    def _prepare_model(self, bundles: list, heartbeat: bool = True) -> None:
+        """scoring.compile: aoti compiles each distinct exported bundle for this host (or loads it from the cache)
+        before it scores anything; the heartbeat goes on meanwhile so that /healthz stays 200 through a long
+        compile."""
         from ..bundle.serving import prepare_all
 
         s = self.cfg.scoring
         cache = self.cfg.path(s.compile_cache) if s.compile_cache else None
-        prepare_all([bundle], s.compile, cache, tick=self.metrics.heartbeat if heartbeat else None)
-        self.metrics.set_compile(bundle.serving)
+        prepare_all(list(bundles), s.compile, cache, tick=self.metrics.heartbeat if heartbeat else None)
+        for bundle in bundles:
+            self.metrics.set_compile(bundle.serving)
+
+    def _reloader(self, bundle_path, bundles):
+        """Hot reload: the one bundle file, or each file of a bundle directory."""
+        if bundles.root is None:
+            from .reload import BundleReloader
+
+            return BundleReloader(bundle_path, bundles.default, self.metrics,
+                                  prepare=lambda new: self._prepare_model([new], heartbeat=False))
+        from .reload_dir import BundleDirReloader
+
+        return BundleDirReloader(bundles, self.metrics, prepare=self._prepare_model)
+
+    def _export_model(self, served) -> None:
+        """Model info (the default bundle) and, for a directory, how many bundles serve and how many were refused."""
+        default = getattr(served, "default", served)
+        self.metrics.set_model(default.model_name, default.sha256, default.window, len(default.channels))
+        if getattr(served, "root", None) is not None:
+            self.metrics.set_bundles(len(served.distinct()), len(served.refused))
 
     def _connect(self, stack: ExitStack) -> None:
         """Create topics, the client and the subscription, retrying with capped back-off while the broker is down."""
@@ -222,7 +241,7 @@ class Daemon:
             return
         self.delivery.publish(self.pipeline.flush_batches())  # windows already cut are scored by the model they met
         self.pipeline.replace_model(bundle)
-        self.metrics.set_model(bundle.model_name, bundle.sha256, bundle.window, len(bundle.channels))
+        self._export_model(bundle)
         self.reloader.served(bundle)
         gc.unfreeze()  # the old model was part of the frozen start-up heap: let the collector free it, then refreeze
         _freeze_startup_heap()

@@ -87,7 +87,8 @@ class Delivery:
         now = time.time()
         for entity, chunk in newest.items():
             latency = now - chunk.sources[-1].timestamp_ms / 1000.0
-            self.metrics.entity_scored(entity, float(chunk.scores[-1]), float(chunk.thresholds[-1]), latency)
+            self.metrics.entity_scored(entity, float(chunk.scores[-1]), float(chunk.thresholds[-1]), latency,
+                                       bundle=self.pipeline.model_sha256_of(entity))
 
     def commit(self, force: bool = False, partitions: Optional[list[Partition]] = None) -> bool:
         """The ordered commit (module docstring), at most every kafka.commit_interval_ms unless forced; `partitions`

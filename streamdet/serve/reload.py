@@ -12,7 +12,6 @@ model keeps serving, and swapped in only once the compiled model has been verifi
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from ..bundle import Bundle, load_bundle
+from ..bundleset import signature as _signature
 from ..errors import StreamdetError
 
 log = logging.getLogger(__name__)
@@ -31,12 +31,21 @@ log = logging.getLogger(__name__)
 CHECK_INTERVAL_S = 1.0
 
 
-def _signature(path: Path):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
+def install_sighup(stack: ExitStack, request: Callable[[], None]) -> None:
+    """SIGHUP asks for a reload (main thread only; threaded callers use `request`)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
+        return
+    previous = signal.signal(signal.SIGHUP, lambda signum, frame: request())
+    stack.callback(signal.signal, signal.SIGHUP, previous)
+
+
+def check_finite(bundle: Bundle, path) -> None:
+    """A new bundle must score a test batch (its training mean, repeated) with finite values."""
+    probe = torch.from_numpy(np.tile(bundle.mean, (2, bundle.window, 1)).astype(np.float32))  # [2, L, C]
+    with torch.inference_mode():
+        scores, contrib = bundle.module(probe)
+    if not (torch.isfinite(scores).all() and torch.isfinite(contrib).all()):
+        raise StreamdetError(f"{path}: the new model scores a test batch with non-finite values")
 
 
 class BundleReloader:
@@ -51,10 +60,7 @@ class BundleReloader:
         self._requested = threading.Event()
 
     def install_sighup(self, stack: ExitStack) -> None:
-        if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
-            return
-        previous = signal.signal(signal.SIGHUP, lambda signum, frame: self.request())
-        stack.callback(signal.signal, signal.SIGHUP, previous)
+        install_sighup(stack, self.request)
 
     def request(self) -> None:
         """Reload on the next loop iteration even if the file looks unchanged (SIGHUP)."""
@@ -124,11 +130,7 @@ class BundleReloader:
         if bundle.window != self.current.window:
             raise StreamdetError(f"{self.path}: window {bundle.window} differs from the running model's "
                                  f"{self.current.window} (restart the daemon to change it)")
-        probe = torch.from_numpy(np.tile(bundle.mean, (2, bundle.window, 1)).astype(np.float32))  # [2, L, C]
-        with torch.inference_mode():
-            scores, contrib = bundle.module(probe)
-        if not (torch.isfinite(scores).all() and torch.isfinite(contrib).all()):
-            raise StreamdetError(f"{self.path}: the new model scores a test batch with non-finite values")
+        check_finite(bundle, self.path)
         return bundle
 
     def _count(self, result: str) -> None:

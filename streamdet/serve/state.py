@@ -72,7 +72,8 @@ class Checkpointer:
             last = ledger.held.get(entity)
             if last is None or not pipeline.holds(entity):
                 continue
-            for key, value in self.writer.records(entity, pipeline.state_dict(entity), last, pipeline.model_sha256):
+            for key, value in self.writer.records(entity, pipeline.state_dict(entity), last,
+                                                 pipeline.model_sha256_of(entity)):
                 self.client.produce(self.topic, key, value)
                 if self.metrics is not None:
                     kind = "tombstone" if value is None else "delta" if b"\x00" in key else "snapshot"
@@ -107,7 +108,7 @@ class Checkpointer:
 
     @staticmethod
     def _load(pipeline, ledger, entity: str, found) -> bool:
-        if found.model_sha256 != pipeline.model_sha256:
+        if found.model_sha256 != pipeline.model_sha256_of(entity):
             log.warning("checkpoint of %s is for another model; starting it cold", entity, extra={"entity": entity})
             return False
         try:

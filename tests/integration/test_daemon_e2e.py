@@ -133,7 +133,7 @@ def test_the_loop_keeps_scoring_after_the_malformed_records(scenario):
     assert max(a["source"]["offset"] for a in alerts) > BAD_AT + len(MALFORMED)
 
 
-def test_metrics_endpoint_serves_the_documented_series(scenario):
+def test_metrics_endpoint_serves_the_documented_series(scenario, tiny_bundle):
     from tests.integration.test_io_adapters import DOCUMENTED_SERIES, declared_series
 
     daemon, topic = scenario["daemon"], scenario["names"]["metrics"]
@@ -144,8 +144,9 @@ def test_metrics_endpoint_serves_the_documented_series(scenario):
     assert daemon.get("/healthz")[0] == 200 and daemon.get("/readyz")[0] == 200
     samples = daemon.samples()
     assert samples[("streamdet_records_consumed_total", (("topic", topic),))] == scenario["n_good"] + len(MALFORMED)
-    assert samples[("streamdet_entity_score", (("entity", TINY_ENTITY),))] >= 0
-    assert samples[("streamdet_entity_threshold", (("entity", TINY_ENTITY),))] > 0
+    bundle = (("bundle", load_bundle(tiny_bundle).sha256[:12]), ("entity", TINY_ENTITY))  # the bundle that scored
+    assert samples[("streamdet_entity_score", bundle)] >= 0
+    assert samples[("streamdet_entity_threshold", bundle)] > 0
     assert samples[("streamdet_ready", ())] == 1.0
     assert samples[("streamdet_batch_size_count", ())] >= 1
     assert samples[("streamdet_inference_seconds_count", ())] == samples[("streamdet_batch_size_count", ())]

@@ -149,6 +149,11 @@ def test_metrics_endpoints_and_documented_series_over_http():
         metrics.stop_server()
 
 
+def exported_entities(text: str) -> set[str]:
+    return {line.split('entity="')[1].split('"')[0] for line in text.splitlines()
+            if line.startswith("streamdet_entity_score{")}
+
+
 def test_entity_series_are_capped_to_the_most_anomalous_and_stale_ones_vanish():
     metrics = Metrics(load_config(None, ["metrics.port=0", "metrics.max_entity_series=2"]).metrics)
     port = metrics.start_server()
@@ -157,13 +162,13 @@ def test_entity_series_are_capped_to_the_most_anomalous_and_stale_ones_vanish():
             metrics.entity_scored(f"e{i}", score=float(i), threshold=4.0)
         metrics.alert("firing", "e1", [("cpu_r", 0.7), ("mem_u", 0.2)])  # firing outranks a higher score
         text = http_get(port, "/metrics")[1]
-        exported = {line.split('"')[1] for line in text.splitlines() if line.startswith("streamdet_entity_score{")}
+        exported = exported_entities(text)
         assert exported == {"e1", "e5"}
         assert 'streamdet_alert_channel_share{channel="cpu_r",entity="e1",rank="1"} 0.7' in text
         metrics.forget_entities(["e5"])
         metrics.alert("resolved", "e1", [])
         text = http_get(port, "/metrics")[1]
-        exported = {line.split('"')[1] for line in text.splitlines() if line.startswith("streamdet_entity_score{")}
+        exported = exported_entities(text)
         assert exported == {"e4", "e3"}
         assert "streamdet_alert_channel_share{" not in text
     finally:

@@ -28,10 +28,12 @@ class FrozenClock:
         return self.now
 
 
-def make_pipeline(max_batch=4, max_wait_ms=50.0, stride=STRIDE, overlap=False, module=None, max_delay_s=30.0):
+def make_pipeline(max_batch=4, max_wait_ms=50.0, stride=STRIDE, overlap=False, module=None, max_delay_s=30.0,
+                  adaptive=False):
+    """A pipeline on a fixed stride unless `adaptive` (these tests pin down the mechanics of one stride)."""
     cfg = load_config(SMD_CONFIG, [f"scoring.stride={stride}", f"scoring.max_batch={max_batch}",
                                    f"scoring.max_wait_ms={max_wait_ms}", "alerting.min_consecutive=1",
-                                   f"scoring.max_delay_s={max_delay_s}"])
+                                   f"scoring.max_delay_s={max_delay_s}", f"scoring.adaptive={adaptive}"])
     bundle = FakeBundle(module or torch.jit.script(DeviationDetector()), tuple("abc"), L, exponential_calibration())
     clock = FrozenClock()
     return Pipeline(cfg, bundle, clock, overlap=overlap), clock

@@ -14,7 +14,7 @@ from typing import Optional
 
 import orjson
 
-from streamdet.bundle import load_bundle
+from streamdet.bundleset import load_bundle_set
 from streamdet.config import load_config
 from streamdet.io.admin import ensure_topics
 from streamdet.io.producer import Producer
@@ -25,9 +25,12 @@ from tests.integration.helpers import DaemonProcess, read_topic, record
 
 ENTITIES = ("rig-a", "rig-b", "rig-c")
 FIRST_ROW, LAST_ROW = replay_slice(460, lead=170)  # the fixture's labelled anomaly starts 170 rows in
-# max_delay_s=0: these tests compare alerts with an uninterrupted backtest exactly, and a fault that lasts longer than
-# the delay bound would score the records waiting for their stride in partial windows (docs/reliability.md)
-EXTRA = ("alerting.min_consecutive=1", "kafka.commit_interval_ms=200", "scoring.max_delay_s=0")
+# These tests compare alerts with an uninterrupted backtest exactly, so the window each point is scored in must not
+# depend on timing: max_delay_s=0 (a fault longer than the delay bound would score the records waiting for their
+# stride in partial windows) and a fixed stride (the adaptive stride follows the load of the moment; every record is
+# still scored exactly once, tests/pipeline/test_adaptive_and_routing.py). docs/reliability.md says so.
+EXTRA = ("alerting.min_consecutive=1", "kafka.commit_interval_ms=200", "scoring.max_delay_s=0",
+         "scoring.adaptive=false")
 HOLD_LIMIT_S = 120.0  # a held producer gives up (and fails its test) after this
 ALERT_FIELDS = ("alert_id", "status", "entity", "start_ts", "ts", "score", "threshold", "top_channels")
 
@@ -69,7 +72,7 @@ def reference_alerts(bundle_path: Path, records: list[tuple[str, bytes]], extra=
     """The alerts of an uninterrupted run that scored every full stride (no final drain): (alert_id, status) ->
     message."""
     cfg = load_config(SMD_CONFIG, tiny_overrides(bundle_path) + list(extra))
-    pipeline = Pipeline(cfg, load_bundle(bundle_path))
+    pipeline = Pipeline(cfg, load_bundle_set(bundle_path))  # a bundle file or a directory of per-entity bundles
     events = pipeline.process((value, ("ref", 0, i, 0)) for i, (_, value) in enumerate(records)).alerts
     events += pipeline.flush_batches().alerts
     messages = [orjson.loads(orjson.dumps(e.to_message())) for e in events]  # as a consumer reads them

@@ -1,0 +1,57 @@
+"""Latency-adaptive scoring: how many new points an entity gathers before its window is scored.
+
+At light load every record is scored at once (stride 1: the record is the last step of its own window, so its
+score is out as soon as the model has run). Only when the daemon falls behind does the stride grow, trading
+latency for throughput: a window scores `stride` new points for the cost of one model call.
+
+The rule (`AdaptiveStride.observe`, after each poll):
+- pressure = the larger of (records this poll / kafka.max_poll_records) and (windows queued for the model /
+  scoring.max_batch). A full poll means records waited in Kafka; a full batch waiting means the model is behind.
+- pressure >= GROW_AT: the stride doubles at once (up to the ceiling, scoring.stride, at most the model window),
+  so a backlog is met within a few polls.
+- pressure < RELAX_BELOW for RELAX_S seconds: the stride halves (down to 1), once per RELAX_S, so a short lull in a
+  heavy stream does not make it flap.
+Each record still gets exactly one score whatever the stride (a window scores the points that arrived since the
+entity's previous window); the stride only decides how many share one model call.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+GROW_AT = 0.5
+RELAX_BELOW = 0.1
+RELAX_S = 1.0
+
+
+class AdaptiveStride:
+    """The current scoring stride, between 1 and `ceiling`; fixed at the ceiling when not `adaptive`."""
+
+    def __init__(self, ceiling: int, max_poll: int, max_batch: int, adaptive: bool = True,
+                 clock: Callable[[], float] = time.monotonic):
+        self.ceiling = max(1, int(ceiling))
+        self.adaptive = adaptive
+        self.stride = 1 if adaptive else self.ceiling
+        self._max_poll, self._max_batch = max(1, max_poll), max(1, max_batch)
+        self._clock = clock
+        self._calm_since: float | None = None
+
+    def observe(self, polled: int, queued_windows: int) -> int:
+        """Update from one poll's record count and the windows waiting for the model; returns the stride."""
+        if not self.adaptive:
+            return self.stride
+        pressure = max(polled / self._max_poll, queued_windows / self._max_batch)
+        if pressure >= GROW_AT:
+            self.stride = min(self.ceiling, self.stride * 2)
+            self._calm_since = None
+        elif pressure < RELAX_BELOW:
+            now = self._clock()
+            if self._calm_since is None:
+                self._calm_since = now
+            elif now - self._calm_since >= RELAX_S:
+                self.stride = max(1, self.stride // 2)
+                self._calm_since = now
+        else:
+            self._calm_since = None
+        return self.stride

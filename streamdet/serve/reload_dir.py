@@ -1,0 +1,109 @@
+"""Hot reload of a bundle directory: each bundle file is reloaded on its own when it changes.
+
+About once a second (or on SIGHUP) the directory's bundle files and groups.yaml are listed with their signatures
+(mtime, size, inode). When any changed, appeared or disappeared, the set is built again, reusing every bundle whose
+file did not change, so replacing one entity's bundle loads one file, not a thousand. A new or replaced bundle is
+checked like at start-up (loads, fits the default's layout) and must score a test batch finitely; a bad one is
+refused with one log line and its entities keep (or fall back to) the default. A replaced default must keep the
+input layout (channels, window), else the whole directory keeps serving as it was (a layout change needs a
+restart). The daemon swaps the set in between micro-batches; entities whose bundle changed restart their
+thresholds from its calibration.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..bundleset import (DEFAULT_FILE, ENTITIES_DIR, GROUPS_FILE, SUFFIX, BundleSet, load_bundle_set, signature)
+from ..errors import StreamdetError
+from .reload import CHECK_INTERVAL_S, check_finite, install_sighup
+
+log = logging.getLogger(__name__)
+
+
+def snapshot(root: Path) -> dict[Path, tuple]:
+    """Signature of every file the directory's bundle set is read from."""
+    files = [root / DEFAULT_FILE, root / GROUPS_FILE] + sorted((root / ENTITIES_DIR).glob("*" + SUFFIX))
+    if (root / GROUPS_FILE).is_file():
+        files += sorted(p for p in root.rglob("*" + SUFFIX) if p.parent.name != ENTITIES_DIR)
+    return {path: sig for path in dict.fromkeys(files) if (sig := signature(path)) is not None}
+
+
+class BundleDirReloader:
+    """Same contract as reload.BundleReloader (poll -> a verified new set or None; served(set) once it serves)."""
+
+    def __init__(self, current: BundleSet, metrics=None, prepare: Optional[Callable[[list], None]] = None):
+        self.root = Path(current.root)
+        self.current = current
+        self.metrics = metrics
+        self.prepare = prepare  # makes new bundles ready to serve (compiles them)
+        self._seen = snapshot(self.root)
+        self._next_check = time.monotonic() + CHECK_INTERVAL_S
+        self._requested = threading.Event()
+
+    def install_sighup(self, stack: ExitStack) -> None:
+        install_sighup(stack, self.request)
+
+    def request(self) -> None:
+        self._requested.set()
+
+    def poll(self) -> Optional[BundleSet]:
+        now = time.monotonic()
+        forced = self._requested.is_set()
+        if not forced and now < self._next_check:
+            return None
+        self._next_check = now + CHECK_INTERVAL_S
+        seen = snapshot(self.root)
+        if not forced and seen == self._seen:
+            return None
+        self._requested.clear()
+        changed = {path for path, sig in seen.items() if self._seen.get(path) != sig}
+        self._seen = seen
+        unchanged = {Path(b.path): b for b in self._served() if Path(b.path) not in changed}
+        try:
+            new = load_bundle_set(self.root, reuse=unchanged)
+            self._check_layout(new)
+            fresh = [b for b in new.distinct() if Path(b.path) in changed]
+            for bundle in fresh:
+                check_finite(bundle, bundle.path)
+            if self.prepare is not None:
+                self.prepare(fresh)
+        except (StreamdetError, OSError, RuntimeError, ValueError) as exc:
+            log.error("bundle directory reload rejected, the served bundles stay: %s", exc)
+            self._count("rejected")
+            return None
+        for path in set(new.refused) & changed:
+            self._count("rejected")
+        if _shas(new) == _shas(self.current):
+            return None
+        return new
+
+    def served(self, bundles: BundleSet) -> None:
+        log.info("bundle directory reloaded: %d bundles served, %d refused", len(bundles.distinct()),
+                 len(bundles.refused))
+        self.current = bundles
+        self._count("ok")
+
+    def _served(self) -> list:
+        c = self.current
+        return [c.default] + list(c.entity_bundles.values()) + [b for _, b in c.groups]
+
+    def _check_layout(self, new: BundleSet) -> None:
+        old = self.current.default
+        if list(new.default.channels) != list(old.channels) or new.default.window != old.window:
+            raise StreamdetError(f"{new.default.path}: the new default has another input layout (channels or "
+                                 "window); restart the daemon to change it")
+
+    def _count(self, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.model_reload(result)
+
+
+def _shas(bundles: BundleSet) -> tuple:
+    return (bundles.default.sha256, tuple(sorted((e, b.sha256) for e, b in bundles.entity_bundles.items())),
+            tuple((g.pattern, b.sha256) for g, b in bundles.groups))

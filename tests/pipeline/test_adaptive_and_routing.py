@@ -1,0 +1,156 @@
+"""Latency-adaptive scoring and per-entity bundles in engine.Pipeline, with real scripted torch modules."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamdet.config import load_config
+from streamdet.pipeline.engine import RESULT_CHECK_S, Pipeline
+from streamdet.types import Source
+
+from ..conftest import SMD_CONFIG
+from .helpers import DeviationDetector, FakeBundle, LastValueDetector, exponential_calibration, record
+from .test_engine import FrozenClock
+
+L, C = 8, 3
+
+
+def config(max_poll=100, max_batch=16, stride=4, adaptive=True):
+    return load_config(SMD_CONFIG, [f"scoring.stride={stride}", f"scoring.max_batch={max_batch}",
+                                    "scoring.max_wait_ms=1000", f"kafka.max_poll_records={max_poll}",
+                                    f"scoring.adaptive={adaptive}", "alerting.min_consecutive=1",
+                                    "threshold.warmup=0"])
+
+
+def bundle(module=None, sha="0", calibration=None):
+    return FakeBundle(module or torch.jit.script(DeviationDetector()), tuple("abc"), L,
+                      calibration or exponential_calibration(), sha256=sha * 64)
+
+
+def poll(entities, start, values=None):
+    """One record per entity at step `start` (offsets unique per entity and step)."""
+    out = []
+    for e, entity in enumerate(entities):
+        v = np.full(C, np.sin(start / 3.0) if values is None else values[e])
+        out.append((record(entity, 1000.0 + start, v), Source("m", 0, start * 1000 + e)))
+    return out
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_at_light_load_every_record_is_scored_in_the_poll_that_brought_it(overlap):
+    p = Pipeline(config(), bundle(), FrozenClock(), overlap=overlap)  # the clock never moves: no max_wait flush
+    entities = [f"e{i}" for i in range(5)]
+    for step in range(3 * L):
+        chunks = p.process(poll(entities, step)).scored
+        deadline = time.monotonic() + 10
+        while sum(len(c) for c in chunks) < 5 and time.monotonic() < deadline:
+            # the model thread is scoring them: the daemon's next poll comes within RESULT_CHECK_S and takes them
+            assert p.seconds_until_due() is not None and p.seconds_until_due() <= RESULT_CHECK_S
+            time.sleep(RESULT_CHECK_S)
+            chunks += p.poll().scored
+        scored = sorted(source.offset for chunk in chunks for source in chunk.sources)
+        assert scored == [step * 1000 + e for e in range(5)], f"step {step}"
+    assert p.pace.stride == 1
+    p.close()
+
+
+def test_a_backlog_raises_the_stride_and_fewer_windows_are_scored():
+    p = Pipeline(config(max_poll=10), bundle(), FrozenClock(), overlap=False)
+    entities = [f"e{i}" for i in range(10)]
+    windows = 0
+    for step in range(40):  # every poll is full: the daemon is behind
+        windows += sum(size for size, _ in p.process(poll(entities, step)).batches)
+    assert p.pace.stride == 4
+    assert windows < 40 * 10 / 2  # stride 1 would have scored one window per record
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.one_of(st.just(0), st.integers(min_value=0, max_value=60)), min_size=1, max_size=25))
+def test_every_record_is_scored_exactly_once_whatever_the_stride_does(poll_sizes):
+    """Polls of random sizes make the stride rise and fall; each record still gets one score, in order."""
+    clock = FrozenClock()
+    p = Pipeline(config(max_poll=30, stride=6), bundle(), clock, overlap=False)
+    step, seen = 0, []
+    for size in poll_sizes:
+        batch = []
+        for k in range(size):
+            entity = f"e{k % 3}"
+            batch.append((record(entity, 1000.0 + step, np.full(C, step % 7)), Source("m", 0, step)))
+            step += 1
+        seen += [s for chunk in p.process(batch).scored for s in chunk.sources]
+        clock.now += 0.6  # two calm polls in a row halve the stride
+    seen += [s for chunk in p.drain().scored for s in chunk.sources]
+    assert sorted(s.offset for s in seen) == list(range(step))
+    assert len(seen) == step
+
+
+def test_a_falling_stride_scores_the_points_already_waiting_once():
+    clock = FrozenClock()
+    p = Pipeline(config(max_poll=12, stride=8), bundle(), clock, overlap=False)
+    step, seen = 0, []
+
+    def send(n):
+        nonlocal step
+        batch = [(record("e", 1000.0 + step + k, np.full(C, k % 5)), Source("m", 0, step + k)) for k in range(n)]
+        step += n
+        seen.extend(s for chunk in p.process(batch).scored for s in chunk.sources)
+
+    for _ in range(6):
+        send(12)  # full polls: the stride climbs to 8
+    send(5)  # 5 points wait for a stride of 8
+    for _ in range(3):
+        clock.now += 1.0
+        send(0)  # calm: the stride halves
+    assert p.pace.stride < 5
+    send(1)  # the waiting points and this one go out together, each once
+    assert sorted(s.offset for s in seen) == list(range(step))
+
+
+def test_per_entity_bundles_score_route_threshold_and_name_their_entities():
+    """Entity 'a' has its own bundle (scores = channel 0 itself, calibrated on small scores); 'b' uses the default."""
+    from streamdet.bundleset import BundleSet
+
+    low_calibration = exponential_calibration(seed=1)
+    low_calibration["pot"]["init_threshold"] = 0.5
+    own = bundle(torch.jit.script(LastValueDetector()), sha="a", calibration=low_calibration)
+    default = bundle(sha="d")
+    bundles = BundleSet(default=default, entity_bundles={"a": own})
+    p = Pipeline(config(stride=1, adaptive=False), bundles, FrozenClock(), overlap=False)
+    values = [[50.0, 0.0, 0.0], [50.0, 0.0, 0.0]]
+    results = [p.process(poll(["a", "b"], step, values)) for step in range(2 * L)]
+    chunks = {c.entity: c for r in results for c in r.scored}
+    assert chunks["a"].scores[-1] == pytest.approx(50.0)  # LastValueDetector: channel 0
+    assert chunks["b"].scores[-1] == pytest.approx(0.0)  # DeviationDetector: a constant input deviates by 0
+    assert p.thresholds.current("a") != p.thresholds.current("b")  # each from its own bundle's calibration
+    alerts = [a for r in results for a in r.alerts]
+    assert alerts and {a.entity for a in alerts} == {"a"}
+    assert all(a.model["sha256"] == "a" * 64 for a in alerts)
+    assert p.model_sha256_of("a") == "a" * 64 and p.model_sha256_of("b") == "d" * 64
+
+    replacement = BundleSet(default=default, entity_bundles={"a": bundle(sha="c")})
+    p.replace_model(replacement)  # 'a' changed bundle: its thresholds restart from the new calibration
+    assert p.model_sha256_of("a") == "c" * 64
+    assert p.thresholds.current("a") == pytest.approx(p.thresholds.current("b"))
+
+
+def test_a_mixed_batch_is_split_by_bundle_and_put_back_in_order():
+    from streamdet.bundleset import BundleSet
+
+    own = bundle(torch.jit.script(LastValueDetector()), sha="a")
+    p = Pipeline(config(stride=1, adaptive=False, max_batch=64), BundleSet(default=bundle(sha="d"),
+                                                                          entity_bundles={"a1": own, "a2": own}),
+                 FrozenClock(), overlap=False)
+    entities = ["a1", "b1", "a2", "b2"]
+    values = [[1.0, 0, 0], [1.0, 0, 0], [2.0, 0, 0], [2.0, 0, 0]]
+    for step in range(L):
+        p.process(poll(entities, step, values))
+    p.flush_batches()
+    p.process(poll(entities, L, values))
+    last = {c.entity: c.scores[-1] for c in p.flush_batches().scored}  # one batch of all four, split by bundle
+    assert last == pytest.approx({"a1": 1.0, "b1": 0.0, "a2": 2.0, "b2": 0.0})

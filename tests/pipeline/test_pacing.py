@@ -1,0 +1,46 @@
+"""The adaptive stride: 1 at light load, grows at once under a backlog, relaxes slowly."""
+
+from __future__ import annotations
+
+from streamdet.pipeline.pacing import RELAX_S, AdaptiveStride
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_light_load_keeps_stride_one_and_a_backlog_doubles_it_up_to_the_ceiling():
+    pace = AdaptiveStride(ceiling=20, max_poll=5000, max_batch=256, clock=Clock())
+    assert [pace.observe(40, 3) for _ in range(5)] == [1] * 5
+    assert [pace.observe(5000, 0) for _ in range(6)] == [2, 4, 8, 16, 20, 20]
+
+
+def test_a_queue_of_windows_alone_is_pressure():
+    pace = AdaptiveStride(ceiling=8, max_poll=5000, max_batch=256, clock=Clock())
+    assert pace.observe(10, 200) == 2
+
+
+def test_stride_relaxes_one_halving_per_calm_period_and_not_on_a_short_lull():
+    clock = Clock()
+    pace = AdaptiveStride(ceiling=16, max_poll=1000, max_batch=64, clock=clock)
+    for _ in range(4):
+        pace.observe(1000, 0)
+    assert pace.stride == 16
+    pace.observe(0, 0)
+    clock.now += RELAX_S / 2
+    pace.observe(900, 0)  # busy again before the calm period ended: no change, calm restarts
+    clock.now += RELAX_S
+    assert pace.observe(0, 0) == 16
+    clock.now += RELAX_S
+    assert pace.observe(0, 0) == 8
+    clock.now += RELAX_S
+    assert pace.observe(0, 0) == 4
+
+
+def test_fixed_mode_stays_at_the_ceiling():
+    pace = AdaptiveStride(ceiling=20, max_poll=5000, max_batch=256, adaptive=False, clock=Clock())
+    assert pace.stride == 20 and pace.observe(0, 0) == 20 and pace.observe(5000, 999) == 20

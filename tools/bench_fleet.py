@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""Realistic-fleet benchmarks on the embedded broker: latency at the rates a fleet really sends, and the cost of
+serving one bundle per entity.
+
+    python tools/bench_fleet.py                 # both latency loads (30 s paced each) and 1,000 per-entity bundles
+    python tools/bench_fleet.py --quick         # 10 s paced, 100 per-entity bundles (a smoke run)
+    make bench-fleet
+
+Latency rows (g): hosts each send one record per interval, spread evenly over it, at the default config
+(config/smd.yaml: adaptive scoring, LSTM-AE default preset, window 100). Every record carries its production time
+as `ts`; production -> score is measured on the daemon's scored points, production -> alert on the alerts topic,
+for spikes sent by `--alert-hosts` hosts whose windows were filled first (warm windows only ever alert).
+  (g1) 1,000 hosts x 1 record/s          (g2) 10,000 hosts x 1 record per 10 s
+Per-entity rows (h): the daemon fed as fast as it can by 1,000 hosts, served once by one fleet bundle and once by a
+bundle directory holding a bundle per host (distinct weights: the trained bundle re-exported with each host's seed
+added to its weights, so every host has its own model of the served architecture); records/s, resident memory
+after the run and start-up time to ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import orjson
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
+
+from bench_pipeline import C, produce, records, test_rows, train_small_bundle  # noqa: E402
+from streamdet.bundle import load_bundle  # noqa: E402
+from streamdet.bundleset import entity_file_name  # noqa: E402
+from streamdet.config import load_config  # noqa: E402
+from streamdet.io.admin import ensure_topics  # noqa: E402
+from streamdet.io.broker import EmbeddedBroker  # noqa: E402
+from streamdet.io.producer import Producer  # noqa: E402
+from streamdet.serve.daemon import Daemon  # noqa: E402
+
+WARM_STEPS = 100  # records each alerting host sends before the paced phase (the model window)
+
+
+class Running:
+    """A daemon on its own thread with a latency probe on every scored point."""
+
+    def __init__(self, cfg, bundle: Path, bootstrap: str, since: float = float("inf")):
+        self.latencies: list[float] = []
+        self.since = since  # only points produced after this (wall clock) count
+
+        def observe(result):
+            now = time.time()
+            for chunk in result.scored:
+                ts = chunk.ts[chunk.ts >= self.since]
+                self.latencies.extend((now - ts).tolist())
+
+        started = time.perf_counter()
+        self.daemon = Daemon(cfg, str(bundle), bootstrap=bootstrap, observer=observe)
+        self.thread = threading.Thread(target=self.daemon.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 600
+        while not self.daemon.metrics.is_ready():
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise SystemExit("the daemon did not become ready")
+            time.sleep(0.01)
+        self.startup_s = time.perf_counter() - started
+
+    def stop(self) -> None:
+        self.daemon.stop()
+        self.thread.join(60)
+
+
+def alerts_reader(cfg, bootstrap: str, topic: str, out: list, stop: threading.Event) -> threading.Thread:
+    """Collect (arrival wall time, message) of every alert until `stop`."""
+    from confluent_kafka import Consumer
+
+    def run():
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"lat-{uuid.uuid4().hex[:6]}",
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        consumer.subscribe([topic])
+        while not stop.is_set():
+            for message in consumer.consume(100, 0.05):
+                if message.error() is None:
+                    out.append((time.time(), orjson.loads(message.value())))
+        consumer.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def paced_fleet(bootstrap: str, topic: str, hosts: int, interval_s: float, seconds: float, rows: np.ndarray,
+                spike_hosts: int, out) -> None:
+    """Each host sends one record per interval (host h at offset h/hosts of it), `ts` = production time. Past the
+    middle, the first `spike_hosts` hosts send one spike each; puts host -> production time of its spike on `out`.
+    Runs in a process of its own, so that producing never competes with the daemon for the GIL."""
+    producer = Producer(load_config(None, []).kafka.at(bootstrap))
+    rate = hosts / interval_s
+    n = int(seconds * rate)
+    spikes: dict[str, float] = {}
+    started = time.time()
+    for i in range(n):
+        wait = started + i / rate - time.time()
+        if wait > 0:
+            time.sleep(wait)  # pacing the producer, not waiting on the daemon
+        h, step = i % hosts, i // hosts
+        host, ts = f"host-{h:05d}", time.time()
+        values = rows[(step + 211 * h) % len(rows)]
+        if h < spike_hosts and host not in spikes and i >= n // 2:
+            values = values + 25.0  # far outside anything the hosts sent before
+            spikes[host] = ts
+        producer.produce(topic, host.encode(), orjson.dumps({"entity": host, "ts": ts, "values": values},
+                                                            option=orjson.OPT_SERIALIZE_NUMPY))
+    producer.flush(120)
+    producer.close()
+    out.put(spikes)
+
+
+def run_paced(*args) -> dict[str, float]:
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    process = context.Process(target=paced_fleet, args=(*args, out))
+    process.start()
+    spikes = out.get(timeout=900)
+    process.join(60)
+    return spikes
+
+
+def latency_row(args, broker, bundle: Path, rows: np.ndarray, hosts: int, interval_s: float) -> dict:
+    tag = uuid.uuid4().hex[:6]
+    cfg = load_config(args.config, [f"kafka.metrics_topic=fleet-{tag}", f"kafka.alerts_topic=fleet-alerts-{tag}",
+                                    f"kafka.dlq_topic=fleet-dlq-{tag}", f"kafka.group_id=fleet-{tag}",
+                                    "metrics.port=0", "logging.level=WARNING", "kafka.session_timeout_ms=6000",
+                                    "alerting.min_consecutive=1", *args.set])
+    k = cfg.kafka.at(broker.bootstrap)
+    ensure_topics(k, [k.metrics_topic, k.alerts_topic, k.dlq_topic])
+    producer = Producer(k)
+    now = time.time()
+    warm = [(f"host-{h:05d}", now - (WARM_STEPS - s) * interval_s, rows[(s + 211 * h) % len(rows)])
+            for s in range(WARM_STEPS) for h in range(args.alert_hosts)]
+    for host, ts, values in warm:  # the alerting hosts' windows are full before the paced phase
+        producer.produce(k.metrics_topic, host.encode(), orjson.dumps({"entity": host, "ts": ts, "values": values},
+                                                                      option=orjson.OPT_SERIALIZE_NUMPY))
+    producer.flush(120)
+    alerts: list = []
+    stop = threading.Event()
+    reader = alerts_reader(cfg, broker.bootstrap, k.alerts_topic, alerts, stop)
+    daemon = Running(cfg, bundle, broker.bootstrap)
+    while daemon.daemon.metrics.scored_total() < len(warm):  # the warm-up records are scored, not measured
+        time.sleep(0.05)
+    daemon.since = time.time()
+    spikes = run_paced(broker.bootstrap, k.metrics_topic, hosts, interval_s, max(args.seconds, 2.5 * interval_s),
+                       rows, args.alert_hosts)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not spikes.keys() <= {m["entity"] for _, m in alerts
+                                                               if m["status"] == "firing"}:
+        time.sleep(0.05)
+    daemon.stop()
+    stop.set()
+    reader.join(10)
+    producer.close()
+    first: dict[str, float] = {}  # spiked host -> arrival of its first alert fired at or after the spike
+    for arrived, m in alerts:
+        spiked = spikes.get(m["entity"])
+        if m["status"] == "firing" and spiked is not None and m["ts"] >= spiked:
+            first.setdefault(m["entity"], arrived - spiked)
+    return {"hosts": hosts, "interval": interval_s, "scored": len(daemon.latencies),
+            "score": np.percentile(np.asarray(daemon.latencies) * 1000, [50, 99]),
+            "alert": np.percentile(np.asarray(list(first.values())) * 1000, [50, 99]) if first else None,
+            "alerted": len(first), "spiked": len(spikes)}
+
+
+def per_entity_dir(trained: Path, out: Path, hosts: int) -> Path:
+    """A bundle directory: the trained bundle as default, and per host the same model with its weights moved by a
+    host-specific amount (exported and verified by streamdet.bundle, so each file is a real, distinct bundle)."""
+    from streamdet.bundle import export_bundle
+    from streamdet.models import registry
+
+    base = load_bundle(trained)
+    shutil.copy(trained, out / "default.pt")
+    (out / "entities").mkdir(parents=True, exist_ok=True)
+    meta = base.meta
+    model = registry.build(meta["model"]["name"], len(base.channels), base.window, meta["model"].get("preset"))
+    for h in range(hosts):
+        torch.manual_seed(h)
+        for p in model.parameters():
+            p.data.normal_(0, 0.1)
+        export_bundle(model, out / "entities" / entity_file_name(f"host-{h:05d}"), channels=base.channels,
+                      mean=base.mean, std=base.std, calibration=meta["calibration"], training={"host": h},
+                      config=meta.get("config"))
+    return out
+
+
+def throughput_row(args, broker, bundle: Path, stream: list, label: str) -> dict:
+    tag = uuid.uuid4().hex[:6]
+    cfg = load_config(args.config, [f"kafka.metrics_topic=tp-{tag}", f"kafka.alerts_topic=tp-alerts-{tag}",
+                                    f"kafka.dlq_topic=tp-dlq-{tag}", f"kafka.group_id=tp-{tag}", "metrics.port=0",
+                                    "logging.level=WARNING", "kafka.session_timeout_ms=6000", *args.set])
+    k = cfg.kafka.at(broker.bootstrap)
+    ensure_topics(k, [k.metrics_topic, k.alerts_topic, k.dlq_topic])
+    produce(cfg, broker.bootstrap, k.metrics_topic, stream)
+    rss_before = _rss_mib()
+    daemon = Running(cfg, bundle, broker.bootstrap)
+    started = time.perf_counter()
+    target = len(stream) - args.hosts * cfg.scoring.stride  # partial strides wait in the windows
+    while daemon.daemon.metrics.scored_total() < target and daemon.thread.is_alive():
+        time.sleep(0.01)
+    rate = daemon.daemon.metrics.scored_total() / (time.perf_counter() - started)
+    rss = _rss_mib()
+    daemon.stop()
+    return {"label": label, "rate": rate, "startup": daemon.startup_s, "rss_growth": rss - rss_before}
+
+
+def _rss_mib() -> float:
+    """Resident memory of this process now (MiB), from /proc (the peak from getrusage never falls)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=str(REPO / "config" / "smd.yaml"))
+    parser.add_argument("--entity", default="machine-1-2", help="SMD machine the bundle is trained on")
+    parser.add_argument("--seconds", type=float, default=30.0, help="paced phase of each latency row")
+    parser.add_argument("--alert-hosts", type=int, default=50, help="hosts that send a spike in each latency row")
+    parser.add_argument("--hosts", type=int, default=1000, help="hosts (and per-entity bundles) of the (h) rows")
+    parser.add_argument("--records", type=int, default=100_000, help="records of each (h) row")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--skip-per-entity", action="store_true")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.hosts, args.records, args.alert_hosts = 10.0, 100, 20_000, 10
+    torch.set_num_threads(1)
+    results = {"latency": [], "throughput": []}
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+        bundle = Path(tmp) / "fleet.pt"
+        train_small_bundle(args.config, bundle, args.entity)
+        rows, source = test_rows(args.config, args.entity)
+        if not args.skip_latency:
+            for hosts, interval in ((1000, 1.0), (10_000, 10.0)):
+                results["latency"].append(latency_row(args, broker, bundle, rows, hosts, interval))
+        if not args.skip_per_entity:
+            started = time.perf_counter()
+            directory = per_entity_dir(bundle, Path(tmp) / "per-entity", args.hosts)
+            print(f"exported {args.hosts} bundles in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+            stream = records(args.records, args.hosts, 1.7e9, rows)
+            results["throughput"].append(throughput_row(args, broker, bundle, stream, "fleet bundle"))
+            results["throughput"].append(throughput_row(args, broker, directory, stream,
+                                                        f"{args.hosts} per-entity bundles"))
+    print_table(args, source, results)
+    return 0
+
+
+def print_table(args, source: str, results: dict) -> None:
+    cfg = load_config(args.config, list(args.set))
+    s = cfg.scoring
+    print(f"\n# {source}; model {cfg.model.name} (window {cfg.model.window}), scoring adaptive={s.adaptive} "
+          f"stride ceiling {s.stride}, batch {s.max_batch}, 1 torch thread\n")
+    print("| row | value |")
+    print("|---|---:|")
+    for i, row in enumerate(results["latency"], start=1):
+        load = f"{row['hosts']:,} hosts x 1 record per {row['interval']:g} s"
+        print(f"| (g{i}) {load}: production -> score, p50 / p99 ({row['scored']:,} records) | "
+              f"{row['score'][0]:,.0f} / {row['score'][1]:,.0f} ms |")
+        alert = "no alert" if row["alert"] is None else f"{row['alert'][0]:,.0f} / {row['alert'][1]:,.0f} ms"
+        print(f"| (g{i}) {load}: production -> alert on the topic, p50 / p99 ({row['alerted']} of "
+              f"{row['spiked']} spikes) | {alert} |")
+    for row in results["throughput"]:
+        print(f"| (h) {args.hosts:,} hosts, {row['label']}: records/s | {row['rate']:,.0f} |")
+        print(f"| (h) {args.hosts:,} hosts, {row['label']}: start-up to ready | {row['startup']:.1f} s |")
+        print(f"| (h) {args.hosts:,} hosts, {row['label']}: resident memory added by the daemon run | "
+              f"{row['rss_growth']:,.0f} MiB |")
+    if len(results["throughput"]) == 2:
+        fleet, per = results["throughput"]
+        print(f"| (h) per-entity / fleet records/s | {per['rate'] / fleet['rate']:.0%} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
