@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: venv demo demo-live test test-fast bench clean
+.PHONY: venv demo demo-live test test-fast bench bench-fleet clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,10 @@ test-fast: venv
 
 bench: venv
 	$(BIN)/python tools/bench_pipeline.py --config config/smd.yaml
+
+# Latency at realistic fleet rates and the cost of per-entity bundles (tools/bench_fleet.py).
+bench-fleet: venv
+	$(BIN)/python tools/bench_fleet.py --config config/smd.yaml
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache
