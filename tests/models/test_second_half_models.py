@@ -1,7 +1,7 @@
 """Properties specific to DCdetector, the spatial-association transformer, MIXAD and SD-MAE.
 
 The registry-wide suite checks the shared contract; these check what each design promises on its own: channel
-independence, division-local associations, causal forecasting, mask coverage and the semi-supervised margin.
+independence, division-local associations, causal memory-shift scores, mask coverage and the semi-supervised margin.
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ def test_sar_associations_stay_inside_their_series_division():
     assert bool((s_after[:, ~outside] != s_before[:, ~outside]).any())
 
 
-def test_mixad_forecasts_causally_and_step_zero_copies_step_one():
-    """Each step is forecast from earlier steps only, so changing the last step changes the last score only."""
+def test_mixad_shift_is_causal_and_step_zero_copies_step_one():
+    """The memory-attention shift at step t depends on steps <= t only (the encoder reads forwards), so changing the
+    last step changes the last score only, and mostly the changed node's."""
     model = tiny("mixad")
     x = wave()
     changed = x.clone()
