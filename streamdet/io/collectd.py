@@ -8,6 +8,7 @@ a `librdkafka.so.1` link to the librdkafka that the confluent-kafka wheel ships.
 
 from __future__ import annotations
 
+import ctypes
 import ctypes.util
 import glob
 import importlib.util
@@ -28,6 +29,7 @@ COLLECTD = "/usr/sbin/collectd"
 PLUGIN_DIR = "/usr/lib/collectd"
 TYPES_DB = "/usr/share/collectd/types.db"
 PLUGINS = ("cpu", "memory", "load", "interface")  # interface: all but the loopback, which carries Kafka's own traffic
+PR_SET_PDEATHSIG = 1
 INSTALL_HINT = "apt-get install -y collectd-core libyajl2 stress-ng"
 
 CONFIG = """Hostname "{host}"
@@ -109,7 +111,7 @@ class CollectdAgent:
                                         topic=self.topic, plugins="\n".join(f"LoadPlugin {p}" for p in PLUGINS)))
         env = dict(os.environ, LD_LIBRARY_PATH=f"{libs}:{os.environ.get('LD_LIBRARY_PATH', '')}".rstrip(":"))
         self.proc = subprocess.Popen([COLLECTD, "-f", "-C", str(config)], env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+                                     stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         log.info("collectd started pid=%d host=%s topic=%s interval_s=%g", self.proc.pid, self.host, self.topic,
                  self.interval_s)
 
@@ -129,3 +131,10 @@ class CollectdAgent:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: Linux sends it SIGTERM when the process that started it dies, so a killed test or
+    demo never leaves collectd running (prctl PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
