@@ -61,7 +61,7 @@ class CollectdDecoder:
         ts, interval, values = item["time"], item.get("interval", 0.0), item["values"]
         if type(ts) not in NUMBERS or not ts >= 0 or type(interval) not in NUMBERS or not interval >= 0:
             return None
-        out = []
+        out, new, ts, interval = [], tuple.__new__, float(ts), float(interval)
         for value, channel, kind in zip(values, seen[2], seen[3]):
             if type(value) not in NUMBERS:
                 if value is None and kind != GAUGE and self.agent_rates:
@@ -69,8 +69,8 @@ class CollectdDecoder:
                 return None
             if not -FLOAT32_MAX <= value <= FLOAT32_MAX or (kind != GAUGE and self.agent_rates and value < 0):
                 return None
-            out.append(Sample(entity, channel, float(ts), float(value), GAUGE if self.agent_rates else kind,
-                              float(interval)))
+            # tuple.__new__: a Sample without the Python-level constructor (a fifth of the cost, per sample)
+            out.append(new(Sample, (entity, channel, ts, float(value), GAUGE if self.agent_rates else kind, interval)))
         return out if len(values) == len(seen[2]) else None
 
     def _checked(self, raw: bytes) -> list[Sample]:
