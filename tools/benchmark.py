@@ -6,7 +6,9 @@
 
 Protocol (docs/evaluation.md): one bundle per entity, trained on that entity's train split (`streamdet train`),
 then the entity's test split replayed through the live pipeline stages (`streamdet evaluate`); thresholds from the
-bundle's calibration only. Rows in the table say exactly which entities and epochs were run.
+bundle's calibration only. Rows in the table say exactly which entities and epochs were run. `--mode fleet` trains
+ONE bundle on all the entities' train splits together (what `streamdet run` serves as a single `model.bundle`) and
+replays every entity's test split with it; its cells are keyed .../fleet.
 """
 
 from __future__ import annotations
@@ -49,17 +51,18 @@ class Cell:
     entities: list[str]
     epochs: int
     preset: str
+    mode: str = "per-entity"
     train_seconds: float = 0.0
     score_seconds: float = 0.0
     report: dict = field(default_factory=dict)
     error: str = ""
 
 
-def dataset_config(args, dataset: str, model: str, entity: str, out: Path):
+def dataset_config(args, dataset: str, model: str, entity: str, out: Path, max_windows: int = 0):
     """The config of one training + backtest run (config/smd.yaml with the benchmark's overrides)."""
     overrides = [f"data.dataset={dataset}", f"data.entities=[{entity}]", f"model.name={model}",
-                 f"train.epochs={args.epochs}", f"model.bundle={out}", f"train.max_windows={args.max_windows}",
-                 f"model.window={args.window}"]
+                 f"train.epochs={args.epochs}", f"model.bundle={out}",
+                 f"train.max_windows={max_windows or args.max_windows}", f"model.window={args.window}"]
     if args.preset:
         overrides.append(f"model.preset={args.preset}")
     return load_config(args.config, overrides + list(args.set))
@@ -82,9 +85,30 @@ def train_and_replay(args, dataset: str, model: str, entity: str, work: Path):
     return str(cfg.path(cfg.model.bundle)), train_seconds, run
 
 
+def run_fleet_cell(args, dataset: str, model: str, entities: list[str], work: Path) -> Cell:
+    """Fleet mode: one bundle trained on all entities' train splits, then each entity's test split replayed with
+    it. The window cap is --max-windows per entity times the entities, so the fleet model sees as much data as the
+    per-entity bundles together."""
+    cell = Cell(dataset, model, entities, args.epochs, args.preset or "default", mode="fleet")
+    cfg = dataset_config(args, dataset, model, entities[0], work / dataset / model / "fleet.pt",
+                         max_windows=args.max_windows * len(entities))
+    started = time.perf_counter()
+    bundle = train_bundle(cfg, model_name=model, entities=entities, out=str(cfg.path(cfg.model.bundle)),
+                          progress=False)
+    cell.train_seconds = time.perf_counter() - started
+    series = load_series(cfg, entities)
+    runs = [replay_entity(evaluation_config(cfg, len(bundle.channels)), bundle, s.entity,
+                          np.asarray(s.test, dtype=np.float32)) for s in series]
+    cell.score_seconds = sum(r.seconds for r in runs)
+    cell.report = build_report(cfg, bundle, series, runs)
+    return cell
+
+
 def run_cell(args, dataset: str, model: str, entities: list[str], work: Path) -> Cell:
     """Train one bundle per entity, backtest each, and aggregate them into one report. With --jobs N the entities
     run in N spawned processes (spawn, not fork: CUDA and torch's thread pools do not survive a fork)."""
+    if args.mode == "fleet":
+        return run_fleet_cell(args, dataset, model, entities, work)
     cell = Cell(dataset, model, entities, args.epochs, args.preset or "default")
     if args.jobs > 1:
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -116,6 +140,8 @@ def parse_args(argv=None):
     p.add_argument("--preset", default=None, help="model preset (default: each model's default)")
     p.add_argument("--window", type=int, default=100)
     p.add_argument("--max-windows", type=int, default=20000, help="cap on training windows per entity")
+    p.add_argument("--mode", choices=("per-entity", "fleet"), default="per-entity",
+                   help="one bundle per entity, or one fleet bundle trained on all the entities (see above)")
     p.add_argument("--quick", action="store_true", help="tiny presets, 1 epoch, 2 entities: a smoke run")
     p.add_argument("--set", action="append", default=[], help="extra config override KEY=VALUE (repeatable)")
     p.add_argument("--jobs", type=int, default=1, help="entities trained in parallel processes (one torch thread "
@@ -182,7 +208,8 @@ def _row(cell: dict) -> str:
     n = len(cell["entities"])
     who = ", ".join(cell["entities"]) if n <= 3 else f"{n}: {cell['entities'][0]} .. {cell['entities'][-1]}"
     trained = "fitted, no epochs" if cell["model"] in BASELINES else f"{cell['epochs']} ({cell['preset']})"
-    cells = [cell["dataset"], cell["model"], who, trained] + values
+    model = cell["model"] + (" (fleet bundle)" if cell.get("mode") == "fleet" else "")
+    cells = [cell["dataset"], model, who, trained] + values
     cells += [f"{cell['train_seconds']:.0f}", f"{cell['score_seconds']:.0f}"]
     if cell.get("error"):
         cells[4] = f"failed: {cell['error'][:80]}"
@@ -252,7 +279,8 @@ def main(argv=None) -> int:
                 cell = run_cell(args, dataset, model, entities, work)
             except Exception as exc:  # one failing model must not lose the others' results
                 log.exception("failed dataset=%s model=%s", dataset, model)
-                cell = Cell(dataset, model, entities, args.epochs, args.preset or "default", error=repr(exc)[:300])
+                cell = Cell(dataset, model, entities, args.epochs, args.preset or "default", args.mode,
+                            error=repr(exc)[:300])
             cells[cell_key(cell.__dict__)] = cell.__dict__
             save_cells(work, cells)
     write_results(cells, Path(args.results), args.note)

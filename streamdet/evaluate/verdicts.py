@@ -25,13 +25,16 @@ TARGETS = {"smd": {"vus_pr": 0.65, "point_f1": 0.5}, "asd": {"vus_pr": 0.73, "po
 
 
 def cell_key(cell: dict) -> str:
-    """dataset/model/preset: two presets of one model are two rows, and --combine never lets one replace the other."""
-    return f"{cell['dataset']}/{cell['model']}/{cell.get('preset') or 'default'}"
+    """dataset/model/preset[/fleet]: two presets (or a per-entity and a fleet run) of one model are two rows, and
+    --combine never lets one replace the other."""
+    key = f"{cell['dataset']}/{cell['model']}/{cell.get('preset') or 'default'}"
+    return key + "/fleet" if cell.get("mode") == "fleet" else key
 
 
 def label(cell: dict) -> str:
-    """The model's name, with its preset when not the default."""
-    return cell["model"] if cell.get("preset", "default") == "default" else f"{cell['model']} ({cell['preset']})"
+    """The model's name, with its preset when not the default (and 'fleet bundle' for a fleet-mode run)."""
+    name = cell["model"] if cell.get("preset", "default") == "default" else f"{cell['model']} ({cell['preset']})"
+    return name + ", fleet bundle" if cell.get("mode") == "fleet" else name
 
 
 def metric(cell: dict, scope: str, key: str):
