@@ -152,6 +152,9 @@ def parse_args(argv=None):
     p.add_argument("--combine", default="", help="comma-separated WORK folders of earlier (parallel) runs: write "
                    "RESULTS from their cells.json files and run nothing")
     p.add_argument("--note", action="append", default=[], help="a line for the 'How this table was made' section")
+    p.add_argument("--section", action="append", default=[], help="a markdown file appended as its own section "
+                   "before the published figures (repeatable): measurements that are not cells of one run, e.g. "
+                   "docs/results/modes.md from tools/compare_runs.py")
     p.add_argument("--notes-file", default="", help="more such lines, one per line (committed next to the cells, "
                    "so that --combine regenerates the table exactly)")
     args = p.parse_args(argv)
@@ -216,7 +219,7 @@ def _row(cell: dict) -> str:
     return "| " + " | ".join(_fmt(c) for c in cells) + " |"
 
 
-def write_results(cells: dict, path: Path, notes: list[str] = ()) -> None:
+def write_results(cells: dict, path: Path, notes: list[str] = (), sections: list[str] = ()) -> None:
     head = ["dataset", "model", "entities", "epochs (preset)"] + [t for _, _, t in COLUMNS]
     head += ["train s", "score s"]
     lines = ["# Results", "", "Written by `tools/benchmark.py` (see docs/evaluation.md for the protocol and every "
@@ -238,6 +241,8 @@ def write_results(cells: dict, path: Path, notes: list[str] = ()) -> None:
     lines += ["", "## Targets of issue 18", ""] + target_rows(cells)
     if notes:
         lines += ["", "## How this table was made", ""] + [f"- {n}" for n in notes]
+    for section in sections:
+        lines += ["", Path(section).read_text().rstrip("\n")]
     lines += ["", PUBLISHED]
     path.write_text("\n".join(lines) + "\n")
 
@@ -269,7 +274,7 @@ def main(argv=None) -> int:
         cells = {}
         for folder in args.combine.split(","):
             cells.update(load_cells(Path(folder)))
-        write_results(cells, Path(args.results), args.note)
+        write_results(cells, Path(args.results), args.note, args.section)
         return 0
     cells = load_cells(work) if args.merge else {}
     for dataset in args.datasets.split(","):
@@ -283,7 +288,7 @@ def main(argv=None) -> int:
                             error=repr(exc)[:300])
             cells[cell_key(cell.__dict__)] = cell.__dict__
             save_cells(work, cells)
-    write_results(cells, Path(args.results), args.note)
+    write_results(cells, Path(args.results), args.note, args.section)
     print(json.dumps({k: v.get("error") or "ok" for k, v in cells.items()}, indent=1))
     return 0
 

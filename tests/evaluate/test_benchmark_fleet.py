@@ -39,3 +39,12 @@ def test_fleet_mode_trains_one_bundle_on_all_entities(benchmark_data, tmp_path, 
     assert compare_runs.main([f"fleet={work}", f"per-entity={per_entity}"]) == 0
     table = capsys.readouterr().out
     assert "| metric | fleet | per-entity |" in table and "| VUS-PR |" in table and "| point-F1 |" in table
+
+    section = tmp_path / "modes.md"
+    section.write_text("## Deployable modes and load regimes\n\n" + table)
+    combined = tmp_path / "COMBINED.md"
+    assert benchmark.main(["--combine", f"{work},{per_entity}", "--results", str(combined),
+                           "--section", str(section)]) == 0
+    text = combined.read_text()
+    assert "| smd | pca (fleet bundle) |" in text and "| smd | pca | machine-1-2, machine-1-3 |" in text
+    assert text.index("## Deployable modes and load regimes") < text.index("## Published figures")
