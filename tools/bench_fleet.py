@@ -186,8 +186,8 @@ def per_entity_dir(trained: Path, out: Path, hosts: int) -> Path:
     from streamdet.models import registry
 
     base = load_bundle(trained)
-    shutil.copy(trained, out / "default.pt")
     (out / "entities").mkdir(parents=True, exist_ok=True)
+    shutil.copy(trained, out / "default.pt")
     meta = base.meta
     model = registry.build(meta["model"]["name"], len(base.channels), base.window, meta["model"].get("preset"))
     for h in range(hosts):

@@ -72,13 +72,16 @@ class EntityRun:
 
 
 def evaluation_config(cfg, n_channels: int):
-    """The run's config with alerts naming every channel, so interpretation metrics see a full ranking, and a fixed
-    stride: a backtest replays one load regime exactly, `scoring.stride` 1 (the daemon at light load: each point
-    scored at the end of its own window) or its ceiling (20: the daemon saturated), not whatever stride its own
-    chunked replay would make the adaptive rule pick."""
+    """The run's config with alerts naming every channel, so interpretation metrics see a full ranking."""
     alerting = dataclasses.replace(cfg.alerting, top_channels=n_channels)
-    scoring = dataclasses.replace(cfg.scoring, adaptive=False)
-    return dataclasses.replace(cfg, alerting=alerting, scoring=scoring)
+    return dataclasses.replace(cfg, alerting=alerting)
+
+
+def fixed_regime(cfg):
+    """A backtest replays one load regime exactly, at a fixed stride: `scoring.stride` 1 (the daemon at light load,
+    each point scored at the end of its own window) or its ceiling (20: the daemon saturated), not whatever stride
+    the adaptive rule would pick for the replay's own chunking."""
+    return dataclasses.replace(cfg, scoring=dataclasses.replace(cfg.scoring, adaptive=False))
 
 
 def _collect(result, run: EntityRun) -> None:
@@ -98,7 +101,7 @@ def replay_entity(cfg, bundle, entity: str, rows: np.ndarray, chunk: int = 512,
     carry the dataset's `timestamps` when it has them, else one every STEP_S from START_TS."""
     from ..pipeline.engine import Pipeline
 
-    pipeline = Pipeline(cfg, bundle, _FrozenClock())
+    pipeline = Pipeline(fixed_regime(cfg), bundle, _FrozenClock())
     n = len(rows)
     run = EntityRun(entity, np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=np.int8))
     started = time.perf_counter()
