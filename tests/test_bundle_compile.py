@@ -55,7 +55,7 @@ def test_compiled_once_then_loaded_from_the_cache(compiled):
     assert first["compile"] == "aoti" and first["source"] == "compiled" and first["seconds"] > 0
     stamp = json.loads((cache / f"{first['key']}.json").read_text())
     assert stamp["package_sha256"] == aoti.file_sha256(cache / f"{first['key']}.pt2")
-    assert stamp["fingerprint"] == aoti.host_fingerprint()
+    assert stamp["fingerprint"] == aoti.host_fingerprint() and stamp["threads"] == first["threads"]
     again = prepare(load_bundle(path), "aoti", cache)  # a restart: same bundle, same host
     assert again.serving["source"] == "cache" and again.serving["key"] == first["key"]
     assert type(again.module).__name__ == "AOTICompiledModel"
@@ -83,7 +83,7 @@ def test_a_package_built_for_another_host_is_refused_and_rebuilt(compiled, tmp_p
     path, cache, first = compiled
     here = aoti.host_fingerprint()
     monkeypatch.setattr(aoti, "host_fingerprint", lambda: {**here, "isa": "AVX2", "cpu_flags": "another-cpu"})
-    other_key = aoti.cache_key(aoti.file_sha256(path), aoti.host_fingerprint())
+    other_key = aoti.cache_key(aoti.file_sha256(path), aoti.host_fingerprint(), first["threads"])
     assert other_key != first["key"]
     (tmp_path / "cache").mkdir()
     for suffix in (".pt2", ".json"):  # this host's package, intact, copied under the other host's name

@@ -37,8 +37,9 @@ def host_fingerprint() -> dict:
             "isa": torch.backends.cpu.get_cpu_capability(), "cpu_flags": _cpu_flags_digest()}
 
 
-def cache_key(bundle_file_sha256: str, fingerprint: dict) -> str:
-    text = json.dumps({"bundle": bundle_file_sha256, **fingerprint}, sort_keys=True)
+def cache_key(bundle_file_sha256: str, fingerprint: dict, threads: int) -> str:
+    """Compiled code has its OpenMP thread count built in, so the scorer's thread count is part of the key too."""
+    text = json.dumps({"bundle": bundle_file_sha256, "threads": threads, **fingerprint}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -62,12 +63,15 @@ def missing_compiler() -> Optional[str]:
     return None
 
 
-def compile_package(program, path: Path, key: str) -> None:
-    """Compile `program` for this host into `path` (a .pt2 package), with `key` in its metadata. 10-60 s."""
+def compile_package(program, path: Path, key: str, threads: int) -> None:
+    """Compile `program` for this host into `path` (a .pt2 package), with `key` in its metadata, its parallel loops
+    built for `threads` threads (Inductor otherwise takes the compiling thread's count, which need not be the
+    scorer's: 2 OpenMP threads spinning beside the decoding thread on 2 cores made the daemon 3x slower). 10-300 s."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch-internal deprecations, nothing a user can act on
         torch._inductor.aoti_compile_and_package(program, package_path=str(path),
-                                                 inductor_configs={"aot_inductor.metadata": {KEY_FIELD: key}})
+                                                 inductor_configs={"aot_inductor.metadata": {KEY_FIELD: key},
+                                                                   "cpp.threads": threads})
 
 
 class PackageCache:

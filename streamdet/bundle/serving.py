@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+import torch
+
 from ..errors import BundleError
 from . import Bundle, aoti, verify
 
@@ -35,8 +37,9 @@ def default_cache_folder() -> Path:
     return Path(base) / "streamdet" / "aoti"
 
 
-def prepare(bundle: Bundle, mode: str, cache_folder: Optional[Path] = None) -> Bundle:
-    """Make `bundle` ready to score under `mode`; records what happened in `bundle.serving`."""
+def prepare(bundle: Bundle, mode: str, cache_folder: Optional[Path] = None, threads: int = 0) -> Bundle:
+    """Make `bundle` ready to score under `mode` with `threads` torch threads (0 = torch's current count); records
+    what happened in `bundle.serving`."""
     if mode not in COMPILE_MODES:
         raise BundleError(f"scoring.compile: unknown mode {mode!r} (known: {', '.join(COMPILE_MODES)})")
     bundle.serving = {"compile": "none", "source": "", "seconds": 0.0}
@@ -50,7 +53,8 @@ def prepare(bundle: Bundle, mode: str, cache_folder: Optional[Path] = None) -> B
         return _fallback(bundle, reason)
     started = time.perf_counter()
     fingerprint = aoti.host_fingerprint()
-    key = aoti.cache_key(aoti.file_sha256(bundle.path), fingerprint)
+    threads = threads if threads > 0 else torch.get_num_threads()
+    key = aoti.cache_key(aoti.file_sha256(bundle.path), fingerprint, threads)
     cache = aoti.PackageCache(cache_folder or default_cache_folder())
     runner = _cached(bundle, cache, key)
     source = "cache"
@@ -58,14 +62,14 @@ def prepare(bundle: Bundle, mode: str, cache_folder: Optional[Path] = None) -> B
         log.info("compiling %s for this host with AOTInductor (cache key %s); not scoring until it is done",
                  bundle.path.name, key)
         try:
-            runner = _compile(bundle, cache, key, fingerprint)
+            runner = _compile(bundle, cache, key, fingerprint, threads)
         except Exception as exc:  # Inductor lowering errors, compiler errors, verification failures
             return _fallback(bundle, f"compilation failed ({exc.__class__.__name__}: "
                                      f"{(str(exc).splitlines() or [''])[0][:300]})")
         source = "compiled"
     seconds = time.perf_counter() - started
     bundle.module = runner
-    bundle.serving = {"compile": "aoti", "source": source, "seconds": seconds, "key": key}
+    bundle.serving = {"compile": "aoti", "source": source, "seconds": seconds, "key": key, "threads": threads}
     log.info("model %s ready compiled with AOTInductor (%s in %.1f s, package %s)", bundle.model_name,
              "compiled" if source == "compiled" else "loaded from the cache", seconds, cache.package(key))
     return bundle
@@ -82,7 +86,7 @@ def _cached(bundle: Bundle, cache: aoti.PackageCache, key: str):
     return runner
 
 
-def _compile(bundle: Bundle, cache: aoti.PackageCache, key: str, fingerprint: dict):
+def _compile(bundle: Bundle, cache: aoti.PackageCache, key: str, fingerprint: dict, threads: int):
     """Compile into the cache folder (or a private one when it is not writable), verify, then commit."""
     started = time.perf_counter()
     try:
@@ -92,11 +96,11 @@ def _compile(bundle: Bundle, cache: aoti.PackageCache, key: str, fingerprint: di
         staged = Path(tempfile.mkdtemp(prefix="streamdet-aoti-")) / f"{key}{aoti.PACKAGE_SUFFIX}"
         cache = None
     try:
-        aoti.compile_package(bundle.program, staged, key)
+        aoti.compile_package(bundle.program, staged, key, threads)
         runner = aoti.load_package(staged)
         _check(bundle, runner)
         if cache is not None:
-            cache.commit(key, staged, {"fingerprint": fingerprint, "bundle": str(bundle.path),
+            cache.commit(key, staged, {"fingerprint": fingerprint, "threads": threads, "bundle": str(bundle.path),
                                        "compile_seconds": round(time.perf_counter() - started, 2)})
     finally:
         staged.unlink(missing_ok=True)
@@ -116,16 +120,17 @@ def _fallback(bundle: Bundle, reason: str) -> Bundle:
 
 
 def prepare_all(bundles: list[Bundle], mode: str, cache_folder: Optional[Path] = None,
-                tick: Optional[Callable[[], None]] = None) -> list[Bundle]:
+                tick: Optional[Callable[[], None]] = None, threads: int = 0) -> list[Bundle]:
     """Prepare every bundle, compiling each distinct one (by weights sha256) once; `tick` is called about once a
     second while that runs (the daemon's heartbeat: a compile takes longer than /healthz tolerates silence)."""
+    threads = threads if threads > 0 else torch.get_num_threads()  # this thread's count, not the worker's
     done: dict[str, Bundle] = {}
     for bundle in bundles:
         twin = done.get(bundle.sha256)
         if twin is not None:
             bundle.module, bundle.serving = twin.module, dict(twin.serving)
             continue
-        _while_ticking(lambda: prepare(bundle, mode, cache_folder), tick)
+        _while_ticking(lambda: prepare(bundle, mode, cache_folder, threads), tick)
         done[bundle.sha256] = bundle
     return bundles
 

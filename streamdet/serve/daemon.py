@@ -114,10 +114,12 @@ class Daemon:
         before it scores anything; the heartbeat goes on meanwhile so that /healthz stays 200 through a long
         compile."""
         from ..bundle.serving import prepare_all
+        from ..pipeline.engine import inference_threads
 
         s = self.cfg.scoring
         cache = self.cfg.path(s.compile_cache) if s.compile_cache else None
-        prepare_all(list(bundles), s.compile, cache, tick=self.metrics.heartbeat if heartbeat else None)
+        prepare_all(list(bundles), s.compile, cache, tick=self.metrics.heartbeat if heartbeat else None,
+                    threads=inference_threads(s.threads, s.overlap))
         for bundle in bundles:
             self.metrics.set_compile(bundle.serving)
 
