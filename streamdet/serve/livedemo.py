@@ -24,7 +24,7 @@ import orjson
 log = logging.getLogger(__name__)
 
 LOAD_PROCESSES = 2
-QUIET_AFTER_S = 90.0  # how long to wait for the alert to resolve once the load ended
+QUIET_AFTER_S = 180.0  # how long to wait for alerts to resolve: the 1-minute load average decays for minutes
 MIN_IDLE_SHARE = 0.25  # below this idle share in the baseline, LOAD_PROCESSES busy processes barely move the metrics
 
 

@@ -72,7 +72,8 @@ def test_collectd_to_alert_and_back(broker, names, tmp_path):
                 load_started = time.time()
                 waiter = threading.Thread(target=cpu_load(LOAD_S), daemon=True)
                 waiter.start()
-                _collect(tail, alerts, lambda got: _fired_and_resolved(got, load_started), LOAD_S + 150)
+                # the 1-minute load average decays for a couple of minutes after the load: the resolve waits for it
+                _collect(tail, alerts, lambda got: _fired_and_resolved(got, load_started), LOAD_S + 240)
                 waiter.join(60)
             seen = [(a["status"], round(a["start_ts"] - load_started, 1), round(a["ts"] - load_started, 1),
                      [c["name"] for c in a["top_channels"]]) for a in alerts]  # times relative to the load
