@@ -19,6 +19,7 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Optional
 
 import numpy as np
@@ -260,8 +261,10 @@ def _unpack_columns(packed: dict, blobs: memoryview) -> list:
         else:
             columns.append(_unpack(column["l"], blobs))
     rows = zip(*columns) if columns else iter([()] * (n - len(missing)))
-    if len(columns) == len(Source._fields):  # a window's record sources (types.Source)
-        rows = (Source(*row) for row in rows)
+    if len(columns) == len(Source._fields):  # a window's record sources (types.Source), made the fast way
+        rows = map(tuple.__new__, repeat(Source), rows)
+    if not missing:
+        return list(rows)
     rows = iter(rows)
     return [None if k in missing else next(rows) for k in range(n)]
 
