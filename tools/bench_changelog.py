@@ -53,10 +53,15 @@ class CountingProducer:
         self.producer = producer
         self.bytes = 0
         self.records = 0
+        self.kinds: dict[str, list[int]] = {"snapshot": [0, 0], "delta": [0, 0]}  # kind -> [records, bytes]
 
     def produce(self, topic, key, value) -> None:
-        self.bytes += len(key or b"") + len(value or b"")
+        size = len(key or b"") + len(value or b"")
+        self.bytes += size
         self.records += 1
+        if value is not None:
+            kind = self.kinds["delta" if b"\x00" in key else "snapshot"]
+            kind[0], kind[1] = kind[0] + 1, kind[1] + size
         self.producer.produce(topic, key, value)
 
     def flush(self) -> int:
@@ -87,19 +92,19 @@ def measure(cfg, bundle, bootstrap: str, entities: int, seconds: float, rows: np
     checkpointer = Checkpointer(kafka, producer)
     interval_s = kafka.commit_interval_ms / 1000.0
     commits = int(round(seconds / interval_s))
-    input_bytes, checkpoints, write_s, offsets = 0, 0, 0.0, [0] * PARTITIONS
+    input_bytes, checkpoints, write_s, write_cpu_s, offsets = 0, 0, 0.0, 0.0, [0] * PARTITIONS
     for commit in range(commits):
         items, size = stream_commit(entities, commit, RATE * interval_s, rows, offsets)
         input_bytes += size
         for i in range(0, len(items), CHUNK):
             ledger.took(pipeline.process(items[i:i + CHUNK]).held)
-        started = time.perf_counter()
         ledger.took(pipeline.flush_batches().held)
+        started, cpu = time.perf_counter(), time.process_time()
         checkpoints += len(ledger.touched)
         checkpointer.write(pipeline, ledger, sorted(ledger.touched))
         ledger.touched.clear()
         producer.flush()
-        write_s += time.perf_counter() - started
+        write_s, write_cpu_s = write_s + time.perf_counter() - started, write_cpu_s + time.process_time() - cpu
     pipeline.close()
     writer = checkpointer.writer
     fresh = Pipeline(cfg, bundle)
@@ -114,7 +119,9 @@ def measure(cfg, bundle, bootstrap: str, entities: int, seconds: float, rows: np
     return {"entities": entities, "seconds": stream_s, "input_Bps": input_bytes / stream_s,
             "changelog_Bps": producer.bytes / stream_s, "per_checkpoint": producer.bytes / max(checkpoints, 1),
             "snapshots": writer.snapshots, "deltas": writer.deltas, "records": producer.records,
-            "write_s_per_commit": write_s / commits, "restored": restored, "restore_s": restore_s, "read_s": read_s,
+            "mean_bytes": {kind: b / max(n, 1) for kind, (n, b) in producer.kinds.items()},
+            "write_s_per_commit": write_s / commits, "write_cpu_s_per_commit": write_cpu_s / commits,
+            "restored": restored, "restore_s": restore_s, "read_s": read_s,
             "restore_cpu_s": restore_cpu_s,
             "read_records": len(records), "read_bytes": sum(len(k or b"") + len(v or b"") for k, v in records)}
 
@@ -127,10 +134,11 @@ def rows_line(result: dict) -> list[str]:
         f"| changelog, {e} x {RATE} records/s x 38 values, {result['seconds']:.0f} s of stream, commit every 5 s: "
         f"input / changelog bytes per second | {result['input_Bps'] / 1e6:,.2f} / {result['changelog_Bps'] / 1e6:,.2f}"
         f" MB/s ({ratio:.0%} of the input) |",
-        f"| changelog, {e}: bytes per touched entity per commit; snapshots / deltas written | "
-        f"{result['per_checkpoint']:,.0f} B; {result['snapshots']:,} / {result['deltas']:,} |",
+        f"| changelog, {e}: bytes per touched entity per commit; snapshots / deltas written (mean bytes) | "
+        f"{result['per_checkpoint']:,.0f} B; {result['snapshots']:,} ({result['mean_bytes']['snapshot']:,.0f} B) / "
+        f"{result['deltas']:,} ({result['mean_bytes']['delta']:,.0f} B) |",
         f"| changelog, {e}: checkpoint write + flush per commit (all touched entities) | "
-        f"{result['write_s_per_commit']:.2f} s |",
+        f"{result['write_s_per_commit']:.2f} s ({result['write_cpu_s_per_commit']:.2f} s of CPU) |",
         f"| restore of {result['restored']:,} entities from the broker: read to the end ({result['read_records']:,} "
         f"records, {result['read_bytes'] / 1e6:,.0f} MB), then fold and load | {result['restore_s']:.1f} s "
         f"({result['read_s']:.1f} s reading; {result['restore_cpu_s']:.1f} s of CPU) |",
