@@ -263,7 +263,7 @@ class ThresholdBank:
                               f"config has threshold.method={self.cfg.method!r}")
         # A shallow copy of the prototype is enough, as load_state replaces every mutable part (deep-copying its
         # peaks was a quarter of a restore's time); it joins the bank only once loaded, never half-shared.
-        detector = copy.copy(self._prototype)
+        detector = copy.copy(self._prototype_of(entity))
         detector.load_state(state["detector"])
         learned = int(state["learned"])
         self._entities[entity], self._learned[entity] = detector, learned
