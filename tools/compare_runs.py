@@ -23,7 +23,8 @@ from benchmark import load_cells  # noqa: E402
 from streamdet.evaluate.verdicts import difference, metric  # noqa: E402
 
 METRICS = [("macro", "vus_pr", "VUS-PR"), ("macro", "auc_pr", "AUC-PR"), ("macro", "alert.event_f1", "event-F1"),
-           ("micro", "alert.point_f1", "point-F1")]
+           ("micro", "alert.point_f1", "point-F1"), ("macro", "alert.detection_delay", "delay (rows)"),
+           ("macro", "alert.false_alerts_per_1k", "false alerts /1k rows")]
 
 
 def pick_cell(spec: str) -> tuple[str, dict]:
