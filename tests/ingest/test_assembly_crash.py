@@ -26,8 +26,10 @@ def test_kill_9_during_assembly_loses_no_alert(broker, tiny_bundle, client_names
     second = None
     try:
         first.wait_ready()
+        # paced so that the stream lasts about 5 s: the kill lands mid-stream, after a few commits (commits happen
+        # only while offsets move, so a stream consumed in one go would never reach three)
         sender = threading.Thread(target=produce, args=(broker.bootstrap, client_names["metrics"], messages,
-                                                        20_000.0))
+                                                        2_000.0))
         sender.start()
         wait_until(lambda: first.value("streamdet_commits_total") >= 3
                    and first.value("streamdet_records_scored_total") >= 300, 60, "commits and scores")
