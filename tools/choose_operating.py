@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from streamdet.config import load_config  # noqa: E402
 from streamdet.data import load_series  # noqa: E402
 from streamdet.train import train_model  # noqa: E402
-from streamdet.train.calibration import daemon_like_scores, first_scored_row  # noqa: E402
+from streamdet.train.calibration import daemon_like_scores, scored_start  # noqa: E402
 from streamdet.train.operating import judge, settings_grid  # noqa: E402
 from streamdet.train.select import make_injections  # noqa: E402
 
@@ -38,10 +38,10 @@ def entity_scores(cfg, series, model: str):
     clean = [daemon_like_scores(trained.served, t, trained.window, stride, trained.context)
              for t in trained.windows.val_tails]
     inj = make_injections(trained.windows.val_tails, cfg.train.seed, trained.window)
-    start = first_scored_row(trained.window, stride, trained.context)
     pairs = []
     for values, labels in zip(inj.values, inj.labels):
         s = daemon_like_scores(trained.served, values, trained.window, stride, trained.context)
+        start = scored_start(len(values), trained.window, stride, trained.context)
         pairs.append((s, labels[start:start + len(s)]))
     return clean, pairs
 

@@ -101,7 +101,7 @@ def _compare(subject: dict, title: str, base_cells: list[dict]) -> list[str]:
 def dataset_verdicts(dataset: str, cells: list[dict]) -> list[str]:
     """Lines for one dataset: the declared auto row, then the best fixed model (selection stated), then NAB."""
     base = [c for c in cells if c["model"] in BASELINES]
-    auto = [c for c in cells if c["model"] == AUTO]
+    auto = [c for c in cells if c["model"] == AUTO and c.get("report")]
     fixed = [c for c in cells if c["model"] not in BASELINES and c["model"] != AUTO]
     lines = []
     for a in auto:
@@ -147,7 +147,7 @@ def target_rows(cells: dict) -> list[str]:
     rows = ["| target | dataset | measured (auto) | met? |", "|---|---|---|---|"]
     for dataset in ("smd", "asd", "nab"):
         ours = [c for c in cells.values() if c["dataset"] == dataset]
-        auto = next((c for c in ours if c["model"] == AUTO), None)
+        auto = next((c for c in ours if c["model"] == AUTO and c.get("report")), None)
         base = [c for c in ours if c["model"] in BASELINES]
         b = _best(base, "macro", "vus_pr")
         if auto is None or b is None:

@@ -25,18 +25,24 @@ def first_scored_row(window: int, stride: int, context: int = 0) -> int:
     return -(-window // stride) * stride - stride
 
 
+def scored_start(n_rows: int, window: int, stride: int, context: int = 0) -> int:
+    """Row of `raw` where daemon_like_scores' result starts (first_scored_row, or for a tail too short to keep the
+    daemon's alignment, the last `stride` rows of its first window)."""
+    stride = effective_stride(stride, window, context)
+    offset = first_scored_row(window, stride) + stride - window
+    return (offset if n_rows - offset >= window else 0) + window - stride
+
+
 def daemon_like_scores(served: torch.nn.Module, raw: np.ndarray, window: int, stride: int,
                        context: int = 0) -> np.ndarray:
     """Scores of one raw series [T, C] replayed as a fresh stream, the rows the daemon scores with a full window.
 
     The daemon scores a window every `stride` points, counted from the stream's first point, and keeps its last
     `stride` steps (the stride capped as the pipeline caps it); the result starts at row
-    `first_scored_row(window, stride, context)` of `raw`.
+    `scored_start(len(raw), window, stride, context)` of `raw` (first_scored_row unless the tail is short).
     """
     stride = effective_stride(stride, window, context)
-    offset = first_scored_row(window, stride) + stride - window
-    if len(raw) - offset < window:  # a short tail: give up the alignment rather than calibrate on nothing
-        offset = 0
+    offset = scored_start(len(raw), window, stride) + stride - window  # a short tail gives up the alignment
     if len(raw) < window:
         return np.zeros(0, np.float32)
     windows = sliding_windows(raw[offset:].astype(np.float32), window, stride)  # [N, L, C], ends at m*stride - 1

@@ -24,7 +24,7 @@ import yaml
 from ..errors import ConfigError
 from ..evaluate.vus import auc_pr, vus
 from . import Trained, export_trained, train_model
-from .calibration import daemon_like_scores, first_scored_row
+from .calibration import daemon_like_scores, scored_start
 from .inject import KINDS, default_count, inject
 from .smoothing import SmoothedScores
 
@@ -109,7 +109,7 @@ def validation_score(trained: Trained, injections: Injections, stride: int) -> d
     served, vus_prs, auc_prs = trained.served, [], []
     for values, labels in zip(injections.values, injections.labels):
         scores = daemon_like_scores(served, values, trained.window, stride, trained.context)
-        start = first_scored_row(trained.window, stride, trained.context)
+        start = scored_start(len(values), trained.window, stride, trained.context)
         y = labels[start:start + len(scores)]
         if len(scores) < 10 or not y.any():
             continue
@@ -148,16 +148,16 @@ def train_auto(cfg, series, path, started: float, progress: bool = True, source=
     base_models: dict = {}
     for c in candidates:
         t0 = time.perf_counter()
-        try:
+        try:  # one candidate that cannot train or score (too short a series) must not stop auto
             trained = _trained(cfg, series, c, base_models, progress)
-        except Exception as exc:  # one candidate that cannot train (too short a series) must not stop auto
+            if injections is None:
+                injections = make_injections(trained.windows.val_tails, cfg.train.seed, margin)
+            entry = {"candidate": c.spec, **validation_score(trained, injections, cfg.scoring.stride),
+                     "seconds": round(time.perf_counter() - t0, 2)}
+        except Exception as exc:
             log.warning("auto: candidate %r failed: %s", c.spec, exc)
             entries.append({"candidate": c.spec, "error": str(exc)[:200]})
             continue
-        if injections is None:
-            injections = make_injections(trained.windows.val_tails, cfg.train.seed, margin)
-        entry = {"candidate": c.spec, **validation_score(trained, injections, cfg.scoring.stride),
-                 "seconds": round(time.perf_counter() - t0, 2)}
         log.info("auto: candidate %s validation vus_pr=%.3f auc_pr=%.3f (%.1f s)", c.spec, entry["vus_pr"],
                  entry["auc_pr"], entry["seconds"])
         entries.append(entry)

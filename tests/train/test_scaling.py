@@ -76,3 +76,18 @@ def test_knn_steps_are_scored_with_their_full_sub_window(tmp_path):
         windows = torch.from_numpy(np.stack([test[r - 11:r + 1] for r in rows]))  # [N, 12, 3], step r last
         expected = bundle.module(windows)[0][:, -1].numpy()
     np.testing.assert_allclose(run.scores[rows], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_scored_start_says_where_daemon_like_scores_begin_even_for_short_tails():
+    """A model whose score is the row's own value: each score names the row it belongs to."""
+    from streamdet.train.calibration import daemon_like_scores, scored_start
+
+    class RowIndex(torch.nn.Module):
+        def forward(self, x):
+            return x[..., 0], x
+
+    for n, window, stride in [(500, 32, 20), (45, 32, 20), (40, 32, 10), (33, 32, 20), (200, 10, 20)]:
+        raw = np.arange(n, dtype=np.float32)[:, None]
+        scores = daemon_like_scores(RowIndex(), raw, window, stride)
+        start = scored_start(n, window, stride)
+        np.testing.assert_array_equal(scores, np.arange(start, start + len(scores)))
