@@ -9,7 +9,8 @@ No pickle: a changelog is shared data and must never execute code on load.
     b"\\x00sd2" | crc32 of the rest (u32) | kind (u8: S or D) | seq (u64) | chain id (u32) | delta index (u32) | body
     body = zlib(json length (u32) | JSON | array bytes)
 
-The leading NUL makes a format-2 record impossible to mistake for a format-1 JSON checkpoint.
+The leading NUL makes a format-2 record impossible to mistake for a format-1 JSON checkpoint. (About 300 lines: the
+packer and its exact inverse are kept side by side, so that a change to one is seen next to the other.)
 """
 
 from __future__ import annotations
