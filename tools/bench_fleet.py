@@ -245,7 +245,7 @@ def main(argv=None) -> int:
     results = {"latency": [], "throughput": []}
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
         bundle = Path(tmp) / "fleet.pt"
-        train_small_bundle(args.config, bundle, args.entity)
+        train_small_bundle(args.config, bundle, args.entity, tuple(args.set))
         rows, source = test_rows(args.config, args.entity)
         if not args.skip_latency:
             for hosts, interval in ((1000, 1.0), (10_000, 10.0)):
