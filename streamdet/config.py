@@ -99,7 +99,7 @@ class ModelConfig:
     params: dict = field(default_factory=dict)  # overrides of the preset; checked against the model's Params
     patch: PatchConfig = field(default_factory=PatchConfig)
     bundle: str = "../artifacts/lstm_ae-smd.pt"
-    auto_candidates: Tuple[str, ...] = ()  # name: auto -> "model key=value ..." specs; empty = train/select.py's list
+    auto_candidates: Tuple[str, ...] = ()  # name: auto -> "model key=value ..." specs; empty = train/candidates.py's list
 
 
 @dataclass(frozen=True)
@@ -437,7 +437,7 @@ def _check_model(model: ModelConfig) -> None:
     from .models import registry  # imports torch: deferred to the one call that needs it
 
     if model.name == "auto":
-        from .train.select import check_candidates
+        from .train.candidates import check_candidates
 
         check_candidates(model)
         return

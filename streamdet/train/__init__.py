@@ -6,99 +6,14 @@ anomalies injected into the validation tails; the bundle and the log record the 
 
 from __future__ import annotations
 
-import logging
 import time
-from dataclasses import dataclass
 from typing import Optional
 
-import numpy as np
-import torch
-
-from ..bundle import Bundle, ServedModel, export_bundle
-from ..config import to_dict
+from ..bundle import Bundle
 from ..data import load_series
-from ..models import registry
-from ..pipeline.stride import effective_stride
-from .calibration import calibrate, daemon_like_scores
-from .fingerprint import fingerprint
-from .splits import Windows, make_windows
-from .trainer import TrainResult, fit, seed_everything
+from .core import Trained, export_trained, model_context, train_model
 
-log = logging.getLogger(__name__)
-
-__all__ = ["train_bundle", "Trained", "train_model", "export_trained"]
-
-
-def model_context(model) -> int:
-    """Rows before a step that the model's score of that step reads (sub-window baselines: span - 1); the pipeline
-    caps its stride so that every kept step has them (pipeline/stride.effective_stride)."""
-    return max(0, int(getattr(model, "span", 1)) - 1)
-
-
-@dataclass
-class Trained:
-    """One fitted model with the windows and scaling it was trained on."""
-
-    name: str
-    model: torch.nn.Module
-    windows: Windows
-    result: TrainResult
-    window: int
-    normalisation: str
-    preset: Optional[str]
-    params: dict
-
-    @property
-    def served(self) -> ServedModel:
-        return ServedModel(self.model, self.windows.mean, self.windows.std).eval()
-
-    @property
-    def context(self) -> int:
-        return model_context(self.model)
-
-
-def train_model(cfg, series, name: str, *, window: Optional[int] = None, normalisation: Optional[str] = None,
-                preset: Optional[str] = None, params: Optional[dict] = None, progress: bool = True) -> Trained:
-    """Window, scale and fit one model on the series' training heads (the tails are held out)."""
-    tc = cfg.train
-    window = window or cfg.model.window
-    normalisation = normalisation or tc.normalisation
-    preset = preset if preset is not None else cfg.model.preset
-    params = dict(cfg.model.params if params is None else params)
-    w = make_windows(series, window, tc.train_stride, tc.val_fraction, tc.max_windows, normalisation)
-    log.info("training %s on %s: %d train / %d validation windows of %d x %d (scaling %s)", name,
-             ",".join(s.entity for s in series), len(w.train), len(w.val), window, len(series[0].channels),
-             normalisation)
-    seed_everything(tc.seed)  # the initial weights too, so that one config always trains the same model
-    model = registry.build(name, len(series[0].channels), window, preset, params, cfg.model.patch.size,
-                           cfg.model.patch.stride)
-    result = fit(model, w.train, w.val, tc, train_labels=w.train_labels, val_labels=w.val_labels, progress=progress)
-    return Trained(name, model, w, result, window, normalisation, preset, params)
-
-
-def export_trained(cfg, series, trained: Trained, path, started: float, extra: Optional[dict] = None,
-                   source: Optional[dict] = None) -> Bundle:
-    """Calibrate on the clean validation tails, scored as the daemon scores, and write the verified bundle."""
-    served = trained.served
-    scores = np.concatenate([daemon_like_scores(served, tail, trained.window, cfg.scoring.stride, trained.context)
-                             for tail in trained.windows.val_tails])
-    stride = effective_stride(cfg.scoring.stride, trained.window, trained.context)
-    calibration = {**calibrate(scores, cfg.threshold.init_level), "stride": stride, "window": trained.window}
-    w, model = trained.windows, trained.model
-    training = {**trained.result.as_dict(), "entities": [s.entity for s in series],
-                "dataset": (source or {}).get("dataset", cfg.data.dataset), "source": source or {},
-                "fingerprint": fingerprint(cfg, trained.name, series),
-                "train_windows": int(len(w.train)), "val_windows": int(len(w.val)),
-                "parameters": int(sum(p.numel() for p in model.parameters())),
-                "seconds": time.perf_counter() - started, "threads": torch.get_num_threads(), **(extra or {})}
-    train_cfg = {**to_dict(cfg)["train"], "normalisation": trained.normalisation}
-    config = {"preset": trained.preset, "params": trained.params, "scoring_stride": cfg.scoring.stride,
-              "context": trained.context, "train": train_cfg}
-    bundle = export_bundle(model, path, channels=series[0].channels, mean=w.mean, std=w.std,
-                           calibration=calibration, training=training, config=config,
-                           bundle_format=cfg.train.export_format)
-    log.info("bundle written to %s (%.1f s)", bundle.path, training["seconds"])
-    return bundle
+__all__ = ["train_bundle", "Trained", "train_model", "export_trained", "model_context"]
 
 
 def train_bundle(cfg, *, model_name: Optional[str] = None, entities: Optional[list[str]] = None,

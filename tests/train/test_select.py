@@ -16,7 +16,8 @@ from streamdet.data import load_series
 from streamdet.errors import ConfigError
 from streamdet.train import train_bundle
 from streamdet.train.inject import KINDS, channel_spread, inject
-from streamdet.train.select import parse_candidate, rank
+from streamdet.train.candidates import parse_candidate
+from streamdet.train.select import rank
 
 from ..conftest import SMD_CONFIG
 
