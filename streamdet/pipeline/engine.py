@@ -257,8 +257,10 @@ class Pipeline:
             self._submit(self.batcher.take())
 
     def _queued_windows(self) -> int:
-        """Windows waiting for the model or being scored: with the poll's size, the measure of falling behind."""
-        return len(self.batcher) + sum(len(requests) for requests, _ in self._in_flight)
+        """Windows waiting for the model beyond the batch it is scoring: with the poll's size, the measure of
+        falling behind (a batch in flight is work in progress, not a backlog)."""
+        waiting = sum(len(requests) for requests, _ in list(self._in_flight)[1:])
+        return len(self.batcher) + waiting
 
     def _submit(self, requests: list[WindowRequest]) -> None:
         """Hand one batch to the model: on the inference thread with overlap (at most MAX_IN_FLIGHT outstanding),

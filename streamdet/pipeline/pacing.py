@@ -5,12 +5,14 @@ score is out as soon as the model has run). Only when the daemon falls behind do
 latency for throughput: a window scores `stride` new points for the cost of one model call.
 
 The rule (`AdaptiveStride.observe`, after each poll):
-- pressure = the larger of (records this poll / kafka.max_poll_records) and (windows queued for the model /
-  scoring.max_batch). A full poll means records waited in Kafka; a full batch waiting means the model is behind.
+- pressure = the larger of (records this poll / kafka.max_poll_records) and (windows waiting for the model, not
+  counting the batch it is scoring, / scoring.max_batch). A full poll means records waited in Kafka; a full batch
+  waiting means the model is behind.
 - pressure >= GROW_AT: the stride doubles at once (up to the ceiling, scoring.stride, at most the model window),
   so a backlog is met within a few polls.
 - pressure < RELAX_BELOW for RELAX_S seconds: the stride halves (down to 1), once per RELAX_S, so a short lull in a
-  heavy stream does not make it flap.
+  heavy stream does not make it flap. Pressure between the two neither grows nor restarts the calm period (a
+  steady moderate load must not hold a stride that a burst raised).
 Each record still gets exactly one score whatever the stride (a window scores the points that arrived since the
 entity's previous window); the stride only decides how many share one model call.
 """
@@ -21,7 +23,7 @@ import time
 from typing import Callable
 
 GROW_AT = 0.5
-RELAX_BELOW = 0.1
+RELAX_BELOW = 0.25
 RELAX_S = 1.0
 
 
@@ -52,6 +54,4 @@ class AdaptiveStride:
             elif now - self._calm_since >= RELAX_S:
                 self.stride = max(1, self.stride // 2)
                 self._calm_since = now
-        else:
-            self._calm_since = None
         return self.stride

@@ -35,6 +35,8 @@ def test_stride_relaxes_one_halving_per_calm_period_and_not_on_a_short_lull():
     pace.observe(900, 0)  # busy again before the calm period ended: no change, calm restarts
     clock.now += RELAX_S
     assert pace.observe(0, 0) == 16
+    clock.now += RELAX_S / 2
+    pace.observe(300, 0)  # a moderate load neither grows the stride nor restarts the calm period
     clock.now += RELAX_S
     assert pace.observe(0, 0) == 8
     clock.now += RELAX_S
