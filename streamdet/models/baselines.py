@@ -1,6 +1,7 @@
 """Classical baselines behind the Detector contract: fitted in prepare(), no gradient training, scriptable.
 
-Every deep model has to beat these to earn its cost. All statistics live in buffers sized at construction from the
+Every deep model has to beat these to earn its cost. (A little over 300 lines: the five baselines side by side,
+sharing the sub-window helpers and one fitting pattern.) All statistics live in buffers sized at construction from the
 hyper-parameters, so the scripted bundle carries them and the shapes never change after prepare().
 
 - robust_z: per-channel |x - median| / (1.4826 MAD); score = mean over channels.

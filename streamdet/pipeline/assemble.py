@@ -1,6 +1,8 @@
 """Assemble per-sample messages into rows: one row per entity per interval on the bundle's channel list.
 
 Per-sample formats (pipeline/formats/) deliver one metric at a time; the model needs every channel of a time step.
+(About 350 lines: the rules below act on one shared per-entity state, open rows, whose checkpoint form sits beside
+them; split apart they would each need the whole of it.)
 The rules, in the order they apply to each sample:
 
 - Channels that are not in the bundle's list are counted (`unknown_total`, and per name up to `max_channels`

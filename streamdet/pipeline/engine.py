@@ -8,6 +8,9 @@ chunk (numpy), so the Python cost per record stays small. With `scoring.overlap`
 thread (torch releases the GIL) while this thread decodes and windows the next records: inference and the rest of
 the pipeline use two cores. Results are still handled in batch order on the calling thread, so scores, thresholds
 and alerts are identical with and without overlap; a batch in flight counts as pending (`pending_sources`).
+
+A little over 300 lines on purpose: this is the one place where a record's whole path reads top to bottom; each
+stage's logic lives in its own module (decode, intake, windows, pacing, batcher, routing, thresholds, alerts).
 """
 
 from __future__ import annotations
