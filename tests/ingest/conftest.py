@@ -1,18 +1,23 @@
 from __future__ import annotations
 
-from pathlib import Path
+import gzip
 
 import pytest
 
+from tests.ingest.collectd_messages import collectd_messages
 
-@pytest.fixture(scope="session")
-def collectd_capture() -> Path:
-    """The real collectd write_kafka capture in the shared data (../shared/data/agents), or a skip saying why."""
-    from streamdet.config import load_config
-    from tests.conftest import SMD_CONFIG
 
-    cfg = load_config(SMD_CONFIG)
-    path = cfg.path(cfg.data.root) / "agents" / "collectd-host-a.jsonl.gz"
+@pytest.fixture(scope="session", params=["generated", "real"])
+def collectd_capture(request) -> list[bytes]:
+    """collectd write_kafka message values, one per value list, in order: made up in the real capture's shape
+    (tests/ingest/collectd_messages.py; runs everywhere), and the real capture in the shared data
+    (../shared/data/agents), which skips, saying why, where that data is absent."""
+    if request.param == "generated":
+        return collectd_messages()
+    from tests.conftest import benchmark_root
+
+    path = benchmark_root() / "agents" / "collectd-host-a.jsonl.gz"
     if not path.exists():
-        pytest.skip(f"{path} not found (set STREAMDET_DATA to the shared data folder)")
-    return path
+        pytest.skip(f"the real collectd capture {path} is not there (set STREAMDET_DATA to the shared data folder); "
+                    "the generated capture ran instead")
+    return gzip.open(path).read().splitlines()

@@ -1,9 +1,8 @@
 """Per-sample decoders (collectd, telegraf, influx, prometheus): mapping rules, rates, and every rejection naming
-what is wrong. The collectd capture in ../shared/data/agents is real write_kafka output."""
+what is wrong. The collectd captures are real write_kafka output (../shared/data/agents) and one generated in its
+shape (tests/ingest/collectd_messages.py)."""
 
 from __future__ import annotations
-
-import gzip
 
 import orjson
 import pytest
@@ -33,9 +32,9 @@ def collectd(values, dstypes, dsnames, time=1000.0, host="h", plugin="interface"
 
 # --- collectd ---------------------------------------------------------------------------------------------------
 
-def test_real_collectd_capture_decodes_without_rejects(collectd_capture):
+def test_a_collectd_capture_decodes_without_rejects(collectd_capture):
     dec = decoder("collectd")
-    samples, rejected = dec.decode_many(gzip.open(collectd_capture).read().splitlines())
+    samples, rejected = dec.decode_many(collectd_capture)
     assert not rejected
     channels = {s.channel for _, s in samples}
     assert len(channels) == 143 and {s.entity for _, s in samples} == {"host-a"}
@@ -44,7 +43,7 @@ def test_real_collectd_capture_decodes_without_rejects(collectd_capture):
 
 
 def test_a_known_collectd_series_takes_the_fast_path_with_the_same_samples(collectd_capture):
-    raws = gzip.open(collectd_capture).read().splitlines()
+    raws = collectd_capture
     parser = decoder("collectd").parser
     first = [parser.decode(raw) for raw in raws]  # the checked path learns every series
     fast = [parser._known(orjson.loads(raw)) for raw in raws[len(raws) // 2:]]

@@ -1,9 +1,9 @@
-"""`streamdet train --from-topic`: real collectd messages on the real broker -> rows per entity -> a bundle whose
-channels are what the fleet sends (rare and constant channels left out and listed)."""
+"""`streamdet train --from-topic`: collectd messages (generated in the real capture's shape, and the real capture where
+the shared data is) on the real broker -> rows per entity -> a bundle whose channels are what the fleet sends (rare
+and constant channels left out and listed)."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import subprocess
 import sys
@@ -42,7 +42,7 @@ def train(bootstrap: str, topic: str, tmp_path, *extra: str) -> subprocess.Compl
 
 
 def test_train_from_a_collectd_topic_keeps_the_fleets_varying_channels(collectd_capture, broker, names, tmp_path):
-    capture = gzip.open(collectd_capture).read().splitlines()
+    capture = collectd_capture
     topic = names["metrics"]
     now_ms = int(time.time() * 1000)
     old = [(b"host-old", as_host(raw, "host-old")) for raw in capture]  # two hours ago: outside --since 1h
