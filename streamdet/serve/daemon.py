@@ -101,7 +101,7 @@ class Daemon:
         self._export_model(bundles)
         self._install_signals(stack)
         self.reloader = self._reloader(bundle_path, bundles)
-        self.reloader.install_sighup(stack)
+        self.reloader.watch.install_sighup(stack)
         self.kafka = self._resolve_bootstrap(stack)
         self._connect(stack)
         _freeze_startup_heap()

@@ -17,7 +17,7 @@ import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -39,6 +39,39 @@ def install_sighup(stack: ExitStack, request: Callable[[], None]) -> None:
     stack.callback(signal.signal, signal.SIGHUP, previous)
 
 
+class ChangeWatch:
+    """When to look at the bundle files again: about every CHECK_INTERVAL_S, or at once after `request` (SIGHUP).
+    `look()` returns what the files look like now (their signatures; None: unreadable right now, e.g. mid-replace)."""
+
+    def __init__(self, look: Callable[[], Any]):
+        self._look = look
+        self.seen = look()
+        self._next_check = time.monotonic() + CHECK_INTERVAL_S
+        self._requested = threading.Event()
+
+    def install_sighup(self, stack: ExitStack) -> None:
+        install_sighup(stack, self.request)
+
+    def request(self) -> None:
+        """Reload on the next check even if the files look unchanged (SIGHUP)."""
+        self._requested.set()
+
+    def changed(self) -> Optional[tuple[Any, Any]]:
+        """(what was seen before, what is seen now) when a check is due and the files changed, or a reload was
+        requested; else None."""
+        now = time.monotonic()
+        forced = self._requested.is_set()
+        if not forced and now < self._next_check:
+            return None
+        self._next_check = now + CHECK_INTERVAL_S
+        seen = self._look()
+        if not forced and (seen is None or seen == self.seen):
+            return None
+        self._requested.clear()
+        before, self.seen = self.seen, seen
+        return before, seen
+
+
 def check_finite(bundle: Bundle, path) -> None:
     """A new bundle must score a test batch (its training mean, repeated) with finite values."""
     probe = torch.from_numpy(np.tile(bundle.mean, (2, bundle.window, 1)).astype(np.float32))  # [2, L, C]
@@ -55,32 +88,15 @@ class BundleReloader:
         self._preparing: Optional[tuple[threading.Thread, Bundle, list]] = None
         self.current = current
         self.metrics = metrics
-        self._seen = _signature(self.path)
-        self._next_check = time.monotonic() + CHECK_INTERVAL_S
-        self._requested = threading.Event()
-
-    def install_sighup(self, stack: ExitStack) -> None:
-        install_sighup(stack, self.request)
-
-    def request(self) -> None:
-        """Reload on the next loop iteration even if the file looks unchanged (SIGHUP)."""
-        self._requested.set()
+        self.watch = ChangeWatch(lambda: _signature(self.path))
 
     def poll(self) -> Optional[Bundle]:
         """A verified new bundle to swap in (call `served` once it serves), or None (nothing changed, or the new
         file was rejected)."""
         if self._preparing is not None:
             return self._prepared()
-        now = time.monotonic()
-        forced = self._requested.is_set()
-        if not forced and now < self._next_check:
+        if self.watch.changed() is None:
             return None
-        self._next_check = now + CHECK_INTERVAL_S
-        signature = _signature(self.path)
-        if not forced and (signature is None or signature == self._seen):
-            return None
-        self._requested.clear()
-        self._seen = signature
         try:
             bundle = self._verified(load_bundle(self.path))
         except (StreamdetError, OSError, RuntimeError, ValueError) as exc:

@@ -13,15 +13,12 @@ thresholds from its calibration.
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable, Optional
 
 from ..bundleset import (DEFAULT_FILE, ENTITIES_DIR, GROUPS_FILE, SUFFIX, BundleSet, load_bundle_set, signature)
 from ..errors import StreamdetError
-from .reload import CHECK_INTERVAL_S, check_finite, install_sighup
+from .reload import ChangeWatch, check_finite
 
 log = logging.getLogger(__name__)
 
@@ -35,35 +32,22 @@ def snapshot(root: Path) -> dict[Path, tuple]:
 
 
 class BundleDirReloader:
-    """Same contract as reload.BundleReloader (poll -> a verified new set or None; served(set) once it serves)."""
+    """Same contract as reload.BundleReloader (poll -> a verified new set or None; served(set) once it serves; `watch`
+    says when to look: reload.ChangeWatch)."""
 
     def __init__(self, current: BundleSet, metrics=None, prepare: Optional[Callable[[list], None]] = None):
         self.root = Path(current.root)
         self.current = current
         self.metrics = metrics
         self.prepare = prepare  # makes new bundles ready to serve (compiles them)
-        self._seen = snapshot(self.root)
-        self._next_check = time.monotonic() + CHECK_INTERVAL_S
-        self._requested = threading.Event()
-
-    def install_sighup(self, stack: ExitStack) -> None:
-        install_sighup(stack, self.request)
-
-    def request(self) -> None:
-        self._requested.set()
+        self.watch = ChangeWatch(lambda: snapshot(self.root))
 
     def poll(self) -> Optional[BundleSet]:
-        now = time.monotonic()
-        forced = self._requested.is_set()
-        if not forced and now < self._next_check:
+        change = self.watch.changed()
+        if change is None:
             return None
-        self._next_check = now + CHECK_INTERVAL_S
-        seen = snapshot(self.root)
-        if not forced and seen == self._seen:
-            return None
-        self._requested.clear()
-        changed = {path for path, sig in seen.items() if self._seen.get(path) != sig}
-        self._seen = seen
+        before, seen = change
+        changed = {path for path, sig in seen.items() if before.get(path) != sig}
         unchanged = {Path(b.path): b for b in self._served() if Path(b.path) not in changed}
         try:
             new = load_bundle_set(self.root, reuse=unchanged)

@@ -1,0 +1,51 @@
+"""Hot reload of a bundle directory on real bundle files: a replaced entity bundle is reloaded alone (the others are
+reused), a change is seen by the periodic check or at once on request (SIGHUP), and bad bundles are refused."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from streamdet.bundleset import entity_file_name, load_bundle_set
+from streamdet.serve.reload_dir import BundleDirReloader
+from tests.conftest import wait_until
+from tests.test_bundleset import L, export
+
+
+class ReloadCounts(Counter):
+    """The reloader's metrics port: counts of model_reload results."""
+
+    def model_reload(self, result: str) -> None:
+        self[result] += 1
+
+
+def test_a_replaced_entity_bundle_is_reloaded_alone_and_bad_ones_are_refused(tmp_path):
+    root = tmp_path / "bundles"
+    export(root / "default.pt", 0)
+    own = root / "entities" / entity_file_name("host-1")
+    export(own, 1)
+    counts = ReloadCounts()
+    reloader = BundleDirReloader(load_bundle_set(root), counts)
+    first = reloader.current
+    assert reloader.poll() is None  # nothing changed (and no check due yet)
+
+    export(own, 2)
+    reloader.watch.request()  # as SIGHUP does: checked at once
+    new = reloader.poll()
+    assert new is not None and new.for_entity("host-1").sha256 != first.for_entity("host-1").sha256
+    assert new.default is first.default  # the unchanged default was reused, not loaded again
+    reloader.served(new)
+
+    export(own, 3)  # no request: the periodic check (about once a second) sees it
+    newer = wait_until(reloader.poll, 10, "the periodic check to see the replaced entity bundle")
+    assert newer.for_entity("host-1").sha256 not in {b.sha256 for b in new.distinct()}
+    reloader.served(newer)
+
+    own.write_bytes(b"not a bundle")  # refused: the entity falls back to the default
+    reloader.watch.request()
+    fallback = reloader.poll()
+    assert fallback.for_entity("host-1") is fallback.default and own in fallback.refused
+
+    export(root / "default.pt", 4, window=L * 2)  # another input layout: the whole directory stays as it was
+    reloader.watch.request()
+    assert reloader.poll() is None
+    assert counts == {"ok": 2, "rejected": 2}
