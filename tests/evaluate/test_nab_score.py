@@ -13,7 +13,8 @@ from streamdet.evaluate.nab_score import (corpus_score, file_score, load_windows
 def test_scaled_sigmoid_shape():
     assert scaled_sigmoid(-1.0) == pytest.approx(2 / (1 + math.exp(-5)) - 1)  # 0.98661
     assert scaled_sigmoid(0.0) == pytest.approx(0.0)
-    assert scaled_sigmoid(3.0) == -1.0
+    assert scaled_sigmoid(3.0) == pytest.approx(2 / (1 + math.exp(15)) - 1) and scaled_sigmoid(3.0) > -1.0
+    assert scaled_sigmoid(3.01) == -1.0  # NAB: only positions strictly past 3 are clamped
 
 
 def test_probation_is_15_percent_capped_at_750():
@@ -113,3 +114,54 @@ def test_relative_scores_put_files_on_one_scale_and_ignore_unscored_rows():
     rel = relative_scores(np.array([1.0, 4.0, np.nan, 2.0]), np.array([2.0, 2.0, 2.0, np.nan]))
     np.testing.assert_allclose(rel[:2], [-0.5, 1.0])
     assert np.isneginf(rel[2]) and np.isneginf(rel[3])
+
+
+# Hand-computed cases. Every expected number below was worked out on paper from numenta/NAB's rules (nab/sweeper.py,
+# nab/runner.py, config/profiles.json), not from this module:
+#   S(x) = 2 / (1 + exp(5x)) - 1;  S(-1) = 0.9866143 (maxTP)
+#   a row i in window [a, b] earns S(-(b - i + 1) / (b - a + 1)) / maxTP x tpWeight (only the window's best counts)
+#   a row outside every window costs fpWeight x -1 before the first window, else fpWeight x S(|b_prev - i| / (w_prev - 1))
+#   a window without detection costs -fnWeight; rows before min(floor(0.15 n), 750) are ignored
+#   normalised = 100 (raw - null) / (perfect - null), null = -fnWeight x windows, perfect = tpWeight x windows
+# For a 20-row file with the window [10, 13]: probation is rows 0..2; a detection at row 11 earns
+# S(-0.75) / maxTP = 0.9541 / 0.9866 = 0.9669891; at row 12 S(-0.5) / maxTP = 0.8597926; a false positive at row 5
+# costs -0.11; at row 16 (|13 - 16| / 3 = 1.0) 0.11 x S(1) = -0.1085276.
+
+HAND_WINDOW = [(10, 13)]
+
+
+def test_file_score_matches_a_hand_computed_nab_score():
+    det = np.zeros(20, bool)
+    det[[1, 5, 11, 12, 16]] = True  # 1: probation (ignored); 5: FP; 11: TP; 12: later in the window (ignored); 16: FP
+    raw, counted = file_score(det, HAND_WINDOW, "standard")
+    assert counted == 1
+    assert raw == pytest.approx(-0.11 + 0.9669891 - 0.1085276, abs=1e-6)  # 0.7484615
+    assert corpus_score({"f": det}, {"f": HAND_WINDOW})["nab_standard"] == pytest.approx(87.42308, abs=1e-4)
+
+
+def hand_scores():
+    a, b = np.full(20, 0.1), np.full(20, 0.1)
+    a[1], a[5], a[11], a[12], a[16] = 0.95, 0.9, 0.8, 0.8, 0.3  # 0.95 sits in probation: never a detection
+    b[4], b[12] = 0.75, 0.7
+    return {"a": a, "b": b}, {"a": HAND_WINDOW, "b": HAND_WINDOW}
+
+
+def test_corpus_threshold_sweep_matches_a_hand_computed_optimum():
+    """Raw corpus score by threshold, by hand: none -2 (null); 0.9: -2.11; 0.8: -0.1430109 (a's window at row 11);
+    0.75: -0.2530109; 0.7: 1.6067817 (b's window at row 12); 0.3: 1.4982541; 0.1: every row, -0.771 (both windows
+    at their first row, 7 + 6 false positives per file). Best: 0.7, normalised 100 (1.6067817 + 2) / 4 = 90.16954."""
+    scores, windows = hand_scores()
+    out = optimised_corpus_score(scores, windows)
+    assert out["nab_standard_threshold"] == pytest.approx(0.7)
+    assert out["nab_standard_optimised"] == pytest.approx(90.16954, abs=1e-4)
+    # reward_low_FN_rate (fnWeight 2): null -4, perfect 2, the same rows: 100 (1.6067817 + 4) / 6
+    assert out["nab_reward_low_FN_rate_optimised"] == pytest.approx(93.44636, abs=1e-4)
+
+
+def test_corpus_sweep_falls_back_to_the_null_detector_when_every_threshold_loses():
+    """100 rows, window [50, 53] scored lowest: any threshold that finds the window (+2 over the null) also detects
+    the 81 rows outside it past probation (35 x -0.11 before it, 46 rows after, about -0.11 each): null is best."""
+    scores = np.full(100, 0.5)
+    scores[50:54] = 0.1
+    out = optimised_corpus_score({"f": scores}, {"f": [(50, 53)]})
+    assert out["nab_standard_optimised"] == pytest.approx(0.0) and math.isinf(out["nab_standard_threshold"])
