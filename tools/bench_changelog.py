@@ -36,6 +36,7 @@ from streamdet.io.admin import ensure_topics  # noqa: E402
 from streamdet.io.producer import Producer  # noqa: E402
 from streamdet.io.readers import read_to_end  # noqa: E402
 from streamdet.pipeline.engine import Pipeline  # noqa: E402
+from streamdet.pipeline.settings import PipelineSettings  # noqa: E402
 from streamdet.replay import encode_record  # noqa: E402
 from streamdet.serve.ledger import Ledger  # noqa: E402
 from streamdet.serve.state import Checkpointer  # noqa: E402
@@ -88,7 +89,7 @@ def measure(cfg, bundle, bootstrap: str, entities: int, seconds: float, rows: np
     kafka = replace(cfg.kafka, state_topic=f"bench-state-{uuid.uuid4().hex[:8]}").at(bootstrap)
     ensure_topics(kafka, [kafka.state_topic], compacted=True)
     producer = CountingProducer(Producer(kafka))
-    pipeline, ledger = Pipeline(cfg, bundle), Ledger()
+    pipeline, ledger = Pipeline(PipelineSettings.of(cfg), bundle), Ledger()
     checkpointer = Checkpointer(kafka, producer)
     interval_s = kafka.commit_interval_ms / 1000.0
     commits = int(round(seconds / interval_s))
@@ -107,7 +108,7 @@ def measure(cfg, bundle, bootstrap: str, entities: int, seconds: float, rows: np
         write_s, write_cpu_s = write_s + time.perf_counter() - started, write_cpu_s + time.process_time() - cpu
     pipeline.close()
     writer = checkpointer.writer
-    fresh = Pipeline(cfg, bundle)
+    fresh = Pipeline(PipelineSettings.of(cfg), bundle)
     started, cpu = time.perf_counter(), time.process_time()
     records = list(read_to_end(kafka, kafka.state_topic))  # what Checkpointer.restore reads, timed apart
     read_s = time.perf_counter() - started

@@ -37,6 +37,7 @@ from streamdet.io.admin import ensure_topics  # noqa: E402
 from streamdet.io.broker import EmbeddedBroker  # noqa: E402
 from streamdet.io.producer import Producer  # noqa: E402
 from streamdet.pipeline.engine import Pipeline  # noqa: E402
+from streamdet.pipeline.settings import PipelineSettings  # noqa: E402
 from streamdet.types import Source  # noqa: E402
 
 sys.path.insert(0, str(REPO / "tools"))
@@ -116,7 +117,7 @@ def daemon_rates(cfg, bundle_path: Path, bootstrap: str, rows: int) -> tuple[flo
 
 def in_process(cfg, bundle, batch: list[tuple[bytes, bytes]]) -> tuple[float, float]:
     """(g4) (messages/s, rows/s) of engine.Pipeline alone."""
-    pipeline = Pipeline(cfg, bundle)
+    pipeline = Pipeline(PipelineSettings.of(cfg), bundle)
     items = [(value, Source("bench", 0, i, 0)) for i, (_key, value) in enumerate(batch)]
     chunk, rows = cfg.kafka.max_poll_records, 0
     started = time.perf_counter()

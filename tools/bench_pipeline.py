@@ -56,6 +56,7 @@ from streamdet.io.admin import ensure_topics  # noqa: E402
 from streamdet.io.confluent import librdkafka_options  # noqa: E402
 from streamdet.io.producer import Producer  # noqa: E402
 from streamdet.pipeline.engine import Pipeline  # noqa: E402
+from streamdet.pipeline.settings import PipelineSettings  # noqa: E402
 from streamdet.pipeline.scorer import Scorer  # noqa: E402
 from streamdet.replay import encode_record  # noqa: E402
 from streamdet.serve.daemon import Daemon  # noqa: E402
@@ -197,7 +198,7 @@ def run_daemon(cfg, bundle_path: Path, bootstrap: str, until_scored: int, latenc
 def pipeline_only(cfg, bundle, batch: list[tuple[bytes, bytes]]) -> tuple[float, float]:
     """Records/s of engine.Pipeline alone (decode -> alerts, in process, no Kafka) and the share of that time spent
     in model inference: what bounds (b) besides the consumer."""
-    pipeline = Pipeline(cfg, bundle)
+    pipeline = Pipeline(PipelineSettings.of(cfg), bundle)
     items = [(value, Source("bench", 0, i, 0)) for i, (_key, value) in enumerate(batch)]
     chunk = cfg.kafka.max_poll_records
     inference = 0.0
@@ -227,7 +228,7 @@ def scoring_only(bundle, window: int) -> dict[int, float]:
 def memory_per_1000_entities(cfg, bundle, entities: int = 2000) -> float:
     """Bytes the pipeline's per-entity state holds (ring buffers, thresholds, alert state) per 1,000 entities, counted
     by tracemalloc (numpy buffers included): the process RSS is too coarse and moves with the allocator."""
-    pipeline = Pipeline(cfg, bundle)
+    pipeline = Pipeline(PipelineSettings.of(cfg), bundle)
     row = np.random.default_rng(3).random(len(bundle.channels), dtype=np.float32)
     L = pipeline.window
     gc.collect()

@@ -57,12 +57,13 @@ class BridgePorts:
 
 
 class Bridge:
-    """`Bridge(cfg, ports).run()` -> exit code; `stop()` (or SIGTERM/SIGINT in the main thread) ends it cleanly.
-    `cfg` is the bridge's config (main.bridge_config: its own consumer group)."""
+    """`Bridge(kafka, am_cfg, ports).run()` -> exit code; `stop()` (or SIGTERM/SIGINT in the main thread) ends it
+    cleanly. `kafka` is the bridge's Kafka section (main.bridge_kafka: its own consumer group), `am_cfg` the
+    alertmanager section."""
 
-    def __init__(self, cfg, ports: BridgePorts):
-        self.cfg = cfg
-        self.am_cfg = cfg.alertmanager
+    def __init__(self, kafka, am_cfg, ports: BridgePorts):
+        self.kafka = kafka
+        self.am_cfg = am_cfg
         self.ports = ports
         self.alertmanager = ports.alertmanager
         self.metrics = ports.metrics
@@ -115,14 +116,14 @@ class Bridge:
             return
         stack.callback(self.client.close)
         self.metrics.set_state(broker=True)
-        k = self.cfg.kafka
+        k = self.kafka
         self.client.subscribe([k.alerts_topic], self._on_assign, self._on_revoke)
         log.info("alertmanager bridge started topic=%s group=%s alertmanagers=%s", k.alerts_topic, k.group_id,
                  ",".join(self.alertmanager.urls))
 
     # --- the loop -------------------------------------------------------------------------------------------------
     def _loop(self) -> None:
-        k = self.cfg.kafka
+        k = self.kafka
         while not self._stop.is_set() and self.client is not None:
             try:
                 items = self.client.poll(k.poll_timeout_ms, k.max_poll_records)

@@ -14,18 +14,16 @@ from ..io.metrics import BridgeMetrics
 from .bridge import Bridge, BridgePorts
 
 
-def bridge_config(cfg):
-    """cfg with the Kafka group and client id of the bridge (its own consumer group on the alerts topic)."""
-    kafka = dataclasses.replace(cfg.kafka, group_id=cfg.alertmanager.group_id,
-                                client_id=f"{cfg.kafka.client_id}-alertmanager")
-    return dataclasses.replace(cfg, kafka=kafka)
+def bridge_kafka(cfg):
+    """The Kafka section with the group and client id of the bridge (its own consumer group on the alerts topic)."""
+    return dataclasses.replace(cfg.kafka, group_id=cfg.alertmanager.group_id,
+                               client_id=f"{cfg.kafka.client_id}-alertmanager")
 
 
 def make_bridge(cfg) -> Bridge:
     """A Bridge on the configured broker and Alertmanagers; ConfigError (exit 2) for a bad URL, secret or broker."""
     alertmanager = AlertmanagerClient(cfg.alertmanager, resolve=cfg.path)
-    cfg = bridge_config(cfg)
-    k = cfg.kafka
+    k = bridge_kafka(cfg)
     bootstrap = bootstrap_of(k)
 
     def connect():
@@ -38,8 +36,9 @@ def make_bridge(cfg) -> Bridge:
         return read_partitions(k, k.alerts_topic, partitions)
 
     metrics = BridgeMetrics(cfg.alertmanager.host, cfg.alertmanager.port)
-    return Bridge(cfg, BridgePorts(connect=connect, history=history, alertmanager=alertmanager, metrics=metrics,
-                                   is_outage=is_outage))
+    ports = BridgePorts(connect=connect, history=history, alertmanager=alertmanager, metrics=metrics,
+                        is_outage=is_outage)
+    return Bridge(k, cfg.alertmanager, ports)
 
 
 def run_bridge(cfg) -> int:

@@ -100,8 +100,9 @@ def replay_entity(cfg, bundle, entity: str, rows: np.ndarray, chunk: int = 512,
     """Push one entity's rows through a fresh Pipeline and record a score, threshold and verdict per row; records
     carry the dataset's `timestamps` when it has them, else one every STEP_S from START_TS."""
     from ..pipeline.engine import Pipeline
+    from ..pipeline.settings import PipelineSettings
 
-    pipeline = Pipeline(fixed_regime(cfg), bundle, _FrozenClock())
+    pipeline = Pipeline(PipelineSettings.of(fixed_regime(cfg)), bundle, _FrozenClock())
     n = len(rows)
     run = EntityRun(entity, np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=np.int8))
     started = time.perf_counter()

@@ -25,7 +25,6 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
-from ..config import Config
 from ..types import Reject, StepResult, Verdicts
 from .alerts import AlertManager
 from .batcher import MicroBatcher
@@ -33,6 +32,7 @@ from .decode import Decoder
 from .intake import Intake, SampleIntake, row_payload
 from .pacing import AdaptiveStride
 from .routing import ModelRouter, as_bundle_set
+from .settings import PipelineSettings
 from .thresholds import ThresholdBank
 from .stride import bundle_context, check_calibrated_stride, effective_stride, serving_stride
 from .windows import WindowRequest, WindowStore
@@ -58,9 +58,10 @@ def inference_threads(threads: int, overlap: bool) -> int:
 class Pipeline:
     """All online stages for one bundle or a bundle set (per-entity and group bundles over a fleet default; see
     streamdet/bundleset.py). A bundle needs .module, .channels, .window, .calibration, .model_name, .sha256 (a
-    streamdet.bundle.Bundle or any object with those attributes); every bundle of a set has the default's layout."""
+    streamdet.bundle.Bundle or any object with those attributes); every bundle of a set has the default's layout.
+    `cfg` holds the pipeline's own config sections only (PipelineSettings.of(config))."""
 
-    def __init__(self, cfg: Config, bundle: Any, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, cfg: PipelineSettings, bundle: Any, clock: Callable[[], float] = time.monotonic,
                  overlap: bool | None = None):
         default = as_bundle_set(bundle).default
         channels = tuple(default.channels)
@@ -69,7 +70,7 @@ class Pipeline:
         self._context = max(bundle_context(b) for b in as_bundle_set(bundle).distinct())
         self.decoder = Decoder(channels, cfg.input.max_record_bytes, cfg.input.max_future_s)
         s = cfg.scoring
-        self.pace = AdaptiveStride(self._stride(default), cfg.kafka.max_poll_records, s.max_batch, s.adaptive, clock)
+        self.pace = AdaptiveStride(self._stride(default), cfg.max_poll_records, s.max_batch, s.adaptive, clock)
         self.windows = WindowStore(self.window, len(channels), self.pace.stride, cfg.input.max_entities,
                                    cfg.input.allowed_lateness_s, cfg.input.entity_idle_s, clock, s.max_delay_s)
         self.batcher = MicroBatcher(cfg.scoring.max_batch, cfg.scoring.max_wait_ms, clock)

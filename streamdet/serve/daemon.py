@@ -89,6 +89,7 @@ class Daemon:
     def _start(self, stack: ExitStack) -> None:
         from ..bundleset import load_bundle_set
         from ..pipeline.engine import Pipeline
+        from ..pipeline.settings import PipelineSettings
 
         bundle_path = self.cfg.path(str(self.bundle_path))
         bundles = load_bundle_set(bundle_path)  # a bundle file, or a directory of per-entity bundles
@@ -96,7 +97,7 @@ class Daemon:
         self.metrics.start_server()  # before compiling: /healthz answers, /readyz says 503 until the model serves
         stack.callback(self.metrics.stop_server)
         self._prepare_model(bundles.distinct())
-        self.pipeline = Pipeline(self.cfg, bundles if bundles.root is not None else bundle, time.monotonic)
+        self.pipeline = Pipeline(PipelineSettings.of(self.cfg), bundles if bundles.root is not None else bundle, time.monotonic)
         stack.callback(self.pipeline.close)
         self._export_model(bundles)
         self._install_signals(stack)

@@ -10,6 +10,7 @@ import torch
 from streamdet.changelog import ChangelogWriter
 from streamdet.config import load_config
 from streamdet.pipeline.engine import Pipeline
+from streamdet.pipeline.settings import PipelineSettings
 from streamdet.pipeline.thresholds import RollingPercentile
 from streamdet.serve.ledger import Ledger
 from streamdet.serve.state import Checkpointer
@@ -44,7 +45,7 @@ def make_pipeline(method: str = "pot", max_entities: int = 2) -> Pipeline:
                                    "scoring.max_delay_s=0", f"threshold.method={method}",
                                    f"input.max_entities={max_entities}", "input.entity_idle_s=0"])
     bundle = FakeBundle(torch.jit.script(DeviationDetector()), tuple("abc"), 8, exponential_calibration())
-    pipeline = Pipeline(cfg, bundle, overlap=False)
+    pipeline = Pipeline(PipelineSettings.of(cfg), bundle, overlap=False)
     shrink_threshold_buffers(pipeline)
     return pipeline
 
@@ -81,7 +82,7 @@ def checkpoint(pipeline: Pipeline, ledger: Ledger, checkpointer: Checkpointer, o
 
 
 def make_checkpointer(pipeline: Pipeline, log, metrics=None, **writer) -> Checkpointer:
-    return Checkpointer(pipeline._cfg.kafka, log, ChangelogWriter(**writer), metrics)
+    return Checkpointer(load_config(SMD_CONFIG).kafka, log, ChangelogWriter(**writer), metrics)
 
 
 def assert_same_state(got, want, path: str = "state") -> None:

@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 
 from streamdet.changelog import ChangelogFold
 from streamdet.changelog.delta import DeltaError, apply, diff, mark_of
+from streamdet.config import load_config
 from streamdet.io.metrics import Metrics
 from streamdet.serve.ledger import Ledger
 from tests.changelog.helpers import ListLog, assert_same_state, checkpoint, make_checkpointer, make_pipeline, push
+from tests.conftest import SMD_CONFIG
 
 ENTITIES = ("e0", "e1")
 
@@ -99,7 +101,7 @@ def test_a_dirty_delta_slot_that_could_continue_the_chain_is_overwritten_by_the_
     dirty = b"e0\x00%d" % (chain + 1)
     log.records.append((dirty, b"\x00sd2 garbage"))  # unreadable: it may be the chain's next delta
     pipeline, ledger = make_pipeline(), Ledger()
-    metrics = Metrics(pipeline._cfg.metrics)
+    metrics = Metrics(load_config(SMD_CONFIG).metrics)
     checkpointer = make_checkpointer(pipeline, log, metrics, max_deltas=4, size_ratio=100.0)
     checkpointer.restore_from(pipeline, ledger, {("m", 0)}, list(log.records))
     assert not pipeline.holds("e0") and pipeline.holds("e1")

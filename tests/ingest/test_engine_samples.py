@@ -8,6 +8,7 @@ import orjson
 from streamdet.bundle import load_bundle
 from streamdet.config import load_config
 from streamdet.pipeline.engine import Pipeline
+from streamdet.pipeline.settings import PipelineSettings
 from streamdet.serve.state import decode_checkpoint, encode_checkpoint
 from streamdet.types import Source
 from tests.conftest import SMD_CONFIG, tiny_overrides
@@ -18,7 +19,7 @@ from .samples import SAMPLE_EXTRA, sample_messages
 
 def pipeline(bundle_path, *extra: str) -> Pipeline:
     cfg = load_config(SMD_CONFIG, tiny_overrides(bundle_path) + list(EXTRA) + list(SAMPLE_EXTRA) + list(extra))
-    return Pipeline(cfg, load_bundle(bundle_path), overlap=False)
+    return Pipeline(PipelineSettings.of(cfg), load_bundle(bundle_path), overlap=False)
 
 
 def alerts_of(events) -> dict:

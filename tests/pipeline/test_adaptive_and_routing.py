@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from streamdet.config import load_config
 from streamdet.pipeline.engine import RESULT_CHECK_S, Pipeline
+from streamdet.pipeline.settings import PipelineSettings
 from streamdet.types import Source
 
 from ..conftest import SMD_CONFIG
@@ -21,11 +22,11 @@ from .test_engine import FrozenClock
 L, C = 8, 3
 
 
-def config(max_poll=100, max_batch=16, stride=4, adaptive=True):
-    return load_config(SMD_CONFIG, [f"scoring.stride={stride}", f"scoring.max_batch={max_batch}",
-                                    "scoring.max_wait_ms=1000", f"kafka.max_poll_records={max_poll}",
-                                    f"scoring.adaptive={adaptive}", "alerting.min_consecutive=1",
-                                    "threshold.warmup=0"])
+def config(max_poll=100, max_batch=16, stride=4, adaptive=True) -> PipelineSettings:
+    cfg = load_config(SMD_CONFIG, [f"scoring.stride={stride}", f"scoring.max_batch={max_batch}",
+                                   "scoring.max_wait_ms=1000", f"kafka.max_poll_records={max_poll}",
+                                   f"scoring.adaptive={adaptive}", "alerting.min_consecutive=1", "threshold.warmup=0"])
+    return PipelineSettings.of(cfg)
 
 
 def bundle(module=None, sha="0", calibration=None):

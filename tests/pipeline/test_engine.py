@@ -11,6 +11,7 @@ import torch
 
 from streamdet.config import load_config
 from streamdet.pipeline.engine import Pipeline
+from streamdet.pipeline.settings import PipelineSettings
 from streamdet.serve.ledger import Ledger
 from streamdet.types import Source
 
@@ -36,7 +37,7 @@ def make_pipeline(max_batch=4, max_wait_ms=50.0, stride=STRIDE, overlap=False, m
                                    f"scoring.max_delay_s={max_delay_s}", f"scoring.adaptive={adaptive}"])
     bundle = FakeBundle(module or torch.jit.script(DeviationDetector()), tuple("abc"), L, exponential_calibration())
     clock = FrozenClock()
-    return Pipeline(cfg, bundle, clock, overlap=overlap), clock
+    return Pipeline(PipelineSettings.of(cfg), bundle, clock, overlap=overlap), clock
 
 
 def items(entity, start, n, partition=0, spike_at=None):
@@ -182,7 +183,7 @@ def test_serving_a_bundle_at_another_stride_than_its_calibration_warns(caplog, c
     caplog.set_level(logging.INFO, logger="streamdet.pipeline.stride")
     calibration = exponential_calibration() | ({} if calibrated is None else {"stride": calibrated, "window": L})
     cfg = load_config(SMD_CONFIG, [f"scoring.stride={STRIDE}"])
-    Pipeline(cfg, FakeBundle(torch.jit.script(DeviationDetector()), tuple("abc"), L, calibration), overlap=False)
+    Pipeline(PipelineSettings.of(cfg), FakeBundle(torch.jit.script(DeviationDetector()), tuple("abc"), L, calibration), overlap=False)
     records = [r for r in caplog.records if "calibrated" in r.getMessage()]
     assert [r.levelno for r in records] == ([] if level is None else [level])
     if calibrated == 2:

@@ -19,6 +19,7 @@ from streamdet.config import load_config
 from streamdet.io.admin import ensure_topics
 from streamdet.io.producer import Producer
 from streamdet.pipeline.engine import Pipeline
+from streamdet.pipeline.settings import PipelineSettings
 from tests.conftest import SMD_CONFIG, tiny_overrides
 from tests.fixture_data import replay_slice, split_rows
 from tests.integration.helpers import DaemonProcess, read_topic, record
@@ -72,7 +73,7 @@ def reference_alerts(bundle_path: Path, records: list[tuple[str, bytes]], extra=
     """The alerts of an uninterrupted run that scored every full stride (no final drain): (alert_id, status) ->
     message."""
     cfg = load_config(SMD_CONFIG, tiny_overrides(bundle_path) + list(extra))
-    pipeline = Pipeline(cfg, load_bundle_set(bundle_path))  # a bundle file or a directory of per-entity bundles
+    pipeline = Pipeline(PipelineSettings.of(cfg), load_bundle_set(bundle_path))  # a bundle file or a directory of per-entity bundles
     events = pipeline.process((value, ("ref", 0, i, 0)) for i, (_, value) in enumerate(records)).alerts
     events += pipeline.flush_batches().alerts
     messages = [orjson.loads(orjson.dumps(e.to_message())) for e in events]  # as a consumer reads them

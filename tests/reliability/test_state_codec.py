@@ -8,6 +8,7 @@ import torch
 
 from streamdet.config import load_config
 from streamdet.pipeline.engine import Pipeline
+from streamdet.pipeline.settings import PipelineSettings
 from streamdet.serve.ledger import Ledger
 from streamdet.serve.state import StateError, decode_checkpoint, encode_checkpoint
 from streamdet.types import Source
@@ -48,7 +49,7 @@ def test_pipeline_state_through_the_codec_continues_identically():
     cfg = load_config(SMD_CONFIG, ["scoring.stride=4", "scoring.max_batch=1", "alerting.min_consecutive=1"])
 
     def make():
-        return Pipeline(cfg, FakeBundle(torch.jit.script(DeviationDetector()), tuple("abc"), 8,
+        return Pipeline(PipelineSettings.of(cfg), FakeBundle(torch.jit.script(DeviationDetector()), tuple("abc"), 8,
                                         exponential_calibration()))
 
     def items(lo, hi):
