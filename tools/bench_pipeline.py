@@ -3,6 +3,7 @@
 
     python tools/bench_pipeline.py                    # 600,000 records, 100 entities x 38 channels
     python tools/bench_pipeline.py --quick            # 20,000 records (a smoke run)
+    python tools/bench_pipeline.py --saturation       # only the rows (a) to (c'): the default config's throughput
     make bench
 
 One run prints one table:
@@ -280,6 +281,32 @@ def print_format_rates(args, cfg, rates: dict[str, list[float]]) -> None:
         print(f"| {row} | {np.median(values):,.0f} records/s ({each}) | {np.median(values) / base:.2f}x |")
 
 
+def print_saturation(args, cfg, source: str, rates: dict[str, list[float]]) -> None:
+    """The table's header and its saturation rows: (a), (b), (c), (a2), (b'), (c')."""
+    print(f"\n# {args.records:,} records ({source}), {args.entities} entities x {C} channels, model {cfg.model.name} "
+          f"(window {cfg.model.window}, stride {cfg.scoring.stride}, batch {cfg.scoring.max_batch}), 1 torch thread; "
+          f"rates: median of {args.repeats} interleaved runs (each run in brackets)\n")
+    print("| measure | value |")
+    print("|---|---:|")
+    med = {row: float(np.median(values)) for row, values in rates.items()}
+
+    def rate(row: str) -> str:
+        spread = f" ({', '.join(f'{v:,.0f}' for v in rates[row])})" if len(rates[row]) > 1 else ""
+        return f"{med[row]:,.0f} records/s{spread}"
+
+    def ratio(top: str, bottom: str) -> str:
+        each = [f"{t / b:.0%}" for t, b in zip(rates[top], rates[bottom])]
+        return f"{med[top] / med[bottom]:.0%}" + (f" (each run: {', '.join(each)})" if len(each) > 1 else "")
+
+    print(f"| (a) raw ceiling: kafka-python consume + orjson decode | {rate('a')} |")
+    print(f"| (b) daemon end to end, default config (`kafka.client: {cfg.kafka.client}`) | {rate('b')} |")
+    print(f"| (c) daemon / raw ceiling, (b) / (a) | {ratio('b', 'a')} |")
+    print(f"| (a2) raw ceiling with confluent-kafka: consume + orjson decode | {rate('a2')} |")
+    python = "b'"
+    print(f"| (b') daemon end to end, `kafka.client: kafka-python` | {rate(python)} |")
+    print(f"| (c') (b') / (a) | {ratio(python, 'a')} |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=600_000)
@@ -293,6 +320,8 @@ def main(argv=None) -> int:
     parser.add_argument("--changelog-seconds", type=float, default=60.0, help="(h): seconds of stream per count")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--formats", action="store_true", help="(b) per bundle format only")
+    parser.add_argument("--saturation", action="store_true",
+                        help="the saturation rows only: (a), (a2), (b), (b') and their ratios")
     args = parser.parse_args(argv)
     if args.quick:
         args.records, args.latency_records, args.repeats = 20_000, 4000, 1
@@ -333,6 +362,9 @@ def main(argv=None) -> int:
                                                                 f"kafka.client={client}"])
                 rates[row].append(run_daemon(run_cfg, Path(tmp) / "bench.pt", broker.bootstrap,
                                              args.records - in_partial))
+        if args.saturation:
+            print_saturation(args, cfg, source, rates)
+            return 0
         latencies: list = []
         lat_cfg = load_config(args.config, [f"kafka.metrics_topic=lat-{tag}", f"kafka.alerts_topic=bench-alerts-{tag}",
                                             f"kafka.dlq_topic=bench-dlq-{tag}", f"kafka.group_id=lat-{tag}",
@@ -354,28 +386,7 @@ def main(argv=None) -> int:
         changelog = [bench_changelog.measure(cfg, bundle, broker.bootstrap, int(n), args.changelog_seconds, rows)
                      for n in args.changelog.split(",") if n]
     lat = np.asarray(latencies) * 1000
-    print(f"\n# {args.records:,} records ({source}), {args.entities} entities x {C} channels, model {cfg.model.name} "
-          f"(window {cfg.model.window}, stride {cfg.scoring.stride}, batch {cfg.scoring.max_batch}), 1 torch thread; "
-          f"rates: median of {args.repeats} interleaved runs (each run in brackets)\n")
-    print("| measure | value |")
-    print("|---|---:|")
-    med = {row: float(np.median(values)) for row, values in rates.items()}
-
-    def rate(row: str) -> str:
-        spread = f" ({', '.join(f'{v:,.0f}' for v in rates[row])})" if len(rates[row]) > 1 else ""
-        return f"{med[row]:,.0f} records/s{spread}"
-
-    def ratio(top: str, bottom: str) -> str:
-        each = [f"{t / b:.0%}" for t, b in zip(rates[top], rates[bottom])]
-        return f"{med[top] / med[bottom]:.0%}" + (f" (each run: {', '.join(each)})" if len(each) > 1 else "")
-
-    print(f"| (a) raw ceiling: kafka-python consume + orjson decode | {rate('a')} |")
-    print(f"| (b) daemon end to end, default config (`kafka.client: {cfg.kafka.client}`) | {rate('b')} |")
-    print(f"| (c) daemon / raw ceiling, (b) / (a) | {ratio('b', 'a')} |")
-    print(f"| (a2) raw ceiling with confluent-kafka: consume + orjson decode | {rate('a2')} |")
-    python = "b'"
-    print(f"| (b') daemon end to end, `kafka.client: kafka-python` | {rate(python)} |")
-    print(f"| (c') (b') / (a) | {ratio(python, 'a')} |")
+    print_saturation(args, cfg, source, rates)
     print(f"| (b2) engine.Pipeline alone, in process (no Kafka) | {in_process:,.0f} records/s |")
     print(f"| (b3) model inference time / (b2) wall time | {inference_share:.0%} |")
     print(f"| (d) latency production -> score at {args.rate:,.0f} records/s, p50 / p99 | "
