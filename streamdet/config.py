@@ -92,6 +92,17 @@ class PatchConfig:
 
 
 @dataclass(frozen=True)
+class ScoreConfig:
+    """Score engineering on top of the model (train/engineering.py, train/smoothing.py, pipeline/standardise.py);
+    auto candidates inherit these unless they set their own. Defaults: docs/evaluation.md, "Score engineering"."""
+
+    channel_norm: bool = False  # divide each channel's contribution by its validation scale before the mean
+    smooth: int = _range(0, 10_000, default=0)  # causal moving average of the scores over this many steps; 0 = off
+    windows: Tuple[int, ...] = ()  # more window lengths scored at once (rank-normalised mean); () = model.window only
+    standardise: bool = False  # per-entity online standardisation of the scores in the pipeline
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str = "lstm_ae"  # a registry name (`streamdet models`); checked when the config loads
     preset: Optional[str] = None  # "default" (= None), "tiny" for tests and quick demos, ...; checked at load
@@ -100,6 +111,7 @@ class ModelConfig:
     patch: PatchConfig = field(default_factory=PatchConfig)
     bundle: str = "../artifacts/lstm_ae-smd.pt"
     auto_candidates: Tuple[str, ...] = ()  # name: auto -> "model key=value ..." specs; empty = train/candidates.py's list
+    score: ScoreConfig = field(default_factory=ScoreConfig)
 
 
 @dataclass(frozen=True)
@@ -436,9 +448,10 @@ def _check_model(model: ModelConfig) -> None:
     """model.name, model.preset, model.params and model.patch against the registry, so typos fail at load."""
     from .models import registry  # imports torch: deferred to the one call that needs it
 
-    if model.name == "auto":
-        from .train.candidates import check_candidates
+    from .train.candidates import check_candidates, check_score
 
+    check_score(model)
+    if model.name == "auto":
         check_candidates(model)
         return
     registry.resolve(model.name, model.preset, model.params)

@@ -46,6 +46,17 @@ def entity_scores(cfg, series, model: str):
     return clean, pairs
 
 
+def validation_setup(args):
+    """(config, first --entities entity names) of a validation-only choice: the benchmark's training budget."""
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(1)
+    cfg = load_config(str(ROOT / "config" / "smd.yaml"), [f"data.dataset={args.dataset}", "train.epochs=3",
+                                                          "train.max_windows=5000"] + args.set)
+    names = [line.split(",")[0] for line in (cfg.path(cfg.data.root) / args.dataset / "entities.csv").read_text()
+             .splitlines()[1:] if line.strip()][:args.entities]
+    return cfg, names
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="asd")
@@ -54,12 +65,7 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], help="config override KEY=VALUE")
     p.add_argument("--top", type=int, default=10)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(1)
-    cfg = load_config(str(ROOT / "config" / "smd.yaml"), [f"data.dataset={args.dataset}", "train.epochs=3",
-                                                          "train.max_windows=5000"] + args.set)
-    names = [line.split(",")[0] for line in (cfg.path(cfg.data.root) / args.dataset / "entities.csv").read_text()
-             .splitlines()[1:] if line.strip()][:args.entities]
+    cfg, names = validation_setup(args)
     grid = settings_grid()
     totals = np.zeros((len(grid), 4))
     runs = 0

@@ -33,6 +33,7 @@ from .intake import Intake, SampleIntake, row_payload
 from .pacing import AdaptiveStride
 from .routing import ModelRouter, as_bundle_set
 from .settings import PipelineSettings
+from .standardise import ScoreStandardiser
 from .thresholds import ThresholdBank
 from .stride import bundle_context, check_calibrated_stride, effective_stride, serving_stride
 from .windows import WindowRequest, WindowStore
@@ -137,6 +138,7 @@ class Pipeline:
         for entity in entities:
             self.windows.remove(entity)
             self.thresholds.remove(entity)
+            self.standardiser.remove(entity)
             self.alerts.remove(entity)
             if self.intake is not None:
                 self.intake.forget(entity)
@@ -185,6 +187,7 @@ class Pipeline:
             return
         for entity in self.router.replace(bundle):
             self.thresholds.remove(entity)
+            self.standardiser.remove(entity)
             self.alerts.remove(entity)
 
     def _serve(self, bundle: Any) -> None:
@@ -194,6 +197,9 @@ class Pipeline:
         default, per_entity = self.router.default, not self.router.is_fleet
         self.thresholds = ThresholdBank(self._cfg.threshold, default.calibration,
                                         self.router.calibration_of if per_entity else None)
+        self.standardiser = ScoreStandardiser(  # per-entity score levels, where the bundle was calibrated with them
+            lambda entity: self.router.calibration_of(entity)[1].get("standardise"),
+            enabled=any("standardise" in b.calibration for b in as_bundle_set(bundle).distinct()))
         self.alerts = AlertManager(self._cfg.alerting, self.decoder.channels,
                                    {"name": default.model_name, "sha256": default.sha256},
                                    self.router.model_of if per_entity else None)
@@ -314,6 +320,7 @@ class Pipeline:
         partial = [width - request.n_new for request in requests]  # leading columns that are not new points
         if any(partial):
             learn &= np.arange(width)[None, :] >= np.array(partial)[:, None]
+        new = self.standardiser.apply([r.entity for r in requests], new, learn)
         thresholds, over = self.thresholds.decide([r.entity for r in requests], new, learn)
         any_over = over.any(axis=1).tolist()
         all_finite = bool(finite.all())
@@ -334,6 +341,8 @@ class Pipeline:
         if entity in self.windows:
             state.update(window=self.windows.state_dict(entity), threshold=self.thresholds.state_dict(entity),
                          alert=self.alerts.state_dict(entity))
+            if self.standardiser.state_dict(entity) is not None:
+                state["standardise"] = self.standardiser.state_dict(entity)
         if self.intake is not None and self.intake.holds(entity):
             state["assembly"] = self.intake.state_dict(entity)  # rows being assembled travel with the entity
         return state
@@ -343,5 +352,6 @@ class Pipeline:
             self.windows.load_state(entity, state["window"])
             self.thresholds.load_state(entity, state["threshold"])
             self.alerts.load_state(entity, state["alert"])
+            self.standardiser.load_state(entity, state.get("standardise"))
         if "assembly" in state and self.intake is not None:
             self.intake.load_state(entity, state["assembly"])

@@ -6,12 +6,15 @@ anomalies injected into the validation tails; the bundle and the log record the 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Optional
 
 from ..bundle import Bundle
 from ..data import load_series
+from .candidates import check_score
 from .core import Trained, export_trained, model_context, train_model
+from .engineering import engineer
 
 __all__ = ["train_bundle", "Trained", "train_model", "export_trained", "model_context"]
 
@@ -31,5 +34,9 @@ def train_bundle(cfg, *, model_name: Optional[str] = None, entities: Optional[li
         from .select import train_auto
 
         return train_auto(cfg, series, path, started, progress=progress, source=source)
-    return export_trained(cfg, series, train_model(cfg, series, name, progress=progress), path, started,
+    settings = check_score(cfg.model)
+    trained = engineer(train_model(cfg, series, name, progress=progress), settings,
+                       lambda window: train_model(cfg, series, name, window=window, progress=progress),
+                       cfg.scoring.stride)
+    return export_trained(cfg, series, trained, path, started, {"score": dataclasses.asdict(settings)},
                           source=source)

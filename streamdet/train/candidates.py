@@ -26,16 +26,47 @@ class Candidate:
     preset: str | None
     params: dict
     smooth: int | None = None  # causal moving average of the scores over this many steps (train/smoothing.py)
+    channel_norm: bool | None = None  # score engineering (train/engineering.py); None = model.score's setting
+    windows: tuple[int, ...] | None = None
+    standardise: bool | None = None  # per-entity online standardisation (pipeline/standardise.py)
 
     @property
     def base(self) -> tuple:
-        """What training depends on: candidates differing only in smoothing share one trained model."""
+        """What training depends on: candidates differing only in score engineering share one trained model."""
         return (self.name, self.window, self.normalisation, self.preset, tuple(sorted(self.params.items())))
+
+    def score_settings(self, defaults) -> "ScoreSettings":
+        """This candidate's score engineering: its own keys, else `defaults` (model.score)."""
+        def pick(mine, theirs):
+            return theirs if mine is None else mine
+
+        return ScoreSettings(bool(pick(self.channel_norm, defaults.channel_norm)),
+                             int(pick(self.smooth, defaults.smooth) or 0),
+                             tuple(pick(self.windows, defaults.windows)), bool(pick(self.standardise,
+                                                                                    defaults.standardise)))
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """Score engineering of one model (model.score, or an auto candidate's own keys)."""
+
+    channel_norm: bool = False
+    smooth: int = 0
+    windows: tuple[int, ...] = ()
+    standardise: bool = False
+
+    def check(self, where: str, window: int) -> None:
+        if self.smooth == 1 or self.smooth < 0:
+            raise ConfigError(f"{where}: smooth must be 0 (off) or >= 2, got {self.smooth}")
+        if any(int(w) < 2 for w in self.windows):
+            raise ConfigError(f"{where}: windows must all be >= 2, got {list(self.windows)}")
+        if self.windows and len(set(self.windows) | {window}) < 2:
+            raise ConfigError(f"{where}: windows must add a length other than the model's window {window}")
 
 
 def parse_candidate(spec: str) -> Candidate:
-    """'name key=value ...': window, normalisation, preset and smooth are training settings, other keys model
-    params."""
+    """'name key=value ...': window, normalisation, preset, smooth, channel_norm, windows and standardise are
+    training settings, other keys model params."""
     name, *pairs = spec.split()
     settings: dict = {}
     for pair in pairs:
@@ -44,8 +75,13 @@ def parse_candidate(spec: str) -> Candidate:
             raise ConfigError(f"model.auto_candidates: {spec!r}: expected key=value after the model name, got {pair!r}")
         settings[key] = yaml.safe_load(value)
     window, smooth = settings.pop("window", None), settings.pop("smooth", None)
+    windows = settings.pop("windows", None)
+    if windows is not None and not isinstance(windows, list):
+        raise ConfigError(f"model.auto_candidates: {spec!r}: windows takes a list, e.g. windows=[10,32]")
+    flags = {key: settings.pop(key, None) for key in ("channel_norm", "standardise")}
     return Candidate(spec, name, int(window) if window else None, settings.pop("normalisation", None),
-                     settings.pop("preset", None), settings, int(smooth) if smooth else None)
+                     settings.pop("preset", None), settings, int(smooth) if smooth is not None else None,
+                     windows=tuple(int(w) for w in windows) if windows is not None else None, **flags)
 
 
 def check_candidates(model_cfg) -> list[Candidate]:
@@ -58,4 +94,12 @@ def check_candidates(model_cfg) -> list[Candidate]:
             registry.resolve(c.name, c.preset if c.preset is not None else model_cfg.preset, c.params)
         except ConfigError as exc:
             raise ConfigError(f"model.auto_candidates: {c.spec!r}: {exc}") from None
+        c.score_settings(model_cfg.score).check(f"model.auto_candidates: {c.spec!r}", c.window or model_cfg.window)
     return candidates
+
+
+def check_score(model_cfg) -> ScoreSettings:
+    """model.score as settings, checked at config load (the auto candidates check their own)."""
+    settings = Candidate("", model_cfg.name, None, None, None, {}).score_settings(model_cfg.score)
+    settings.check("model.score", model_cfg.window)
+    return settings

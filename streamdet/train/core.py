@@ -14,6 +14,7 @@ from ..bundle import Bundle, ServedModel, export_bundle
 from ..config import to_dict
 from ..models import registry
 from ..pipeline.stride import effective_stride
+from ..pipeline.standardise import make_prior, standardise_stream
 from .calibration import calibrate, daemon_like_scores
 from .fingerprint import fingerprint
 from .splits import Windows, make_windows
@@ -39,6 +40,7 @@ class Trained:
     normalisation: str
     preset: Optional[str]
     params: dict
+    standardise: bool = False  # calibrate (and serve) with per-entity online standardisation (pipeline/standardise.py)
 
     @property
     def served(self) -> ServedModel:
@@ -68,14 +70,22 @@ def train_model(cfg, series, name: str, *, window: Optional[int] = None, normali
     return Trained(name, model, w, result, window, normalisation, preset, params)
 
 
+def validation_scores(trained: Trained, stride: int) -> list[np.ndarray]:
+    """Daemon-like scores of each clean validation tail (raw model scores, before any standardisation)."""
+    return [daemon_like_scores(trained.served, tail, trained.window, stride, trained.context)
+            for tail in trained.windows.val_tails]
+
+
 def export_trained(cfg, series, trained: Trained, path, started: float, extra: Optional[dict] = None,
                    source: Optional[dict] = None) -> Bundle:
     """Calibrate on the clean validation tails, scored as the daemon scores, and write the verified bundle."""
-    served = trained.served
-    scores = np.concatenate([daemon_like_scores(served, tail, trained.window, cfg.scoring.stride, trained.context)
-                             for tail in trained.windows.val_tails])
     stride = effective_stride(cfg.scoring.stride, trained.window, trained.context)
+    tails = validation_scores(trained, cfg.scoring.stride)
+    prior = make_prior(np.concatenate(tails)) if trained.standardise else None
+    scores = np.concatenate([standardise_stream(prior, t, stride) for t in tails] if prior else tails)
     calibration = {**calibrate(scores, cfg.threshold.init_level), "stride": stride, "window": trained.window}
+    if prior:
+        calibration["standardise"] = prior  # the pipeline standardises each entity's scores from this prior
     w, model = trained.windows, trained.model
     training = {**trained.result.as_dict(), "entities": [s.entity for s in series],
                 "dataset": (source or {}).get("dataset", cfg.data.dataset), "source": source or {},

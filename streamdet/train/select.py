@@ -3,8 +3,9 @@
 Every candidate (a model name with its window, scaling and parameters; `model.auto_candidates`) is trained on the
 training heads exactly as `streamdet train` trains one model. Each entity's validation tail (train split, held out)
 gets `INJECTED_COPIES` copies with synthetic anomalies (train/inject.py: the generator's five kinds plus level
-shifts and broken correlations, sized from the tail's own spread); candidates score them as the daemon does and are
-ranked by mean VUS-PR against the injected labels (AUC-PR breaks ties). The best candidate is exported with its
+shifts and broken correlations, sized from the tail's own spread); candidates score them as the daemon does (with
+their score engineering: train/engineering.py, pipeline/standardise.py) and are ranked by mean VUS-PR against the
+injected labels (AUC-PR breaks ties). The best candidate is exported with its
 calibration from the clean tails; `meta["training"]["selection"]` and the log hold the full ranking.
 
 The test split is never loaded for this: `load_series` returns it, but nothing here reads `test`/`test_labels`
@@ -23,10 +24,12 @@ import numpy as np
 from ..errors import ConfigError
 from ..evaluate.vus import auc_pr, vus
 from .candidates import Candidate, check_candidates
-from .core import Trained, export_trained, train_model
+from ..pipeline.standardise import make_prior, standardise_stream
+from ..pipeline.stride import effective_stride
+from .core import Trained, export_trained, train_model, validation_scores
 from .calibration import daemon_like_scores, scored_start
+from .engineering import engineer
 from .inject import KINDS, default_count, inject
-from .smoothing import SmoothedScores
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +61,11 @@ def validation_score(trained: Trained, injections: Injections, stride: int) -> d
     """Mean VUS-PR and AUC-PR of the candidate's daemon-like scores against the injected labels."""
     stride = stride if getattr(trained.model, "trainable", True) else trained.window  # fitted: stride-free scores
     served, vus_prs, auc_prs = trained.served, [], []
+    prior = make_prior(np.concatenate(validation_scores(trained, stride))) if trained.standardise else None
     for values, labels in zip(injections.values, injections.labels):
         scores = daemon_like_scores(served, values, trained.window, stride, trained.context)
+        if prior:  # as the pipeline will: each tail is one fresh entity
+            scores = standardise_stream(prior, scores, effective_stride(stride, trained.window, trained.context))
         start = scored_start(len(values), trained.window, stride, trained.context)
         y = labels[start:start + len(scores)]
         if len(scores) < 10 or not y.any():
@@ -80,15 +86,17 @@ def rank(entries: list[dict]) -> list[dict]:
     return sorted(entries, key=key)
 
 
-def _trained(cfg, series, c: Candidate, base_models: dict, progress: bool) -> Trained:
-    """The candidate's fitted model: trained once per base, then wrapped for smoothing when asked."""
-    if c.base not in base_models:
-        base_models[c.base] = train_model(cfg, series, c.name, window=c.window, normalisation=c.normalisation,
-                                          preset=c.preset, params=c.params or None, progress=progress)
-    trained = base_models[c.base]
-    if not c.smooth:
-        return trained
-    return dataclasses.replace(trained, model=SmoothedScores(trained.model, c.smooth))
+def fit_candidate(cfg, series, c: Candidate, base_models: dict, progress: bool) -> Trained:
+    """The candidate's fitted model: trained once per base (and window length), then wrapped for its score
+    engineering (train/engineering.py)."""
+    def fit(window: int) -> Trained:
+        key = dataclasses.replace(c, window=window).base
+        if key not in base_models:
+            base_models[key] = train_model(cfg, series, c.name, window=window, normalisation=c.normalisation,
+                                           preset=c.preset, params=c.params or None, progress=progress)
+        return base_models[key]
+
+    return engineer(fit(c.window or cfg.model.window), c.score_settings(cfg.model.score), fit, cfg.scoring.stride)
 
 
 def train_auto(cfg, series, path, started: float, progress: bool = True, source=None):
@@ -100,7 +108,7 @@ def train_auto(cfg, series, path, started: float, progress: bool = True, source=
     for c in candidates:
         t0 = time.perf_counter()
         try:  # one candidate that cannot train or score (too short a series) must not stop auto
-            trained = _trained(cfg, series, c, base_models, progress)
+            trained = fit_candidate(cfg, series, c, base_models, progress)
             if injections is None:
                 injections = make_injections(trained.windows.val_tails, cfg.train.seed, margin)
             entry = {"candidate": c.spec, **validation_score(trained, injections, cfg.scoring.stride),
@@ -122,4 +130,6 @@ def train_auto(cfg, series, path, started: float, progress: bool = True, source=
     selection = {"chosen": chosen, "metric": "mean VUS-PR (buffer 0..%d) on validation tails with injected "
                  "anomalies" % SELECTION_VUS_WINDOW, "kinds": list(KINDS), "copies_per_tail": INJECTED_COPIES,
                  "ranking": ranking}
-    return export_trained(cfg, series, trained_by_spec[chosen], path, started, {"selection": selection}, source)
+    score = dataclasses.asdict(next(c for c in candidates if c.spec == chosen).score_settings(cfg.model.score))
+    return export_trained(cfg, series, trained_by_spec[chosen], path, started, {"selection": selection,
+                                                                               "score": score}, source)

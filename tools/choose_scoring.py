@@ -1,0 +1,75 @@
+"""Choose the score-engineering defaults (model.score.*) on validation data only: auto's own protocol.
+
+    nice -n 19 .venv/bin/python tools/choose_scoring.py --dataset asd --entities 6 --models knn,pca,autoencoder
+
+For each entity and model: the model is trained on the entity's training head (as tools/benchmark.py does) and
+each variant (plain, channel_norm, smooth, windows, standardise) is ranked exactly as `model.name: auto` ranks its
+candidates (train/select.py: mean VUS-PR against anomalies injected into the validation tails). Prints, per model
+and variant, the mean validation VUS-PR over entities and on how many entities the variant beats plain. No test
+split is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+from choose_operating import validation_setup  # noqa: E402
+from streamdet.data import load_series  # noqa: E402
+from streamdet.train.candidates import parse_candidate  # noqa: E402
+from streamdet.train.select import fit_candidate, make_injections, validation_score  # noqa: E402
+
+VARIANTS = ("", "channel_norm=true", "smooth=10", "windows=[32]", "standardise=true")
+
+
+def entity_rows(cfg, series, model: str, variants: list[str]) -> dict[str, float]:
+    """Validation VUS-PR of every variant of one model on one entity (the trained base is shared)."""
+    base_models: dict = {}
+    injections, out = None, {}
+    for variant in variants:
+        candidate = parse_candidate(f"{model} {variant}".strip())
+        trained = fit_candidate(cfg, [series], candidate, base_models, progress=False)
+        if injections is None:
+            injections = make_injections(trained.windows.val_tails, cfg.train.seed, cfg.model.window)
+        out[variant] = validation_score(trained, injections, cfg.scoring.stride)["vus_pr"]
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="asd")
+    p.add_argument("--entities", type=int, default=6)
+    p.add_argument("--models", default="knn,pca,autoencoder")
+    p.add_argument("--variants", default="|".join(VARIANTS), help="'|'-separated candidate keys ('' = plain)")
+    p.add_argument("--set", action="append", default=[], help="config override KEY=VALUE")
+    args = p.parse_args(argv)
+    cfg, names = validation_setup(args)
+    variants = args.variants.split("|")
+    table: dict[tuple[str, str], list[float]] = {}
+    for name in names:
+        series = load_series(cfg, [name])[0]
+        for model in args.models.split(","):
+            started = time.perf_counter()
+            for variant, value in entity_rows(cfg, series, model, variants).items():
+                table.setdefault((model, variant), []).append(value)
+            print(f"# {name} {model} {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    print(f"| model | variant | validation VUS-PR (mean) | beats plain on |  ({args.dataset}, {len(names)} entities, "
+          "injected validation tails)")
+    print("|---|---|---|---|")
+    for (model, variant), values in table.items():
+        plain = np.array(table[(model, variants[0])])
+        wins = int((np.array(values) > plain + 1e-9).sum())
+        print(f"| {model} | {variant or 'plain'} | {np.nanmean(values):.3f} | {wins}/{len(values)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
