@@ -12,9 +12,10 @@ as `ts`; production -> score is measured on the daemon's scored points, producti
 for spikes sent by `--alert-hosts` hosts whose windows were filled first (warm windows only ever alert).
   (g1) 1,000 hosts x 1 record/s          (g2) 10,000 hosts x 1 record per 10 s
 Per-entity rows (h): the daemon fed as fast as it can by 1,000 hosts, served once by one fleet bundle and once by a
-bundle directory holding a bundle per host (distinct weights: the trained bundle re-exported with each host's seed
-added to its weights, so every host has its own model of the served architecture); records/s, resident memory
-after the run and start-up time to ready.
+bundle directory holding a bundle per host (distinct weights: the trained bundle with host-specific noise added to
+its weights and buffers, so every host has its own model of the served architecture; bundles of one architecture are
+scored in one grouped call, streamdet/bundle/grouped.py); records/s, resident memory after the run and start-up time
+to ready.
 """
 
 from __future__ import annotations
@@ -180,23 +181,23 @@ def latency_row(args, broker, bundle: Path, rows: np.ndarray, hosts: int, interv
 
 
 def per_entity_dir(trained: Path, out: Path, hosts: int) -> Path:
-    """A bundle directory: the trained bundle as default, and per host the same model with its weights moved by a
-    host-specific amount (exported and verified by streamdet.bundle, so each file is a real, distinct bundle)."""
-    from streamdet.bundle import export_bundle
-    from streamdet.models import registry
+    """A bundle directory: the trained bundle as default, and per host a copy of it whose weights and buffers are
+    moved by host-specific noise (streamdet.bundle.variants: each file a real bundle with its own sha256, so every
+    host has its own model of the served architecture and grouped scoring gathers distinct weights)."""
+    from streamdet.bundle.variants import save_variant
 
     base = load_bundle(trained)
-    (out / "entities").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     shutil.copy(trained, out / "default.pt")
-    meta = base.meta
-    model = registry.build(meta["model"]["name"], len(base.channels), base.window, meta["model"].get("preset"))
     for h in range(hosts):
-        torch.manual_seed(h)
-        for p in model.parameters():
-            p.data.normal_(0, 0.1)
-        export_bundle(model, out / "entities" / entity_file_name(f"host-{h:05d}"), channels=base.channels,
-                      mean=base.mean, std=base.std, calibration=meta["calibration"], training={"host": h},
-                      config=meta.get("config"))
+        generator = torch.Generator().manual_seed(h)
+
+        def perturb(state):
+            for name, tensor in state.items():
+                if tensor.is_floating_point() and name not in ("mean", "std"):
+                    tensor.add_(0.05 * tensor.abs().mean() * torch.randn(tensor.shape, generator=generator))
+
+        save_variant(base, out / "entities" / entity_file_name(f"host-{h:05d}"), perturb, {"host": h})
     return out
 
 
@@ -233,7 +234,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="paced phase of each latency row")
     parser.add_argument("--alert-hosts", type=int, default=50, help="hosts that send a spike in each latency row")
     parser.add_argument("--hosts", type=int, default=1000, help="hosts (and per-entity bundles) of the (h) rows")
-    parser.add_argument("--records", type=int, default=100_000, help="records of each (h) row")
+    parser.add_argument("--records", type=int, default=300_000, help="records of each (h) row (300 per host at 1,000 "
+                        "hosts: a window fills at 100, the rest are scored at the adaptive stride)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-per-entity", action="store_true")

@@ -9,13 +9,19 @@ from it) and its identity (alerts and checkpoints carry its sha256).
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .scorer import Scorer
+from .scorer import Scorer, grouped_scorers
+
+log = logging.getLogger(__name__)
 
 PER_ENTITY_WARM_UP_BATCH = 2  # per-entity bundles mostly score their own entity's window alone: warm sizes 1 and 2
+OWN_CALL_ROWS = 32  # a grouped bundle with this many rows in a batch gets a call of its own: one batched model beats
+                    # gathering each row's copy of the same weights
 
 
 class SingleBundle:
@@ -38,13 +44,20 @@ def as_bundle_set(bundles: Any):
 
 
 class ModelRouter:
-    """Scorers per distinct bundle (by sha256) and each entity's bundle, looked up once and then cached."""
+    """Scorers per distinct bundle (by sha256) or per group of bundles of one architecture, and each entity's
+    bundle, looked up once and then cached. `calls` counts model calls by kind ("bundle": one bundle's own,
+    "grouped": one call for several bundles); `ungrouped` names the bundles that could share a call but cannot
+    (logged once per group when grouping is attempted)."""
 
     def __init__(self, bundles: Any, threads: int, max_batch: int):
         self.bundles = as_bundle_set(bundles)
         self._threads, self._max_batch = threads, max_batch
         self._scorers: dict[str, Scorer] = {}
+        self._grouped: dict[str, tuple[Any, int]] = {}  # sha256 -> (its group's GroupedScorer, its place in it)
+        self._by_sha: dict[str, Any] = {}
         self._of_entity: dict[str, Any] = {}
+        self.calls: Counter = Counter()
+        self.ungrouped: dict[str, str] = {}
         self._add_scorers()
 
     @property
@@ -81,34 +94,58 @@ class ModelRouter:
     def score(self, windows: np.ndarray, keys: Optional[list[str]]) -> tuple[np.ndarray, np.ndarray]:
         """windows [B, L, C] -> (scores [B, L], contributions [B, L, C]), row b by the bundle keys[b]."""
         if keys is None:
-            return self._scorers[self.default.sha256].score(windows)
+            return self._own(self.default.sha256, windows)
         rows: dict[str, list[int]] = {}
         for b, key in enumerate(keys):
             rows.setdefault(key, []).append(b)
         if len(rows) == 1:
-            return self._scorers[keys[0]].score(windows)
+            return self._own(keys[0], windows)
         B, L, C = windows.shape
         scores, contrib = np.empty((B, L), np.float32), np.empty((B, L, C), np.float32)
+        shared: dict[int, tuple[Any, list[int], list[int]]] = {}  # id(group scorer) -> (scorer, rows, members)
         for key, index in rows.items():
-            scores[index], contrib[index] = self._scorers[key].score(windows[index])
+            member = self._grouped.get(key)
+            if member is None or len(index) >= OWN_CALL_ROWS:
+                scores[index], contrib[index] = self._own(key, windows[index])
+                continue
+            scorer, place = member
+            _, group_rows, members = shared.setdefault(id(scorer), (scorer, [], []))
+            group_rows += index
+            members += [place] * len(index)
+        for scorer, index, members in shared.values():
+            scores[index], contrib[index] = scorer.score(windows[index], members)
+            self.calls["grouped"] += 1
         return scores, contrib
 
     def replace(self, bundles: Any) -> set[str]:
         """Serve a new bundle set (between batches); returns the entities already seen whose bundle changed (their
-        thresholds and alert state must restart from the new bundle's calibration)."""
+        thresholds and alert state must restart from the new bundle's calibration). Groups are rebuilt, reusing
+        the stacked weights of unchanged bundles."""
         old = dict(self._of_entity)
         self.bundles = as_bundle_set(bundles)
         self._of_entity = {}
         self._add_scorers()
-        live = {bundle.sha256 for bundle in self.bundles.distinct()}
-        for key in [key for key in self._scorers if key not in live]:
+        for key in [key for key in self._scorers if key not in self._by_sha]:
             del self._scorers[key]
         return {entity for entity, bundle in old.items() if self.bundle_of(entity).sha256 != bundle.sha256}
 
+    def _own(self, key: str, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One bundle's own call; a grouped bundle gets its scorer when it first has a batch to itself."""
+        scorer = self._scorers.get(key)
+        if scorer is None:
+            scorer = self._scorers[key] = Scorer(self._by_sha[key].module)
+        self.calls["bundle"] += 1
+        return scorer.score(windows)
+
     def _add_scorers(self) -> None:
+        distinct = self.bundles.distinct()
+        self._by_sha = {bundle.sha256: bundle for bundle in distinct}
+        if not self.is_fleet:
+            previous = list({id(scorer): scorer for scorer, _ in self._grouped.values()}.values())
+            self._grouped, self.ungrouped = grouped_scorers(distinct, previous)
         default = self.bundles.default
-        for bundle in self.bundles.distinct():
-            if bundle.sha256 in self._scorers:
+        for bundle in distinct:
+            if bundle.sha256 in self._scorers or (bundle is not default and bundle.sha256 in self._grouped):
                 continue
             scorer = Scorer(bundle.module, 0 if self._scorers else self._threads)  # threads are process-wide
             largest = self._max_batch if bundle is default else min(self._max_batch, PER_ENTITY_WARM_UP_BATCH)

@@ -64,3 +64,33 @@ class Scorer:
             return windows
         pad = np.repeat(windows[-1:], target - B, axis=0)  # [target - B, L, C]: copies of the last row
         return np.concatenate([windows, pad], axis=0)  # [target, L, C]
+
+
+def grouped_scorers(bundles: list, previous: list["GroupedScorer"] = ()) -> tuple[dict, dict[str, str]]:
+    """Bundles that share an architecture, scored together: (sha256 -> (its group's GroupedScorer, its place in the
+    group), sha256 -> why a bundle that shares an architecture cannot be scored with the others). `previous`: the scorers served so far (a reload restacks
+    their unchanged members instead of rebuilding them)."""
+    from ..bundle.grouped import build_groups
+
+    groups, failed = build_groups(bundles, [scorer.group for scorer in previous])
+    members = {}
+    for group in groups:
+        scorer = GroupedScorer(group)
+        members.update({sha: (scorer, i) for sha, i in group.index.items()})
+    return members, failed
+
+
+class GroupedScorer:
+    """Scores the rows of several bundles of one architecture in one call (streamdet/bundle/grouped.py): numpy in,
+    numpy out, like Scorer. No padding: the eager vmapped call is not specialised per batch size."""
+
+    def __init__(self, group):
+        self.group = group
+
+    def score(self, windows: np.ndarray, members: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """windows float32 [B, L, C], members [B] (row b's bundle, its place in the group) -> scores [B, L],
+        contributions [B, L, C]."""
+        raw = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
+        with torch.inference_mode():
+            scores, contrib = self.group.score(raw, torch.as_tensor(members, dtype=torch.long))
+        return scores.numpy(), contrib.numpy()

@@ -1,0 +1,183 @@
+"""Score many bundles of one architecture in one call: their weights stacked, torch.func.vmap over the rows.
+
+A directory of per-entity bundles makes micro-batches whose windows belong to hundreds of bundles. One model call
+per bundle costs nearly as much at batch 1 as at batch 64 (per-call overhead and a 100-step recurrence), so per
+bundle calls served 7 % of the fleet bundle's records/s (tools/bench_fleet.py). Here the bundles that share an
+architecture (`group_key`: format, model name, hyper-parameters, window, channels) are rebuilt as eager modules from
+the registry with their recorded name and hyper-parameters, loaded with each bundle's own weights (those whose
+sha256 `load_bundle` checked), their LSTMs swapped for linear ops (linear_lstm.py), and their parameters and
+buffers stacked (torch.func.stack_module_state). A call takes raw windows [B, L, C] and, per row, which bundle
+scores it: each row's weights are gathered and vmap(functional_call) runs every row through its own model at once
+(normalisation per bundle inside, like the bundle itself).
+
+A group serves only after a sample of its bundles scored grouped matched each bundle's own module within the
+export tolerances; an op that vmap can only run through its slow per-sample fallback, a model the registry cannot
+rebuild from its record, or weights that do not load make the whole group score one call per bundle, with one log
+line saying why.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import warnings
+from typing import Iterable, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from . import VERIFY_RTOL, VERIFY_ATOL, Bundle, ServedModel
+from .linear_lstm import NotGroupable, vmappable
+
+log = logging.getLogger(__name__)
+
+VERIFY_SAMPLE = 4  # bundles of a group checked grouped against their own module (first, last, some between)
+VMAP_FALLBACK = "performance drop"  # vmap's warning when an op runs through its per-sample fallback
+
+
+def group_key(bundle: Bundle) -> Optional[tuple]:
+    """Bundles with equal keys have the same architecture and input layout: one stacked call can score them. None
+    for a served object without a bundle's record (a bare module in tests): it scores alone."""
+    model = getattr(bundle, "meta", {}).get("model")
+    if not isinstance(model, dict) or "name" not in model:
+        return None
+    return (bundle.format, model["name"], json.dumps(model.get("hparams") or {}, sort_keys=True),
+            int(bundle.window), tuple(bundle.channels))
+
+
+def bundle_state(bundle: Bundle) -> dict[str, Tensor]:
+    """The served module's parameters and buffers (normalisation included), as loaded from the bundle file."""
+    if bundle.program is not None:
+        state = dict(bundle.program.state_dict)
+        state.update({k: v for k, v in bundle.program.constants.items() if isinstance(v, Tensor)})
+        return state
+    return dict(bundle.module.state_dict())
+
+
+def eager_model(bundle: Bundle) -> nn.Module:
+    """The bundle's served model rebuilt eagerly (registry + recorded hyper-parameters + its weights), vmappable."""
+    from ..models import registry  # the registry imports every model: only when grouping
+
+    state = bundle_state(bundle)
+    detector = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    try:
+        model = registry.rebuild(bundle.model_name, len(bundle.channels), bundle.window,
+                                 bundle.meta["model"].get("hparams") or {}, detector)
+        served = ServedModel(model, bundle.mean, bundle.std)
+        served.load_state_dict({k: v for k, v in state.items() if not k.startswith("model.")}, strict=False)
+    except NotGroupable:
+        raise
+    except Exception as exc:  # unknown model or hyper-parameter, keys or shapes that do not match
+        raise NotGroupable(f"cannot rebuild {bundle.model_name} from its record "
+                           f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})")
+    return vmappable(served).eval().requires_grad_(False)
+
+
+class StackedBundles:
+    """Bundles of one architecture: `score(raw [B, L, C], members [B])` -> (scores [B, L], contributions [B, L, C]),
+    row b scored by the bundle `members[b]` (its position in `shas`)."""
+
+    def __init__(self, key: tuple, shas: list[str], params: dict[str, Tensor], buffers: dict[str, Tensor],
+                 template: nn.Module):
+        self.key, self.shas = key, shas
+        self.params, self.buffers = params, buffers  # name -> [N, ...]: every member's tensor, stacked
+        self.index = {sha: i for i, sha in enumerate(shas)}
+        self._template = template  # the architecture, on the meta device: functional_call supplies the tensors
+
+    def score(self, raw: Tensor, members: Tensor) -> tuple[Tensor, Tensor]:
+        params = {k: v.index_select(0, members) for k, v in self.params.items()}  # [B, ...] each row's weights
+        buffers = {k: v.index_select(0, members) for k, v in self.buffers.items()}
+        scores, contrib = vmap(self._one)(params, buffers, raw.unsqueeze(1))  # [B, 1, L], [B, 1, L, C]
+        return scores.squeeze(1), contrib.squeeze(1)
+
+    def _one(self, params, buffers, raw):
+        return functional_call(self._template, (params, buffers), (raw,))
+
+    def member(self, sha: str) -> dict[str, Tensor]:
+        """One member's tensors (views into the stack), to restack it without rebuilding."""
+        i = self.index[sha]
+        return {k: v[i] for k, v in {**self.params, **self.buffers}.items()}
+
+
+def stack(bundles: Sequence[Bundle], previous: Iterable[StackedBundles] = ()) -> StackedBundles:
+    """Stack bundles of one `group_key`; members of a previous stack with the same key are reused, not rebuilt (a
+    hot reload of one file rebuilds one model). Raises NotGroupable when they cannot be scored together."""
+    key = group_key(bundles[0])
+    reuse = {sha: old for old in previous if old.key == key for sha in old.shas}
+    template, states = None, []
+    for bundle in bundles:
+        old = reuse.get(bundle.sha256)
+        if old is not None:
+            states.append(old.member(bundle.sha256))
+            template = template or old._template
+            continue
+        model = eager_model(bundle)
+        template = template or copy.deepcopy(model).to("meta")
+        states.append({**dict(model.named_parameters()), **dict(model.named_buffers())})
+    names = {name for name, _ in template.named_buffers()}
+    stacked = {name: torch.stack([state[name] for state in states]) for name in states[0]}
+    return StackedBundles(key, [b.sha256 for b in bundles], {k: v for k, v in stacked.items() if k not in names},
+                          {k: v for k, v in stacked.items() if k in names}, template)
+
+
+def check(group: StackedBundles, bundles: Sequence[Bundle], sample: Optional[Sequence[Bundle]] = None) -> None:
+    """Score two random raw windows of each sampled bundle grouped (rows interleaved) and with the bundle's own
+    module; NotGroupable when they differ beyond the export tolerances or vmap fell back to per-sample loops."""
+    chosen = list(sample if sample is not None else spread(bundles, VERIFY_SAMPLE))
+    first = chosen[0]
+    gen = torch.Generator().manual_seed(4321)
+    raw = torch.randn(2 * len(chosen), first.window, len(first.channels), generator=gen)  # [2S, L, C]
+    members = torch.tensor([group.index[b.sha256] for b in chosen] * 2)
+    for row, bundle in enumerate(chosen * 2):
+        raw[row] = torch.as_tensor(bundle.mean) + torch.as_tensor(bundle.std) * raw[row]
+    with torch.inference_mode(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scores, contrib = group.score(raw, members)
+    slow = [str(w.message) for w in caught if VMAP_FALLBACK in str(w.message)]
+    if slow:
+        raise NotGroupable(f"vmap runs an op per sample ({slow[0][:160]})")
+    for row, bundle in enumerate(chosen * 2):
+        with torch.inference_mode():
+            want_s, want_c = bundle.module(raw[row:row + 1])
+        for what, got, want in (("scores", scores[row:row + 1], want_s), ("contributions", contrib[row:row + 1],
+                                                                           want_c)):
+            if got.shape != want.shape or not torch.allclose(got, want, rtol=VERIFY_RTOL, atol=VERIFY_ATOL):
+                diff = (got - want).abs().max().item() if got.shape == want.shape else float("nan")
+                raise NotGroupable(f"grouped {what} differ from {bundle.path.name}'s own by {diff:.3g}")
+
+
+def spread(items: Sequence, n: int) -> list:
+    """Up to n items evenly spread over the sequence, first and last included."""
+    if len(items) <= n or n < 2:
+        return list(items[:n])
+    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)]
+
+
+def build_groups(bundles: Sequence[Bundle], previous: Iterable[StackedBundles] = ()) \
+        -> tuple[list[StackedBundles], dict[str, str]]:
+    """Stacks of every architecture shared by two or more bundles, and the bundles that share an architecture but
+    cannot be scored together (sha256 -> why; each such group is logged once). A bundle whose architecture nobody
+    else has is in neither: it simply scores alone."""
+    previous = list(previous)
+    by_key: dict[tuple, list[Bundle]] = {}
+    for bundle in bundles:
+        by_key.setdefault(group_key(bundle), []).append(bundle)
+    groups, failed = [], {}
+    for key, members in by_key.items():
+        if key is None or len(members) < 2:
+            continue
+        known = {sha for old in previous if old.key == key for sha in old.shas}
+        fresh = [b for b in members if b.sha256 not in known]
+        try:
+            group = stack(members, previous)
+            check(group, members, spread(fresh, VERIFY_SAMPLE) + spread([b for b in members if b not in fresh], 1)
+                  if known else None)
+        except NotGroupable as exc:
+            log.warning("%d bundles of model %s cannot be scored grouped (%s): one call per bundle", len(members),
+                        key[1], exc)
+            failed.update({b.sha256: str(exc) for b in members})
+            continue
+        groups.append(group)
+    return groups, failed

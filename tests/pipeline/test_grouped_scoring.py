@@ -1,0 +1,155 @@
+"""Grouped scoring of per-entity bundles: bundles of one architecture scored in ONE call with their weights stacked
+(streamdet/bundle/grouped.py), on real exported bundle files, compared with each bundle's own TorchScript module."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from streamdet.bundle import export_bundle, load_bundle
+from streamdet.bundleset import entity_file_name, load_bundle_set
+from streamdet.models import registry
+from streamdet.pipeline.routing import OWN_CALL_ROWS, ModelRouter
+from streamdet.train.smoothing import SmoothedScores
+
+C, L = 4, 12
+CHANNELS = ["cpu", "mem", "disk", "net"]
+CALIBRATION = {"n": 1, "quantiles": {"0.5": 1.0}, "pot": {}, "sample": [1.0]}
+
+
+def distinct_model(name: str, seed: int, preset=None):
+    """A model with its own weights and, for lstm_ae, its own Gaussian error model (mu, Sigma^-1 buffers)."""
+    torch.manual_seed(seed)
+    model = registry.build(name, C, L, preset)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+        if name == "lstm_ae":
+            a = torch.randn(C, C) * 0.3
+            model.error_mean.copy_(torch.rand(C))
+            model.error_precision.copy_(a @ a.T + torch.eye(C))
+    return model.eval()
+
+
+def export(path, model, seed: int):
+    rng = np.random.default_rng(seed)
+    return export_bundle(model, path, channels=CHANNELS, mean=rng.normal(size=C), std=rng.uniform(0.5, 2.0, C),
+                         calibration=CALIBRATION, training={"seed": seed}, config={})
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    """default + 3 entities: lstm_ae (default preset: the paper's free-running decoder and Gaussian error model);
+    2 entities: the dense autoencoder (another architecture, a group of its own)."""
+    root = tmp_path_factory.mktemp("grouped")
+    export(root / "default.pt", distinct_model("lstm_ae", 0), 0)
+    assert registry.resolve("lstm_ae").decoder_input == "prediction"
+    for i in range(1, 4):
+        export(root / "entities" / entity_file_name(f"lstm-{i}"), distinct_model("lstm_ae", i), i)
+    for i in range(4, 6):
+        export(root / "entities" / entity_file_name(f"dense-{i}"), distinct_model("autoencoder", i, "tiny"), i)
+    return root
+
+
+ENTITIES = ["lstm-1", "dense-4", "other", "lstm-2", "dense-5", "lstm-3", "lstm-1", "other"]  # "other": the default
+
+
+def raw_windows(n: int, seed: int = 7) -> np.ndarray:
+    return np.random.default_rng(seed).normal(1.0, 2.0, (n, L, C)).astype(np.float32)
+
+
+def own_scores(router: ModelRouter, entities, windows):
+    """What each bundle's own module gives its rows, one call per row."""
+    scores, contrib = [], []
+    for entity, window in zip(entities, windows):
+        with torch.inference_mode():
+            s, c = router.bundle_of(entity).module(torch.from_numpy(window[None]))
+        scores.append(s[0].numpy())
+        contrib.append(c[0].numpy())
+    return np.stack(scores), np.stack(contrib)
+
+
+def test_bundles_of_one_architecture_are_scored_in_one_call_equal_to_their_own(bundle_dir):
+    router = ModelRouter(load_bundle_set(bundle_dir), 0, 64)
+    windows = raw_windows(len(ENTITIES))
+    scores, contrib = router.score(windows, router.keys_of(ENTITIES))
+    assert router.calls == {"grouped": 2}  # 6 bundles in the batch, 2 architectures: 2 model calls
+    want_scores, want_contrib = own_scores(router, ENTITIES, windows)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(contrib, want_contrib, rtol=1e-4, atol=1e-5)
+    distinct = sorted(set(ENTITIES))
+    same, _ = router.score(np.repeat(windows[:1], len(distinct), axis=0), router.keys_of(distinct))
+    assert len({float(s[-1]) for s in same}) == len(distinct)  # one window, six models: six scores
+    assert router.ungrouped == {}
+
+
+def test_a_bundle_with_many_rows_gets_a_call_of_its_own(bundle_dir):
+    router = ModelRouter(load_bundle_set(bundle_dir), 0, 64)
+    entities = ["lstm-1"] * OWN_CALL_ROWS + ["lstm-2", "dense-4"]
+    windows = raw_windows(len(entities), seed=3)
+    scores, _ = router.score(windows, router.keys_of(entities))
+    assert router.calls == {"bundle": 1, "grouped": 2}
+    np.testing.assert_allclose(scores, own_scores(router, entities, windows)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_replacing_one_bundle_file_regroups_with_its_new_weights(bundle_dir, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(bundle_dir, root)
+    served = load_bundle_set(root)
+    router = ModelRouter(served, 0, 64)
+    windows = raw_windows(len(ENTITIES))
+    before, _ = router.score(windows, router.keys_of(ENTITIES))
+    replaced = root / "entities" / entity_file_name("lstm-2")
+    export(replaced, distinct_model("lstm_ae", 99), 99)
+    unchanged = {b.path: b for b in served.distinct() if b.path != replaced}
+    changed = router.replace(load_bundle_set(root, reuse=unchanged))
+    assert changed == {"lstm-2"}
+    after, _ = router.score(windows, router.keys_of(ENTITIES))
+    assert router.calls == {"grouped": 4}
+    np.testing.assert_allclose(after, own_scores(router, ENTITIES, windows)[0], rtol=1e-4, atol=1e-5)
+    moved = [i for i, e in enumerate(ENTITIES) if e == "lstm-2"]
+    kept = [i for i, e in enumerate(ENTITIES) if e != "lstm-2"]
+    assert not np.allclose(after[moved], before[moved])
+    np.testing.assert_array_equal(after[kept], before[kept])
+
+
+def test_models_that_cannot_be_grouped_score_one_call_per_bundle_logged_once(tmp_path, caplog):
+    """A smoothed model (model.name auto's smoothing wrapper) has no registry entry to be rebuilt from."""
+    export(tmp_path / "default.pt", distinct_model("lstm_ae", 0), 0)
+    for i in (1, 2):
+        smoothed = SmoothedScores(distinct_model("autoencoder", i, "tiny"), 3)
+        export(tmp_path / "entities" / entity_file_name(f"s-{i}"), smoothed, i)
+    with caplog.at_level(logging.WARNING):
+        router = ModelRouter(load_bundle_set(tmp_path), 0, 64)
+    warnings = [r for r in caplog.records if "cannot be scored grouped" in r.getMessage()]
+    assert len(warnings) == 1 and "2 bundles" in warnings[0].getMessage()
+    assert len(router.ungrouped) == 2
+    entities = ["s-1", "s-2", "x"]
+    windows = raw_windows(3)
+    scores, _ = router.score(windows, router.keys_of(entities))
+    assert router.calls == {"bundle": 3}
+    np.testing.assert_allclose(scores, own_scores(router, entities, windows)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_an_exported_format_group_matches_its_programs(tmp_path):
+    """torch.export bundles group too (their weights come from the program's state)."""
+    for name, seed in (("default.pt", 0), ("entities/" + entity_file_name("a"), 1)):
+        model = distinct_model("lstm_ae", seed)
+        path = tmp_path / name
+        rng = np.random.default_rng(seed)
+        export_bundle(model, path, channels=CHANNELS, mean=rng.normal(size=C), std=np.ones(C),
+                      calibration=CALIBRATION, training={}, config={}, bundle_format="export")
+    assert load_bundle(tmp_path / "default.pt").format == "export"
+    router = ModelRouter(load_bundle_set(tmp_path), 0, 64)
+    entities = ["a", "b", "a"]
+    windows = raw_windows(3)
+    scores, contrib = router.score(windows, router.keys_of(entities))
+    assert router.calls == {"grouped": 1}
+    want_scores, want_contrib = own_scores(router, entities, windows)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(contrib, want_contrib, rtol=1e-4, atol=1e-5)
