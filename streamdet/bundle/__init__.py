@@ -26,7 +26,7 @@ from ..errors import BundleError
 from . import exported, torchscript
 from .meta import META_FILE, REQUIRED_META, SCHEMA_VERSION, build_meta, dumps, parse_meta
 
-__all__ = ["Bundle", "ServedModel", "export_bundle", "load_bundle", "verify", "weights_sha256", "FORMATS",
+__all__ = ["Bundle", "LazyModule", "ServedModel", "export_bundle", "load_bundle", "verify", "weights_sha256", "FORMATS",
            "META_FILE", "REQUIRED_META", "SCHEMA_VERSION"]
 
 FORMATS = (torchscript.FORMAT, exported.FORMAT)
@@ -129,8 +129,12 @@ def export_bundle(model: nn.Module, path, *, channels: list[str], mean, std, cal
     return bundle
 
 
-def load_bundle(path) -> Bundle:
-    """Load and check a bundle of either format; every failure is a BundleError naming the file and the reason."""
+def load_bundle(path, lazy: bool = False) -> Bundle:
+    """Load and check a bundle of either format; every failure is a BundleError naming the file and the reason.
+
+    `lazy`: a TorchScript bundle's weights and metadata are read and checked now, its code only when the module is
+    first called (LazyModule): a bundle scored grouped never needs it (grouped.py). Anything the quick read does
+    not expect falls back to the full load."""
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"{path}: bundle file not found (train one with `streamdet train`)")
@@ -139,12 +143,55 @@ def load_bundle(path) -> Bundle:
         meta = parse_meta(path, text, "torch.export")
         module, actual = exported.runnable(program), exported.program_sha256(program)
     else:
-        module, text = torchscript.load(path)
-        meta = parse_meta(path, text, "TorchScript")
-        program, actual = None, weights_sha256(module)
+        module = LazyModule.read(path) if lazy else None
+        if module is not None:
+            meta, actual = parse_meta(path, module.meta_text, "TorchScript"), exported.tensors_sha256(module.state)
+        else:
+            module, text = torchscript.load(path)
+            meta = parse_meta(path, text, "TorchScript")
+            actual = weights_sha256(module)
+        program = None
     if actual != meta["weights_sha256"]:
         raise BundleError(f"{path}: weights do not match the recorded sha256 (file altered or corrupt)")
+    if isinstance(module, LazyModule):
+        module.sha256 = actual
     return Bundle(module=module, meta=meta, path=path, program=program)
+
+
+class LazyModule:
+    """A TorchScript bundle's module, loaded on its first call; `state` holds the weights read without it (None
+    once a grouped scorer has stacked them: then a call loads them from the file with the module)."""
+
+    def __init__(self, path: Path, state: dict, meta_text: str):
+        self.path, self.state, self.meta_text = path, state, meta_text
+        self.sha256 = ""  # what the module's weights must hash to (set by load_bundle once checked)
+        self._module = None
+
+    @classmethod
+    def read(cls, path: Path) -> Optional["LazyModule"]:
+        try:
+            state, text = torchscript.read_tensors(path)
+        except Exception:  # a truncated zip, an unexpected pickle: the full load says what is wrong
+            return None
+        return cls(path, state, text)
+
+    @property
+    def loaded(self) -> bool:
+        return self._module is not None
+
+    def load(self):
+        if self._module is None:
+            module, _ = torchscript.load(self.path)
+            if weights_sha256(module) != self.sha256:
+                raise BundleError(f"{self.path}: the file changed since its weights were checked")
+            self._module = module
+        return self._module
+
+    def __call__(self, raw):
+        return self.load()(raw)
+
+    def state_dict(self) -> dict:
+        return dict(self.state) if self.state is not None else self.load().state_dict()
 
 
 def verify(eager, loaded, window: int, n_channels: int, mean, std, batches=VERIFY_BATCHES,

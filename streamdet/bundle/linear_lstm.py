@@ -30,18 +30,26 @@ class LinearOpsLSTM(nn.Module):
 
     def __init__(self, lstm: nn.LSTM):
         super().__init__()
+        self.layers, self.hidden = lstm.num_layers, lstm.hidden_size
+        for name, tensor in self.tensors(lstm).items():
+            self.register_buffer(name, tensor)
+
+    @staticmethod
+    def tensors(lstm: nn.LSTM) -> dict[str, Tensor]:
+        """The module's tensors computed from an nn.LSTM's (new tensors: the LSTM may be reused)."""
         if lstm.bidirectional or lstm.proj_size or not lstm.batch_first or not lstm.bias:
             raise NotGroupable("an LSTM that is bidirectional, projected, not batch_first or without bias")
-        self.layers, self.hidden = lstm.num_layers, lstm.hidden_size
-        H = self.hidden
+        H = lstm.hidden_size
         scale = torch.ones(4 * H)
         scale[2 * H:3 * H] = 2.0  # the g rows
-        for k in range(self.layers):
-            weights = {name: getattr(lstm, f"{name}_l{k}").detach() for name in ("weight_ih", "weight_hh", "bias_ih",
-                                                                                 "bias_hh")}
-            self.register_buffer(f"ih_l{k}", (weights["weight_ih"] * scale[:, None]).t().contiguous())
-            self.register_buffer(f"hh_l{k}", (weights["weight_hh"] * scale[:, None]).t().contiguous())
-            self.register_buffer(f"bias_l{k}", (weights["bias_ih"] + weights["bias_hh"]) * scale)
+        out = {}
+        for k in range(lstm.num_layers):
+            w = {name: getattr(lstm, f"{name}_l{k}").detach() for name in ("weight_ih", "weight_hh", "bias_ih",
+                                                                           "bias_hh")}
+            out[f"ih_l{k}"] = (w["weight_ih"] * scale[:, None]).t().contiguous()  # [I, 4H]
+            out[f"hh_l{k}"] = (w["weight_hh"] * scale[:, None]).t().contiguous()  # [H, 4H]
+            out[f"bias_l{k}"] = (w["bias_ih"] + w["bias_hh"]) * scale  # [4H]
+        return out
 
     def forward(self, x: Tensor, state: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
         if state is None:
@@ -77,8 +85,16 @@ class TransposedLinear(nn.Module):
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
-        self.register_buffer("weight_t", linear.weight.detach().t().contiguous())
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+        tensors = self.tensors(linear)
+        self.register_buffer("weight_t", tensors["weight_t"])
+        self.register_buffer("bias", tensors.get("bias"))
+
+    @staticmethod
+    def tensors(linear: nn.Linear) -> dict[str, Tensor]:
+        out = {"weight_t": linear.weight.detach().t().contiguous()}  # [in, out]
+        if linear.bias is not None:
+            out["bias"] = linear.bias.detach().clone()
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         out = x @ self.weight_t
@@ -98,3 +114,20 @@ def vmappable(module: nn.Module) -> nn.Module:
         else:
             vmappable(child)
     return module
+
+
+def vmappable_tensors(module: nn.Module, prefix: str = "") -> dict[str, Tensor]:
+    """The tensors `vmappable(copy of module)` would hold, by name, computed without building modules (new tensors:
+    one rebuilt model is loaded with each bundle's weights in turn, grouped.py)."""
+    out = {prefix + name: t.detach().clone() for name, t in module.named_parameters(recurse=False)}
+    out.update({prefix + name: t.detach().clone() for name, t in module.named_buffers(recurse=False)})
+    for name, child in module.named_children():
+        if isinstance(child, nn.LSTM):
+            out.update({f"{prefix}{name}.{k}": t for k, t in LinearOpsLSTM.tensors(child).items()})
+        elif isinstance(child, nn.Linear):
+            out.update({f"{prefix}{name}.{k}": t for k, t in TransposedLinear.tensors(child).items()})
+        elif isinstance(child, nn.RNNBase):
+            raise NotGroupable(f"{type(child).__name__} has no linear-ops formulation here")
+        else:
+            out.update(vmappable_tensors(child, f"{prefix}{name}."))
+    return out

@@ -6,7 +6,11 @@ TorchScript is deprecated upstream (torch warns on every `torch.jit` call) but i
 
 from __future__ import annotations
 
+import collections
+import io
+import pickle
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -62,3 +66,68 @@ class quiet(warnings.catch_warnings):
         warnings.simplefilter("ignore", FutureWarning)
         warnings.filterwarnings("ignore", message=".*TorchScript.*")
         return self
+
+
+def read_tensors(path: Path) -> tuple[dict, str]:
+    """(parameters and buffers by state-dict name, streamdet.json text) read straight from the archive's pickle,
+    without compiling the module's code: about 4 ms instead of torch.jit.load's 25-30 ms (which parses the code of
+    every bundle anew). For bundles scored grouped, whose code is the registry's (grouped.py); the caller checks
+    the weights sha256, and anything unexpected raises (the caller then loads the module in full)."""
+    with zipfile.ZipFile(path) as archive:
+        pickled = next(name for name in archive.namelist() if name.endswith("/data.pkl"))
+        prefix = pickled[:-len("data.pkl")]
+        root = _TensorsOnly(io.BytesIO(archive.read(pickled)), archive, prefix).load()
+        meta = archive.read(prefix + "extra/" + META_FILE).decode()
+    if not isinstance(root, _Scripted):
+        raise BundleError(f"{path}: the archive's root is not a module")
+    return _state(root, "", {}), meta
+
+
+class _Scripted:
+    """Any scripted module or object of the archive: its attributes, as pickled."""
+
+
+def _state(obj: _Scripted, prefix: str, out: dict) -> dict:
+    for name, value in vars(obj).items():
+        if isinstance(value, torch.Tensor):
+            out[prefix + name] = value
+        elif isinstance(value, _Scripted):
+            _state(value, f"{prefix}{name}.", out)
+    return out
+
+
+class _TensorsOnly(pickle.Unpickler):
+    """Unpickles a TorchScript data.pkl into plain objects and tensors; no other global is resolved."""
+
+    def __init__(self, file, archive: zipfile.ZipFile, prefix: str):
+        super().__init__(file)
+        self._archive, self._prefix = archive, prefix
+
+    def find_class(self, module: str, name: str):
+        if module.startswith("__torch__"):
+            return _Scripted
+        if module == "torch._utils" and name == "_rebuild_tensor_v2":
+            return _rebuild_tensor
+        if module == "torch.jit._pickle":  # type tags and typed lists: the value itself
+            return lambda value, *tag: value
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return name
+        if module == "collections" and name == "OrderedDict":
+            return collections.OrderedDict
+        raise pickle.UnpicklingError(f"unexpected global {module}.{name}")
+
+    def persistent_load(self, pid):
+        kind, storage, key, _location, numel = pid
+        data = bytearray(self._archive.read(f"{self._prefix}data/{key}"))
+        return torch.frombuffer(data, dtype=_STORAGE_DTYPES[storage]) if numel else \
+            torch.empty(0, dtype=_STORAGE_DTYPES[storage])
+
+
+_STORAGE_DTYPES = {"FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
+                   "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
+                   "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
+                   "BoolStorage": torch.bool}
+
+
+def _rebuild_tensor(storage, offset, size, stride, *ignored):
+    return torch.as_strided(storage, size, stride, offset)

@@ -45,8 +45,8 @@ def as_bundle_set(bundles: Any):
 
 class ModelRouter:
     """Scorers per distinct bundle (by sha256) or per group of bundles of one architecture, and each entity's
-    bundle, looked up once and then cached. `calls` counts model calls by kind ("bundle": one bundle's own,
-    "grouped": one call for several bundles); `ungrouped` names the bundles that could share a call but cannot
+    bundle, looked up once and then cached. `calls` counts model calls by kind ("bundle": one bundle's own module,
+    "grouped": one call for several bundles, "member": one grouped bundle's eager model on many rows of its own); `ungrouped` names the bundles that could share a call but cannot
     (logged once per group when grouping is attempted)."""
 
     def __init__(self, bundles: Any, threads: int, max_batch: int):
@@ -130,10 +130,12 @@ class ModelRouter:
         return {entity for entity, bundle in old.items() if self.bundle_of(entity).sha256 != bundle.sha256}
 
     def _own(self, key: str, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One bundle's own call; a grouped bundle gets its scorer when it first has a batch to itself."""
+        """One bundle's own call (a batch of one grouped bundle only: its eager call in the group)."""
         scorer = self._scorers.get(key)
         if scorer is None:
-            scorer = self._scorers[key] = Scorer(self._by_sha[key].module)
+            group, place = self._grouped[key]
+            self.calls["member"] += 1
+            return group.score_member(windows, place)
         self.calls["bundle"] += 1
         return scorer.score(windows)
 

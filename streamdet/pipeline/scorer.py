@@ -94,3 +94,10 @@ class GroupedScorer:
         with torch.inference_mode():
             scores, contrib = self.group.score(raw, torch.as_tensor(members, dtype=torch.long))
         return scores.numpy(), contrib.numpy()
+
+    def score_member(self, windows: np.ndarray, member: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of one bundle of the group only (many of them: a catch-up), in one plain call of its model."""
+        raw = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
+        with torch.inference_mode():
+            scores, contrib = self.group.score_member(raw, member)
+        return scores.numpy(), contrib.numpy()

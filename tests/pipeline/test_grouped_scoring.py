@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from streamdet.bundle import export_bundle, load_bundle
+from streamdet.bundle import LazyModule, export_bundle, load_bundle
 from streamdet.bundleset import entity_file_name, load_bundle_set
 from streamdet.models import registry
 from streamdet.pipeline.routing import OWN_CALL_ROWS, ModelRouter
@@ -87,12 +87,32 @@ def test_bundles_of_one_architecture_are_scored_in_one_call_equal_to_their_own(b
 
 
 def test_a_bundle_with_many_rows_gets_a_call_of_its_own(bundle_dir):
+    """The default by its own (warmed) module; an entity's bundle by its eager model alone, its code never loaded."""
     router = ModelRouter(load_bundle_set(bundle_dir), 0, 64)
-    entities = ["lstm-1"] * OWN_CALL_ROWS + ["lstm-2", "dense-4"]
+    entities = ["lstm-1"] * OWN_CALL_ROWS + ["other"] * OWN_CALL_ROWS + ["lstm-2", "dense-4"]
     windows = raw_windows(len(entities), seed=3)
     scores, _ = router.score(windows, router.keys_of(entities))
-    assert router.calls == {"bundle": 1, "grouped": 2}
+    assert router.calls == {"member": 1, "bundle": 1, "grouped": 2}
     np.testing.assert_allclose(scores, own_scores(router, entities, windows)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_grouped_bundles_are_read_without_their_code_and_hash_like_the_full_load(bundle_dir, tmp_path):
+    lazy = load_bundle_set(bundle_dir).for_entity("lstm-1")
+    assert isinstance(lazy.module, LazyModule) and not lazy.module.loaded
+    full = load_bundle(lazy.path)
+    assert full.sha256 == lazy.sha256
+    state = lazy.module.state_dict()
+    assert state.keys() == full.module.state_dict().keys()
+    assert all(torch.equal(state[k], v) for k, v in full.module.state_dict().items())
+
+    export(tmp_path / "default.pt", distinct_model("autoencoder", 0, "tiny"), 0)
+    entities = [f"e{i}" for i in range(6)]
+    for i, entity in enumerate(entities):
+        export(tmp_path / "entities" / entity_file_name(entity), distinct_model("autoencoder", i + 1, "tiny"), i)
+    router = ModelRouter(load_bundle_set(tmp_path), 0, 64)
+    router.score(raw_windows(6), router.keys_of(entities))
+    loaded = [router.bundle_of(e).module.loaded for e in entities]
+    assert router.calls == {"grouped": 1} and loaded.count(False) >= 2  # only the checked sample's code is loaded
 
 
 def test_replacing_one_bundle_file_regroups_with_its_new_weights(bundle_dir, tmp_path):
