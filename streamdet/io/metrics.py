@@ -135,7 +135,9 @@ class Metrics(Endpoints):
         self._state_skipped = Counter("streamdet_state_records_skipped", "Changelog records a restore skipped as "
                                       "corrupt, truncated or out of order (their entities started cold)", registry=r)
         self._bundles = Gauge("streamdet_bundles", "Bundles of a bundle directory: served (distinct, the default "
-                              "included) and refused (unloadable or another layout; their entities use the default)",
+                              "included) and refused (unloadable or another layout; their entities use the default); "
+                              "of the served, grouped (scored in one call with others of their architecture) and "
+                              "ungrouped (they share an architecture but cannot: one call each, logged)",
                               ["state"], registry=r)
         self._entities = EntitySeries(metrics_cfg.max_entity_series)
         r.register(self._entities)
@@ -229,9 +231,10 @@ class Metrics(Endpoints):
         self._model_loaded = True
         self._set_ready()
 
-    def set_bundles(self, served: int, refused: int) -> None:
-        self._bundles.labels("served").set(served)
-        self._bundles.labels("refused").set(refused)
+    def set_bundles(self, served: int, refused: int, grouped: int = 0, ungrouped: int = 0) -> None:
+        for state, count in (("served", served), ("refused", refused), ("grouped", grouped),
+                             ("ungrouped", ungrouped)):
+            self._bundles.labels(state).set(count)
 
     def set_compile(self, serving: dict) -> None:
         """Export how the model was prepared (bundle.serving); nothing when scoring.compile is none."""

@@ -117,6 +117,10 @@ class ModelRouter:
             self.calls["grouped"] += 1
         return scores, contrib
 
+    def grouped_count(self) -> int:
+        """Served bundles scored in grouped calls."""
+        return len(self._grouped)
+
     def replace(self, bundles: Any) -> set[str]:
         """Serve a new bundle set (between batches); returns the entities already seen whose bundle changed (their
         thresholds and alert state must restart from the new bundle's calibration). Groups are rebuilt, reusing

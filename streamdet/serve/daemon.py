@@ -140,7 +140,9 @@ class Daemon:
         default = getattr(served, "default", served)
         self.metrics.set_model(default.model_name, default.sha256, default.window, len(default.channels))
         if getattr(served, "root", None) is not None:
-            self.metrics.set_bundles(len(served.distinct()), len(served.refused))
+            router = self.pipeline.router
+            self.metrics.set_bundles(len(served.distinct()), len(served.refused), router.grouped_count(),
+                                     len(router.ungrouped))
 
     def _connect(self, stack: ExitStack) -> None:
         """Create topics, the client and the subscription, retrying with capped back-off while the broker is down."""

@@ -52,6 +52,7 @@ def test_kill_9_with_per_entity_bundles_loses_no_alert(broker, bundle_dir, clien
         wait_until(lambda: first.value("streamdet_commits_total") >= 3
                    and first.value("streamdet_records_scored_total") >= 300, 30, "commits and scores")
         assert first.value("streamdet_bundles", state="served") == 2
+        assert first.value("streamdet_bundles", state="grouped") == 2  # one architecture: scored in one call
         kill_hard(first)
         sender.join(30)
         second = start_daemon(bundle_dir, broker.bootstrap, client_names, tmp_path / "second.log")
