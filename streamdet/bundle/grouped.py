@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from . import VERIFY_RTOL, VERIFY_ATOL, Bundle, LazyModule, ServedModel
+from . import grouped_lstm_ae
 from .linear_lstm import NotGroupable, vmappable, vmappable_tensors
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,11 @@ class StackedBundles:
         self.params, self.buffers = params, buffers  # name -> [N, ...]: every member's tensor, stacked
         self.index = {sha: i for i, sha in enumerate(shas)}
         self._template = template  # the architecture, on the meta device: functional_call supplies the tensors
+        self.fused: Optional[dict[str, Tensor]] = None  # lstm_ae's written-out formulation (grouped_lstm_ae.py)
 
     def score(self, raw: Tensor, members: Tensor) -> tuple[Tensor, Tensor]:
+        if self.fused is not None:
+            return grouped_lstm_ae.score(self.fused, raw, members)
         params = {k: v.index_select(0, members) for k, v in self.params.items()}  # [B, ...] each row's weights
         buffers = {k: v.index_select(0, members) for k, v in self.buffers.items()}
         scores, contrib = vmap(self._one)(params, buffers, raw.unsqueeze(1))  # [B, 1, L], [B, 1, L, C]
@@ -167,6 +171,23 @@ def check(group: StackedBundles, bundles: Sequence[Bundle], sample: Optional[Seq
                 raise NotGroupable(f"grouped {what} differ from {bundle.path.name}'s own by {diff:.3g}")
 
 
+def _fuse(group: StackedBundles, members: Sequence[Bundle], sample) -> bool:
+    """Use lstm_ae's written-out formulation when the group fits it and it scores like the bundles themselves
+    (True: in use, checked)."""
+    if not grouped_lstm_ae.fusable(group.key):
+        return False
+    group.fused = grouped_lstm_ae.fuse({**group.params, **group.buffers})
+    if group.fused is None:
+        return False
+    try:
+        check(group, members, sample)
+    except NotGroupable as exc:
+        log.warning("lstm_ae's fused grouped scoring does not match (%s): using the generic grouped path", exc)
+        group.fused = None
+        return False
+    return True
+
+
 def spread(items: Sequence, n: int) -> list:
     """Up to n items evenly spread over the sequence, first and last included."""
     if len(items) <= n or n < 2:
@@ -189,10 +210,11 @@ def build_groups(bundles: Sequence[Bundle], previous: Iterable[StackedBundles] =
             continue
         known = {sha for old in previous if old.key == key for sha in old.shas}
         fresh = [b for b in members if b.sha256 not in known]
+        sample = spread(fresh, VERIFY_SAMPLE) + spread([b for b in members if b not in fresh], 1) if known else None
         try:
             group = stack(members, previous)
-            check(group, members, spread(fresh, VERIFY_SAMPLE) + spread([b for b in members if b not in fresh], 1)
-                  if known else None)
+            if not _fuse(group, members, sample):
+                check(group, members, sample)
         except NotGroupable as exc:
             log.warning("%d bundles of model %s cannot be scored grouped (%s): one call per bundle", len(members),
                         key[1], exc)

@@ -20,10 +20,10 @@ CHANNELS = ["cpu", "mem", "disk", "net"]
 CALIBRATION = {"n": 1, "quantiles": {"0.5": 1.0}, "pot": {}, "sample": [1.0]}
 
 
-def distinct_model(name: str, seed: int, preset=None):
+def distinct_model(name: str, seed: int, preset=None, params=None):
     """A model with its own weights and, for lstm_ae, its own Gaussian error model (mu, Sigma^-1 buffers)."""
     torch.manual_seed(seed)
-    model = registry.build(name, C, L, preset)
+    model = registry.build(name, C, L, preset, params)
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.3)
@@ -42,8 +42,9 @@ def export(path, model, seed: int):
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory):
-    """default + 3 entities: lstm_ae (default preset: the paper's free-running decoder and Gaussian error model);
-    2 entities: the dense autoencoder (another architecture, a group of its own)."""
+    """default + 3 entities: lstm_ae (default preset: the paper's free-running decoder and Gaussian error model,
+    scored by grouped_lstm_ae's written-out formulation); 2 entities: lstm_ae fed the observed values (vmap's
+    generic path with LinearOpsLSTM); 2 entities: the dense autoencoder (another architecture)."""
     root = tmp_path_factory.mktemp("grouped")
     export(root / "default.pt", distinct_model("lstm_ae", 0), 0)
     assert registry.resolve("lstm_ae").decoder_input == "prediction"
@@ -51,10 +52,14 @@ def bundle_dir(tmp_path_factory):
         export(root / "entities" / entity_file_name(f"lstm-{i}"), distinct_model("lstm_ae", i), i)
     for i in range(4, 6):
         export(root / "entities" / entity_file_name(f"dense-{i}"), distinct_model("autoencoder", i, "tiny"), i)
+    for i in range(6, 8):
+        model = distinct_model("lstm_ae", i, params={"decoder_input": "observed"})
+        export(root / "entities" / entity_file_name(f"obs-{i}"), model, i)
     return root
 
 
-ENTITIES = ["lstm-1", "dense-4", "other", "lstm-2", "dense-5", "lstm-3", "lstm-1", "other"]  # "other": the default
+ENTITIES = ["lstm-1", "dense-4", "other", "obs-6", "lstm-2", "dense-5", "lstm-3", "lstm-1", "obs-7", "other"]
+# "other": the default
 
 
 def raw_windows(n: int, seed: int = 7) -> np.ndarray:
@@ -76,13 +81,15 @@ def test_bundles_of_one_architecture_are_scored_in_one_call_equal_to_their_own(b
     router = ModelRouter(load_bundle_set(bundle_dir), 0, 64)
     windows = raw_windows(len(ENTITIES))
     scores, contrib = router.score(windows, router.keys_of(ENTITIES))
-    assert router.calls == {"grouped": 2}  # 6 bundles in the batch, 2 architectures: 2 model calls
+    assert router.calls == {"grouped": 3}  # 8 bundles in the batch, 3 architectures: 3 model calls
+    fused = [s.group.fused is not None for s, _ in router._grouped.values()]
+    assert fused.count(True) == 4 and fused.count(False) == 4  # the default's 4 bundles, written out
     want_scores, want_contrib = own_scores(router, ENTITIES, windows)
     np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(contrib, want_contrib, rtol=1e-4, atol=1e-5)
     distinct = sorted(set(ENTITIES))
     same, _ = router.score(np.repeat(windows[:1], len(distinct), axis=0), router.keys_of(distinct))
-    assert len({float(s[-1]) for s in same}) == len(distinct)  # one window, six models: six scores
+    assert len({float(s[-1]) for s in same}) == len(distinct)  # one window, eight models: eight scores
     assert router.ungrouped == {}
 
 
@@ -130,7 +137,7 @@ def test_replacing_one_bundle_file_regroups_with_its_new_weights(bundle_dir, tmp
     changed = router.replace(load_bundle_set(root, reuse=unchanged))
     assert changed == {"lstm-2"}
     after, _ = router.score(windows, router.keys_of(ENTITIES))
-    assert router.calls == {"grouped": 4}
+    assert router.calls == {"grouped": 6}
     np.testing.assert_allclose(after, own_scores(router, ENTITIES, windows)[0], rtol=1e-4, atol=1e-5)
     moved = [i for i, e in enumerate(ENTITIES) if e == "lstm-2"]
     kept = [i for i, e in enumerate(ENTITIES) if e != "lstm-2"]
