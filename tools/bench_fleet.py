@@ -211,14 +211,16 @@ def throughput_row(args, broker, bundle: Path, stream: list, label: str) -> dict
     produce(cfg, broker.bootstrap, k.metrics_topic, stream)
     rss_before = _rss_mib()
     daemon = Running(cfg, bundle, broker.bootstrap)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     target = len(stream) - args.hosts * cfg.scoring.stride  # partial strides wait in the windows
     while daemon.daemon.metrics.scored_total() < target and daemon.thread.is_alive():
         time.sleep(0.01)
-    rate = daemon.daemon.metrics.scored_total() / (time.perf_counter() - started)
+    scored = daemon.daemon.metrics.scored_total()
+    rate, cpu = scored / (time.perf_counter() - started), time.process_time() - cpu
     rss = _rss_mib()
     daemon.stop()
-    return {"label": label, "rate": rate, "startup": daemon.startup_s, "rss_growth": rss - rss_before}
+    return {"label": label, "rate": rate, "startup": daemon.startup_s, "rss_growth": rss - rss_before,
+            "cpu_us": cpu / max(scored, 1) * 1e6}
 
 
 def _rss_mib() -> float:
@@ -280,12 +282,15 @@ def print_table(args, source: str, results: dict) -> None:
               f"{row['spiked']} spikes) | {alert} |")
     for row in results["throughput"]:
         print(f"| (h) {args.hosts:,} hosts, {row['label']}: records/s | {row['rate']:,.0f} |")
+        print(f"| (h) {args.hosts:,} hosts, {row['label']}: CPU time of the daemon's process per record (all "
+              f"threads; contention on a shared machine does not inflate it) | {row['cpu_us']:,.0f} us |")
         print(f"| (h) {args.hosts:,} hosts, {row['label']}: start-up to ready | {row['startup']:.1f} s |")
         print(f"| (h) {args.hosts:,} hosts, {row['label']}: resident memory added by the daemon run | "
               f"{row['rss_growth']:,.0f} MiB |")
     if len(results["throughput"]) == 2:
         fleet, per = results["throughput"]
         print(f"| (h) per-entity / fleet records/s | {per['rate'] / fleet['rate']:.0%} |")
+        print(f"| (h) per-entity / fleet CPU time per record | {per['cpu_us'] / fleet['cpu_us']:.2f}x |")
 
 
 if __name__ == "__main__":
