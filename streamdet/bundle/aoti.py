@@ -24,6 +24,8 @@ from typing import Any, Optional
 
 import torch
 
+from . import aoti_runner
+
 log = logging.getLogger(__name__)
 
 KEY_FIELD = "streamdet_cache_key"
@@ -95,13 +97,15 @@ class PackageCache:
         if not package.is_file() or file_sha256(package) != recorded:
             return self.refuse(key, "its bytes do not match the sha256 recorded when it was built (corrupt)")
         try:
-            runner = torch._inductor.aoti_load_package(str(package))
-            found = runner.get_metadata().get(KEY_FIELD)
+            found = package_metadata(package).get(KEY_FIELD)  # read from the archive: nothing is dlopen'ed yet
         except Exception as exc:  # a package that torch cannot open
             return self.refuse(key, f"it does not load ({exc.__class__.__name__}: {str(exc)[:200]})")
         if found != key:
             return self.refuse(key, f"it was built for another bundle or host (key {found}, this host needs {key})")
-        return runner
+        try:
+            return load_package(package)
+        except Exception as exc:
+            return self.refuse(key, f"it does not load ({exc.__class__.__name__}: {str(exc)[:200]})")
 
     def refuse(self, key: str, reason: str) -> None:
         log.warning("cached AOTInductor package %s refused: %s; rebuilding it", self.package(key), reason)
@@ -128,7 +132,14 @@ class PackageCache:
 
 
 def load_package(path: Path):
-    return torch._inductor.aoti_load_package(str(path))
+    """The package's runner: one that releases the GIL while the model runs when the package allows it
+    (aoti_runner.py), else torch's."""
+    return aoti_runner.load(Path(path)) or torch._inductor.aoti_load_package(str(path))
+
+
+def package_metadata(path: Path) -> dict:
+    """The metadata compiled into a package (with KEY_FIELD), read without loading its code."""
+    return torch._C._aoti.AOTIModelPackageLoader.load_metadata_from_package(str(path), "model")
 
 
 def _cpu_flags_digest() -> str:
