@@ -6,8 +6,10 @@ spoils it; only the tests that must rebuild compile again.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -166,3 +168,39 @@ def longest_stall_beside(module, raw) -> float:
     worker.join()
     inside = [span[0]] + [t for t in stamps if span[0] < t < span[1]] + [span[1]]
     return max(b - a for a, b in zip(inside, inside[1:])) / (span[1] - span[0])
+
+
+def test_the_compiled_model_runs_with_the_scorers_thread_count_on_any_thread(compiled):
+    """MKL keeps its thread count per thread; the compiled code calls it directly, so on a thread where
+    torch.set_num_threads never ran (the daemon's inference thread) it ran one MKL thread per core beside the
+    decoding thread. The runner sets the count it was prepared for on each thread that calls it."""
+    mkl_threads = mkl_thread_count()
+    if mkl_threads is None or (os.cpu_count() or 1) < 2:
+        pytest.skip("needs torch built with MKL and 2+ cores")
+    path, cache, _ = compiled
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        bundle = prepare(load_bundle(path), "aoti", cache, threads=1)
+        seen = []
+
+        def score():
+            seen.append(mkl_threads())  # a fresh thread: MKL's default, one per core
+            with torch.inference_mode():
+                bundle.module(raw_batch(3))
+            seen.append(mkl_threads())
+
+        worker = threading.Thread(target=score)
+        worker.start()
+        worker.join()
+    finally:
+        torch.set_num_threads(before)
+    assert seen[0] != 1 and seen[1] == 1, f"MKL threads on a fresh thread before and after a call: {seen}"
+
+
+def mkl_thread_count():
+    """MKL's mkl_get_max_threads (the calling thread's count), or None when torch has no MKL."""
+    try:
+        return ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so")).mkl_get_max_threads
+    except (OSError, AttributeError):
+        return None

@@ -85,7 +85,7 @@ class PackageCache:
     def package(self, key: str) -> Path:
         return self.folder / f"{key}{PACKAGE_SUFFIX}"
 
-    def load(self, key: str) -> Optional[Any]:
+    def load(self, key: str, threads: int) -> Optional[Any]:
         """The cached runner for `key`, or None (absent, or refused: then deleted so that it is rebuilt)."""
         package, stamp = self.package(key), self.folder / f"{key}{STAMP_SUFFIX}"
         if not package.exists() and not stamp.exists():
@@ -103,7 +103,7 @@ class PackageCache:
         if found != key:
             return self.refuse(key, f"it was built for another bundle or host (key {found}, this host needs {key})")
         try:
-            return load_package(package)
+            return load_package(package, threads)
         except Exception as exc:
             return self.refuse(key, f"it does not load ({exc.__class__.__name__}: {str(exc)[:200]})")
 
@@ -131,10 +131,11 @@ class PackageCache:
         return self.package(key)
 
 
-def load_package(path: Path):
-    """The package's runner: one that releases the GIL while the model runs when the package allows it
-    (aoti_runner.py), else torch's."""
-    return aoti_runner.load(Path(path)) or torch._inductor.aoti_load_package(str(path))
+def load_package(path: Path, threads: int):
+    """The package's runner, running with `threads` torch threads on any thread: one that releases the GIL while the
+    model runs when the package allows it (aoti_runner.py), else torch's."""
+    return aoti_runner.load(Path(path), threads) or aoti_runner.TorchRunner(
+        torch._inductor.aoti_load_package(str(path)), threads)
 
 
 def package_metadata(path: Path) -> dict:

@@ -56,7 +56,7 @@ def prepare(bundle: Bundle, mode: str, cache_folder: Optional[Path] = None, thre
     threads = threads if threads > 0 else torch.get_num_threads()
     key = aoti.cache_key(aoti.file_sha256(bundle.path), fingerprint, threads)
     cache = aoti.PackageCache(cache_folder or default_cache_folder())
-    runner = _cached(bundle, cache, key)
+    runner = _cached(bundle, cache, key, threads)
     source = "cache"
     if runner is None:
         log.info("compiling %s for this host with AOTInductor (cache key %s); not scoring until it is done",
@@ -75,8 +75,8 @@ def prepare(bundle: Bundle, mode: str, cache_folder: Optional[Path] = None, thre
     return bundle
 
 
-def _cached(bundle: Bundle, cache: aoti.PackageCache, key: str):
-    runner = cache.load(key)
+def _cached(bundle: Bundle, cache: aoti.PackageCache, key: str, threads: int):
+    runner = cache.load(key, threads)
     if runner is None:
         return None
     try:
@@ -97,7 +97,7 @@ def _compile(bundle: Bundle, cache: aoti.PackageCache, key: str, fingerprint: di
         cache = None
     try:
         aoti.compile_package(bundle.program, staged, key, threads)
-        runner = aoti.load_package(staged)
+        runner = aoti.load_package(staged, threads)
         _check(bundle, runner)
         if cache is not None:
             cache.commit(key, staged, {"fingerprint": fingerprint, "threads": threads, "bundle": str(bundle.path),
