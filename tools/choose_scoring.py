@@ -58,9 +58,11 @@ def main(argv=None) -> int:
         series = load_series(cfg, [name])[0]
         for model in args.models.split(","):
             started = time.perf_counter()
-            for variant, value in entity_rows(cfg, series, model, variants).items():
+            values = entity_rows(cfg, series, model, variants)
+            for variant, value in values.items():
                 table.setdefault((model, variant), []).append(value)
-            print(f"# {name} {model} {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+            print(f"# {name} {model} {time.perf_counter() - started:.0f} s: " +
+                  ", ".join(f"{v or 'plain'} {x:.3f}" for v, x in values.items()), file=sys.stderr, flush=True)
     print(f"| model | variant | validation VUS-PR (mean) | beats plain on |  ({args.dataset}, {len(names)} entities, "
           "injected validation tails)")
     print("|---|---|---|---|")

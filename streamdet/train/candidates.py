@@ -11,8 +11,11 @@ import yaml
 from ..errors import ConfigError
 
 DEFAULT_CANDIDATES = ("knn", "knn normalisation=none", "knn span=5", "knn smooth=10", "pca_window",
-                      "pca_window normalisation=none", "pca", "pca normalisation=none", "pca smooth=10", "autoencoder",
-                      "autoencoder smooth=10", "autoencoder window=32", "usad")
+                      "pca_window normalisation=none", "pca", "pca normalisation=none", "pca smooth=10",
+                      "pca channel_norm=true", "autoencoder", "autoencoder smooth=10", "autoencoder channel_norm=true",
+                      "autoencoder window=32", "usad")
+# channel_norm variants only where validation found a gain (pca, autoencoder; not knn or lstm_ae, whose scores are
+# already per-channel normalised): docs/evaluation.md "Score engineering"
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from ..errors import ConfigError
 
 METHODS = ("robust", "global", "none")
 STD_FLOOR_FRACTION = 0.05  # global: floor = this x the median std of the non-constant channels
-ROBUST_QUANTILES = (0.001, 0.999)  # robust: the central 99.8 % of training values spans one unit
+ROBUST_QUANTILES = (0.001, 0.999)  # robust: the central 99.8 % of training values spans one unit (chosen over
+# (0.005, 0.995) on injected validation tails: docs/evaluation.md, "The scoring gap")
 ROBUST_MAGNITUDE_FLOOR = 0.01  # robust: scale >= 1 % of the channel's largest |value|
 
 
