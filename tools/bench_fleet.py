@@ -218,9 +218,11 @@ def throughput_row(args, broker, bundle: Path, stream: list, label: str) -> dict
     scored = daemon.daemon.metrics.scored_total()
     rate, cpu = scored / (time.perf_counter() - started), time.process_time() - cpu
     rss = _rss_mib()
+    router = daemon.daemon.pipeline.router
     daemon.stop()
     return {"label": label, "rate": rate, "startup": daemon.startup_s, "rss_growth": rss - rss_before,
-            "cpu_us": cpu / max(scored, 1) * 1e6}
+            "cpu_us": cpu / max(scored, 1) * 1e6, "grouped": router.grouped_count(),
+            "stacked_mib": router.grouped_bytes() / 2**20}
 
 
 def _rss_mib() -> float:
@@ -287,6 +289,9 @@ def print_table(args, source: str, results: dict) -> None:
         print(f"| (h) {args.hosts:,} hosts, {row['label']}: start-up to ready | {row['startup']:.1f} s |")
         print(f"| (h) {args.hosts:,} hosts, {row['label']}: resident memory added by the daemon run | "
               f"{row['rss_growth']:,.0f} MiB |")
+        if row["grouped"]:
+            print(f"| (h) {args.hosts:,} hosts, {row['label']}: stacked weights of the {row['grouped']:,} bundles "
+                  f"scored grouped | {row['stacked_mib']:,.0f} MiB |")
     if len(results["throughput"]) == 2:
         fleet, per = results["throughput"]
         print(f"| (h) per-entity / fleet records/s | {per['rate'] / fleet['rate']:.0%} |")

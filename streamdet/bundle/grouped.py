@@ -96,6 +96,12 @@ class StackedBundles:
         self._template = template  # the architecture, on the meta device: functional_call supplies the tensors
         self.fused: Optional[dict[str, Tensor]] = None  # lstm_ae's written-out formulation (grouped_lstm_ae.py)
 
+    @property
+    def nbytes(self) -> int:
+        """Memory of the stacked tensors (and of the folded decoder's own, when in use)."""
+        tensors = {id(t): t for t in [*self.params.values(), *self.buffers.values(), *(self.fused or {}).values()]}
+        return sum(t.numel() * t.element_size() for t in tensors.values())
+
     def score(self, raw: Tensor, members: Tensor) -> tuple[Tensor, Tensor]:
         if self.fused is not None:
             return grouped_lstm_ae.score(self.fused, raw, members)

@@ -121,6 +121,10 @@ class ModelRouter:
         """Served bundles scored in grouped calls."""
         return len(self._grouped)
 
+    def grouped_bytes(self) -> int:
+        """Memory of the grouped bundles' stacked weights."""
+        return sum(scorer.group.nbytes for scorer in {id(s): s for s, _ in self._grouped.values()}.values())
+
     def replace(self, bundles: Any) -> set[str]:
         """Serve a new bundle set (between batches); returns the entities already seen whose bundle changed (their
         thresholds and alert state must restart from the new bundle's calibration). Groups are rebuilt, reusing
