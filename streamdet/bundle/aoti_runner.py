@@ -1,9 +1,9 @@
 """Run a compiled AOTInductor package without holding the GIL while its native code runs.
 
 torch's own runner (`aoti_load_package`) keeps the GIL for the whole model call (its pybind method does not release
-it; measured: a Python thread beside it made 2-5% of its progress, against ~100% beside a TorchScript call). With
+it; measured: a Python thread beside one call stood still for 89% of it, 11% beside this runner). With
 `scoring.overlap` the model runs on a worker thread while the main thread decodes the next records, so a runner that
-keeps the GIL stalls decoding for as long as the model runs: the daemon ran at 0.42x of TorchScript's records/s.
+keeps the GIL stalls decoding for as long as the model runs.
 
 This runner calls the package's C entry points (the ABI in torch/csrc/inductor/aoti_runtime/interface.h) through
 ctypes, which releases the GIL for the call, exactly as torch's runner calls them from C++: the same container, the

@@ -142,3 +142,24 @@ def test_dockerfile_is_multistage_non_root_with_healthcheck_and_pinned_cpu_torch
     assert "torch==2.13.0" in (REPO / "requirements.txt").read_text()
     baked = re.search(r"ARG CONFIG=(\S+)", text).group(1)
     assert (REPO / baked).is_file() and "COPY ${CONFIG} /etc/streamdet/config.yaml" in text
+
+
+def test_the_image_can_compile_and_keeps_compiled_packages_where_a_volume_is_mounted():
+    """Issue 21 item 4, statically (no Docker engine here): the runtime stage installs a C++ compiler unless the
+    build leaves it out, STREAMDET_CACHE points at a folder the daemon's user owns, and compose and Kubernetes mount
+    a volume there."""
+    text = (REPO / "Dockerfile").read_text()
+    runtime = text[text.index("AS runtime"):]
+    compiler = re.search(r"ARG COMPILER=(\S+)", runtime)
+    assert compiler and compiler.group(1) in {"g++", "clang"}, "the runtime image needs a C++ compiler by default"
+    assert re.search(r"apt-get install [^\n]*\$\{COMPILER\}", runtime)
+    cache = re.search(r"STREAMDET_CACHE=(\S+)", runtime).group(1)
+    assert re.search(rf"mkdir -p [^\n]*{re.escape(cache)}", runtime) and re.search(rf"chown streamdet [^\n]*{cache}", runtime)
+    assert runtime.index("STREAMDET_CACHE") < runtime.index("USER streamdet")
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    mounted = [v.split(":") for v in compose["x-streamdet"]["volumes"]]
+    assert [name for name, path, *_ in mounted if path == cache] == ["compile-cache"]
+    assert "compile-cache" in compose["volumes"]
+    deployment = yaml.safe_load((DEPLOY / "k8s" / "deployment.yaml").read_text())
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert cache in {m["mountPath"] for m in container["volumeMounts"]}
