@@ -30,13 +30,13 @@ from streamdet.train.select import fit_candidate, make_injections, validation_sc
 VARIANTS = ("", "channel_norm=true", "smooth=10", "windows=[32]", "standardise=true")
 
 
-def entity_rows(cfg, series, model: str, variants: list[str]) -> dict[str, float]:
-    """Validation VUS-PR of every variant of one model on one entity (the trained base is shared)."""
+def entity_rows(cfg, series: list, model: str, variants: list[str]) -> dict[str, float]:
+    """Validation VUS-PR of every variant of one model trained on `series` (one entity, or a fleet)."""
     base_models: dict = {}
     injections, out = None, {}
     for variant in variants:
         candidate = parse_candidate(f"{model} {variant}".strip())
-        trained = fit_candidate(cfg, [series], candidate, base_models, progress=False)
+        trained = fit_candidate(cfg, series, candidate, base_models, progress=False)
         if injections is None:
             injections = make_injections(trained.windows.val_tails, cfg.train.seed, cfg.model.window)
         out[variant] = validation_score(trained, injections, cfg.scoring.stride)["vus_pr"]
@@ -50,12 +50,14 @@ def main(argv=None) -> int:
     p.add_argument("--models", default="knn,pca,autoencoder")
     p.add_argument("--variants", default="|".join(VARIANTS), help="'|'-separated candidate keys ('' = plain)")
     p.add_argument("--set", action="append", default=[], help="config override KEY=VALUE")
+    p.add_argument("--fleet", action="store_true", help="one model over all the entities (a fleet bundle)")
     args = p.parse_args(argv)
     cfg, names = validation_setup(args)
     variants = args.variants.split("|")
     table: dict[tuple[str, str], list[float]] = {}
-    for name in names:
-        series = load_series(cfg, [name])[0]
+    groups = [names] if args.fleet else [[name] for name in names]
+    for group in groups:
+        series, name = load_series(cfg, group), "fleet" if args.fleet else group[0]
         for model in args.models.split(","):
             started = time.perf_counter()
             values = entity_rows(cfg, series, model, variants)

@@ -168,3 +168,36 @@ def test_auto_ranks_engineered_candidates_and_the_bundle_records_the_chosen_sett
     assert training["score"] == {"channel_norm": bool(chosen.channel_norm), "smooth": chosen.smooth or 0,
                                  "windows": [], "standardise": True}  # inherited from model.score
     assert "standardise" in bundle.calibration
+
+
+def test_a_checkpointed_entity_resumes_its_standardisation_in_a_new_pipeline():
+    """engine.Pipeline carries the standardiser's state in state_dict/load_state: a second pipeline restored
+    mid-stream scores the rest exactly as the first; without the state it would restart at the prior."""
+    from streamdet.pipeline.engine import Pipeline
+    from streamdet.pipeline.settings import PipelineSettings
+    from streamdet.types import Source
+
+    from ..pipeline.helpers import DeviationDetector, FakeBundle, exponential_calibration, record
+
+    calibration = {**exponential_calibration(), "standardise": {"mean": 0.2, "std": 0.1, "clip": 1e9, "horizon": 20}}
+    cfg = load_config(SMD_CONFIG, ["scoring.stride=4", "scoring.max_batch=1", "scoring.adaptive=false"])
+
+    def pipeline():
+        bundle = FakeBundle(torch.jit.script(DeviationDetector()), tuple("abc"), 8, calibration)
+        return Pipeline(PipelineSettings.of(cfg), bundle, lambda: 0.0, overlap=False)
+
+    def items(start, n):
+        return [(record("e", 1000.0 + i, np.full(3, np.sin(i / 3.0) * (1 + i / 20))), Source("m", 0, i))
+                for i in range(start, start + n)]
+
+    a, b, fresh = pipeline(), pipeline(), pipeline()
+    a.process(items(0, 40))
+    a.flush_batches()
+    state = a.state_dict("e")
+    assert set(state["standardise"]) == {"mean", "square"}
+    b.load_state("e", state)
+    fresh.load_state("e", {k: v for k, v in state.items() if k != "standardise"})
+    rest = items(40, 20)
+    scores = [[s.score for s in [*p.process(rest).points(), *p.drain().points()]] for p in (a, b, fresh)]
+    assert len(scores[0]) == 20 and scores[0] == scores[1]
+    assert not np.allclose(scores[0], scores[2])
