@@ -87,6 +87,12 @@ class BundleSet:
             seen.setdefault(bundle.sha256, bundle)
         return list(seen.values())
 
+    def scored_alone(self) -> list[Bundle]:
+        """The default and each bundle that shares its architecture with no other: the bundles scored by their own
+        module (what `scoring.compile` compiles). The others are scored in grouped calls that never call theirs."""
+        keys = Counter(group_key(bundle) for bundle in self.distinct())
+        return [b for b in self.distinct() if b is self.default or keys[group_key(b)] < 2]
+
     def files(self) -> list[Path]:
         """Every bundle file this set reads (served or refused), for the hot-reload watcher."""
         paths = [self.default.path] + [b.path for b in self.entity_bundles.values()]
@@ -156,12 +162,12 @@ def _load_code_of_the_ungroupable(bundles: BundleSet) -> None:
     """Bundles are read lazily (weights and metadata, checked; about 4 ms each instead of 30): one that shares its
     architecture with another is scored grouped and never needs its own code. A bundle alone with its architecture
     will be called on its own, so its code is loaded now, and refused here like any broken bundle if it fails."""
-    keys = Counter(group_key(bundle) for bundle in bundles.distinct())
+    alone = {bundle.sha256 for bundle in bundles.scored_alone()}
     for entity, bundle in list(bundles.entity_bundles.items()):
-        if keys[group_key(bundle)] < 2 and not _code_loads(bundle, bundles):
+        if bundle.sha256 in alone and not _code_loads(bundle, bundles):
             del bundles.entity_bundles[entity]
     bundles.groups = [(group, bundle) for group, bundle in bundles.groups
-                      if keys[group_key(bundle)] >= 2 or _code_loads(bundle, bundles)]
+                      if bundle.sha256 not in alone or _code_loads(bundle, bundles)]
 
 
 def _code_loads(bundle: Bundle, bundles: BundleSet) -> bool:

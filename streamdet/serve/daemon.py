@@ -96,7 +96,7 @@ class Daemon:
         bundle = bundles.default
         self.metrics.start_server()  # before compiling: /healthz answers, /readyz says 503 until the model serves
         stack.callback(self.metrics.stop_server)
-        self._prepare_model(bundles.distinct())
+        self._prepare_model(bundles.scored_alone())  # grouped bundles never run their own (compiled) module
         self.pipeline = Pipeline(PipelineSettings.of(self.cfg), bundles if bundles.root is not None else bundle, time.monotonic)
         stack.callback(self.pipeline.close)
         self._export_model(bundles)

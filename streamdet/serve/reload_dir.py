@@ -55,8 +55,9 @@ class BundleDirReloader:
             fresh = [b for b in new.distinct() if Path(b.path) in changed]
             for bundle in fresh:
                 check_finite(bundle, bundle.path)
-            if self.prepare is not None:
-                self.prepare(fresh)
+            if self.prepare is not None:  # compiles what is scored by its own module (not grouped bundles)
+                alone = {b.sha256 for b in new.scored_alone()}
+                self.prepare([b for b in fresh if b.sha256 in alone])
         except (StreamdetError, OSError, RuntimeError, ValueError) as exc:
             log.error("bundle directory reload rejected, the served bundles stay: %s", exc)
             self._count("rejected")

@@ -116,10 +116,15 @@ def test_grouped_bundles_are_read_without_their_code_and_hash_like_the_full_load
     entities = [f"e{i}" for i in range(6)]
     for i, entity in enumerate(entities):
         export(tmp_path / "entities" / entity_file_name(entity), distinct_model("autoencoder", i + 1, "tiny"), i)
-    router = ModelRouter(load_bundle_set(tmp_path), 0, 64)
-    router.score(raw_windows(6), router.keys_of(entities))
+    export(tmp_path / "entities" / entity_file_name("solo"), distinct_model("lstm_ae", 9), 9)
+    bundles = load_bundle_set(tmp_path)
+    solo = bundles.for_entity("solo")
+    assert bundles.scored_alone() == [bundles.default, solo]  # what scoring.compile compiles
+    assert solo.module.loaded  # alone with its architecture: its code is loaded (and checked) at start-up
+    router = ModelRouter(bundles, 0, 64)
+    router.score(raw_windows(7), router.keys_of(entities + ["solo"]))
     loaded = [router.bundle_of(e).module.loaded for e in entities]
-    assert router.calls == {"grouped": 1} and loaded.count(False) >= 2  # only the checked sample's code is loaded
+    assert router.calls == {"grouped": 1, "bundle": 1} and loaded.count(False) >= 2  # only the checked sample's
 
 
 def test_replacing_one_bundle_file_regroups_with_its_new_weights(bundle_dir, tmp_path):
