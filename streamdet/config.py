@@ -59,6 +59,8 @@ class KafkaConfig:
     heartbeat_interval_ms: int = _range(100, 60_000, default=1000)
     max_poll_records: int = _range(1, 1_000_000, default=5000)
     poll_timeout_ms: int = _range(1, 60_000, default=100)
+    # how long the broker may hold a fetch that finds no new records (see config/smd.yaml)
+    fetch_max_wait_ms: int = _range(1, 60_000, default=20)
     commit_interval_ms: int = _range(10, 600_000, default=5000)
     security: SecurityConfig = field(default_factory=SecurityConfig)
 

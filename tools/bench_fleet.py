@@ -8,9 +8,16 @@ serving one bundle per entity.
 
 Latency rows (g): hosts each send one record per interval, spread evenly over it, at the default config
 (config/smd.yaml: adaptive scoring, LSTM-AE default preset, window 100). Every record carries its production time
-as `ts`; production -> score is measured on the daemon's scored points, production -> alert on the alerts topic,
-for spikes sent by `--alert-hosts` hosts whose windows were filled first (warm windows only ever alert).
+as `ts`; production -> score is measured on the daemon's scored points, production -> alert on the alerts topic
+(read by a consumer that polls every few milliseconds), for spikes sent by `--alert-hosts` hosts whose windows
+were filled first (warm windows only ever alert).
   (g1) 1,000 hosts x 1 record/s          (g2) 10,000 hosts x 1 record per 10 s
+The rule for warm-up: before the paced load, each alerting host's window is filled with WARM_STEPS records (back-
+dated, produced at once: a burst of alert-hosts x 100 records); the daemon starts, the benchmark waits for /readyz
+(the group joined, the model serving) and for every warm-up record to be scored, and reports that time on its own
+line (warm-up). Only then does the paced fleet load start, and production -> score counts every paced record
+from the first one on (the steady state, including each host's first record: g2 admits its 10,000 hosts during
+the run).
 Per-entity rows (h): the daemon fed as fast as it can by 1,000 hosts, served once by one fleet bundle and once by a
 bundle directory holding a bundle per host (distinct weights: the trained bundle with host-specific noise added to
 its weights and buffers, so every host has its own model of the served architecture; bundles of one architecture are
@@ -86,17 +93,37 @@ def alerts_reader(cfg, bootstrap: str, topic: str, out: list, stop: threading.Ev
 
     def run():
         consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"lat-{uuid.uuid4().hex[:6]}",
-                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                             "fetch.wait.max.ms": cfg.kafka.fetch_max_wait_ms})
         consumer.subscribe([topic])
         while not stop.is_set():
-            for message in consumer.consume(100, 0.05):
-                if message.error() is None:
+            # what is queued now; else wait for one message (consume(n, t) would wait for n or the whole t)
+            messages = consumer.consume(100, 0) or [consumer.poll(0.05)]
+            for message in messages:
+                if message is not None and message.error() is None:
                     out.append((time.time(), orjson.loads(message.value())))
         consumer.close()
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+def prime_reader(bootstrap: str, topic: str, partitions: int, out: list) -> None:
+    """Send one probe message to each partition of the alerts topic and wait until the reader has read them all: on
+    the embedded broker a consumer read the first message of an empty partition seconds late, which would be timed
+    as the daemon's alert latency."""
+    from confluent_kafka import Producer as ConfluentProducer
+
+    probe = ConfluentProducer({"bootstrap.servers": bootstrap})
+    for partition in range(partitions):
+        probe.produce(topic, orjson.dumps({"status": "probe", "entity": f"probe-{partition}"}), partition=partition)
+    probe.flush(30)
+    deadline = time.monotonic() + 60
+    while sum(1 for _, m in list(out) if m.get("status") == "probe") < partitions:
+        if time.monotonic() > deadline:
+            raise SystemExit("the alerts reader did not catch up with its probes")
+        time.sleep(0.01)
 
 
 def paced_fleet(bootstrap: str, topic: str, hosts: int, interval_s: float, seconds: float, rows: np.ndarray,
@@ -155,9 +182,12 @@ def latency_row(args, broker, bundle: Path, rows: np.ndarray, hosts: int, interv
     alerts: list = []
     stop = threading.Event()
     reader = alerts_reader(cfg, broker.bootstrap, k.alerts_topic, alerts, stop)
-    daemon = Running(cfg, bundle, broker.bootstrap)
+    daemon = Running(cfg, bundle, broker.bootstrap)  # returns at /readyz
+    ready = time.perf_counter()
     while daemon.daemon.metrics.scored_total() < len(warm):  # the warm-up records are scored, not measured
-        time.sleep(0.05)
+        time.sleep(0.005)
+    warmup_s = time.perf_counter() - ready
+    prime_reader(broker.bootstrap, k.alerts_topic, k.partitions, alerts)
     daemon.since = time.time()
     spikes = run_paced(broker.bootstrap, k.metrics_topic, hosts, interval_s, max(args.seconds, 2.5 * interval_s),
                        rows, args.alert_hosts)
@@ -174,7 +204,8 @@ def latency_row(args, broker, bundle: Path, rows: np.ndarray, hosts: int, interv
         spiked = spikes.get(m["entity"])
         if m["status"] == "firing" and spiked is not None and m["ts"] >= spiked:
             first.setdefault(m["entity"], arrived - spiked)
-    return {"hosts": hosts, "interval": interval_s, "scored": len(daemon.latencies),
+    return {"hosts": hosts, "interval": interval_s, "scored": len(daemon.latencies), "warm": len(warm),
+            "warmup_s": warmup_s, "load": os.getloadavg()[0],
             "score": np.percentile(np.asarray(daemon.latencies) * 1000, [50, 99]),
             "alert": np.percentile(np.asarray(list(first.values())) * 1000, [50, 99]) if first else None,
             "alerted": len(first), "spiked": len(spikes)}
@@ -273,11 +304,17 @@ def print_table(args, source: str, results: dict) -> None:
     s = cfg.scoring
     print(f"\n# {source}; model {cfg.model.name} (window {cfg.model.window}), scoring adaptive={s.adaptive} "
           f"stride ceiling {s.stride}, batch {s.max_batch}, 1 torch thread\n")
+    if results["latency"]:
+        print("Latency: steady state = every paced record, from the first; the warm-up burst is scored before the "
+              "paced load starts and is timed on its own line; load = 1-minute load average at the row's end.\n")
     print("| row | value |")
     print("|---|---:|")
     for i, row in enumerate(results["latency"], start=1):
         load = f"{row['hosts']:,} hosts x 1 record per {row['interval']:g} s"
-        print(f"| (g{i}) {load}: production -> score, p50 / p99 ({row['scored']:,} records) | "
+        print(f"| (g{i}) {load}: warm-up, {row['warm']:,} records produced before the daemon started, scored "
+              f"after /readyz within (not in the rows below) | {row['warmup_s'] * 1000:,.0f} ms |")
+        print(f"| (g{i}) {load}: production -> score, p50 / p99 ({row['scored']:,} records; load "
+              f"{row['load']:.1f}) | "
               f"{row['score'][0]:,.0f} / {row['score'][1]:,.0f} ms |")
         alert = "no alert" if row["alert"] is None else f"{row['alert'][0]:,.0f} / {row['alert'][1]:,.0f} ms"
         print(f"| (g{i}) {load}: production -> alert on the topic, p50 / p99 ({row['alerted']} of "

@@ -47,7 +47,8 @@ def librdkafka_options(k: KafkaConfig) -> dict:
     opts = {"bootstrap.servers": bootstrap_of(k), "group.id": k.group_id, "client.id": k.client_id,
             "enable.auto.commit": False, "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
             "session.timeout.ms": k.session_timeout_ms, "heartbeat.interval.ms": k.heartbeat_interval_ms,
-            "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS, "error_cb": _log_error}
+            "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS, "fetch.wait.max.ms": k.fetch_max_wait_ms,
+            "error_cb": _log_error}
     opts.update({_LIBRDKAFKA_NAMES[key]: value for key, value in security_options(k).items()})
     return opts
 

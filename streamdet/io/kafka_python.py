@@ -62,7 +62,8 @@ class KafkaPythonClient(ProducingClient):
         self._consumer = KafkaConsumer(
             group_id=kafka.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=kafka.session_timeout_ms, heartbeat_interval_ms=kafka.heartbeat_interval_ms,
-            max_poll_records=kafka.max_poll_records, **client_options(kafka))
+            max_poll_records=kafka.max_poll_records, fetch_max_wait_ms=kafka.fetch_max_wait_ms,
+            **client_options(kafka))
         self._producer = Producer(kafka)
         self._consumed: dict[Partition, int] = {}  # next offset to read, per partition
         self.in_rebalance = False

@@ -146,6 +146,7 @@ class Pipeline:
     def poll(self) -> StepResult:
         """Score the batches that became due by time (and the points overdue for their stride) since the last call;
         return what finished meanwhile. Rows past their assembly deadline go to the windows first."""
+        self.windows.set_stride(self.pace.observe(0, self._queued_windows()))  # an empty poll is a calm one
         if self.intake is not None:
             self._take_rows(self.intake.due())
         self._score_due()
@@ -258,7 +259,8 @@ class Pipeline:
             self._submit(self.batcher.take())
 
     def _score_due(self) -> None:
-        for request in self.windows.take_overdue():  # points that waited scoring.max_delay_s for their stride
+        # points that waited scoring.max_delay_s for their stride, or all waiting points once the load has dropped
+        for request in self.windows.take_waiting() if self.pace.calm else self.windows.take_overdue():
             self._enqueue(request)
         while self.batcher.due():
             self._submit(self.batcher.take())

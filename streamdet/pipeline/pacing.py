@@ -4,7 +4,7 @@ At light load every record is scored at once (stride 1: the record is the last s
 score is out as soon as the model has run). Only when the daemon falls behind does the stride grow, trading
 latency for throughput: a window scores `stride` new points for the cost of one model call.
 
-The rule (`AdaptiveStride.observe`, after each poll):
+The rule (`AdaptiveStride.observe`, after each poll; an empty poll is observed too):
 - pressure = the larger of (records this poll / kafka.max_poll_records) and (windows waiting for the model, not
   counting the batch it is scoring, / scoring.max_batch). A full poll means records waited in Kafka; a full batch
   waiting means the model is behind.
@@ -13,6 +13,11 @@ The rule (`AdaptiveStride.observe`, after each poll):
 - pressure < RELAX_BELOW for RELAX_S seconds: the stride halves (down to 1), once per RELAX_S, so a short lull in a
   heavy stream does not make it flap. Pressure between the two neither grows nor restarts the calm period (a
   steady moderate load must not hold a stride that a burst raised).
+- pressure < RELAX_BELOW for CALM_POLLS polls in a row (`calm`): the load has dropped, so the points already
+  waiting for a raised stride are scored now (the caller emits them as partial windows) instead of waiting for
+  more points of their entity. Without this a stride of 2, raised by one burst, made a host that sends every 10 s
+  wait 10 s for its next record (tools/bench_fleet.py g2). Two polls, not one: under saturation a single short
+  poll must not break every entity's stride into partial windows.
 Each record still gets exactly one score whatever the stride (a window scores the points that arrived since the
 entity's previous window); the stride only decides how many share one model call.
 """
@@ -25,6 +30,7 @@ from typing import Callable
 GROW_AT = 0.5
 RELAX_BELOW = 0.25
 RELAX_S = 1.0
+CALM_POLLS = 2
 
 
 class AdaptiveStride:
@@ -38,12 +44,19 @@ class AdaptiveStride:
         self._max_poll, self._max_batch = max(1, max_poll), max(1, max_batch)
         self._clock = clock
         self._calm_since: float | None = None
+        self._calm_polls = 0
+
+    @property
+    def calm(self) -> bool:
+        """The last CALM_POLLS polls were calm: points waiting for the stride should be scored now."""
+        return self.adaptive and self._calm_polls >= CALM_POLLS
 
     def observe(self, polled: int, queued_windows: int) -> int:
         """Update from one poll's record count and the windows waiting for the model; returns the stride."""
         if not self.adaptive:
             return self.stride
         pressure = max(polled / self._max_poll, queued_windows / self._max_batch)
+        self._calm_polls = self._calm_polls + 1 if pressure < RELAX_BELOW else 0
         if pressure >= GROW_AT:
             self.stride = min(self.ceiling, self.stride * 2)
             self._calm_since = None

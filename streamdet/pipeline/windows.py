@@ -9,7 +9,8 @@ LRU order; when the store is full, the least recently used entity is evicted if 
 A stride bounds the model's cost, not the detection delay: an entity sending one point a minute would wait `stride`
 minutes for its points to be scored. With max_delay_s, a point that has waited that long on the store clock is
 emitted in a partial request (take_overdue) with the other unscored points of its entity. A clock that never moves
-(backtests) never makes a point overdue, so replays stay deterministic.
+(backtests) never makes a point overdue, so replays stay deterministic. take_waiting emits every entity's unscored
+points at once (the adaptive stride's caller, when the load has dropped).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class WindowStore:
         self.max_delay_s = max_delay_s
         self._rings: OrderedDict[str, Ring] = OrderedDict()
         self._flushed: list[WindowRequest] = []
-        # entity -> store clock when its oldest unscored point arrived, oldest first (only with max_delay_s)
+        # entity -> store clock when its oldest unscored point arrived, oldest first
         self._waiting: OrderedDict[str, float] = OrderedDict()
 
     def __len__(self) -> int:
@@ -80,8 +81,7 @@ class WindowStore:
         ring.last_active = now
         self._rings.move_to_end(entity)
         request = ring.emit(entity, ring.pending) if ring.pending >= self.stride else None
-        if self.max_delay_s:
-            self._note_waiting(entity, ring, ring.last_active, restarted=request is not None)
+        self._note_waiting(entity, ring, ring.last_active, restarted=request is not None)
         return request
 
     def push(self, entities: list[str], ts: list[float], values: np.ndarray, sources: list,
@@ -165,8 +165,7 @@ class WindowStore:
         ring.pending += m - S * len(emitted)
         ring.max_ts = max(ring.max_ts, float(t.max()))
         out.last[entity] = positions[-1]
-        if self.max_delay_s:
-            self._note_waiting(entity, ring, now, restarted=len(emitted) > 0)
+        self._note_waiting(entity, ring, now, restarted=len(emitted) > 0)
 
     def _note_waiting(self, entity: str, ring: Ring, now: float, restarted: bool) -> None:
         """Keep `entity`'s place in _waiting after a push: out when nothing is pending; after an emitted request the
@@ -220,10 +219,21 @@ class WindowStore:
         self._waiting.clear()
         return out
 
+    def take_waiting(self) -> list[WindowRequest]:
+        """Partial requests for every entity with unscored points, the longest waiting first: when the load has
+        dropped (pipeline/pacing.py) they need not wait for the rest of their stride."""
+        out = []
+        for entity in self._waiting:
+            ring = self._rings[entity]
+            if ring.pending:
+                out.append(ring.emit(entity, ring.pending))
+        self._waiting.clear()
+        return out
+
     def take_overdue(self, now: float | None = None) -> list[WindowRequest]:
         """Partial requests for entities whose oldest unscored point has waited max_delay_s or longer."""
         out: list[WindowRequest] = []
-        if not self._waiting:
+        if not self._waiting or not self.max_delay_s:
             return out
         limit = (self.clock() if now is None else now) - self.max_delay_s
         due = []
@@ -241,7 +251,7 @@ class WindowStore:
 
     def seconds_until_overdue(self, now: float | None = None) -> float | None:
         """How long until the next point becomes overdue (None when no point waits or there is no bound)."""
-        if not self._waiting:
+        if not self._waiting or not self.max_delay_s:
             return None
         since = next(iter(self._waiting.values()))
         return max(0.0, since + self.max_delay_s - (self.clock() if now is None else now))
@@ -276,5 +286,5 @@ class WindowStore:
         ring.max_ts = float(state["max_ts"])
         ring.last_active = self.clock()
         self._waiting.pop(entity, None)
-        if self.max_delay_s and ring.pending:
+        if ring.pending:
             self._waiting[entity] = ring.last_active  # restored points wait from now

@@ -114,6 +114,23 @@ def test_confluent_security_settings_map_to_librdkafka(monkeypatch):
         "sasl.password": "s3cret", "ssl.ca.location": "/etc/ca.pem"}
 
 
+@pytest.mark.kafka
+def test_both_consumers_get_the_configured_fetch_wait(broker):
+    """kafka.fetch_max_wait_ms bounds how long a broker may hold an empty fetch (the embedded one holds it that
+    long even when records arrive meanwhile: config/smd.yaml)."""
+    from streamdet.io.confluent import librdkafka_options
+
+    cfg = load_config(None, ["kafka.fetch_max_wait_ms=35", "kafka.client=kafka-python"])
+    assert librdkafka_options(cfg.kafka.at(broker.bootstrap))["fetch.wait.max.ms"] == 35
+    client = make_client(cfg.kafka.at(broker.bootstrap))
+    try:
+        assert client._consumer.config["fetch_max_wait_ms"] == 35
+    finally:
+        client.close()
+    with pytest.raises(ConfigError, match="fetch_max_wait_ms"):
+        load_config(None, ["kafka.fetch_max_wait_ms=0"])
+
+
 def test_security_settings_pass_through_with_password_from_env(monkeypatch):
     overrides = ["kafka.security.protocol=SASL_SSL", "kafka.security.sasl_mechanism=SCRAM-SHA-512",
                  "kafka.security.sasl_username=svc", "kafka.security.sasl_password_env=STREAMDET_TEST_PW",

@@ -113,6 +113,25 @@ def test_a_falling_stride_scores_the_points_already_waiting_once():
     assert sorted(s.offset for s in seen) == list(range(step))
 
 
+def test_once_the_load_drops_points_waiting_for_a_raised_stride_are_scored_without_waiting_for_it():
+    """A burst raises the stride; when the polls turn calm the points already waiting are scored at the next polls
+    (each once), though the stride has not relaxed yet and the clock never moves (no max_delay_s either)."""
+    p = Pipeline(config(max_poll=10, stride=8), bundle(), FrozenClock(), overlap=False)
+    entities = [f"e{i}" for i in range(10)]
+    seen = []
+    for step in range(12):  # full polls: the stride climbs to 8
+        seen += [s for chunk in p.process(poll(entities, step)).scored for s in chunk.sources]
+    assert p.pace.stride == 8
+    seen += [s for chunk in p.process(poll(entities[:2], 12)).scored for s in chunk.sources]  # a calm poll
+    waiting = sorted(s.offset for s in p.pending_sources())
+    assert len(waiting) > 2  # points of several entities wait for the rest of their stride
+    for _ in range(3):
+        seen += [s for chunk in p.poll().scored for s in chunk.sources]  # calm, empty polls
+    assert p.pace.stride == 8 and list(p.pending_sources()) == []
+    assert sorted(s.offset for s in seen) == sorted([step * 1000 + e for step in range(12) for e in range(10)]
+                                                    + [12000, 12001])
+
+
 def test_per_entity_bundles_score_route_threshold_and_name_their_entities():
     """Entity 'a' has its own bundle (scores = channel 0 itself, calibrated on small scores); 'b' uses the default."""
     from streamdet.bundleset import BundleSet

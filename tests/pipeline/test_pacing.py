@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streamdet.pipeline.pacing import RELAX_S, AdaptiveStride
+from streamdet.pipeline.pacing import CALM_POLLS, RELAX_S, AdaptiveStride
 
 
 class Clock:
@@ -46,3 +46,29 @@ def test_stride_relaxes_one_halving_per_calm_period_and_not_on_a_short_lull():
 def test_fixed_mode_stays_at_the_ceiling():
     pace = AdaptiveStride(ceiling=20, max_poll=5000, max_batch=256, adaptive=False, clock=Clock())
     assert pace.stride == 20 and pace.observe(0, 0) == 20 and pace.observe(5000, 999) == 20
+
+
+def test_calm_after_consecutive_calm_polls_only():
+    """`calm` (score the points waiting for the stride now) needs CALM_POLLS calm polls in a row; one busy or
+    moderate poll restarts the count, and the clock plays no part (the stride itself is not relaxed by it)."""
+    pace = AdaptiveStride(ceiling=16, max_poll=1000, max_batch=64, clock=Clock())
+    for _ in range(3):
+        pace.observe(1000, 0)
+    for _ in range(CALM_POLLS - 1):
+        pace.observe(10, 0)
+        assert not pace.calm
+    pace.observe(300, 0)  # moderate: not calm
+    for _ in range(CALM_POLLS - 1):
+        pace.observe(0, 0)
+    assert not pace.calm
+    pace.observe(0, 3)
+    assert pace.calm and pace.stride == 8  # calm, yet the stride waits for its calm second to halve
+    pace.observe(1000, 0)
+    assert not pace.calm
+
+
+def test_fixed_mode_is_never_calm():
+    pace = AdaptiveStride(ceiling=20, max_poll=5000, max_batch=256, adaptive=False, clock=Clock())
+    for _ in range(5):
+        pace.observe(0, 0)
+    assert not pace.calm

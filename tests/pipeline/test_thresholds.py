@@ -135,6 +135,19 @@ def test_state_round_trip_gives_identical_thresholds():
     assert [decide_one(a, "e", float(v)) for v in tail] == [decide_one(b, "e", float(v)) for v in tail]
 
 
+def test_entities_start_from_their_own_copy_of_the_prototype():
+    """A new entity's threshold is a copy (Spot.__deepcopy__): learning on one entity moves neither the prototype
+    nor a later entity's start."""
+    bank = ThresholdBank(ThresholdConfig(), exponential_calibration())
+    start = bank._prototype.state_dict()
+    rng = np.random.default_rng(6)
+    bank.decide(["a"], rng.exponential(3.0, size=(1, 5000)), np.ones((1, 5000), dtype=bool))
+    assert not same_detector(bank.state_dict("a")["detector"], start)  # "a" learned a wider tail
+    assert same_detector(bank._prototype.state_dict(), start)
+    bank.decide(["b"], np.zeros((1, 1)), np.zeros((1, 1), dtype=bool))
+    assert same_detector(bank.state_dict("b")["detector"], start)
+
+
 def test_calibration_without_what_the_method_needs_is_a_bundle_error():
     with pytest.raises(BundleError, match="percentile threshold needs validation scores"):
         ThresholdBank(ThresholdConfig(method="percentile"), {"pot": {}})

@@ -258,3 +258,23 @@ def test_removed_and_drained_entities_no_longer_wait():
     assert [r.entity for r in ws.drain()] == ["f"]
     clock.now = 100.0
     assert ws.take_overdue() == [] and ws.seconds_until_overdue() is None
+
+
+@pytest.mark.parametrize("max_delay", [0.0, 10.0])
+def test_take_waiting_emits_every_pending_point_once_the_longest_waiting_first(max_delay):
+    clock = Clock()
+    ws = store(stride=4, clock=clock, max_delay=max_delay)
+    push_range(ws, "e", 0, 6)  # a warm-up request of 4; points 4 and 5 wait since t=0
+    clock.now = 1.0
+    push_range(ws, "f", 0, 1)
+    push_range(ws, "g", 0, 4)  # a full stride: nothing waits
+    clock.now = 2.0
+    push_range(ws, "e", 6, 7)  # e still waits from t=0
+    requests = ws.take_waiting()
+    assert [(r.entity, r.n_new, [s[2] for s in r.sources]) for r in requests] == [("e", 3, [4, 5, 6]),
+                                                                                  ("f", 1, [0])]
+    assert requests[0].window[-3:, 0].tolist() == [4, 5, 6]
+    assert ws.take_waiting() == [] and list(ws.pending_sources()) == []
+    assert ws.take_overdue(now=1e9) == [] and ws.seconds_until_overdue() is None
+    push_range(ws, "e", 7, 8)  # waiting starts again with the next point
+    assert [r.n_new for r in ws.take_waiting()] == [1]
