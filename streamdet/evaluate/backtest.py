@@ -50,6 +50,8 @@ class EntityRun:
     alerts: list[dict] = field(default_factory=list)  # AlertEvent.to_message() dicts with a "row" added
     seconds: float = 0.0
     batches: int = 0
+    calibration: dict = field(default_factory=dict)  # the bundle's, for NAB's calibrated likelihoods (nab_calibrated)
+    window: int = 1
 
     def alert_mask(self) -> np.ndarray:
         """Rows covered by an open alert (firing row .. row before its resolve)."""
@@ -104,7 +106,8 @@ def replay_entity(cfg, bundle, entity: str, rows: np.ndarray, chunk: int = 512,
 
     pipeline = Pipeline(PipelineSettings.of(fixed_regime(cfg)), bundle, _FrozenClock())
     n = len(rows)
-    run = EntityRun(entity, np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=np.int8))
+    run = EntityRun(entity, np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=np.int8),
+                    calibration=dict(getattr(bundle, "calibration", None) or {}), window=int(getattr(bundle, "window", 1)))
     started = time.perf_counter()
     times = timestamps if timestamps is not None else START_TS + np.arange(n) * STEP_S
     for lo in range(0, n, chunk):

@@ -174,11 +174,12 @@ def _sweep(scores: np.ndarray, reward: np.ndarray, ids: np.ndarray, fn_weight: f
     return s[last_of_tie], gain[last_of_tie]
 
 
-def optimised_corpus_score(per_file_scores: dict[str, np.ndarray], windows: dict[str, list[tuple[int, int]]]) -> dict:
+def optimised_corpus_score(per_file_scores: dict[str, np.ndarray], windows: dict[str, list[tuple[int, int]]],
+                           suffix: str = "optimised") -> dict:
     """NAB's own protocol: per profile, the ONE threshold over the whole corpus that maximises the normalised score
     (what the scoreboard's figures use; it tunes on the scored labels, so it is optimistic by construction). Every
     distinct score past probation is a candidate, as in NAB's sweeper, and no detection at all (the null detector)
-    is one too, so the result is never below 0."""
+    is one too, so the result is never below 0. Keys: nab_<profile>_<suffix> and nab_<profile>_<suffix>_threshold."""
     out = {}
     for name, w in PROFILES.items():
         parts, first, null, n_windows = [], 0, 0.0, 0
@@ -190,6 +191,6 @@ def optimised_corpus_score(per_file_scores: dict[str, np.ndarray], windows: dict
         thresholds, gain = _sweep(*(np.concatenate(c) for c in zip(*parts)), w["fn"])
         best = int(np.argmax(gain)) if gain.size else -1
         raw, threshold = (null, math.inf) if best < 0 or gain[best] <= 0 else (null + gain[best], thresholds[best])
-        out[f"nab_{name}_optimised"] = _normalised(raw, null, w["tp"] * n_windows)
-        out[f"nab_{name}_threshold"] = float(threshold)
+        out[f"nab_{name}_{suffix}"] = _normalised(raw, null, w["tp"] * n_windows)
+        out[f"nab_{name}_{suffix}_threshold"] = float(threshold)
     return out

@@ -122,7 +122,9 @@ def dataset_verdicts(dataset: str, cells: list[dict]) -> list[str]:
 def _nab_lines(dataset: str, cells: list[dict]) -> list[str]:
     lines = []
     for key, what in (("nab_standard", "our protocol (operating threshold and alert rules, nothing tuned)"),
-                      ("nab_standard_optimised", "NAB's protocol (one threshold per profile tuned on the corpus)")):
+                      ("nab_standard_optimised", "NAB's protocol (one threshold per profile tuned on the corpus), "
+                                                 "calibrated likelihoods"),
+                      ("nab_standard_onsets", "NAB's protocol, calibrated likelihoods at episode onsets")):
         nab = [(metric(c, "nab", key), label(c)) for c in cells if metric(c, "nab", key) is not None]
         if not nab:
             continue

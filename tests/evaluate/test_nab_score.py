@@ -98,7 +98,7 @@ def test_nab_protocol_finds_the_corpus_threshold_a_brute_force_sweep_finds():
         best_by_hand[profile] = max(values)
         assert out[f"nab_{profile}_optimised"] == pytest.approx(best_by_hand[profile], abs=1e-9)
     # the optimum keeps both true peaks and drops the false one and the noise: both windows found at their start
-    assert 1.0 < out["nab_standard_threshold"] <= 1.5
+    assert 1.0 < out["nab_standard_optimised_threshold"] <= 1.5
     assert best_by_hand["standard"] == pytest.approx(100.0, abs=1e-6)
 
 
@@ -152,7 +152,7 @@ def test_corpus_threshold_sweep_matches_a_hand_computed_optimum():
     at their first row, 7 + 6 false positives per file). Best: 0.7, normalised 100 (1.6067817 + 2) / 4 = 90.16954."""
     scores, windows = hand_scores()
     out = optimised_corpus_score(scores, windows)
-    assert out["nab_standard_threshold"] == pytest.approx(0.7)
+    assert out["nab_standard_optimised_threshold"] == pytest.approx(0.7)
     assert out["nab_standard_optimised"] == pytest.approx(90.16954, abs=1e-4)
     # reward_low_FN_rate (fnWeight 2): null -4, perfect 2, the same rows: 100 (1.6067817 + 4) / 6
     assert out["nab_reward_low_FN_rate_optimised"] == pytest.approx(93.44636, abs=1e-4)
@@ -164,4 +164,4 @@ def test_corpus_sweep_falls_back_to_the_null_detector_when_every_threshold_loses
     scores = np.full(100, 0.5)
     scores[50:54] = 0.1
     out = optimised_corpus_score({"f": scores}, {"f": [(50, 53)]})
-    assert out["nab_standard_optimised"] == pytest.approx(0.0) and math.isinf(out["nab_standard_threshold"])
+    assert out["nab_standard_optimised"] == pytest.approx(0.0) and math.isinf(out["nab_standard_optimised_threshold"])
