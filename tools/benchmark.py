@@ -124,7 +124,8 @@ def run_cell(args, dataset: str, model: str, entities: list[str], work: Path) ->
 
 
 def entity_names(args, dataset: str) -> list[str]:
-    cfg = load_config(args.config, [f"data.dataset={dataset}"])
+    """The dataset's entities (entities.csv), read from the root the runs use: --set data.root=... included."""
+    cfg = load_config(args.config, [f"data.dataset={dataset}"] + list(args.set))
     names = [line.split(",")[0] for line in (cfg.path(cfg.data.root) / dataset / "entities.csv").read_text()
              .splitlines()[1:] if line.strip()]
     return names[:args.entities_limit] if args.entities_limit else names
