@@ -204,3 +204,25 @@ def mkl_thread_count():
         return ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so")).mkl_get_max_threads
     except (OSError, AttributeError):
         return None
+
+
+def test_compiled_code_is_verified_relative_to_each_outputs_scale():
+    """An output that is a small difference of large terms (anomaly_transformer's scores reach 174) differs between
+    compiled and eager code by float32 rounding of its largest terms: elementwise tolerances refused such packages,
+    tolerances relative to the output's largest value accept them and still refuse a wrong model."""
+    from streamdet.bundle import verify
+    from streamdet.errors import BundleError
+
+    def model(scale: float, error: float):
+        def scores(raw):  # [B, L, C] -> scores spanning 0..scale, plus `error` x scale on the smallest ones
+            base = torch.linspace(0.0, scale, L).expand(raw.shape[0], L).clone()
+            base[:, :3] += error * scale
+            return base, base.unsqueeze(-1).expand(-1, -1, C).clone()
+        return scores
+
+    reference, rounded, wrong = model(174.0, 0.0), model(174.0, 5e-6), model(174.0, 1e-2)
+    with pytest.raises(BundleError, match="differ"):
+        verify(reference, rounded, L, C, MEAN, STD, rtol=1e-4, atol=1e-5)  # elementwise: refused
+    verify(reference, rounded, L, C, MEAN, STD, rtol=1e-4, atol=1e-5, to_scale=True)
+    with pytest.raises(BundleError, match="differ"):
+        verify(reference, wrong, L, C, MEAN, STD, rtol=1e-4, atol=1e-5, to_scale=True)

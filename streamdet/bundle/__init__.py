@@ -197,8 +197,11 @@ class LazyModule:
 
 def verify(eager, loaded, window: int, n_channels: int, mean, std, batches=VERIFY_BATCHES,
            rtol: float = VERIFY_RTOL, atol: float = VERIFY_ATOL,
-           names: tuple[str, str] = ("exported", "the eager model")) -> None:
-    """`loaded` must match `eager` on random raw batches of several sizes, finite, contributions >= 0."""
+           names: tuple[str, str] = ("exported", "the eager model"), to_scale: bool = False) -> None:
+    """`loaded` must match `eager` on random raw batches of several sizes, finite, contributions >= 0. Elementwise
+    (|got - want| <= atol + rtol |want|), or with `to_scale` relative to each output's largest value (atol + rtol
+    max |want|): for compiled code, whose reordered float sums differ from eager's by float32 rounding of the
+    largest terms wherever an output is a small difference of large ones."""
     gen = torch.Generator().manual_seed(1234)
     mean_t = torch.as_tensor(np.asarray(mean, dtype=np.float32))
     std_t = torch.as_tensor(np.asarray(std, dtype=np.float32))
@@ -213,7 +216,8 @@ def verify(eager, loaded, window: int, n_channels: int, mean, std, batches=VERIF
                 raise BundleError(f"verification: {what} have shape {tuple(got.shape)}, expected {shape}")
             if not torch.isfinite(got).all():
                 raise BundleError(f"verification: non-finite {what} at batch size {batch}")
-            if not torch.allclose(got, want, rtol=rtol, atol=atol):
+            allowed = atol + rtol * (want.abs().max() if to_scale else want.abs())
+            if ((got - want).abs() > allowed).any():
                 diff = (got - want).abs().max().item()
                 raise BundleError(f"verification: {names[0]} {what} differ from {names[1]} by {diff:.3g} "
                                   f"at batch size {batch}")

@@ -24,7 +24,11 @@ from . import Bundle, aoti, verify
 log = logging.getLogger(__name__)
 
 COMPILE_MODES = ("none", "aoti")
-COMPILE_RTOL = 1e-4  # the compiled code fuses and reorders float ops; measured differences are below 1e-6
+# The compiled code fuses and reorders float ops. Relative to each output's largest value (verify's to_scale):
+# anomaly_transformer's compiled scores differ from the exported program's by up to 0.0013 where scores reach 174
+# (elementwise, some small scores differ by more than 1e-4 of themselves), while both lie equally close to the same
+# model evaluated in float64 (0.0004 and 0.0009 at batch 1): float32 rounding, not a miscompile.
+COMPILE_RTOL = 1e-4
 COMPILE_ATOL = 1e-5
 
 
@@ -109,7 +113,7 @@ def _compile(bundle: Bundle, cache: aoti.PackageCache, key: str, fingerprint: di
 
 def _check(bundle: Bundle, runner) -> None:
     verify(bundle.program.module(), runner, bundle.window, len(bundle.channels), bundle.mean, bundle.std,
-           rtol=COMPILE_RTOL, atol=COMPILE_ATOL, names=("compiled", "the exported program"))
+           rtol=COMPILE_RTOL, atol=COMPILE_ATOL, names=("compiled", "the exported program"), to_scale=True)
 
 
 def _fallback(bundle: Bundle, reason: str) -> Bundle:
