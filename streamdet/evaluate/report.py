@@ -39,14 +39,15 @@ def _scores_for_ranking(run) -> np.ndarray:
 
 
 def interpretation_pairs(run, series, channels: list[str]) -> list[tuple[list[str], set[str]]]:
-    """(ranked channels of a firing alert, true channels) for each alert raised inside an interpreted segment."""
+    """(ranked channels of a firing alert, true channels) for each alert raised inside an interpreted segment
+    (segments are end-exclusive, as streamdet.data.layout reads them)."""
     segments = getattr(series, "interpretation", None) or []
     pairs = []
     for alert in run.alerts:
         if alert["status"] != "firing":
             continue
         for start, end, names in segments:
-            if start <= alert["row"] <= end:
+            if start <= alert["row"] < end:
                 ranked = [c["name"] for c in alert.get("top_channels", [])]
                 pairs.append((ranked, {channels[i] if isinstance(i, int) else i for i in names}))
                 break

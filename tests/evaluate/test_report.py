@@ -50,6 +50,13 @@ def test_interpretation_uses_alerts_inside_labelled_segments():
     assert pairs == [(["b", "a"], {"b"})]
 
 
+def test_an_alert_on_the_row_after_an_interpreted_segment_is_outside_it():
+    series = _series()
+    series.interpretation = [(8, 10, [1]), (11, 31, [2])]  # end-exclusive: row 10 is past the first, 30 in the second
+    pairs = interpretation_pairs(_run(), series, ["a", "b", "c"])
+    assert pairs == [(["c"], {"c"})]
+
+
 def test_written_report_files(tmp_path):
     run, series = _run(), _series()
     values, _ = entity_metrics(run, series, ["a", "b", "c"])
