@@ -1,4 +1,6 @@
-"""Spatial-association transformer (after SARAD, Dai et al., NeurIPS 2024; the brief's SAR76): attention across channels, not time, to learn how metrics relate.
+"""Spatial-association transformer: attention across channels, not time, to learn how metrics relate.
+
+After SARAD (Dai et al., NeurIPS 2024; the brief's SAR76).
 
 Series division: the window is cut into `segments` divisions, so associations are followed as they change over time.
 Within each division every channel is a token (its values over the division, embedded with a code saying which

@@ -1,4 +1,6 @@
-"""Self-distilled masked autoencoder: a deep teacher and a shallow student disagree on what they never learned (after Ristea et al., CVPR 2024).
+"""Self-distilled masked autoencoder: a deep teacher and a shallow student disagree on what they never learned.
+
+After Ristea et al., "Self-Distilled Masked Auto-Encoders are Efficient Video Anomaly Detectors", CVPR 2024.
 
 A transformer encoder sees the window with a share of its steps masked (`mask_ratio`, replaced by a learned mask
 token). A deep teacher decoder (`teacher_layers` transformer layers, 4 by default) reconstructs the masked steps; a
