@@ -49,13 +49,18 @@ def replay_cell(args, cell: dict, work: Path) -> list:
     return runs
 
 
+def _same(a: float, b: float) -> bool:
+    """Equal to 1e-12, or both NaN (files without windows have no normalised score)."""
+    return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12)
+
+
 def rescored_nab(cell: dict, runs: list, data_root: Path) -> dict:
     """The cell's new NAB aggregate; raises if the replay does not reproduce the stored our-protocol score."""
     windows = load_windows(data_root / "nab", [r.entity for r in runs])
     nab = corpus_score({r.entity: r.firing_rows() for r in runs}, windows)
     stored = cell["report"]["aggregate"]["nab"]
     for key, value in nab.items():
-        if not math.isclose(value, stored[key], rel_tol=1e-12, abs_tol=1e-12):
+        if not _same(value, stored[key]):
             raise SystemExit(f"{cell['model']}: replay gives {key} {value}, the cell has {stored[key]}: not the "
                              "same run (other bundles or settings); rerun tools/benchmark.py instead")
     nab.update(nab_protocol_scores(runs, windows))
