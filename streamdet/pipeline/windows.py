@@ -11,6 +11,10 @@ minutes for its points to be scored. With max_delay_s, a point that has waited t
 emitted in a partial request (take_overdue) with the other unscored points of its entity. A clock that never moves
 (backtests) never makes a point overdue, so replays stay deterministic. take_waiting emits every entity's unscored
 points at once (the adaptive stride's caller, when the load has dropped).
+
+A little over 300 lines on purpose: the push paths (block, small group, point), eviction and the three ways a
+partial window leaves (flushed, overdue, waiting) share the ring buffers and the waiting order; split apart, each
+would reach into the others' state.
 """
 
 from __future__ import annotations
