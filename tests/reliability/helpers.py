@@ -9,8 +9,9 @@ import os
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import orjson
 
@@ -20,7 +21,7 @@ from streamdet.io.admin import ensure_topics
 from streamdet.io.producer import Producer
 from streamdet.pipeline.engine import Pipeline
 from streamdet.pipeline.settings import PipelineSettings
-from tests.conftest import SMD_CONFIG, tiny_overrides
+from tests.conftest import SMD_CONFIG, tiny_overrides, wait_until
 from tests.fixture_data import replay_slice, split_rows
 from tests.integration.helpers import DaemonProcess, read_topic, record
 
@@ -129,6 +130,32 @@ def start_daemon(bundle: Path, bootstrap: str, names: dict, log: Path, *extra: s
 def kill_hard(daemon: DaemonProcess) -> None:
     os.kill(daemon.proc.pid, signal.SIGKILL)
     daemon.proc.wait(10)
+
+
+@contextmanager
+def killed_mid_stream(bundle: Path, bootstrap: str, names: dict, records: list[tuple[str, bytes]], tmp_path: Path,
+                      before_kill: Callable[[DaemonProcess], None] = lambda first: None) -> Iterator[DaemonProcess]:
+    """A daemon streams `records` at 700/s and is killed with SIGKILL once it has committed three times and scored
+    300 records (`before_kill(first)` runs just before); yields a second daemon of the same group, ready, that takes
+    over. Both are closed on exit."""
+    first = start_daemon(bundle, bootstrap, names, tmp_path / "first.log")
+    second = None
+    try:
+        first.wait_ready()
+        sender = threading.Thread(target=produce, args=(bootstrap, names["metrics"], records, 700.0))
+        sender.start()
+        wait_until(lambda: first.value("streamdet_commits_total") >= 3
+                   and first.value("streamdet_records_scored_total") >= 300, 30, "commits and scores")
+        before_kill(first)
+        kill_hard(first)
+        sender.join(30)
+        second = start_daemon(bundle, bootstrap, names, tmp_path / "second.log")
+        second.wait_ready()
+        yield second
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
 
 
 def rss_mib(pid: int) -> float:

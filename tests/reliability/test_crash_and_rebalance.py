@@ -8,8 +8,8 @@ import pytest
 
 from tests.conftest import wait_until
 
-from .helpers import (alert_key, alert_mismatches, kill_hard, produce, published_alerts, reference_alerts,
-                      scenario_records, start_daemon)
+from .helpers import (alert_key, alert_mismatches, killed_mid_stream, produce, published_alerts,
+                      reference_alerts, scenario_records, start_daemon)
 
 pytestmark = pytest.mark.kafka
 
@@ -18,30 +18,19 @@ def test_kill_9_then_restart_loses_no_alert_and_keeps_ids(broker, tiny_bundle, c
     records = scenario_records()
     want = reference_alerts(tiny_bundle, records)
     assert any(status == "firing" for _, status in want), "the scenario must contain an anomaly"
-    first = start_daemon(tiny_bundle, broker.bootstrap, client_names, tmp_path / "first.log")
-    second = None
-    try:
-        first.wait_ready()
-        sender = threading.Thread(target=produce, args=(broker.bootstrap, client_names["metrics"], records, 700.0))
-        sender.start()
-        wait_until(lambda: first.value("streamdet_commits_total") >= 3
-                   and first.value("streamdet_records_scored_total") >= 300, 30, "commits and scores")
-        scored_before_kill = first.value("streamdet_records_scored_total")
-        kill_hard(first)
-        sender.join(30)
-        second = start_daemon(tiny_bundle, broker.bootstrap, client_names, tmp_path / "second.log")
-        second.wait_ready()
+    before_kill: dict = {}
+
+    def note_scored(first):
+        before_kill["scored"] = first.value("streamdet_records_scored_total")
+
+    with killed_mid_stream(tiny_bundle, broker.bootstrap, client_names, records, tmp_path, note_scored) as second:
         messages = published_alerts(broker.bootstrap, client_names["alerts"], want, 45)
         # none lost, none different; duplicates (same id and status) are allowed
         assert not alert_mismatches(want, messages), alert_mismatches(want, messages)
         redelivered = len(messages) - len({alert_key(m) for m in messages})
-        rescored = scored_before_kill + second.value("streamdet_records_scored_total") - len(records)
+        rescored = before_kill["scored"] + second.value("streamdet_records_scored_total") - len(records)
         # bounded by what one commit interval (200 ms at 700 records/s) plus a scrape interval can hold
         assert rescored <= 400, (rescored, redelivered)
-    finally:
-        first.close()
-        if second is not None:
-            second.close()
 
 
 def test_second_instance_joins_then_first_leaves_every_record_scored_once(broker, tiny_bundle, client_names,
