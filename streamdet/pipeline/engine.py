@@ -343,8 +343,9 @@ class Pipeline:
         if entity in self.windows:
             state.update(window=self.windows.state_dict(entity), threshold=self.thresholds.state_dict(entity),
                          alert=self.alerts.state_dict(entity))
-            if self.standardiser.state_dict(entity) is not None:
-                state["standardise"] = self.standardiser.state_dict(entity)
+            standardise = self.standardiser.state_dict(entity)
+            if standardise is not None:
+                state["standardise"] = standardise
         if self.intake is not None and self.intake.holds(entity):
             state["assembly"] = self.intake.state_dict(entity)  # rows being assembled travel with the entity
         return state
