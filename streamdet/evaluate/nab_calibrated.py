@@ -24,19 +24,9 @@ import math
 import numpy as np
 
 from ..errors import DataError
-from ..pipeline.gpd import fit_gpd
+from ..pipeline.gpd import fit_gpd, survival
 
 LOG_FLOOR = 1e-10  # HTM's log-likelihood floor: tail probabilities below it all read as 1
-
-
-def _gpd_survival(excess: np.ndarray, gamma: float, sigma: float) -> np.ndarray:
-    """P(Y > y) of a GPD(γ, σ); 0 beyond a bounded tail's end point."""
-    if abs(gamma) < 1e-8:
-        return np.exp(-excess / sigma)
-    base = 1.0 + gamma * excess / sigma
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        out = np.where(base > 0, np.power(np.maximum(base, 1e-300), -1.0 / gamma), 0.0)
-    return out
 
 
 def tail_probability(scores: np.ndarray, calibration: dict) -> np.ndarray:
@@ -53,7 +43,7 @@ def tail_probability(scores: np.ndarray, calibration: dict) -> np.ndarray:
     if n_peaks > 0 and (peaks > 0).any() and n > 0:  # a tail to extrapolate; else the empirical rank only
         u, fit = float(pot["init_threshold"]), fit_gpd(peaks)
         above = s > u
-        tail = n_peaks / n * _gpd_survival(s[above] - u, fit.gamma, fit.sigma)
+        tail = n_peaks / n * survival(s[above] - u, fit)
         p[above] = np.minimum(p[above], tail)
     p[np.isnan(s)] = np.nan
     return p

@@ -137,3 +137,13 @@ def tail_quantile(t: float, fit: GPDFit, risk: float, n: int, n_peaks: int) -> f
     if abs(fit.gamma) < _ZERO_SHAPE:
         return t - fit.sigma * math.log(r)
     return t + fit.sigma / fit.gamma * (r ** (-fit.gamma) - 1.0)
+
+
+def survival(excess: np.ndarray, fit: GPDFit) -> np.ndarray:
+    """P(Y > y) of the fitted GPD for each excess y >= 0 (the inverse view of tail_quantile); 0 beyond a bounded
+    tail's end point."""
+    if abs(fit.gamma) < _ZERO_SHAPE:
+        return np.exp(-excess / fit.sigma)
+    base = 1.0 + fit.gamma * excess / fit.sigma
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return np.where(base > 0, np.power(np.maximum(base, 1e-300), -1.0 / fit.gamma), 0.0)
