@@ -4,7 +4,8 @@
 
 For each entity and model: the model is trained on the entity's training head (as tools/benchmark.py does) and
 each variant (plain, channel_norm, smooth, windows, standardise) is ranked exactly as `model.name: auto` ranks its
-candidates (train/select.py: mean VUS-PR against anomalies injected into the validation tails). Prints, per model
+candidates (train/select.py: fitted without the last half of each validation tail, ranked by mean VUS-PR against
+anomalies injected into that held-out half). Prints, per model
 and variant, the mean validation VUS-PR over entities and on how many entities the variant beats plain. No test
 split is read.
 """
@@ -25,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 from choose_operating import validation_setup  # noqa: E402
 from streamdet.data import load_series  # noqa: E402
 from streamdet.train.candidates import parse_candidate  # noqa: E402
-from streamdet.train.select import fit_candidate, make_injections, validation_score  # noqa: E402
+from streamdet.train.select import fit_candidate, make_injections, ranking_split, validation_score  # noqa: E402
 
 VARIANTS = ("", "channel_norm=true", "smooth=10", "windows=[32]", "standardise=true")
 
@@ -33,12 +34,11 @@ VARIANTS = ("", "channel_norm=true", "smooth=10", "windows=[32]", "standardise=t
 def entity_rows(cfg, series: list, model: str, variants: list[str]) -> dict[str, float]:
     """Validation VUS-PR of every variant of one model trained on `series` (one entity, or a fleet)."""
     base_models: dict = {}
-    injections, out = None, {}
+    fit_cfg, fit_series, tails = ranking_split(cfg, series)
+    injections, out = make_injections(tails, cfg.train.seed, cfg.model.window), {}
     for variant in variants:
         candidate = parse_candidate(f"{model} {variant}".strip())
-        trained = fit_candidate(cfg, series, candidate, base_models, progress=False)
-        if injections is None:
-            injections = make_injections(trained.windows.val_tails, cfg.train.seed, cfg.model.window)
+        trained = fit_candidate(fit_cfg, fit_series, candidate, base_models, progress=False)
         out[variant] = validation_score(trained, injections, cfg.scoring.stride)["vus_pr"]
     return out
 

@@ -17,7 +17,9 @@ from streamdet.errors import ConfigError
 from streamdet.train import train_bundle
 from streamdet.train.inject import KINDS, channel_spread, inject
 from streamdet.train.candidates import parse_candidate
-from streamdet.train.select import rank
+import streamdet.train.select as select
+from streamdet.train.select import make_injections, rank
+from streamdet.train.splits import split_point
 
 from ..conftest import SMD_CONFIG
 
@@ -59,6 +61,48 @@ def test_default_injection_covers_about_five_percent_of_the_rows_and_copies_rota
     assert 0.02 < made.labels.mean() < 0.08
     other = inject(tail, seed=0, margin=100, first_kind=len(made.segments))
     assert made.segments[0][2] != other.segments[0][2]
+
+
+def test_a_short_tail_gets_copies_enough_for_every_kind_twice():
+    tail = np.random.default_rng(3).standard_normal((800, 3))  # one anomaly per copy at this length
+    made = make_injections([tail], seed=0, margin=100)
+    drawn = [kind for copy in made.kinds for kind in copy]
+    assert all(len(copy) == 1 for copy in made.kinds)
+    assert {kind: drawn.count(kind) for kind in KINDS} == {kind: select.KIND_REPEATS for kind in KINDS}
+
+
+def test_candidates_are_ranked_on_rows_that_none_of_them_was_fitted_on(tmp_path, monkeypatch):
+    """Every fit of the ranking leaves out the ranking rows (channel_norm's scales, lstm_ae's error model and early
+    stopping fit on validation windows: scored on those rows, they looked better than they were); the training heads
+    are the ones the chosen model is finally trained on, and that final fit sees the whole train split."""
+    cfg = load_config(SMD_CONFIG, AUTO + [f"model.bundle={tmp_path / 'h.pt'}",
+                                          "model.auto_candidates=[pca channel_norm=true, knn]"])
+    fits, injected = [], []
+    real_fit, real_inject = select.fit_candidate, select.make_injections
+
+    def spy_fit(c, series, *args, **kwargs):
+        fits.append((c.train.val_fraction, [s.train.copy() for s in series]))
+        return real_fit(c, series, *args, **kwargs)
+
+    def spy_inject(tails, *args):
+        injected.extend(t.copy() for t in tails)
+        return real_inject(tails, *args)
+
+    monkeypatch.setattr(select, "fit_candidate", spy_fit)
+    monkeypatch.setattr(select, "make_injections", spy_inject)
+    train_bundle(cfg, progress=False)
+    full = load_series(cfg)
+    *ranking_fits, final = fits
+    assert len(ranking_fits) == 2 and final[0] == cfg.train.val_fraction
+    for whole, tail, final_train in zip(full, injected, final[1]):
+        np.testing.assert_array_equal(final_train, whole.train)
+        assert 0 < len(tail) < len(whole.train) * cfg.train.val_fraction
+        np.testing.assert_array_equal(tail, whole.train[-len(tail):])
+        head = split_point(len(whole.train), cfg.model.window, cfg.train.val_fraction, whole.entity)
+        for fraction, trains in ranking_fits:
+            seen = next(t for t in trains if len(t) and np.array_equal(t[:head], whole.train[:head]))
+            assert len(seen) == len(whole.train) - len(tail)  # the ranking rows are in no fit
+            assert split_point(len(seen), cfg.model.window, fraction, whole.entity) == head
 
 
 def test_ranking_puts_failed_and_unscored_candidates_last():
