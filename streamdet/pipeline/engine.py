@@ -86,14 +86,15 @@ class Pipeline:
         self.intake = SampleIntake(cfg.input, channels, clock) if cfg.input.format != "streamdet" else None
 
     def process(self, items: Iterable[tuple[bytes, Any]],
-                already_held: Optional[Callable[[str, Any], bool]] = None) -> StepResult:
-        """Decode and window the records; score every batch that fills up, and one that is due by time.
+                already_held: Optional[Callable[[str, Any], bool]] = None, backlog: int = 0) -> StepResult:
+        """Decode and window the records; score every batch that fills up, and one that is due by time. `backlog`:
+        records still behind the consumer after this poll (the client's lag), for the adaptive stride.
 
         `already_held(entity, source)`, when given, drops records the entity's window already holds (the owner's
         redelivery after a restored checkpoint). The result's `held` names each entity whose window took records,
         with the source of the last one (per-sample formats: the last record its assembly took)."""
         items = list(items)
-        self.windows.set_stride(self.pace.observe(len(items), self._queued_windows()))
+        self.windows.set_stride(self.pace.observe(len(items), self._queued_windows(), backlog))
         if self.intake is not None:
             self._take_rows(self.intake.take(items, already_held))
             self._score_due()
@@ -143,10 +144,11 @@ class Pipeline:
             if self.intake is not None:
                 self.intake.forget(entity)
 
-    def poll(self) -> StepResult:
+    def poll(self, backlog: int = 0) -> StepResult:
         """Score the batches that became due by time (and the points overdue for their stride) since the last call;
-        return what finished meanwhile. Rows past their assembly deadline go to the windows first."""
-        self.windows.set_stride(self.pace.observe(0, self._queued_windows()))  # an empty poll is a calm one
+        return what finished meanwhile. Rows past their assembly deadline go to the windows first. `backlog`: as
+        for process (an empty poll with records still behind the consumer is not a calm one)."""
+        self.windows.set_stride(self.pace.observe(0, self._queued_windows(), backlog))
         if self.intake is not None:
             self._take_rows(self.intake.due())
         self._score_due()

@@ -230,11 +230,12 @@ class Daemon:
             self.metrics.heartbeat()
             if self.rebalance.error is not None:
                 raise RuntimeError("rebalance callback failed") from self.rebalance.error
+            backlog = self._backlog()
             if items:
                 self._note_consumed(items)
-                d.publish(self.pipeline.process(items, d.ledger.skip_filter()))
+                d.publish(self.pipeline.process(items, d.ledger.skip_filter(), backlog))
             else:
-                d.publish(self.pipeline.poll())
+                d.publish(self.pipeline.poll(backlog))
             d.commit()
             self._export_gauges()
             self.health.probe(self.client, bool(items))
@@ -256,6 +257,17 @@ class Daemon:
         due = self.pipeline.seconds_until_due()
         timeout = self.kafka.poll_timeout_ms
         return timeout if due is None else max(0, min(timeout, int(due * 1000)))
+
+    def _backlog(self) -> int:
+        """Records behind the consumer after this poll (for the adaptive stride, pipeline/pacing.py); the client's
+        cached high-water marks, no request. 0 when the stride is fixed or the client cannot tell."""
+        if not self.pipeline.pace.adaptive:
+            return 0
+        try:
+            return sum(self.client.lag().values())
+        except Exception:  # a lag gauge must never stop the loop; the next poll's size still paces
+            log.debug("lag unavailable for pacing", exc_info=True)
+            return 0
 
     def _note_consumed(self, items: list) -> None:
         topics = {tp.topic for tp in self.client.positions()}

@@ -72,19 +72,20 @@ def test_a_backlog_raises_the_stride_and_fewer_windows_are_scored():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.one_of(st.just(0), st.integers(min_value=0, max_value=60)), min_size=1, max_size=25))
-def test_every_record_is_scored_exactly_once_whatever_the_stride_does(poll_sizes):
-    """Polls of random sizes make the stride rise and fall; each record still gets one score, in order."""
+@given(st.lists(st.one_of(st.just(0), st.integers(min_value=0, max_value=60)), min_size=1, max_size=25),
+       st.lists(st.sampled_from([0, 0, 10, 100]), min_size=25, max_size=25))
+def test_every_record_is_scored_exactly_once_whatever_the_stride_does(poll_sizes, backlogs):
+    """Polls of random sizes and backlogs make the stride rise and fall; each record still gets one score."""
     clock = FrozenClock()
     p = Pipeline(config(max_poll=30, stride=6), bundle(), clock, overlap=False)
     step, seen = 0, []
-    for size in poll_sizes:
+    for size, backlog in zip(poll_sizes, backlogs):
         batch = []
         for k in range(size):
             entity = f"e{k % 3}"
             batch.append((record(entity, 1000.0 + step, np.full(C, step % 7)), Source("m", 0, step)))
             step += 1
-        seen += [s for chunk in p.process(batch).scored for s in chunk.sources]
+        seen += [s for chunk in p.process(batch, backlog=backlog).scored for s in chunk.sources]
         clock.now += 0.6  # two calm polls in a row halve the stride
     seen += [s for chunk in p.drain().scored for s in chunk.sources]
     assert sorted(s.offset for s in seen) == list(range(step))
@@ -130,6 +131,27 @@ def test_once_the_load_drops_points_waiting_for_a_raised_stride_are_scored_witho
     assert p.pace.stride == 8 and list(p.pending_sources()) == []
     assert sorted(s.offset for s in seen) == sorted([step * 1000 + e for step in range(12) for e in range(10)]
                                                     + [12000, 12001])
+
+
+def test_points_waiting_for_the_stride_stay_while_records_are_still_behind_the_consumer():
+    """At saturation the client's fetch queue runs dry between fetches: empty polls with a backlog keep every
+    entity's stride whole (no partial windows, one model call per stride); once the backlog is gone the points
+    waiting are scored at once."""
+    p = Pipeline(config(max_poll=10, stride=8), bundle(), FrozenClock(), overlap=False)
+    entities = [f"e{i}" for i in range(10)]
+    for step in range(12):  # full polls: the stride is at its ceiling
+        p.process(poll(entities, step), backlog=1000)
+    p.process(poll(entities[:3], 12), backlog=1000)
+    waiting = sorted(s.offset for s in p.pending_sources())
+    assert p.pace.stride == 8 and len(waiting) > 3
+    scored = []
+    for _ in range(3):
+        scored += [s for chunk in p.poll(backlog=1000).scored for s in chunk.sources]
+    assert scored == [] and sorted(s.offset for s in p.pending_sources()) == waiting
+    for _ in range(3):
+        scored += [s for chunk in p.poll(backlog=0).scored for s in chunk.sources]
+    assert sorted(s.offset for s in scored) == waiting and list(p.pending_sources()) == []
+    p.close()
 
 
 def test_per_entity_bundles_score_route_threshold_and_name_their_entities():

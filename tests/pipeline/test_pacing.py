@@ -16,7 +16,14 @@ class Clock:
 def test_light_load_keeps_stride_one_and_a_backlog_doubles_it_up_to_the_ceiling():
     pace = AdaptiveStride(ceiling=20, max_poll=5000, max_batch=256, clock=Clock())
     assert [pace.observe(40, 3) for _ in range(5)] == [1] * 5
-    assert [pace.observe(5000, 0) for _ in range(6)] == [2, 4, 8, 16, 20, 20]
+    assert [pace.observe(3000, 0) for _ in range(6)] == [2, 4, 8, 16, 20, 20]
+
+
+def test_a_full_poll_a_poll_worth_of_backlog_or_a_full_batch_waiting_go_to_the_ceiling_at_once():
+    """A daemon that starts behind (restart, catching up) scores its first polls at the ceiling, not at 2, 4, 8."""
+    for polled, queued, backlog in ((5000, 0, 0), (0, 0, 5000), (10, 256, 0)):
+        pace = AdaptiveStride(ceiling=20, max_poll=5000, max_batch=256, clock=Clock())
+        assert pace.observe(polled, queued, backlog) == 20
 
 
 def test_a_queue_of_windows_alone_is_pressure():
@@ -53,7 +60,7 @@ def test_calm_after_consecutive_calm_polls_only():
     moderate poll restarts the count, and the clock plays no part (the stride itself is not relaxed by it)."""
     pace = AdaptiveStride(ceiling=16, max_poll=1000, max_batch=64, clock=Clock())
     for _ in range(3):
-        pace.observe(1000, 0)
+        pace.observe(600, 0)
     for _ in range(CALM_POLLS - 1):
         pace.observe(10, 0)
         assert not pace.calm
@@ -72,3 +79,22 @@ def test_fixed_mode_is_never_calm():
     for _ in range(5):
         pace.observe(0, 0)
     assert not pace.calm
+
+
+def test_empty_polls_with_records_still_behind_the_consumer_are_not_calm():
+    """Catching up on a topic, the client's fetch queue runs dry between fetches: those empty polls, with the
+    backlog still in Kafka, must neither count as calm (which would split every entity's stride into partial
+    windows) nor relax the stride; once the backlog is gone they do both."""
+    clock = Clock()
+    pace = AdaptiveStride(ceiling=16, max_poll=1000, max_batch=64, clock=clock)
+    pace.observe(1000, 0)
+    for _ in range(2 * CALM_POLLS):
+        clock.now += RELAX_S
+        assert pace.observe(0, 0, backlog=50_000) == 16
+        assert not pace.calm
+    pace.observe(0, 0, backlog=300)  # a moderate backlog: not calm either
+    assert not pace.calm
+    for _ in range(CALM_POLLS):
+        clock.now += RELAX_S
+        pace.observe(0, 0, backlog=10)
+    assert pace.calm and pace.stride < 16
