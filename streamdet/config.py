@@ -62,6 +62,7 @@ class KafkaConfig:
     # how long the broker may hold a fetch that finds no new records (see config/smd.yaml)
     fetch_max_wait_ms: int = _range(1, 60_000, default=20)
     commit_interval_ms: int = _range(10, 600_000, default=5000)
+    checkpoint_slice_ms: int = _range(1, 60_000, default=5)  # checkpoint writing per loop turn (serve/delivery.py)
     security: SecurityConfig = field(default_factory=SecurityConfig)
 
     def at(self, bootstrap: Optional[str]) -> "KafkaConfig":

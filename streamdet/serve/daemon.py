@@ -253,7 +253,10 @@ class Daemon:
         _freeze_startup_heap()
 
     def _poll_timeout_ms(self) -> int:
-        """Wait for records at most until the oldest batched window is due, so max_wait_ms holds when input stops."""
+        """Wait for records at most until the oldest batched window is due, so max_wait_ms holds when input stops;
+        not at all while a checkpoint round is in progress (its next slice is due)."""
+        if self.delivery.round is not None:
+            return 0
         due = self.pipeline.seconds_until_due()
         timeout = self.kafka.poll_timeout_ms
         return timeout if due is None else max(0, min(timeout, int(due * 1000)))

@@ -4,12 +4,22 @@ An offset is committed only when every record below it has been scored and every
 derived from those records has been acknowledged by the broker. `commit` is that rule, step by step:
 
     1. score what is queued              pipeline.flush_batches(), published like any step
-    2. produce checkpoints               of the entities touched since the last commit (with a state topic)
-    3. flush                             wait for the broker's acknowledgement of everything produced so far
-    4. commit offsets                    per partition min(first record not yet scored, next record not yet read)
+    2. fix the offsets                   per partition min(first record not yet scored, next record not yet read)
+    3. produce checkpoints               of the entities touched since the last commit (with a state topic), a
+                                         slice at a time (kafka.checkpoint_slice_ms) between the loop's polls
+    4. flush                             wait for the broker's acknowledgement of everything produced so far
+    5. commit the offsets of step 2
 
-Alerts and dead letters are produced (not flushed) as soon as a step yields them (`publish`). During a broker outage
-nothing is committed and everything stays queued in the producer for the next attempt.
+Steps 1-2 start a checkpoint round, the last slice of step 3 ends it with steps 4-5; meanwhile the loop goes on
+consuming and scoring (10,000 new entities' first snapshots took 1-2.5 s on this thread: nothing was scored for that
+long). Why this keeps the rule: the offsets of step 2 cover only records read before the round started, and every
+entity with such a record is in the round (touched before it started); an entity's state only grows, so its
+checkpoint written later in the round holds those records too (and perhaps newer ones, which a restore skips when
+they are redelivered, as it always did). Each slice first scores the queued windows (step 1 again), so no
+checkpoint holds a point that was cut into a window but not scored. A forced commit (revocation, shutdown) finishes
+the round in progress and then runs a whole round at once. Alerts and dead letters are produced (not flushed) as
+soon as a step yields them (`publish`). During a broker outage nothing is committed and everything stays queued in
+the producer for the next attempt; the entities a failed round had not written yet go back to `touched`.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import orjson
@@ -41,6 +52,20 @@ def dead_letter(reject: Reject) -> bytes:
     return orjson.dumps(message)
 
 
+@dataclass
+class CheckpointRound:
+    """One commit's checkpoints in progress (module docstring)."""
+
+    entities: list[str]  # touched when the round started, in the order they are written
+    offsets: dict[Partition, int]  # fixed when it started (step 2), committed when it ends
+    started: float  # wall clock (time.time) at its start
+    next: int = 0  # entities[:next] are written
+
+    @property
+    def written(self) -> bool:
+        return self.next >= len(self.entities)
+
+
 class Delivery:
     """Owns the producer side of the client and the commit. `checkpointer` is a state.Checkpointer or None."""
 
@@ -55,6 +80,8 @@ class Delivery:
         self.observer = observer  # called with every published StepResult (benchmark latency probes)
         self.ledger = Ledger()
         self._next_commit = 0.0
+        self.round: Optional[CheckpointRound] = None  # the checkpoint round in progress, if any
+        self.slice_s = kafka.checkpoint_slice_ms / 1000.0
 
     def publish(self, result: StepResult) -> None:
         """Produce dead letters and alerts (not yet flushed) and record what the step did."""
@@ -91,29 +118,56 @@ class Delivery:
                                        bundle=self.pipeline.model_sha256_of(entity))
 
     def commit(self, force: bool = False, partitions: Optional[list[Partition]] = None) -> bool:
-        """The ordered commit (module docstring), at most every kafka.commit_interval_ms unless forced; `partitions`
-        limits step 4 to those (a revocation). Returns False when the broker did not answer (nothing committed)."""
+        """The ordered commit (module docstring): a slice of the round in progress, or a new round at most every
+        kafka.commit_interval_ms. `force` finishes the round in progress and runs a new one whole; `partitions`
+        limits the new round's offsets to those (a revocation). Returns False when the broker did not answer
+        (nothing committed)."""
         now = time.monotonic()
-        if not force and now < self._next_commit:
-            return True
-        self._next_commit = now + self.kafka.commit_interval_ms / 1000.0
         try:
-            self.publish(self.pipeline.flush_batches())  # 1: queued windows scored before their state is saved
-            if self.checkpointer is not None:  # 2
-                self.checkpointer.write(self.pipeline, self.ledger, sorted(self.ledger.touched))
-                self.ledger.touched.clear()
-            flushed = self.client.flush()  # 3
-            offsets = self.ledger.offsets_to_commit(self.pipeline.pending_sources(), self.client.positions(),
-                                                    partitions)
-            if offsets:  # 4
-                self.client.commit(offsets)
-                self.ledger.committed.update(offsets)
-                self.metrics.committed()
-                log.debug("committed offsets=%s", offsets)
+            if self.round is not None:
+                self._advance(everything=force)
+            if self.round is None and (force or now >= self._next_commit):
+                self._next_commit = now + self.kafka.commit_interval_ms / 1000.0
+                self._start_round(partitions)
+                self._advance(everything=force)
         except Exception as exc:
+            self._abandon_round()
             self.health.outage(exc, "commit")  # re-raises anything that is not an outage
             self._next_commit = now + self.health.next_delay()
             return False
-        if self.health.failing and (flushed or offsets):  # only a real answer from the broker proves it back
-            self.health.recovered()
         return True
+
+    def _start_round(self, partitions: Optional[list[Partition]]) -> None:
+        self.publish(self.pipeline.flush_batches())  # 1: queued windows scored before their state is saved
+        offsets = self.ledger.offsets_to_commit(self.pipeline.pending_sources(), self.client.positions(),
+                                                partitions)  # 2
+        entities = sorted(self.ledger.touched) if self.checkpointer is not None else []
+        self.ledger.touched.clear()
+        self.round = CheckpointRound(entities, offsets, time.time())
+
+    def _advance(self, everything: bool) -> None:
+        """Step 3 for one slice of the round (all of it when `everything`), then steps 4-5 once it is written."""
+        r = self.round
+        if not r.written:
+            self.publish(self.pipeline.flush_batches())  # no checkpoint holds a window cut but not yet scored
+            r.next = self.checkpointer.write_slice(self.pipeline, self.ledger, r.entities, r.next,
+                                                   float("inf") if everything else self.slice_s)
+        if not r.written:
+            return
+        flushed = self.client.flush()  # 4
+        if r.offsets:  # 5
+            self.client.commit(r.offsets)
+            self.ledger.committed.update(r.offsets)
+            self.metrics.committed()
+            log.debug("committed offsets=%s (checkpoint round of %d entities, %.2f s)", r.offsets,
+                      len(r.entities), time.time() - r.started)
+        self.round = None
+        if self.health.failing and (flushed or r.offsets):  # only a real answer from the broker proves it back
+            self.health.recovered()
+
+    def _abandon_round(self) -> None:
+        """After a failure: the round's offsets are not committed, its unwritten entities wait for the next round
+        (what it produced stays queued in the producer and is flushed with the next round's records)."""
+        if self.round is not None:
+            self.ledger.touched.update(self.round.entities[self.round.next:])
+            self.round = None

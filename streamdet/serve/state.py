@@ -13,6 +13,7 @@ comes back as Sources.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Iterable, Optional
 
 from ..changelog import ChangelogFold, ChangelogWriter, StateError
@@ -63,24 +64,43 @@ class Checkpointer:
 
     def write(self, pipeline, ledger, entities: Iterable[str]) -> int:
         """Produce each entity's checkpoint records (not flushed: the delivery flushes before committing)."""
+        self._follow_model(pipeline)
+        n = sum(self._write_one(pipeline, ledger, entity) for entity in entities)
+        self.written += n
+        return n
+
+    def write_slice(self, pipeline, ledger, entities: list[str], start: int, budget_s: float) -> int:
+        """`write` of entities[start:], stopping once `budget_s` has passed (after at least one entity); returns the
+        index of the first entity not written. A checkpoint round (delivery.py) calls it between the loop's polls,
+        so that thousands of checkpoints never stop scoring for seconds at a time."""
+        self._follow_model(pipeline)
+        deadline = time.perf_counter() + budget_s
+        end, n = start, 0
+        while end < len(entities):
+            n += self._write_one(pipeline, ledger, entities[end])
+            end += 1
+            if time.perf_counter() >= deadline:
+                break
+        self.written += n
+        return end
+
+    def _follow_model(self, pipeline) -> None:
         if pipeline.thresholds is not self._thresholds:  # a model reload restarted every threshold: snapshots
             if self._thresholds is not None:
                 self.writer.restart_all()
             self._thresholds = pipeline.thresholds
-        n = 0
-        for entity in entities:
-            last = ledger.held.get(entity)
-            if last is None or not pipeline.holds(entity):
-                continue
-            for key, value in self.writer.records(entity, pipeline.state_dict(entity), last,
-                                                 pipeline.model_sha256_of(entity)):
-                self.client.produce(self.topic, key, value)
-                if self.metrics is not None:
-                    kind = "tombstone" if value is None else "delta" if b"\x00" in key else "snapshot"
-                    self.metrics.checkpointed(kind, len(key) + len(value or b""))
-                n += 1
-        self.written += n
-        return n
+
+    def _write_one(self, pipeline, ledger, entity: str) -> int:
+        last = ledger.held.get(entity)
+        if last is None or not pipeline.holds(entity):
+            return 0
+        records = self.writer.records(entity, pipeline.state_dict(entity), last, pipeline.model_sha256_of(entity))
+        for key, value in records:
+            self.client.produce(self.topic, key, value)
+            if self.metrics is not None:
+                kind = "tombstone" if value is None else "delta" if b"\x00" in key else "snapshot"
+                self.metrics.checkpointed(kind, len(key) + len(value or b""))
+        return len(records)
 
     def restore(self, pipeline, ledger, partitions: set) -> int:
         """Restore every entity whose records come from `partitions`; returns how many."""
