@@ -43,6 +43,7 @@ _DECIMAL_LIMITS = {np.dtype(np.float32): 2.0 ** 24, np.dtype(np.float64): 2.0 **
 _BITS = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}
 _LAST_DECIMALS: dict[tuple, int] = {}  # (dtype, ndim) -> decimal places of the last such array packed
 _NARROW = [(t, np.iinfo(t).min, np.iinfo(t).max) for t in (np.int8, np.int16, np.int32)]
+_UINTS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}  # itemsize -> the unsigned view of its bits
 
 
 class StateError(StreamdetError):
@@ -157,6 +158,9 @@ class _Packer:
         if kind is dict:
             return {str(k): self.pack(v) for k, v in value.items()}
         if kind is np.ndarray:
+            rows = _rows_before_zero_tail(value)
+            if rows < len(value):  # a ring not yet filled: its unwritten slots are zeros, rebuilt on decoding
+                return {"__z__": [len(value), self.pack(value[:rows])]}
             return self.decimal(value) or {"__b__": self.blob(value)}
         if kind is list:
             columns = self._columns(value) if value else None
@@ -193,7 +197,9 @@ class _Packer:
                 packed.append({"s": self.steps(np.array(column, dtype=np.int64))})
             else:
                 packed.append({"l": [self.pack(v) for v in column]})
-        return {"n": len(rows), "none": [k for k, row in enumerate(rows) if row is None], "cols": packed}
+        tail = _none_tail(rows)
+        return {"n": len(rows), "none": [k for k, row in enumerate(rows[:len(rows) - tail]) if row is None],
+                "tail": tail, "cols": packed}
 
 
 def _exact_decimals(flat: np.ndarray, k: int, bits: type) -> Optional[np.ndarray]:
@@ -212,6 +218,33 @@ def _decimals(sample: np.ndarray, bits: type) -> Optional[int]:
     back = (np.rint(sample.astype(np.float64)[:, None] * _SCALES) / _SCALES).astype(sample.dtype)  # [n, K]
     exact = (back.view(bits) == sample.view(bits)[:, None]).all(axis=0)  # [K]
     return int(exact.argmax()) if exact.any() else None
+
+
+def _rows_before_zero_tail(array: np.ndarray) -> int:
+    """len(array) less its trailing rows (axis 0) whose bits are all zero (so -0.0 and NaN are kept)."""
+    if array.ndim == 0 or len(array) < 4 or array.dtype.kind not in "fiub" or array.dtype.itemsize not in _UINTS:
+        return len(array)
+    bits = np.ascontiguousarray(array).view(_UINTS[array.dtype.itemsize]).reshape(len(array), -1)
+    if bits[-1].any():  # the common case (a full ring, a threshold's values): one row looked at
+        return len(array)
+    written = np.flatnonzero(bits.any(axis=1))
+    return int(written[-1]) + 1 if written.size else 0
+
+
+def _none_tail(rows: list) -> int:
+    """How many rows at the end of `rows` are None (the unwritten slots of a ring's sources)."""
+    n = len(rows)
+    while n and rows[n - 1] is None:
+        n -= 1
+    return len(rows) - n
+
+
+def _zero_padded(packed: list, blobs: memoryview) -> np.ndarray:
+    """Inverse of the trailing zero rows' trim."""
+    head = _unpack(packed[1], blobs)
+    out = np.zeros((int(packed[0]),) + head.shape[1:], dtype=head.dtype)
+    out[:len(head)] = head
+    return out
 
 
 def _narrow(ints: np.ndarray) -> np.ndarray:
@@ -253,6 +286,7 @@ def _array(ref: list, blobs: memoryview) -> np.ndarray:
 
 def _unpack_columns(packed: dict, blobs: memoryview) -> list:
     n, missing = packed["n"], set(packed["none"])
+    missing.update(range(n - packed.get("tail", 0), n))  # the trailing Nones (records before "tail" list them all)
     columns = []
     for column in packed["cols"]:
         if "k" in column:
@@ -294,6 +328,7 @@ def _legacy_array(packed: list, blobs) -> np.ndarray:
 
 _TAGS = {
     "__b__": _array,
+    "__z__": _zero_padded,
     "__q__": _decimal_array,
     "__tc__": _unpack_columns,
     "__nd__": _legacy_array,
