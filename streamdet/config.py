@@ -114,6 +114,7 @@ class ModelConfig:
     patch: PatchConfig = field(default_factory=PatchConfig)
     bundle: str = "../artifacts/lstm_ae-smd.pt"
     auto_candidates: Tuple[str, ...] = ()  # name: auto -> "model key=value ..." specs; empty = train/candidates.py's list
+    auto_ensemble: int = _range(0, 20, default=3)  # auto: rank-average the best this many where validation prefers it
     score: ScoreConfig = field(default_factory=ScoreConfig)
 
 

@@ -10,6 +10,8 @@ auto candidate's `channel_norm=` / `windows=`) kept only where the validation pr
 - MultiWindow: the same model fitted at several window lengths; each one's step scores are mapped onto its own
   validation score distribution (rank: 0 at its minimum, 1 at its maximum, growing linearly past it, so the tail
   keeps its order) and the ranks are averaged. Short windows react fast, long ones see slow patterns.
+- Ensemble: the same rank average over different detectors (auto's best few candidates, each with its own input
+  scaling inside), so that one entity's choice does not rest on a single candidate's luck on few injected anomalies.
 """
 
 from __future__ import annotations
@@ -132,6 +134,42 @@ class MultiWindow(nn.Module):
         return torch.cat([head, combined], dim=1), contrib
 
 
+class Ensemble(MultiWindow):
+    """Auto's best few candidates as one model: each member is a served model (its own scaling inside) that takes
+    raw values, so the bundle's own scaling is the identity; contributions are the first (best) member's."""
+
+    def __init__(self, members: List[nn.Module], knots: List[np.ndarray], specs: List[str]):
+        super().__init__(members, knots)
+        self.name = "ensemble"
+        self.specs: List[str] = list(specs)
+        self.trainable = any(bool(getattr(m, "trainable", True)) for m in members)
+
+    def hparams(self) -> dict:
+        return {"ensemble": list(self.specs)}
+
+
+def _member(trained) -> nn.Module:
+    served = trained.served
+    _passthrough(served, trained.model, int(getattr(trained.model, "span", 1)))
+    return served
+
+
+def _knots(trained, stride: int) -> np.ndarray:
+    return rank_points(np.concatenate([daemon_like_scores(trained.served, tail, trained.window, stride, trained.context)
+                                       for tail in trained.windows.val_tails]))
+
+
+def ensemble(members: list, specs: List[str], stride: int):
+    """One Trained (train.core) that serves the rank average of `members` (Trained, fitted on the same series), each
+    mapped onto its own clean validation scores."""
+    model = Ensemble([_member(t) for t in members], [_knots(t, stride) for t in members], specs)
+    first = members[0]
+    identity = dataclasses.replace(first.windows, mean=np.zeros_like(first.windows.mean),
+                                   std=np.ones_like(first.windows.std))
+    return dataclasses.replace(first, name="ensemble", model=model, windows=identity, window=int(model.window),
+                               normalisation="per member", standardise=False)
+
+
 def engineer(base, settings, train_at: Callable[[int], object], stride: int):
     """`base` (a train.core.Trained) with its model wrapped as `settings` (a ScoreSettings) asks: channel
     normalisation of each fitted model, the other window lengths (`train_at(window)` fits the same model at another
@@ -143,9 +181,7 @@ def engineer(base, settings, train_at: Callable[[int], object], stride: int):
                   for t in fitted]
     model = fitted[0].model
     if len(fitted) > 1:
-        knots = [rank_points(np.concatenate([daemon_like_scores(t.served, tail, t.window, stride, t.context)
-                                             for tail in t.windows.val_tails])) for t in fitted]
-        model = MultiWindow([t.model for t in fitted], knots)
+        model = MultiWindow([t.model for t in fitted], [_knots(t, stride) for t in fitted])
     if settings.smooth:
         model = SmoothedScores(model, settings.smooth)
     return dataclasses.replace(base, model=model, window=int(model.window), standardise=settings.standardise)

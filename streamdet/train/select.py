@@ -33,13 +33,14 @@ from ..pipeline.standardise import make_prior, standardise_stream
 from ..pipeline.stride import effective_stride
 from .core import Trained, export_trained, train_model, validation_scores
 from .calibration import daemon_like_scores, scored_start
-from .engineering import engineer
+from .engineering import engineer, ensemble
 from .inject import KINDS, default_count, inject
 
 log = logging.getLogger(__name__)
 
 INJECTED_COPIES = 4  # injected versions of each ranking tail at least (different anomaly draws and kinds) ...
 KIND_REPEATS = 2  # ... and as many as it takes for every kind to be injected this many times per tail
+SECOND_DRAW = 7919  # seed offset of the independent draw that judges the ensemble
 RANK_SHARE = 0.5  # share of each validation tail held out of all fitting and used for the ranking only
 SELECTION_VUS_WINDOW = 20  # VUS buffer on the short injected tails (the test metric uses 100 on whole test splits)
 
@@ -126,14 +127,9 @@ def ranking_split(cfg, series: list) -> tuple:
     return dataclasses.replace(cfg, train=train), cut_series, tails
 
 
-def train_auto(cfg, series, path, started: float, progress: bool = True, source=None):
-    """Train every candidate without the ranking rows, rank them on those rows with injected anomalies, train the
-    best one on the whole train splits and export it."""
-    candidates = check_candidates(cfg.model)
-    margin = max(c.window or cfg.model.window for c in candidates)
-    fit_cfg, fit_series, rank_tails = ranking_split(cfg, series)
-    injections = make_injections(rank_tails, cfg.train.seed, margin)
-    entries, ranked = [], set()
+def rank_candidates(cfg, candidates: list, fit_cfg, fit_series, injections: Injections, progress: bool):
+    """(ranking, fitted candidates by spec): every candidate fitted without the ranking rows and scored on them."""
+    entries, fitted = [], {}
     base_models: dict = {}
     for c in candidates:
         t0 = time.perf_counter()
@@ -148,18 +144,51 @@ def train_auto(cfg, series, path, started: float, progress: bool = True, source=
         log.info("auto: candidate %s validation vus_pr=%.3f auc_pr=%.3f (%.1f s)", c.spec, entry["vus_pr"],
                  entry["auc_pr"], entry["seconds"])
         entries.append(entry)
-        ranked.add(c.spec)
+        fitted[c.spec] = trained
     ranking = rank(entries)
-    if not ranking or ranking[0]["candidate"] not in ranked or not np.isfinite(ranking[0]["vus_pr"]):
+    if not ranking or ranking[0]["candidate"] not in fitted or not np.isfinite(ranking[0]["vus_pr"]):
         raise ConfigError("model.name auto: no candidate could be trained and scored on the validation tails")
+    return ranking, fitted
+
+
+def judge_ensemble(cfg, ranking: list, fitted: dict, rank_tails: list, margin: int) -> dict:
+    """The rank average of the best `model.auto_ensemble` candidates against the best one alone, both scored on a
+    second, independent draw of anomalies in the ranking rows (the members were picked on the first draw, so that
+    draw would flatter the ensemble). Chosen only if it scores higher there."""
+    size = cfg.model.auto_ensemble
+    members = [e["candidate"] for e in ranking[:size] if e["candidate"] in fitted and np.isfinite(e["vus_pr"])]
+    if size < 2 or len(members) < 2:
+        return {"members": members, "chosen": False}
+    second = make_injections(rank_tails, cfg.train.seed + SECOND_DRAW, margin)
+    together = ensemble([fitted[m] for m in members], members, cfg.scoring.stride)
+    mixed = validation_score(together, second, cfg.scoring.stride)["vus_pr"]
+    alone = validation_score(fitted[members[0]], second, cfg.scoring.stride)["vus_pr"]
+    return {"members": members, "vus_pr": mixed, "best_alone_vus_pr": alone, "chosen": bool(mixed > alone)}
+
+
+def train_auto(cfg, series, path, started: float, progress: bool = True, source=None):
+    """Train every candidate without the ranking rows, rank them on those rows with injected anomalies, train the
+    best one (or the ensemble of the best few, where a second draw prefers it) on the whole train splits, export."""
+    candidates = check_candidates(cfg.model)
+    margin = max(c.window or cfg.model.window for c in candidates)
+    fit_cfg, fit_series, rank_tails = ranking_split(cfg, series)
+    injections = make_injections(rank_tails, cfg.train.seed, margin)
+    ranking, fitted = rank_candidates(cfg, candidates, fit_cfg, fit_series, injections, progress)
+    mix = judge_ensemble(cfg, ranking, fitted, rank_tails, margin)
     chosen = ranking[0]["candidate"]
-    log.info("auto: chose %s (validation VUS-PR %.3f); ranking: %s", chosen, ranking[0]["vus_pr"],
+    log.info("auto: chose %s (validation VUS-PR %.3f); ranking: %s", "ensemble of " + ", ".join(mix["members"])
+             if mix["chosen"] else chosen, ranking[0]["vus_pr"],
              ", ".join(f"{e['candidate']}={e.get('vus_pr', float('nan')):.3f}" for e in ranking))
-    selection = {"chosen": chosen, "metric": "mean VUS-PR (buffer 0..%d) on validation tails with injected "
-                 "anomalies held out of all fitting" % SELECTION_VUS_WINDOW, "kinds": list(KINDS),
+    selection = {"chosen": "ensemble" if mix["chosen"] else chosen, "ensemble": mix,
+                 "metric": "mean VUS-PR (buffer 0..%d) on validation tails with injected anomalies held out of all "
+                 "fitting" % SELECTION_VUS_WINDOW, "kinds": list(KINDS),
                  "copies_per_tail": len(injections.values) // max(1, len(rank_tails)),
                  "ranking_rows": [len(t) for t in rank_tails], "ranking": ranking}
-    candidate = next(c for c in candidates if c.spec == chosen)
-    score = dataclasses.asdict(candidate.score_settings(cfg.model.score))
-    final = fit_candidate(cfg, series, candidate, {}, progress)  # as `model.name` set to the candidate trains it
+    by_spec = {c.spec: c for c in candidates}
+    base_models: dict = {}  # as `model.name` set to the candidate trains it: on the whole train splits
+    finals = [fit_candidate(cfg, series, by_spec[m], base_models, progress)
+              for m in (mix["members"] if mix["chosen"] else [chosen])]
+    final = ensemble(finals, mix["members"], cfg.scoring.stride) if mix["chosen"] else finals[0]
+    settings = {m: dataclasses.asdict(by_spec[m].score_settings(cfg.model.score)) for m in mix["members"] + [chosen]}
+    score = {"members": {m: settings[m] for m in mix["members"]}} if mix["chosen"] else settings[chosen]
     return export_trained(cfg, series, final, path, started, {"selection": selection, "score": score}, source)

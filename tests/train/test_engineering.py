@@ -160,7 +160,8 @@ def test_auto_ranks_engineered_candidates_and_the_bundle_records_the_chosen_sett
     cfg = load_config(SMD_CONFIG, BASE + ["data.synthetic_entities=1", "data.synthetic_length=2000",
                                           "data.synthetic_channels=3", "model.name=auto",
                                           "model.auto_candidates=[pca, pca channel_norm=true smooth=4]",
-                                          "model.score.standardise=true", f"model.bundle={tmp_path / 'a.pt'}"])
+                                          "model.score.standardise=true", "model.auto_ensemble=0",
+                                          f"model.bundle={tmp_path / 'a.pt'}"])
     bundle = train_bundle(cfg, progress=False)
     training = bundle.meta["training"]
     chosen = parse_candidate(training["selection"]["chosen"])

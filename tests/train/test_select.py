@@ -92,15 +92,18 @@ def test_candidates_are_ranked_on_rows_that_none_of_them_was_fitted_on(tmp_path,
     monkeypatch.setattr(select, "make_injections", spy_inject)
     train_bundle(cfg, progress=False)
     full = load_series(cfg)
-    *ranking_fits, final = fits
-    assert len(ranking_fits) == 2 and final[0] == cfg.train.val_fraction
-    for whole, tail, final_train in zip(full, injected, final[1]):
-        np.testing.assert_array_equal(final_train, whole.train)
+    ranking_fits = [f for f in fits if f[0] != cfg.train.val_fraction]
+    finals = [trains for fraction, trains in fits if fraction == cfg.train.val_fraction]
+    assert len(ranking_fits) == 2 and finals and len(fits) == 2 + len(finals)
+    for i, (whole, tail) in enumerate(zip(full, injected)):
+        for trains in finals:
+            np.testing.assert_array_equal(trains[i], whole.train)
         assert 0 < len(tail) < len(whole.train) * cfg.train.val_fraction
         np.testing.assert_array_equal(tail, whole.train[-len(tail):])
         head = split_point(len(whole.train), cfg.model.window, cfg.train.val_fraction, whole.entity)
         for fraction, trains in ranking_fits:
-            seen = next(t for t in trains if len(t) and np.array_equal(t[:head], whole.train[:head]))
+            seen = trains[i]
+            np.testing.assert_array_equal(seen[:head], whole.train[:head])
             assert len(seen) == len(whole.train) - len(tail)  # the ranking rows are in no fit
             assert split_point(len(seen), cfg.model.window, fraction, whole.entity) == head
 
@@ -126,8 +129,9 @@ def test_auto_chooses_on_validation_only_and_records_the_ranking(tmp_path, monke
         first = train_bundle(cfg, progress=False)
     selection = load_bundle(tmp_path / "a.pt").meta["training"]["selection"]
     ranking = [(e["candidate"], round(e["vus_pr"], 9)) for e in selection["ranking"]]
-    assert len(ranking) == 3 and selection["chosen"] == ranking[0][0]
-    assert first.model_name == parse_candidate(ranking[0][0]).name
+    mixed = selection["ensemble"]["chosen"]
+    assert len(ranking) == 3 and selection["chosen"] == ("ensemble" if mixed else ranking[0][0])
+    assert first.model_name == ("ensemble" if mixed else parse_candidate(ranking[0][0]).name)
     assert selection["kinds"] == list(KINDS)
     assert f"auto: chose {selection['chosen']}" in caplog.text
     vus = [v for _, v in ranking]
@@ -153,3 +157,50 @@ def test_a_smoothed_candidate_is_exported_with_its_context_and_averages_the_inne
     padded = torch.cat([raw[:, :1].expand(2, 3), raw], dim=1)
     expected = torch.stack([padded[:, i:i + 4].mean(dim=1) for i in range(24)], dim=1)
     torch.testing.assert_close(smoothed, expected, rtol=1e-5, atol=1e-6)
+
+
+def rank_map(scores: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """An independent numpy version of the rank mapping: linear between knots, linear past the last one."""
+    k = len(knots)
+    inside = np.interp(scores, knots, np.linspace(0.0, 1.0, k))
+    spread = max(knots[-1] - knots[k // 2], 1e-12)
+    return np.where(scores > knots[-1], 1.0 + (scores - knots[-1]) / spread, inside)
+
+
+def test_an_ensemble_serves_the_mean_rank_of_members_with_their_own_scaling(tmp_path):
+    """Two members fitted with different input scalings: the exported bundle takes raw values and scores each step
+    as the mean of the members' ranks among their own clean validation scores."""
+    from streamdet.train import train_model
+    from streamdet.train.core import export_trained, validation_scores
+    from streamdet.train.engineering import ensemble
+
+    cfg = load_config(SMD_CONFIG, AUTO + [f"model.bundle={tmp_path / 'e.pt'}"])
+    series = load_series(cfg)
+    members = [train_model(cfg, series, "pca", progress=False),
+               train_model(cfg, series, "knn", normalisation="none", progress=False)]
+    assert not np.allclose(members[0].windows.std, members[1].windows.std)
+    together = ensemble(members, ["pca", "knn normalisation=none"], cfg.scoring.stride)
+    bundle = export_trained(cfg, series, together, tmp_path / "e.pt", 0.0)
+    loaded = load_bundle(tmp_path / "e.pt")
+    assert loaded.model_name == "ensemble" and loaded.meta["model"]["hparams"]["ensemble"] == ["pca", "knn normalisation=none"]
+    raw = torch.from_numpy(series[0].test[:cfg.model.window * 3].reshape(3, cfg.model.window, -1))
+    served, _ = loaded.module(raw)
+    expected = 0.0
+    for m in members:
+        knots = np.quantile(np.concatenate(validation_scores(m, cfg.scoring.stride)), np.linspace(0, 1, 512))
+        own, _ = m.served(raw)
+        expected = expected + rank_map(own.detach().numpy().astype(np.float64), knots) / len(members)
+    np.testing.assert_allclose(served.detach().numpy(), expected, rtol=1e-3, atol=1e-3)
+    assert bundle.path == loaded.path
+
+
+def test_auto_serves_the_ensemble_exactly_when_a_second_draw_prefers_it(tmp_path):
+    cfg = load_config(SMD_CONFIG, AUTO + [f"model.bundle={tmp_path / 'j.pt'}", "model.auto_ensemble=2"])
+    bundle = train_bundle(cfg, progress=False)
+    mix = bundle.meta["training"]["selection"]["ensemble"]
+    ranking = bundle.meta["training"]["selection"]["ranking"]
+    assert mix["members"] == [e["candidate"] for e in ranking[:2]]
+    assert mix["chosen"] == (mix["vus_pr"] > mix["best_alone_vus_pr"])
+    assert (bundle.model_name == "ensemble") == mix["chosen"]
+    off = load_config(SMD_CONFIG, AUTO + [f"model.bundle={tmp_path / 'k.pt'}", "model.auto_ensemble=0"])
+    assert train_bundle(off, progress=False).meta["training"]["selection"]["ensemble"]["chosen"] is False
