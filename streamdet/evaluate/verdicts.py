@@ -7,7 +7,9 @@ A cell is one (dataset, model, preset) run: {"dataset", "model", "preset", "repo
   involves no selection on test data); the best fixed model is reported separately, with the selection stated,
   because picking the best of many rows on the test set flatters it;
 - the opponent is the best simple baseline of the same run, per metric (picked on the test set: that favours the
-  baseline, never auto).
+  baseline, never auto), and of the same mode: a fleet auto row against the fleet baselines, a per-entity one
+  against the per-entity baselines (where a mode has no baseline row, against the other mode's, said so);
+- every auto row gets its verdict and its target rows: one per mode the daemon serves (fleet, per-entity).
 """
 
 from __future__ import annotations
@@ -98,6 +100,17 @@ def _compare(subject: dict, title: str, base_cells: list[dict]) -> list[str]:
     return parts
 
 
+def mode(cell: dict) -> str:
+    return cell.get("mode") or "per-entity"
+
+
+def opponents(subject: dict, cells: list[dict]) -> tuple[list[dict], str]:
+    """The baseline rows `subject` is judged against: those of its own mode, else (said so) all of them."""
+    base = [c for c in cells if c["model"] in BASELINES]
+    same = [c for c in base if mode(c) == mode(subject)]
+    return (same, "") if same else (base, f" [no {mode(subject)} baseline row: against the other mode's]")
+
+
 def dataset_verdicts(dataset: str, cells: list[dict]) -> list[str]:
     """Lines for one dataset: the declared auto row, then the best fixed model (selection stated), then NAB."""
     base = [c for c in cells if c["model"] in BASELINES]
@@ -105,10 +118,11 @@ def dataset_verdicts(dataset: str, cells: list[dict]) -> list[str]:
     fixed = [c for c in cells if c["model"] not in BASELINES and c["model"] != AUTO]
     lines = []
     for a in auto:
-        parts = _compare(a, f"declared row {label(a)}", base)
+        against, note = opponents(a, cells)
+        parts = _compare(a, f"declared row {label(a)}", against)
         if parts:
-            lines.append(f"- **{dataset}, auto (chosen on validation data; no test-set selection)**: "
-                         + "; ".join(parts) + ".")
+            lines.append(f"- **{dataset}, {label(a)} (chosen on validation data; no test-set selection)**: "
+                         + "; ".join(parts) + f".{note}")
     for scope, key, name in VERDICT_METRICS:
         best = _best(fixed, scope, key)
         if best is not None and base:
@@ -149,25 +163,32 @@ def target_rows(cells: dict) -> list[str]:
     rows = ["| target | dataset | measured (auto) | met? |", "|---|---|---|---|"]
     for dataset in ("smd", "asd", "nab"):
         ours = [c for c in cells.values() if c["dataset"] == dataset]
-        auto = next((c for c in ours if c["model"] == AUTO and c.get("report")), None)
-        base = [c for c in ours if c["model"] in BASELINES]
-        b = _best(base, "macro", "vus_pr")
-        if auto is None or b is None:
-            rows.append(f"| auto beats the best baseline on VUS-PR (interval above zero) | {dataset} | not run | "
-                        "**no** |")
-        else:
-            diff = difference(auto, b, "macro", "vus_pr")
-            met = diff is not None and diff.verdict == "ahead"
-            text = f"{diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] vs {label(b)}" if diff else "no interval"
-            rows.append(f"| auto beats the best baseline on VUS-PR (interval above zero) | {dataset} | {text} | "
-                        f"{'yes' if met else '**no**'} |")
-        for key, goal in TARGETS[dataset].items():
-            scope, full = ("macro", key) if key == "vus_pr" else ("micro", f"alert.{key}")
-            v = metric(auto, scope, full) if auto else None
-            rows.append(f"| {key} > {goal} | {dataset} | {'not run' if v is None else f'{v:.3f}'} | "
-                        f"{'yes' if v is not None and v > goal else '**no**'} |")
+        autos = [c for c in ours if c["model"] == AUTO and c.get("report")]
+        for auto in sorted(autos, key=mode, reverse=True) or [None]:
+            where = dataset if auto is None or mode(auto) == "per-entity" else f"{dataset} ({mode(auto)})"
+            rows += _targets_of(auto, ours, dataset, where)
     v = metric(next((c for c in cells.values() if c["dataset"] == "nab" and c["model"] == AUTO), {}), "nab",
                "nab_standard_optimised") if any(c["dataset"] == "nab" for c in cells.values()) else None
     rows.append(f"| NAB standard score on NAB's protocol > {NAB_BEST} | nab | {'not run' if v is None else f'{v:.1f}'}"
                 f" | {'yes' if v is not None and v > NAB_BEST else '**no**'} |")
+    return rows
+
+
+def _targets_of(auto, cells: list[dict], dataset: str, where: str) -> list[str]:
+    """Target rows of one auto row (None: not run) against the best baseline of its mode."""
+    against, _ = opponents(auto, cells) if auto else ([], "")
+    b = _best(against, "macro", "vus_pr")
+    if auto is None or b is None:
+        rows = [f"| auto beats the best baseline on VUS-PR (interval above zero) | {where} | not run | **no** |"]
+    else:
+        diff = difference(auto, b, "macro", "vus_pr")
+        met = diff is not None and diff.verdict == "ahead"
+        text = f"{diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] vs {label(b)}" if diff else "no interval"
+        rows = [f"| auto beats the best baseline on VUS-PR (interval above zero) | {where} | {text} | "
+                f"{'yes' if met else '**no**'} |"]
+    for key, goal in TARGETS[dataset].items():
+        scope, full = ("macro", key) if key == "vus_pr" else ("micro", f"alert.{key}")
+        v = metric(auto, scope, full) if auto else None
+        rows.append(f"| {key} > {goal} | {where} | {'not run' if v is None else f'{v:.3f}'} | "
+                    f"{'yes' if v is not None and v > goal else '**no**'} |")
     return rows

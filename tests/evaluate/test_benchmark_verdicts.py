@@ -83,6 +83,24 @@ def test_targets_say_not_met_plainly():
     assert "| auto beats the best baseline on VUS-PR (interval above zero) | asd | not run | **no** |" in text
 
 
+def test_each_mode_s_auto_row_is_judged_against_the_baselines_of_its_own_mode():
+    """A fleet auto row against the fleet baselines, a per-entity one against the per-entity baselines, and both
+    get their target rows: beating a weak fleet knn says nothing about the per-entity knn."""
+    fleet = lambda c: {**c, "mode": "fleet"}  # noqa: E731
+    cells = {"pe knn": cell("knn", [v + 0.10 for v in BASE]), "fl knn": fleet(cell("knn", BASE)),
+             "pe auto": cell("auto", BASE), "fl auto": fleet(cell("auto", [v + 0.05 for v in BASE]))}
+    lines = verdicts.verdict_lines(cells)
+    per_entity = next(line for line in lines if line.startswith("- **smd, auto (chosen"))
+    fleet_line = next(line for line in lines if line.startswith("- **smd, auto, fleet bundle (chosen"))
+    assert "vs best baseline knn 0.575 -> **does NOT beat it (behind)**" in per_entity
+    assert "vs best baseline knn, fleet bundle 0.475 -> **beats it**" in fleet_line
+    text = "\n".join(verdicts.target_rows(cells))
+    assert "| smd | -0.100 [-0.100, -0.100] vs knn | **no** |" in text
+    assert "| smd (fleet) | +0.050 [+0.050, +0.050] vs knn, fleet bundle | yes |" in text
+    alone = verdicts.verdict_lines({"pe knn": cells["pe knn"], "fl auto": cells["fl auto"]})
+    assert "[no fleet baseline row: against the other mode's]" in alone[0]
+
+
 def test_combine_keeps_two_presets_of_one_model_apart(benchmark, tmp_path, monkeypatch):
     for folder, preset in (("a", "default"), ("b", "large")):
         (tmp_path / folder).mkdir()
