@@ -135,6 +135,9 @@ class TrainConfig:
     min_channel_share: float = _range(0.0, 1.0, default=0.5)  # --from-topic: channels on fewer entities are left out
     exclude_channels: tuple[str, ...] = ()  # --from-topic: glob patterns of channels not to model (slow trends ...)
     export_format: Literal["torchscript", "export"] = "torchscript"  # bundle format (docs/models.md: Bundle formats)
+    # how alerts rank channels (pipeline/attribution.py): each channel's contribution against its own validation
+    # distribution; "tail" chosen on injected validation anomalies (tools/choose_attribution.py, docs/evaluation.md)
+    attribution: Literal["tail", "robust", "zscore", "scaled", "raw"] = "tail"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..config import AlertingConfig
 from ..types import describe_source
+from .attribution import attributed
 
 ALERT_ID_HEX = 32  # 128 bits of the sha256
 
@@ -74,11 +75,13 @@ class AlertManager:
     """Per-entity firing/resolved state machine."""
 
     def __init__(self, cfg: AlertingConfig, channels: Sequence[str], model_info: dict,
-                 model_of: Optional[Callable[[str], dict]] = None):
+                 model_of: Optional[Callable[[str], dict]] = None,
+                 attribution_of: Optional[Callable[[str], Optional[dict]]] = None):
         self.cfg = cfg
         self.channels = tuple(channels)
         self.model = {"name": model_info["name"], "sha256": model_info["sha256"]}
         self._model_of = model_of  # entity -> {"name", "sha256"} when entities have their own bundles
+        self._attribution_of = attribution_of  # entity -> its bundle's attribution record (pipeline/attribution.py)
         self._states: dict[str, _EntityState] = {}
 
     def firing(self, entity: str) -> bool:
@@ -160,7 +163,8 @@ class AlertManager:
         state.start_ts = state.streak_start_ts
         state.alert_id = alert_id(entity, state.start_ts, self.model_of(entity)["sha256"])
         state.peak_score = score
-        state.top = top_channels(np.asarray(contrib), self.channels, self.cfg.top_channels)
+        attribution = self._attribution_of(entity) if self._attribution_of is not None else None
+        state.top = top_channels(attributed(np.asarray(contrib), attribution), self.channels, self.cfg.top_channels)
         return self._event(entity, state, "firing", ts, score, threshold, source)
 
     def _while_firing(self, entity: str, state: _EntityState, ts: float, score: float, threshold: float,

@@ -205,7 +205,8 @@ class Pipeline:
             enabled=any("standardise" in b.calibration for b in as_bundle_set(bundle).distinct()))
         self.alerts = AlertManager(self._cfg.alerting, self.decoder.channels,
                                    {"name": default.model_name, "sha256": default.sha256},
-                                   self.router.model_of if per_entity else None)
+                                   self.router.model_of if per_entity else None,
+                                   lambda entity: self.router.calibration_of(entity)[1].get("attribution"))
 
     def _stride(self, bundle: Any) -> int:
         return serving_stride(self._cfg.scoring.stride, self.window, self._context, bundle)

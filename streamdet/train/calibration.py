@@ -41,18 +41,30 @@ def daemon_like_scores(served: torch.nn.Module, raw: np.ndarray, window: int, st
     `stride` steps (the stride capped as the pipeline caps it); the result starts at row
     `scored_start(len(raw), window, stride, context)` of `raw` (first_scored_row unless the tail is short).
     """
+    return daemon_like_outputs(served, raw, window, stride, context, contributions=False)[0]
+
+
+def daemon_like_outputs(served: torch.nn.Module, raw: np.ndarray, window: int, stride: int, context: int = 0,
+                        contributions: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """daemon_like_scores' scores [T'] and, when asked, the per-channel contributions [T', C] of the same rows
+    (what an alert raised at that row ranks its channels by)."""
     stride = effective_stride(stride, window, context)
     offset = scored_start(len(raw), window, stride) + stride - window  # a short tail gives up the alignment
+    n_channels = raw.shape[1] if raw.ndim == 2 else 0
     if len(raw) < window:
-        return np.zeros(0, np.float32)
+        return np.zeros(0, np.float32), (np.zeros((0, n_channels), np.float32) if contributions else None)
     windows = sliding_windows(raw[offset:].astype(np.float32), window, stride)  # [N, L, C], ends at m*stride - 1
-    out = []
+    scores, contribs = [], []
     with torch.inference_mode():
         for i in range(0, len(windows), BATCH):
             batch = torch.from_numpy(np.array(windows[i:i + BATCH], dtype=np.float32))  # a writable copy
-            scores, _ = served(batch)  # [B, L]
-            out.append(scores[:, -stride:].reshape(-1).numpy())
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
+            s, c = served(batch)  # [B, L], [B, L, C]
+            scores.append(s[:, -stride:].reshape(-1).numpy())
+            if contributions:
+                contribs.append(c[:, -stride:].reshape(-1, c.shape[-1]).numpy())
+    if not scores:
+        return np.zeros(0, np.float32), (np.zeros((0, n_channels), np.float32) if contributions else None)
+    return np.concatenate(scores), (np.concatenate(contribs) if contributions else None)
 
 
 def calibrate(scores: np.ndarray, init_level: float) -> dict:

@@ -15,7 +15,8 @@ from ..config import to_dict
 from ..models import registry
 from ..pipeline.stride import effective_stride
 from ..pipeline.standardise import make_prior, standardise_stream
-from .calibration import calibrate, daemon_like_scores
+from .attribution import fit_attribution
+from .calibration import calibrate, daemon_like_outputs, daemon_like_scores
 from .fingerprint import fingerprint
 from .splits import Windows, make_windows
 from .trainer import TrainResult, fit, seed_everything
@@ -80,12 +81,15 @@ def export_trained(cfg, series, trained: Trained, path, started: float, extra: O
                    source: Optional[dict] = None) -> Bundle:
     """Calibrate on the clean validation tails, scored as the daemon scores, and write the verified bundle."""
     stride = effective_stride(cfg.scoring.stride, trained.window, trained.context)
-    tails = validation_scores(trained, cfg.scoring.stride)
+    outputs = [daemon_like_outputs(trained.served, tail, trained.window, cfg.scoring.stride, trained.context)
+               for tail in trained.windows.val_tails]
+    tails = [scores for scores, _ in outputs]
     prior = make_prior(np.concatenate(tails)) if trained.standardise else None
     scores = np.concatenate([standardise_stream(prior, t, stride) for t in tails] if prior else tails)
     calibration = {**calibrate(scores, cfg.threshold.init_level), "stride": stride, "window": trained.window}
     if prior:
         calibration["standardise"] = prior  # the pipeline standardises each entity's scores from this prior
+    calibration["attribution"] = fit_attribution(cfg.train.attribution, np.concatenate([c for _, c in outputs]))
     w, model = trained.windows, trained.model
     training = {**trained.result.as_dict(), "entities": [s.entity for s in series],
                 "dataset": (source or {}).get("dataset", cfg.data.dataset), "source": source or {},

@@ -2,8 +2,10 @@
 
 HitRate and NDCG (docs/RESULTS.md) are computed from the `top_channels` of alerts raised by a replay through the
 live pipeline. Here each model's bundle replays a series at stride 1 (each row scored at the end of its own window),
-and every firing alert's ranking must be the model's own contributions at that row, ranked as `top_channels` ranks
-them: MIXAD's memory-attention shift and SAR's association-weighted error are their explanations. The daemon's
+and every firing alert's ranking must be the model's own contributions at that row, each standardised by the bundle's
+attribution record (fitted on other rows, as train.attribution fits it on validation tails), ranked as
+`top_channels` ranks them: MIXAD's memory-attention shift and SAR's association-weighted error are their
+explanations. The daemon's
 alert (alerting.top_channels, 3 by default) must send the first channels of that same ranking.
 """
 
@@ -22,6 +24,8 @@ from streamdet.evaluate.backtest import evaluation_config, replay_entity
 from streamdet.evaluate.report import interpretation_pairs
 from streamdet.models import registry
 from streamdet.pipeline.alerts import top_channels
+from streamdet.pipeline.attribution import attributed
+from streamdet.train.attribution import fit_attribution
 
 from .helpers import C, L
 
@@ -53,10 +57,12 @@ def _bundle(name: str, tmp_path: Path):
     model.prepare(_windows(1))
     model.eval()
     with torch.inference_mode():
-        sample = model(_windows(2))[0][:, -1].tolist()  # rows unseen by prepare(), as validation rows are
+        scores, contrib = model(_windows(2))  # rows unseen by prepare(), as validation rows are
+    sample = scores[:, -1].tolist()
+    attribution = fit_attribution("tail", contrib[:, -1].numpy())
     export_bundle(model, tmp_path / "b.pt", channels=CHANNELS, mean=np.zeros(C), std=np.ones(C),
-                  calibration={"n": len(sample), "sample": sample, "stride": 1}, training={},
-                  config={"preset": "tiny"})
+                  calibration={"n": len(sample), "sample": sample, "stride": 1, "attribution": attribution},
+                  training={}, config={"preset": "tiny"})
     return load_bundle(tmp_path / "b.pt")
 
 
@@ -79,7 +85,7 @@ def test_alert_rankings_are_the_models_contributions_at_the_firing_row(name, tmp
         window = torch.from_numpy(rows[alert["row"] - L + 1: alert["row"] + 1][None])  # the row's own window
         with torch.inference_mode():
             contrib = bundle.module(window)[1][0, -1].numpy()  # [C] at the firing row
-        want = [c["name"] for c in top_channels(contrib, CHANNELS, C)]
+        want = [c["name"] for c in top_channels(attributed(contrib, bundle.calibration["attribution"]), CHANNELS, C)]
         assert ranking == want, f"{name} row {alert['row']}: {ranking} != contributions' {want}"
     daemon = replay_entity(cfg, bundle, "e", rows)  # the daemon's config: alerting.top_channels as configured
     sent = [[c["name"] for c in a["top_channels"]] for a in daemon.alerts if a["status"] == "firing"]
