@@ -29,13 +29,18 @@ def alert_id(entity: str, start_ts: float, model_sha256: str) -> str:
 
 
 def top_channels(contrib: np.ndarray, channels: Sequence[str], k: int) -> list[dict]:
-    """The k channels with the largest share of `contrib` [C] (shares normalised to sum 1 over all channels)."""
-    c = np.where(np.isfinite(contrib), np.maximum(contrib, 0.0), 0.0).astype(np.float64)  # [C]
-    total = c.sum()
-    if total <= 0:
+    """The k channels with the largest `contrib` [C], each with its share of the positive part (shares sum to 1).
+
+    Contributions standardised per channel (pipeline/attribution.py) are negative where a channel is quieter than
+    usual; those rank by their value too (share 0), so a long ranking stays ordered past the positive ones. None
+    positive: the alert names no channel."""
+    values = np.where(np.isfinite(contrib), contrib, -np.inf).astype(np.float64)  # [C]
+    positive = np.maximum(values, 0.0)
+    total = positive.sum()
+    if total <= 0:  # no channel stands out: the alert names none
         return []
-    shares = c / total
-    order = np.argsort(-shares, kind="stable")[:k]
+    shares = positive / total
+    order = np.argsort(-values, kind="stable")[:k]
     return [{"name": channels[i], "share": float(shares[i])} for i in order]
 
 

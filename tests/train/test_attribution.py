@@ -15,6 +15,7 @@ from streamdet.config import load_config
 from streamdet.data.series import Series
 from streamdet.evaluate.backtest import replay_entity
 from streamdet.bundle import load_bundle
+from streamdet.pipeline.alerts import top_channels
 from streamdet.pipeline.attribution import attributed
 from streamdet.train import train_bundle, train_model
 from streamdet.train.attribution import METHODS, fit_attribution, injected_interpretation
@@ -91,3 +92,11 @@ def test_the_daemons_alerts_name_the_shifted_channel_not_the_noisy_one(tmp_path)
     inside = [(name, CHANNELS[ch[0]]) for row, name in named for lo, hi, ch in series.interpretation if lo <= row < hi]
     assert len(inside) >= 5, named
     assert sum(a == b for a, b in inside) >= 0.8 * len(inside), inside
+
+
+def test_a_long_ranking_stays_ordered_past_the_channels_above_their_usual_level():
+    standardised = np.array([-0.5, 2.0, -3.0, 0.5, -0.1])
+    ranked = top_channels(standardised, ["a", "b", "c", "d", "e"], 5)
+    assert [c["name"] for c in ranked] == ["b", "d", "e", "a", "c"]
+    assert [c["share"] for c in ranked] == [0.8, 0.2, 0.0, 0.0, 0.0]
+    assert top_channels(np.array([-1.0, -2.0]), ["a", "b"], 2) == []  # nothing above its usual level
