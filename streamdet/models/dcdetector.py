@@ -48,10 +48,33 @@ class ViewAttention(nn.Module):
         self.qk = nn.Linear(width, 2 * width)
 
     def forward(self, tokens: Tensor) -> Tensor:
+        if self.training:
+            return self.projected(tokens)
+        return self.folded(tokens)
+
+    def projected(self, tokens: Tensor) -> Tensor:
+        """The map as the layers define it: embed, project to queries and keys, softmax of their products."""
         N, T, _ = tokens.shape
         qk = self.qk(self.embed(tokens)).reshape(N, T, 2, self.heads, self.head_width)  # [N, T, 2, H, D/H]
         qk = qk.permute(2, 0, 3, 1, 4)  # [2, N, H, T, D/H]
         return torch.softmax(qk[0] @ qk[1].transpose(-1, -2) / math.sqrt(self.head_width), dim=-1)  # [N,H,T,T]
+
+    def folded(self, tokens: Tensor) -> Tensor:
+        """The same map in the tokens' own F dimensions (scoring): with q_i = A_q t_i + c_q and k_j = A_k t_j + c_k
+        (embed and projection are both affine), q_i . k_j = (t_i M + w) . t_j + terms without j, M = A_q' A_k,
+        w = c_q A_k; the softmax over j drops the terms without j. F is a patch size or a patch count (5-20)
+        where D is 64: the width-D products dominated the model's scoring cost (measured, docs/models.md)."""
+        F = tokens.shape[-1]
+        weight = self.qk.weight.reshape(2, self.heads, self.head_width, -1)  # [2, H, d, D]
+        bias = self.qk.bias.reshape(2, self.heads, self.head_width)  # [2, H, d]
+        a = weight @ self.embed.weight  # [2, H, d, F]: A_q, A_k per head
+        c_q = (weight[0] @ self.embed.bias) + bias[0]  # [H, d]
+        scale = 1.0 / math.sqrt(self.head_width)
+        m = (a[0].transpose(-1, -2) @ a[1]) * scale  # [H, F, F]
+        w = (c_q.unsqueeze(1) @ a[1]) * scale  # [H, 1, F]
+        t = tokens.unsqueeze(1)  # [N, 1, T, F]
+        queries = t @ m + w  # [N, H, T, F]
+        return torch.softmax(queries @ t.transpose(-1, -2), dim=-1)  # [N, H, T, T]
 
 
 class DualView(nn.Module):

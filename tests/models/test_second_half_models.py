@@ -11,6 +11,7 @@ import torch
 
 from streamdet.errors import ConfigError
 from streamdet.models import registry
+from streamdet.models.layers import pad_to_multiple
 from streamdet.models.sd_mae import interleaved_masks
 
 L, C = 32, 4
@@ -45,6 +46,25 @@ def test_dcdetector_channels_are_independent():
 def test_dcdetector_score_is_the_mean_channel_discrepancy():
     scores, contrib = tiny("dcdetector")(wave())
     torch.testing.assert_close(scores, contrib.mean(dim=-1))
+
+
+@pytest.mark.parametrize("heads", [1, 4])
+def test_dcdetector_scores_with_the_attention_maps_its_layers_define(heads):
+    """Scoring folds embed and projection into the tokens' own dimensions (eval); training runs the layers as
+    written. Both give the same maps, so the scores are those of the trained model."""
+    torch.manual_seed(0)
+    model = registry.build("dcdetector", C, L, "default", {"heads": heads}).eval()
+    for parameter in model.parameters():
+        torch.nn.init.normal_(parameter, std=0.3)  # away from the initial values, where a wrong fold could hide
+    series = wave().permute(0, 2, 1).reshape(-1, L)
+    for view in model.views:
+        patches = pad_to_multiple(series, view.patch).reshape(-1, view.n_patches, view.patch)
+        for attention, tokens in ((view.patch_wise, patches), (view.in_patch, patches.transpose(1, 2))):
+            with torch.inference_mode():
+                scored = attention(tokens)
+            attention.train()
+            torch.testing.assert_close(scored, attention(tokens).detach(), rtol=1e-4, atol=1e-5)
+            attention.eval()
 
 
 def test_sar_associations_stay_inside_their_series_division():
