@@ -122,7 +122,7 @@ def load_bundle_set(path, reuse: Optional[dict[Path, Bundle]] = None) -> BundleS
         bundle = _load_fitting(group.path, bundles, reuse)
         if bundle is not None:
             bundles.groups.append((group, bundle))
-    _load_code_of_the_ungroupable(bundles)
+    _check_code(bundles)
     log.info("bundle directory %s: default %s, %d entity bundles, %d group bundles, %d refused", path,
              bundles.default.sha256[:12], len(bundles.entity_bundles), len(bundles.groups), len(bundles.refused))
     return bundles
@@ -158,27 +158,43 @@ def fits(bundle: Bundle, default: Bundle) -> Optional[str]:
     return None
 
 
-def _load_code_of_the_ungroupable(bundles: BundleSet) -> None:
-    """Bundles are read lazily (weights and metadata, checked; about 4 ms each instead of 30): one that shares its
-    architecture with another is scored grouped and never needs its own code. A bundle alone with its architecture
-    will be called on its own, so its code is loaded now, and refused here like any broken bundle if it fails."""
+def _check_code(bundles: BundleSet) -> None:
+    """Bundles are read lazily (weights and metadata, checked; about 4 ms each instead of 30): one scored grouped
+    never runs its own code, but a bundle whose code does not load is refused like any broken file, so that what
+    is served never depends on which bundles grouping happens to sample. A bundle alone with its architecture will
+    be called on its own: its code is loaded now. The others are checked once per distinct code (its sha256,
+    read with the weights): one load for a thousand bundles of one export, refusing every bundle of a code that
+    fails, and loading on its own any bundle whose code differs from the rest."""
     alone = {bundle.sha256 for bundle in bundles.scored_alone()}
-    for entity, bundle in list(bundles.entity_bundles.items()):
-        if bundle.sha256 in alone and not _code_loads(bundle, bundles):
-            del bundles.entity_bundles[entity]
-    bundles.groups = [(group, bundle) for group, bundle in bundles.groups
-                      if bundle.sha256 not in alone or _code_loads(bundle, bundles)]
+    lazy = [b for b in bundles.distinct()[1:] if isinstance(b.module, LazyModule)]
+    verdict: dict[str, tuple[Optional[str], Path]] = {  # code sha256 -> (why it does not load or None, which file)
+        b.module.code_sha256: (None, b.path) for b in lazy if b.module.loaded and b.module.code_sha256}
+    keep = {}
+    for bundle in lazy:
+        code = bundle.module.code_sha256
+        if bundle.sha256 in alone or not code or code not in verdict:
+            reason = _code_fails(bundle)
+            verdict.setdefault(code, (reason, Path(bundle.path)))
+        else:
+            failed, first = verdict[code]
+            reason = failed and f"{bundle.path}: its TorchScript code is the same as {first.name}'s, which does " \
+                                f"not load"
+        if reason is not None:
+            _refuse(bundles, Path(bundle.path), reason)
+        keep[bundle.sha256] = reason is None
+    bundles.entity_bundles = {e: b for e, b in bundles.entity_bundles.items() if keep.get(b.sha256, True)}
+    bundles.groups = [(group, bundle) for group, bundle in bundles.groups if keep.get(bundle.sha256, True)]
 
 
-def _code_loads(bundle: Bundle, bundles: BundleSet) -> bool:
+def _code_fails(bundle: Bundle) -> Optional[str]:
+    """Why the bundle's TorchScript code does not load (None when it does or is loaded already)."""
     if not isinstance(bundle.module, LazyModule):
-        return True
+        return None
     try:
         bundle.module.load()
     except (StreamdetError, OSError) as exc:
-        _refuse(bundles, Path(bundle.path), str(exc))
-        return False
-    return True
+        return f"{exc} (its TorchScript code does not load)"
+    return None
 
 
 def _load_fitting(file: Path, bundles: BundleSet, reuse: dict[Path, Bundle]) -> Optional[Bundle]:

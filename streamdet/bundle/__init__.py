@@ -163,18 +163,19 @@ class LazyModule:
     """A TorchScript bundle's module, loaded on its first call; `state` holds the weights read without it (None
     once a grouped scorer has stacked them: then a call loads them from the file with the module)."""
 
-    def __init__(self, path: Path, state: dict, meta_text: str):
+    def __init__(self, path: Path, state: dict, meta_text: str, code_sha256: str = ""):
         self.path, self.state, self.meta_text = path, state, meta_text
+        self.code_sha256 = code_sha256  # bundles with equal code compile alike: one load checks them all
         self.sha256 = ""  # what the module's weights must hash to (set by load_bundle once checked)
         self._module = None
 
     @classmethod
     def read(cls, path: Path) -> Optional["LazyModule"]:
         try:
-            state, text = torchscript.read_tensors(path)
+            state, text, code = torchscript.read_tensors(path)
         except Exception:  # a truncated zip, an unexpected pickle: the full load says what is wrong
             return None
-        return cls(path, state, text)
+        return cls(path, state, text, code)
 
     @property
     def loaded(self) -> bool:

@@ -7,6 +7,7 @@ TorchScript is deprecated upstream (torch warns on every `torch.jit` call) but i
 from __future__ import annotations
 
 import collections
+import hashlib
 import io
 import pickle
 import warnings
@@ -68,19 +69,34 @@ class quiet(warnings.catch_warnings):
         return self
 
 
-def read_tensors(path: Path) -> tuple[dict, str]:
-    """(parameters and buffers by state-dict name, streamdet.json text) read straight from the archive's pickle,
-    without compiling the module's code: about 4 ms instead of torch.jit.load's 25-30 ms (which parses the code of
-    every bundle anew). For bundles scored grouped, whose code is the registry's (grouped.py); the caller checks
-    the weights sha256, and anything unexpected raises (the caller then loads the module in full)."""
+def read_tensors(path: Path) -> tuple[dict, str, str]:
+    """(parameters and buffers by state-dict name, streamdet.json text, sha256 of the module's code) read straight
+    from the archive, without compiling the module's code: about 4 ms instead of torch.jit.load's 25-30 ms (which
+    parses the code of every bundle anew). For bundles scored grouped, whose code is the registry's (grouped.py);
+    the caller checks the weights sha256, and anything unexpected raises (the caller then loads the module in
+    full). The code's digest lets a caller compile one bundle per distinct code instead of every one."""
     with zipfile.ZipFile(path) as archive:
         pickled = next(name for name in archive.namelist() if name.endswith("/data.pkl"))
         prefix = pickled[:-len("data.pkl")]
         root = _TensorsOnly(io.BytesIO(archive.read(pickled)), archive, prefix).load()
         meta = archive.read(prefix + "extra/" + META_FILE).decode()
+        code = _code_sha256(archive, prefix)
     if not isinstance(root, _Scripted):
         raise BundleError(f"{path}: the archive's root is not a module")
-    return _state(root, "", {}), meta
+    return _state(root, "", {}), meta, code
+
+
+def _code_sha256(archive: zipfile.ZipFile, prefix: str) -> str:
+    """Digest of the archive's code and constants (each entry read, so a damaged one fails its zip checksum here);
+    the debug tables, which hold per-file source positions, are read but not hashed."""
+    digest = hashlib.sha256()
+    for name in sorted(archive.namelist()):
+        inside = name[len(prefix):]
+        if inside.startswith("code/") or inside == "constants.pkl":
+            content = archive.read(name)
+            if not inside.endswith(".debug_pkl"):
+                digest.update(inside.encode() + b"\0" + content)
+    return digest.hexdigest()
 
 
 class _Scripted:

@@ -104,7 +104,9 @@ def test_a_bundle_with_many_rows_gets_a_call_of_its_own(bundle_dir):
 
 
 def test_grouped_bundles_are_read_without_their_code_and_hash_like_the_full_load(bundle_dir, tmp_path):
-    lazy = load_bundle_set(bundle_dir).for_entity("lstm-1")
+    bundles = load_bundle_set(bundle_dir)
+    assert bundles.for_entity("lstm-1").module.loaded  # the first of its code: compiled once to check that code
+    lazy = bundles.for_entity("lstm-2")  # the same code: not compiled again
     assert isinstance(lazy.module, LazyModule) and not lazy.module.loaded
     full = load_bundle(lazy.path)
     assert full.sha256 == lazy.sha256
@@ -185,3 +187,48 @@ def test_an_exported_format_group_matches_its_programs(tmp_path):
     want_scores, want_contrib = own_scores(router, entities, windows)
     np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(contrib, want_contrib, rtol=1e-4, atol=1e-5)
+
+
+def corrupt_code(path, entity_file: str = "streamdet/models/lstm_ae.py") -> None:
+    """Rewrite a TorchScript archive with its model's code replaced by text that does not parse; the weights, the
+    metadata and the zip's checksums stay valid (only compiling the code can tell)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as old:
+        entries = [(info, old.read(info)) for info in old.infolist()]
+    assert any(info.filename.endswith(entity_file) for info, _ in entries)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as new:
+        for info, content in entries:
+            new.writestr(info, b"def forward(self):\n    return ((\n" if info.filename.endswith(entity_file)
+                         else content)
+
+
+@pytest.mark.parametrize("which", ["first", "middle", "all_but_default"])
+def test_a_grouped_bundle_whose_code_is_corrupt_is_refused_and_the_pipeline_starts(tmp_path, which, caplog):
+    """Weights intact, code broken: the bundle is refused with one line naming the file (its entity falls back
+    to the default) whether or not grouping would have sampled it; the others of its architecture still group."""
+    from streamdet.config import load_config
+    from streamdet.pipeline.engine import Pipeline
+    from streamdet.pipeline.settings import PipelineSettings
+
+    export(tmp_path / "default.pt", distinct_model("lstm_ae", 0), 0)
+    entities = [f"e{i}" for i in range(5)]
+    for i, entity in enumerate(entities):
+        export(tmp_path / "entities" / entity_file_name(entity), distinct_model("lstm_ae", i + 1), i + 1)
+    broken = {"first": ["e0"], "middle": ["e2"], "all_but_default": entities}[which]
+    for entity in broken:
+        corrupt_code(tmp_path / "entities" / entity_file_name(entity))
+    caplog.set_level(logging.WARNING)
+    bundles = load_bundle_set(tmp_path)
+    assert sorted(p.name for p in bundles.refused) == sorted(entity_file_name(e) for e in broken)
+    assert all("code" in why and str(path) in why for path, why in bundles.refused.items())
+    assert sum("bundle refused" in r.getMessage() for r in caplog.records) == len(broken)
+    cfg = load_config(None, [f"model.window={L}"])
+    pipeline = Pipeline(PipelineSettings.of(cfg), bundles, overlap=False)
+    router = pipeline.router
+    assert all(router.bundle_of(e) is bundles.default for e in broken)
+    served = [e for e in entities if e not in broken]
+    assert router.grouped_count() == (len(served) + 1 if served else 0) and not router.ungrouped  # + the default
+    windows = raw_windows(len(entities))
+    scores, _ = router.score(windows, router.keys_of(entities))
+    np.testing.assert_allclose(scores, own_scores(router, entities, windows)[0], rtol=1e-4, atol=1e-5)
