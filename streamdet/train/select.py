@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..evaluate.vus import auc_pr, vus
 from .candidates import Candidate, check_candidates
 from ..pipeline.standardise import make_prior, standardise_stream
@@ -35,6 +35,7 @@ from .core import Trained, export_trained, train_model, validation_scores
 from .calibration import daemon_like_scores, scored_start
 from .engineering import engineer, ensemble
 from .inject import KINDS, default_count, inject
+from .splits import split_point
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,26 @@ def ranking_split(cfg, series: list) -> tuple:
     return dataclasses.replace(cfg, train=train), cut_series, tails
 
 
+def held_out_or_tails(cfg, series: list, margin: int) -> tuple:
+    """ranking_split where every series is long enough for it (each fitting tail a window, each ranking tail two);
+    else the validation tails themselves, as before held-out ranking, with a warning (a short NAB file's 170-row
+    train split leaves 17 rows to each half)."""
+    fit_cfg, fit_series, tails = ranking_split(cfg, series)
+    try:
+        for s in fit_series:
+            split_point(len(s.train), margin, fit_cfg.train.val_fraction, s.entity)
+    except DataError:
+        short = True
+    else:
+        short = any(len(t) < 2 * margin for t in tails)
+    if not short:
+        return fit_cfg, fit_series, tails
+    log.warning("auto: train splits too short to hold ranking rows out of the fitting (window %d): candidates are "
+                "ranked on the validation tails they were fitted on", margin)
+    tails = [s.train[split_point(len(s.train), margin, cfg.train.val_fraction, s.entity):] for s in series]
+    return cfg, series, tails
+
+
 def rank_candidates(cfg, candidates: list, fit_cfg, fit_series, injections: Injections, progress: bool):
     """(ranking, fitted candidates by spec): every candidate fitted without the ranking rows and scored on them."""
     entries, fitted = [], {}
@@ -171,7 +192,7 @@ def train_auto(cfg, series, path, started: float, progress: bool = True, source=
     best one (or the ensemble of the best few, where a second draw prefers it) on the whole train splits, export."""
     candidates = check_candidates(cfg.model)
     margin = max(c.window or cfg.model.window for c in candidates)
-    fit_cfg, fit_series, rank_tails = ranking_split(cfg, series)
+    fit_cfg, fit_series, rank_tails = held_out_or_tails(cfg, series, margin)
     injections = make_injections(rank_tails, cfg.train.seed, margin)
     ranking, fitted = rank_candidates(cfg, candidates, fit_cfg, fit_series, injections, progress)
     mix = judge_ensemble(cfg, ranking, fitted, rank_tails, margin)
@@ -183,7 +204,7 @@ def train_auto(cfg, series, path, started: float, progress: bool = True, source=
                  "metric": "mean VUS-PR (buffer 0..%d) on validation tails with injected anomalies held out of all "
                  "fitting" % SELECTION_VUS_WINDOW, "kinds": list(KINDS),
                  "copies_per_tail": len(injections.values) // max(1, len(rank_tails)),
-                 "ranking_rows": [len(t) for t in rank_tails], "ranking": ranking}
+                 "ranking_rows": [len(t) for t in rank_tails], "held_out": fit_cfg is not cfg, "ranking": ranking}
     by_spec = {c.spec: c for c in candidates}
     base_models: dict = {}  # as `model.name` set to the candidate trains it: on the whole train splits
     finals = [fit_candidate(cfg, series, by_spec[m], base_models, progress)

@@ -108,6 +108,20 @@ def test_candidates_are_ranked_on_rows_that_none_of_them_was_fitted_on(tmp_path,
             assert split_point(len(seen), cfg.model.window, fraction, whole.entity) == head
 
 
+def test_a_train_split_too_short_to_hold_rows_out_is_ranked_on_its_validation_tails(tmp_path, caplog):
+    """A short NAB file keeps working: auto falls back to the tails it fitted on, says so, and records it."""
+    cfg = load_config(SMD_CONFIG, AUTO + [f"model.bundle={tmp_path / 's.pt'}", "model.window=60",
+                                          "model.auto_candidates=[pca, robust_z]"])
+    with caplog.at_level(logging.WARNING, logger="streamdet.train.select"):
+        bundle = train_bundle(cfg, progress=False)
+    selection = bundle.meta["training"]["selection"]
+    assert selection["held_out"] is False and "too short to hold ranking rows out" in caplog.text
+    tail = len(load_series(cfg)[0].train) - split_point(len(load_series(cfg)[0].train), 60, cfg.train.val_fraction, "x")
+    assert selection["ranking_rows"] == [tail, tail] and np.isfinite(selection["ranking"][0]["vus_pr"])
+    wide = load_config(SMD_CONFIG, AUTO + [f"model.bundle={tmp_path / 'w.pt'}", "model.auto_candidates=[pca]"])
+    assert train_bundle(wide, progress=False).meta["training"]["selection"]["held_out"] is True
+
+
 def test_ranking_puts_failed_and_unscored_candidates_last():
     entries = [{"candidate": "a", "vus_pr": 0.5, "auc_pr": 0.1}, {"candidate": "b", "error": "x"},
                {"candidate": "c", "vus_pr": 0.5, "auc_pr": 0.3}, {"candidate": "d", "vus_pr": float("nan")}]
