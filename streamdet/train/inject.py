@@ -59,6 +59,7 @@ def inject(tail: np.ndarray, seed: int, kinds: tuple[str, ...] = KINDS, count: i
         kind = kinds[(first_kind + i) % len(kinds)]
         lo, hi = LENGTHS[kind]
         length = int(rng.integers(lo, max(lo, min(hi, slot // 2)) + 1))
+        length = max(1, min(length, len(x) - 2))  # a tail shorter than the kind's shortest length (a NAB file's)
         start = margin + i * slot + int(rng.integers(0, max(1, slot - length)))
         start = int(np.clip(start, 1, len(x) - length - 1))
         channels = _apply(rng, x, kind, start, length, spread)

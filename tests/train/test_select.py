@@ -218,3 +218,11 @@ def test_auto_serves_the_ensemble_exactly_when_a_second_draw_prefers_it(tmp_path
     assert (bundle.model_name == "ensemble") == mix["chosen"]
     off = load_config(SMD_CONFIG, AUTO + [f"model.bundle={tmp_path / 'k.pt'}", "model.auto_ensemble=0"])
     assert train_bundle(off, progress=False).meta["training"]["selection"]["ensemble"]["chosen"] is False
+
+
+def test_a_tail_shorter_than_every_kind_still_gets_each_kind_inside_it():
+    tail = np.random.default_rng(4).standard_normal((34, 2))  # a short NAB file's validation tail at window 32
+    for first in range(len(KINDS)):
+        made = inject(tail, seed=first, margin=32, count=1, first_kind=first)
+        (start, end, kind, _), = made.segments
+        assert kind == KINDS[first] and 0 < start < end < len(tail) and made.labels.sum() == end - start
