@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Where a record's latency goes in the (g1) row of tools/bench_fleet.py (1,000 hosts x 1 record/s): per record,
+the time from production to the consumer's poll returning it, from there to the model call that scored it being
+submitted (stride and batch wait), and from there to its result being handled (model queue and call).
+
+    python tools/latency_stages.py                         # default config, 30 s paced
+    python tools/latency_stages.py --set kafka.state_topic=  # checkpoints off
+
+It runs bench_fleet.latency_row unchanged and timestamps the stages by wrapping four methods for the length of the
+run (the confluent client's poll, Pipeline._submit, Pipeline._handle, Delivery.commit): a diagnostic, not a
+benchmark of record; the wrappers cost a few microseconds per record. Prints one table: each stage's p50 / p99 over
+the paced records, the mean of each stage over the slowest 1 %, the model calls (count, batch sizes, strides), and
+the loop's commits that took over 50 ms with how many of the slowest 1 % were waiting while one ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
+
+import bench_fleet  # noqa: E402
+from streamdet.io.confluent import ConfluentClient  # noqa: E402
+from streamdet.pipeline.engine import Pipeline  # noqa: E402
+from streamdet.serve.delivery import Delivery  # noqa: E402
+
+SLOW_COMMIT_S = 0.05
+
+
+class Stages:
+    """Wall-clock stamps per record, keyed by (partition, offset), and the model calls and long commits."""
+
+    def __init__(self):
+        self.produced, self.polled, self.submitted, self.handled = {}, {}, {}, {}
+        self.calls: list[tuple[float, int, int]] = []  # (submitted at, windows, stride)
+        self.commits: list[tuple[float, float]] = []  # (started at, seconds)
+        self.paced_from = float("inf")
+
+    def wrap(self) -> None:
+        stages = self
+
+        def timed(cls, name, before=None, after=None):
+            original = getattr(cls, name)
+
+            def wrapper(self, *args, **kwargs):
+                if before:
+                    before(self, *args)
+                started = time.time()
+                out = original(self, *args, **kwargs)
+                if after:
+                    after(self, out, started)
+                return out
+            setattr(cls, name, wrapper)
+
+        def polled(_client, items, _started):
+            now = time.time()
+            for _, source in items:
+                stages.polled[source[1:3]] = now
+                stages.produced[source[1:3]] = source[3] / 1000.0  # the producer's create time
+
+        def submitted(pipeline, requests):
+            now = time.time()
+            stages.calls.append((now, len(requests), pipeline.pace.stride))
+            for request in requests:
+                for source in request.sources:
+                    stages.submitted[source[1:3]] = now
+
+        def handled(_pipeline, requests, _inferred):
+            now = time.time()
+            for request in requests:
+                for source in request.sources:
+                    stages.handled[source[1:3]] = now
+
+        def committed(_delivery, _out, started):
+            if time.time() - started > SLOW_COMMIT_S:
+                stages.commits.append((started, time.time() - started))
+
+        timed(ConfluentClient, "poll", after=polled)
+        timed(Pipeline, "_submit", before=submitted)
+        timed(Pipeline, "_handle", before=handled)
+        timed(Delivery, "commit", after=committed)
+        run_paced = bench_fleet.run_paced
+
+        def paced(*args):
+            stages.paced_from = time.time()
+            return run_paced(*args)
+        bench_fleet.run_paced = paced
+
+    def table(self) -> None:
+        keys = [k for k, t in self.produced.items() if t >= self.paced_from and k in self.handled]
+        produced = np.array([self.produced[k] for k in keys])
+        polled = np.array([self.polled[k] for k in keys])
+        submitted = np.array([self.submitted[k] for k in keys])
+        handled = np.array([self.handled[k] for k in keys])
+        stages = {"production -> poll returns it": polled - produced,
+                  "poll -> model call submitted (stride, batch wait)": submitted - polled,
+                  "submitted -> result handled (model queue + call)": handled - submitted,
+                  "production -> handled": handled - produced}
+        total = handled - produced
+        slow = total >= np.percentile(total, 99)
+        print(f"\n# {len(keys):,} paced records, load average {os.getloadavg()[0]:.1f}\n")
+        print("| stage | p50 | p99 | mean over the slowest 1 % |")
+        print("|---|---:|---:|---:|")
+        for name, values in stages.items():
+            ms = values * 1000
+            print(f"| {name} | {np.percentile(ms, 50):,.1f} ms | {np.percentile(ms, 99):,.1f} ms | "
+                  f"{ms[slow].mean():,.1f} ms |")
+        calls = np.array([c for c in self.calls if c[0] >= self.paced_from] or [(0, 0, 0)])
+        strides, counts = np.unique(calls[:, 2], return_counts=True)
+        print(f"\nmodel calls: {len(calls)}, windows per call p50 {np.percentile(calls[:, 1], 50):.0f} / mean "
+              f"{calls[:, 1].mean():.1f} / max {calls[:, 1].max():.0f}; calls by stride "
+              f"{dict(zip(strides.astype(int).tolist(), counts.tolist()))}")
+        commits = [(s, d) for s, d in self.commits if s >= self.paced_from]
+        waited = sum(any(s < h and s + d > p for s, d in commits) for p, h in zip(produced[slow], handled[slow]))
+        print(f"commits over {SLOW_COMMIT_S * 1000:.0f} ms: {len(commits)} (ms: "
+              f"{', '.join(f'{d * 1000:.0f}' for _, d in commits)}); of the slowest 1 %, {waited} of "
+              f"{int(slow.sum())} waited while one ran")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=str(REPO / "config" / "smd.yaml"))
+    parser.add_argument("--entity", default="machine-1-2", help="SMD machine the bundle is trained on")
+    parser.add_argument("--seconds", type=float, default=30.0, help="paced phase")
+    parser.add_argument("--alert-hosts", type=int, default=50)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    stages = Stages()
+    stages.wrap()
+    with bench_fleet.EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+        bundle = Path(tmp) / "fleet.pt"
+        bench_fleet.train_small_bundle(args.config, bundle, args.entity, tuple(args.set))
+        rows, _ = bench_fleet.test_rows(args.config, args.entity)
+        row = bench_fleet.latency_row(args, broker, bundle, rows, 1000, 1.0)
+    print(f"(g1) production -> score p50 / p99: {row['score'][0]:,.0f} / {row['score'][1]:,.0f} ms "
+          f"({row['scored']:,} of {row['paced']:,} scored)")
+    stages.table()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
