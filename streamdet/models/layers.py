@@ -35,6 +35,22 @@ class PositionalEncoding(nn.Module):
         return x + self.codes[: x.shape[1]].unsqueeze(0)  # [N, L, D] + [1, L, D]
 
 
+def attend(queries: Tensor, memory: Tensor, heads: int, in_weight: Tensor, in_bias: Tensor, out_weight: Tensor,
+           out_bias: Tensor) -> Tensor:
+    """What nn.MultiheadAttention with these parameters returns in eval (no mask, no dropout), batch-first
+    throughout: [Nq, T, D] queries (Nq = N, or 1 for queries shared by the whole batch) over [N, S, D] memory ->
+    [N, T, D]. Its traced form (torch.export) runs sequence-first and transposes in and out, which left the compiled
+    models' residual adds reading strided memory; the same SDPA call without that costs less. (Tensors, not the
+    module, as arguments: TorchScript types a module argument by its instance.)"""
+    N, S, D = memory.shape
+    width = D // heads
+    q = F.linear(queries, in_weight[:D], in_bias[:D])  # [Nq, T, D]
+    q = q.reshape(q.shape[0], q.shape[1], heads, width).transpose(1, 2).expand(N, heads, q.shape[1], width)
+    kv = F.linear(memory, in_weight[D:], in_bias[D:]).reshape(N, S, 2, heads, width).permute(2, 0, 3, 1, 4)
+    out = F.scaled_dot_product_attention(q, kv[0], kv[1])  # [N, H, T, D/H]
+    return F.linear(out.transpose(1, 2).reshape(N, -1, D), out_weight, out_bias)
+
+
 class TransformerBlock(nn.Module):
     """Pre-norm self-attention + feed-forward on [N, T, D]; no batch statistics (row independent)."""
 
@@ -47,7 +63,12 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.norm1(x)
-        attended, _ = self.attn(h, h, h, need_weights=False)
+        if self.training:
+            attended, _ = self.attn(h, h, h, need_weights=False)
+        else:
+            attn = self.attn
+            attended = attend(h, h, attn.num_heads, attn.in_proj_weight, attn.in_proj_bias,
+                              attn.out_proj.weight, attn.out_proj.bias)
         x = x + attended
         return x + self.ff(self.norm2(x))
 

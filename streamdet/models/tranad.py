@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Detector
 from .hparams import Hyper, require, require_heads_divide
-from .layers import PositionalEncoding, TransformerStack, frozen_call, sinusoidal_positions
+from .layers import PositionalEncoding, TransformerStack, attend, frozen_call, sinusoidal_positions
 
 
 class WindowDecoder(nn.Module):
@@ -35,14 +36,24 @@ class WindowDecoder(nn.Module):
         self.block = nn.TransformerDecoderLayer(width, heads, ff, dropout, batch_first=True, norm_first=True)
         self.head = nn.Linear(width, n_channels)
 
-    def expected(self, x: Tensor) -> Optional[Tensor]:
-        focus = (self.decoder1(self.encode(x, torch.zeros_like(x))) - x) ** 2
-        return self.decoder2(self.encode(x, focus))  # the phase-2 reconstruction
-
     def forward(self, memory: Tensor) -> Tensor:
         B, L, D = memory.shape
-        queries = self.queries[:L].unsqueeze(0).expand(B, L, D)  # [B, L, D]
-        return self.head(self.block(queries, memory))  # [B, L, C]
+        if self.training:  # dropout draws per window: the layer as written
+            return self.head(self.block(self.queries[:L].unsqueeze(0).expand(B, L, D), memory))  # [B, L, C]
+        return self.head(self.scored(memory))
+
+    def scored(self, memory: Tensor) -> Tensor:
+        """The decoder layer in eval (norm first, no dropout), with what does not depend on the window computed once
+        for the batch: the queries' self-attention and their cross-attention query projection."""
+        block = self.block
+        queries = self.queries[: memory.shape[1]].unsqueeze(0)  # [1, L, D]
+        h = block.norm1(queries)
+        own, cross = block.self_attn, block.multihead_attn
+        x = queries + attend(h, h, own.num_heads, own.in_proj_weight, own.in_proj_bias, own.out_proj.weight,
+                             own.out_proj.bias)  # [1, L, D]: the same for every window
+        x = x + attend(block.norm2(x), memory, cross.num_heads, cross.in_proj_weight, cross.in_proj_bias,
+                       cross.out_proj.weight, cross.out_proj.bias)  # [B, L, D]
+        return x + block.linear2(F.relu(block.linear1(block.norm3(x))))  # nn.TransformerDecoderLayer's default relu
 
 
 @dataclass(frozen=True)

@@ -193,6 +193,31 @@ def test_tranad_second_phase_is_conditioned_on_the_first_phases_focus_score():
     assert not torch.allclose(o2, unconditioned, atol=1e-4), "the focus score must change phase 2"
 
 
+def as_written(model):
+    """`model` running its layers as torch defines them (train mode, every dropout off): the reference for the
+    scoring paths that compute the same thing faster."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(module, torch.nn.MultiheadAttention):
+            module.dropout = 0.0
+    return model.train()
+
+
+@pytest.mark.parametrize("name", ["tranad", "sd_mae", "patchtst_ae"])
+def test_transformer_models_score_what_their_layers_define(name):
+    """In eval the attention runs batch-first through one SDPA call (layers.attend), and TranAD's decoders compute
+    their queries' self-attention once per batch (it does not depend on the window); the scores are those of
+    nn.MultiheadAttention / nn.TransformerDecoderLayer as written."""
+    model, x = default(name), wave()
+    for parameter in model.parameters():
+        torch.nn.init.normal_(parameter, std=0.2)  # no zero biases or identity norms for a mistake to hide behind
+    with torch.inference_mode():
+        scored = model(x)[1]
+        reference = as_written(model)(x)[1]
+    torch.testing.assert_close(scored, reference, rtol=1e-4, atol=1e-6)
+
+
 def test_patchtst_reconstructs_patches_and_averages_them_back_onto_steps():
     model, x = default("patchtst_ae"), wave()
     assert model.index.shape[1] == 16 and int(model.index[1, 0] - model.index[0, 0]) == 8
