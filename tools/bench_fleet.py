@@ -242,7 +242,7 @@ def throughput_row(args, broker, bundle: Path, stream: list, label: str) -> dict
     k = cfg.kafka.at(broker.bootstrap)
     ensure_topics(k, [k.metrics_topic, k.alerts_topic, k.dlq_topic])
     produce(cfg, broker.bootstrap, k.metrics_topic, stream)
-    rss_before = _rss_mib()
+    rss_before, load = _rss_mib(), os.getloadavg()[0]
     daemon = Running(cfg, bundle, broker.bootstrap)
     started, cpu = time.perf_counter(), time.process_time()
     target = len(stream) - args.hosts * cfg.scoring.stride  # partial strides wait in the windows
@@ -255,7 +255,7 @@ def throughput_row(args, broker, bundle: Path, stream: list, label: str) -> dict
     daemon.stop()
     return {"label": label, "rate": rate, "startup": daemon.startup_s, "rss_growth": rss - rss_before,
             "cpu_us": cpu / max(scored, 1) * 1e6, "grouped": router.grouped_count(),
-            "stacked_mib": router.grouped_bytes() / 2**20}
+            "stacked_mib": router.grouped_bytes() / 2**20, "load": (load, os.getloadavg()[0])}
 
 
 def _rss_mib() -> float:
@@ -274,6 +274,7 @@ def main(argv=None) -> int:
     parser.add_argument("--records", type=int, default=300_000, help="records of each (h) row (300 per host at 1,000 "
                         "hosts: a window fills at 100, the rest are scored at the adaptive stride)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--repeat", type=int, default=1, help="pairs of (h) rows, fleet and per-entity interleaved")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-per-entity", action="store_true")
     parser.add_argument("--quick", action="store_true")
@@ -294,9 +295,9 @@ def main(argv=None) -> int:
             directory = per_entity_dir(bundle, Path(tmp) / "per-entity", args.hosts)
             print(f"exported {args.hosts} bundles in {time.perf_counter() - started:.0f} s", file=sys.stderr)
             stream = records(args.records, args.hosts, 1.7e9, rows)
-            results["throughput"].append(throughput_row(args, broker, bundle, stream, "fleet bundle"))
-            results["throughput"].append(throughput_row(args, broker, directory, stream,
-                                                        f"{args.hosts} per-entity bundles"))
+            for run in range(1, args.repeat + 1):  # interleaved: fleet, per-entity, fleet, ... (shared load alike)
+                for path, label in ((bundle, "fleet bundle"), (directory, f"{args.hosts} per-entity bundles")):
+                    results["throughput"].append({**throughput_row(args, broker, path, stream, label), "run": run})
     print_table(args, source, results)
     return 0
 
@@ -321,19 +322,21 @@ def print_table(args, source: str, results: dict) -> None:
         print(f"| (g{i}) {load}: production -> alert on the topic, p50 / p99 ({row['alerted']} of "
               f"{row['spiked']} spikes) | {alert} |")
     for row in results["throughput"]:
-        print(f"| (h) {args.hosts:,} hosts, {row['label']}: records/s | {row['rate']:,.0f} |")
-        print(f"| (h) {args.hosts:,} hosts, {row['label']}: CPU time of the daemon's process per record (all "
-              f"threads; contention on a shared machine does not inflate it) | {row['cpu_us']:,.0f} us |")
-        print(f"| (h) {args.hosts:,} hosts, {row['label']}: start-up to ready | {row['startup']:.1f} s |")
-        print(f"| (h) {args.hosts:,} hosts, {row['label']}: resident memory added by the daemon run | "
-              f"{row['rss_growth']:,.0f} MiB |")
+        name = f"(h) run {row['run']}, {args.hosts:,} hosts, {row['label']}"
+        print(f"| {name}: records/s (load average {row['load'][0]:.1f} -> {row['load'][1]:.1f}) | "
+              f"{row['rate']:,.0f} |")
+        print(f"| {name}: CPU time of the daemon's process per record (all threads; contention on a shared machine "
+              f"does not inflate it) | {row['cpu_us']:,.0f} us |")
+        print(f"| {name}: start-up to ready | {row['startup']:.1f} s |")
+        print(f"| {name}: resident memory added by the daemon run | {row['rss_growth']:,.0f} MiB |")
         if row["grouped"]:
-            print(f"| (h) {args.hosts:,} hosts, {row['label']}: stacked weights of the {row['grouped']:,} bundles "
-                  f"scored grouped | {row['stacked_mib']:,.0f} MiB |")
-    if len(results["throughput"]) == 2:
-        fleet, per = results["throughput"]
-        print(f"| (h) per-entity / fleet records/s | {per['rate'] / fleet['rate']:.0%} |")
-        print(f"| (h) per-entity / fleet CPU time per record | {per['cpu_us'] / fleet['cpu_us']:.2f}x |")
+            print(f"| {name}: stacked weights of the {row['grouped']:,} bundles scored grouped | "
+                  f"{row['stacked_mib']:,.0f} MiB |")
+    rows = results["throughput"]
+    for fleet, per in zip(rows[::2], rows[1::2]):
+        print(f"| (h) run {fleet['run']}: per-entity / fleet records/s | {per['rate'] / fleet['rate']:.0%} |")
+        print(f"| (h) run {fleet['run']}: per-entity / fleet CPU time per record | "
+              f"{per['cpu_us'] / fleet['cpu_us']:.2f}x |")
 
 
 if __name__ == "__main__":

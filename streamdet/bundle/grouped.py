@@ -35,6 +35,8 @@ from .linear_lstm import NotGroupable, vmappable, vmappable_tensors
 log = logging.getLogger(__name__)
 
 VERIFY_SAMPLE = 4  # bundles of a group checked grouped against their own module (first, last, some between)
+GATHER_LIMIT = 1 << 20  # bytes per member above which rows are scored member by member, not gathered (dense
+                       # models: an autoencoder over a 100 x 38 window holds 7.9 MB; lstm_ae about 98 KB)
 VMAP_FALLBACK = "performance drop"  # vmap's warning when an op runs through its per-sample fallback
 
 
@@ -102,13 +104,30 @@ class StackedBundles:
         tensors = {id(t): t for t in [*self.params.values(), *self.buffers.values(), *(self.fused or {}).values()]}
         return sum(t.numel() * t.element_size() for t in tensors.values())
 
+    @property
+    def member_bytes(self) -> int:
+        """One member's stacked tensors, in bytes."""
+        return sum(t[0].numel() * t.element_size() for t in [*self.params.values(), *self.buffers.values()])
+
     def score(self, raw: Tensor, members: Tensor) -> tuple[Tensor, Tensor]:
         if self.fused is not None:
             return grouped_lstm_ae.score(self.fused, raw, members)
+        if self.member_bytes > GATHER_LIMIT:
+            return self._score_by_member(raw, members)
         params = {k: v.index_select(0, members) for k, v in self.params.items()}  # [B, ...] each row's weights
         buffers = {k: v.index_select(0, members) for k, v in self.buffers.items()}
         scores, contrib = vmap(self._one)(params, buffers, raw.unsqueeze(1))  # [B, 1, L], [B, 1, L, C]
         return scores.squeeze(1), contrib.squeeze(1)
+
+    def _score_by_member(self, raw: Tensor, members: Tensor) -> tuple[Tensor, Tensor]:
+        """Each member's rows by its own weights in place (views into the stack): for models whose weights are
+        large, gathering a copy per row costs more than the calls (each row has to read its weights once anyway)."""
+        scores = raw.new_empty(raw.shape[:2])
+        contrib = torch.empty_like(raw)
+        for member in torch.unique(members).tolist():
+            rows = (members == member).nonzero().squeeze(1)
+            scores[rows], contrib[rows] = self.score_member(raw.index_select(0, rows), member)
+        return scores, contrib
 
     def score_member(self, raw: Tensor, member: int) -> tuple[Tensor, Tensor]:
         """Rows of one member only: its model called once on the whole batch (no gathering, no vmap)."""

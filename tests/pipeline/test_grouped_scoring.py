@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from streamdet.bundle import LazyModule, export_bundle, load_bundle
+from streamdet.bundle import LazyModule, export_bundle, grouped, load_bundle
 from streamdet.bundleset import entity_file_name, load_bundle_set
 from streamdet.models import registry
 from streamdet.pipeline.routing import OWN_CALL_ROWS, ModelRouter
@@ -77,7 +77,12 @@ def own_scores(router: ModelRouter, entities, windows):
     return np.stack(scores), np.stack(contrib)
 
 
-def test_bundles_of_one_architecture_are_scored_in_one_call_equal_to_their_own(bundle_dir):
+@pytest.mark.parametrize("gather_limit", [grouped.GATHER_LIMIT, 0])
+def test_bundles_of_one_architecture_are_scored_in_one_call_equal_to_their_own(bundle_dir, gather_limit,
+                                                                                 monkeypatch):
+    """Rows gathered with their weights (small models), or scored member by member from the stack (0: what
+    models with large weights do, the dense autoencoder and usad at their default size)."""
+    monkeypatch.setattr(grouped, "GATHER_LIMIT", gather_limit)
     router = ModelRouter(load_bundle_set(bundle_dir), 0, 64)
     windows = raw_windows(len(ENTITIES))
     scores, contrib = router.score(windows, router.keys_of(ENTITIES))
