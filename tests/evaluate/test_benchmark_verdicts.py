@@ -115,3 +115,14 @@ def test_combine_keeps_two_presets_of_one_model_apart(benchmark, tmp_path, monke
     assert "- first note\n- second note\n" in text
     assert "| lstm_ae | default |" in text and "| lstm_ae | large |" in text
     assert "95 % percentile-bootstrap interval" in text and "## Targets of issue 18" in text
+
+
+def test_what_was_tried_for_unmet_targets_sits_under_the_targets_table(benchmark, tmp_path):
+    cells = {k: {**c, "epochs": 3, "train_seconds": 1.0, "score_seconds": 1.0} for k, c in
+             {"smd/pca/default": cell("pca", BASE), "smd/auto/default": cell("auto", BASE)}.items()}
+    out = tmp_path / "R.md"
+    benchmark.write_results(cells, out, notes=["Run on a laptop.", "Targets not met, and what was tried: X."])
+    text = out.read_text()
+    table_end = text.index("| NAB standard score on NAB's protocol")
+    assert table_end < text.index("Targets not met, and what was tried: X.") < text.index("## How this table was made")
+    assert text.count("Targets not met, and what was tried") == 1 and "- Run on a laptop." in text
