@@ -127,7 +127,7 @@ def dataset_verdicts(dataset: str, cells: list[dict]) -> list[str]:
         best = _best(fixed, scope, key)
         if best is not None and base:
             parts = _compare(best, f"best of {len(fixed)} fixed rows, {label(best)} (picked on the test set: "
-                             "optimistic)", base)
+                             "optimistic)", opponents(best, cells)[0])
             lines += [f"- **{dataset}, best fixed model by {name}**: {p}." for p in parts if p.startswith(name)]
     lines += _nab_lines(dataset, cells)
     return lines
