@@ -28,8 +28,9 @@ CHANNELS = ["noisy", "s1", "s2", "s3", "s4", "s5", "s6", "s7"]
 
 
 def noisy_and_smooth(n: int = 3000, seed: int = 0) -> Series:
-    """Channel 0 white noise; channels 1.. slow waves with a little noise (same input scale after scaling). The
-    test split has level shifts on one smooth channel at a time."""
+    """Channel 0 loud white noise (std 10; the models here train without input scaling, as auto's
+    `normalisation=none` candidates do); channels 1.. slow waves with a little noise. The test split has level shifts
+    on one smooth channel at a time."""
     rng = np.random.default_rng(seed)
 
     def rows(offset: int, k: int) -> np.ndarray:
