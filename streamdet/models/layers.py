@@ -39,7 +39,7 @@ def attend(queries: Tensor, memory: Tensor, heads: int, in_weight: Tensor, in_bi
            out_bias: Tensor) -> Tensor:
     """What nn.MultiheadAttention with these parameters returns in eval (no mask, no dropout), batch-first
     throughout: [Nq, T, D] queries (Nq = N, or 1 for queries shared by the whole batch) over [N, S, D] memory ->
-    [N, T, D]. Its traced form (torch.export) runs sequence-first and transposes in and out, which left the compiled
+    [N, T, D]. Its exported (traced) form runs sequence-first and transposes in and out, which left the compiled
     models' residual adds reading strided memory; the same SDPA call without that costs less. (Tensors, not the
     module, as arguments: TorchScript types a module argument by its instance.)"""
     N, S, D = memory.shape

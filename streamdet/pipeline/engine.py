@@ -256,6 +256,14 @@ class Pipeline:
             for request in requests:
                 yield from request.sources
 
+    def unscored_entities(self) -> set[str]:
+        """Entities with a window cut from their ring but not yet scored and handled (queued or in flight): their
+        state would hold those points as scored, so their checkpoint waits for flush_batches."""
+        busy = {request.entity for request in self.batcher}
+        for requests, _ in self._in_flight:
+            busy.update(request.entity for request in requests)
+        return busy
+
     def _enqueue(self, request: WindowRequest) -> None:
         self.batcher.add(request)
         if self.batcher.full():
