@@ -258,7 +258,7 @@ class Pipeline:
 
     def unscored_entities(self) -> set[str]:
         """Entities with a window cut from their ring but not yet scored and handled (queued or in flight): their
-        state would hold those points as scored, so their checkpoint waits for flush_batches."""
+        state would hold those points as scored (tests check that no checkpoint is written for one)."""
         busy = {request.entity for request in self.batcher}
         for requests, _ in self._in_flight:
             busy.update(request.entity for request in requests)

@@ -15,9 +15,8 @@ consuming and scoring (10,000 new entities' first snapshots took 1-2.5 s on this
 long). Why this keeps the rule: the offsets of step 2 cover only records read before the round started, and every
 entity with such a record is in the round (touched before it started); an entity's state only grows, so its
 checkpoint written later in the round holds those records too (and perhaps newer ones, which a restore skips when
-they are redelivered, as it always did). A slice stops before an entity with a window still queued or in flight
-and scores the queued windows first (step 1 again), so no checkpoint holds a point that was cut into a window but not
-scored; a slice of entities the model is not busy with does not wait for the model. A forced commit (revocation, shutdown) finishes
+they are redelivered, as it always did). Each slice first scores the queued windows (step 1 again), so no
+checkpoint holds a point that was cut into a window but not scored. A forced commit (revocation, shutdown) finishes
 the round in progress and then runs a whole round at once. Alerts and dead letters are produced (not flushed) as
 soon as a step yields them (`publish`). During a broker outage nothing is committed and everything stays queued in
 the producer for the next attempt; the entities a failed round had not written yet go back to `touched`.
@@ -149,14 +148,10 @@ class Delivery:
     def _advance(self, everything: bool) -> None:
         """Step 3 for one slice of the round (all of it when `everything`), then steps 4-5 once it is written."""
         r = self.round
-        deadline = float("inf") if everything else time.perf_counter() + self.slice_s
-        while not r.written and time.perf_counter() < deadline:
-            unscored = self.pipeline.unscored_entities()
-            if r.entities[r.next] in unscored:  # no checkpoint holds a window cut but not yet scored
-                self.publish(self.pipeline.flush_batches())
-                unscored = ()
+        if not r.written:
+            self.publish(self.pipeline.flush_batches())  # no checkpoint holds a window cut but not yet scored
             r.next = self.checkpointer.write_slice(self.pipeline, self.ledger, r.entities, r.next,
-                                                   deadline - time.perf_counter(), unscored)
+                                                   float("inf") if everything else self.slice_s)
         if not r.written:
             return
         flushed = self.client.flush()  # 4

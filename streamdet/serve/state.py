@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Collection, Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from ..changelog import ChangelogFold, ChangelogWriter, StateError
 from ..changelog.codec import MAGIC, SNAPSHOT, Head, decode_legacy, decode_record
@@ -69,16 +69,14 @@ class Checkpointer:
         self.written += n
         return n
 
-    def write_slice(self, pipeline, ledger, entities: list[str], start: int, budget_s: float,
-                    unscored: Collection[str] = ()) -> int:
-        """`write` of entities[start:], stopping once `budget_s` has passed (after at least one entity) or before an
-        entity in `unscored` (a window of it still waits for the model); returns the index of the first entity not
-        written. A checkpoint round (delivery.py) calls it between the loop's polls, so that thousands of
-        checkpoints never stop scoring for seconds at a time."""
+    def write_slice(self, pipeline, ledger, entities: list[str], start: int, budget_s: float) -> int:
+        """`write` of entities[start:], stopping once `budget_s` has passed (after at least one entity); returns the
+        index of the first entity not written. A checkpoint round (delivery.py) calls it between the loop's polls,
+        so that thousands of checkpoints never stop scoring for seconds at a time."""
         self._follow_model(pipeline)
         deadline = time.perf_counter() + budget_s
         end, n = start, 0
-        while end < len(entities) and entities[end] not in unscored:
+        while end < len(entities):
             n += self._write_one(pipeline, ledger, entities[end])
             end += 1
             if time.perf_counter() >= deadline:
