@@ -26,7 +26,7 @@ from typing import Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import functional_call, vmap
 
 from . import VERIFY_RTOL, VERIFY_ATOL, Bundle, LazyModule, ServedModel
 from . import grouped_lstm_ae
