@@ -6,7 +6,7 @@ bundle calls served 7 % of the fleet bundle's records/s (tools/bench_fleet.py). 
 architecture (`group_key`: format, model name, hyper-parameters, window, channels) are rebuilt as eager modules from
 the registry with their recorded name and hyper-parameters, loaded with each bundle's own weights (those whose
 sha256 `load_bundle` checked), their LSTMs swapped for linear ops (linear_lstm.py), and their parameters and
-buffers stacked (torch.func.stack_module_state). A call takes raw windows [B, L, C] and, per row, which bundle
+buffers stacked (one torch.stack per name). A call takes raw windows [B, L, C] and, per row, which bundle
 scores it: each row's weights are gathered and vmap(functional_call) runs every row through its own model at once
 (normalisation per bundle inside, like the bundle itself).
 
