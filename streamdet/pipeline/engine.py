@@ -188,7 +188,9 @@ class Pipeline:
         if self.router.is_fleet and as_bundle_set(bundle).is_fleet:
             self._serve(bundle)
             return
-        for entity in self.router.replace(bundle):
+        changed = self.router.replace(bundle)
+        self.thresholds.prepare(self.router.calibrations())
+        for entity in changed:
             self.thresholds.remove(entity)
             self.standardiser.remove(entity)
             self.alerts.remove(entity)
@@ -200,6 +202,8 @@ class Pipeline:
         default, per_entity = self.router.default, not self.router.is_fleet
         self.thresholds = ThresholdBank(self._cfg.threshold, default.calibration,
                                         self.router.calibration_of if per_entity else None)
+        if per_entity:
+            self.thresholds.prepare(self.router.calibrations())
         self.standardiser = ScoreStandardiser(  # per-entity score levels, where the bundle was calibrated with them
             lambda entity: self.router.calibration_of(entity)[1].get("standardise"),
             enabled=any("standardise" in b.calibration for b in as_bundle_set(bundle).distinct()))

@@ -22,6 +22,8 @@ _GRID = 100  # grid points per side for bracketing roots of w(x)
 _REFINE_STEPS = 60
 _RTOL = 1e-12  # brackets (or steps) this narrow (relative) are done: x is then far more exact than γ, σ need
 _ZERO_SHAPE = 1e-8
+FIT_VERSION = 1  # raise when fit_gpd would fit the same excesses differently: a fit stored with a bundle's
+#                 calibration (train/calibration.py) is used only by the version that computed it, else refitted
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,23 @@ def fit_gpd(excesses: np.ndarray) -> GPDFit:
     fit = grimshaw(y) or moments(y) or exponential
     gamma = min(max(fit.gamma, GAMMA_RANGE[0]), GAMMA_RANGE[1])
     return GPDFit(gamma, fit.sigma, fit.method) if gamma == fit.gamma else GPDFit(gamma, fit.sigma, "clamped")
+
+
+def fit_record(fit: GPDFit, n_excesses: int) -> dict:
+    """A fit as stored in a bundle's calibration (`pot.gpd`), with what it was fitted to and by which version."""
+    return {"gamma": fit.gamma, "sigma": fit.sigma, "method": fit.method, "n": int(n_excesses),
+            "version": FIT_VERSION}
+
+
+def stored_fit(record, n_excesses: int) -> GPDFit | None:
+    """The fit `fit_record` stored, if it is this version's fit of `n_excesses` excesses (None: fit them anew)."""
+    if not isinstance(record, dict) or record.get("version") != FIT_VERSION or record.get("n") != n_excesses:
+        return None
+    try:
+        fit = GPDFit(float(record["gamma"]), float(record["sigma"]), str(record["method"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return fit if math.isfinite(fit.gamma) and math.isfinite(fit.sigma) and fit.sigma > 0 else None
 
 
 def tail_quantile(t: float, fit: GPDFit, risk: float, n: int, n_peaks: int) -> float:

@@ -84,6 +84,10 @@ class ModelRouter:
         bundle = self.bundle_of(entity)
         return bundle.sha256, bundle.calibration
 
+    def calibrations(self) -> list[tuple[str, dict]]:
+        """(sha256, calibration) of each served bundle: what the thresholds of their entities start from."""
+        return [(bundle.sha256, bundle.calibration) for bundle in self.bundles.distinct()]
+
     def keys_of(self, entities: Sequence[str]) -> Optional[list[str]]:
         """Each entity's bundle sha256, taken on the caller's thread before a batch goes to the model (None when
         one bundle serves everyone)."""

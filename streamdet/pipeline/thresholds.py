@@ -11,14 +11,14 @@ from __future__ import annotations
 import copy
 import math
 from collections import deque
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 from river import stats
 
 from ..config import ThresholdConfig
 from ..errors import BundleError
-from .gpd import GPDFit, fit_gpd, tail_quantile
+from .gpd import GPDFit, fit_gpd, stored_fit, tail_quantile
 
 MAX_PEAKS = 2000  # bounded peak buffer: memory per entity stays constant, old peaks age out
 REFIT_EVERY = 10  # new peaks between two GPD refits at least (a refit costs milliseconds: O(peaks) x grid)...
@@ -35,7 +35,10 @@ class Spot:
     batch of chunks, one row each, and hands a row to `step` only when a refit falls inside it."""
 
     def __init__(self, init_threshold: float, peaks: Sequence[float], n_init: int, risk: float,
-                 n_peaks: int | None = None, max_peaks: int = MAX_PEAKS, refit_every: int = REFIT_EVERY):
+                 n_peaks: int | None = None, max_peaks: int = MAX_PEAKS, refit_every: int = REFIT_EVERY,
+                 fit: GPDFit | None = None):
+        """`fit`: the GPD fit of exactly these peaks, when known (a bundle's calibration stores it: a thousand
+        per-entity bundles then start serving without a thousand fits); None fits them now."""
         self.t = float(init_threshold)
         self.risk = risk
         self.refit_every = refit_every
@@ -45,7 +48,10 @@ class Spot:
         self.since_fit = 0
         self.fit = GPDFit(0.0, 1.0, "exponential")
         self.z = self.t
-        self.refit()
+        if fit is None:
+            self.refit()
+        else:
+            self._use(fit)
 
     def __deepcopy__(self, memo: dict) -> "Spot":
         """A new entity's copy of the prototype. Every other attribute is an immutable value and the peaks are
@@ -56,8 +62,12 @@ class Spot:
         return clone
 
     def refit(self) -> None:
-        self.fit = fit_gpd(np.fromiter(self.peaks, dtype=np.float64, count=len(self.peaks)))
-        z = tail_quantile(self.t, self.fit, self.risk, self.n, self.n_peaks)
+        self._use(fit_gpd(np.fromiter(self.peaks, dtype=np.float64, count=len(self.peaks))))
+
+    def _use(self, fit: GPDFit) -> None:
+        """z_q from a GPD fit of the peaks held now."""
+        self.fit = fit
+        z = tail_quantile(self.t, fit, self.risk, self.n, self.n_peaks)
         self.z = z if math.isfinite(z) else self.t + max(self.peaks, default=0.0)
         self.since_fit = 0
 
@@ -210,6 +220,21 @@ class ThresholdBank:
         self._entities: dict[str, Spot | RollingPercentile] = {}
         self._learned: dict[str, int] = {}
 
+    def prepare(self, calibrations: Iterable[tuple[str, dict]]) -> None:
+        """Build the starting threshold of each served bundle now, (key, calibration) pairs as `calibration_of`
+        gives them: at start-up and at a reload, not at the first score of each bundle's first entity (a bundle
+        without a stored GPD fit is fitted here, ~0.5-1 ms each). Those of bundles no longer served are dropped."""
+        built = {}
+        for key, calibration in calibrations:
+            prototype = self._prototypes.get(key)
+            built[key] = prototype if prototype is not None else _build(self.cfg, calibration)
+        self._prototypes = built
+
+    @property
+    def prepared(self) -> set[str]:
+        """Keys of the bundles whose starting threshold is built."""
+        return set(self._prototypes)
+
     def _get(self, entity: str) -> Spot | RollingPercentile:
         detector = self._entities.get(entity)
         if detector is None:
@@ -278,16 +303,21 @@ class ThresholdBank:
 
 
 def _build(cfg: ThresholdConfig, calibration: dict) -> Spot | RollingPercentile:
-    """The prototype threshold from calibration; BundleError when calibration lacks what the method needs."""
-    sample = [float(v) for v in calibration.get("sample") or []]
+    """The prototype threshold from calibration; BundleError when calibration lacks what the method needs. A POT
+    calibration's peaks come with their GPD fit where training stored it (`pot.gpd`); it is used only when it is
+    this version's fit of these very peaks, so the thresholds are those a fit made here would give."""
     if cfg.method == "percentile":
+        sample = [float(v) for v in calibration.get("sample") or []]
         if not sample:
             raise BundleError("calibration.sample is empty: the percentile threshold needs validation scores")
         return RollingPercentile(sample, cfg.percentile)
     pot = calibration.get("pot") or {}
-    if pot.get("peaks"):
-        return Spot(pot["init_threshold"], pot["peaks"], int(pot.get("n_init", calibration.get("n", 0))), cfg.risk,
-                    n_peaks=pot.get("n_peaks"))
+    peaks = pot.get("peaks")
+    if peaks:  # more peaks than a Spot holds: the stored fit is not of those held, they are fitted here
+        fit = stored_fit(pot.get("gpd"), len(peaks)) if len(peaks) <= MAX_PEAKS else None
+        return Spot(pot["init_threshold"], peaks, int(pot.get("n_init", calibration.get("n", 0))), cfg.risk,
+                    n_peaks=pot.get("n_peaks"), fit=fit)
+    sample = [float(v) for v in calibration.get("sample") or []]
     if not sample:
         raise BundleError("calibration has neither pot.peaks nor sample: cannot initialise the POT threshold")
     values = np.asarray(sample, dtype=np.float64)

@@ -11,6 +11,7 @@ import torch
 
 from ..data import sliding_windows
 from ..errors import DataError
+from ..pipeline.gpd import fit_gpd, fit_record
 from ..pipeline.stride import effective_stride
 
 QUANTILES = (0.5, 0.9, 0.99, 0.995, 0.999)
@@ -77,12 +78,16 @@ def calibrate(scores: np.ndarray, init_level: float) -> dict:
     t = float(np.quantile(scores, init_level))
     peaks = scores[scores > t] - t
     keep = np.linspace(0, len(peaks) - 1, min(len(peaks), MAX_PEAKS)).round().astype(int) if len(peaks) else []
+    kept = [float(v) for v in peaks[keep]]
     sample_idx = np.linspace(0, len(scores) - 1, min(len(scores), MAX_SAMPLE)).round().astype(int)
     return {
         "n": int(scores.size),
         "quantiles": {str(q): float(np.quantile(scores, q)) for q in QUANTILES},
-        "pot": {"init_threshold": t, "n_init": int(scores.size), "peaks": [float(v) for v in peaks[keep]],
-                "n_peaks": int(len(peaks)), "init_level": init_level},
+        "pot": {"init_threshold": t, "n_init": int(scores.size), "peaks": kept, "n_peaks": int(len(peaks)),
+                "init_level": init_level,
+                # the GPD fit of `peaks` the daemon's POT threshold starts from: fitted here once, not by the
+                # daemon for each bundle it serves (streamdet/pipeline/thresholds.py uses it if its version fits)
+                "gpd": fit_record(fit_gpd(np.asarray(kept, dtype=np.float64)), len(kept))},
         "sample": [float(v) for v in scores[sample_idx]],
         "mean": float(scores.mean()),
         "std": float(scores.std()),

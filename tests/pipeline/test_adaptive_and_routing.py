@@ -164,6 +164,7 @@ def test_per_entity_bundles_score_route_threshold_and_name_their_entities():
     default = bundle(sha="d")
     bundles = BundleSet(default=default, entity_bundles={"a": own})
     p = Pipeline(config(stride=1, adaptive=False), bundles, FrozenClock(), overlap=False)
+    assert p.thresholds.prepared == {"a" * 64, "d" * 64}  # each bundle's threshold built at start, not at a score
     values = [[50.0, 0.0, 0.0], [50.0, 0.0, 0.0]]
     results = [p.process(poll(["a", "b"], step, values)) for step in range(2 * L)]
     chunks = {c.entity: c for r in results for c in r.scored}
@@ -177,7 +178,7 @@ def test_per_entity_bundles_score_route_threshold_and_name_their_entities():
 
     replacement = BundleSet(default=default, entity_bundles={"a": bundle(sha="c")})
     p.replace_model(replacement)  # 'a' changed bundle: its thresholds restart from the new calibration
-    assert p.model_sha256_of("a") == "c" * 64
+    assert p.model_sha256_of("a") == "c" * 64 and p.thresholds.prepared == {"c" * 64, "d" * 64}
     assert p.thresholds.current("a") == pytest.approx(p.thresholds.current("b"))
 
 

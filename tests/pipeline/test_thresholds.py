@@ -257,3 +257,63 @@ def test_spot_threshold_moves_only_at_refits_and_alarms_never_teach_it():
     assert over[::97].all() and spot.n - before_n == int((learn & ~over).sum())
     assert spot.n_peaks - before_peaks == int((learn & ~over & (scores > spot.t)).sum())
     assert max(spot.peaks) < 1e6 - spot.t  # no alarm in the peaks
+
+
+def stored_calibration(seed: int) -> dict:
+    """A bundle's calibration as training writes it (train/calibration.py): POT peaks with their stored GPD fit."""
+    from streamdet.train.calibration import calibrate
+
+    return calibrate(np.random.default_rng(seed).gamma(2.0, 1.5, 5000), 0.98)
+
+
+def decisions(bank: ThresholdBank, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    entities, scores, learn = stream(seed, 3000)
+    out = [bank.decide([e], np.array([[s]]), np.array([[ok]])) for e, s, ok in zip(entities, scores, learn)]
+    return np.array([t[0, 0] for t, _ in out]), np.array([o[0, 0] for _, o in out])
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_stored_gpd_fit_gives_exactly_the_thresholds_of_a_fit_made_at_start(seed):
+    """Training stores the GPD fit of the calibration's peaks; the daemon starts each Spot from it instead of
+    fitting again, and every threshold and verdict is the same as with the fit made here."""
+    cal = stored_calibration(seed)
+    assert cal["pot"]["gpd"]["method"] != "exponential"  # a real maximum-likelihood fit is stored
+    refit = {**cal, "pot": {k: v for k, v in cal["pot"].items() if k != "gpd"}}
+    cfg = ThresholdConfig(warmup=20)
+    stored_bank, refit_bank = ThresholdBank(cfg, cal), ThresholdBank(cfg, refit)
+    assert stored_bank._prototype.state_dict().keys() == refit_bank._prototype.state_dict().keys()
+    assert same_detector(stored_bank._prototype.state_dict(), refit_bank._prototype.state_dict())
+    got, want = decisions(stored_bank, seed), decisions(refit_bank, seed)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+def test_a_stored_fit_is_used_only_when_it_is_this_versions_fit_of_these_peaks():
+    from streamdet.pipeline import gpd
+
+    cal = stored_calibration(4)
+    fitted_here = ThresholdBank(ThresholdConfig(), {**cal, "pot": {**cal["pot"], "gpd": None}})._prototype.z
+    wider = {**cal["pot"]["gpd"], "sigma": 2 * cal["pot"]["gpd"]["sigma"]}
+    assert ThresholdBank(ThresholdConfig(), {**cal, "pot": {**cal["pot"], "gpd": wider}})._prototype.z > fitted_here
+    for stale in ({**wider, "version": gpd.FIT_VERSION + 1}, {**wider, "n": wider["n"] + 1}, {**wider, "sigma": -1},
+                  {"gamma": "x"}):
+        assert ThresholdBank(ThresholdConfig(), {**cal, "pot": {**cal["pot"], "gpd": stale}})._prototype.z == \
+            fitted_here
+
+
+def test_prepare_builds_every_bundles_threshold_before_any_score(monkeypatch):
+    """A bank of per-entity bundles builds each bundle's starting threshold at `prepare` (start-up, reload): the
+    first scores of a thousand entities then fit nothing. Calibrations without a stored fit are fitted there."""
+    from streamdet.pipeline import thresholds
+
+    calibrations = {f"k{i}": exponential_calibration(seed=i) for i in range(5)}  # no stored fit: fitted at prepare
+    fits = []
+    monkeypatch.setattr(thresholds, "fit_gpd", lambda y: fits.append(len(y)) or fit_gpd(y))
+    bank = ThresholdBank(ThresholdConfig(), calibrations["k0"], lambda e: (f"k{e[1:]}", calibrations[f"k{e[1:]}"]))
+    bank.prepare(calibrations.items())
+    assert len(fits) == 1 + len(calibrations)  # the shared prototype and one per bundle
+    fits.clear()
+    bank.decide([f"e{i}" for i in range(5)], np.zeros((5, 3)), np.ones((5, 3), dtype=bool))
+    assert fits == []
+    assert [bank.current(f"e{i}") for i in range(5)] == [bank._prototypes[f"k{i}"].z for i in range(5)]
+    bank.prepare([("k1", calibrations["k1"]), ("k9", calibrations["k2"])])  # a reload: k1 kept, k9 new, others gone
+    assert bank.prepared == {"k1", "k9"} and len(fits) == 1
