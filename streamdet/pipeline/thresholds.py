@@ -2,8 +2,9 @@
 
 Both start from the bundle's calibration (validation scores, never test data) and adapt online to each entity's own
 scores. Anomalous scores never teach the threshold: SPOT leaves alarms out of its peaks, the percentile clips them to
-the current threshold. ThresholdBank keeps one instance per entity, created on first use by copying a prototype
-fitted once from the shared calibration.
+the current threshold. ThresholdBank keeps one instance per entity, created on first use by copying its bundle's
+prototype, built once per bundle from its calibration (at start-up: `prepare`; from the GPD fit training stored).
+A little over 300 lines: the two threshold kinds share the batch protocol that the bank drives.
 """
 
 from __future__ import annotations
