@@ -1,21 +1,24 @@
 #!/usr/bin/env python3
-"""Where a record's latency goes in the (g1) row of tools/bench_fleet.py (1,000 hosts x 1 record/s): per record,
-the time from production to the consumer's poll returning it, from there to the model call that scored it being
-submitted (stride and batch wait), and from there to its result being handled (model queue and call).
+"""Where a record's latency goes in a (g) row of tools/bench_fleet.py ((g1) 1,000 hosts x 1 record/s by default):
+per record, the time from production to the consumer's poll returning it, from there to the model call that scored
+it being submitted (stride and batch wait), and from there to its result being handled (model queue and call).
 
-    python tools/latency_stages.py                         # default config, 30 s paced
+    python tools/latency_stages.py                         # (g1), default config, 30 s paced
+    python tools/latency_stages.py --hosts 10000 --interval 10   # (g2)
     python tools/latency_stages.py --set kafka.state_topic=  # checkpoints off
 
 It runs bench_fleet.latency_row unchanged and timestamps the stages by wrapping four methods for the length of the
 run (the confluent client's poll, Pipeline._submit, Pipeline._handle, Delivery.commit): a diagnostic, not a
 benchmark of record; the wrappers cost a few microseconds per record. Prints one table: each stage's p50 / p99 over
 the paced records, the mean of each stage over the slowest 1 %, the model calls (count, batch sizes, strides), and
-the loop's commits that took over 50 ms with how many of the slowest 1 % were waiting while one ran.
+the loop's commits that took over 50 ms with how many of the slowest 1 % were waiting while one ran, and the same
+for the cyclic garbage collector's passes over 20 ms (any thread: a collection holds the GIL, so it stops the loop).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import tempfile
@@ -35,6 +38,7 @@ from streamdet.pipeline.engine import Pipeline  # noqa: E402
 from streamdet.serve.delivery import Delivery  # noqa: E402
 
 SLOW_COMMIT_S = 0.05
+SLOW_GC_S = 0.02
 
 
 class Stages:
@@ -44,10 +48,19 @@ class Stages:
         self.produced, self.polled, self.submitted, self.handled = {}, {}, {}, {}
         self.calls: list[tuple[float, int, int]] = []  # (submitted at, windows, stride)
         self.commits: list[tuple[float, float]] = []  # (started at, seconds)
+        self.collections: list[tuple[float, float, int]] = []  # (started at, seconds, generation), over SLOW_GC_S
         self.paced_from = float("inf")
 
     def wrap(self) -> None:
         stages = self
+        collecting: list[float] = []
+
+        def collected(phase, info):
+            if phase == "start":
+                collecting[:] = [time.time()]
+            elif collecting and time.time() - collecting[0] > SLOW_GC_S:
+                stages.collections.append((collecting[0], time.time() - collecting[0], info["generation"]))
+        gc.callbacks.append(collected)
 
         def timed(cls, name, before=None, after=None):
             original = getattr(cls, name)
@@ -125,6 +138,11 @@ class Stages:
         print(f"commits over {SLOW_COMMIT_S * 1000:.0f} ms: {len(commits)} (ms: "
               f"{', '.join(f'{d * 1000:.0f}' for _, d in commits)}); of the slowest 1 %, {waited} of "
               f"{int(slow.sum())} waited while one ran")
+        passes = [(s, d, g) for s, d, g in self.collections if s >= self.paced_from]
+        waited = sum(any(s < h and s + d > p for s, d, _ in passes) for p, h in zip(produced[slow], handled[slow]))
+        print(f"garbage collector passes over {SLOW_GC_S * 1000:.0f} ms: {len(passes)} (ms, generation: "
+              f"{', '.join(f'{d * 1000:.0f} g{g}' for _, d, g in passes)}); of the slowest 1 %, {waited} of "
+              f"{int(slow.sum())} waited while one ran")
 
 
 def main(argv=None) -> int:
@@ -133,6 +151,8 @@ def main(argv=None) -> int:
     parser.add_argument("--entity", default="machine-1-2", help="SMD machine the bundle is trained on")
     parser.add_argument("--seconds", type=float, default=30.0, help="paced phase")
     parser.add_argument("--alert-hosts", type=int, default=50)
+    parser.add_argument("--hosts", type=int, default=1000, help="(g1) 1000, (g2) 10000")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between a host's records: (g2) 10")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -142,8 +162,8 @@ def main(argv=None) -> int:
         bundle = Path(tmp) / "fleet.pt"
         bench_fleet.train_small_bundle(args.config, bundle, args.entity, tuple(args.set))
         rows, _ = bench_fleet.test_rows(args.config, args.entity)
-        row = bench_fleet.latency_row(args, broker, bundle, rows, 1000, 1.0)
-    print(f"(g1) production -> score p50 / p99: {row['score'][0]:,.0f} / {row['score'][1]:,.0f} ms "
+        row = bench_fleet.latency_row(args, broker, bundle, rows, args.hosts, args.interval)
+    print(f"{args.hosts:,} hosts x 1 record per {args.interval:g} s: production -> score p50 / p99: {row['score'][0]:,.0f} / {row['score'][1]:,.0f} ms "
           f"({row['scored']:,} of {row['paced']:,} scored)")
     stages.table()
     return 0

@@ -262,7 +262,7 @@ class Pipeline:
 
     def unscored_entities(self) -> set[str]:
         """Entities with a window cut from their ring but not yet scored and handled (queued or in flight): their
-        state would hold those points as scored (tests check that no checkpoint is written for one)."""
+        state would hold those points as scored, so a checkpoint round writes them only after flush_batches."""
         busy = {request.entity for request in self.batcher}
         for requests, _ in self._in_flight:
             busy.update(request.entity for request in requests)
@@ -350,10 +350,13 @@ class Pipeline:
             result.scored.append(Verdicts(request.entity, request.ts, new[row, cut:], thresholds[row, cut:],
                                           over[row, cut:], request.sources, request.warm))
 
-    def state_dict(self, entity: str) -> dict:
+    def state_dict(self, entity: str, settled: bool = False) -> dict:
         """Window, threshold and alert state of one entity (plain data) for checkpoints. Batches in flight are
-        handled first (their results are returned by the next call), so the state includes their points."""
-        self._handle_in_flight(wait=True)
+        handled first (their results are returned by the next call), so the state includes their points; unless
+        `settled`: the caller knows that no window of this entity is queued or in flight (`unscored_entities`), so
+        the state is whole without waiting for the model."""
+        if not settled:
+            self._handle_in_flight(wait=True)
         state = {}
         if entity in self.windows:
             state.update(window=self.windows.state_dict(entity), threshold=self.thresholds.state_dict(entity),

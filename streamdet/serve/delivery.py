@@ -15,8 +15,9 @@ consuming and scoring (10,000 new entities' first snapshots took 1-2.5 s on this
 long). Why this keeps the rule: the offsets of step 2 cover only records read before the round started, and every
 entity with such a record is in the round (touched before it started); an entity's state only grows, so its
 checkpoint written later in the round holds those records too (and perhaps newer ones, which a restore skips when
-they are redelivered, as it always did). Each slice first scores the queued windows (step 1 again), so no
-checkpoint holds a point that was cut into a window but not scored. A forced commit (revocation, shutdown) finishes
+they are redelivered, as it always did). No checkpoint holds a point that was cut into a window but not scored:
+a slice moves an entity the model still owes a window to the end of the round, once, and has the queued windows
+scored (step 1 again) before it writes one still owed (`_write_slice`). A forced commit (revocation, shutdown) finishes
 the round in progress and then runs a whole round at once. Alerts and dead letters are produced (not flushed) as
 soon as a step yields them (`publish`). During a broker outage nothing is committed and everything stays queued in
 the producer for the next attempt; the entities a failed round had not written yet go back to `touched`.
@@ -27,7 +28,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import orjson
@@ -59,7 +60,8 @@ class CheckpointRound:
     entities: list[str]  # touched when the round started, in the order they are written
     offsets: dict[Partition, int]  # fixed when it started (step 2), committed when it ends
     started: float  # wall clock (time.time) at its start
-    next: int = 0  # entities[:next] are written
+    next: int = 0  # entities[:next] are written (or deferred: appended again to the end)
+    deferred: set[str] = field(default_factory=set)  # met while the model owed them a window; moved to the end once
 
     @property
     def written(self) -> bool:
@@ -148,10 +150,11 @@ class Delivery:
     def _advance(self, everything: bool) -> None:
         """Step 3 for one slice of the round (all of it when `everything`), then steps 4-5 once it is written."""
         r = self.round
-        if not r.written:
-            self.publish(self.pipeline.flush_batches())  # no checkpoint holds a window cut but not yet scored
-            r.next = self.checkpointer.write_slice(self.pipeline, self.ledger, r.entities, r.next,
-                                                   float("inf") if everything else self.slice_s)
+        if everything and not r.written:
+            self._score_queued()
+            r.next = self.checkpointer.write_slice(self.pipeline, self.ledger, r.entities, r.next, float("inf"))
+        elif not r.written:
+            self._write_slice(r)
         if not r.written:
             return
         flushed = self.client.flush()  # 4
@@ -164,6 +167,36 @@ class Delivery:
         self.round = None
         if self.health.failing and (flushed or r.offsets):  # only a real answer from the broker proves it back
             self.health.recovered()
+
+    def _write_slice(self, r: CheckpointRound) -> None:
+        """One slice: kafka.checkpoint_slice_ms of checkpoints, without waiting for the model while it can. An
+        entity the model still owes a window (queued or in flight: its state would hold those points as scored) is
+        moved to the end of the round, once; met again still owed, the queued windows are scored first (one wait
+        for the model), and the slice then writes on for as long as that wait took (at least a slice), so a
+        saturated daemon, whose every entity always has a window queued, waits for the model a few times a round
+        rather than once per slice (each wait leaves the model idle while the loop writes, and the loop idle while
+        the model scores)."""
+        busy = self.pipeline.unscored_entities()
+        deadline = time.perf_counter() + self.slice_s
+        while not r.written and time.perf_counter() < deadline:
+            entity = r.entities[r.next]
+            if entity in busy:
+                if entity not in r.deferred:
+                    r.deferred.add(entity)
+                    r.entities.append(entity)
+                    r.next += 1
+                    continue
+                waited = self._score_queued()
+                busy = frozenset()
+                deadline = time.perf_counter() + max(self.slice_s, waited)
+            r.next = self.checkpointer.write_slice(self.pipeline, self.ledger, r.entities, r.next, deadline, busy)
+
+    def _score_queued(self) -> float:
+        """Score and publish every queued window (no checkpoint holds a window cut but not yet scored); returns
+        the seconds it took."""
+        started = time.perf_counter()
+        self.publish(self.pipeline.flush_batches())
+        return time.perf_counter() - started
 
     def _abandon_round(self) -> None:
         """After a failure: the round's offsets are not committed, its unwritten entities wait for the next round

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterable, Optional
+from typing import Any, Collection, Iterable, Optional
 
 from ..changelog import ChangelogFold, ChangelogWriter, StateError
 from ..changelog.codec import MAGIC, SNAPSHOT, Head, decode_legacy, decode_record
@@ -69,15 +69,17 @@ class Checkpointer:
         self.written += n
         return n
 
-    def write_slice(self, pipeline, ledger, entities: list[str], start: int, budget_s: float) -> int:
-        """`write` of entities[start:], stopping once `budget_s` has passed (after at least one entity); returns the
-        index of the first entity not written. A checkpoint round (delivery.py) calls it between the loop's polls,
-        so that thousands of checkpoints never stop scoring for seconds at a time."""
+    def write_slice(self, pipeline, ledger, entities: list[str], start: int, deadline: float,
+                    busy: Optional[Collection[str]] = None) -> int:
+        """`write` of entities[start:] until `time.perf_counter()` passes `deadline` (after at least one entity);
+        returns the index of the first entity not written. A checkpoint round (delivery.py) calls it between the
+        loop's polls, so that thousands of checkpoints never stop scoring for seconds at a time. With `busy` (the
+        pipeline's unscored_entities, taken after the last flush) it stops before an entity of that set and writes
+        the others without waiting for the model; without it every state waits for the batches in flight."""
         self._follow_model(pipeline)
-        deadline = time.perf_counter() + budget_s
         end, n = start, 0
-        while end < len(entities):
-            n += self._write_one(pipeline, ledger, entities[end])
+        while end < len(entities) and (busy is None or entities[end] not in busy):
+            n += self._write_one(pipeline, ledger, entities[end], settled=busy is not None)
             end += 1
             if time.perf_counter() >= deadline:
                 break
@@ -90,11 +92,12 @@ class Checkpointer:
                 self.writer.restart_all()
             self._thresholds = pipeline.thresholds
 
-    def _write_one(self, pipeline, ledger, entity: str) -> int:
+    def _write_one(self, pipeline, ledger, entity: str, settled: bool = False) -> int:
         last = ledger.held.get(entity)
         if last is None or not pipeline.holds(entity):
             return 0
-        records = self.writer.records(entity, pipeline.state_dict(entity), last, pipeline.model_sha256_of(entity))
+        state = pipeline.state_dict(entity, settled=settled)
+        records = self.writer.records(entity, state, last, pipeline.model_sha256_of(entity))
         for key, value in records:
             self.client.produce(self.topic, key, value)
             if self.metrics is not None:

@@ -46,9 +46,10 @@ def test_records_are_scored_while_a_checkpoint_round_is_written(broker, names, t
         f"kafka.metrics_topic={names['metrics']}", f"kafka.alerts_topic={names['alerts']}",
         f"kafka.dlq_topic={names['dlq']}", f"kafka.group_id={names['group']}", f"kafka.state_topic=state-{names['group']}",
         "kafka.checkpoint_slice_ms=1", "kafka.commit_interval_ms=500", "metrics.port=0", "logging.level=WARNING",
-        # every live record cuts a window that waits up to 300 ms for its batch, so a long round reaches live hosts
-        # the model still owes a score
-        "scoring.adaptive=false", "scoring.stride=1", "scoring.max_wait_ms=300"])
+        # every live record cuts a window that waits for its batch until a checkpoint round scores the queued
+        # windows (the batch is never full, its wait longer than the test), so when a long round reaches the live
+        # hosts the model still owes them a score
+        "scoring.adaptive=false", "scoring.stride=1", "scoring.max_wait_ms=60000"])
     kafka = cfg.kafka.at(broker.bootstrap)
     ensure_topics(kafka, [kafka.metrics_topic])
     producer = Producer(kafka)
@@ -68,10 +69,10 @@ def test_records_are_scored_while_a_checkpoint_round_is_written(broker, names, t
     written_unscored: list[str] = []
     write_one = Checkpointer._write_one
 
-    def checked_write_one(self, pipeline, ledger, entity):
+    def checked_write_one(self, pipeline, ledger, entity, **kwargs):
         if entity in pipeline.unscored_entities():
             written_unscored.append(entity)
-        return write_one(self, pipeline, ledger, entity)
+        return write_one(self, pipeline, ledger, entity, **kwargs)
 
     monkeypatch.setattr(Checkpointer, "_write_one", checked_write_one)
     daemon = Daemon(cfg, str(tiny_bundle), bootstrap=broker.bootstrap, observer=observe)
