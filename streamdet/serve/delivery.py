@@ -3,7 +3,8 @@
 An offset is committed only when every record below it has been scored and every alert, dead letter and checkpoint
 derived from those records has been acknowledged by the broker. `commit` is that rule, step by step:
 
-    1. score what is queued              pipeline.flush_batches(), published like any step
+    1. score what is queued              pipeline.flush_batches(), published like any step (forced commits; a
+                                         round's slices score the windows of the entities they reach instead)
     2. fix the offsets                   per partition min(first record not yet scored, next record not yet read)
     3. produce checkpoints               of the entities touched since the last commit (with a state topic), a
                                          slice at a time (kafka.checkpoint_slice_ms) between the loop's polls
@@ -130,7 +131,7 @@ class Delivery:
                 self._advance(everything=force)
             if self.round is None and (force or now >= self._next_commit):
                 self._next_commit = now + self.kafka.commit_interval_ms / 1000.0
-                self._start_round(partitions)
+                self._start_round(partitions, score_queued=force)
                 self._advance(everything=force)
         except Exception as exc:
             self._abandon_round()
@@ -139,8 +140,12 @@ class Delivery:
             return False
         return True
 
-    def _start_round(self, partitions: Optional[list[Partition]]) -> None:
-        self.publish(self.pipeline.flush_batches())  # 1: queued windows scored before their state is saved
+    def _start_round(self, partitions: Optional[list[Partition]], score_queued: bool) -> None:
+        """Steps 1-2. Step 1 only for a forced round (its offsets then cover every window already cut): otherwise
+        the offsets simply stop before the queued windows' records (pending_sources), and the slices wait for the
+        model only before an entity it still owes a window, so a round does not begin with a wait for the model."""
+        if score_queued:
+            self._score_queued()
         offsets = self.ledger.offsets_to_commit(self.pipeline.pending_sources(), self.client.positions(),
                                                 partitions)  # 2
         entities = sorted(self.ledger.touched) if self.checkpointer is not None else []
