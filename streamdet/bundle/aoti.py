@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 import torch
 
-from . import aoti_runner
+from . import aoti_passes, aoti_runner
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,10 @@ def host_fingerprint() -> dict:
 
 
 def cache_key(bundle_file_sha256: str, fingerprint: dict, threads: int) -> str:
-    """Compiled code has its OpenMP thread count built in, so the scorer's thread count is part of the key too."""
-    text = json.dumps({"bundle": bundle_file_sha256, "threads": threads, **fingerprint}, sort_keys=True)
+    """Compiled code has its OpenMP thread count built in, so the scorer's thread count is part of the key too, and
+    the version of streamdet's own compile passes (a better recipe replaces packages built by an older one)."""
+    text = json.dumps({"bundle": bundle_file_sha256, "threads": threads, "passes": aoti_passes.VERSION, **fingerprint},
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -68,12 +70,14 @@ def missing_compiler() -> Optional[str]:
 def compile_package(program, path: Path, key: str, threads: int) -> None:
     """Compile `program` for this host into `path` (a .pt2 package), with `key` in its metadata, its parallel loops
     built for `threads` threads (Inductor otherwise takes the compiling thread's count, which need not be the
-    scorer's: 2 OpenMP threads spinning beside the decoding thread on 2 cores made the daemon 3x slower). 10-300 s."""
+    scorer's: 2 OpenMP threads spinning beside the decoding thread on 2 cores made the daemon 3x slower), and with
+    streamdet's graph passes (aoti_passes.py). 10-300 s."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch-internal deprecations, nothing a user can act on
         torch._inductor.aoti_compile_and_package(program, package_path=str(path),
                                                  inductor_configs={"aot_inductor.metadata": {KEY_FIELD: key},
-                                                                   "cpp.threads": threads})
+                                                                   "cpp.threads": threads,
+                                                                   **aoti_passes.inductor_configs()})
 
 
 class PackageCache:
