@@ -23,7 +23,9 @@ Per-entity rows (h): the daemon fed as fast as it can by 1,000 hosts, served onc
 bundle directory holding a bundle per host (distinct weights: the trained bundle with host-specific noise added to
 its weights and buffers, so every host has its own model of the served architecture; bundles of one architecture are
 scored in one grouped call, streamdet/bundle/grouped.py); records/s, resident memory after the run and start-up time
-to ready.
+to ready. The copies keep the trained bundle's calibration, with the GPD fit training stores in it (pot.gpd), as
+`streamdet train --per-entity` writes one per bundle; the daemon builds every bundle's threshold from it at start-up.
+With --repeat, the last rows give the lowest and the highest per-entity / fleet ratio of the interleaved runs.
 """
 
 from __future__ import annotations
@@ -337,6 +339,10 @@ def print_table(args, source: str, results: dict) -> None:
         print(f"| (h) run {fleet['run']}: per-entity / fleet records/s | {per['rate'] / fleet['rate']:.0%} |")
         print(f"| (h) run {fleet['run']}: per-entity / fleet CPU time per record | "
               f"{per['cpu_us'] / fleet['cpu_us']:.2f}x |")
+    ratios = [per["rate"] / fleet["rate"] for fleet, per in zip(rows[::2], rows[1::2])]
+    if len(ratios) > 1:
+        print(f"| (h) {len(ratios)} runs: per-entity / fleet records/s, lowest / highest | "
+              f"{min(ratios):.0%} / {max(ratios):.0%} |")
 
 
 if __name__ == "__main__":
