@@ -137,7 +137,8 @@ class TrainConfig:
     export_format: Literal["torchscript", "export"] = "torchscript"  # bundle format (docs/models.md: Bundle formats)
     # how alerts rank channels (pipeline/attribution.py): each channel's contribution against its own validation
     # distribution; "tail" chosen on injected validation anomalies (tools/choose_attribution.py, docs/evaluation.md)
-    attribution: Literal["tail", "robust", "zscore", "scaled", "raw"] = "tail"
+    attribution: Literal["tail", "robust", "zscore", "scaled", "raw", "ratio", "quantile", "response",
+                         "response_quantile"] = "tail"
 
 
 @dataclass(frozen=True)

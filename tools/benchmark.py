@@ -34,6 +34,7 @@ from streamdet.config import load_config  # noqa: E402
 from streamdet.data import load_series  # noqa: E402
 from streamdet.evaluate.backtest import evaluation_config, replay_entity  # noqa: E402
 from streamdet.evaluate.report import build_report  # noqa: E402
+from streamdet.evaluate.interp_target import INTERPRETED, interpretation_target  # noqa: E402
 from streamdet.evaluate.verdicts import BASELINES, cell_key, target_rows, verdict_lines  # noqa: E402
 from streamdet.models import registry  # noqa: E402
 from streamdet.train import train_bundle  # noqa: E402
@@ -184,6 +185,8 @@ COLUMNS = [("macro", "vus_pr", "VUS-PR"), ("macro", "auc_pr", "AUC-PR"), ("macro
            ("nab", "nab_standard", "NAB standard (ours)"), ("nab", "nab_standard_optimised", "NAB standard (NAB's)"),
            ("nab", "nab_standard_onsets", "NAB standard (NAB's, onsets)")]
 
+ATTRIBUTION_AT = 1 + [t for _, _, t in COLUMNS].index("NDCG@150 %")  # the column naming the cell's train.attribution
+
 PUBLISHED = """## Published figures (other protocols: read before comparing)
 
 | method | dataset | figure | metric and protocol | source |
@@ -210,6 +213,7 @@ def _fmt(value) -> str:
 def _row(cell: dict) -> str:
     agg = cell["report"].get("aggregate", {}) if cell.get("report") else {}
     values = [agg.get(scope, {}).get(key) for scope, key, _ in COLUMNS]
+    values.insert(ATTRIBUTION_AT, cell["report"].get("attribution", "not recorded") if cell["dataset"] in INTERPRETED else None)
     n = len(cell["entities"])
     who = ", ".join(cell["entities"]) if n <= 3 else f"{n}: {cell['entities'][0]} .. {cell['entities'][-1]}"
     trained = "fitted, no epochs" if cell["model"] in BASELINES else f"{cell['epochs']} ({cell['preset']})"
@@ -223,6 +227,7 @@ def _row(cell: dict) -> str:
 
 def write_results(cells: dict, path: Path, notes: list[str] = (), sections: list[str] = ()) -> None:
     head = ["dataset", "model", "entities", "epochs (preset)"] + [t for _, _, t in COLUMNS]
+    head.insert(4 + ATTRIBUTION_AT, "channels ranked by")
     head += ["train s", "score s"]
     lines = ["# Results", "", "Written by `tools/benchmark.py` (see docs/evaluation.md for the protocol and every "
              "metric's definition). Macro = mean over entities, micro = pooled points; F1, delay and false alerts "
@@ -245,8 +250,11 @@ def write_results(cells: dict, path: Path, notes: list[str] = (), sections: list
     lines += verdict_lines(cells)
     lines += ["", "## Targets of issue 18", ""] + target_rows(cells)
     tried = [n for n in notes if n.startswith("Targets not met")]  # said next to the table it explains
-    notes = [n for n in notes if n not in tried]
     lines += [line for n in tried for line in ("", n)]
+    lines += ["", "## Interpretation target of issue 19", ""] + interpretation_target(cells)
+    goal = [n for n in notes if n.startswith("Interpretation goal of issue 19")]
+    lines += [line for n in goal for line in ("", n)]
+    notes = [n for n in notes if n not in tried + goal]
     if notes:
         lines += ["", "## How this table was made", ""] + [f"- {n}" for n in notes]
     for section in sections:

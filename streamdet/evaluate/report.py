@@ -114,6 +114,7 @@ def build_report(cfg, bundle, series_list, runs) -> dict:
         "threshold": {"method": cfg.threshold.method, "risk": cfg.threshold.risk, "update": cfg.threshold.update},
         "alerting": {"min_consecutive": cfg.alerting.min_consecutive, "cooldown": cfg.alerting.cooldown},
         "scoring_stride": cfg.scoring.stride,
+        "attribution": (bundle.calibration.get("attribution") or {}).get("method", "raw"),  # how alerts rank channels
         "vus_max_window": VUS_MAX_WINDOW,
         "entities": per_entity,
         "aggregate": aggregate,

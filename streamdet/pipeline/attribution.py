@@ -5,7 +5,10 @@ comparable across channels: a channel that the model never reconstructs well (a 
 every row, so ranking raw contributions names it first in nearly every alert, whatever went wrong. The bundle's
 calibration can carry `attribution` = {"method", "center" [C], "spread" [C]}, fitted on the clean validation tails
 (train/attribution.py); an alert then ranks channels by (contribution - center) / spread, i.e. by how unusual each
-channel's contribution is for that channel. A bundle without it ranks the raw contributions (as before).
+channel's contribution is for that channel. A bundle without it ranks the raw contributions (as before). The
+`quantile` record carries quantile knots [K, C] instead: an alert ranks each channel's tail probability under its own
+validation distribution (`surprise`); the `response` record adds how a shift of each channel raises every channel's
+standardised contribution, and an alert ranks the channels whose shifts best explain what it sees (`unmixed`).
 """
 
 from __future__ import annotations
@@ -16,12 +19,23 @@ from typing import Optional
 import numpy as np
 
 log = logging.getLogger(__name__)
+RESPONSE_METHODS = ("response", "response_quantile")  # records holding a base record and a response matrix
+UNMIX_SWEEPS = 50  # coordinate-descent sweeps of `unmixed` (C <= a few hundred: milliseconds per alert)
+QUANTILE_LEVELS = (0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999)  # knots of `quantile` records (and the maximum)
 
 
 def attributed(contrib: np.ndarray, attribution: Optional[dict]) -> np.ndarray:
     """contrib [..., C] standardised by the bundle's attribution record (unchanged when there is none)."""
     if not attribution or attribution.get("method", "raw") == "raw":
         return contrib
+    if attribution["method"] == "quantile":
+        return surprise(contrib, attribution)
+    if attribution["method"] in RESPONSE_METHODS:
+        return unmixed(attributed(contrib, attribution["base"]), attribution)
+    return _standardised(contrib, attribution)
+
+
+def _standardised(contrib: np.ndarray, attribution: dict) -> np.ndarray:
     center = np.asarray(attribution["center"], dtype=np.float64)
     spread = np.asarray(attribution["spread"], dtype=np.float64)
     if center.shape != spread.shape or center.shape[-1:] != contrib.shape[-1:] or not (spread > 0).all():
@@ -30,3 +44,50 @@ def attributed(contrib: np.ndarray, attribution: Optional[dict]) -> np.ndarray:
                     center.shape, spread.shape, contrib.shape)
         return contrib
     return (np.asarray(contrib, dtype=np.float64) - center) / spread
+
+
+def surprise(contrib: np.ndarray, record: dict) -> np.ndarray:
+    """-log10 of each channel's tail probability, piecewise linear between the record's quantile knots [K, C] (strictly
+    increasing per channel), continued linearly below the median and past the maximum with the slope of the last
+    knot step, so values beyond anything seen on validation still rank by how far beyond they are."""
+    knots = np.asarray(record["knots"], dtype=np.float64)  # [K, C]
+    levels = -np.log10(1.0 - np.asarray(record["levels"], dtype=np.float64))  # [K]
+    c = np.asarray(contrib, dtype=np.float64)
+    if knots.ndim != 2 or knots.shape[0] != levels.size or knots.shape[1:] != c.shape[-1:]:
+        log.warning("bundle quantile attribution record does not fit the contributions (knots %s, levels %d, "
+                    "contributions %s): alert ranks the raw contributions", knots.shape, levels.size, c.shape)
+        return contrib
+    out = np.empty_like(c)
+    flat, result = c.reshape(-1, c.shape[-1]), out.reshape(-1, c.shape[-1])
+    for ch in range(knots.shape[1]):
+        k, x = knots[:, ch], flat[:, ch]
+        low = levels[0] + (x - k[0]) * (levels[1] - levels[0]) / (k[1] - k[0])
+        high = levels[-1] + (x - k[-1]) * (levels[-1] - levels[-2]) / (k[-1] - k[-2])
+        result[:, ch] = np.where(x < k[0], low, np.where(x > k[-1], high, np.interp(x, k, levels)))
+    return out
+
+
+def unmixed(z: np.ndarray, record: dict, sweeps: int = UNMIX_SWEEPS) -> np.ndarray:
+    """Weights of the non-negative mix of the record's response columns [C, C] that best fits the positive part of
+    the standardised contributions z [..., C] (least squares, coordinate descent); a channel whose shift leaked into
+    others gets their rise too. Channels with no weight follow, ordered by z (negative values, share 0)."""
+    response = np.asarray(record.get("response", ()), dtype=np.float64)
+    if response.shape != (z.shape[-1], z.shape[-1]):
+        log.warning("bundle response attribution record does not fit the contributions (response %s, "
+                    "contributions %s): alert ranks the standardised contributions", response.shape, z.shape)
+        return z
+    norms = np.linalg.norm(response, axis=0)
+    columns = response / np.where(norms > 0, norms, 1.0)
+    out = np.empty_like(z, dtype=np.float64)
+    flat, result = z.reshape(-1, z.shape[-1]), out.reshape(-1, z.shape[-1])
+    for r, row in enumerate(flat):
+        target, weight = np.maximum(row, 0.0), np.zeros(row.shape[-1])
+        residual = target.copy()
+        for _ in range(sweeps):
+            for j in np.flatnonzero(norms > 0):
+                step = max(-weight[j], columns[:, j] @ residual)
+                weight[j] += step
+                residual -= step * columns[:, j]
+        below = row - (np.abs(row).max() + 1.0)  # every unweighted channel under every weighted one
+        result[r] = np.where(weight > 0, weight, below)
+    return out

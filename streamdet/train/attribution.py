@@ -2,9 +2,13 @@
 
 Methods, each a (center, spread) per channel from the contributions at the rows the daemon scores on the clean
 validation tails: `raw` (rank the contributions themselves), `scaled` (divide by the channel's mean contribution),
-`robust` ((c - median) / (IQR / 1.349)), `zscore` ((c - mean) / std), `tail` ((c - median) / (q99 - median)).
-Spreads are floored at SPREAD_FLOOR of the median channel's, so a channel that never errs on validation does not
-name itself in every later alert.
+`robust` ((c - median) / (IQR / 1.349)), `zscore` ((c - mean) / std), `tail` ((c - median) / (q99 - median)),
+`ratio` (c / q99: the channel's usual high level as the unit, no centring); and `quantile`, not affine: each
+channel's contribution as its tail probability under that channel's own clean distribution, -log10(1 - F(c)), from
+quantile knots (pipeline/attribution.surprise); and `response` (`response_quantile`), `tail` (`quantile`) plus the
+model's measured response to a shift of each channel, to unmix leaked contributions (train/response.py; it needs
+the model: `fit_record`). Spreads are floored at SPREAD_FLOOR of the median channel's, so a
+channel that never errs on validation does not name itself in every later alert.
 
 `injected_interpretation` ranks the methods without test labels: anomalies injected into the validation tails
 (train/inject.py) record the channels they touched; each injected segment is "alerted" at its first row whose
@@ -21,13 +25,24 @@ import numpy as np
 
 from ..evaluate import metrics as M
 from ..pipeline.alerts import top_channels
-from ..pipeline.attribution import attributed
+from ..pipeline.attribution import QUANTILE_LEVELS, RESPONSE_METHODS, attributed
 from .calibration import daemon_like_outputs, scored_start
 from .inject import KINDS, inject
+from .response import fit_response
 
-METHODS = ("raw", "scaled", "robust", "zscore", "tail")
+METHODS = ("raw", "scaled", "robust", "zscore", "tail", "ratio", "quantile", "response", "response_quantile")
 SPREAD_FLOOR = 0.05  # a channel's spread is at least this share of the median channel's
 INJECTED_COPIES = 6  # injected versions of each validation tail
+
+
+def fit_record(method: str, served, tails: Sequence[np.ndarray], window: int, stride: int, context: int,
+               contrib: np.ndarray) -> dict:
+    """The attribution record of `method` for a fitted model, from its clean validation tails and their
+    contributions [N, C] at the rows the daemon scores (what a bundle's calibration carries)."""
+    if method in RESPONSE_METHODS:
+        base = fit_attribution("tail" if method == "response" else "quantile", contrib)
+        return fit_response(served, tails, window, stride, context, base, method)
+    return fit_attribution(method, contrib)
 
 
 def fit_attribution(method: str, contrib: np.ndarray) -> dict:
@@ -45,15 +60,39 @@ def fit_attribution(method: str, contrib: np.ndarray) -> dict:
     elif method == "tail":
         center, q99 = np.quantile(c, (0.5, 0.99), axis=0)
         spread = q99 - center
+    elif method == "ratio":
+        center, spread = np.zeros(c.shape[1]), np.quantile(c, 0.99, axis=0)
+    elif method == "quantile":
+        return _quantile_record(c)
+    elif method in RESPONSE_METHODS:
+        raise ValueError(f"the {method} attribution probes the model: fit it with fit_record")
     else:
         raise ValueError(f"unknown attribution method {method!r}; expected one of {', '.join(METHODS)}")
     return {"method": method, "center": [float(v) for v in center], "spread": [float(v) for v in _floored(spread)]}
 
 
-def _floored(spread: np.ndarray) -> np.ndarray:
+def _quantile_record(c: np.ndarray) -> dict:
+    """Quantile knots [K, C] at QUANTILE_LEVELS and the rows' maximum (its level 1 - 1/(N+1)). Each step between
+    knots is at least what the floored spread (SPREAD_FLOOR) gives it, so a channel constant on validation is not
+    infinitely surprised by any change."""
+    levels = np.array(QUANTILE_LEVELS + (1.0 - 1.0 / (len(c) + 1),))
+    knots = np.vstack([np.quantile(c, QUANTILE_LEVELS, axis=0), c.max(axis=0, keepdims=True)])  # [K, C]
+    surprise = -np.log10(1.0 - levels)
+    unit = _floor(knots[QUANTILE_LEVELS.index(0.99)] - knots[0]) / (surprise[QUANTILE_LEVELS.index(0.99)] - surprise[0])
+    for k in range(1, len(knots)):
+        knots[k] = np.maximum(knots[k], knots[k - 1] + unit * (surprise[k] - surprise[k - 1]))
+    return {"method": "quantile", "levels": [float(v) for v in levels],
+            "knots": [[float(v) for v in row] for row in knots]}
+
+
+def _floor(spread: np.ndarray) -> float:
+    """The least spread a channel gets: SPREAD_FLOOR of the median channel's."""
     positive = spread[spread > 0]
-    floor = SPREAD_FLOOR * float(np.median(positive)) if positive.size else 1.0
-    return np.maximum(spread, max(floor, 1e-12))
+    return max(SPREAD_FLOOR * float(np.median(positive)) if positive.size else 1.0, 1e-12)
+
+
+def _floored(spread: np.ndarray) -> np.ndarray:
+    return np.maximum(spread, _floor(spread))
 
 
 def clean_contributions(served, tails: Iterable[np.ndarray], window: int, stride: int, context: int) -> np.ndarray:
@@ -76,7 +115,7 @@ def injected_interpretation(served, tails: Sequence[np.ndarray], window: int, st
     clean = [daemon_like_outputs(served, tail, window, stride, context) for tail in tails]
     contrib = np.concatenate([c for _, c in clean if len(c)])
     threshold = float(np.quantile(np.concatenate([s for s, _ in clean]), init_level))
-    records = {m: fit_attribution(m, contrib) for m in methods}
+    records = {m: fit_record(m, served, tails, window, stride, context, contrib) for m in methods}
     pairs = {m: [] for m in methods}
     for i, tail in enumerate(tails):
         for copy in range(copies):

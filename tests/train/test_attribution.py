@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from streamdet.config import load_config
 from streamdet.data.series import Series
@@ -18,7 +19,7 @@ from streamdet.bundle import load_bundle
 from streamdet.pipeline.alerts import top_channels
 from streamdet.pipeline.attribution import attributed
 from streamdet.train import train_bundle, train_model
-from streamdet.train.attribution import METHODS, fit_attribution, injected_interpretation
+from streamdet.train.attribution import METHODS, fit_attribution, fit_record, injected_interpretation
 
 from ..conftest import SMD_CONFIG
 
@@ -81,6 +82,22 @@ def test_attribution_records_and_their_errors():
         fit_attribution("median", contrib)
 
 
+def test_quantile_records_rank_each_channels_tail_probability():
+    rng = np.random.default_rng(1)
+    contrib = np.abs(rng.standard_normal((2000, 3))) * np.array([10.0, 1.0, 0.0])
+    record = fit_attribution("quantile", contrib)
+    knots = np.array(record["knots"])
+    assert knots.shape == (len(record["levels"]), 3) and (np.diff(knots, axis=0) > 0).all()  # constant channel too
+    # the same tail probability in each channel's own units gives the same surprise, whatever the scale
+    same = attributed(np.quantile(contrib[:, :2], 0.99, axis=0), {**record, "knots": knots[:, :2].tolist()})
+    assert np.allclose(same, 2.0)  # -log10(1 - 0.99)
+    beyond = attributed(np.array([[knots[-1, 0] * 2, knots[-1, 1] * 4, 0.0]]), record)[0]
+    assert beyond[1] > beyond[0] > attributed(knots[-1], record)[0]  # past the maximum: ranked by how far past
+    assert attributed(np.array([0.0, 3.0, 0.0]), record)[1] > attributed(np.array([12.0, 0.0, 0.0]), record)[0]
+    short = np.array([1.0, 2.0])
+    assert attributed(short, record) is short  # a record for other channels: raw contributions (logged)
+
+
 def test_the_daemons_alerts_name_the_shifted_channel_not_the_noisy_one(tmp_path):
     cfg = load_config(SMD_CONFIG, BASE + ["model.name=autoencoder", "alerting.min_consecutive=1", "alerting.cooldown=2",
                                           "threshold.method=percentile", "threshold.percentile=50",
@@ -101,3 +118,38 @@ def test_a_long_ranking_stays_ordered_past_the_channels_above_their_usual_level(
     assert [c["name"] for c in ranked] == ["b", "d", "e", "a", "c"]
     assert [c["share"] for c in ranked] == [0.8, 0.2, 0.0, 0.0, 0.0]
     assert top_channels(np.array([-1.0, -2.0]), ["a", "b"], 2) == []  # nothing above its usual level
+
+
+class _Leaky(torch.nn.Module):
+    """A detector that has learnt channel 1 = -2 x channel 0: channel 1's error is x1 + 2 x0 (near zero on normal
+    rows), channel 0's 0.5 x0. A change in channel 0 alone breaks the relation, so channel 1's standardised error
+    rises far more than channel 0's own (as a reconstruction through a shared code spreads it)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        mix = torch.eye(n)
+        mix[0, 0], mix[0, 1] = 0.5, 2.0
+        self.register_buffer("mix", mix)
+
+    def forward(self, raw):
+        contrib = (raw @ self.mix) ** 2  # [B, L, C]
+        return contrib.sum(-1), contrib
+
+
+def test_the_response_attribution_names_the_channel_whose_change_leaked_into_another():
+    rng = np.random.default_rng(2)
+    normal = rng.standard_normal((401, 4))
+    normal[:, 1] = -2.0 * normal[:, 0] + 0.01 * normal[:, 1]
+    tails, served = [normal[:400].astype(np.float32)], _Leaky(4)
+    contrib = served(torch.from_numpy(tails[0][None]))[1][0].numpy()
+    tail = fit_record("tail", served, tails, 16, 4, 0, contrib)
+    response = fit_record("response", served, tails, 16, 4, 0, contrib)
+    assert np.asarray(response["response"]).shape == (4, 4) and response["base"] == tail
+    row = normal[400].copy()
+    row[0] += 4.0  # channel 0 moves alone
+    observed = served(torch.from_numpy(row[None, None].astype(np.float32)))[1][0, 0].numpy()
+    names = ["a", "b", "c", "d"]
+    assert top_channels(attributed(observed, tail), names, 4)[0]["name"] == "b"  # the leak looks biggest
+    assert top_channels(attributed(observed, response), names, 4)[0]["name"] == "a"  # unmixed: the one that moved
+    with pytest.raises(ValueError, match="fit_record"):
+        fit_attribution("response", contrib)
