@@ -185,7 +185,7 @@ class Pipeline:
                 raise ValueError("the new bundle needs more context than the running stride leaves (config.context)")
             check_calibrated_stride(new, self.pace.ceiling)
         self._handle_in_flight(wait=True)  # batches already sent are handled with the model that scored them
-        if self.router.is_fleet and as_bundle_set(bundle).is_fleet:
+        if self.router.is_fleet:  # a fleet's stages look nothing up per entity: bundles of their own need them anew
             self._serve(bundle)
             return
         changed = self.router.replace(bundle)

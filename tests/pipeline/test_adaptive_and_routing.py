@@ -182,6 +182,25 @@ def test_per_entity_bundles_score_route_threshold_and_name_their_entities():
     assert p.thresholds.current("a") == pytest.approx(p.thresholds.current("b"))
 
 
+def test_a_fleet_directory_that_gains_an_entity_bundle_serves_its_calibration_and_identity():
+    """A bundle directory holding only its default serves as a fleet; when a hot reload adds an entity's own bundle,
+    that entity's thresholds start from its bundle's calibration and its alerts name that bundle."""
+    from streamdet.bundleset import BundleSet
+
+    low_calibration = exponential_calibration(seed=1)
+    low_calibration["pot"]["init_threshold"] = 0.5
+    default = bundle(sha="d")
+    p = Pipeline(config(stride=1, adaptive=False), BundleSet(default=default), FrozenClock(), overlap=False)
+    values = [[50.0, 0.0, 0.0], [50.0, 0.0, 0.0]]
+    p.process(poll(["a", "b"], 0, values))
+    own = bundle(torch.jit.script(LastValueDetector()), sha="a", calibration=low_calibration)
+    p.replace_model(BundleSet(default=default, entity_bundles={"a": own}))
+    results = [p.process(poll(["a", "b"], step, values)) for step in range(1, 2 * L)]
+    assert p.thresholds.current("a") != pytest.approx(p.thresholds.current("b"))
+    alerts = [a for r in results for a in r.alerts]
+    assert alerts and all(a.entity == "a" and a.model["sha256"] == "a" * 64 for a in alerts)
+
+
 def test_a_mixed_batch_is_split_by_bundle_and_put_back_in_order():
     from streamdet.bundleset import BundleSet
 
