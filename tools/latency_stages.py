@@ -36,6 +36,7 @@ import bench_fleet  # noqa: E402
 from streamdet.io.confluent import ConfluentClient  # noqa: E402
 from streamdet.pipeline.engine import Pipeline  # noqa: E402
 from streamdet.serve.delivery import Delivery  # noqa: E402
+from streamdet.serve.state import Checkpointer  # noqa: E402
 
 SLOW_COMMIT_S = 0.05
 SLOW_GC_S = 0.02
@@ -48,6 +49,7 @@ class Stages:
         self.produced, self.polled, self.submitted, self.handled = {}, {}, {}, {}
         self.calls: list[tuple[float, int, int]] = []  # (submitted at, windows, stride)
         self.commits: list[tuple[float, float]] = []  # (started at, seconds)
+        self.steps: list[tuple[str, float, float]] = []  # (what, started at, seconds): steps of the slow commits
         self.collections: list[tuple[float, float, int]] = []  # (started at, seconds, generation), over SLOW_GC_S
         self.paced_from = float("inf")
 
@@ -98,7 +100,18 @@ class Stages:
             if time.time() - started > SLOW_COMMIT_S:
                 stages.commits.append((started, time.time() - started))
 
+        def step(name):  # a step of a commit that held the loop over SLOW_COMMIT_S
+            def after(_self, _out, started):
+                if time.time() - started > SLOW_COMMIT_S:
+                    stages.steps.append((name, started, time.time() - started))
+            return after
+
         timed(ConfluentClient, "poll", after=polled)
+        timed(ConfluentClient, "flush", after=step("producer flush (end of a round)"))
+        timed(ConfluentClient, "commit", after=step("offset commit"))
+        timed(Delivery, "_start_round", after=step("start of a round"))
+        timed(Delivery, "_score_queued", after=step("a slice waiting for the model"))
+        timed(Checkpointer, "write_slice", after=step("a slice writing checkpoints"))
         timed(Pipeline, "_submit", before=submitted)
         timed(Pipeline, "_handle", before=handled)
         timed(Delivery, "commit", after=committed)
@@ -138,6 +151,12 @@ class Stages:
         print(f"commits over {SLOW_COMMIT_S * 1000:.0f} ms: {len(commits)} (ms: "
               f"{', '.join(f'{d * 1000:.0f}' for _, d in commits)}); of the slowest 1 %, {waited} of "
               f"{int(slow.sum())} waited while one ran")
+        steps: dict[str, list[float]] = {}
+        for name, started, seconds in self.steps:
+            if started >= self.paced_from:
+                steps.setdefault(name, []).append(seconds * 1000)
+        print(f"their steps over {SLOW_COMMIT_S * 1000:.0f} ms: " + ("; ".join(
+            f"{name} {len(ms)} (max {max(ms):,.0f} ms)" for name, ms in steps.items()) or "none"))
         passes = [(s, d, g) for s, d, g in self.collections if s >= self.paced_from]
         waited = sum(any(s < h and s + d > p for s, d, _ in passes) for p, h in zip(produced[slow], handled[slow]))
         print(f"garbage collector passes over {SLOW_GC_S * 1000:.0f} ms: {len(passes)} (ms, generation: "
