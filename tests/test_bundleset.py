@@ -14,6 +14,7 @@ from streamdet.bundle import export_bundle
 from streamdet.bundleset import entity_file_name, entity_of_file, load_bundle_set
 from streamdet.errors import BundleError
 from streamdet.models import registry
+from streamdet.pipeline.gpd import fit_gpd, stored_fit
 
 C, L = 4, 16
 CHANNELS = ["cpu", "mem", "disk", "net"]
@@ -111,6 +112,9 @@ scoring: {{stride: 4}}
     assert set(bundles.entity_bundles) == {"synthetic-0", "synthetic-1"} and not bundles.refused
     assert bundles.default.meta["training"]["entities"] == ["synthetic-0", "synthetic-1"]
     assert bundles.for_entity("synthetic-1").meta["training"]["entities"] == ["synthetic-1"]
+    for bundle in bundles.distinct():  # each carries the GPD fit of its own peaks: the daemon starts from it
+        pot = bundle.calibration["pot"]
+        assert stored_fit(pot["gpd"], len(pot["peaks"])) == fit_gpd(np.asarray(pot["peaks"]))
 
     stale = out / "entities" / entity_file_name("synthetic-1")
     stale.write_bytes(b"not a bundle")  # an interrupted or damaged file is trained again, the rest is kept
