@@ -136,9 +136,9 @@ class TrainConfig:
     exclude_channels: tuple[str, ...] = ()  # --from-topic: glob patterns of channels not to model (slow trends ...)
     export_format: Literal["torchscript", "export"] = "torchscript"  # bundle format (docs/models.md: Bundle formats)
     # how alerts rank channels (pipeline/attribution.py): each channel's contribution against its own validation
-    # distribution; "tail" chosen on injected validation anomalies (tools/choose_attribution.py, docs/evaluation.md)
-    attribution: Literal["tail", "robust", "zscore", "scaled", "raw", "ratio", "quantile", "response",
-                         "response_quantile"] = "tail"
+    # distribution; "quantile" chosen on injected validation anomalies (tools/choose_attribution.py, evaluation.md)
+    attribution: Literal["quantile", "tail", "robust", "zscore", "scaled", "raw", "ratio", "response",
+                         "response_quantile"] = "quantile"
 
 
 @dataclass(frozen=True)

@@ -72,13 +72,15 @@ def fit_attribution(method: str, contrib: np.ndarray) -> dict:
 
 
 def _quantile_record(c: np.ndarray) -> dict:
-    """Quantile knots [K, C] at QUANTILE_LEVELS and the rows' maximum (its level 1 - 1/(N+1)). Each step between
-    knots is at least what the floored spread (SPREAD_FLOOR) gives it, so a channel constant on validation is not
-    infinitely surprised by any change."""
-    levels = np.array(QUANTILE_LEVELS + (1.0 - 1.0 / (len(c) + 1),))
-    knots = np.vstack([np.quantile(c, QUANTILE_LEVELS, axis=0), c.max(axis=0, keepdims=True)])  # [K, C]
+    """Quantile knots [K, C] at the QUANTILE_LEVELS below the rows' maximum's own level (1 - 1/(N+1)) and the
+    maximum. Each step between knots is at least what `tail`'s floored spread (SPREAD_FLOOR) gives it, so a channel
+    constant on validation is not infinitely surprised by any change."""
+    top = 1.0 - 1.0 / (len(c) + 1)
+    levels = np.array([lv for lv in QUANTILE_LEVELS if lv < top] + [top])
+    knots = np.vstack([np.quantile(c, levels[:-1], axis=0), c.max(axis=0, keepdims=True)])  # [K, C]
     surprise = -np.log10(1.0 - levels)
-    unit = _floor(knots[QUANTILE_LEVELS.index(0.99)] - knots[0]) / (surprise[QUANTILE_LEVELS.index(0.99)] - surprise[0])
+    ref = list(levels).index(0.99) if 0.99 in levels else len(levels) - 1  # the spread `tail` floors: q99 - median
+    unit = _floor(knots[ref] - knots[0]) / (surprise[ref] - surprise[0])  # contribution per unit of surprise
     for k in range(1, len(knots)):
         knots[k] = np.maximum(knots[k], knots[k - 1] + unit * (surprise[k] - surprise[k - 1]))
     return {"method": "quantile", "levels": [float(v) for v in levels],

@@ -96,6 +96,8 @@ def test_quantile_records_rank_each_channels_tail_probability():
     assert attributed(np.array([0.0, 3.0, 0.0]), record)[1] > attributed(np.array([12.0, 0.0, 0.0]), record)[0]
     short = np.array([1.0, 2.0])
     assert attributed(short, record) is short  # a record for other channels: raw contributions (logged)
+    few = fit_attribution("quantile", contrib[:300])  # the maximum of 300 rows sits below the 0.999 quantile
+    assert (np.diff(few["levels"]) > 0).all() and few["levels"][-1] == 1.0 - 1.0 / 301
 
 
 def test_the_daemons_alerts_name_the_shifted_channel_not_the_noisy_one(tmp_path):
