@@ -15,11 +15,17 @@ TorchScript bundle at batch 64 on the CPU, median of `--repeats` timed calls aft
 1/16/64/256, scoring windows/s of the TorchScript bundle, the torch.export bundle as loaded (`scoring.compile: none`)
 and the same bundle compiled for this CPU with AOTInductor (`scoring.compile: aoti`), and the compile time. Weights
 are untrained (speed does not depend on them); each cell is the median of `--repeats` timings of at least 0.2 s, the three formats taking turns.
+`--heap` keeps freed memory in glibc's heap (mallopt: no mmap, no trim) so that no format pays page faults for its
+intermediates: under the default allocator TorchScript's large per-call buffers are fresh mmaps that fault on first
+touch (thousands of faults per call), the compiled model's planned buffers far less; `--faults` adds minor page faults
+per call to each row.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import resource
 import sys
 import tempfile
 import time
@@ -82,9 +88,27 @@ def windows_per_second(modules: list, x: torch.Tensor, repeats: int, clock=time.
     return [float(np.median(r)) for r in rates]
 
 
+def faults_per_call(module, x: torch.Tensor, calls: int = 5) -> float:
+    """Minor page faults of this process per `module(x)` call."""
+    with torch.inference_mode():
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(calls):
+            module(x)
+        return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
+
+
+def keep_freed_memory() -> None:
+    """glibc: serve every allocation from the heap and never return it (M_MMAP_THRESHOLD 1 GiB, M_TRIM_THRESHOLD
+    4 GiB), what MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ do, from inside the process."""
+    libc = ctypes.CDLL("libc.so.6")
+    if not (libc.mallopt(-3, 1 << 30) and libc.mallopt(-1, ctypes.c_int(2**31 - 1))):
+        raise SystemExit("--heap: mallopt failed (not glibc?)")
+
+
 def measure_formats(name: str, windows: np.ndarray, preset: str, batches: list[int], repeats: int,
                     tmp: Path, clock=time.perf_counter) -> tuple[dict, float]:
-    """{batch: (torchscript, export, aoti) windows/s}, compile seconds (0 when it fell back)."""
+    """{batch: (torchscript, export, aoti) windows/s, then the three formats' page faults per call}, compile seconds
+    (0 when it fell back)."""
     torch.manual_seed(0)
     L, C = windows.shape[1:]
     model = registry.build(name, C, L, preset)
@@ -99,20 +123,24 @@ def measure_formats(name: str, windows: np.ndarray, preset: str, batches: list[i
     rows = {}
     for batch in batches:
         x = torch.from_numpy(np.ascontiguousarray(windows[np.arange(batch) % len(windows)]))
-        rows[batch] = tuple(windows_per_second([b.module for b in (scripted, exported, compiled)], x, repeats,
-                                                  clock))
+        modules = [b.module for b in (scripted, exported, compiled)]
+        rows[batch] = tuple(windows_per_second(modules, x, repeats, clock)) + tuple(
+            faults_per_call(m, x) for m in modules)
     return rows, seconds
 
 
-def formats_table(names: list[str], windows: np.ndarray, preset: str, repeats: int, clock=time.perf_counter) -> None:
-    print("| model | batch | TorchScript | exported | AOTInductor | AOTI / TorchScript | compile |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+def formats_table(names: list[str], windows: np.ndarray, preset: str, repeats: int, clock=time.perf_counter,
+                  faults: bool = False) -> None:
+    extra = " page faults per call (TS / exported / AOTI) |" if faults else ""
+    print("| model | batch | TorchScript | exported | AOTInductor | AOTI / TorchScript | compile |" + extra)
+    print("|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if faults else ""))
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             rows, seconds = measure_formats(name, windows, preset, [1, 16, 64, 256], repeats, Path(tmp), clock)
-            for batch, (ts, ep, ao) in rows.items():
+            for batch, (ts, ep, ao, *counts) in rows.items():
                 compile_s = f"{seconds:.0f} s" if batch == 1 else ""
-                print(f"| {name} | {batch} | {ts:,.0f} | {ep:,.0f} | {ao:,.0f} | {ao / ts:.2f}x | {compile_s} |",
+                tail = f" {' / '.join(f'{c:,.0f}' for c in counts)} |" if faults else ""
+                print(f"| {name} | {batch} | {ts:,.0f} | {ep:,.0f} | {ao:,.0f} | {ao / ts:.2f}x | {compile_s} |{tail}",
                       flush=True)
 
 
@@ -129,7 +157,12 @@ def main(argv=None) -> int:
     parser.add_argument("--formats", action="store_true", help="scoring windows/s per bundle format instead")
     parser.add_argument("--cpu-time", action="store_true",
                         help="--formats: windows per CPU second of this process (1 thread; a shared machine)")
+    parser.add_argument("--heap", action="store_true",
+                        help="--formats: glibc keeps freed memory (no per-call page faults in any format)")
+    parser.add_argument("--faults", action="store_true", help="--formats: minor page faults per call per format")
     args = parser.parse_args(argv)
+    if args.heap:
+        keep_freed_memory()
     torch.set_num_threads(args.threads)
     preset = "tiny" if args.quick else "default"
     window, n_windows = (32, 300) if args.quick else (args.window, args.windows)
@@ -141,8 +174,10 @@ def main(argv=None) -> int:
     names = args.models.split(",") if args.models else registry.names()
     if args.formats:
         print(f"# {args.entity}: windows of {window} x {windows.shape[2]}, {preset} presets, untrained weights, "
-              f"{args.threads} thread(s), torch {torch.__version__}, windows/s")
-        formats_table(names, windows, preset, args.repeats, time.process_time if args.cpu_time else time.perf_counter)
+              f"{args.threads} thread(s), torch {torch.__version__}, windows/s"
+              f"{' per CPU second' if args.cpu_time else ''}{', heap kept (--heap)' if args.heap else ''}")
+        formats_table(names, windows, preset, args.repeats, time.process_time if args.cpu_time else time.perf_counter,
+                      args.faults)
         return 0
     print(f"# {args.entity}: {n_windows} windows of {window} x {windows.shape[2]}, {preset} presets, "
           f"{args.threads} thread(s), torch {torch.__version__}")
