@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 LAG_INTERVAL_S = 1.0  # how often consumer lag and active entities are exported
 SHUTDOWN_COMMIT_ATTEMPTS = 3
-GC_THRESHOLDS = (50_000, 20, 10)  # the cyclic collector's generation thresholds while serving (_freeze_startup_heap)
 
 
 class Daemon:
@@ -292,15 +291,6 @@ def _freeze_startup_heap() -> None:
     garbage collector's reach: they live as long as the process, yet every full collection would walk all of them
     (hundreds of thousands of objects, tenths of a second each time, on the thread that consumes). Measured with
     tools/bench_pipeline.py: the largest single gain in end-to-end records/s. Objects created later are collected
-    as usual; a model reload unfreezes first, so that the replaced model can be collected.
-
-    Then the young generation's threshold is raised (GC_THRESHOLDS): at Python's default of 700 allocations, objects
-    that live a moment (a poll's records, a batch in flight) were promoted by hundreds of young collections a
-    second and counted towards full collections, which walked every entity's state (the windows' sources, thresholds,
-    chains): at 10,000 hosts (tools/bench_fleet.py (g2)) a full pass every ~6 s of 60-420 ms on the loop thread, in
-    the way of a third of the slowest 1 % of records (tools/latency_stages.py, machine at load 7). With 50,000 no
-    full pass ran in 30 s; a young pass walks at most 50,000 objects. Cyclic garbage still goes, just in larger
-    steps."""
+    as usual; a model reload unfreezes first, so that the replaced model can be collected."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
