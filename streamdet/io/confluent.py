@@ -14,7 +14,8 @@ callbacks run inside `consume()` on the daemon's thread, where a synchronous com
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+import threading
+from typing import Iterable, Optional
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -27,6 +28,10 @@ from .producer import Producer
 log = logging.getLogger(__name__)
 
 COMMITTED_TIMEOUT_S = 5.0
+# librdkafka's synchronous commit has no deadline: with the coordinator frozen it waits for it for minutes (measured:
+# still blocked after 190 s, socket.timeout.ms notwithstanding). The daemon's loop must notice an outage in seconds
+# (/readyz, the back-off), as kafka-python's commit does with its 5 s timeout.
+COMMIT_TIMEOUT_S = 5.0
 # librdkafka stops fetching a partition whose local queue is over its thresholds and looks again after this long. Its
 # default, 1000 ms, is longer than the daemon needs to drain that queue while catching up, so it sat idle for up to
 # 300 ms every second waiting for the next fetch (tools/bench_pipeline.py at stride 20: 110k -> 125k records/s).
@@ -74,6 +79,7 @@ class ConfluentClient(ProducingClient):
         self._consumed: dict[Partition, int] = {}  # next offset to read, per partition
         self._start: dict[Partition, int] = {}  # committed offset at assignment, per partition
         self._topics: list[str] = []
+        self._commit = BoundedCommit(self._consumer)
 
     def subscribe(self, topics, on_assign, on_revoke):
         def assigned(_consumer, partitions):
@@ -139,11 +145,7 @@ class ConfluentClient(ProducingClient):
     def commit(self, offsets):
         if not offsets:
             return
-        try:
-            self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                                  asynchronous=False)
-        except KafkaException as exc:
-            raise _unavailable(exc, "commit") from exc
+        self._commit([TopicPartition(t, p, o) for (t, p), o in offsets.items()], COMMIT_TIMEOUT_S)
 
     def probe(self, timeout_ms):
         try:
@@ -179,3 +181,34 @@ class ConfluentClient(ProducingClient):
             self._consumer.close()
         finally:
             self._producer.close()
+
+
+class BoundedCommit:
+    """librdkafka's synchronous commit with a deadline: the commit runs on a helper thread and the caller waits at most
+    `timeout_s`. A commit that outlives its deadline is an outage (BrokerUnavailable); it stays in flight and no
+    other commit starts until it has finished, so commits still reach the broker in order and one at a time."""
+
+    def __init__(self, consumer: Consumer):
+        self._consumer = consumer
+        self._in_flight: Optional[threading.Thread] = None
+        self._error: Optional[KafkaException] = None
+
+    def __call__(self, partitions: list, timeout_s: float) -> None:
+        if self._in_flight is not None and self._in_flight.is_alive():
+            raise BrokerUnavailable("commit: the previous commit is still unanswered", kind="_TIMED_OUT")
+        self._error = None
+        worker = threading.Thread(target=self._run, args=(partitions,), name="streamdet-commit", daemon=True)
+        self._in_flight = worker
+        worker.start()
+        worker.join(timeout_s)
+        if worker.is_alive():
+            raise BrokerUnavailable(f"commit: no answer from the group coordinator within {timeout_s:g} s",
+                                    kind="_TIMED_OUT")
+        if self._error is not None:
+            raise _unavailable(self._error, "commit") from self._error
+
+    def _run(self, partitions: list) -> None:
+        try:
+            self._consumer.commit(offsets=partitions, asynchronous=False)
+        except KafkaException as exc:
+            self._error = exc

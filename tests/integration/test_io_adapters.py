@@ -9,6 +9,7 @@ import urllib.request
 
 import orjson
 import pytest
+from confluent_kafka import TopicPartition
 
 from streamdet.config import load_config
 from streamdet.errors import ConfigError
@@ -94,6 +95,55 @@ def test_confluent_probe_raises_an_outage_once_the_broker_is_gone(names):
             assert is_outage(info.value) and error_kind(info.value) in ("_TRANSPORT", "_TIMED_OUT")  # down vs frozen
         finally:
             client._consumer.close()  # the producer's close would wait for the absent broker
+
+
+@pytest.mark.kafka
+def test_confluent_commit_to_a_frozen_broker_is_an_outage_within_its_deadline_then_commits_again(names):
+    """librdkafka's synchronous commit waits for a frozen coordinator for minutes; the daemon's loop would hang with
+    /readyz still 200. The commit must fail as an outage within COMMIT_TIMEOUT_S and succeed once the broker is back."""
+    import os
+    import signal
+    import time
+
+    from streamdet.io.confluent import COMMIT_TIMEOUT_S
+
+    cfg = load_config(None, ["kafka.client=confluent", f"kafka.group_id={names['group']}"])
+    with EmbeddedBroker() as own:
+        kafka = cfg.kafka.at(own.bootstrap)
+        ensure_topics(kafka, [names["metrics"]])
+        producer = Producer(kafka)
+        for i in range(20):
+            producer.produce(names["metrics"], b"entity-a", orjson.dumps({"i": i}))
+        assert producer.flush() == 20
+        producer.close()
+        client = make_client(kafka)
+        try:
+            client.subscribe([names["metrics"]], lambda a: None, lambda r: None)
+            first = wait_until(lambda: client.poll(200, 10), 60, "the first records")
+            topic, partition = first[0][1][:2]
+            client.commit({(topic, partition): 5})
+            os.kill(own.pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                with pytest.raises(BrokerUnavailable) as info:
+                    client.commit({(topic, partition): 10})
+                assert time.monotonic() - started < COMMIT_TIMEOUT_S + 2 and is_outage(info.value)
+                with pytest.raises(BrokerUnavailable, match="still unanswered"):  # one commit in flight at a time
+                    client.commit({(topic, partition): 10})
+            finally:
+                os.kill(own.pid, signal.SIGCONT)
+
+            def commits_again():
+                try:
+                    client.commit({(topic, partition): 10})
+                except BrokerUnavailable:
+                    return False
+                return True
+            wait_until(commits_again, 60, "a commit after the broker thawed")
+            committed = client._consumer.committed([TopicPartition(topic, partition)], timeout=10)
+            assert committed[0].offset == 10
+        finally:
+            client.close()
 
 
 def test_confluent_security_settings_map_to_librdkafka(monkeypatch):
