@@ -51,6 +51,7 @@ class Stages:
         self.commits: list[tuple[float, float]] = []  # (started at, seconds)
         self.steps: list[tuple[str, float, float]] = []  # (what, started at, seconds): steps of the slow commits
         self.collections: list[tuple[float, float, int]] = []  # (started at, seconds, generation), over SLOW_GC_S
+        self.polls: list[tuple[float, float]] = []  # (started at, returned at) of every poll
         self.paced_from = float("inf")
 
     def wrap(self) -> None:
@@ -77,8 +78,9 @@ class Stages:
                 return out
             setattr(cls, name, wrapper)
 
-        def polled(_client, items, _started):
+        def polled(_client, items, started):
             now = time.time()
+            stages.polls.append((started, now))
             for _, source in items:
                 stages.polled[source[1:3]] = now
                 stages.produced[source[1:3]] = source[3] / 1000.0  # the producer's create time
@@ -162,6 +164,23 @@ class Stages:
         print(f"garbage collector passes over {SLOW_GC_S * 1000:.0f} ms: {len(passes)} (ms, generation: "
               f"{', '.join(f'{d * 1000:.0f} g{g}' for _, d, g in passes)}); of the slowest 1 %, {waited} of "
               f"{int(slow.sum())} waited while one ran")
+        self.loop_absences(produced[slow], polled[slow])
+
+    def loop_absences(self, produced: np.ndarray, polled: np.ndarray) -> None:
+        """Was a slow record late to the poll because the loop was elsewhere (between two polls), or did it reach
+        librdkafka late (broker, fetch, a starved fetch thread)? Per record: the longest time between one poll's
+        return and the next poll's start while it waited."""
+        polls = np.array(self.polls or [(0.0, 0.0)])
+        gaps_from, gaps_to = polls[:-1, 1], polls[1:, 0]
+        longest = []
+        for p, q in zip(produced, polled):
+            inside = (gaps_to > p) & (gaps_from < q)
+            overlap = np.minimum(gaps_to[inside], q) - np.maximum(gaps_from[inside], p)
+            longest.append(overlap.max() if overlap.size else 0.0)
+        ms = np.array(longest) * 1000
+        print(f"the loop away from poll while a slowest-1 % record waited for it: longest absence mean "
+              f"{ms.mean():,.1f} ms, p50 {np.percentile(ms, 50):,.1f} ms; {int((ms > 50).sum())} of {len(ms)} "
+              f"waited through an absence over 50 ms")
 
 
 def main(argv=None) -> int:
