@@ -15,10 +15,13 @@ were filled first (warm windows only ever alert).
 A row ends when every paced record has been scored (or 60 s after the last was produced: the row then says how
 many were), so the slowest records are in the percentiles, not cut off. The rule for warm-up: before the paced
 load, each alerting host's window is filled with WARM_STEPS records (back-dated, produced at once: a burst of
-alert-hosts x 100 records); the daemon starts, the benchmark waits for /readyz (the group joined, the model
-serving) and for every warm-up record to be scored, and reports that time on its own line (warm-up). Only then
-does the paced fleet load start, and production -> score counts every paced record from the first one on (the
-steady state, including each host's first record: g2 admits its 10,000 hosts during the run).
+alert-hosts x 100 records), and every other host sends one record (a fleet the daemon already serves, as after a
+restart that restored its checkpoints); the daemon starts, the benchmark waits for /readyz (the group joined, the
+model serving), for every warm-up record to be scored and for the first checkpoint rounds (every host's first
+snapshot) to be committed, and reports that time on its own line (warm-up). Only then does the paced fleet load
+start, and production -> score counts every paced record from the first one on. With --first-contact the other
+hosts are not primed: each host's first record arrives in the measured phase (entity created, first snapshot
+written then), which is the load of a fleet's very first start (g2: 10,000 new hosts within 10 s).
 Per-entity rows (h): the daemon fed as fast as it can by 1,000 hosts, served once by one fleet bundle and once by a
 bundle directory holding a bundle per host (distinct weights: the trained bundle with host-specific noise added to
 its weights and buffers, so every host has its own model of the served architecture; bundles of one architecture are
@@ -166,6 +169,11 @@ def run_paced(*args) -> dict[str, float]:
     return spikes
 
 
+def _round_open(daemon) -> bool:
+    d = daemon.delivery
+    return d is not None and (d.round is not None or bool(d.ledger.touched))
+
+
 def latency_row(args, broker, bundle: Path, rows: np.ndarray, hosts: int, interval_s: float) -> dict:
     tag = uuid.uuid4().hex[:6]
     cfg = load_config(args.config, [f"kafka.metrics_topic=fleet-{tag}", f"kafka.alerts_topic=fleet-alerts-{tag}",
@@ -178,6 +186,9 @@ def latency_row(args, broker, bundle: Path, rows: np.ndarray, hosts: int, interv
     now = time.time()
     warm = [(f"host-{h:05d}", now - (WARM_STEPS - s) * interval_s, rows[(s + 211 * h) % len(rows)])
             for s in range(WARM_STEPS) for h in range(args.alert_hosts)]
+    if not args.first_contact:  # every other host known to the daemon (and checkpointed) before the paced phase
+        warm += [(f"host-{h:05d}", now - interval_s, rows[(211 * h - 1) % len(rows)])
+                 for h in range(args.alert_hosts, hosts)]
     for host, ts, values in warm:  # the alerting hosts' windows are full before the paced phase
         producer.produce(k.metrics_topic, host.encode(), orjson.dumps({"entity": host, "ts": ts, "values": values},
                                                                       option=orjson.OPT_SERIALIZE_NUMPY))
@@ -189,6 +200,9 @@ def latency_row(args, broker, bundle: Path, rows: np.ndarray, hosts: int, interv
     ready = time.perf_counter()
     while daemon.daemon.metrics.scored_total() < len(warm):  # the warm-up records are scored, not measured
         time.sleep(0.005)
+    settled = time.monotonic() + 120
+    while not args.first_contact and _round_open(daemon.daemon) and time.monotonic() < settled:
+        time.sleep(0.01)  # the primed hosts' first snapshots written and committed, not in the measured phase
     warmup_s = time.perf_counter() - ready
     prime_reader(broker.bootstrap, k.alerts_topic, k.partitions, alerts)
     daemon.since = time.time()
@@ -278,6 +292,9 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--repeat", type=int, default=1, help="pairs of (h) rows, fleet and per-entity interleaved")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--first-contact", action="store_true",
+                        help="latency rows without priming: every host's first record arrives in the measured phase "
+                             "(its entity created and first snapshot written then), as at a fleet's very first start")
     parser.add_argument("--skip-per-entity", action="store_true")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
@@ -310,8 +327,10 @@ def print_table(args, source: str, results: dict) -> None:
     print(f"\n# {source}; model {cfg.model.name} (window {cfg.model.window}), scoring adaptive={s.adaptive} "
           f"stride ceiling {s.stride}, batch {s.max_batch}, 1 torch thread\n")
     if results["latency"]:
-        print("Latency: steady state = every paced record, from the first; the warm-up burst is scored before the "
-              "paced load starts and is timed on its own line; load = 1-minute load average at the row's end.\n")
+        primed = ("every host's first record in the measured phase (--first-contact)" if args.first_contact
+                  else "every host known to the daemon and checkpointed before it")
+        print("Latency: every paced record, from the first; the warm-up burst is scored before the paced load starts "
+              f"and is timed on its own line; {primed}; load = 1-minute load average at the row's end.\n")
     print("| row | value |")
     print("|---|---:|")
     for i, row in enumerate(results["latency"], start=1):
