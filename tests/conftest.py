@@ -8,6 +8,7 @@ files ask for `benchmark_data`, which skips when they are absent.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -17,6 +18,18 @@ from typing import Callable
 import pytest
 
 from tests.fixture_data import CHANNELS, CONFIG, ENTITY, OVERRIDES
+
+
+@pytest.fixture(autouse=True)
+def _no_handlers_left_on_the_root_logger():
+    """A test that runs the CLI or a daemon in-process installs a root handler on pytest's captured stderr, which
+    pytest closes after the test: later tests' log lines then fail with "I/O operation on closed file"."""
+    before = set(logging.getLogger().handlers)
+    yield
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler not in before and type(handler) is logging.StreamHandler:
+            root.removeHandler(handler)
 
 REPO = Path(__file__).resolve().parent.parent
 SMD_CONFIG = CONFIG
