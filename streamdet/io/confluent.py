@@ -176,9 +176,14 @@ class ConfluentClient(ProducingClient):
             self._start.pop(key, None)
 
     def close(self):
-        """Close the consumer first: leaving the group runs the revoke callback, which still produces."""
+        """Close the consumer first: leaving the group runs the revoke callback, which still produces. A commit still
+        in flight (the broker stopped answering) is given its deadline once more; the consumer is not closed under
+        it (that would free the handle the commit is using) and goes with the process."""
         try:
-            self._consumer.close()
+            if self._commit.settle(COMMIT_TIMEOUT_S):
+                self._consumer.close()
+            else:
+                log.warning("closing with a commit still unanswered: its offsets may not be committed")
         finally:
             self._producer.close()
 
@@ -206,6 +211,12 @@ class BoundedCommit:
                                     kind="_TIMED_OUT")
         if self._error is not None:
             raise _unavailable(self._error, "commit") from self._error
+
+    def settle(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for a commit in flight; True when none is left."""
+        if self._in_flight is not None:
+            self._in_flight.join(timeout_s)
+        return self._in_flight is None or not self._in_flight.is_alive()
 
     def _run(self, partitions: list) -> None:
         try:

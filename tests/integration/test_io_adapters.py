@@ -130,6 +130,7 @@ def test_confluent_commit_to_a_frozen_broker_is_an_outage_within_its_deadline_th
                 assert time.monotonic() - started < COMMIT_TIMEOUT_S + 2 and is_outage(info.value)
                 with pytest.raises(BrokerUnavailable, match="still unanswered"):  # one commit in flight at a time
                     client.commit({(topic, partition): 10})
+                assert not client._commit.settle(0.1)  # close() would not free the consumer under it
             finally:
                 os.kill(own.pid, signal.SIGCONT)
 
@@ -140,6 +141,7 @@ def test_confluent_commit_to_a_frozen_broker_is_an_outage_within_its_deadline_th
                     return False
                 return True
             wait_until(commits_again, 60, "a commit after the broker thawed")
+            assert client._commit.settle(0)
             committed = client._consumer.committed([TopicPartition(topic, partition)], timeout=10)
             assert committed[0].offset == 10
         finally:
