@@ -8,7 +8,6 @@ redelivers after a restart.
 
 from __future__ import annotations
 
-import gc
 import logging
 import signal
 import threading
@@ -24,11 +23,11 @@ from ..io.factory import make_client
 from ..io.metrics import Metrics
 from .backoff import BrokerHealth
 from .delivery import Delivery
+from .heap import GrowthFreezer, freeze_startup_heap, refreeze_after_reload
 from .rebalance import Rebalance
 
 log = logging.getLogger(__name__)
 
-FREEZE_MIN_NEW = 1000  # new entities before the heap is frozen again
 LAG_INTERVAL_S = 1.0  # how often consumer lag and active entities are exported
 SHUTDOWN_COMMIT_ATTEMPTS = 3
 
@@ -107,7 +106,7 @@ class Daemon:
         self.reloader.watch.install_sighup(stack)
         self.kafka = self._resolve_bootstrap(stack)
         self._connect(stack)
-        _freeze_startup_heap()
+        freeze_startup_heap()
         k = self.kafka
         log.info("daemon started bootstrap=%s topic=%s group=%s client=%s model=%s", k.bootstrap_servers,
                  k.metrics_topic, k.group_id, k.client, bundle.model_name)
@@ -239,7 +238,7 @@ class Daemon:
             else:
                 d.publish(self.pipeline.poll(backlog))
             d.commit()
-            self._export_gauges()
+            self._once_a_second()
             self.health.probe(self.client, bool(items))
 
     def _maybe_reload(self) -> None:
@@ -251,8 +250,7 @@ class Daemon:
         self.pipeline.replace_model(bundle)
         self._export_model(bundle)
         self.reloader.served(bundle)
-        gc.unfreeze()  # the old model was part of the frozen start-up heap: let the collector free it, then refreeze
-        _freeze_startup_heap()
+        refreeze_after_reload()
 
     def _poll_timeout_ms(self) -> int:
         """Wait for records at most until the oldest batched window is due, so max_wait_ms holds when input stops;
@@ -279,7 +277,8 @@ class Daemon:
         counts = {topics.pop(): len(items)} if len(topics) == 1 else Counter(source.topic for _, source in items)
         self.metrics.consumed(counts)
 
-    def _export_gauges(self) -> None:
+    def _once_a_second(self) -> None:
+        """The lag and entity gauges, and the heap frozen again when the fleet grew (heap.GrowthFreezer)."""
         now = time.monotonic()
         if now < self._next_lag:
             return
@@ -287,33 +286,3 @@ class Daemon:
         self.metrics.set_lag(self.client.lag())
         self.metrics.entities_active(self.pipeline.n_entities)
         self.heap.entities_served(self.pipeline.n_entities)
-
-
-def _freeze_startup_heap() -> None:
-    """Move everything alive after start-up (torch and its modules, the model, clients, config) out of the cyclic
-    garbage collector's reach: they live as long as the process, yet every full collection would walk all of them
-    (hundreds of thousands of objects, tenths of a second each time, on the thread that consumes). Measured with
-    tools/bench_pipeline.py: the largest single gain in end-to-end records/s. Objects created later are collected
-    as usual; a model reload unfreezes first, so that the replaced model can be collected."""
-    gc.collect()
-    gc.freeze()
-
-
-class GrowthFreezer:
-    """Freezes the heap again whenever the entities served grew by a quarter (and by at least FREEZE_MIN_NEW). An
-    entity's state lives as long as the entity, yet every full pass of the cyclic collector walked all of them, on
-    the loop's thread: at 10,000 hosts x 1 record per 10 s, passes of 40-120 ms every few seconds, in the way of two
-    thirds of the slowest 1 % of records (tools/latency_stages.py; 25-55 ms once frozen). gc.freeze is O(1), and at
-    geometric growth it runs O(log n) times, so what it withholds from the cyclic collector (garbage in reference
-    cycles that was alive at those moments) stays bounded; refcounting frees everything else as before, and a model
-    reload unfreezes and collects."""
-
-    def __init__(self):
-        self.frozen_at = 0  # entities served at the last freeze
-
-    def entities_served(self, n: int) -> bool:
-        if n < max(self.frozen_at * 5 // 4, self.frozen_at + FREEZE_MIN_NEW):
-            return False
-        self.frozen_at = n
-        gc.freeze()
-        return True

@@ -1,11 +1,11 @@
-"""The daemon freezes the heap as its fleet grows (serve/daemon.py GrowthFreezer): entity states leave the cyclic
+"""The daemon freezes the heap as its fleet grows (serve/heap.py GrowthFreezer): entity states leave the cyclic
 collector's full passes, at geometric growth only."""
 
 from __future__ import annotations
 
 import gc
 
-from streamdet.serve.daemon import FREEZE_MIN_NEW, GrowthFreezer
+from streamdet.serve.heap import FREEZE_MIN_NEW, GrowthFreezer
 
 
 def test_entity_states_are_frozen_at_geometric_growth_of_the_fleet():
