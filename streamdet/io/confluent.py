@@ -3,8 +3,9 @@
 Why a second client: the consumer is the daemon's hot path, and kafka-python parses every fetched record in Python
 on the daemon's own thread. librdkafka fetches and parses in C on background threads, so the daemon thread is left
 with the pipeline: measured 1.3x to 1.7x the end-to-end records/s of kafka-python on the same broker
-(`tools/bench_pipeline.py`). Producing (alerts, dead letters, checkpoints) stays on the kafka-python Producer of
-io/producer.py, whose acknowledged flush the delivery rules (DESIGN.md §5) are built on; only the consumer changes.
+(`tools/bench_pipeline.py`). It produces (alerts, dead letters, checkpoints) through librdkafka as well
+(io/librdkafka_producer.py: the same acknowledged-flush contract as io/producer.py's, which the delivery rules of
+DESIGN.md §5 are built on, without building every batch in Python on the daemon's thread).
 
 librdkafka reports a broker it cannot reach through callbacks instead of raising, so `probe` asks for metadata with a
 deadline and raises BrokerUnavailable, which the daemon treats as an outage like kafka-python's errors. Rebalance
@@ -23,7 +24,7 @@ from ..config import KafkaConfig
 from ..types import Partition, Source
 from .client import BrokerUnavailable, ProducingClient
 from .connection import bootstrap_of, security_options
-from .producer import Producer
+from .librdkafka_producer import LibrdkafkaProducer
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +47,21 @@ _LIBRDKAFKA_NAMES = {"security_protocol": "security.protocol", "sasl_mechanism":
                      "ssl_keyfile": "ssl.key.location"}
 
 
-def librdkafka_options(k: KafkaConfig) -> dict:
-    """The consumer's librdkafka configuration from the kafka section (manual commits, earliest reset); the security
-    settings are connection.security_options' (same checks, same password lookup) under librdkafka's names."""
-    opts = {"bootstrap.servers": bootstrap_of(k), "group.id": k.group_id, "client.id": k.client_id,
-            "enable.auto.commit": False, "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
-            "session.timeout.ms": k.session_timeout_ms, "heartbeat.interval.ms": k.heartbeat_interval_ms,
-            "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS, "fetch.wait.max.ms": k.fetch_max_wait_ms,
-            "error_cb": _log_error}
+def connection_options(k: KafkaConfig) -> dict:
+    """Bootstrap, client id and security for any librdkafka client of the kafka section; the security settings are
+    connection.security_options' (same checks, same password lookup) under librdkafka's names."""
+    opts = {"bootstrap.servers": bootstrap_of(k), "client.id": k.client_id, "error_cb": _log_error}
     opts.update({_LIBRDKAFKA_NAMES[key]: value for key, value in security_options(k).items()})
     return opts
+
+
+def librdkafka_options(k: KafkaConfig) -> dict:
+    """The consumer's librdkafka configuration from the kafka section (manual commits, earliest reset)."""
+    return dict(connection_options(k), **{
+        "group.id": k.group_id, "enable.auto.commit": False, "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest", "session.timeout.ms": k.session_timeout_ms,
+        "heartbeat.interval.ms": k.heartbeat_interval_ms, "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
+        "fetch.wait.max.ms": k.fetch_max_wait_ms})
 
 
 def _log_error(err: KafkaError) -> None:
@@ -71,11 +77,11 @@ def _unavailable(exc: KafkaException, what: str) -> BrokerUnavailable:
 
 
 class ConfluentClient(ProducingClient):
-    """StreamClient with a librdkafka consumer (manual commits) and the kafka-python acknowledged Producer."""
+    """StreamClient with a librdkafka consumer (manual commits) and the librdkafka acknowledged producer."""
 
     def __init__(self, kafka: KafkaConfig):
         self._consumer = Consumer(librdkafka_options(kafka))
-        self._producer = Producer(kafka)
+        self._producer = LibrdkafkaProducer(connection_options(kafka))
         self._consumed: dict[Partition, int] = {}  # next offset to read, per partition
         self._start: dict[Partition, int] = {}  # committed offset at assignment, per partition
         self._topics: list[str] = []
