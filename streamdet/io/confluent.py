@@ -50,7 +50,8 @@ _LIBRDKAFKA_NAMES = {"security_protocol": "security.protocol", "sasl_mechanism":
 def connection_options(k: KafkaConfig) -> dict:
     """Bootstrap, client id and security for any librdkafka client of the kafka section; the security settings are
     connection.security_options' (same checks, same password lookup) under librdkafka's names."""
-    opts = {"bootstrap.servers": bootstrap_of(k), "client.id": k.client_id, "error_cb": _log_error}
+    opts = {"bootstrap.servers": bootstrap_of(k), "client.id": k.client_id, "error_cb": _log_error,
+            "logger": _LibrdkafkaLog(logging.getLogger("streamdet.librdkafka"), {})}
     opts.update({_LIBRDKAFKA_NAMES[key]: value for key, value in security_options(k).items()})
     return opts
 
@@ -62,6 +63,14 @@ def librdkafka_options(k: KafkaConfig) -> dict:
         "auto.offset.reset": "earliest", "session.timeout.ms": k.session_timeout_ms,
         "heartbeat.interval.ms": k.heartbeat_interval_ms, "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
         "fetch.wait.max.ms": k.fetch_max_wait_ms})
+
+
+class _LibrdkafkaLog(logging.LoggerAdapter):
+    """librdkafka's own log lines as DEBUG records of streamdet.librdkafka (in the daemon's text or JSON format, not
+    raw on stderr): its errors already come through `error_cb` as warnings, and the rest is connection chatter."""
+
+    def log(self, level, msg, *args, **kwargs):
+        self.logger.log(logging.DEBUG, msg, *args, **kwargs)
 
 
 def _log_error(err: KafkaError) -> None:

@@ -106,3 +106,22 @@ def test_records_that_find_librdkafkas_queue_full_wait_in_order_and_nothing_rais
         assert flush_until_acknowledged(producer) == 40
         assert values_of(kafka, names["alerts"]) == [b"%d" % i for i in range(40)]
         producer.close()
+
+
+def test_librdkafkas_log_lines_are_debug_records_not_raw_stderr(capfd, caplog):
+    """An unreachable broker: librdkafka's FAIL lines must reach the daemon's logging (its text or JSON format) at
+    DEBUG, its errors come as warnings through error_cb, and nothing is written raw to the process's stderr."""
+    import logging
+
+    from streamdet.io.broker import free_port
+
+    kafka = load_config(None, []).kafka.at(f"127.0.0.1:{free_port()}")
+    producer = LibrdkafkaProducer(connection_options(kafka))
+    with caplog.at_level(logging.DEBUG):
+        producer.produce("nowhere", b"e", b"v")
+        with pytest.raises(KafkaDeliveryError):
+            producer.flush(1.5)
+    assert any(r.name == "streamdet.librdkafka" and r.levelno == logging.DEBUG and "Connect to" in r.getMessage()
+               for r in caplog.records)
+    assert any(r.name == "streamdet.io.confluent" and r.levelno == logging.WARNING for r in caplog.records)
+    assert "|FAIL|" not in capfd.readouterr().err

@@ -11,7 +11,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "streamdet"
 # the io modules that talk to Kafka through a client library, one job each
 KAFKA_ADAPTERS = ("io/connection.py", "io/admin.py", "io/producer.py", "io/readers.py", "io/kafka_python.py",
-                  "io/confluent.py", "io/history.py", "io/broker.py")
+                  "io/confluent.py", "io/librdkafka_producer.py", "io/history.py", "io/broker.py")
 # what may wire concrete adapters (Kafka clients, the broker, Prometheus) into the stages (DESIGN.md §2): the CLI,
 # the daemon, and the Alertmanager bridge (a process of its own, DESIGN.md §5)
 WIRING = ("cli.py", "serve/", "alertmanager/main.py")
