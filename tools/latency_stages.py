@@ -192,6 +192,8 @@ def main(argv=None) -> int:
     parser.add_argument("--hosts", type=int, default=1000, help="(g1) 1000, (g2) 10000")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between a host's records: (g2) 10")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--first-contact", action="store_true",
+                        help="hosts first seen in the measured phase (bench_fleet.py's --first-contact)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     stages = Stages()
