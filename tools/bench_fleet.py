@@ -52,7 +52,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
-from bench_pipeline import C, produce, records, test_rows, train_small_bundle  # noqa: E402
+from bench_pipeline import produce, records, test_rows, train_small_bundle  # noqa: E402
 from streamdet.bundle import load_bundle  # noqa: E402
 from streamdet.bundleset import entity_file_name  # noqa: E402
 from streamdet.config import load_config  # noqa: E402

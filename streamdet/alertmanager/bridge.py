@@ -52,7 +52,7 @@ class BridgePorts:
     connect: Callable[[], StreamClient]  # topics made, a client in the bridge's group; raises while the broker is down
     history: Callable[[list[int]], Iterable[tuple[int, bytes]]]  # (partition, value) from the beginning to the end
     alertmanager: Any  # io.alertmanager.AlertmanagerClient: post(alerts), probe(), urls
-    metrics: Any  # io.metrics.BridgeMetrics
+    metrics: Any  # io.bridge_metrics.BridgeMetrics
     is_outage: Callable[[BaseException], bool]  # "the broker is not answering": retried
 
 

@@ -10,7 +10,7 @@ from ..io.admin import ensure_topics
 from ..io.connection import accepts_connections, bootstrap_of, is_outage
 from ..io.factory import make_client
 from ..io.readers import read_partitions
-from ..io.metrics import BridgeMetrics
+from ..io.bridge_metrics import BridgeMetrics
 from .bridge import Bridge, BridgePorts
 
 

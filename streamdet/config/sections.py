@@ -5,6 +5,7 @@ The Alertmanager bridge's section is in config/alertmanager.py; the top-level Co
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Tuple
 

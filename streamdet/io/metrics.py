@@ -1,13 +1,11 @@
-"""Prometheus adapter: with io/endpoints.py, the only modules that import prometheus_client.
+"""Prometheus adapter of the daemon: with io/endpoints.py and io/bridge_metrics.py (the Alertmanager bridge's series),
+the only modules that import prometheus_client.
 
 `Metrics` owns its own CollectorRegistry (several daemons can live in one process, as in the tests) and serves it
 (io/endpoints.py): /metrics, /healthz (200 while the loop keeps beating) and
 /readyz (200 only when partitions are assigned and the model is loaded). Per-entity series are produced at scrape
 time from the latest state, capped at `metrics.max_entity_series`: beyond the cap only the most anomalous entities
 are exported, so label sets stay bounded and stale ones disappear by themselves.
-`BridgeMetrics` is the same for `streamdet alertmanager` (its own series and readiness, the shared `Endpoints`
-server); it lives here because this is the one module that imports prometheus_client, which puts the file a little
-over 300 lines.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from typing import Iterable, Optional
+from typing import Iterable
 
 from prometheus_client import Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
@@ -268,57 +266,3 @@ class Metrics(Endpoints):
 def _total(counter) -> int:
     """Sum of a counter over all its label sets."""
     return int(sum(s.value for metric in counter.collect() for s in metric.samples if s.name.endswith("_total")))
-
-
-class BridgeMetrics(Endpoints):
-    """The Alertmanager bridge's series (`streamdet_alertmanager_*`) and endpoints: /readyz is 200 only while it holds
-    its partitions and the last request to Alertmanager was answered (503 while Alertmanager is down)."""
-
-    not_ready_text = b"not ready: Alertmanager or the broker unreachable, or no partitions assigned\n"
-
-    def __init__(self, host: str, port: int):
-        super().__init__(host, port)
-        r = self.registry
-        self._messages = Counter("streamdet_alertmanager_messages", "Alert messages consumed", ["status"], registry=r)
-        self._posts = Counter("streamdet_alertmanager_posts", "Requests to Alertmanager", ["outcome"], registry=r)
-        self._dead_letters = Counter("streamdet_alertmanager_dead_letters", "Messages sent to the bridge's dead-letter "
-                                     "topic", ["reason"], registry=r)
-        self._open_alerts = Gauge("streamdet_alertmanager_open_alerts", "Firing alerts re-posted every resend "
-                                  "interval", registry=r)
-        self._up = Gauge("streamdet_alertmanager_up", "1 when the last request to Alertmanager was answered",
-                        registry=r)
-        self._beat = time.monotonic()
-        self._assigned = self._reachable = self._broker = False
-        self._stopped = False
-
-    def message(self, status: str) -> None:
-        """An alert message of `status` (firing, resolved) was consumed."""
-        self._messages.labels(status).inc()
-
-    def posted(self, outcome: str) -> None:
-        """A request to Alertmanager ended with `outcome`."""
-        self._posts.labels(outcome).inc()
-
-    def dead_letter(self, reason: str) -> None:
-        self._dead_letters.labels(reason).inc()
-
-    def open_alerts(self, n: int) -> None:
-        """Firing alerts the bridge re-posts every resend interval."""
-        self._open_alerts.set(n)
-
-    def heartbeat(self) -> None:
-        self._beat = time.monotonic()
-
-    def healthy(self) -> bool:
-        return not self._stopped and time.monotonic() - self._beat < HEALTH_STALE_S
-
-    def is_ready(self) -> bool:
-        return self._assigned and self._reachable and self._broker and not self._stopped
-
-    def set_state(self, *, assigned: Optional[bool] = None, reachable: Optional[bool] = None,
-                  broker: Optional[bool] = None, stopped: Optional[bool] = None) -> None:
-        self._assigned = self._assigned if assigned is None else assigned
-        self._reachable = self._reachable if reachable is None else reachable
-        self._broker = self._broker if broker is None else broker
-        self._stopped = self._stopped if stopped is None else stopped
-        self._up.set(1.0 if self._reachable else 0.0)

@@ -14,9 +14,10 @@ from ..errors import ConfigError
 from .anomaly_transformer import AnomalyTransformer
 from .autoencoder import DenseAutoencoder
 from .base import Detector
-from .baselines import HalfSpaceTrees, NearestNeighbour, PCARows, PCAWindow, RobustZScore
+from .baselines import NearestNeighbour, PCARows, PCAWindow, RobustZScore
 from .dcdetector import DCdetector
 from .hparams import Hyper, make
+from .hst import HalfSpaceTrees
 from .lstm_ae import LSTMAutoencoder
 from .mixad import MIXAD
 from .patching import Patched, check_patch, count_patches
