@@ -11,7 +11,7 @@ from streamdet.changelog import ChangelogWriter
 from streamdet.config import load_config
 from streamdet.pipeline.engine import Pipeline
 from streamdet.pipeline.settings import PipelineSettings
-from streamdet.pipeline.thresholds import RollingPercentile
+from streamdet.pipeline.percentile import RollingPercentile
 from streamdet.serve.ledger import Ledger
 from streamdet.serve.state import Checkpointer
 from streamdet.types import Source

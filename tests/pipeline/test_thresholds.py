@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from streamdet.config import ThresholdConfig
 from streamdet.errors import BundleError
 from streamdet.pipeline.gpd import fit_gpd, log_likelihood
-from streamdet.pipeline.thresholds import REFIT_SHARE, RollingPercentile, Spot, ThresholdBank
+from streamdet.pipeline.percentile import RollingPercentile
+from streamdet.pipeline.spot import REFIT_SHARE, Spot
+from streamdet.pipeline.thresholds import ThresholdBank
 
 from .helpers import exponential_calibration
 
@@ -303,11 +305,11 @@ def test_a_stored_fit_is_used_only_when_it_is_this_versions_fit_of_these_peaks()
 def test_prepare_builds_every_bundles_threshold_before_any_score(monkeypatch):
     """A bank of per-entity bundles builds each bundle's starting threshold at `prepare` (start-up, reload): the
     first scores of a thousand entities then fit nothing. Calibrations without a stored fit are fitted there."""
-    from streamdet.pipeline import thresholds
+    from streamdet.pipeline import spot
 
     calibrations = {f"k{i}": exponential_calibration(seed=i) for i in range(5)}  # no stored fit: fitted at prepare
     fits = []
-    monkeypatch.setattr(thresholds, "fit_gpd", lambda y: fits.append(len(y)) or fit_gpd(y))
+    monkeypatch.setattr(spot, "fit_gpd", lambda y: fits.append(len(y)) or fit_gpd(y))
     bank = ThresholdBank(ThresholdConfig(), calibrations["k0"], lambda e: (f"k{e[1:]}", calibrations[f"k{e[1:]}"]))
     bank.prepare(calibrations.items())
     assert len(fits) == 1 + len(calibrations)  # the shared prototype and one per bundle
