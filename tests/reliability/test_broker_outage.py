@@ -69,6 +69,8 @@ def test_broker_frozen_for_30_s_mid_run_loses_nothing(tiny_bundle, client_names,
             sender = threading.Thread(target=produce, args=(broker.bootstrap, client_names["metrics"], records[half:]))
             sender.start()
             sender.join(60)
+            wait_until(lambda: daemon.value("streamdet_records_consumed_total", topic=client_names["metrics"])
+                       >= len(records), 60, "every record consumed after the outage")  # not only the alerts' ones
             messages = published_alerts(broker.bootstrap, client_names["alerts"], want, 60)
             assert not alert_mismatches(want, messages), alert_mismatches(want, messages)
             code, _ = daemon.terminate(20)
