@@ -285,21 +285,26 @@ def _rss_mib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_latency_row_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options latency_row and the bundle it scores with read (tools/latency_stages.py runs latency_row too)."""
     parser.add_argument("--config", default=str(REPO / "config" / "smd.yaml"))
     parser.add_argument("--entity", default="machine-1-2", help="SMD machine the bundle is trained on")
     parser.add_argument("--seconds", type=float, default=30.0, help="paced phase of each latency row")
     parser.add_argument("--alert-hosts", type=int, default=50, help="hosts that send a spike in each latency row")
-    parser.add_argument("--hosts", type=int, default=1000, help="hosts (and per-entity bundles) of the (h) rows")
-    parser.add_argument("--records", type=int, default=300_000, help="records of each (h) row (300 per host at 1,000 "
-                        "hosts: a window fills at 100, the rest are scored at the adaptive stride)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    parser.add_argument("--repeat", type=int, default=1, help="pairs of (h) rows, fleet and per-entity interleaved")
-    parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--first-contact", action="store_true",
                         help="latency rows without priming: every host's first record arrives in the measured phase "
                              "(its entity created and first snapshot written then), as at a fleet's very first start")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_latency_row_arguments(parser)
+    parser.add_argument("--hosts", type=int, default=1000, help="hosts (and per-entity bundles) of the (h) rows")
+    parser.add_argument("--records", type=int, default=300_000, help="records of each (h) row (300 per host at 1,000 "
+                        "hosts: a window fills at 100, the rest are scored at the adaptive stride)")
+    parser.add_argument("--repeat", type=int, default=1, help="pairs of (h) rows, fleet and per-entity interleaved")
+    parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-per-entity", action="store_true")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)

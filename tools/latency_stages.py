@@ -185,15 +185,9 @@ class Stages:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=str(REPO / "config" / "smd.yaml"))
-    parser.add_argument("--entity", default="machine-1-2", help="SMD machine the bundle is trained on")
-    parser.add_argument("--seconds", type=float, default=30.0, help="paced phase")
-    parser.add_argument("--alert-hosts", type=int, default=50)
+    bench_fleet.add_latency_row_arguments(parser)
     parser.add_argument("--hosts", type=int, default=1000, help="(g1) 1000, (g2) 10000")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between a host's records: (g2) 10")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    parser.add_argument("--first-contact", action="store_true",
-                        help="hosts first seen in the measured phase (bench_fleet.py's --first-contact)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     stages = Stages()
