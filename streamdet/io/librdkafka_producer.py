@@ -41,7 +41,7 @@ class LibrdkafkaProducer:
                                                       "max.in.flight.requests.per.connection": IN_FLIGHT}))
         self._in_flight = 0  # handed to librdkafka, no delivery report yet
         self._held: list[tuple[str, Optional[bytes], bytes]] = []  # failed or queue-full records, produced next flush
-        self._acknowledged = 0  # since the last flush
+        self._acknowledged = 0  # since the last successful flush
         self._first_error: Optional[KafkaError] = None
 
     def produce(self, topic: str, key: Optional[bytes], value: bytes) -> None:

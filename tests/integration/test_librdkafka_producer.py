@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from contextlib import contextmanager
+from typing import Optional
 
 import pytest
 
@@ -35,6 +36,14 @@ def frozen(broker: EmbeddedBroker):
         os.kill(broker.pid, signal.SIGCONT)
 
 
+def producer_on(bootstrap: str, topic: str, properties: Optional[dict] = None) -> tuple:
+    """(the kafka section pointed at `bootstrap`, a LibrdkafkaProducer with these extra librdkafka properties), with
+    `topic` created."""
+    kafka = load_config(None, []).kafka.at(bootstrap)
+    ensure_topics(kafka, [topic])
+    return kafka, LibrdkafkaProducer({**connection_options(kafka), **(properties or {})})
+
+
 def flush_until_acknowledged(producer: LibrdkafkaProducer, deadline_s: float = 60.0) -> int:
     """Flush again after each KafkaDeliveryError, as the daemon's commit rounds do, until everything is acknowledged."""
     deadline = time.monotonic() + deadline_s
@@ -47,9 +56,7 @@ def flush_until_acknowledged(producer: LibrdkafkaProducer, deadline_s: float = 6
 
 
 def test_flush_returns_the_acknowledged_count_and_keyed_records_arrive_in_order(broker, names):
-    kafka = load_config(None, []).kafka.at(broker.bootstrap)
-    ensure_topics(kafka, [names["alerts"]])
-    producer = LibrdkafkaProducer(connection_options(kafka))
+    kafka, producer = producer_on(broker.bootstrap, names["alerts"])
     for i in range(300):
         producer.produce(names["alerts"], b"entity-a", b"%d" % i)
     assert producer.flush() == 300 and producer.unacknowledged == 0
@@ -60,9 +67,7 @@ def test_flush_returns_the_acknowledged_count_and_keyed_records_arrive_in_order(
 
 def test_a_frozen_broker_fails_the_flush_within_its_timeout_and_the_next_flush_delivers_everything(names):
     with EmbeddedBroker() as own:
-        kafka = load_config(None, []).kafka.at(own.bootstrap)
-        ensure_topics(kafka, [names["alerts"]])
-        producer = LibrdkafkaProducer(connection_options(kafka))
+        kafka, producer = producer_on(own.bootstrap, names["alerts"])
         producer.produce(names["alerts"], b"e", b"before")
         assert producer.flush() == 1
         with frozen(own):
@@ -80,9 +85,7 @@ def test_a_frozen_broker_fails_the_flush_within_its_timeout_and_the_next_flush_d
 def test_records_librdkafka_gave_up_on_are_produced_again(names):
     """A message timeout shorter than the outage: librdkafka reports every record failed; none may be lost."""
     with EmbeddedBroker() as own:
-        kafka = load_config(None, []).kafka.at(own.bootstrap)
-        ensure_topics(kafka, [names["alerts"]])
-        producer = LibrdkafkaProducer({**connection_options(kafka), "message.timeout.ms": 1000})
+        kafka, producer = producer_on(own.bootstrap, names["alerts"], {"message.timeout.ms": 1000})
         with frozen(own):
             for i in range(20):
                 producer.produce(names["alerts"], b"e", b"%d" % i)
@@ -96,9 +99,7 @@ def test_records_librdkafka_gave_up_on_are_produced_again(names):
 
 def test_records_that_find_librdkafkas_queue_full_wait_in_order_and_nothing_raises(names):
     with EmbeddedBroker() as own:
-        kafka = load_config(None, []).kafka.at(own.bootstrap)
-        ensure_topics(kafka, [names["alerts"]])
-        producer = LibrdkafkaProducer({**connection_options(kafka), "queue.buffering.max.messages": 10})
+        kafka, producer = producer_on(own.bootstrap, names["alerts"], {"queue.buffering.max.messages": 10})
         with frozen(own):
             for i in range(40):  # 30 more than librdkafka's queue takes
                 producer.produce(names["alerts"], b"e", b"%d" % i)
