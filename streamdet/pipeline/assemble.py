@@ -29,7 +29,6 @@ The rules, in the order they apply to each sample:
   been idle `entity_idle_s` (its open rows are emitted first), else the new entity's sample is rejected
   (`entity_cap`). Open rows per entity are bounded, so memory is bounded by entities x MAX_OPEN_ROWS x channels.
 
-About 350 lines, more than most modules: the rules above are one state machine per entity, kept in one place.
 Pure (no Kafka): sources are opaque; a source that is a tuple (topic, partition, offset, ...) names the partition.
 A row carries the source of the first sample that opened it, the lowest offset of its records, so a commit floor
 computed from rows never passes a record that is not yet scored. `state_dict`/`load_state` hold everything an
