@@ -1,4 +1,4 @@
-"""Per-entity sliding windows in preallocated ring buffers, emitting one window request every `stride` points.
+"""Per-entity sliding windows in preallocated buffers (ring.py), emitting one window request every `stride` points.
 
 Every record gets exactly one score: a request carries the whole window [L, C] in time order and says that its last
 `n_new` steps are new. Before an entity has L points the window is edge-padded (the first row repeated at the front)
@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Iterator
+from typing import Any, Callable, Hashable, Iterator, Optional
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from ..errors import ConfigError, DecodeError
 from .ring import Ring, WindowRequest
 
 
-BLOCK_MIN = 8  # an entity's points in one batch from which writing them as one block beats one by one
+BLOCK_MIN = 4  # an entity's points in one batch from which writing them as one block beats one by one
 
 
 @dataclass
@@ -107,12 +107,21 @@ class WindowStore:
         if self._flushed or len(self._rings) + admitted > self.max_entities:  # admissions may evict: exact order
             self._push_each(range(len(entities)), entities, ts, values, sources, now, out)
         else:
+            blocks = None
             for entity, positions in groups.items():
                 ring = self._rings.get(entity) or self._admit(entity)
-                if len(positions) < BLOCK_MIN or ring.seen < self.window or ring.pending >= self.stride:
+                if len(positions) < BLOCK_MIN or ring.pending >= self.stride or \
+                        (ring.seen < self.window and len(positions) > ring.spare):
                     self._push_group(entity, ring, positions, ts, values, sources, now, out)
-                else:
-                    self._push_block(entity, ring, positions, ts, values, sources, now, out)
+                    continue
+                if blocks is None:
+                    blocks = _Blocks(groups, ts, values, sources)
+                emitted = blocks.append_to(ring, entity, positions, self.stride, self.allowed_lateness_s, out)
+                if emitted is None:  # a point may be late: one by one, each checked
+                    self._push_group(entity, ring, positions, ts, values, sources, now, out)
+                    continue
+                out.last[entity] = positions[-1]
+                self._note_waiting(entity, ring, now, restarted=emitted > 0)
             for entity in sorted(out.last, key=out.last.__getitem__):  # LRU order of one-by-one pushes
                 self._rings.move_to_end(entity)
                 self._rings[entity].last_active = now
@@ -155,44 +164,6 @@ class WindowStore:
             out.last[entity] = last
             ring.last_active = now
             self._note_waiting(entity, ring, now, restarted=emitted)
-
-    def _push_block(self, entity: str, ring: Ring, positions: list[int], ts: list[float], values: np.ndarray,
-                    sources: list, now: float, out: PushResult) -> None:
-        """Append a warm entity's points at once: each request is a slice of (old window + new points)."""
-        t = np.array([ts[k] for k in positions], dtype=np.float64)  # [m]
-        latest_before = np.maximum.accumulate(np.concatenate(([ring.max_ts], t)))[:-1]  # late points never raise it
-        late = t < latest_before - self.allowed_lateness_s
-        if late.any():
-            for j in np.flatnonzero(late).tolist():
-                out.rejected.append((positions[j], self._late(entity, t[j], latest_before[j])))
-            positions = [k for k, is_late in zip(positions, late.tolist()) if not is_late]
-            t = t[~late]
-        m, L, S = len(positions), self.window, self.stride
-        if not m:
-            return
-        rows = values[positions]  # [m, C]
-        old_values, old_ts, old_sources = ring.ordered()
-        all_values = np.concatenate((old_values, rows))  # [L + m, C]: window after point j = [j + 1, j + 1 + L)
-        all_ts = np.concatenate((old_ts, t))
-        all_sources = old_sources + [sources[k] for k in positions]
-        emitted = range(S - ring.pending - 1, m, S)  # new points j after which `stride` points are pending
-        for j in emitted:
-            end = j + 1 + L
-            out.requests.append((positions[j], WindowRequest(entity, all_values[end - L:end], S,
-                                                             all_ts[end - S:end].copy(), all_sources[end - S:end],
-                                                             True)))
-        kept = min(m, L)  # only the last L points stay in the ring
-        slots = (ring.pos + np.arange(m - kept, m)) % L
-        ring.values[slots] = rows[m - kept:]
-        ring.ts[slots] = t[m - kept:]
-        for slot, k in zip(slots.tolist(), positions[m - kept:]):
-            ring.sources[slot] = sources[k]
-        ring.pos = (ring.pos + m) % L
-        ring.seen += m
-        ring.pending += m - S * len(emitted)
-        ring.max_ts = max(ring.max_ts, float(t.max()))
-        out.last[entity] = positions[-1]
-        self._note_waiting(entity, ring, now, restarted=len(emitted) > 0)
 
     def _note_waiting(self, entity: str, ring: Ring, now: float, restarted: bool) -> None:
         """Keep `entity`'s place in _waiting after a push: out when nothing is pending; after an emitted request the
@@ -293,9 +264,7 @@ class WindowStore:
 
     def state_dict(self, entity: str) -> dict:
         """The entity's full state as plain data (numpy arrays, ints, lists), for checkpoints."""
-        ring = self._rings[entity]
-        return {"values": ring.values.copy(), "ts": ring.ts.copy(), "sources": list(ring.sources), "pos": ring.pos,
-                "seen": ring.seen, "pending": ring.pending, "max_ts": float(ring.max_ts)}
+        return self._rings[entity].state()
 
     def load_state(self, entity: str, state: dict) -> None:
         """Restore an entity from state_dict(); subsequent pushes produce the same requests as before saving."""
@@ -306,12 +275,41 @@ class WindowStore:
         if entity not in self._rings:
             self._admit(entity)
         ring = self._rings[entity]
-        ring.values[:] = values
-        ring.ts[:] = np.asarray(state["ts"], dtype=np.float64)
-        ring.sources = [tuple(s) if isinstance(s, list) else s for s in state["sources"]]
-        ring.pos, ring.seen, ring.pending = int(state["pos"]), int(state["seen"]), int(state["pending"])
-        ring.max_ts = float(state["max_ts"])
+        sources = [tuple(s) if isinstance(s, list) else s for s in state["sources"]]
+        ring.load(values, np.asarray(state["ts"], dtype=np.float64), sources, int(state["pos"]), int(state["seen"]),
+                  int(state["pending"]), float(state["max_ts"]))
         ring.last_active = self.clock()
         self._waiting.pop(entity, None)
         if ring.pending:
             self._waiting[entity] = ring.last_active  # restored points wait from now
+
+
+class _Blocks:
+    """A poll's points sorted by entity once (values, timestamps, sources), so that each entity's block is one
+    contiguous slice, and which blocks have non-decreasing timestamps (those need no lateness check per point)."""
+
+    def __init__(self, groups: dict[str, list[int]], ts: list[float], values: np.ndarray, sources: list):
+        order = [k for positions in groups.values() for k in positions]
+        self.start = {}
+        at = 0
+        for entity, positions in groups.items():
+            self.start[entity] = at
+            at += len(positions)
+        self.values = values[order]  # [N, C]
+        self.ts = np.asarray(ts, dtype=np.float64)[order]  # [N]
+        self.sources = [sources[k] for k in order]
+        descents = np.concatenate(([0], np.cumsum(self.ts[1:] < self.ts[:-1])))  # descents before each point
+        self.descents = descents.tolist()
+
+    def append_to(self, ring: Ring, entity: str, positions: list[int], stride: int, lateness: float,
+                  out: PushResult) -> Optional[int]:
+        """Append the entity's block to its ring (requests to `out`) and return how many requests it completed; None,
+        with nothing done, when a point of the block could be late (the caller then takes the points one by one)."""
+        a = self.start[entity]
+        b = a + len(positions)
+        if self.descents[b - 1] != self.descents[a] or self.ts[a] < ring.max_ts - lateness:
+            return None
+        emitted: list[tuple[int, WindowRequest]] = []
+        ring.extend(entity, self.values[a:b], self.ts[a:b], self.sources[a:b], stride, emitted)
+        out.requests += [(positions[j], request) for j, request in emitted]
+        return len(emitted)

@@ -133,6 +133,28 @@ def test_state_round_trip_gives_identical_requests():
         assert np.array_equal(x.ts, y.ts)
 
 
+def test_checkpoint_state_keeps_the_ring_layout_changelogs_were_written_in():
+    """Changelogs hold point i of an entity in slot i mod L with `pos` the next slot (the layout deltas extend): the
+    store keeps its points in another order, so its state converts, while warming up and after the points moved
+    within its buffer, in blocks and one by one; and a state in that layout loads back to the same requests."""
+    ws = store(stride=3)
+    push_range(ws, "e", 0, 3)
+    state = ws.state_dict("e")
+    assert state["pos"] == 3 and state["values"][:3, 0].tolist() == [0, 1, 2] and not state["values"][3:].any()
+    assert state["sources"] == [("t", 0, 0), ("t", 0, 1), ("t", 0, 2), None, None]
+    block = range(3, 30)  # one block longer than the buffer's spare rows, then single points past several moves
+    ws.push(["e"] * len(block), [float(i) for i in block], np.stack([row(i) for i in block]), [("t", 0, i) for i in block])
+    push_range(ws, "e", 30, 47)
+    state = ws.state_dict("e")
+    assert state["seen"] == 47 and state["pos"] == 47 % L and state["pending"] == 47 % 3
+    assert [state["values"][i % L, 1] for i in range(42, 47)] == [10 * i for i in range(42, 47)]
+    assert [state["sources"][i % L] for i in range(42, 47)] == [("t", 0, i) for i in range(42, 47)]
+    assert [state["ts"][i % L] for i in range(42, 47)] == [float(i) for i in range(42, 47)]
+    restored = store(stride=3)
+    restored.load_state("e", state)
+    assert _requests_as_data(push_range(restored, "e", 47, 60)) == _requests_as_data(push_range(ws, "e", 47, 60))
+
+
 def test_stride_larger_than_window_is_a_config_error():
     with pytest.raises(ConfigError, match="scoring.stride"):
         WindowStore(4, 1, 5, 10, 0.0, 0.0)
