@@ -143,7 +143,8 @@ def test_checkpoint_state_keeps_the_ring_layout_changelogs_were_written_in():
     assert state["pos"] == 3 and state["values"][:3, 0].tolist() == [0, 1, 2] and not state["values"][3:].any()
     assert state["sources"] == [("t", 0, 0), ("t", 0, 1), ("t", 0, 2), None, None]
     block = range(3, 30)  # one block longer than the buffer's spare rows, then single points past several moves
-    ws.push(["e"] * len(block), [float(i) for i in block], np.stack([row(i) for i in block]), [("t", 0, i) for i in block])
+    ws.push(["e"] * len(block), [float(i) for i in block], np.stack([row(i) for i in block]),
+            [("t", 0, i) for i in block])
     push_range(ws, "e", 30, 47)
     state = ws.state_dict("e")
     assert state["seen"] == 47 and state["pos"] == 47 % L and state["pending"] == 47 % 3
