@@ -130,9 +130,9 @@ class ConfluentClient(ProducingClient):
             if message.error() is not None:
                 self._consume_error(message.error())
                 continue
-            source = _new(Source, (message.topic(), message.partition(), message.offset(), message.timestamp()[1]))
-            append((message.value(), source))
-            consumed[source[:2]] = source[2] + 1
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            append((message.value(), _new(Source, (topic, partition, offset, message.timestamp()[1]))))
+            consumed[topic, partition] = offset + 1
         return items
 
     def _take(self, timeout_ms: int, max_records: int) -> list:
