@@ -132,16 +132,17 @@ class Ring:
         """values [L, C], ts [L], sources [L] in ring layout (point i in slot i mod L, unwritten slots zero / None),
         with pos, seen, pending, max_ts: the checkpoint form."""
         L, end = self.window, self.end
-        held = min(end, L)
-        shift = self.seen % L if self.seen >= L else 0  # the oldest held point's slot
-        slots = (np.arange(held) + shift) % L
-        values = np.zeros((L, self.values.shape[1]), dtype=np.float32)
-        ts = np.zeros(L, dtype=np.float64)
-        sources: list = [None] * L
-        values[slots] = self.values[end - held:end]
-        ts[slots] = self.ts[end - held:end]
-        for slot, source in zip(slots.tolist(), self.sources[end - held:end]):
-            sources[slot] = source
+        if self.seen >= L:  # the oldest held point goes to slot seen mod L: the window's two parts swap places
+            cut = end - self.seen % L  # the points from here on sit in slots 0, 1, ...
+            values = np.concatenate((self.values[cut:end], self.values[end - L:cut]))
+            ts = np.concatenate((self.ts[cut:end], self.ts[end - L:cut]))
+            sources = self.sources[cut:end] + self.sources[end - L:cut]
+        else:  # warming up: the points are in slots 0 .. seen - 1 already
+            values = np.zeros((L, self.values.shape[1]), dtype=np.float32)
+            values[:end] = self.values[:end]
+            ts = np.zeros(L, dtype=np.float64)
+            ts[:end] = self.ts[:end]
+            sources = self.sources[:end] + [None] * (L - end)
         return {"values": values, "ts": ts, "sources": sources, "pos": self.seen % L, "seen": self.seen,
                 "pending": self.pending, "max_ts": float(self.max_ts)}
 
