@@ -57,14 +57,14 @@ def surprise(contrib: np.ndarray, record: dict) -> np.ndarray:
         log.warning("bundle quantile attribution record does not fit the contributions (knots %s, levels %d, "
                     "contributions %s): alert ranks the raw contributions", knots.shape, levels.size, c.shape)
         return contrib
-    out = np.empty_like(c)
-    flat, result = c.reshape(-1, c.shape[-1]), out.reshape(-1, c.shape[-1])
-    for ch in range(knots.shape[1]):
-        k, x = knots[:, ch], flat[:, ch]
-        low = levels[0] + (x - k[0]) * (levels[1] - levels[0]) / (k[1] - k[0])
-        high = levels[-1] + (x - k[-1]) * (levels[-1] - levels[-2]) / (k[-1] - k[-2])
-        result[:, ch] = np.where(x < k[0], low, np.where(x > k[-1], high, np.interp(x, k, levels)))
-    return out
+    # every channel at once (a loop over the channels cost ~0.3 ms per firing alert at 38 channels): the knot step
+    # each value falls in, the first below the lowest knot and the last past the highest (the same lines continued)
+    flat = c.reshape(-1, c.shape[-1])  # [N, C]
+    step = np.clip((flat[:, None, :] > knots[None, :, :]).sum(axis=1), 1, knots.shape[0] - 1)  # [N, C]
+    column = np.arange(knots.shape[1])
+    lo, hi = knots[step - 1, column], knots[step, column]  # [N, C]
+    slope = (levels[step] - levels[step - 1]) / (hi - lo)
+    return (levels[step - 1] + (flat - lo) * slope).reshape(c.shape)
 
 
 def unmixed(z: np.ndarray, record: dict, sweeps: int = UNMIX_SWEEPS) -> np.ndarray:

@@ -100,6 +100,24 @@ def test_quantile_records_rank_each_channels_tail_probability():
     assert (np.diff(few["levels"]) > 0).all() and few["levels"][-1] == 1.0 - 1.0 / 301
 
 
+def test_quantile_surprise_is_each_channels_own_piecewise_line_below_between_and_past_its_knots():
+    """All channels are interpolated at once; each must still follow its own knots: np.interp between them, the
+    first step's line continued below the lowest knot and the last step's past the highest."""
+    rng = np.random.default_rng(3)
+    knots = np.sort(rng.random((5, 4)) * np.array([1.0, 10.0, 100.0, 0.01]), axis=0)  # [K, C], per-channel scales
+    record = {"method": "quantile", "levels": [0.5, 0.9, 0.99, 0.999, 0.9999], "knots": knots.tolist()}
+    levels = -np.log10(1.0 - np.array(record["levels"]))
+    rows = np.concatenate((knots, knots * 0.5, knots * 3.0, rng.random((50, 4)) * knots[-1] * 1.5))  # [N, C]
+    want = np.empty_like(rows)
+    for ch in range(4):
+        k, x = knots[:, ch], rows[:, ch]
+        below = levels[0] + (x - k[0]) * (levels[1] - levels[0]) / (k[1] - k[0])
+        past = levels[-1] + (x - k[-1]) * (levels[-1] - levels[-2]) / (k[-1] - k[-2])
+        want[:, ch] = np.where(x < k[0], below, np.where(x > k[-1], past, np.interp(x, k, levels)))
+    assert np.allclose(attributed(rows, record), want, rtol=1e-12, atol=1e-12)
+    assert np.allclose(attributed(rows[7], record), want[7], rtol=1e-12, atol=1e-12)  # one alert's row [C]
+
+
 def test_the_daemons_alerts_name_the_shifted_channel_not_the_noisy_one(tmp_path):
     cfg = load_config(SMD_CONFIG, BASE + ["model.name=autoencoder", "alerting.min_consecutive=1", "alerting.cooldown=2",
                                           "threshold.method=percentile", "threshold.percentile=50",
