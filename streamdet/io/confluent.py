@@ -95,13 +95,18 @@ class ConfluentClient(ProducingClient):
         self._start: dict[Partition, int] = {}  # committed offset at assignment, per partition
         self._topics: list[str] = []
         self._commit = BoundedCommit(self._consumer)
+        # the assignment as read after the last rebalance (None: read it again); lag() runs after every poll, and
+        # Consumer.assignment() costs ~14 us a call (~9 % of the loop at 10,000 hosts x 1 record per 10 s)
+        self._assigned: Optional[list[TopicPartition]] = None
 
     def subscribe(self, topics, on_assign, on_revoke):
         def assigned(_consumer, partitions):
+            self._assigned = None
             self._note_committed(partitions)
             on_assign([Partition(tp.topic, tp.partition) for tp in partitions])
 
         def revoked(_consumer, partitions):
+            self._assigned = None
             on_revoke([Partition(tp.topic, tp.partition) for tp in partitions])
 
         self._topics = list(topics)
@@ -174,7 +179,9 @@ class ConfluentClient(ProducingClient):
     def lag(self):
         """Records behind the partition end, from the high-water marks librdkafka caches from fetches."""
         out = {}
-        for tp in self._consumer.assignment():
+        if self._assigned is None:
+            self._assigned = self._consumer.assignment()
+        for tp in self._assigned:
             key = Partition(tp.topic, tp.partition)
             try:
                 low, high = self._consumer.get_watermark_offsets(tp, cached=True)

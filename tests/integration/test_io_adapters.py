@@ -80,6 +80,41 @@ def test_client_polls_keyed_records_commits_and_reports_lag(broker, names, clien
 
 
 @pytest.mark.kafka
+def test_confluent_lag_follows_the_assignment_through_rebalances(broker, names):
+    """lag() reads the assignment again only after a rebalance callback (it runs after every poll, and reading the
+    assignment costs more than the rest of it): a partition taken away and given back must be in its answer again."""
+    cfg = load_config(None, [f"kafka.group_id={names['group']}", "kafka.partitions=2", "kafka.client=confluent",
+                             "kafka.session_timeout_ms=6000"])
+    kafka = cfg.kafka.at(broker.bootstrap)
+    ensure_topics(kafka, [names["metrics"]])
+    producer = Producer(kafka)
+    for i in range(40):
+        producer.produce(names["metrics"], f"entity-{i % 8}".encode(), orjson.dumps({"i": i}))
+    assert producer.flush() == 40
+    producer.close()
+    first, second = make_client(kafka), make_client(kafka)
+    try:
+        first.subscribe([names["metrics"]], lambda a: None, lambda r: None)
+        wait_until(lambda: first.poll(100, 1) and len(first.assignment()) == 2, 60, "the first client's partitions")
+        wait_until(lambda: first.poll(100, 1) is not None and set(first.lag()) == first.assignment(), 30,
+                   "lag of both partitions")
+        second.subscribe([names["metrics"]], lambda a: None, lambda r: None)
+        wait_until(lambda: (first.poll(100, 1), second.poll(100, 1)) and len(first.assignment()) == 1, 60,
+                   "a partition moved to the second client")
+        assert set(first.lag()) == first.assignment()  # read again after the revoke
+        second.close()
+        second = None
+        wait_until(lambda: first.poll(100, 1) is not None and len(first.assignment()) == 2, 60,
+                   "the partition back")
+        wait_until(lambda: first.poll(100, 1) is not None and set(first.lag()) == first.assignment(), 30,
+                   "lag of both partitions")
+    finally:
+        for client in (first, second):
+            if client is not None:
+                client.close()
+
+
+@pytest.mark.kafka
 def test_confluent_probe_raises_an_outage_once_the_broker_is_gone(names):
     """librdkafka only logs a broker it cannot reach; the probe must turn that into an error the daemon acts on."""
     cfg = load_config(None, ["kafka.client=confluent", f"kafka.group_id={names['group']}"])
