@@ -67,8 +67,11 @@ class Packer:
                 wide = _exact_decimals(flat, k, bits) if k is not None else None
                 if wide is None:
                     return None
-        while k and not (wide % 10).any():  # fewer places do (the last array of this kind needed more)
-            wide, k = wide / 10, k - 1
+        while k:  # fewer places do when every integer is a multiple of 10 (the last array of this kind needed more)
+            tenth = wide / 10  # exact for multiples of 10 (integers below 2^53); the rest get a fraction
+            if not (np.rint(tenth) == tenth).all():  # (a float modulo took half of a window's packing time)
+                break
+            wide, k = tenth, k - 1
         _LAST_DECIMALS[role] = k
         ints = wide.astype(np.int64)
         stored = self.steps(ints) if array.ndim == 1 else self.blob(_narrow(ints.reshape(array.shape).T))

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from streamdet.changelog.packing import Packer
 from streamdet.changelog.codec import DELTA, Head, decode_record, encode_record
 from streamdet.types import Source
 from tests.changelog.helpers import assert_same_state
@@ -40,6 +41,15 @@ def test_short_decimals_take_less_than_their_float_bytes():
     packed = encode_record(Head(DELTA, 1, 1, 1), {"values": rows, "ts": ts})
     raw = encode_record(Head(DELTA, 1, 1, 1), {"values": rows + np.float32(1e-7), "ts": ts + 1e-7})  # not decimal
     assert len(packed) < 0.75 * len(raw)
+
+
+def test_decimals_take_the_fewest_places_even_after_an_array_that_needed_more():
+    packer = Packer()
+    places = lambda values: packer.decimal(np.asarray(values, dtype=np.float64), "x")["__q__"][2]  # noqa: E731
+    assert places([0.123456, 1.5, 2.25, 3.0]) == 6
+    assert places([1.0, 2.0, 3.0, -40.0]) == 0  # tried at 6 places first, then down to none
+    assert places([0.1, 1.0, 2.0, 3.0]) == 1
+    assert places([0.25, 0.5, 1.5, 2.0]) == 2
 
 
 @settings(max_examples=200, deadline=None)
