@@ -4,10 +4,10 @@ entity).
 The points sit in a linear buffer of L + spare rows, oldest first: a point is appended at `end`, the window is the
 one contiguous slice [end - L, end), and when the buffer is full its last L points move to the front (one copy of
 the window per `spare` points). A ring buffer would need its two halves joined for every emitted window and for every
-block of points: with 1,000 entities a poll brings each about 20 points, and that reordering was a third of the
-window store's time (tools/bench_pipeline.py --saturation --entities 1000). Checkpoints keep the ring layout of
-format 1 and 2 (point i in slot i mod L, `pos` = the next slot): `state` and `from_state` convert, so the
-changelog's deltas are unchanged.
+block of points: with 1,000 entities a poll brings each about 20 points, and the block path that reordered them was
+two thirds of the window store's time (docs/performance.md, "The window store as a linear buffer"). Checkpoints keep
+the ring layout of format 1 and 2 (point i in slot i mod L, `pos` = the next slot): `state` and `load` convert, so
+the changelog's deltas are unchanged.
 """
 
 from __future__ import annotations
