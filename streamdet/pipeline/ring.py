@@ -98,7 +98,7 @@ class Ring:
         for k in range(first, m, stride):
             last = offset + k + 1
             if last < L:  # still warming up (in place: the points sit at [0, last))
-                window, warm = self.values[np.concatenate((np.zeros(L - last, dtype=np.int64), np.arange(last)))], False
+                window, warm = self._padded(last), False
             else:
                 window, warm = values[last - L:last], True
                 window = window.copy() if values is self.values else window
@@ -120,10 +120,13 @@ class Ring:
         L, end = self.window, self.end
         self.pending -= n_new
         ts, sources = self.ts[end - n_new:end].copy(), self.sources[end - n_new:end]
-        if self.seen < L:  # edge-padded warm-up window: the first point repeated at the front
-            idx = np.concatenate((np.zeros(L - end, dtype=np.int64), np.arange(end)))
-            return WindowRequest(entity, self.values[idx], n_new, ts, sources, False)
+        if self.seen < L:  # still warming up: the points sit at [0, end)
+            return WindowRequest(entity, self._padded(end), n_new, ts, sources, False)
         return WindowRequest(entity, self.values[end - L:end].copy(), n_new, ts, sources, True)
+
+    def _padded(self, n: int) -> np.ndarray:
+        """A warming-up window of the first n points (n < L), edge-padded: the first point repeated at the front."""
+        return self.values[np.concatenate((np.zeros(self.window - n, dtype=np.int64), np.arange(n)))]
 
     def pending_sources(self) -> list:
         return self.sources[self.end - self.pending:self.end]
