@@ -12,9 +12,8 @@ emitted in a partial request (take_overdue) with the other unscored points of it
 (backtests) never makes a point overdue, so replays stay deterministic. take_waiting emits every entity's unscored
 points at once (the adaptive stride's caller, when the load has dropped).
 
-A little over 300 lines on purpose: the push paths (block, small group, point), eviction and the three ways a
-partial window leaves (flushed, overdue, waiting) share the ring buffers and the waiting order; split apart, each
-would reach into the others' state.
+An entity with several points in a poll takes them as one block, sliced from the poll sorted by entity once
+(blocks.py); one with a few points, or whose block could hold a late point, takes them one by one.
 """
 
 from __future__ import annotations
@@ -22,11 +21,12 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Iterator, Optional
+from typing import Any, Callable, Hashable, Iterator
 
 import numpy as np
 
 from ..errors import ConfigError, DecodeError
+from .blocks import PollBlocks
 from .ring import Ring, WindowRequest
 
 
@@ -115,13 +115,14 @@ class WindowStore:
                     self._push_group(entity, ring, positions, ts, values, sources, now, out)
                     continue
                 if blocks is None:
-                    blocks = _Blocks(groups, ts, values, sources)
-                emitted = blocks.append_to(ring, entity, positions, self.stride, self.allowed_lateness_s, out)
+                    blocks = PollBlocks(groups, ts, values, sources)
+                emitted = blocks.append_to(ring, entity, positions, self.stride, self.allowed_lateness_s)
                 if emitted is None:  # a point may be late: one by one, each checked
                     self._push_group(entity, ring, positions, ts, values, sources, now, out)
                     continue
+                out.requests += emitted
                 out.last[entity] = positions[-1]
-                self._note_waiting(entity, ring, now, restarted=emitted > 0)
+                self._note_waiting(entity, ring, now, restarted=bool(emitted))
             for entity in sorted(out.last, key=out.last.__getitem__):  # LRU order of one-by-one pushes
                 self._rings.move_to_end(entity)
                 self._rings[entity].last_active = now
@@ -283,33 +284,3 @@ class WindowStore:
         if ring.pending:
             self._waiting[entity] = ring.last_active  # restored points wait from now
 
-
-class _Blocks:
-    """A poll's points sorted by entity once (values, timestamps, sources), so that each entity's block is one
-    contiguous slice, and which blocks have non-decreasing timestamps (those need no lateness check per point)."""
-
-    def __init__(self, groups: dict[str, list[int]], ts: list[float], values: np.ndarray, sources: list):
-        order = [k for positions in groups.values() for k in positions]
-        self.start = {}
-        at = 0
-        for entity, positions in groups.items():
-            self.start[entity] = at
-            at += len(positions)
-        self.values = values[order]  # [N, C]
-        self.ts = np.asarray(ts, dtype=np.float64)[order]  # [N]
-        self.sources = [sources[k] for k in order]
-        descents = np.concatenate(([0], np.cumsum(self.ts[1:] < self.ts[:-1])))  # descents before each point
-        self.descents = descents.tolist()
-
-    def append_to(self, ring: Ring, entity: str, positions: list[int], stride: int, lateness: float,
-                  out: PushResult) -> Optional[int]:
-        """Append the entity's block to its ring (requests to `out`) and return how many requests it completed; None,
-        with nothing done, when a point of the block could be late (the caller then takes the points one by one)."""
-        a = self.start[entity]
-        b = a + len(positions)
-        if self.descents[b - 1] != self.descents[a] or self.ts[a] < ring.max_ts - lateness:
-            return None
-        emitted: list[tuple[int, WindowRequest]] = []
-        ring.extend(entity, self.values[a:b], self.ts[a:b], self.sources[a:b], stride, emitted)
-        out.requests += [(positions[j], request) for j, request in emitted]
-        return len(emitted)
