@@ -34,6 +34,20 @@ class LinearOpsLSTM(nn.Module):
         for name, tensor in self.tensors(lstm).items():
             self.register_buffer(name, tensor)
 
+    def __getattr__(self, name: str):
+        """nn.LSTM's parameter names (`weight_ih_lK`, `weight_hh_lK`, `bias_ih_lK`, `bias_hh_lK`) read back from this
+        layout, for models that read their LSTM's weights (lstm_ae's folded free-running decoder); `bias_ih_lK` is
+        the summed bias and `bias_hh_lK` zeros, which is what such a model adds up."""
+        kind, _, layer = name.rpartition("_l")
+        if kind not in ("weight_ih", "weight_hh", "bias_ih", "bias_hh") or not layer.isdigit():
+            return super().__getattr__(name)
+        stored = super().__getattr__(("bias" if kind.startswith("bias") else kind[len("weight_"):]) + f"_l{layer}")
+        if kind == "bias_hh":
+            return torch.zeros_like(stored)
+        unscale = torch.ones(4 * self.hidden, dtype=stored.dtype)
+        unscale[2 * self.hidden:3 * self.hidden] = 0.5  # the g rows were doubled (exact both ways)
+        return stored * unscale if kind == "bias_ih" else (stored * unscale).t()
+
     @staticmethod
     def tensors(lstm: nn.LSTM) -> dict[str, Tensor]:
         """The module's tensors computed from an nn.LSTM's (new tensors: the LSTM may be reused)."""
@@ -95,6 +109,11 @@ class TransposedLinear(nn.Module):
         if linear.bias is not None:
             out["bias"] = linear.bias.detach().clone()
         return out
+
+    @property
+    def weight(self) -> Tensor:
+        """nn.Linear's [out, in] weight, for models that read it (lstm_ae's folded decoder)."""
+        return self.weight_t.t()
 
     def forward(self, x: Tensor) -> Tensor:
         out = x @ self.weight_t

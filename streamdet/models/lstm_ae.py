@@ -60,6 +60,7 @@ class LSTMAutoencoder(Detector):
         self.decoder = nn.LSTM(n_channels, hp.hidden, num_layers=hp.layers, batch_first=True, dropout=dropout)
         self.output = nn.Linear(hp.hidden, n_channels)
         self.free_running = hp.decoder_input == "prediction"
+        self.single_layer = hp.layers == 1  # the free-running decoder then folds its input into its recurrence
         self.gaussian = hp.error_model == "gaussian"
         self.register_buffer("error_mean", torch.zeros(n_channels))  # mu of |x - x_hat| on validation windows
         self.register_buffer("error_precision", torch.eye(n_channels))  # Sigma^-1
@@ -72,6 +73,8 @@ class LSTMAutoencoder(Detector):
             observed = x.flip(1)[:, :-1]  # [B, L-1, C]: x_L .. x_2 feed the steps L-1 .. 1
             out, ignored = self.decoder(observed, state)
             reversed_hat = torch.cat([first, self.output(out)], dim=1)  # [B, L, C], step L first
+        elif self.single_layer:
+            reversed_hat = self.output(self._free_running_states(state[0][0], state[1][0], x.shape[1]))
         else:
             steps: List[Tensor] = [first]
             previous = first
@@ -81,6 +84,24 @@ class LSTMAutoencoder(Detector):
                 steps.append(previous)
             reversed_hat = torch.cat(steps, dim=1)
         return reversed_hat.flip(1)
+
+    def _free_running_states(self, h: Tensor, c: Tensor, length: int) -> Tensor:
+        """The one-layer decoder fed its own predictions, as hidden states [B, L, D] (step L first).
+
+        Each step's input is the previous prediction W_out h + b_out, so its gates W_ih (W_out h + b_out) + W_hh h + b
+        are one product (W_ih W_out + W_hh) h + (W_ih b_out + b): a matmul and the cell's pointwise ops per step
+        instead of an LSTM call and a Linear, and the predictions are one Linear over all states at the end. The same
+        equations, reassociated (float rounding only); 2-3.5x faster to score at batch 1-64 (docs/models.md)."""
+        w_ih = self.decoder.weight_ih_l0  # [4D, C]
+        recurrent = (self.output.weight.t() @ w_ih.t() + self.decoder.weight_hh_l0.t()).contiguous()  # [D, 4D]
+        bias = self.output.bias @ w_ih.t() + self.decoder.bias_ih_l0 + self.decoder.bias_hh_l0  # [4D]
+        states: List[Tensor] = [h]
+        for _ in range(length - 1):
+            i, f, g, o = torch.addmm(bias, h, recurrent).chunk(4, 1)  # torch's gate order
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            states.append(h)
+        return torch.stack(states, dim=1)
 
     def loss(self, x: Tensor, epoch: int, labels: Optional[Tensor] = None) -> Tensor:
         return ((self.reconstruct(x, teacher=True) - x) ** 2).mean()

@@ -147,6 +147,25 @@ def test_lstm_ae_decodes_in_reverse_order_from_the_encoders_state():
     torch.testing.assert_close(observed_changed[:, -1], free_changed[:, -1])
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+def test_lstm_ae_free_running_decoder_feeds_each_step_its_own_prediction(layers):
+    """Scoring decodes as the paper does at inference: each step's input is the previous step's prediction. Written
+    out here with the model's own LSTM and Linear, step by step; the model folds the one-layer case into one matmul
+    per step (reassociated products), which must decode the same."""
+    model, x = default("lstm_ae", layers=layers), wave()
+    with torch.inference_mode():
+        _, state = model.encoder(x)
+        previous = model.output(state[0][-1]).unsqueeze(1)  # step L, from the encoder's state alone
+        steps = [previous]
+        for _ in range(L - 1):
+            out, state = model.decoder(previous, state)
+            previous = model.output(out)
+            steps.append(previous)
+        expected = torch.cat(steps, dim=1).flip(1)
+        torch.testing.assert_close(model.reconstruct(x, teacher=False), expected, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(model.reconstruct(x, teacher=True), expected, atol=1e-3), "not teacher forcing"
+
+
 def test_lstm_ae_scores_the_mahalanobis_distance_of_validation_fitted_errors(tmp_path):
     model, val = default("lstm_ae"), wave(40, seed=3)
     model.fit_validation(val)
