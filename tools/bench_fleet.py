@@ -174,6 +174,69 @@ def run_paced(*args) -> dict[str, float]:
     return spikes
 
 
+def produce_warm_up(args, producer, topic: str, rows: np.ndarray, hosts: int, interval_s: float) -> list:
+    """The records before the paced phase (module docstring, "the rule for warm-up"), produced and flushed."""
+    now = time.time()
+    warm = [(f"host-{h:05d}", now - (WARM_STEPS - s) * interval_s, rows[(s + 211 * h) % len(rows)])
+            for s in range(WARM_STEPS) for h in range(args.alert_hosts)]
+    if not args.first_contact:  # every other host known to the daemon (and checkpointed) before the paced phase
+        warm += [(f"host-{h:05d}", now - interval_s, rows[(211 * h - 1) % len(rows)])
+                 for h in range(args.alert_hosts, hosts)]
+    for host, ts, values in warm:  # the alerting hosts' windows are full before the paced phase
+        producer.produce(topic, host.encode(), orjson.dumps({"entity": host, "ts": ts, "values": values},
+                                                            option=orjson.OPT_SERIALIZE_NUMPY))
+    producer.flush(120)
+    return warm
+
+
+def floor_row(args, broker, rows: np.ndarray, hosts: int, interval_s: float) -> dict:
+    """What the broker alone allows: latency_row's stream (the same warm-up records, the same paced producer) read
+    by a bare librdkafka consumer with the daemon's fetch settings, production -> poll returning the record, p50 /
+    p99. The embedded broker's memory storage slows as its log grows (docs/performance.md, "The embedded broker's
+    floor"), so the daemon's rows are read against this one, measured on a broker of the same age."""
+    from confluent_kafka import Consumer
+
+    tag = uuid.uuid4().hex[:6]
+    cfg = load_config(args.config, [f"kafka.metrics_topic=floor-{tag}", f"kafka.group_id=floor-{tag}", *args.set])
+    k = cfg.kafka.at(broker.bootstrap)
+    ensure_topics(k, [k.metrics_topic])
+    producer = Producer(k)
+    warm = len(produce_warm_up(args, producer, k.metrics_topic, rows, hosts, interval_s))
+    producer.close()
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": k.group_id, "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest", "fetch.wait.max.ms": k.fetch_max_wait_ms})
+    consumer.subscribe([k.metrics_topic])
+    latencies: list[float] = []
+    seen, since, stop = [0], [float("inf")], threading.Event()
+
+    def read():
+        while not stop.is_set():
+            for message in consumer.consume(500, 0) or [consumer.poll(0.05)]:
+                if message is not None and message.error() is None:
+                    now, ts = time.time(), orjson.loads(message.value())["ts"]
+                    seen[0] += 1
+                    if ts >= since[0]:
+                        latencies.append(now - ts)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while seen[0] < warm and time.monotonic() < deadline:  # the warm-up read (and the group joined) first
+        time.sleep(0.01)
+    since[0] = time.time()
+    seconds = max(args.seconds, 2.5 * interval_s)
+    run_paced(broker.bootstrap, k.metrics_topic, hosts, interval_s, seconds, rows, 0)
+    paced = int(seconds * hosts / interval_s)
+    deadline = time.monotonic() + 60
+    while len(latencies) < paced and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    reader.join(10)
+    consumer.close()
+    return {"hosts": hosts, "interval": interval_s, "read": len(latencies), "paced": paced,
+            "load": os.getloadavg()[0], "poll": np.percentile(np.asarray(latencies) * 1000, [50, 99])}
+
+
 def _round_open(daemon) -> bool:
     d = daemon.delivery
     return d is not None and (d.round is not None or bool(d.ledger.touched))
@@ -188,16 +251,7 @@ def latency_row(args, broker, bundle: Path, rows: np.ndarray, hosts: int, interv
     k = cfg.kafka.at(broker.bootstrap)
     ensure_topics(k, [k.metrics_topic, k.alerts_topic, k.dlq_topic])
     producer = Producer(k)
-    now = time.time()
-    warm = [(f"host-{h:05d}", now - (WARM_STEPS - s) * interval_s, rows[(s + 211 * h) % len(rows)])
-            for s in range(WARM_STEPS) for h in range(args.alert_hosts)]
-    if not args.first_contact:  # every other host known to the daemon (and checkpointed) before the paced phase
-        warm += [(f"host-{h:05d}", now - interval_s, rows[(211 * h - 1) % len(rows)])
-                 for h in range(args.alert_hosts, hosts)]
-    for host, ts, values in warm:  # the alerting hosts' windows are full before the paced phase
-        producer.produce(k.metrics_topic, host.encode(), orjson.dumps({"entity": host, "ts": ts, "values": values},
-                                                                      option=orjson.OPT_SERIALIZE_NUMPY))
-    producer.flush(120)
+    warm = produce_warm_up(args, producer, k.metrics_topic, rows, hosts, interval_s)
     alerts: list = []
     stop = threading.Event()
     reader = alerts_reader(cfg, broker.bootstrap, k.alerts_topic, alerts, stop)
@@ -311,22 +365,27 @@ def main(argv=None) -> int:
     if args.quick:
         args.seconds, args.hosts, args.records, args.alert_hosts = 10.0, 100, 20_000, 10
     torch.set_num_threads(1)
-    results = {"latency": [], "throughput": []}
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+    results = {"latency": [], "floor": [], "throughput": []}
+    with tempfile.TemporaryDirectory() as tmp:
         bundle = Path(tmp) / "fleet.pt"
         train_small_bundle(args.config, bundle, args.entity, tuple(args.set))
         rows, source = test_rows(args.config, args.entity)
         if not args.skip_latency:
-            for hosts, interval in ((1000, 1.0), (10_000, 10.0)):
-                results["latency"].append(latency_row(args, broker, bundle, rows, hosts, interval))
+            for hosts, interval in ((1000, 1.0), (10_000, 10.0)):  # each row on a fresh broker (its floor, too)
+                with EmbeddedBroker() as broker:
+                    results["latency"].append(latency_row(args, broker, bundle, rows, hosts, interval))
+                with EmbeddedBroker() as broker:
+                    results["floor"].append(floor_row(args, broker, rows, hosts, interval))
         if not args.skip_per_entity:
             started = time.perf_counter()
             directory = per_entity_dir(bundle, Path(tmp) / "per-entity", args.hosts)
             print(f"exported {args.hosts} bundles in {time.perf_counter() - started:.0f} s", file=sys.stderr)
             stream = records(args.records, args.hosts, 1.7e9, rows)
-            for run in range(1, args.repeat + 1):  # interleaved: fleet, per-entity, fleet, ... (shared load alike)
-                for path, label in ((bundle, "fleet bundle"), (directory, f"{args.hosts} per-entity bundles")):
-                    results["throughput"].append({**throughput_row(args, broker, path, stream, label), "run": run})
+            with EmbeddedBroker() as broker:
+                for run in range(1, args.repeat + 1):  # interleaved: fleet, per-entity, fleet, ... (load alike)
+                    for path, label in ((bundle, "fleet bundle"), (directory, f"{args.hosts} per-entity bundles")):
+                        results["throughput"].append({**throughput_row(args, broker, path, stream, label),
+                                                      "run": run})
     print_table(args, source, results)
     return 0
 
@@ -352,6 +411,10 @@ def print_table(args, source: str, results: dict) -> None:
         alert = "no alert" if row["alert"] is None else f"{row['alert'][0]:,.0f} / {row['alert'][1]:,.0f} ms"
         print(f"| (g{i}) {load}: production -> alert on the topic, p50 / p99 ({row['alerted']} of "
               f"{row['spiked']} spikes) | {alert} |")
+        for floor in results["floor"][i - 1:i]:
+            print(f"| (g{i}) {load}: the broker's floor, production -> poll by a bare librdkafka consumer of the "
+                  f"same stream on a fresh broker, p50 / p99 ({floor['read']:,} of {floor['paced']:,} records; load "
+                  f"{floor['load']:.1f}) | {floor['poll'][0]:,.0f} / {floor['poll'][1]:,.0f} ms |")
     for row in results["throughput"]:
         name = f"(h) run {row['run']}, {args.hosts:,} hosts, {row['label']}"
         print(f"| {name}: records/s (load average {row['load'][0]:.1f} -> {row['load'][1]:.1f}) | "
