@@ -189,6 +189,17 @@ def produce_warm_up(args, producer, topic: str, rows: np.ndarray, hosts: int, in
     return warm
 
 
+def finish_reading(count, n: int, stop: threading.Event, reader: threading.Thread, consumer,
+                   timeout_s: float = 60.0) -> None:
+    """Wait until `count()` reaches n (or timeout_s), then stop the reader thread and close its consumer."""
+    deadline = time.monotonic() + timeout_s
+    while count() < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    reader.join(10)
+    consumer.close()
+
+
 def floor_row(args, broker, rows: np.ndarray, hosts: int, interval_s: float) -> dict:
     """What the broker alone allows: latency_row's stream (the same warm-up records, the same paced producer) read
     by a bare librdkafka consumer with the daemon's fetch settings, production -> poll returning the record, p50 /
@@ -227,12 +238,7 @@ def floor_row(args, broker, rows: np.ndarray, hosts: int, interval_s: float) -> 
     seconds = max(args.seconds, 2.5 * interval_s)
     run_paced(broker.bootstrap, k.metrics_topic, hosts, interval_s, seconds, rows, 0)
     paced = int(seconds * hosts / interval_s)
-    deadline = time.monotonic() + 60
-    while len(latencies) < paced and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stop.set()
-    reader.join(10)
-    consumer.close()
+    finish_reading(lambda: len(latencies), paced, stop, reader, consumer)
     return {"hosts": hosts, "interval": interval_s, "read": len(latencies), "paced": paced,
             "load": os.getloadavg()[0], "poll": np.percentile(np.asarray(latencies) * 1000, [50, 99])}
 

@@ -26,7 +26,9 @@ import orjson
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
 
+from bench_fleet import finish_reading  # noqa: E402
 from streamdet.config import load_config  # noqa: E402
 from streamdet.io.broker import EmbeddedBroker  # noqa: E402
 
@@ -86,12 +88,7 @@ def main(argv=None) -> int:
             if (i + 1) % int(args.rate * BUCKET_S) == 0:
                 marks.append(cpu_seconds(broker.pid))
         producer.flush(60)
-        deadline = time.monotonic() + 60
-        while len(received) < n and time.monotonic() < deadline:
-            time.sleep(0.05)
-        stop.set()
-        reader.join(10)
-        consumer.close()
+        finish_reading(lambda: len(received), n, stop, reader, consumer)
     pairs = np.asarray(received)
     print(f"\n# {args.rate:,.0f} records/s for {args.seconds:g} s, fetch.wait.max.ms {fetch_wait_ms}, "
           f"retention.ms {args.retention_ms or 'default'}; {len(pairs):,} of {n:,} records read\n")
