@@ -91,7 +91,7 @@ class LSTMAutoencoder(Detector):
         Each step's input is the previous prediction W_out h + b_out, so its gates W_ih (W_out h + b_out) + W_hh h + b
         are one product (W_ih W_out + W_hh) h + (W_ih b_out + b): a matmul and the cell's pointwise ops per step
         instead of an LSTM call and a Linear, and the predictions are one Linear over all states at the end. The same
-        equations, reassociated (float rounding only); 2-3.5x faster to score at batch 1-64 (docs/models.md)."""
+        equations, reassociated (float rounding only); 2-6x faster to score at batch 64-1 (docs/models.md)."""
         w_ih = self.decoder.weight_ih_l0  # [4D, C]
         recurrent = (self.output.weight.t() @ w_ih.t() + self.decoder.weight_hh_l0.t()).contiguous()  # [D, 4D]
         bias = self.output.bias @ w_ih.t() + self.decoder.bias_ih_l0 + self.decoder.bias_hh_l0  # [4D]
