@@ -22,6 +22,9 @@ snapshot) to be committed, and reports that time on its own line (warm-up). Only
 start, and production -> score counts every paced record from the first one on. With --first-contact the other
 hosts are not primed: each host's first record arrives in the measured phase (entity created, first snapshot
 written then), which is the load of a fleet's very first start (g2: 10,000 new hosts within 10 s).
+Each (g) row runs on a fresh embedded broker, and beside it the broker's floor (floor_row): the same stream read by
+a bare librdkafka consumer on another fresh broker. The embedded broker's memory storage costs more the more it
+holds (tools/broker_floor.py), so a row on a broker that earlier rows filled would measure the broker's age.
 Per-entity rows (h): the daemon fed as fast as it can by 1,000 hosts, served once by one fleet bundle and once by a
 bundle directory holding a bundle per host (distinct weights: the trained bundle with host-specific noise added to
 its weights and buffers, so every host has its own model of the served architecture; bundles of one architecture are
