@@ -68,13 +68,13 @@ class LSTMAutoencoder(Detector):
     def reconstruct(self, x: Tensor, teacher: bool) -> Tensor:
         """x [B, L, C] -> reconstruction [B, L, C], decoded last step first."""
         encoded, state = self.encoder(x)  # state (h, c): [layers, B, D] each
+        if not teacher and self.single_layer:  # step L's state is the encoder's: its prediction is the first output
+            return self.output(self._free_running_states(state[0][0], state[1][0], x.shape[1])).flip(1)
         first = self.output(state[0][-1]).unsqueeze(1)  # [B, 1, C]: x_hat at step L from the final state alone
         if teacher:
             observed = x.flip(1)[:, :-1]  # [B, L-1, C]: x_L .. x_2 feed the steps L-1 .. 1
             out, ignored = self.decoder(observed, state)
             reversed_hat = torch.cat([first, self.output(out)], dim=1)  # [B, L, C], step L first
-        elif self.single_layer:
-            reversed_hat = self.output(self._free_running_states(state[0][0], state[1][0], x.shape[1]))
         else:
             steps: List[Tensor] = [first]
             previous = first
