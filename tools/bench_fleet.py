@@ -96,6 +96,13 @@ class Running:
         self.thread.join(60)
 
 
+def arrived(consumer, limit: int = 500) -> list:
+    """The messages queued now, else the next one within 50 ms (consume(n, t) would wait for n or the whole t), less
+    errors: a reader that times each message's arrival polls with this."""
+    messages = consumer.consume(limit, 0) or [consumer.poll(0.05)]
+    return [m for m in messages if m is not None and m.error() is None]
+
+
 def alerts_reader(cfg, bootstrap: str, topic: str, out: list, stop: threading.Event) -> threading.Thread:
     """Collect (arrival wall time, message) of every alert until `stop`."""
     from confluent_kafka import Consumer
@@ -106,11 +113,8 @@ def alerts_reader(cfg, bootstrap: str, topic: str, out: list, stop: threading.Ev
                              "fetch.wait.max.ms": cfg.kafka.fetch_max_wait_ms})
         consumer.subscribe([topic])
         while not stop.is_set():
-            # what is queued now; else wait for one message (consume(n, t) would wait for n or the whole t)
-            messages = consumer.consume(100, 0) or [consumer.poll(0.05)]
-            for message in messages:
-                if message is not None and message.error() is None:
-                    out.append((time.time(), orjson.loads(message.value())))
+            for message in arrived(consumer, 100):
+                out.append((time.time(), orjson.loads(message.value())))
         consumer.close()
 
     thread = threading.Thread(target=run, daemon=True)
@@ -225,12 +229,11 @@ def floor_row(args, broker, rows: np.ndarray, hosts: int, interval_s: float) -> 
 
     def read():
         while not stop.is_set():
-            for message in consumer.consume(500, 0) or [consumer.poll(0.05)]:
-                if message is not None and message.error() is None:
-                    now, ts = time.time(), orjson.loads(message.value())["ts"]
-                    seen[0] += 1
-                    if ts >= since[0]:
-                        latencies.append(now - ts)
+            for message in arrived(consumer):
+                now, ts = time.time(), orjson.loads(message.value())["ts"]
+                seen[0] += 1
+                if ts >= since[0]:
+                    latencies.append(now - ts)
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()

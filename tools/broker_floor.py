@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
-from bench_fleet import finish_reading  # noqa: E402
+from bench_fleet import arrived, finish_reading  # noqa: E402
 from streamdet.config import load_config  # noqa: E402
 from streamdet.io.broker import EmbeddedBroker  # noqa: E402
 
@@ -68,9 +68,8 @@ def main(argv=None) -> int:
 
         def read():
             while not stop.is_set():
-                for message in consumer.consume(500, 0) or [consumer.poll(0.05)]:
-                    if message is not None and message.error() is None:
-                        received.append((orjson.loads(message.value())["ts"], time.time()))
+                for message in arrived(consumer):
+                    received.append((orjson.loads(message.value())["ts"], time.time()))
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
