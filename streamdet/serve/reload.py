@@ -1,6 +1,8 @@
 """Model hot reload: a replaced bundle file (or SIGHUP) swaps the model without stopping the daemon.
 
-The file is checked about once a second (mtime, size and inode, so an atomic `mv` of a new bundle is seen). A new
+The file is checked about once a second (mtime, size and inode, so an atomic `mv` of a new bundle is seen). A file
+that changed is loaded once it has looked the same at two checks in a row, so a bundle copied in place (`cp`, `scp`)
+is read whole, not refused half-written; SIGHUP loads at once. A new
 bundle is loaded with the same checks as at start-up, must have the same channels and window (the input layout;
 changing it needs a restart) and must score a test batch finitely; otherwise it is rejected with one log line and the
 old model keeps serving. The swap happens between micro-batches, so no record is dropped: windows already cut are
@@ -41,11 +43,14 @@ def install_sighup(stack: ExitStack, request: Callable[[], None]) -> None:
 
 class ChangeWatch:
     """When to look at the bundle files again: about every CHECK_INTERVAL_S, or at once after `request` (SIGHUP).
-    `look()` returns what the files look like now (their signatures; None: unreadable right now, e.g. mid-replace)."""
+    `look()` returns what the files look like now (their signatures; None: unreadable right now, e.g. mid-replace).
+    A change is reported only once it has settled (the same look at two checks in a row): a file still being written
+    in place changes between checks and is left alone until the writer is done."""
 
     def __init__(self, look: Callable[[], Any]):
         self._look = look
         self.seen = look()
+        self._settling: Any = None  # a changed look waiting for the next check to confirm it
         self._next_check = time.monotonic() + CHECK_INTERVAL_S
         self._requested = threading.Event()
 
@@ -53,21 +58,27 @@ class ChangeWatch:
         install_sighup(stack, self.request)
 
     def request(self) -> None:
-        """Reload on the next check even if the files look unchanged (SIGHUP)."""
+        """Reload on the next check even if the files look unchanged or are still settling (SIGHUP)."""
         self._requested.set()
 
     def changed(self) -> Optional[tuple[Any, Any]]:
-        """(what was seen before, what is seen now) when a check is due and the files changed, or a reload was
-        requested; else None."""
+        """(what was seen before, what is seen now) when a check is due and the files changed and settled, or a
+        reload was requested; else None."""
         now = time.monotonic()
         forced = self._requested.is_set()
         if not forced and now < self._next_check:
             return None
         self._next_check = now + CHECK_INTERVAL_S
         seen = self._look()
-        if not forced and (seen is None or seen == self.seen):
-            return None
+        if not forced:
+            if seen is None or seen == self.seen:
+                self._settling = None
+                return None
+            if seen != self._settling:  # new since the last check: it may still be being written
+                self._settling = seen
+                return None
         self._requested.clear()
+        self._settling = None
         before, self.seen = self.seen, seen
         return before, seen
 

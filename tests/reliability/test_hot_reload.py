@@ -65,9 +65,10 @@ def test_replaced_bundle_is_served_and_bad_ones_are_refused(broker, tiny_bundle,
 
         live.write_bytes(b"this is not a bundle")  # corrupt: refused, the new model keeps serving
         wait_until(lambda: reloads(daemon, "rejected") == 1, 20, "the corrupt bundle to be rejected")
-        shutil.copy(other_window.path, live)  # valid, but another input layout: refused on SIGHUP too
-        daemon.proc.send_signal(signal.SIGHUP)
+        shutil.copy(other_window.path, live)  # copied in place: read once whole; valid, but another input layout
         wait_until(lambda: reloads(daemon, "rejected") == 2, 20, "the incompatible bundle to be rejected")
+        daemon.proc.send_signal(signal.SIGHUP)  # asks again for the unchanged file: checked, and refused again
+        wait_until(lambda: reloads(daemon, "rejected") == 3, 20, "the SIGHUP check to refuse it again")
         assert model_sha(daemon) == new.sha256 and daemon.proc.poll() is None
         produce(broker.bootstrap, names["metrics"], records[2 * third:])
         wait_until(lambda: daemon.value("streamdet_records_consumed_total", topic=names["metrics"])
@@ -75,6 +76,6 @@ def test_replaced_bundle_is_served_and_bad_ones_are_refused(broker, tiny_bundle,
         code, _ = daemon.terminate(20)
         assert code == 0 and final_totals(daemon)["scored"] == len(records)  # no record dropped by the swaps
         text = daemon.log_text()
-        assert "model reloaded" in text and text.count("model reload rejected") == 2
+        assert "model reloaded" in text and text.count("model reload rejected") == 3
     finally:
         daemon.close()
