@@ -100,10 +100,13 @@ class STRGCCell(nn.Module):
 
 
 def js_divergence(p: Tensor, q: Tensor, eps: float = 1e-8) -> Tensor:
-    """Jensen-Shannon divergence over the last dimension of two distributions."""
+    """Jensen-Shannon divergence over the last dimension of two distributions. Never negative: for nearly equal
+    distributions the float sums round to about -1e-7, which would make a contribution negative (bundles refuse
+    those), so the rounding is clamped away."""
     m = 0.5 * (p + q)
     log_m = torch.log(m + eps)
-    return 0.5 * ((p * (torch.log(p + eps) - log_m)).sum(-1) + (q * (torch.log(q + eps) - log_m)).sum(-1))
+    divergence = 0.5 * ((p * (torch.log(p + eps) - log_m)).sum(-1) + (q * (torch.log(q + eps) - log_m)).sum(-1))
+    return divergence.clamp_min(0.0)
 
 
 class MIXAD(Detector):

@@ -14,6 +14,7 @@ import torch
 
 from streamdet.bundle import export_bundle, load_bundle
 from streamdet.models import registry
+from streamdet.models.mixad import js_divergence
 
 L, C = 32, 4
 
@@ -75,6 +76,17 @@ def test_mixad_scores_the_shift_of_each_nodes_memory_attention():
     with torch.inference_mode():
         _, after = model(jumped)
     assert bool((after[:, 20, 2] > contrib[:, 20, 2]).all()), "the jump must move node 2's memory attention"
+
+
+def test_mixad_attention_shift_is_never_negative_for_nearly_equal_attention():
+    """The Jensen-Shannon divergence of two nearly equal distributions rounds below zero without care; a negative
+    contribution would fail the bundle's export (it happened on SMD machine-3-10)."""
+    g = torch.Generator().manual_seed(0)
+    p = torch.softmax(3.0 * torch.randn(10_000, 5, generator=g), dim=-1)
+    q = torch.softmax(torch.log(p) + 1e-4 * torch.randn(10_000, 5, generator=g), dim=-1)
+    shift = js_divergence(p, q)
+    assert bool((shift >= 0).all()) and float(shift.max()) < 1e-6
+    assert float(js_divergence(p, p.flip(0)).min()) > 0  # different distributions still diverge
 
 
 def test_mixad_graph_is_learned_from_the_memory_and_diffuses_both_ways():
