@@ -2,13 +2,13 @@
 
 The file is checked about once a second (mtime, size and inode, so an atomic `mv` of a new bundle is seen). A file
 that changed is loaded once it has looked the same at two checks in a row, so a bundle copied in place (`cp`, `scp`)
-is read whole, not refused half-written; SIGHUP loads at once. A new
-bundle is loaded with the same checks as at start-up, must have the same channels and window (the input layout;
-changing it needs a restart) and must score a test batch finitely; otherwise it is rejected with one log line and the
-old model keeps serving. The swap happens between micro-batches, so no record is dropped: windows already cut are
-scored by the old model, all later ones by the new. Thresholds restart from the new bundle's calibration (the score scale changed with the model).
-With `scoring.compile: aoti` the new bundle is compiled (or found in the cache) on a background thread while the old
-model keeps serving, and swapped in only once the compiled model has been verified.
+is read whole, not refused half-written; SIGHUP loads at once. A new bundle is loaded with the same checks as at
+start-up, must have the same channels and window (the input layout; changing it needs a restart) and must score a
+test batch finitely; otherwise it is rejected with one log line and the old model keeps serving. The swap happens
+between micro-batches, so no record is dropped: windows already cut are scored by the old model, all later ones by
+the new. Thresholds restart from the new bundle's calibration (the score scale changed with the model). With
+`scoring.compile: aoti` the new bundle is compiled (or found in the cache) on a background thread while the old model
+keeps serving, and swapped in only once the compiled model has been verified.
 """
 
 from __future__ import annotations

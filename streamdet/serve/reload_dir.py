@@ -1,14 +1,14 @@
 """Hot reload of a bundle directory: each bundle file is reloaded on its own when it changes.
 
 About once a second (or on SIGHUP) the directory's bundle files and groups.yaml are listed with their signatures
-(mtime, size, inode). When any changed, appeared or disappeared, and the listing is the same at the next check
-(so a directory being synced is read once the sync is done; SIGHUP does not wait), the set is built again, reusing every bundle whose
-file did not change, so replacing one entity's bundle loads one file, not a thousand. A new or replaced bundle is
-checked like at start-up (loads, fits the default's layout) and must score a test batch finitely; a bad one is
-refused with one log line and its entities keep (or fall back to) the default. A replaced default must keep the
-input layout (channels, window), else the whole directory keeps serving as it was (a layout change needs a
-restart). The daemon swaps the set in between micro-batches; entities whose bundle changed restart their
-thresholds from its calibration.
+(mtime, size, inode). When any changed, appeared or disappeared, and the listing is the same at the next check (so a
+directory being synced is read once the sync is done; SIGHUP does not wait), the set is built again, reusing every
+bundle whose file did not change, so replacing one entity's bundle loads one file, not a thousand. A new or replaced
+bundle is checked like at start-up (loads, fits the default's layout) and must score a test batch finitely; a bad one
+is refused with one log line and its entities keep (or fall back to) the default. A replaced default must keep the
+input layout (channels, window), else the whole directory keeps serving as it was (a layout change needs a restart).
+The daemon swaps the set in between micro-batches; entities whose bundle changed restart their thresholds from its
+calibration.
 """
 
 from __future__ import annotations
