@@ -38,9 +38,6 @@ class AnomalyAttention(nn.Module):
         index = torch.arange(window, dtype=torch.float32)
         self.register_buffer("distance2", (index[:, None] - index[None, :]) ** 2)  # [L, L]
 
-    def expected(self, x: Tensor) -> Optional[Tensor]:
-        return self.run(x)[0]
-
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         B, L, D = x.shape
         H, E = self.heads, self.head_width
@@ -64,9 +61,6 @@ class EncoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(width)
         self.norm2 = nn.LayerNorm(width)
         self.ff = nn.Sequential(nn.Linear(width, ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff, width))
-
-    def expected(self, x: Tensor) -> Optional[Tensor]:
-        return self.run(x)[0]
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         attended, series, prior = self.attention(x)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
-import torch
 from torch import Tensor, nn
 
 from .hparams import Hyper

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -64,7 +64,6 @@ class ViewAttention(nn.Module):
         (embed and projection are both affine), q_i . k_j = (t_i M + w) . t_j + terms without j, M = A_q' A_k,
         w = c_q A_k; the softmax over j drops the terms without j. F is a patch size or a patch count (5-20)
         where D is 64: the width-D products dominated the model's scoring cost (measured, docs/models.md)."""
-        F = tokens.shape[-1]
         weight = self.qk.weight.reshape(2, self.heads, self.head_width, -1)  # [2, H, d, D]
         bias = self.qk.bias.reshape(2, self.heads, self.head_width)  # [2, H, d]
         a = weight @ self.embed.weight  # [2, H, d, F]: A_q, A_k per head

@@ -25,6 +25,7 @@ from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from .base import Detector
@@ -41,6 +42,7 @@ class MIXADParams(Hyper):
     lamb_cons: float = 0.1
     lamb_kl: float = 0.0001
     recon_weight: float = 0.0
+    recompute: bool = True  # training only: each recurrent step is recomputed in the backward pass, not stored
 
     def check(self) -> None:
         require(self.hidden >= 1, "hidden", "must be >= 1", self.hidden)
@@ -58,12 +60,6 @@ class ChebConv(nn.Module):
         super().__init__()
         self.hops = hops
         self.linear = nn.Linear(2 * hops * features, out)
-
-    def expected(self, x: Tensor) -> Optional[Tensor]:
-        supports = self.supports()
-        states = self.encode(x, supports)
-        _, _, value = self.read_memory(states[:, -1])
-        return self.decode(states[:, -1], value, supports, x.shape[1])
 
     def forward(self, x: Tensor, supports: List[Tensor]) -> Tensor:
         terms: List[Tensor] = []
@@ -85,12 +81,6 @@ class STRGCCell(nn.Module):
         self.gates = ChebConv(features + hidden, 2 * hidden, hops)
         self.candidate = ChebConv(features + hidden, hidden, hops)
         self.hidden = hidden
-
-    def expected(self, x: Tensor) -> Optional[Tensor]:
-        supports = self.supports()
-        states = self.encode(x, supports)
-        _, _, value = self.read_memory(states[:, -1])
-        return self.decode(states[:, -1], value, supports, x.shape[1])
 
     def forward(self, x: Tensor, h: Tensor, supports: List[Tensor]) -> Tensor:
         z_r = torch.sigmoid(self.gates(torch.cat([x, h], dim=-1), supports))  # [B, N, 2D]
@@ -126,6 +116,7 @@ class MIXAD(Detector):
         self.register_buffer("eye", torch.eye(n_channels))
         self.hidden = hp.hidden
         self.recon_weight = hp.recon_weight
+        self.recompute = hp.recompute
         self.hp = hp
 
     def supports(self) -> List[Tensor]:
@@ -155,9 +146,24 @@ class MIXAD(Detector):
         h = torch.zeros(B, C, self.hidden, device=x.device, dtype=x.dtype)
         states: List[Tensor] = []
         for t in range(L):
-            h = self.encoder(x[:, t].unsqueeze(-1), h, supports)
+            h = self.step(0, x[:, t].unsqueeze(-1), h, supports)
             states.append(h)
         return torch.stack(states, dim=1)
+
+    def step(self, cell: int, x: Tensor, h: Tensor, supports: List[Tensor]) -> Tensor:
+        """One step of the encoder (cell 0) or decoder (cell 1). In training with `recompute`, the step's
+        activations are recomputed in the backward pass instead of stored: backpropagation through 2 x L graph GRU
+        steps stored ~17 GB at SMD's shape (38 channels, window 100, batch 128), ~1 GB this way (docs/models.md)."""
+        if self.training and self.recompute and not torch.jit.is_scripting():
+            return self._recomputed_step(cell, x, h, supports)
+        if cell == 0:
+            return self.encoder(x, h, supports)
+        return self.decoder(x, h, supports)
+
+    @torch.jit.unused
+    def _recomputed_step(self, cell: int, x: Tensor, h: Tensor, supports: List[Tensor]) -> Tensor:
+        module = self.encoder if cell == 0 else self.decoder
+        return torch.utils.checkpoint.checkpoint(module, x, h, supports, use_reentrant=False)
 
     def read_memory(self, states: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """states [..., D] -> (query [..., F], attention [..., M], retrieved value [..., F])."""
@@ -171,7 +177,7 @@ class MIXAD(Detector):
         go = torch.zeros(last.shape[0], last.shape[1], 1, device=last.device, dtype=last.dtype)
         outputs: List[Tensor] = []
         for _ in range(length):
-            h = self.decoder(go, h, supports)
+            h = self.step(1, go, h, supports)
             go = self.project(h)  # [B, C, 1]
             outputs.append(go.squeeze(-1))
         return torch.stack(outputs, dim=1).flip(1)  # generated last step first
