@@ -20,8 +20,9 @@ Shapes: besides B L C D, N nodes (= C channels), M memory slots, F memory width.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -89,6 +90,33 @@ class STRGCCell(nn.Module):
         return r * h + (1 - r) * c
 
 
+class Recomputed(nn.Module):
+    """A graph GRU cell whose activations are recomputed in the backward pass instead of stored. Backpropagation
+    through 2 x L steps stored ~12 GB at SMD's shape (38 channels, window 100, batch 128); this way ~1.4 GB
+    (docs/models.md). Training only: `loss` wraps the cells for one call, and scoring never sees the wrapper."""
+
+    def __init__(self, cell: STRGCCell):
+        super().__init__()
+        self.cell = cell
+
+    def forward(self, x: Tensor, h: Tensor, supports: List[Tensor]) -> Tensor:
+        return torch.utils.checkpoint.checkpoint(self.cell, x, h, supports, use_reentrant=False)
+
+
+@contextmanager
+def recomputed_steps(model: "MIXAD", on: bool) -> Iterator[None]:
+    """Within the block (when `on`), the model's encoder and decoder cells recompute their steps (`Recomputed`)."""
+    if not on:
+        yield
+        return
+    encoder, decoder = model.encoder, model.decoder
+    model.encoder, model.decoder = Recomputed(encoder), Recomputed(decoder)
+    try:
+        yield
+    finally:
+        model.encoder, model.decoder = encoder, decoder
+
+
 def js_divergence(p: Tensor, q: Tensor, eps: float = 1e-8) -> Tensor:
     """Jensen-Shannon divergence over the last dimension of two distributions. Never negative: for nearly equal
     distributions the float sums round to about -1e-7, which would make a contribution negative (bundles refuse
@@ -146,24 +174,9 @@ class MIXAD(Detector):
         h = torch.zeros(B, C, self.hidden, device=x.device, dtype=x.dtype)
         states: List[Tensor] = []
         for t in range(L):
-            h = self.step(0, x[:, t].unsqueeze(-1), h, supports)
+            h = self.encoder(x[:, t].unsqueeze(-1), h, supports)
             states.append(h)
         return torch.stack(states, dim=1)
-
-    def step(self, cell: int, x: Tensor, h: Tensor, supports: List[Tensor]) -> Tensor:
-        """One step of the encoder (cell 0) or decoder (cell 1). In training with `recompute`, the step's
-        activations are recomputed in the backward pass instead of stored: backpropagation through 2 x L graph GRU
-        steps stored ~17 GB at SMD's shape (38 channels, window 100, batch 128), ~1 GB this way (docs/models.md)."""
-        if self.training and self.recompute and not torch.jit.is_scripting():
-            return self._recomputed_step(cell, x, h, supports)
-        if cell == 0:
-            return self.encoder(x, h, supports)
-        return self.decoder(x, h, supports)
-
-    @torch.jit.unused
-    def _recomputed_step(self, cell: int, x: Tensor, h: Tensor, supports: List[Tensor]) -> Tensor:
-        module = self.encoder if cell == 0 else self.decoder
-        return torch.utils.checkpoint.checkpoint(module, x, h, supports, use_reentrant=False)
 
     def read_memory(self, states: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """states [..., D] -> (query [..., F], attention [..., M], retrieved value [..., F])."""
@@ -177,16 +190,17 @@ class MIXAD(Detector):
         go = torch.zeros(last.shape[0], last.shape[1], 1, device=last.device, dtype=last.dtype)
         outputs: List[Tensor] = []
         for _ in range(length):
-            h = self.step(1, go, h, supports)
+            h = self.decoder(go, h, supports)
             go = self.project(h)  # [B, C, 1]
             outputs.append(go.squeeze(-1))
         return torch.stack(outputs, dim=1).flip(1)  # generated last step first
 
     def loss(self, x: Tensor, epoch: int, labels: Optional[Tensor] = None) -> Tensor:
         supports = self.supports()
-        states = self.encode(x, supports)  # [B, L, C, D]
-        query, attention, value = self.read_memory(states)
-        rebuilt = self.decode(states[:, -1], value[:, -1], supports, x.shape[1])
+        with recomputed_steps(self, self.recompute):
+            states = self.encode(x, supports)  # [B, L, C, D]
+            query, attention, value = self.read_memory(states)
+            rebuilt = self.decode(states[:, -1], value[:, -1], supports, x.shape[1])
         top = attention.topk(2, dim=-1).indices  # [B, L, C, 2]
         positive, negative = self.memory[top[..., 0]].detach(), self.memory[top[..., 1]].detach()
         width = query.shape[-1]
