@@ -6,8 +6,8 @@
 
 WORK is the benchmark's --work folder of the run that wrote the cells (WORK/DATASET/MODEL/ENTITY.pt, or fleet.pt in
 fleet mode); the other options are that run's tools/benchmark.py options. Alerts rank channels by the bundle's
-attribution record (pipeline/attribution.py); a bundle trained before the record existed (or its `rows`), or with
-another method than `train.attribution`, gets the record its training would write now: fitted (train/attribution.py) on the
+attribution record (pipeline/attribution.py); a bundle trained before the record existed, or with another method
+than `train.attribution`, gets the record its training would write now: fitted (train/attribution.py) on the
 contributions of the same clean validation tails its calibration used (the train split's last val_fraction). The
 test splits are replayed through the live pipeline and the cell's `interp.*` metrics (per entity, micro, macro) are
 replaced; the scores and alerts do not read the record, so the tool refuses to write unless every other metric of
@@ -35,7 +35,7 @@ from streamdet.bundle import load_bundle  # noqa: E402
 from streamdet.data import load_series  # noqa: E402
 from streamdet.evaluate.backtest import evaluation_config, replay_entity  # noqa: E402
 from streamdet.evaluate.report import build_report  # noqa: E402
-from streamdet.train.attribution import clean_contributions, fit_alert_record  # noqa: E402
+from streamdet.train.attribution import clean_contributions, fit_record  # noqa: E402
 from streamdet.train.splits import split_point  # noqa: E402
 
 log = logging.getLogger("interp_rescore")
@@ -55,17 +55,16 @@ def attribute(bundle, cfg, series: list) -> str:
     train split's last val_fraction of each series it was trained on). Returns what it did."""
     method = cfg.train.attribution
     record = bundle.calibration.get("attribution")
-    if record and record.get("method") == method and "rows" in record:
+    if record and record.get("method") == method:
         return "kept"
     val_fraction = float(bundle.meta["config"]["train"]["val_fraction"])
     tails = [s.train[split_point(len(s.train), bundle.window, val_fraction, s.entity):] for s in series]
     context = int(bundle.meta["config"].get("context", 0))
     tails = [np.asarray(t, dtype=np.float32) for t in tails]
     contrib = clean_contributions(bundle.module, tails, bundle.window, cfg.scoring.stride, context)
-    bundle.calibration["attribution"] = fit_alert_record(method, bundle.module, tails, bundle.window,
-                                                         cfg.scoring.stride, context, contrib,
-                                                         cfg.threshold.init_level, cfg.train.seed)
-    return "fitted" if record is None else f"refitted (was {record.get('method')}, rows {record.get('rows', 1)})"
+    bundle.calibration["attribution"] = fit_record(method, bundle.module, tails, bundle.window, cfg.scoring.stride,
+                                                   context, contrib)
+    return "fitted" if record is None else f"refitted (was {record.get('method')})"
 
 
 def replayed_report(bench, cell: dict, work: Path) -> dict:

@@ -114,19 +114,11 @@ def build_report(cfg, bundle, series_list, runs) -> dict:
         "threshold": {"method": cfg.threshold.method, "risk": cfg.threshold.risk, "update": cfg.threshold.update},
         "alerting": {"min_consecutive": cfg.alerting.min_consecutive, "cooldown": cfg.alerting.cooldown},
         "scoring_stride": cfg.scoring.stride,
-        "attribution": attribution_label(bundle.calibration.get("attribution")),  # how alerts rank channels
+        "attribution": (bundle.calibration.get("attribution") or {}).get("method", "raw"),  # how alerts rank channels
         "vus_max_window": VUS_MAX_WINDOW,
         "entities": per_entity,
         "aggregate": aggregate,
     }
-
-
-def attribution_label(record: dict | None) -> str:
-    """How a bundle's alerts rank channels, for the results table: the method, and whether the bundle chose over how
-    many rows of the firing window to average (train/attribution.choose_rows) or ranks the firing row alone."""
-    if not record:
-        return "raw"
-    return f"{record.get('method', 'raw')}, rows chosen" if "rows" in record else record.get("method", "raw")
 
 
 HEADLINE = [("alert.point_f1", "point F1 (alerts)"), ("alert.event_f1", "event F1 (alerts)"),

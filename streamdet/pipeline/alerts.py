@@ -5,10 +5,6 @@ consecutive points under it. The alert id is a hash of (entity, start_ts, model 
 resolved event share it and `status` tells them apart, so a consumer deduplicates redelivered events on
 (alert_id, status), and a replay of the same data through the same model produces the same ids.
 Warm-up points (edge-padded windows) never fire and never count toward a streak.
-A firing alert ranks its channels by their standardised contributions (pipeline/attribution.py), averaged over as
-many rows of the firing row's window as the bundle's attribution record says (`rows`): one row is noisy for some
-models, and each bundle chose on its own injected validation anomalies (docs/evaluation.md "Alert attribution"). The
-window is part of the entity's checkpoint, so a restart ranks the same way.
 """
 
 from __future__ import annotations
@@ -21,7 +17,7 @@ import numpy as np
 
 from ..config import AlertingConfig
 from ..types import describe_source
-from .attribution import MAX_RANKED_ROWS, ranking
+from .attribution import attributed
 
 ALERT_ID_HEX = 32  # 128 bits of the sha256
 
@@ -99,10 +95,9 @@ class AlertManager:
 
     def update(self, entity: str, ts: np.ndarray, scores: np.ndarray, thresholds: np.ndarray, over: np.ndarray,
                contrib: np.ndarray, sources: list, warm: bool | np.ndarray = True,
-               any_over: bool | None = None, history: int = 0) -> list[AlertEvent]:
-        """Advance the entity's state over a chunk of its points (ts, scores, thresholds, over [n]; contrib
-        [history + n, C]: the points' contributions after `history` earlier rows of the same window, which a firing
-        alert's ranking may average) -> the events they trigger. `warm` (for all points or per point [n]): warm=False points never fire nor
+               any_over: bool | None = None) -> list[AlertEvent]:
+        """Advance the entity's state over a chunk of its points (ts, scores, thresholds, over [n], contrib [n, C]);
+        -> the events they trigger. `warm` (for all points or per point [n]): warm=False points never fire nor
         count toward a streak. A chunk that raises no event (quiet while idle, or still firing without reaching the
         cooldown) only moves the counters (numpy); one that may fire or resolve steps point by point. `any_over`:
         over.any(), when the caller has it for a whole batch already. A single point is a chunk of one."""
@@ -125,9 +120,8 @@ class AlertManager:
             if warm is not True and not warm[j]:
                 state.over_streak = 0
                 continue
-            rows = contrib[max(0, history + j + 1 - MAX_RANKED_ROWS): history + j + 1]
             event = self._step(entity, state, float(ts[j]), float(scores[j]), float(thresholds[j]), bool(over[j]),
-                               rows, sources[j])
+                               contrib[j], sources[j])
             if event is not None:
                 events.append(event)
                 state = self._states[entity]  # a resolved episode starts a fresh state
@@ -135,8 +129,7 @@ class AlertManager:
 
     def _step(self, entity: str, state: _EntityState, ts: float, score: float, threshold: float, over: bool,
               contrib: np.ndarray, source: Any) -> AlertEvent | None:
-        """One warm point: the state machine itself. contrib [n, C]: the point's contributions, after up to
-        MAX_RANKED_ROWS - 1 earlier rows' of its window."""
+        """One warm point: the state machine itself."""
         if over:
             state.under_streak = 0
             if state.over_streak == 0:
@@ -176,7 +169,7 @@ class AlertManager:
         state.alert_id = alert_id(entity, state.start_ts, self.model_of(entity)["sha256"])
         state.peak_score = score
         attribution = self._attribution_of(entity) if self._attribution_of is not None else None
-        state.top = top_channels(ranking(np.asarray(contrib), attribution), self.channels, self.cfg.top_channels)
+        state.top = top_channels(attributed(np.asarray(contrib), attribution), self.channels, self.cfg.top_channels)
         return self._event(entity, state, "firing", ts, score, threshold, source)
 
     def _while_firing(self, entity: str, state: _EntityState, ts: float, score: float, threshold: float,

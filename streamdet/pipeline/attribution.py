@@ -9,8 +9,6 @@ channel's contribution is for that channel. A bundle without it ranks the raw co
 `quantile` record carries quantile knots [K, C] instead: an alert ranks each channel's tail probability under its own
 validation distribution (`surprise`); the `response` record adds how a shift of each channel raises every channel's
 standardised contribution, and an alert ranks the channels whose shifts best explain what it sees (`unmixed`).
-A record may also say over how many rows an alert averages (`rows`, up to MAX_RANKED_ROWS: the firing row and
-those before it in its window), chosen per bundle on injected validation anomalies (train/attribution.choose_rows).
 """
 
 from __future__ import annotations
@@ -24,14 +22,6 @@ log = logging.getLogger(__name__)
 RESPONSE_METHODS = ("response", "response_quantile")  # records holding a base record and a response matrix
 UNMIX_SWEEPS = 50  # coordinate-descent sweeps of `unmixed` (C <= a few hundred: milliseconds per alert)
 QUANTILE_LEVELS = (0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999)  # knots of `quantile` records (and the maximum)
-MAX_RANKED_ROWS = 5  # the most rows of its window an alert's ranking averages (a record's `rows`)
-
-
-def ranking(contrib: np.ndarray, attribution: Optional[dict]) -> np.ndarray:
-    """What an alert ranks channels by [C]: contrib [n, C] (the firing row last, earlier rows of its window before
-    it) standardised row by row, averaged over the record's last `rows` rows (1 without a record or `rows`)."""
-    rows = int(attribution.get("rows", 1)) if attribution else 1
-    return attributed(contrib[-max(1, rows):], attribution).mean(axis=0)
 
 
 def attributed(contrib: np.ndarray, attribution: Optional[dict]) -> np.ndarray:

@@ -29,7 +29,6 @@ import numpy as np
 
 from ..types import Reject, StepResult, Verdicts
 from .alerts import AlertManager
-from .attribution import MAX_RANKED_ROWS
 from .batcher import MicroBatcher
 from .decode import Decoder
 from .intake import Intake, SampleIntake, row_payload
@@ -51,13 +50,13 @@ GIL_SWITCH_S = 0.0002
 RESULT_CHECK_S = 0.002  # with adaptive scoring, how soon the loop looks again for a batch the model is scoring
 
 
+
 def inference_threads(threads: int, overlap: bool) -> int:
     """scoring.threads, or with overlap and threads 0 one core fewer than the machine has: the other core is the
     caller's, decoding while the model runs (0 without overlap = torch's default). Compiled models are built for it."""
     if threads or not overlap:
         return threads
     return max(1, (os.cpu_count() or 2) - 1)
-
 
 class Pipeline:
     """All online stages for one bundle or a bundle set (per-entity and group bundles over a fleet default; see
@@ -347,11 +346,9 @@ class Pipeline:
         for row, request in enumerate(requests):
             cut = partial[row]
             warm = request.warm if all_finite else learn[row, cut:]
-            history = min(MAX_RANKED_ROWS - 1, self.window - request.n_new)  # rows an alert's ranking may average
             result.alerts += self.alerts.update(request.entity, request.ts, new[row, cut:], thresholds[row, cut:],
-                                                over[row, cut:], contrib[row, self.window - request.n_new - history:],
-                                                request.sources, warm=warm, any_over=any_over[row] if not cut else None,
-                                                history=history)
+                                                over[row, cut:], contrib[row, self.window - request.n_new:],
+                                                request.sources, warm=warm, any_over=any_over[row] if not cut else None)
             result.scored.append(Verdicts(request.entity, request.ts, new[row, cut:], thresholds[row, cut:],
                                           over[row, cut:], request.sources, request.warm))
 

@@ -14,10 +14,7 @@ channel that never errs on validation does not name itself in every later alert.
 (train/inject.py) record the channels they touched; each injected segment is "alerted" at its first row whose
 score exceeds the init_level quantile of the clean validation scores (the threshold's starting point), and the
 channels ranked there by each method are scored with HitRate@P % and NDCG against the touched channels, as
-evaluate/metrics.py scores alerts against SMD's and ASD's interpretation labels. `choose_rows` uses the same
-segments to choose, per bundle, over how many rows of its window an alert averages the standardised contributions
-(the record's `rows`; pipeline/attribution.ranking): one row is noisy for some models (pca_window, the autoencoder)
-and not for others (knn's sub-window context already spans rows; lstm_ae).
+evaluate/metrics.py scores alerts against SMD's and ASD's interpretation labels.
 """
 
 from __future__ import annotations
@@ -28,7 +25,7 @@ import numpy as np
 
 from ..evaluate import metrics as M
 from ..pipeline.alerts import top_channels
-from ..pipeline.attribution import MAX_RANKED_ROWS, QUANTILE_LEVELS, RESPONSE_METHODS, ranking
+from ..pipeline.attribution import QUANTILE_LEVELS, RESPONSE_METHODS, attributed
 from .calibration import daemon_like_outputs, scored_start
 from .inject import KINDS, inject
 from .response import fit_response
@@ -36,17 +33,6 @@ from .response import fit_response
 METHODS = ("raw", "scaled", "robust", "zscore", "tail", "ratio", "quantile", "response", "response_quantile")
 SPREAD_FLOOR = 0.05  # a channel's spread is at least this share of the median channel's
 INJECTED_COPIES = 6  # injected versions of each validation tail
-ROW_CHOICES = (1, 3, MAX_RANKED_ROWS)  # what choose_rows compares
-MIN_CHOICE_SEGMENTS = 10  # alerted injected segments below which an alert ranks its firing row alone
-
-
-def fit_alert_record(method: str, served, tails: Sequence[np.ndarray], window: int, stride: int, context: int,
-                     contrib: np.ndarray, init_level: float, seed: int) -> dict:
-    """The record a bundle's calibration carries: fit_record's, plus the rows an alert averages (choose_rows)."""
-    record = fit_record(method, served, tails, window, stride, context, contrib)
-    record["rows"], record["rows_hitrate150"] = choose_rows(served, tails, window, stride, context, init_level,
-                                                            seed, record)
-    return record
 
 
 def fit_record(method: str, served, tails: Sequence[np.ndarray], window: int, stride: int, context: int,
@@ -117,62 +103,36 @@ def clean_contributions(served, tails: Iterable[np.ndarray], window: int, stride
     return np.concatenate([p for p in parts if len(p)])
 
 
-def ranked(contrib: np.ndarray, attribution: dict) -> list[str]:
-    """Channel indices (as strings) in the order an alert names them: contrib [C] (one row) or [n, C] (the firing
-    row last, earlier rows of its window before it)."""
-    names = [str(i) for i in range(contrib.shape[-1])]
-    return [c["name"] for c in top_channels(ranking(np.atleast_2d(contrib), attribution), names, len(names))]
+def ranked(contrib_row: np.ndarray, attribution: dict) -> list[str]:
+    """Channel indices (as strings) in the order an alert names them."""
+    names = [str(i) for i in range(contrib_row.shape[-1])]
+    return [c["name"] for c in top_channels(attributed(contrib_row, attribution), names, len(names))]
 
 
 def injected_interpretation(served, tails: Sequence[np.ndarray], window: int, stride: int, context: int,
                             init_level: float, seed: int, methods: Sequence[str] = METHODS,
                             copies: int = INJECTED_COPIES) -> dict:
     """{method: interpretation scores (evaluate/metrics.py keys)} over the first alerted row of each injected
-    segment of `copies` injected versions of each clean validation tail (the firing row alone)."""
+    segment of `copies` injected versions of each clean validation tail."""
     clean = [daemon_like_outputs(served, tail, window, stride, context) for tail in tails]
     contrib = np.concatenate([c for _, c in clean if len(c)])
     threshold = float(np.quantile(np.concatenate([s for s, _ in clean]), init_level))
     records = {m: fit_record(m, served, tails, window, stride, context, contrib) for m in methods}
     pairs = {m: [] for m in methods}
-    for rows, truth in alerted_segments(served, tails, window, stride, context, threshold, seed, copies):
-        for m in methods:
-            pairs[m].append((ranked(rows[-1], records[m]), truth))
-    return {m: M.interpretation_scores(p) for m, p in pairs.items()}
-
-
-def choose_rows(served, tails: Sequence[np.ndarray], window: int, stride: int, context: int, init_level: float,
-                seed: int, record: dict, copies: int = INJECTED_COPIES) -> tuple[int, dict]:
-    """(rows, {rows: HitRate@150 %}): the ROW_CHOICES value whose averaged ranking names the injected channels best
-    (ties: fewer rows); 1 when fewer than MIN_CHOICE_SEGMENTS injected segments alert."""
-    clean = [daemon_like_outputs(served, tail, window, stride, context, contributions=False)[0] for tail in tails]
-    threshold = float(np.quantile(np.concatenate(clean), init_level))
-    pairs = {k: [] for k in ROW_CHOICES}
-    for rows, truth in alerted_segments(served, tails, window, stride, context, threshold, seed, copies):
-        for k in ROW_CHOICES:
-            pairs[k].append((ranked(rows, dict(record, rows=k)), truth))
-    hit = {k: M.interpretation_scores(p)["hitrate@150"] for k, p in pairs.items()}
-    if len(pairs[1]) < MIN_CHOICE_SEGMENTS:
-        return 1, {str(k): v for k, v in hit.items()}
-    best = max(ROW_CHOICES, key=lambda k: (hit[k], -k))
-    return best, {str(k): float(v) for k, v in hit.items()}
-
-
-def alerted_segments(served, tails: Sequence[np.ndarray], window: int, stride: int, context: int,
-                     threshold: float, seed: int, copies: int):
-    """(contributions [1 + lookback, C] of the first row over `threshold` in each injected segment and the rows
-    before it in its window, the segment's touched channels as strings) over `copies` injected versions of each
-    clean validation tail."""
     for i, tail in enumerate(tails):
         for copy in range(copies):
             made = inject(tail, seed=seed * 1000 + i * 10 + copy, kinds=KINDS, margin=window,
                           first_kind=i + copy)
-            scores, contribs = daemon_like_outputs(served, made.values, window, stride, context,
-                                                   lookback=MAX_RANKED_ROWS - 1)
+            scores, contribs = daemon_like_outputs(served, made.values, window, stride, context)
             start = scored_start(len(made.values), window, stride, context)
             for lo, hi, _, channels in made.segments:
                 row = _first_alerted(scores, lo - start, hi - start, threshold)
-                if row is not None:
-                    yield contribs[row], {str(c) for c in channels}
+                if row is None:
+                    continue
+                truth = {str(c) for c in channels}
+                for m in methods:
+                    pairs[m].append((ranked(contribs[row], records[m]), truth))
+    return {m: M.interpretation_scores(p) for m, p in pairs.items()}
 
 
 def _first_alerted(scores: np.ndarray, lo: int, hi: int, threshold: float):

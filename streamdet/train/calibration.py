@@ -46,11 +46,9 @@ def daemon_like_scores(served: torch.nn.Module, raw: np.ndarray, window: int, st
 
 
 def daemon_like_outputs(served: torch.nn.Module, raw: np.ndarray, window: int, stride: int, context: int = 0,
-                        contributions: bool = True, lookback: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+                        contributions: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """daemon_like_scores' scores [T'] and, when asked, the per-channel contributions [T', C] of the same rows
-    (what an alert raised at that row ranks its channels by); with `lookback` > 0, [T', 1 + lookback, C]: each
-    row's contributions after those of the `lookback` rows before it in the same window (as the daemon's alerts
-    see them; pipeline/attribution.ranking)."""
+    (what an alert raised at that row ranks its channels by)."""
     stride = effective_stride(stride, window, context)
     offset = scored_start(len(raw), window, stride) + stride - window  # a short tail gives up the alignment
     n_channels = raw.shape[1] if raw.ndim == 2 else 0
@@ -64,20 +62,10 @@ def daemon_like_outputs(served: torch.nn.Module, raw: np.ndarray, window: int, s
             s, c = served(batch)  # [B, L], [B, L, C]
             scores.append(s[:, -stride:].reshape(-1).numpy())
             if contributions:
-                contribs.append(_with_lookback(c, stride, lookback).numpy())
+                contribs.append(c[:, -stride:].reshape(-1, c.shape[-1]).numpy())
     if not scores:
         return np.zeros(0, np.float32), (np.zeros((0, n_channels), np.float32) if contributions else None)
     return np.concatenate(scores), (np.concatenate(contribs) if contributions else None)
-
-
-def _with_lookback(c: torch.Tensor, stride: int, lookback: int) -> torch.Tensor:
-    """The last `stride` rows' contributions of windows c [B, L, C]: [B * stride, C], or with lookback
-    [B * stride, 1 + lookback, C] (each row after the rows before it)."""
-    lookback = min(lookback, c.shape[1] - stride)  # a window holds no more rows before its new ones
-    if not lookback:
-        return c[:, -stride:].reshape(-1, c.shape[-1])
-    rows = torch.arange(stride)[:, None] + torch.arange(lookback + 1)[None, :] + (c.shape[1] - stride - lookback)
-    return c[:, rows].reshape(-1, lookback + 1, c.shape[-1])  # [B, stride, 1 + lookback, C] flattened
 
 
 def calibrate(scores: np.ndarray, init_level: float) -> dict:

@@ -15,7 +15,7 @@ from ..config import to_dict
 from ..models import registry
 from ..pipeline.stride import effective_stride
 from ..pipeline.standardise import make_prior, standardise_stream
-from .attribution import fit_alert_record
+from .attribution import fit_record
 from .calibration import calibrate, daemon_like_outputs, daemon_like_scores
 from .fingerprint import fingerprint
 from .splits import Windows, make_windows
@@ -89,10 +89,9 @@ def export_trained(cfg, series, trained: Trained, path, started: float, extra: O
     calibration = {**calibrate(scores, cfg.threshold.init_level), "stride": stride, "window": trained.window}
     if prior:
         calibration["standardise"] = prior  # the pipeline standardises each entity's scores from this prior
-    calibration["attribution"] = fit_alert_record(cfg.train.attribution, trained.served, trained.windows.val_tails,
-                                                  trained.window, cfg.scoring.stride, trained.context,
-                                                  np.concatenate([c for _, c in outputs]), cfg.threshold.init_level,
-                                                  cfg.train.seed)
+    calibration["attribution"] = fit_record(cfg.train.attribution, trained.served, trained.windows.val_tails,
+                                            trained.window, cfg.scoring.stride, trained.context,
+                                            np.concatenate([c for _, c in outputs]))
     w, model = trained.windows, trained.model
     training = {**trained.result.as_dict(), "entities": [s.entity for s in series],
                 "dataset": (source or {}).get("dataset", cfg.data.dataset), "source": source or {},

@@ -2,11 +2,11 @@
 
 HitRate and NDCG (docs/RESULTS.md) are computed from the `top_channels` of alerts raised by a replay through the
 live pipeline. Here each model's bundle replays a series at stride 1 (each row scored at the end of its own window),
-and every firing alert's ranking must be the model's own contributions in the firing row's window, each row
-standardised by the bundle's attribution record (fitted on other rows, as train.attribution fits it on validation
-tails) and averaged over the window's last `rows` rows (the record's), ranked as `top_channels` ranks them:
-MIXAD's memory-attention shift and SAR's association-weighted error are their explanations. The daemon's alert
-(alerting.top_channels, 3 by default) must send the first channels of that same ranking.
+and every firing alert's ranking must be the model's own contributions at that row, each standardised by the bundle's
+attribution record (fitted on other rows, as train.attribution fits it on validation tails), ranked as
+`top_channels` ranks them: MIXAD's memory-attention shift and SAR's association-weighted error are their
+explanations. The daemon's
+alert (alerting.top_channels, 3 by default) must send the first channels of that same ranking.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from .helpers import C, L
 ROOT = Path(__file__).resolve().parents[2]
 CHANNELS = [f"m{i}" for i in range(C)]
 ROWS = 160
-RANKED_ROWS = 3  # the rows of its window an alert's ranking averages (the record's `rows`)
 
 
 def _rows(seed: int = 0) -> np.ndarray:
@@ -60,7 +59,7 @@ def _bundle(name: str, tmp_path: Path):
     with torch.inference_mode():
         scores, contrib = model(_windows(2))  # rows unseen by prepare(), as validation rows are
     sample = scores[:, -1].tolist()
-    attribution = dict(fit_attribution("tail", contrib[:, -1].numpy()), rows=RANKED_ROWS)
+    attribution = fit_attribution("tail", contrib[:, -1].numpy())
     export_bundle(model, tmp_path / "b.pt", channels=CHANNELS, mean=np.zeros(C), std=np.ones(C),
                   calibration={"n": len(sample), "sample": sample, "stride": 1, "attribution": attribution},
                   training={}, config={"preset": "tiny"})
@@ -85,9 +84,8 @@ def test_alert_rankings_are_the_models_contributions_at_the_firing_row(name, tmp
     for alert, ranking in zip(firing, ranked):
         window = torch.from_numpy(rows[alert["row"] - L + 1: alert["row"] + 1][None])  # the row's own window
         with torch.inference_mode():
-            contrib = bundle.module(window)[1][0, -RANKED_ROWS:].numpy()  # [rows, C]: the firing row and those before
-        ranking_values = attributed(contrib, bundle.calibration["attribution"]).mean(axis=0)
-        want = [c["name"] for c in top_channels(ranking_values, CHANNELS, C)]
+            contrib = bundle.module(window)[1][0, -1].numpy()  # [C] at the firing row
+        want = [c["name"] for c in top_channels(attributed(contrib, bundle.calibration["attribution"]), CHANNELS, C)]
         assert ranking == want, f"{name} row {alert['row']}: {ranking} != contributions' {want}"
     daemon = replay_entity(cfg, bundle, "e", rows)  # the daemon's config: alerting.top_channels as configured
     sent = [[c["name"] for c in a["top_channels"]] for a in daemon.alerts if a["status"] == "firing"]

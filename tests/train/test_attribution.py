@@ -19,9 +19,7 @@ from streamdet.bundle import load_bundle
 from streamdet.pipeline.alerts import top_channels
 from streamdet.pipeline.attribution import attributed
 from streamdet.train import train_bundle, train_model
-from streamdet.train.attribution import (METHODS, ROW_CHOICES, choose_rows, fit_attribution, fit_record,
-                                        injected_interpretation)
-from streamdet.train.calibration import daemon_like_outputs, scored_start
+from streamdet.train.attribution import METHODS, fit_attribution, fit_record, injected_interpretation
 
 from ..conftest import SMD_CONFIG
 
@@ -175,49 +173,3 @@ def test_the_response_attribution_names_the_channel_whose_change_leaked_into_ano
     assert top_channels(attributed(observed, response), names, 4)[0]["name"] == "a"  # unmixed: the one that moved
     with pytest.raises(ValueError, match="fit_record"):
         fit_attribution("response", contrib)
-
-
-class NoisyRows(torch.nn.Module):
-    """Contributions = each channel's squared value plus pseudo-random noise of each row's own values (a model
-    whose single-row explanations are noisy); the score is the energy of the row `lag` rows back, so an alert
-    fires `lag` rows into an anomaly, when the rows before the firing one are anomalous too."""
-
-    def __init__(self, noise: float, lag: int):
-        super().__init__()
-        self.noise, self.lag = noise, lag
-
-    def forward(self, x):
-        contrib = x ** 2 + self.noise * torch.sin(x * 9973.0) ** 2  # [B, L, C]
-        energy = torch.nn.functional.pad((x ** 2).sum(-1)[:, None], (self.lag, 0), mode="replicate")
-        return energy[:, 0, :x.shape[1]], contrib  # [B, L]
-
-
-def test_daemon_like_outputs_with_lookback_give_each_row_the_rows_before_it_in_its_window():
-    window, stride = 16, 4
-    raw = np.random.default_rng(0).standard_normal((200, 3)).astype(np.float32)
-    model = NoisyRows(0.0, 0)  # contributions are the rows' own squares, wherever they sit
-    _, alone = daemon_like_outputs(model, raw, window, stride)
-    _, looked = daemon_like_outputs(model, raw, window, stride, lookback=4)
-    start = scored_start(len(raw), window, stride)
-    assert looked.shape == (len(alone), 5, 3)
-    np.testing.assert_allclose(looked[:, -1], alone)
-    for r in (0, 7, len(alone) - 1):
-        np.testing.assert_allclose(looked[r], raw[start + r - 4: start + r + 1] ** 2, rtol=1e-6)
-
-
-@pytest.mark.parametrize("noise,lag,want_more", [(4.0, 4, True), (0.0, 0, False)])
-def test_each_bundle_chooses_over_how_many_rows_its_alerts_rank_channels(noise, lag, want_more):
-    """With noisy single rows and alerts that fire a few rows into an anomaly, the injected validation anomalies
-    choose an average of several rows; where the firing row alone names the touched channels, the firing row."""
-    window, stride, channels = 16, 4, 8
-    rng = np.random.default_rng(1)
-    tails = [(0.3 * rng.standard_normal((1000, channels))).astype(np.float32) for _ in range(4)]
-    model = NoisyRows(noise, lag)
-    clean = np.concatenate([daemon_like_outputs(model, t, window, stride)[1] for t in tails])
-    record = fit_attribution("tail", clean)
-    rows, hit = choose_rows(model, tails, window, stride, 0, 0.95, seed=0, record=record)
-    assert set(hit) == {str(k) for k in ROW_CHOICES}
-    if want_more:
-        assert rows > 1 and hit[str(rows)] > hit["1"] + 0.1, hit
-    else:
-        assert rows == 1, hit
