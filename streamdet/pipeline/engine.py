@@ -50,13 +50,13 @@ GIL_SWITCH_S = 0.0002
 RESULT_CHECK_S = 0.002  # with adaptive scoring, how soon the loop looks again for a batch the model is scoring
 
 
-
 def inference_threads(threads: int, overlap: bool) -> int:
     """scoring.threads, or with overlap and threads 0 one core fewer than the machine has: the other core is the
     caller's, decoding while the model runs (0 without overlap = torch's default). Compiled models are built for it."""
     if threads or not overlap:
         return threads
     return max(1, (os.cpu_count() or 2) - 1)
+
 
 class Pipeline:
     """All online stages for one bundle or a bundle set (per-entity and group bundles over a fleet default; see
