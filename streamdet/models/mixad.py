@@ -144,7 +144,6 @@ class MIXAD(Detector):
         self.register_buffer("eye", torch.eye(n_channels))
         self.hidden = hp.hidden
         self.recon_weight = hp.recon_weight
-        self.recompute = hp.recompute
         self.hp = hp
 
     def supports(self) -> List[Tensor]:
@@ -197,7 +196,7 @@ class MIXAD(Detector):
 
     def loss(self, x: Tensor, epoch: int, labels: Optional[Tensor] = None) -> Tensor:
         supports = self.supports()
-        with recomputed_steps(self, self.recompute):
+        with recomputed_steps(self, self.hp.recompute):
             states = self.encode(x, supports)  # [B, L, C, D]
             query, attention, value = self.read_memory(states)
             rebuilt = self.decode(states[:, -1], value[:, -1], supports, x.shape[1])
