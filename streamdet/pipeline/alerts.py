@@ -75,6 +75,15 @@ class _EntityState:
     peak_score: float = float("-inf")
     top: list = field(default_factory=list)
 
+    def restarted(self) -> Optional["_EntityState"]:
+        """This state when another model starts scoring the entity: an open episode stays open with its id, first
+        row and channels, its streaks counted afresh on the new score scale (so the new model's scores resolve it
+        and its resolved event is sent); anything else is forgotten (None)."""
+        if not self.firing:
+            return None
+        return _EntityState(firing=True, alert_id=self.alert_id, start_ts=self.start_ts, peak_score=self.peak_score,
+                            top=list(self.top))
+
 
 class AlertManager:
     """Per-entity firing/resolved state machine."""
@@ -193,6 +202,21 @@ class AlertManager:
 
     def remove(self, entity: str) -> None:
         self._states.pop(entity, None)
+
+    def restart(self, entity: str) -> None:
+        """Another bundle scores `entity` from now on: its streaks restart, an open alert stays open (never left
+        without its resolved event) and resolves on the new model's scores."""
+        state = self._states.pop(entity, None)
+        kept = state.restarted() if state is not None else None
+        if kept is not None:
+            self._states[entity] = kept
+
+    def carry_open(self, previous: "AlertManager") -> None:
+        """`restart` for every entity of `previous`, the manager of the model this one replaces (a fleet reload)."""
+        for entity, state in previous._states.items():
+            kept = state.restarted()
+            if kept is not None:
+                self._states[entity] = kept
 
     def state_dict(self, entity: str) -> dict:
         state = self._states.get(entity, _EntityState())

@@ -179,7 +179,8 @@ class Pipeline:
     def replace_model(self, bundle: Any) -> None:
         """Serve a new bundle (or bundle set) from the next batch on (same channels and window). Windows keep their
         data; the thresholds and alert streaks of each entity whose bundle changed restart from its new
-        calibration, because the score scale is the new model's."""
+        calibration, because the score scale is the new model's. An alert open at the swap stays open and resolves
+        on the new model's scores: dropping it would leave its firing event without a resolved one."""
         for new in as_bundle_set(bundle).distinct():
             if tuple(new.channels) != self.decoder.channels or int(new.window) != self.window:
                 raise ValueError("the new bundle has another input layout (channels or window)")
@@ -188,14 +189,16 @@ class Pipeline:
             check_calibrated_stride(new, self.pace.ceiling)
         self._handle_in_flight(wait=True)  # batches already sent are handled with the model that scored them
         if self.router.is_fleet:  # a fleet's stages look nothing up per entity: bundles of their own need them anew
+            previous = self.alerts
             self._serve(bundle)
+            self.alerts.carry_open(previous)
             return
         changed = self.router.replace(bundle)
         self.thresholds.prepare(self.router.calibrations())
         for entity in changed:
             self.thresholds.remove(entity)
             self.standardiser.remove(entity)
-            self.alerts.remove(entity)
+            self.alerts.restart(entity)
 
     def _serve(self, bundle: Any) -> None:
         """The model-dependent stages: scorers, thresholds from each bundle's calibration, alerts carrying the

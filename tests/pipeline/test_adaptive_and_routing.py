@@ -216,3 +216,24 @@ def test_a_mixed_batch_is_split_by_bundle_and_put_back_in_order():
     p.process(poll(entities, L, values))
     last = {c.entity: c.scores[-1] for c in p.flush_batches().scored}  # one batch of all four, split by bundle
     assert last == pytest.approx({"a1": 1.0, "b1": 0.0, "a2": 2.0, "b2": 0.0})
+
+
+@pytest.mark.parametrize("mode", ["fleet", "per-entity"])
+def test_an_alert_open_at_a_model_swap_resolves_on_the_new_models_scores(mode):
+    """An alert firing when its entity's bundle is replaced keeps its id and resolves once the new model's scores
+    stay under its threshold for the cooldown: a firing event is never left without its resolved event."""
+    from streamdet.bundleset import BundleSet
+
+    def served(sha):
+        own = bundle(torch.jit.script(LastValueDetector()), sha=sha)
+        return own if mode == "fleet" else BundleSet(default=bundle(sha="d"), entity_bundles={"a": own})
+
+    p = Pipeline(config(stride=1, adaptive=False), served("a"), FrozenClock(), overlap=False)
+    quiet, loud = [[0.0, 0.0, 0.0]], [[50.0, 0.0, 0.0]]
+    events = [e for step in range(L) for e in p.process(poll(["a"], step, quiet)).alerts]
+    events += [e for step in range(L, 2 * L) for e in p.process(poll(["a"], step, loud)).alerts]
+    assert [e.status for e in events] == ["firing"]
+    p.replace_model(served("c"))
+    after = [e for step in range(2 * L, 4 * L) for e in p.process(poll(["a"], step, quiet)).alerts]
+    assert [e.status for e in after] == ["resolved"]
+    assert after[0].alert_id == events[0].alert_id and after[0].model["sha256"] == "c" * 64
