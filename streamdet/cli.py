@@ -183,7 +183,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate.backtest import run_evaluate
 
     cfg = _load(args)
-    summary = run_evaluate(cfg, _cli_path(args.bundle) or cfg.model.bundle, entities=_entities(args.entities), out_dir=args.out)
+    summary = run_evaluate(cfg, _cli_path(args.bundle) or cfg.model.bundle, entities=_entities(args.entities),
+                           out_dir=args.out, refit_every=args.refit_every, refit_rows=args.refit_rows)
     print(json.dumps(summary.get("aggregate", summary), indent=2, default=str))
     return 0
 
@@ -265,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", help="model bundle (default: model.bundle)")
     p.add_argument("--entities", help="comma-separated entities (default: data.entities)")
     p.add_argument("--out", default="evaluation", help="report folder")
+    p.add_argument("--refit-every", type=int, default=0, metavar="N",
+                   help="retrain each entity's model after every N test rows and hot-swap it in (scheduled "
+                        "retraining, replayed; 0 = never)")
+    p.add_argument("--refit-rows", type=int, default=0, metavar="M",
+                   help="with --refit-every: train on the latest M rows (0 = as many as the train split)")
     p = add("demo", cmd_demo, "train if needed, start an embedded broker, replay, run the daemon, print alerts")
     p.add_argument("--limit", type=int, default=0, help="at most N test records per entity (0 = all)")
     p = add("demo-live", cmd_demo_live, "collectd on this machine -> baseline -> train -> daemon -> CPU load -> "

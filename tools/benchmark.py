@@ -33,6 +33,7 @@ from streamdet.bundle import load_bundle  # noqa: E402
 from streamdet.config import load_config  # noqa: E402
 from streamdet.data import load_series  # noqa: E402
 from streamdet.evaluate.backtest import evaluation_config, replay_entity  # noqa: E402
+from streamdet.evaluate.refit import replay_with_refits, retrain_with  # noqa: E402
 from streamdet.evaluate.report import build_report  # noqa: E402
 from streamdet.evaluate.interp_target import INTERPRETED, interpretation_target  # noqa: E402
 from streamdet.evaluate.verdicts import BASELINES, cell_key, target_rows, verdict_lines  # noqa: E402
@@ -79,8 +80,12 @@ def train_and_replay(args, dataset: str, model: str, entity: str, work: Path):
                           progress=False)
     train_seconds = time.perf_counter() - started
     s = load_series(cfg, [entity])[0]
-    run = replay_entity(evaluation_config(cfg, len(bundle.channels)), bundle, entity,
-                        np.asarray(s.test, dtype=np.float32))
+    if args.refit_every:  # scheduled retraining, replayed (streamdet/evaluate/refit.py)
+        run = replay_with_refits(evaluation_config(cfg, len(bundle.channels)), bundle, s, args.refit_every,
+                                 args.refit_rows, retrain_with(cfg, model), work=str(work))
+    else:
+        run = replay_entity(evaluation_config(cfg, len(bundle.channels)), bundle, entity,
+                            np.asarray(s.test, dtype=np.float32))
     log.info("done dataset=%s model=%s entity=%s train_s=%.1f score_s=%.1f", dataset, model, entity,
              train_seconds, run.seconds)
     return str(cfg.path(cfg.model.bundle)), train_seconds, run
@@ -121,6 +126,8 @@ def run_cell(args, dataset: str, model: str, entities: list[str], work: Path) ->
     cell.train_seconds = sum(r[1] for r in results)
     cell.score_seconds = sum(r[2].seconds for r in results)
     cell.report = build_report(cfg, load_bundle(results[0][0]), series, [r[2] for r in results])
+    if args.refit_every:
+        cell.report["refit"] = {"every": args.refit_every, "rows": args.refit_rows}
     return cell
 
 
@@ -145,6 +152,10 @@ def parse_args(argv=None):
     p.add_argument("--mode", choices=("per-entity", "fleet"), default="per-entity",
                    help="one bundle per entity, or one fleet bundle trained on all the entities (see above)")
     p.add_argument("--quick", action="store_true", help="tiny presets, 1 epoch, 2 entities: a smoke run")
+    p.add_argument("--refit-every", type=int, default=0, metavar="N", help="per-entity mode: retrain each "
+                   "entity's model after every N test rows and hot-swap it in (scheduled retraining, replayed)")
+    p.add_argument("--refit-rows", type=int, default=0, metavar="M",
+                   help="with --refit-every: train on the latest M rows (0 = as many as the train split)")
     p.add_argument("--set", action="append", default=[], help="extra config override KEY=VALUE (repeatable)")
     p.add_argument("--jobs", type=int, default=1, help="entities trained in parallel processes (one torch thread "
                    "each); times in the table are summed over entities either way")
@@ -160,6 +171,8 @@ def parse_args(argv=None):
     p.add_argument("--notes-file", default="", help="more such lines, one per line (committed next to the cells, "
                    "so that --combine regenerates the table exactly)")
     args = p.parse_args(argv)
+    if args.refit_every and args.mode == "fleet":
+        p.error("--refit-every retrains each entity's own bundle: it needs --mode per-entity")
     if args.notes_file:
         args.note += [line for line in Path(args.notes_file).read_text().splitlines() if line.strip()]
     if args.quick:

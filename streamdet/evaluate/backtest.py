@@ -52,6 +52,8 @@ class EntityRun:
     batches: int = 0
     calibration: dict = field(default_factory=dict)  # the bundle's, for NAB's calibrated likelihoods (nab_calibrated)
     window: int = 1
+    refits: int = 0  # bundles swapped in by scheduled retraining (evaluate/refit.py)
+    retrain_seconds: float = 0.0
 
     def alert_mask(self) -> np.ndarray:
         """Rows covered by an open alert (firing row .. row before its resolve)."""
@@ -86,50 +88,75 @@ def fixed_regime(cfg):
     return dataclasses.replace(cfg, scoring=dataclasses.replace(cfg.scoring, adaptive=False))
 
 
-def _collect(result, run: EntityRun) -> None:
-    for chunk in result.scored:
-        rows = [source.index for source in chunk.sources]
-        run.scores[rows], run.thresholds[rows], run.over[rows] = chunk.scores, chunk.thresholds, chunk.over
-    for event in result.alerts:
-        message = event.to_message()
-        message["row"] = event.source.index
-        run.alerts.append(message)
-    run.batches += len(result.batches)
+class Replay:
+    """One entity's rows streaming through a fresh Pipeline, with a score, threshold and verdict recorded per row
+    (an EntityRun); records carry the dataset's `timestamps` when it has them, else one every STEP_S from START_TS.
+    replay_entity streams them all at once, evaluate/refit.py in segments with a model swap between them."""
+
+    def __init__(self, cfg, bundle, entity: str, rows: np.ndarray, timestamps: Optional[np.ndarray] = None):
+        from ..pipeline.engine import Pipeline
+        from ..pipeline.settings import PipelineSettings
+
+        self.pipeline = Pipeline(PipelineSettings.of(fixed_regime(cfg)), bundle, _FrozenClock())
+        self.entity, self.rows = entity, rows
+        n = len(rows)
+        self.run = EntityRun(entity, np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=np.int8),
+                             calibration=dict(getattr(bundle, "calibration", None) or {}),
+                             window=int(getattr(bundle, "window", 1)))
+        self.times = timestamps if timestamps is not None else START_TS + np.arange(n) * STEP_S
+
+    def stream(self, start: int, stop: int, chunk: int = 512) -> None:
+        """Push rows [start, stop) in polls of `chunk` records."""
+        for lo in range(start, stop, chunk):
+            items = [(encode_record(self.entity, float(self.times[i]), self.rows[i]), Row(i))
+                     for i in range(lo, min(lo + chunk, stop))]
+            result = self.pipeline.process(items)
+            if result.rejected:
+                reject = result.rejected[0]
+                log.warning("backtest record rejected entity=%s row=%s reason=%s detail=%s", self.entity,
+                            reject.source.index, reject.reason, reject.detail)
+            self.collect(result)
+
+    def collect(self, result) -> None:
+        run = self.run
+        for chunk in result.scored:
+            rows = [source.index for source in chunk.sources]
+            run.scores[rows], run.thresholds[rows], run.over[rows] = chunk.scores, chunk.thresholds, chunk.over
+        for event in result.alerts:
+            message = event.to_message()
+            message["row"] = event.source.index
+            run.alerts.append(message)
+        run.batches += len(result.batches)
+
+    def finish(self) -> EntityRun:
+        """Score what is still pending and hand over the run."""
+        self.collect(self.pipeline.drain())
+        self.pipeline.close()
+        missing = int(np.isnan(self.run.scores).sum())
+        if missing:
+            log.warning("backtest rows without a score entity=%s missing=%d", self.entity, missing)
+        return self.run
 
 
 def replay_entity(cfg, bundle, entity: str, rows: np.ndarray, chunk: int = 512,
                   timestamps: Optional[np.ndarray] = None) -> EntityRun:
-    """Push one entity's rows through a fresh Pipeline and record a score, threshold and verdict per row; records
-    carry the dataset's `timestamps` when it has them, else one every STEP_S from START_TS."""
-    from ..pipeline.engine import Pipeline
-    from ..pipeline.settings import PipelineSettings
-
-    pipeline = Pipeline(PipelineSettings.of(fixed_regime(cfg)), bundle, _FrozenClock())
-    n = len(rows)
-    run = EntityRun(entity, np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=np.int8),
-                    calibration=dict(getattr(bundle, "calibration", None) or {}), window=int(getattr(bundle, "window", 1)))
+    """Push one entity's rows through a fresh Pipeline and record a score, threshold and verdict per row."""
     started = time.perf_counter()
-    times = timestamps if timestamps is not None else START_TS + np.arange(n) * STEP_S
-    for lo in range(0, n, chunk):
-        items = [(encode_record(entity, float(times[i]), rows[i]), Row(i)) for i in range(lo, min(lo + chunk, n))]
-        result = pipeline.process(items)
-        if result.rejected:
-            reject = result.rejected[0]
-            log.warning("backtest record rejected entity=%s row=%s reason=%s detail=%s", entity, reject.source.index,
-                        reject.reason, reject.detail)
-        _collect(result, run)
-    _collect(pipeline.drain(), run)
+    replay = Replay(cfg, bundle, entity, rows, timestamps)
+    replay.stream(0, len(rows), chunk)
+    run = replay.finish()
     run.seconds = time.perf_counter() - started
-    missing = int(np.isnan(run.scores).sum())
-    if missing:
-        log.warning("backtest rows without a score entity=%s missing=%d", entity, missing)
     return run
 
 
-def run_evaluate(cfg, bundle_path, entities: Optional[list[str]] = None, out_dir=None) -> dict:
-    """Backtest a bundle on the configured dataset's test split; write report.json, report.md and plots."""
+def run_evaluate(cfg, bundle_path, entities: Optional[list[str]] = None, out_dir=None, refit_every: int = 0,
+                 refit_rows: int = 0) -> dict:
+    """Backtest a bundle on the configured dataset's test split; write report.json, report.md and plots. With
+    `refit_every`, each entity's model is retrained on its latest `refit_rows` rows after every `refit_every` test
+    rows and hot-swapped in (evaluate/refit.py: scheduled retraining, replayed)."""
     from ..bundle import load_bundle
     from ..data import load_series
+    from .refit import model_to_retrain, replay_with_refits, retrain_with
     from .report import build_report, write_report
 
     bundle = load_bundle(cfg.path(str(bundle_path)))
@@ -137,12 +164,18 @@ def run_evaluate(cfg, bundle_path, entities: Optional[list[str]] = None, out_dir
     series = load_series(cfg, entities)
     runs = []
     for s in series:
-        run = replay_entity(eval_cfg, bundle, s.entity, np.asarray(s.test, dtype=np.float32),
-                            timestamps=s.test_timestamps)
+        if refit_every:
+            retrain = retrain_with(cfg, model_to_retrain(bundle))
+            run = replay_with_refits(eval_cfg, bundle, s, refit_every, refit_rows, retrain)
+        else:
+            run = replay_entity(eval_cfg, bundle, s.entity, np.asarray(s.test, dtype=np.float32),
+                                timestamps=s.test_timestamps)
         log.info("backtest entity=%s rows=%d alerts=%d seconds=%.1f", s.entity, run.scores.size, len(run.alerts),
                  run.seconds)
         runs.append(run)
     report = build_report(cfg, bundle, series, runs)
+    if refit_every:
+        report["refit"] = {"every": refit_every, "rows": refit_rows}
     if out_dir is not None:
         write_report(report, runs, series, Path(out_dir), bundle=bundle)
     return report

@@ -62,6 +62,8 @@ def entity_metrics(run, series, channels: list[str]) -> tuple[dict, dict]:
     out = {"entity": run.entity, "rows": int(labels.size), "anomalous_rows": int(labels.sum()),
            "unscored_rows": int(np.isnan(run.scores).sum()), "alerts": int(run.firing_rows().sum()),
            "scoring_seconds": round(run.seconds, 3)}
+    if run.refits:  # replayed with scheduled retraining (evaluate/refit.py)
+        out.update({"refits": run.refits, "retrain_seconds": round(run.retrain_seconds, 3)})
     for kind, c in counts.items():
         out.update(_prefixed(kind, M.summarise(c)))
     out["counts"] = {kind: [c.tp, c.fp, c.fn] for kind, c in counts.items()}  # for bootstraps of pooled metrics
