@@ -92,9 +92,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import train_bundle
 
     cfg = _load(args)
-    if args.per_entity:
-        return _train_per_entity(cfg, args)
     series, source = _topic_series(cfg, args) if args.from_topic else (None, None)
+    if args.per_entity:
+        return _train_per_entity(cfg, args, series, source)
     bundle = train_bundle(cfg, model_name=args.model, entities=_entities(args.entities), out=_cli_path(args.out),
                           progress=not args.no_progress, series=series, source=source)
     print(f"bundle written: {bundle.path} (model {bundle.model_name}, window {bundle.window}, "
@@ -127,13 +127,13 @@ def _topic_series(cfg, args: argparse.Namespace):
     return got.series, {"dataset": f"topic:{cfg.kafka.metrics_topic}", **got.summary()}
 
 
-def _train_per_entity(cfg, args: argparse.Namespace) -> int:
+def _train_per_entity(cfg, args: argparse.Namespace, series=None, source=None) -> int:
     from .train.per_entity import train_per_entity
 
     if not args.out:
         raise StreamdetError("--per-entity needs --out DIR (the bundle directory to write)")
     report = train_per_entity(cfg, _cli_path(args.out), model_name=args.model, entities=_entities(args.entities),
-                              workers=args.workers, progress=not args.no_progress)
+                              workers=args.workers, progress=not args.no_progress, series=series, source=source)
     print(f"bundle directory {report.out}: {len(report.trained)} trained, {len(report.kept)} up to date, "
           f"{len(report.failed)} failed")
     for entity, reason in sorted(report.failed.items()):

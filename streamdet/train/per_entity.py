@@ -5,7 +5,9 @@ after training); each entity's bundle on that entity's train split alone. Entiti
 processes (spawned, each with its share of the cores). The run is resumable: a bundle whose recorded fingerprint
 (training data, model and training settings; see `fingerprint`) equals what it would be trained on now is kept,
 so an interrupted run or a run after adding hosts trains only what is missing or stale. Bundles are written
-atomically, so a daemon hot-reloading the directory never sees half a file.
+atomically, so a daemon hot-reloading the directory never sees half a file. With `--from-topic` the entities and
+their rows come from the metrics topic's history: run on a timer with `--since`, it retrains every host whose recent
+rows changed, and the daemon reloads each new file (README, "Retraining on a schedule").
 """
 
 from __future__ import annotations
@@ -46,14 +48,28 @@ def is_current(path: Path, expected: str) -> bool:
 
 
 def train_per_entity(cfg, out, *, model_name: Optional[str] = None, entities: Optional[list[str]] = None,
-                     workers: int = 0, progress: bool = True) -> PerEntityReport:
-    """Train the default (all entities) and each entity's bundle into `out`, skipping the up-to-date ones."""
+                     workers: int = 0, progress: bool = True, series: Optional[list] = None,
+                     source: Optional[dict] = None) -> PerEntityReport:
+    """Train the default (all entities) and each entity's bundle into `out`, skipping the up-to-date ones.
+    `series` (the metrics topic's history: `--from-topic`) replaces the configured dataset, `source` says where it
+    came from (kept in each bundle)."""
     name = model_name or cfg.model.name
-    entities = entities or list_entities(cfg)
+    given = {s.entity: s for s in series} if series is not None else None
+    entities = entities or (list(given) if given is not None else list_entities(cfg))
+    if given is not None:
+        missing = sorted(set(entities) - set(given))
+        if missing:
+            raise StreamdetError(f"--entities names entities the history has no rows for: {missing}")
+
+    def data_of(job: Optional[str]) -> list:  # the default (None) is trained on every entity
+        names = entities if job is None else [job]
+        return [given[e] for e in names] if given is not None else load_series(cfg, names)
+
     report = PerEntityReport(out=Path(out))
     jobs = {None: report.out / DEFAULT_FILE}
     jobs.update({e: report.out / ENTITIES_DIR / entity_file_name(e) for e in entities})
-    todo = [e for e, path in jobs.items() if not _up_to_date(cfg, name, entities if e is None else [e], path)]
+    todo = [e for e, path in jobs.items()
+            if not (path.is_file() and is_current(path, fingerprint(cfg, name, data_of(e))))]
     report.kept = [e or "(default)" for e in jobs if e not in todo]
     workers = workers or min(os.cpu_count() or 1, max(1, len(todo)))
     log.info("per-entity training into %s: %d bundles to train, %d up to date, %d workers", report.out, len(todo),
@@ -62,7 +78,8 @@ def train_per_entity(cfg, out, *, model_name: Optional[str] = None, entities: Op
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")  # a forked torch with live threads can deadlock
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
-        futures = {pool.submit(_train_one, cfg, name, entities if e is None else [e], str(jobs[e])): e for e in todo}
+        futures = {pool.submit(_train_one, cfg, name, entities if e is None else [e], str(jobs[e]),
+                               None if given is None else data_of(e), source): e for e in todo}
         for future in as_completed(futures):
             entity = futures[future] or "(default)"
             try:
@@ -79,12 +96,6 @@ def train_per_entity(cfg, out, *, model_name: Optional[str] = None, entities: Op
     return report
 
 
-def _up_to_date(cfg, name: str, entities: list[str], path: Path) -> bool:
-    if not path.is_file():
-        return False
-    return is_current(path, fingerprint(cfg, name, load_series(cfg, entities)))
-
-
 def _init_worker(threads: int) -> None:
     import torch
 
@@ -92,10 +103,12 @@ def _init_worker(threads: int) -> None:
     logging.getLogger("streamdet").setLevel(logging.WARNING)  # the parent's progress bar speaks for the workers
 
 
-def _train_one(cfg, name: str, entities: list[str], out: str) -> str:
+def _train_one(cfg, name: str, entities: list[str], out: str, series: Optional[list] = None,
+               source: Optional[dict] = None) -> str:
     from . import train_bundle
 
-    return str(train_bundle(cfg, model_name=name, entities=entities, out=out, progress=False).path)
+    return str(train_bundle(cfg, model_name=name, entities=entities, out=out, progress=False, series=series,
+                            source=source).path)
 
 
 def _progress(total: int, done: int, enabled: bool):

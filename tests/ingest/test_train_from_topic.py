@@ -75,3 +75,30 @@ def test_an_empty_history_and_bad_durations_say_what_is_wrong(broker, names, tmp
     assert parse_duration("90s") == 90 and parse_duration("2h") == 7200 and parse_duration("15") == 15
     with pytest.raises(DataError, match="expected a duration"):
         parse_duration("yesterday")
+
+
+def test_per_entity_training_from_the_topic_retrains_only_what_the_history_changed(collectd_capture, broker, names,
+                                                                                  tmp_path):
+    """`train --from-topic --per-entity` (what a retraining timer runs): a default and one bundle per host, each
+    from that host's rows on the topic; run again after a host joins, only the default and the new host train."""
+    topic, out = names["metrics"], tmp_path / "bundles"
+    one_host = ("--per-entity", "--out", str(out), "--workers", "2", "--set", "train.val_fraction=0.5",
+                "--set", "scoring.stride=1")  # a host's rows alone: enough validation scores to calibrate
+    produce(broker.bootstrap, topic, [(h.encode(), as_host(raw, h)) for h in ("host-a", "host-b")
+                                      for raw in collectd_capture], int(time.time() * 1000))
+    first = train(broker.bootstrap, topic, tmp_path, *one_host)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "3 trained, 0 up to date, 0 failed" in first.stdout
+    for host in ("host-a", "host-b"):
+        meta = load_bundle(out / "entities" / f"{host}.pt").meta["training"]
+        assert meta["entities"] == [host] and meta["source"]["dataset"] == f"topic:{topic}"
+    assert sorted(load_bundle(out / "default.pt").meta["training"]["entities"]) == ["host-a", "host-b"]
+    stamp = (out / "entities" / "host-a.pt").stat().st_mtime_ns
+
+    produce(broker.bootstrap, topic, [(b"host-c", as_host(raw, "host-c")) for raw in collectd_capture],
+            int(time.time() * 1000))
+    second = train(broker.bootstrap, topic, tmp_path, *one_host)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "2 trained, 2 up to date, 0 failed" in second.stdout  # the default and host-c
+    assert (out / "entities" / "host-a.pt").stat().st_mtime_ns == stamp
+    assert load_bundle(out / "entities" / "host-c.pt").meta["training"]["entities"] == ["host-c"]
