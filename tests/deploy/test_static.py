@@ -162,3 +162,24 @@ def test_the_image_can_compile_and_keeps_compiled_packages_where_a_volume_is_mou
     deployment = yaml.safe_load((DEPLOY / "k8s" / "deployment.yaml").read_text())
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert cache in {m["mountPath"] for m in container["volumeMounts"]}
+
+
+def test_the_retraining_cronjob_writes_the_bundle_the_daemon_serves_from_the_topic():
+    docs = k8s_documents()
+    cron, deployment, configmap = (docs[key] for key in (
+        ("CronJob", "streamdet-retrain"), ("Deployment", "streamdet"), ("ConfigMap", "streamdet-config")))
+    job = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    daemon = deployment["spec"]["template"]["spec"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid" and job["restartPolicy"] == "Never"
+    container = job["containers"][0]
+    args = container["args"]
+    assert args[:3] == ["train", "--config", "/etc/streamdet/config.yaml"] and "--from-topic" in args
+    assert "--out" not in args  # it writes model.bundle, the file the daemon serves and hot-reloads
+    volumes = {v["name"]: v for v in job["volumes"]}
+    assert volumes == {v["name"]: v for v in daemon["volumes"] if v["name"] in volumes}  # the same claim and map
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    served = {m["name"]: m for m in daemon["containers"][0]["volumeMounts"]}
+    assert mounts["bundles"]["mountPath"] == served["bundles"]["mountPath"] and not mounts["bundles"].get("readOnly")
+    bundle = yaml.safe_load(configmap["data"]["config.yaml"])["model"]["bundle"]
+    assert bundle.startswith(mounts["bundles"]["mountPath"] + "/")
+    assert docs[("PersistentVolumeClaim", "streamdet-bundles")]["spec"]["accessModes"] == ["ReadWriteMany"]
