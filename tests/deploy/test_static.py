@@ -105,8 +105,8 @@ def test_compose_creates_the_configured_topics_and_depends_only_on_its_own_servi
 
 
 def k8s_documents() -> dict[tuple[str, str], dict]:
-    """Every manifest of deploy/k8s by (kind, name)."""
-    return {(d["kind"], d["metadata"]["name"]): d for f in sorted((DEPLOY / "k8s").glob("*.yaml"))
+    """Every manifest of deploy/k8s (and its optional/ folder) by (kind, name)."""
+    return {(d["kind"], d["metadata"]["name"]): d for f in sorted((DEPLOY / "k8s").rglob("*.yaml"))
             for d in yaml.safe_load_all(f.read_text())}
 
 
