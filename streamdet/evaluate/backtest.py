@@ -118,6 +118,7 @@ class Replay:
             self.collect(result)
 
     def collect(self, result) -> None:
+        """Record what one call of the pipeline returned (scored chunks and alert events) by test row."""
         run = self.run
         for chunk in result.scored:
             rows = [source.index for source in chunk.sources]
