@@ -180,7 +180,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate.backtest import run_evaluate
+    from .evaluate.run import run_evaluate
 
     cfg = _load(args)
     summary = run_evaluate(cfg, _cli_path(args.bundle) or cfg.model.bundle, entities=_entities(args.entities),

@@ -24,7 +24,7 @@ def trained(tmp_path_factory):
 
 
 def test_every_row_scored_and_files_written(trained):
-    from streamdet.evaluate.backtest import run_evaluate
+    from streamdet.evaluate.run import run_evaluate
 
     cfg, bundle, tmp = trained
     report = run_evaluate(cfg, bundle.path, out_dir=tmp / "out")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from streamdet.config import load_config
-from streamdet.evaluate.backtest import run_evaluate
+from streamdet.evaluate.run import run_evaluate
 from tests.conftest import SMD_CONFIG, TINY_ENTITY, tiny_overrides
 
 pytest.importorskip("matplotlib")
