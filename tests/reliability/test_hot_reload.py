@@ -11,10 +11,10 @@ import torch
 
 from streamdet.bundle import export_bundle, load_bundle
 from streamdet.models import registry
-from tests.conftest import TINY_WINDOW, wait_until
+from tests.conftest import SMD_CONFIG, TINY_ENTITY, TINY_WINDOW, tiny_overrides, wait_until
 from tests.integration.helpers import DaemonProcess, final_totals
 
-from .helpers import produce, scenario_records
+from .helpers import ENTITIES, EXTRA, produce, published_alerts, reference_alerts, scenario_records, start_daemon
 
 pytestmark = pytest.mark.kafka
 
@@ -79,3 +79,48 @@ def test_replaced_bundle_is_served_and_bad_ones_are_refused(broker, tiny_bundle,
         assert "model reloaded" in text and text.count("model reload rejected") == 3
     finally:
         daemon.close()
+
+
+def retrained(path):
+    """The tiny bundle trained again on the same entity with another seed: other weights, same layout."""
+    from streamdet.config import load_config
+    from streamdet.train import train_bundle
+
+    torch.set_num_threads(1)
+    cfg = load_config(SMD_CONFIG, tiny_overrides(path) + ["train.seed=1"])
+    return train_bundle(cfg, model_name="lstm_ae", entities=[TINY_ENTITY], out=str(path), progress=False).path
+
+
+def test_an_alert_open_at_a_reload_is_resolved_after_it(broker, tiny_bundle, names, tmp_path):
+    """The bundle is replaced (by one trained again) while an alert is open: the alert keeps its id and its resolved
+    event reaches the alerts topic. Before the fix the reload dropped the episode, and its firing event was never
+    resolved. Stride 1, so that the swap can fall between an alert's firing and resolving rows."""
+    live = tmp_path / "live.pt"
+    shutil.copy(tiny_bundle, live)
+    records = scenario_records()
+    stride_1 = ("scoring.stride=1",)
+    want = reference_alerts(live, records, EXTRA + stride_1)  # an uninterrupted run's alerts, with their records
+    row = {key: m["source"]["ref"][2] for key, m in want.items()}
+    span, open_id = max((row[(i, "resolved")] - row[(i, "firing")], i) for i, status in want
+                        if status == "firing" and (i, "resolved") in want)
+    assert span > 2 * len(ENTITIES), "the scenario needs an alert that stays open over a few rows"
+    cut = row[(open_id, "firing")] + 1 + len(ENTITIES)  # the alert has fired and not resolved yet
+    daemon = start_daemon(live, broker.bootstrap, names, tmp_path / "daemon.log", *stride_1)
+    try:
+        daemon.wait_ready()
+        produce(broker.bootstrap, names["metrics"], records[:cut])
+        published_alerts(broker.bootstrap, names["alerts"], {(open_id, "firing"): None}, 60)
+        os.replace(retrained(tmp_path / "staged.pt"), live)  # a deploy of the retrained bundle
+        wait_until(lambda: reloads(daemon, "ok") == 1, 20, "the reload while the alert is open")
+        produce(broker.bootstrap, names["metrics"], records[cut:])
+        wait_until(lambda: daemon.value("streamdet_records_consumed_total", topic=names["metrics"])
+                   >= len(records), 30, "every record consumed")
+        code, _ = daemon.terminate(20)
+        assert code == 0
+    finally:
+        daemon.close()
+    messages = published_alerts(broker.bootstrap, names["alerts"], {(open_id, "resolved"): None}, 30)
+    assert (open_id, "firing") in {(m["alert_id"], m["status"]) for m in messages}
+    resolved = {m["alert_id"] for m in messages if m["status"] == "resolved"}
+    assert open_id in resolved, "the alert open at the reload was never resolved"
+    assert {m["alert_id"] for m in messages if m["status"] == "firing"} <= resolved  # none left open
