@@ -50,6 +50,22 @@ def wait_until(condition: Callable[[], object], timeout_s: float, what: str, int
         time.sleep(interval_s)
 
 
+def stop_process(pid: int, timeout_s: float = 10) -> None:
+    """SIGSTOP `pid` and wait until every one of its threads is stopped: kill() returns before a thread running on
+    another core has stopped, and on a loaded machine a broker thread could still answer a request sent just after
+    (a frozen-broker test then saw its commit succeed)."""
+    import signal
+
+    os.kill(pid, signal.SIGSTOP)
+
+    def all_stopped() -> bool:
+        states = [(task / "stat").read_text().rpartition(")")[2].split()[0]
+                  for task in Path(f"/proc/{pid}/task").iterdir()]
+        return all(state in "Tt" for state in states)
+
+    wait_until(all_stopped, timeout_s, f"every thread of process {pid} to stop", interval_s=0.01)
+
+
 def tiny_overrides(bundle_path: Path) -> list[str]:
     """Config overrides shared by the training fixture and every daemon the tests start."""
     return [*OVERRIDES, "model.name=lstm_ae", "model.preset=tiny",

@@ -21,7 +21,7 @@ from streamdet.io.producer import Producer
 from streamdet.io.logs import setup_logging
 from streamdet.io.metrics import Metrics
 from streamdet.io.broker import EmbeddedBroker
-from tests.conftest import KAFKA_CLIENTS, wait_until
+from tests.conftest import KAFKA_CLIENTS, stop_process, wait_until
 
 DOCUMENTED_SERIES = (
     "streamdet_records_consumed_total", "streamdet_records_scored_total", "streamdet_records_rejected_total",
@@ -157,7 +157,7 @@ def test_confluent_commit_to_a_frozen_broker_is_an_outage_within_its_deadline_th
             first = wait_until(lambda: client.poll(200, 10), 60, "the first records")
             topic, partition = first[0][1][:2]
             client.commit({(topic, partition): 5})
-            os.kill(own.pid, signal.SIGSTOP)
+            stop_process(own.pid)
             try:
                 started = time.monotonic()
                 with pytest.raises(BrokerUnavailable) as info:

@@ -18,6 +18,7 @@ from streamdet.io.client import KafkaDeliveryError
 from streamdet.io.confluent import connection_options
 from streamdet.io.librdkafka_producer import LibrdkafkaProducer
 from streamdet.io.readers import read_to_end
+from tests.conftest import stop_process
 
 pytestmark = pytest.mark.kafka
 
@@ -29,7 +30,7 @@ def values_of(kafka, topic: str) -> list[bytes]:
 @contextmanager
 def frozen(broker: EmbeddedBroker):
     """The broker process stopped (a network partition, as the reliability suite makes one)."""
-    os.kill(broker.pid, signal.SIGSTOP)
+    stop_process(broker.pid)
     try:
         yield
     finally:
