@@ -2,6 +2,9 @@
 
 Expected failures (StreamdetError: bad config, bad bundle, missing data) print one line and exit 2; anything else is a
 bug and keeps its traceback. Heavy imports (torch, Kafka) happen inside the commands so `--help` stays instant.
+About 300 lines: besides argument parsing it holds the command bodies that wire Kafka adapters (the topic history of
+`train --from-topic`, the producer of `replay`), which tests/pipeline/test_import_rules.py allows only here and in
+serve/; the work itself lives in the packages.
 """
 
 from __future__ import annotations
