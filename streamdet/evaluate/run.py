@@ -27,10 +27,10 @@ def run_evaluate(cfg, bundle_path, entities: Optional[list[str]] = None, out_dir
     bundle = load_bundle(cfg.path(str(bundle_path)))
     eval_cfg = evaluation_config(cfg, len(bundle.channels))
     series = load_series(cfg, entities)
+    retrain = retrain_with(cfg, model_to_retrain(bundle)) if refit_every else None
     runs = []
     for s in series:
-        if refit_every:
-            retrain = retrain_with(cfg, model_to_retrain(bundle))
+        if retrain is not None:
             run = replay_with_refits(eval_cfg, bundle, s, refit_every, refit_rows, retrain)
         else:
             run = replay_entity(eval_cfg, bundle, s.entity, np.asarray(s.test, dtype=np.float32),
