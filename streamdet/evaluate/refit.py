@@ -1,13 +1,14 @@
 """Scheduled retraining, replayed: what `streamdet train` on a timer plus the daemon's hot reload does to detection.
 
 A model trained once goes stale where an entity's normal changes: on four of SMD's 19 machines the normal scores of
-the test split end 2 to 630 times above their calibration, and an alert stays open for two weeks (docs/evaluation.md,
-"Stale models and scheduled retraining"). The operational remedy is to retrain on recent data on a schedule and
-let the daemon hot-reload the file. This replays that schedule exactly: the test split streams through one Pipeline; after every
-`every` rows the entity's bundle is retrained on its latest `rows` rows (the end of its train split followed by the
-test rows streamed so far: past data only, unlabelled, anomalies included, as a retraining job would see them) and
-swapped in with Pipeline.replace_model, the code path of the daemon's hot reload (windows kept, thresholds from the
-new calibration, an open alert resolved on the new model's scores). Test labels are read only by the report.
+the test split end 2 to 630 times above their calibration, and an alert stays open for two weeks
+(docs/evaluation.md, "Stale models and scheduled retraining"). The operational remedy is to retrain on recent data
+on a schedule and let the daemon hot-reload the file. This replays that schedule exactly: the test split streams
+through one Pipeline; after every `every` rows the entity's bundle is retrained on its latest `rows` rows (the end
+of its train split followed by the test rows streamed so far: past data only, unlabelled, anomalies included, as a
+retraining job would see them) and swapped in with Pipeline.replace_model, the code path of the daemon's hot reload
+(windows kept, thresholds from the new calibration, an open alert resolved on the new model's scores). Test labels
+are read only by the report.
 """
 
 from __future__ import annotations
