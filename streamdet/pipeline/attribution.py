@@ -9,6 +9,10 @@ channel's contribution is for that channel. A bundle without it ranks the raw co
 `quantile` record carries quantile knots [K, C] instead: an alert ranks each channel's tail probability under its own
 validation distribution (`surprise`); the `response` record adds how a shift of each channel raises every channel's
 standardised contribution, and an alert ranks the channels whose shifts best explain what it sees (`unmixed`).
+The `input` record ranks the channels' values instead of the model's contributions: each value's distance from the
+channel's validation median, as a tail probability under the same distance on validation (`input_surprise`: what
+an operator sees on the channel's graph); `joint` adds the two tail probabilities, so a channel ranks first when both
+the model's contribution and the value itself are unusual for it.
 """
 
 from __future__ import annotations
@@ -22,17 +26,43 @@ log = logging.getLogger(__name__)
 RESPONSE_METHODS = ("response", "response_quantile")  # records holding a base record and a response matrix
 UNMIX_SWEEPS = 50  # coordinate-descent sweeps of `unmixed` (C <= a few hundred: milliseconds per alert)
 QUANTILE_LEVELS = (0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999)  # knots of `quantile` records (and the maximum)
+INPUT_METHODS = ("input", "joint")  # records that read the points' values as well as (joint) the contributions
 
 
-def attributed(contrib: np.ndarray, attribution: Optional[dict]) -> np.ndarray:
-    """contrib [..., C] standardised by the bundle's attribution record (unchanged when there is none)."""
+def attributed(contrib: np.ndarray, attribution: Optional[dict], values: Optional[np.ndarray] = None) -> np.ndarray:
+    """contrib [..., C] standardised by the bundle's attribution record (unchanged when there is none); `values`
+    [..., C], the same points' inputs, for the records that read them (INPUT_METHODS)."""
     if not attribution or attribution.get("method", "raw") == "raw":
         return contrib
+    if attribution["method"] in INPUT_METHODS:
+        return _with_inputs(contrib, attribution, values)
     if attribution["method"] == "quantile":
         return surprise(contrib, attribution)
     if attribution["method"] in RESPONSE_METHODS:
         return unmixed(attributed(contrib, attribution["base"]), attribution)
     return _standardised(contrib, attribution)
+
+
+def _with_inputs(contrib: np.ndarray, attribution: dict, values: Optional[np.ndarray]) -> np.ndarray:
+    model = attribution.get("model")  # joint: the contributions' own quantile record
+    if values is None:
+        log.warning("the bundle's %s attribution needs the points' values and got none: alert ranks the %s",
+                    attribution["method"], "contributions' tail probabilities" if model else "raw contributions")
+        return surprise(contrib, model) if model else contrib
+    rank = input_surprise(values, attribution["input"] if model else attribution)
+    return rank + surprise(contrib, model) if model else rank
+
+
+def input_surprise(values: np.ndarray, record: dict) -> np.ndarray:
+    """-log10 tail probability of each value's distance from its channel's validation median (`record["center"]`),
+    under that channel's distances on validation (the record's quantile knots, as `surprise`)."""
+    center = np.asarray(record["center"], dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    if center.shape != v.shape[-1:]:
+        log.warning("bundle input attribution record does not fit the values (center %s, values %s): alert ranks "
+                    "the distances from it unscaled", center.shape, v.shape)
+        return np.abs(v)
+    return surprise(np.abs(v - center), record)
 
 
 def _standardised(contrib: np.ndarray, attribution: dict) -> np.ndarray:

@@ -7,7 +7,9 @@ validation tails: `raw` (rank the contributions themselves), `scaled` (divide by
 channel's contribution as its tail probability under that channel's own clean distribution, -log10(1 - F(c)), from
 quantile knots (pipeline/attribution.surprise); and `response` (`response_quantile`), `tail` (`quantile`) plus the
 model's measured response to a shift of each channel, to unmix leaked contributions (train/response.py; it needs
-the model: `fit_record`). Spreads are floored at SPREAD_FLOOR of the median channel's, so a
+the model: `fit_record`); `input`, each channel's value's distance from its validation median as a tail probability
+under the same distances on validation, and `joint`, `quantile`'s and `input`'s tail probabilities added (they read
+the validation rows themselves: `fit_record`). Spreads are floored at SPREAD_FLOOR of the median channel's, so a
 channel that never errs on validation does not name itself in every later alert.
 
 `injected_interpretation` ranks the methods without test labels: anomalies injected into the validation tails
@@ -25,12 +27,13 @@ import numpy as np
 
 from ..evaluate import metrics as M
 from ..pipeline.alerts import top_channels
-from ..pipeline.attribution import QUANTILE_LEVELS, RESPONSE_METHODS, attributed
-from .calibration import daemon_like_outputs, scored_start
+from ..pipeline.attribution import INPUT_METHODS, QUANTILE_LEVELS, RESPONSE_METHODS, attributed
+from .calibration import daemon_like_outputs, scored_inputs, scored_start
 from .inject import KINDS, inject
 from .response import fit_response
 
-METHODS = ("raw", "scaled", "robust", "zscore", "tail", "ratio", "quantile", "response", "response_quantile")
+METHODS = ("raw", "scaled", "robust", "zscore", "tail", "ratio", "quantile", "response", "response_quantile", "input",
+           "joint")
 SPREAD_FLOOR = 0.05  # a channel's spread is at least this share of the median channel's
 INJECTED_COPIES = 6  # injected versions of each validation tail
 
@@ -42,7 +45,25 @@ def fit_record(method: str, served, tails: Sequence[np.ndarray], window: int, st
     if method in RESPONSE_METHODS:
         base = fit_attribution("tail" if method == "response" else "quantile", contrib)
         return fit_response(served, tails, window, stride, context, base, method)
+    if method in INPUT_METHODS:
+        values = np.concatenate([scored_inputs(np.asarray(t), window, stride, context) for t in tails])
+        record = input_record(values)
+        return record if method == "input" else {"method": "joint", "model": _quantile_record(contrib),
+                                                  "input": record}
     return fit_attribution(method, contrib)
+
+
+def input_record(values: np.ndarray) -> dict:
+    """The `input` record from the clean validation rows [N, C]: each channel's median, and quantile knots of the
+    rows' distances from it (pipeline/attribution.input_surprise). Values come in each channel's own units (bytes
+    next to percentages), so a channel's steps are floored by its own range, not by the other channels' as
+    contributions are: SPREAD_FLOOR of its q0.1-q99.9 range, else (a channel constant on validation) a millionth of
+    its level, so that any later move of a constant channel is a large surprise without being an infinite one."""
+    v = np.asarray(values, dtype=np.float64)
+    center = np.median(v, axis=0)
+    low, high = np.quantile(v, (0.001, 0.999), axis=0)
+    floor = np.maximum(SPREAD_FLOOR * (high - low), np.maximum(1e-6 * np.abs(center), 1e-12))
+    return {**_quantile_record(np.abs(v - center), floor), "method": "input", "center": [float(c) for c in center]}
 
 
 def fit_attribution(method: str, contrib: np.ndarray) -> dict:
@@ -64,23 +85,24 @@ def fit_attribution(method: str, contrib: np.ndarray) -> dict:
         center, spread = np.zeros(c.shape[1]), np.quantile(c, 0.99, axis=0)
     elif method == "quantile":
         return _quantile_record(c)
-    elif method in RESPONSE_METHODS:
-        raise ValueError(f"the {method} attribution probes the model: fit it with fit_record")
+    elif method in RESPONSE_METHODS or method in INPUT_METHODS:
+        raise ValueError(f"the {method} attribution reads the model or the validation rows: fit it with fit_record")
     else:
         raise ValueError(f"unknown attribution method {method!r}; expected one of {', '.join(METHODS)}")
     return {"method": method, "center": [float(v) for v in center], "spread": [float(v) for v in _floored(spread)]}
 
 
-def _quantile_record(c: np.ndarray) -> dict:
+def _quantile_record(c: np.ndarray, floor=None) -> dict:
     """Quantile knots [K, C] at the QUANTILE_LEVELS below the rows' maximum's own level (1 - 1/(N+1)) and the
-    maximum. Each step between knots is at least what `tail`'s floored spread (SPREAD_FLOOR) gives it, so a channel
-    constant on validation is not infinitely surprised by any change."""
+    maximum. Each step between knots is at least what `tail`'s floored spread (SPREAD_FLOOR, or `floor` [C]) gives
+    it, so a channel constant on validation is not infinitely surprised by any change."""
     top = 1.0 - 1.0 / (len(c) + 1)
     levels = np.array([lv for lv in QUANTILE_LEVELS if lv < top] + [top])
     knots = np.vstack([np.quantile(c, levels[:-1], axis=0), c.max(axis=0, keepdims=True)])  # [K, C]
     surprise = -np.log10(1.0 - levels)
     ref = list(levels).index(0.99) if 0.99 in levels else len(levels) - 1  # the spread `tail` floors: q99 - median
-    unit = _floor(knots[ref] - knots[0]) / (surprise[ref] - surprise[0])  # contribution per unit of surprise
+    least = _floor(knots[ref] - knots[0]) if floor is None else floor  # the least q99 - median step
+    unit = least / (surprise[ref] - surprise[0])  # contribution per unit of surprise
     for k in range(1, len(knots)):
         knots[k] = np.maximum(knots[k], knots[k - 1] + unit * (surprise[k] - surprise[k - 1]))
     return {"method": "quantile", "levels": [float(v) for v in levels],
@@ -103,10 +125,10 @@ def clean_contributions(served, tails: Iterable[np.ndarray], window: int, stride
     return np.concatenate([p for p in parts if len(p)])
 
 
-def ranked(contrib_row: np.ndarray, attribution: dict) -> list[str]:
-    """Channel indices (as strings) in the order an alert names them."""
+def ranked(contrib_row: np.ndarray, attribution: dict, values_row: np.ndarray | None = None) -> list[str]:
+    """Channel indices (as strings) in the order an alert names them (values_row: the point's inputs)."""
     names = [str(i) for i in range(contrib_row.shape[-1])]
-    return [c["name"] for c in top_channels(attributed(contrib_row, attribution), names, len(names))]
+    return [c["name"] for c in top_channels(attributed(contrib_row, attribution, values_row), names, len(names))]
 
 
 def injected_interpretation(served, tails: Sequence[np.ndarray], window: int, stride: int, context: int,
@@ -124,6 +146,7 @@ def injected_interpretation(served, tails: Sequence[np.ndarray], window: int, st
             made = inject(tail, seed=seed * 1000 + i * 10 + copy, kinds=KINDS, margin=window,
                           first_kind=i + copy)
             scores, contribs = daemon_like_outputs(served, made.values, window, stride, context)
+            values = scored_inputs(made.values, window, stride, context)  # [T', C], row by row with scores
             start = scored_start(len(made.values), window, stride, context)
             for lo, hi, _, channels in made.segments:
                 row = _first_alerted(scores, lo - start, hi - start, threshold)
@@ -131,7 +154,7 @@ def injected_interpretation(served, tails: Sequence[np.ndarray], window: int, st
                     continue
                 truth = {str(c) for c in channels}
                 for m in methods:
-                    pairs[m].append((ranked(contribs[row], records[m]), truth))
+                    pairs[m].append((ranked(contribs[row], records[m], values[row]), truth))
     return {m: M.interpretation_scores(p) for m, p in pairs.items()}
 
 

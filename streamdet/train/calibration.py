@@ -68,6 +68,15 @@ def daemon_like_outputs(served: torch.nn.Module, raw: np.ndarray, window: int, s
     return np.concatenate(scores), (np.concatenate(contribs) if contributions else None)
 
 
+def scored_inputs(raw: np.ndarray, window: int, stride: int, context: int = 0) -> np.ndarray:
+    """The rows of `raw` [T, C] that daemon_like_outputs scores, in its order: the points' own values [T', C]."""
+    stride = effective_stride(stride, window, context)
+    offset = scored_start(len(raw), window, stride) + stride - window
+    count = (len(raw) - offset - window) // stride + 1 if len(raw) >= window else 0
+    first = offset + window - stride
+    return np.asarray(raw[first:first + max(count, 0) * stride])
+
+
 def calibrate(scores: np.ndarray, init_level: float) -> dict:
     scores = np.asarray(scores, dtype=np.float64)
     if scores.size < 10:

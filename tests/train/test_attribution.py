@@ -20,6 +20,7 @@ from streamdet.pipeline.alerts import top_channels
 from streamdet.pipeline.attribution import attributed
 from streamdet.train import train_bundle, train_model
 from streamdet.train.attribution import METHODS, fit_attribution, fit_record, injected_interpretation
+from streamdet.train.calibration import daemon_like_outputs, scored_inputs
 
 from ..conftest import SMD_CONFIG
 
@@ -118,13 +119,17 @@ def test_quantile_surprise_is_each_channels_own_piecewise_line_below_between_and
     assert np.allclose(attributed(rows[7], record), want[7], rtol=1e-12, atol=1e-12)  # one alert's row [C]
 
 
-def test_the_daemons_alerts_name_the_shifted_channel_not_the_noisy_one(tmp_path):
+@pytest.mark.parametrize("method", ["quantile", "input", "joint"])
+def test_the_daemons_alerts_name_the_shifted_channel_not_the_noisy_one(tmp_path, method):
+    """`input` reads the firing point's values, which the pipeline hands to the alert state machine: without them
+    it ranks the raw contributions, which name the noisy channel."""
     cfg = load_config(SMD_CONFIG, BASE + ["model.name=autoencoder", "alerting.min_consecutive=1", "alerting.cooldown=2",
                                           "threshold.method=percentile", "threshold.percentile=50",
-                                          "threshold.update=false"])  # alerts fire often, inside segments too
+                                          "threshold.update=false",  # alerts fire often, inside segments too
+                                          f"train.attribution={method}"])
     series = noisy_and_smooth()
     bundle = load_bundle(train_bundle(cfg, series=[series], out=str(tmp_path / "b.pt"), progress=False).path)
-    assert bundle.calibration["attribution"]["method"] == cfg.train.attribution
+    assert bundle.calibration["attribution"]["method"] == method
     run = replay_entity(cfg, bundle, series.entity, series.test)
     named = [(a["row"], a["top_channels"][0]["name"]) for a in run.alerts if a["status"] == "firing"]
     inside = [(name, CHANNELS[ch[0]]) for row, name in named for lo, hi, ch in series.interpretation if lo <= row < hi]
@@ -173,3 +178,48 @@ def test_the_response_attribution_names_the_channel_whose_change_leaked_into_ano
     assert top_channels(attributed(observed, response), names, 4)[0]["name"] == "a"  # unmixed: the one that moved
     with pytest.raises(ValueError, match="fit_record"):
         fit_attribution("response", contrib)
+
+
+class _Echo(torch.nn.Module):
+    """Contributions are the input rows themselves: what a scored row's contribution is, is which row it was."""
+
+    def forward(self, raw):
+        return raw.sum(-1), raw
+
+
+@pytest.mark.parametrize("rows,window,stride,context", [(400, 16, 4, 0), (403, 16, 5, 0), (50, 16, 4, 3),
+                                                         (17, 16, 4, 0), (10, 16, 4, 0)])
+def test_scored_inputs_are_the_rows_the_contributions_belong_to(rows, window, stride, context):
+    raw = np.arange(rows * 2, dtype=np.float32).reshape(rows, 2)
+    _, contrib = daemon_like_outputs(_Echo(), raw, window, stride, context)
+    assert np.array_equal(scored_inputs(raw, window, stride, context), contrib)
+
+
+def test_the_input_attribution_ranks_how_unusual_each_value_is_for_its_channel():
+    """Channel 0 varies in the thousands, channel 1 in units, channel 2 in thousandths. A point with channel 0 up
+    by 300 (ordinary for it) and channel 2 up by 0.05 (far outside its range) names channel 2 under `input`, whatever
+    the contributions say; `joint` adds the contributions' own tail probabilities."""
+    rng = np.random.default_rng(4)
+    scale = np.array([1000.0, 1.0, 0.001])
+    normal = (rng.standard_normal((2000, 3)) * scale + np.array([5000.0, 10.0, 0.5])).astype(np.float32)
+    contrib = np.abs(rng.standard_normal((2000, 3)))  # an uninformative detector: every channel alike
+    served, tails = _Echo(), [normal]
+    record = fit_record("input", served, tails, 16, 4, 0, contrib)
+    assert record["method"] == "input" and np.allclose(record["center"], np.median(normal[16 - 4:], axis=0), rtol=1e-3)
+    point = np.median(normal, axis=0) + np.array([300.0, 0.0, 0.05])
+    names = ["big", "unit", "tiny"]
+    even = np.ones(3)
+    assert top_channels(attributed(even, record, point), names, 3)[0]["name"] == "tiny"
+    assert [c["name"] for c in top_channels(attributed(even, record, point), names, 3)] == ["tiny", "big", "unit"]
+    joint = fit_record("joint", served, tails, 16, 4, 0, contrib)
+    assert joint["method"] == "joint" and joint["input"] == record and joint["model"]["method"] == "quantile"
+    loud_unit = np.array([0.5, 8.0, 0.5])  # channel 1's contribution far past anything on validation
+    ranked = attributed(loud_unit, joint, point)
+    assert np.allclose(ranked, attributed(loud_unit, joint["model"]) + attributed(loud_unit, record, point))
+    assert top_channels(ranked, names, 3)[0]["name"] == "unit"  # each view can name a channel
+    assert top_channels(attributed(even, joint, point), names, 3)[0]["name"] == "tiny"
+    # without the point's values (a caller that cannot give them): the contributions' ranking, never a crash
+    assert np.array_equal(attributed(loud_unit, record), loud_unit)
+    assert np.allclose(attributed(loud_unit, joint), attributed(loud_unit, joint["model"]))
+    with pytest.raises(ValueError, match="fit_record"):
+        fit_attribution("input", contrib)
