@@ -44,6 +44,7 @@ def attributed(contrib: np.ndarray, attribution: Optional[dict], values: Optiona
 
 
 def _with_inputs(contrib: np.ndarray, attribution: dict, values: Optional[np.ndarray]) -> np.ndarray:
+    """`input` or `joint`; a caller without the values gets the contributions' ranking (logged), never an error."""
     model = attribution.get("model")  # joint: the contributions' own quantile record
     if values is None:
         log.warning("the bundle's %s attribution needs the points' values and got none: alert ranks the %s",
