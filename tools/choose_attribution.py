@@ -7,7 +7,8 @@ validation tails know which channels they touched.
 For each entity and model: the model is trained on the entity's training head (as tools/benchmark.py does), and
 every method of train/attribution.py ranks the channels at the first alerted row of each injected segment
 (train/attribution.injected_interpretation). Prints HitRate@100 %, HitRate@150 % and NDCG@150 % per model and
-method, pooled over the alerted injected segments. No test split is read.
+method, pooled over the alerted injected segments. No test split is read. With --fleet, one model is trained on all
+the entities at once (a fleet bundle, `streamdet train` without --per-entity) and ranked on all their tails.
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ def main(argv=None) -> int:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--copies", type=int, default=INJECTED_COPIES, help="injected versions of each validation tail")
     p.add_argument("--set", action="append", default=[], help="config override KEY=VALUE")
+    p.add_argument("--fleet", action="store_true", help="one model for all the entities (a fleet bundle)")
     args = p.parse_args(argv)
     cfg, names = validation_setup(args)
     methods = args.methods.split(",")
     table: dict[tuple[str, str], list[tuple]] = {}
-    for name in names:
-        series = load_series(cfg, [name])
+    for name in (["fleet"] if args.fleet else names):
+        series = load_series(cfg, names if args.fleet else [name])
         for model in args.models.split(","):
             started = time.perf_counter()
             trained = train_model(cfg, series, model, progress=False)
@@ -53,7 +55,7 @@ def main(argv=None) -> int:
                 f"{m} {s['hitrate@150']:.3f} ({s['interpreted_alerts']})" for m, s in scores.items()),
                 file=sys.stderr, flush=True)
     print(f"| model | method | HitRate@100 % | HitRate@150 % | NDCG@150 % | alerted segments |  ({args.dataset}, "
-          f"{len(names)} entities, injected validation tails)")
+          f"{len(names)} entities{', one fleet model' if args.fleet else ''}, injected validation tails)")
     print("|---|---|---|---|---|---|")
     for (model, m), rows in table.items():
         n = sum(r["interpreted_alerts"] for r in rows)
