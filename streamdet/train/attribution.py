@@ -31,6 +31,7 @@ from ..pipeline.attribution import INPUT_METHODS, QUANTILE_LEVELS, RESPONSE_METH
 from .calibration import daemon_like_outputs, scored_inputs, scored_start
 from .inject import KINDS, inject
 from .response import fit_response
+from .scaling import ROBUST_QUANTILES
 
 METHODS = ("raw", "scaled", "robust", "zscore", "tail", "ratio", "quantile", "response", "response_quantile", "input",
            "joint")
@@ -61,7 +62,7 @@ def input_record(values: np.ndarray) -> dict:
     its level, so that any later move of a constant channel is a large surprise without being an infinite one."""
     v = np.asarray(values, dtype=np.float64)
     center = np.median(v, axis=0)
-    low, high = np.quantile(v, (0.001, 0.999), axis=0)
+    low, high = np.quantile(v, ROBUST_QUANTILES, axis=0)  # the range the robust input scaling spans
     floor = np.maximum(SPREAD_FLOOR * (high - low), np.maximum(1e-6 * np.abs(center), 1e-12))
     return {**_quantile_record(np.abs(v - center), floor), "method": "input", "center": [float(c) for c in center]}
 

@@ -34,6 +34,13 @@ def scored_start(n_rows: int, window: int, stride: int, context: int = 0) -> int
     return (offset if n_rows - offset >= window else 0) + window - stride
 
 
+def _aligned(n_rows: int, window: int, stride: int, context: int) -> tuple[int, int]:
+    """(the stride the daemon uses, the row of a series of n_rows where its first full window starts; a tail too
+    short to keep the daemon's alignment gives it up)."""
+    stride = effective_stride(stride, window, context)
+    return stride, scored_start(n_rows, window, stride) + stride - window
+
+
 def daemon_like_scores(served: torch.nn.Module, raw: np.ndarray, window: int, stride: int,
                        context: int = 0) -> np.ndarray:
     """Scores of one raw series [T, C] replayed as a fresh stream, the rows the daemon scores with a full window.
@@ -49,8 +56,7 @@ def daemon_like_outputs(served: torch.nn.Module, raw: np.ndarray, window: int, s
                         contributions: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """daemon_like_scores' scores [T'] and, when asked, the per-channel contributions [T', C] of the same rows
     (what an alert raised at that row ranks its channels by)."""
-    stride = effective_stride(stride, window, context)
-    offset = scored_start(len(raw), window, stride) + stride - window  # a short tail gives up the alignment
+    stride, offset = _aligned(len(raw), window, stride, context)
     n_channels = raw.shape[1] if raw.ndim == 2 else 0
     if len(raw) < window:
         return np.zeros(0, np.float32), (np.zeros((0, n_channels), np.float32) if contributions else None)
@@ -70,8 +76,7 @@ def daemon_like_outputs(served: torch.nn.Module, raw: np.ndarray, window: int, s
 
 def scored_inputs(raw: np.ndarray, window: int, stride: int, context: int = 0) -> np.ndarray:
     """The rows of `raw` [T, C] that daemon_like_outputs scores, in its order: the points' own values [T', C]."""
-    stride = effective_stride(stride, window, context)
-    offset = scored_start(len(raw), window, stride) + stride - window
+    stride, offset = _aligned(len(raw), window, stride, context)
     count = (len(raw) - offset - window) // stride + 1 if len(raw) >= window else 0
     first = offset + window - stride
     return np.asarray(raw[first:first + max(count, 0) * stride])
