@@ -120,7 +120,7 @@ class TrainConfig:
     # how alerts rank channels (pipeline/attribution.py): "input", how unusual each channel's value is for that
     # channel on validation, chosen on injected validation anomalies (tools/choose_attribution.py, evaluation.md)
     attribution: Literal["input", "joint", "quantile", "tail", "robust", "zscore", "scaled", "raw", "ratio",
-                         "response", "response_quantile"] = "input"
+                         "response", "response_quantile", "local"] = "input"
 
 
 @dataclass(frozen=True)

@@ -104,9 +104,11 @@ class AlertManager:
 
     def update(self, entity: str, ts: np.ndarray, scores: np.ndarray, thresholds: np.ndarray, over: np.ndarray,
                contrib: np.ndarray, sources: list, warm: bool | np.ndarray = True,
-               any_over: bool | None = None, values: Optional[np.ndarray] = None) -> list[AlertEvent]:
+               any_over: bool | None = None, values: Optional[np.ndarray] = None,
+               window: Optional[np.ndarray] = None) -> list[AlertEvent]:
         """Advance the entity's state over a chunk of its points (ts, scores, thresholds, over [n], contrib [n, C],
-        values [n, C]: the points' inputs, which some attribution records rank); -> the events they trigger. `warm`
+        values [n, C]: the points' inputs, and window [L, C], the window that scored them, which some attribution
+        records rank); -> the events they trigger. `warm`
         (for all points or per point [n]): warm=False points never fire nor count toward a streak. A chunk that
         raises no event (quiet while idle, or still firing without reaching the cooldown) only moves the counters
         (numpy); one that may fire or resolve steps point by point. `any_over`: over.any(), when the caller has it
@@ -131,14 +133,15 @@ class AlertManager:
                 state.over_streak = 0
                 continue
             event = self._step(entity, state, float(ts[j]), float(scores[j]), float(thresholds[j]), bool(over[j]),
-                               contrib[j], sources[j], None if values is None else values[j])
+                               contrib[j], sources[j], None if values is None else values[j], window)
             if event is not None:
                 events.append(event)
                 state = self._states[entity]  # a resolved episode starts a fresh state
         return events
 
     def _step(self, entity: str, state: _EntityState, ts: float, score: float, threshold: float, over: bool,
-              contrib: np.ndarray, source: Any, values: Optional[np.ndarray] = None) -> AlertEvent | None:
+              contrib: np.ndarray, source: Any, values: Optional[np.ndarray] = None,
+              window: Optional[np.ndarray] = None) -> AlertEvent | None:
         """One warm point: the state machine itself."""
         if over:
             state.under_streak = 0
@@ -151,7 +154,7 @@ class AlertManager:
         if state.firing:
             return self._while_firing(entity, state, ts, score, threshold, source)
         if state.over_streak >= self.cfg.min_consecutive:
-            return self._fire(entity, state, ts, score, threshold, contrib, source, values)
+            return self._fire(entity, state, ts, score, threshold, contrib, source, values, window)
         return None
 
     def _continue_firing(self, state: _EntityState, ts: np.ndarray, scores: np.ndarray, over: np.ndarray) -> bool:
@@ -173,13 +176,14 @@ class AlertManager:
         return True
 
     def _fire(self, entity: str, state: _EntityState, ts: float, score: float, threshold: float,
-              contrib: np.ndarray, source: Any, values: Optional[np.ndarray] = None) -> AlertEvent:
+              contrib: np.ndarray, source: Any, values: Optional[np.ndarray] = None,
+              window: Optional[np.ndarray] = None) -> AlertEvent:
         state.firing = True
         state.start_ts = state.streak_start_ts
         state.alert_id = alert_id(entity, state.start_ts, self.model_of(entity)["sha256"])
         state.peak_score = score
         attribution = self._attribution_of(entity) if self._attribution_of is not None else None
-        state.top = top_channels(attributed(np.asarray(contrib), attribution, values), self.channels,
+        state.top = top_channels(attributed(np.asarray(contrib), attribution, values, window), self.channels,
                                  self.cfg.top_channels)
         return self._event(entity, state, "firing", ts, score, threshold, source)
 

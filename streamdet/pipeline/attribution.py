@@ -12,7 +12,9 @@ standardised contribution, and an alert ranks the channels whose shifts best exp
 The `input` record ranks the channels' values instead of the model's contributions: each value's distance from the
 channel's validation median, as a tail probability under the same distance on validation (`input_surprise`: what
 an operator sees on the channel's graph); `joint` adds the two tail probabilities, so a channel ranks first when both
-the model's contribution and the value itself are unusual for it.
+the model's contribution and the value itself are unusual for it. The `local` record measures each value from its
+channel's median over the window that scored it (`local_surprise`), so each host is judged against its own recent
+level rather than the validation median (which a fleet bundle pools over unlike hosts).
 """
 
 from __future__ import annotations
@@ -26,16 +28,18 @@ log = logging.getLogger(__name__)
 RESPONSE_METHODS = ("response", "response_quantile")  # records holding a base record and a response matrix
 UNMIX_SWEEPS = 50  # coordinate-descent sweeps of `unmixed` (C <= a few hundred: milliseconds per alert)
 QUANTILE_LEVELS = (0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999)  # knots of `quantile` records (and the maximum)
-INPUT_METHODS = ("input", "joint")  # records that read the points' values as well as (joint) the contributions
+INPUT_METHODS = ("input", "joint", "local")  # records that read the points' values (joint: and the contributions)
 
 
-def attributed(contrib: np.ndarray, attribution: Optional[dict], values: Optional[np.ndarray] = None) -> np.ndarray:
+def attributed(contrib: np.ndarray, attribution: Optional[dict], values: Optional[np.ndarray] = None,
+               window: Optional[np.ndarray] = None) -> np.ndarray:
     """contrib [..., C] standardised by the bundle's attribution record (unchanged when there is none); `values`
-    [..., C], the same points' inputs, for the records that read them (INPUT_METHODS)."""
+    [..., C], the same points' inputs, and `window` [..., L, C], the window that scored them, for the records that
+    read them (INPUT_METHODS)."""
     if not attribution or attribution.get("method", "raw") == "raw":
         return contrib
     if attribution["method"] in INPUT_METHODS:
-        return _with_inputs(contrib, attribution, values)
+        return _with_inputs(contrib, attribution, values, window)
     if attribution["method"] == "quantile":
         return surprise(contrib, attribution)
     if attribution["method"] in RESPONSE_METHODS:
@@ -43,13 +47,19 @@ def attributed(contrib: np.ndarray, attribution: Optional[dict], values: Optiona
     return _standardised(contrib, attribution)
 
 
-def _with_inputs(contrib: np.ndarray, attribution: dict, values: Optional[np.ndarray]) -> np.ndarray:
-    """`input` or `joint`; a caller without the values gets the contributions' ranking (logged), never an error."""
+def _with_inputs(contrib: np.ndarray, attribution: dict, values: Optional[np.ndarray],
+                 window: Optional[np.ndarray]) -> np.ndarray:
+    """`input`, `joint` or `local`; a caller without the values (or, for `local`, the window) gets the
+    contributions' ranking (logged), never an error."""
     model = attribution.get("model")  # joint: the contributions' own quantile record
-    if values is None:
-        log.warning("the bundle's %s attribution needs the points' values and got none: alert ranks the %s",
-                    attribution["method"], "contributions' tail probabilities" if model else "raw contributions")
+    local = attribution["method"] == "local"
+    if values is None or (local and window is None):
+        log.warning("the bundle's %s attribution needs the points' values%s and got none: alert ranks the %s",
+                    attribution["method"], " and window" if local else "",
+                    "contributions' tail probabilities" if model else "raw contributions")
         return surprise(contrib, model) if model else contrib
+    if local:
+        return local_surprise(values, window, attribution)
     rank = input_surprise(values, attribution["input"] if model else attribution)
     return rank + surprise(contrib, model) if model else rank
 
@@ -62,6 +72,18 @@ def input_surprise(values: np.ndarray, record: dict) -> np.ndarray:
     if center.shape != v.shape[-1:]:
         log.warning("bundle input attribution record does not fit the values (center %s, values %s): alert ranks "
                     "the distances from it unscaled", center.shape, v.shape)
+        return np.abs(v)
+    return surprise(np.abs(v - center), record)
+
+
+def local_surprise(values: np.ndarray, window: np.ndarray, record: dict) -> np.ndarray:
+    """-log10 tail probability of each value's distance from its channel's median over `window` [..., L, C] (the
+    window that scored it), under that channel's same distances on validation (the record's knots, as `surprise`)."""
+    v = np.asarray(values, dtype=np.float64)
+    center = np.median(np.asarray(window, dtype=np.float64), axis=-2)
+    if center.shape[-1:] != v.shape[-1:]:
+        log.warning("bundle local attribution window does not fit the values (window %s, values %s): alert ranks "
+                    "the values unscaled", np.shape(window), v.shape)
         return np.abs(v)
     return surprise(np.abs(v - center), record)
 

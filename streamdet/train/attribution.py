@@ -8,8 +8,9 @@ channel's contribution as its tail probability under that channel's own clean di
 quantile knots (pipeline/attribution.surprise); and `response` (`response_quantile`), `tail` (`quantile`) plus the
 model's measured response to a shift of each channel, to unmix leaked contributions (train/response.py; it needs
 the model: `fit_record`); `input`, each channel's value's distance from its validation median as a tail probability
-under the same distances on validation, and `joint`, `quantile`'s and `input`'s tail probabilities added (they read
-the validation rows themselves: `fit_record`). Spreads are floored at SPREAD_FLOOR of the median channel's, so a
+under the same distances on validation, and `joint`, `quantile`'s and `input`'s tail probabilities added; `local`,
+`input` with each value's distance from its channel's median over the window that scored it (the host's own recent
+level) in place of the validation median (they read the validation rows themselves: `fit_record`). Spreads are floored at SPREAD_FLOOR of the median channel's, so a
 channel that never errs on validation does not name itself in every later alert.
 
 `injected_interpretation` ranks the methods without test labels: anomalies injected into the validation tails
@@ -28,13 +29,13 @@ import numpy as np
 from ..evaluate import metrics as M
 from ..pipeline.alerts import top_channels
 from ..pipeline.attribution import INPUT_METHODS, QUANTILE_LEVELS, RESPONSE_METHODS, attributed
-from .calibration import daemon_like_outputs, scored_inputs, scored_start
+from .calibration import daemon_like_outputs, scored_inputs, scored_start, scored_window_medians, scoring_windows
 from .inject import KINDS, inject
 from .response import fit_response
 from .scaling import ROBUST_QUANTILES
 
 METHODS = ("raw", "scaled", "robust", "zscore", "tail", "ratio", "quantile", "response", "response_quantile", "input",
-           "joint")
+           "joint", "local")
 SPREAD_FLOOR = 0.05  # a channel's spread is at least this share of the median channel's
 INJECTED_COPIES = 6  # injected versions of each validation tail
 
@@ -48,6 +49,9 @@ def fit_record(method: str, served, tails: Sequence[np.ndarray], window: int, st
         return fit_response(served, tails, window, stride, context, base, method)
     if method in INPUT_METHODS:
         values = np.concatenate([scored_inputs(np.asarray(t), window, stride, context) for t in tails])
+        if method == "local":
+            medians = np.concatenate([scored_window_medians(np.asarray(t), window, stride, context) for t in tails])
+            return local_record(values, medians)
         record = input_record(values)
         return record if method == "input" else {"method": "joint", "model": _quantile_record(contrib),
                                                   "input": record}
@@ -62,9 +66,24 @@ def input_record(values: np.ndarray) -> dict:
     its level, so that any later move of a constant channel is a large surprise without being an infinite one."""
     v = np.asarray(values, dtype=np.float64)
     center = np.median(v, axis=0)
-    low, high = np.quantile(v, ROBUST_QUANTILES, axis=0)  # the range the robust input scaling spans
-    floor = np.maximum(SPREAD_FLOOR * (high - low), np.maximum(1e-6 * np.abs(center), 1e-12))
-    return {**_quantile_record(np.abs(v - center), floor), "method": "input", "center": [float(c) for c in center]}
+    return {**_quantile_record(np.abs(v - center), _own_floor(v)), "method": "input",
+            "center": [float(c) for c in center]}
+
+
+def local_record(values: np.ndarray, medians: np.ndarray) -> dict:
+    """The `local` record from the clean validation rows [N, C] and each channel's median over the window that
+    scored each row [N, C]: quantile knots of the rows' distances from those medians, floored as `input`'s. A
+    fleet's hosts, or one host across a level change, each keep their own centre, so a value is unusual for where
+    its host has been in the last window, not for the pooled validation median."""
+    v = np.asarray(values, dtype=np.float64)
+    return {**_quantile_record(np.abs(v - np.asarray(medians, dtype=np.float64)), _own_floor(v)), "method": "local"}
+
+
+def _own_floor(v: np.ndarray) -> np.ndarray:
+    """Each channel's least knot step: SPREAD_FLOOR of its own q0.1-q99.9 range (the range the robust input scaling
+    spans), else a millionth of its level, else 1e-12."""
+    low, high = np.quantile(v, ROBUST_QUANTILES, axis=0)
+    return np.maximum(SPREAD_FLOOR * (high - low), np.maximum(1e-6 * np.abs(np.median(v, axis=0)), 1e-12))
 
 
 def fit_attribution(method: str, contrib: np.ndarray) -> dict:
@@ -126,10 +145,13 @@ def clean_contributions(served, tails: Iterable[np.ndarray], window: int, stride
     return np.concatenate([p for p in parts if len(p)])
 
 
-def ranked(contrib_row: np.ndarray, attribution: dict, values_row: np.ndarray | None = None) -> list[str]:
-    """Channel indices (as strings) in the order an alert names them (values_row: the point's inputs)."""
+def ranked(contrib_row: np.ndarray, attribution: dict, values_row: np.ndarray | None = None,
+           window_rows: np.ndarray | None = None) -> list[str]:
+    """Channel indices (as strings) in the order an alert names them (values_row: the point's inputs; window_rows
+    [L, C]: the window that scored it)."""
     names = [str(i) for i in range(contrib_row.shape[-1])]
-    return [c["name"] for c in top_channels(attributed(contrib_row, attribution, values_row), names, len(names))]
+    return [c["name"] for c in top_channels(attributed(contrib_row, attribution, values_row, window_rows), names,
+                                            len(names))]
 
 
 def injected_interpretation(served, tails: Sequence[np.ndarray], window: int, stride: int, context: int,
@@ -148,6 +170,7 @@ def injected_interpretation(served, tails: Sequence[np.ndarray], window: int, st
                           first_kind=i + copy)
             scores, contribs = daemon_like_outputs(served, made.values, window, stride, context)
             values = scored_inputs(made.values, window, stride, context)  # [T', C], row by row with scores
+            windows, step = scoring_windows(made.values, window, stride, context)  # row r: windows[r // step]
             start = scored_start(len(made.values), window, stride, context)
             for lo, hi, _, channels in made.segments:
                 row = _first_alerted(scores, lo - start, hi - start, threshold)
@@ -155,7 +178,7 @@ def injected_interpretation(served, tails: Sequence[np.ndarray], window: int, st
                     continue
                 truth = {str(c) for c in channels}
                 for m in methods:
-                    pairs[m].append((ranked(contribs[row], records[m], values[row]), truth))
+                    pairs[m].append((ranked(contribs[row], records[m], values[row], windows[row // step]), truth))
     return {m: M.interpretation_scores(p) for m, p in pairs.items()}
 
 

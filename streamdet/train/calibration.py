@@ -82,6 +82,24 @@ def scored_inputs(raw: np.ndarray, window: int, stride: int, context: int = 0) -
     return np.asarray(raw[first:first + max(count, 0) * stride])
 
 
+def scoring_windows(raw: np.ndarray, window: int, stride: int, context: int = 0) -> tuple[np.ndarray, int]:
+    """(the windows [N, L, C] daemon_like_outputs scores, as a view, and the stride it uses): scored row r (in
+    scored_inputs' order) is one of the last `stride` rows of window r // stride."""
+    stride, offset = _aligned(len(raw), window, stride, context)
+    if len(raw) < window:
+        return np.zeros((0, window) + np.shape(raw)[1:]), stride
+    return sliding_windows(np.asarray(raw)[offset:], window, stride), stride
+
+
+def scored_window_medians(raw: np.ndarray, window: int, stride: int, context: int = 0) -> np.ndarray:
+    """For each row scored_inputs returns, each channel's median over the window that scored it [T', C]."""
+    windows, stride = scoring_windows(raw, window, stride, context)
+    medians = [np.median(windows[i:i + BATCH], axis=1) for i in range(0, len(windows), BATCH)]
+    if not medians:
+        return np.zeros((0,) + np.shape(raw)[1:])
+    return np.repeat(np.concatenate(medians), stride, axis=0)
+
+
 def calibrate(scores: np.ndarray, init_level: float) -> dict:
     scores = np.asarray(scores, dtype=np.float64)
     if scores.size < 10:

@@ -20,7 +20,7 @@ from streamdet.pipeline.alerts import top_channels
 from streamdet.pipeline.attribution import attributed
 from streamdet.train import train_bundle, train_model
 from streamdet.train.attribution import METHODS, fit_attribution, fit_record, injected_interpretation
-from streamdet.train.calibration import daemon_like_outputs, scored_inputs
+from streamdet.train.calibration import daemon_like_outputs, scored_inputs, scored_window_medians, scoring_windows
 
 from ..conftest import SMD_CONFIG
 
@@ -119,22 +119,27 @@ def test_quantile_surprise_is_each_channels_own_piecewise_line_below_between_and
     assert np.allclose(attributed(rows[7], record), want[7], rtol=1e-12, atol=1e-12)  # one alert's row [C]
 
 
-@pytest.mark.parametrize("method", ["quantile", "input", "joint"])
+@pytest.mark.parametrize("method", ["quantile", "input", "joint", "local"])
 def test_the_daemons_alerts_name_the_shifted_channel_not_the_noisy_one(tmp_path, method):
-    """`input` reads the firing point's values, which the pipeline hands to the alert state machine: without them
-    it ranks the raw contributions, which name the noisy channel."""
-    cfg = load_config(SMD_CONFIG, BASE + ["model.name=autoencoder", "alerting.min_consecutive=1", "alerting.cooldown=2",
-                                          "threshold.method=percentile", "threshold.percentile=50",
-                                          "threshold.update=false",  # alerts fire often, inside segments too
-                                          f"train.attribution={method}"])
+    """`input` reads the firing point's values and `local` its window too, which the pipeline hands to the alert
+    state machine: without them they rank the raw contributions, which name the noisy channel. `local` measures a
+    value from its window's median, which a level shift moves once it fills half the window: it gets a 64-row window
+    and is judged on the alerts in the first 32 rows of each shift, at a lower bar (the slowest wave spans most of
+    the window, so its distances from the window's median vary widely on validation)."""
+    window = ["model.window=64"] if method == "local" else []
+    cfg = load_config(SMD_CONFIG, BASE + window + [
+        "model.name=autoencoder", "alerting.min_consecutive=1", "alerting.cooldown=2", "threshold.method=percentile",
+        "threshold.percentile=50", "threshold.update=false",  # alerts fire often, inside segments too
+        f"train.attribution={method}"])
     series = noisy_and_smooth()
     bundle = load_bundle(train_bundle(cfg, series=[series], out=str(tmp_path / "b.pt"), progress=False).path)
     assert bundle.calibration["attribution"]["method"] == method
     run = replay_entity(cfg, bundle, series.entity, series.test)
     named = [(a["row"], a["top_channels"][0]["name"]) for a in run.alerts if a["status"] == "firing"]
-    inside = [(name, CHANNELS[ch[0]]) for row, name in named for lo, hi, ch in series.interpretation if lo <= row < hi]
+    inside = [(name, CHANNELS[ch[0]]) for row, name in named for lo, hi, ch in series.interpretation
+              if lo <= row < (lo + 32 if method == "local" else hi)]
     assert len(inside) >= 5, named
-    assert sum(a == b for a, b in inside) >= 0.8 * len(inside), inside
+    assert sum(a == b for a, b in inside) >= (0.75 if method == "local" else 0.8) * len(inside), inside
 
 
 def test_a_long_ranking_stays_ordered_past_the_channels_above_their_usual_level():
@@ -193,6 +198,41 @@ def test_scored_inputs_are_the_rows_the_contributions_belong_to(rows, window, st
     raw = np.arange(rows * 2, dtype=np.float32).reshape(rows, 2)
     _, contrib = daemon_like_outputs(_Echo(), raw, window, stride, context)
     assert np.array_equal(scored_inputs(raw, window, stride, context), contrib)
+
+
+@pytest.mark.parametrize("rows,window,stride,context", [(400, 16, 4, 0), (403, 16, 5, 0), (50, 16, 4, 3),
+                                                         (17, 16, 4, 0), (10, 16, 4, 0), (300, 16, 1, 0)])
+def test_each_scored_row_sits_in_the_window_that_scored_it(rows, window, stride, context):
+    """`local` measures a row from the median of the window that scored it: scored row r is row r % step of the
+    last `step` rows of window r // step, and its median is that window's."""
+    raw = np.arange(rows * 2, dtype=np.float32).reshape(rows, 2)
+    inputs = scored_inputs(raw, window, stride, context)
+    windows, step = scoring_windows(raw, window, stride, context)
+    medians = scored_window_medians(raw, window, stride, context)
+    assert len(medians) == len(inputs)
+    for r in range(len(inputs)):
+        assert np.array_equal(windows[r // step][window - step + r % step], inputs[r])
+        assert np.array_equal(medians[r], np.median(windows[r // step], axis=0))
+
+
+def test_the_local_attribution_judges_each_host_against_its_own_recent_level():
+    """A fleet record fitted on two hosts whose channel 0 sits at 0 and at 100 meets a third host at 200 whose
+    channel 1 is 6 of its standard deviations up. `input` measures channel 0 from the pooled validation median and
+    names it; `local` measures each value from its channel's median over the window that scored it and names
+    channel 1."""
+    rng = np.random.default_rng(7)
+    host = lambda level: (rng.standard_normal((1500, 2)) + np.array([level, 0.0])).astype(np.float32)  # noqa: E731
+    tails, served, contrib = [host(0.0), host(100.0)], _Echo(), np.abs(rng.standard_normal((2000, 2)))
+    local = fit_record("local", served, tails, 16, 4, 0, contrib)
+    plain = fit_record("input", served, tails, 16, 4, 0, contrib)
+    assert local["method"] == "local" and "center" not in local
+    window = host(200.0)[:16]
+    point = window[-1] = np.array([200.0, 6.0])
+    names, even = ["level", "load"], np.ones(2)
+    assert top_channels(attributed(even, plain, point), names, 2)[0]["name"] == "level"
+    assert top_channels(attributed(even, local, point, window), names, 2)[0]["name"] == "load"
+    # without the window (a caller that cannot give it): the contributions' ranking, never a crash
+    assert np.array_equal(attributed(np.array([3.0, 1.0]), local, point), np.array([3.0, 1.0]))
 
 
 def test_the_input_attribution_ranks_how_unusual_each_value_is_for_its_channel():
