@@ -117,10 +117,11 @@ class TrainConfig:
     min_channel_share: float = _range(0.0, 1.0, default=0.5)  # --from-topic: channels on fewer entities are left out
     exclude_channels: tuple[str, ...] = ()  # --from-topic: glob patterns of channels not to model (slow trends ...)
     export_format: Literal["torchscript", "export"] = "torchscript"  # bundle format (docs/models.md: Bundle formats)
-    # how alerts rank channels (pipeline/attribution.py): "input", how unusual each channel's value is for that
-    # channel on validation, chosen on injected validation anomalies (tools/choose_attribution.py, evaluation.md)
+    # how alerts rank channels (pipeline/attribution.py): "local", how far each channel's value is from that
+    # channel's median over the window that scored it, as a tail probability under the same distances on validation;
+    # chosen on injected validation anomalies (tools/choose_attribution.py, evaluation.md)
     attribution: Literal["input", "joint", "quantile", "tail", "robust", "zscore", "scaled", "raw", "ratio",
-                         "response", "response_quantile", "local"] = "input"
+                         "response", "response_quantile", "local"] = "local"
 
 
 @dataclass(frozen=True)
