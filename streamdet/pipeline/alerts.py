@@ -108,11 +108,10 @@ class AlertManager:
                window: Optional[np.ndarray] = None) -> list[AlertEvent]:
         """Advance the entity's state over a chunk of its points (ts, scores, thresholds, over [n], contrib [n, C],
         values [n, C]: the points' inputs, and window [L, C], the window that scored them, which some attribution
-        records rank); -> the events they trigger. `warm`
-        (for all points or per point [n]): warm=False points never fire nor count toward a streak. A chunk that
-        raises no event (quiet while idle, or still firing without reaching the cooldown) only moves the counters
-        (numpy); one that may fire or resolve steps point by point. `any_over`: over.any(), when the caller has it
-        for a whole batch already. A single point is a chunk of one."""
+        records rank); -> the events they trigger. `warm` (for all points or per point [n]): warm=False points never
+        fire nor count toward a streak. A chunk that raises no event (quiet while idle, or still firing without
+        reaching the cooldown) only moves the counters (numpy); one that may fire or resolve steps point by point.
+        `any_over`: over.any(), when the caller has it for a whole batch already. A single point is a chunk of one."""
         state = self._states.get(entity)
         if state is None:
             state = self._states[entity] = _EntityState()

@@ -10,8 +10,9 @@ model's measured response to a shift of each channel, to unmix leaked contributi
 the model: `fit_record`); `input`, each channel's value's distance from its validation median as a tail probability
 under the same distances on validation, and `joint`, `quantile`'s and `input`'s tail probabilities added; `local`,
 `input` with each value's distance from its channel's median over the window that scored it (the host's own recent
-level) in place of the validation median (they read the validation rows themselves: `fit_record`). Spreads are floored at SPREAD_FLOOR of the median channel's, so a
-channel that never errs on validation does not name itself in every later alert.
+level) in place of the validation median (they read the validation rows themselves: `fit_record`). Spreads are
+floored at SPREAD_FLOOR of the median channel's, so a channel that never errs on validation does not name itself in
+every later alert.
 
 `injected_interpretation` ranks the methods without test labels: anomalies injected into the validation tails
 (train/inject.py) record the channels they touched; each injected segment is "alerted" at its first row whose
