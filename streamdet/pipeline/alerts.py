@@ -104,10 +104,9 @@ class AlertManager:
 
     def update(self, entity: str, ts: np.ndarray, scores: np.ndarray, thresholds: np.ndarray, over: np.ndarray,
                contrib: np.ndarray, sources: list, warm: bool | np.ndarray = True,
-               any_over: bool | None = None, values: Optional[np.ndarray] = None,
-               window: Optional[np.ndarray] = None) -> list[AlertEvent]:
+               any_over: bool | None = None, window: Optional[np.ndarray] = None) -> list[AlertEvent]:
         """Advance the entity's state over a chunk of its points (ts, scores, thresholds, over [n], contrib [n, C],
-        values [n, C]: the points' inputs, and window [L, C], the window that scored them, which some attribution
+        window [L, C]: the window that scored them, whose last n rows are the points' inputs, which some attribution
         records rank); -> the events they trigger. `warm` (for all points or per point [n]): warm=False points never
         fire nor count toward a streak. A chunk that raises no event (quiet while idle, or still firing without
         reaching the cooldown) only moves the counters (numpy); one that may fire or resolve steps point by point.
@@ -127,6 +126,7 @@ class AlertManager:
         if warm is True and state.firing and self._continue_firing(state, ts, scores, over):
             return []
         events = []
+        values = None if window is None else window[len(window) - len(scores):]  # [n, C] the points' own rows
         for j in range(len(scores)):
             if warm is not True and not warm[j]:
                 state.over_streak = 0

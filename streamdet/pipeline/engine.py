@@ -352,7 +352,6 @@ class Pipeline:
             result.alerts += self.alerts.update(request.entity, request.ts, new[row, cut:], thresholds[row, cut:],
                                                 over[row, cut:], contrib[row, self.window - request.n_new:],
                                                 request.sources, warm=warm, any_over=any_over[row] if not cut else None,
-                                                values=request.window[self.window - request.n_new:],
                                                 window=request.window)
             result.scored.append(Verdicts(request.entity, request.ts, new[row, cut:], thresholds[row, cut:],
                                           over[row, cut:], request.sources, request.warm))
