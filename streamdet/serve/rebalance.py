@@ -1,9 +1,11 @@
 """Consumer-group rebalances: hand revoked partitions over cleanly, restore the state of assigned ones.
 
 Revoked: score what is pending (or, with checkpoints, let the state carry it), publish, flush and commit those
-partitions, then forget their entities: the next owner restores them from the changelog. Assigned: restore the
-latest checkpoint of every entity of the new partitions. The Kafka clients swallow or defer exceptions raised in
-their callbacks, so an error is kept in `error` and the loop re-raises it after the poll.
+partitions, then forget their entities: the next owner restores them from the changelog. Their per-entity Prometheus
+series go too, with or without checkpoints (a revoked entity's last score, threshold and firing flag would otherwise
+stay exported here beside its new owner's, and a rule on `streamdet_entity_anomalous` would keep firing from a stale
+copy). Assigned: restore the latest checkpoint of every entity of the new partitions. The Kafka clients swallow or
+defer exceptions raised in their callbacks, so an error is kept in `error` and the loop re-raises it after the poll.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Rebalance:
         """Before losing partitions: score what is pending, publish, flush and commit them (unless failing)."""
         d = self.delivery
         entities: list[str] = []
+        moved = d.ledger.entities_of(partitions)  # their next owner exports their series from now on
         if partitions and not self.failed:
             log.info("partitions revoked partitions=%s", _names(partitions))
             try:
@@ -57,4 +60,5 @@ class Rebalance:
                 log.exception("draining revoked partitions failed; committing nothing")
         d.ledger.forget(entities, partitions)
         d.client.forget(partitions)  # also drops their positions
+        self.metrics.forget_entities(moved)  # no stale score, threshold or firing flag left on this instance
         self.metrics.set_assigned(False)

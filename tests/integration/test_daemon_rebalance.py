@@ -1,6 +1,7 @@
 """Rebalance drain without checkpoints: a second instance joins between two phases of a stream; the first scores the
 partial windows of the partitions it loses, publishes, flushes and commits them before letting go, so across both
-instances every record is consumed once and scored once (the checkpoint variant lives in tests/reliability)."""
+instances every record is consumed once and scored once, and each entity's Prometheus series is exported by its
+owner only (the checkpoint variant lives in tests/reliability)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ def _produce(bootstrap: str, topic: str, rows, first_row: int) -> None:
     producer.close()
 
 
+def _scored_entities(daemon: DaemonProcess) -> set[str]:
+    """Entities whose per-entity score series the instance exports."""
+    return {dict(labels)["entity"] for name, labels in daemon.samples() if name == "streamdet_entity_score"}
+
+
 def test_second_instance_joins_and_revoked_partitions_are_drained_not_rescored(broker, tiny_bundle,
                                                                                 client_names, tmp_path):
     rows = split_rows(0, ROWS)
@@ -53,6 +59,11 @@ def test_second_instance_joins_and_revoked_partitions_are_drained_not_rescored(b
                        for d in (first, second)) >= total
 
         wait_until(consumed_everything, 30, f"the two instances to consume all {total} records")
+        wait_until(lambda: _scored_entities(first) | _scored_entities(second) == set(ENTITIES), 30,
+                   "every entity's score series to be exported")
+        # each entity's series on exactly one instance: the one that owns it now (none left behind by a revoke)
+        assert not _scored_entities(first) & _scored_entities(second), (_scored_entities(first),
+                                                                         _scored_entities(second))
         codes = [d.terminate(20)[0] for d in (first, second)]
         assert codes == [0, 0], codes
         one, two = final_totals(first), final_totals(second)
