@@ -6,7 +6,7 @@ Everything reachable from a model's forward is TorchScript-scriptable (typed, no
 from __future__ import annotations
 
 import math
-from typing import Dict, Tuple
+from typing import Dict
 
 import torch
 import torch.nn.functional as F
@@ -122,12 +122,6 @@ def frozen_call(module: nn.Module, *inputs: Tensor) -> Tensor:
     return functional_call(module, params, inputs)
 
 
-def mse_per_step(x: Tensor, x_hat: Tensor) -> Tuple[Tensor, Tensor]:
-    """[B, L, C] -> (mean over channels [B, L], per-channel squared errors [B, L, C])."""
-    err = (x - x_hat) ** 2
-    return err.mean(dim=-1), err
-
-
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     """Mean of `values` where mask is 1 (same shape or broadcastable); 0 when nothing is selected."""
     mask = mask.to(values.dtype).expand_as(values)
@@ -142,8 +136,3 @@ def mlp(sizes: list, activation: str = "gelu", last_activation: bool = False) ->
         if i < len(sizes) - 2 or last_activation:
             layers.append(nn.GELU() if activation == "gelu" else nn.ReLU())
     return nn.Sequential(*layers)
-
-
-def softplus_positive(x: Tensor) -> Tensor:
-    """Strictly positive map for learned widths and scales (never exactly 0, smooth gradient)."""
-    return F.softplus(x) + 1e-4

@@ -292,10 +292,6 @@ class Assembler:
         """Drop an entity without emitting its open rows (they live on in its checkpoint)."""
         self._entities.pop(entity, None)
 
-    def entities_of_partition(self, partition: tuple) -> list[str]:
-        """The entities a partition owns (on revocation the daemon checkpoints them and calls remove())."""
-        return [e for e, s in self._entities.items() if s.partition == tuple(partition)]
-
     def entities(self) -> list[str]:
         return list(self._entities)
 
