@@ -104,6 +104,7 @@ class StepResult:
     alerts: list = field(default_factory=list)  # pipeline.alerts.AlertEvent
     batches: list[tuple[int, float]] = field(default_factory=list)  # (batch size, inference seconds)
     held: dict[str, Any] = field(default_factory=dict)  # entity -> source of the last record its window took
+    evicted: list[str] = field(default_factory=list)  # entities dropped for idleness at the cap, their last points scored
 
     @property
     def n_scored(self) -> int:

@@ -90,7 +90,8 @@ class ChangelogFold:
         log.warning("changelog: skipping %s", what)
 
     def entities(self) -> set[str]:
-        return set(self._snapshots) | set(self._deltas)
+        """Entities with a record left (an erased one's tombstones leave none)."""
+        return set(self._snapshots) | {entity for entity, slots in self._deltas.items() if slots}
 
     def history(self, entity: str) -> History:
         slots = self._deltas.get(entity, {})

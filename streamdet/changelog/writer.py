@@ -118,6 +118,14 @@ class ChangelogWriter:
         self.bytes += len(value)
         return [(snapshot_key(entity), value)] + [(delta_key(entity, index), None) for index in history.dirty]
 
+    def erase(self, entity: str) -> list[tuple[bytes, Any]]:
+        """Tombstones for every key the entity may hold (its snapshot and each delta slot up to max_deltas), and
+        its chain forgotten: an entity that is gone leaves nothing for a restore or for compaction to keep. Should
+        it come back, its first checkpoint is a fresh chain on empty slots."""
+        self._chains.pop(entity, None)
+        self._history.pop(entity, None)
+        return [(snapshot_key(entity), None)] + [(delta_key(entity, i), None) for i in range(1, self.max_deltas + 1)]
+
     def _limit(self, entity: str) -> int:
         """max_deltas less a per-entity jitter of up to a quarter (stable: crc32 of the name)."""
         return self.max_deltas - zlib.crc32(entity.encode("utf-8")) % (self.max_deltas // 4 + 1)

@@ -106,6 +106,8 @@ class Metrics(Endpoints):
                                  registry=r)
         self._alerts = Counter("streamdet_alerts", "Alert events published", ["status"], registry=r)
         self._entities_active = Gauge("streamdet_entities_active", "Entities with a live window", registry=r)
+        self._entities_evicted = Counter("streamdet_entities_evicted", "Entities dropped for idleness at "
+                                         "input.max_entities (window, threshold, series and checkpoint)", registry=r)
         self._batch_size = Histogram("streamdet_batch_size", "Windows per scored micro-batch", registry=r,
                                      buckets=BATCH_BUCKETS)
         self._inference = Histogram("streamdet_inference_seconds", "Model time per micro-batch", registry=r,
@@ -174,6 +176,11 @@ class Metrics(Endpoints):
 
     def forget_entities(self, entities: Iterable[str]) -> None:
         """Entities this instance no longer serves: their series disappear."""
+        self._entities.forget(entities)
+
+    def entities_evicted(self, entities: list[str]) -> None:
+        """Entities dropped for idleness at the cap: counted, and their series disappear."""
+        self._entities_evicted.inc(len(entities))
         self._entities.forget(entities)
 
     def batch(self, size: int, seconds: float) -> None:

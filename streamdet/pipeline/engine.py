@@ -9,10 +9,10 @@ thread (torch releases the GIL) while this thread decodes and windows the next r
 the pipeline use two cores. Results are still handled in batch order on the calling thread, so scores, thresholds
 and alerts are identical with and without overlap; a batch in flight counts as pending (`pending_sources`).
 
-About 380 lines on purpose: this is the one place where a record's whole path reads top to bottom, from decoding
+About 400 lines on purpose: this is the one place where a record's whole path reads top to bottom, from decoding
 through the model's in-flight batches to alerts and each entity's checkpoint state; each stage's logic lives in its
 own module (decode, intake, windows, pacing, batcher, routing, thresholds, alerts). Taking out the in-flight queue
-(the likeliest part) would leave about 330 lines and split the ordering rule above across two files.
+(the likeliest part) would leave about 350 lines and split the ordering rule above across two files.
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ class Pipeline:
             sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_S))  # process-wide, see GIL_SWITCH_S
         self._in_flight: deque[tuple[list[WindowRequest], Future]] = deque()  # oldest first
         self._done = StepResult()  # handled batches not yet returned to the caller
+        self._evicting: set[str] = set()  # evicted from the window store, their other state not yet dropped
         self._serve(bundle)
         # per-sample formats (collectd, telegraf, influx, prometheus): messages are assembled into rows first
         self.intake = SampleIntake(cfg.input, channels, clock) if cfg.input.format != "streamdet" else None
@@ -140,11 +141,30 @@ class Pipeline:
         self._handle_in_flight(wait=True)  # normally none: the final checkpoint flushed them
         for entity in entities:
             self.windows.remove(entity)
-            self.thresholds.remove(entity)
-            self.standardiser.remove(entity)
-            self.alerts.remove(entity)
+            self._drop_scoring_state(entity)
             if self.intake is not None:
                 self.intake.forget(entity)
+
+    def _drop_scoring_state(self, entity: str) -> None:
+        self.thresholds.remove(entity)
+        self.standardiser.remove(entity)
+        self.alerts.remove(entity)
+
+    def _release_evicted(self) -> None:
+        """An entity the window store evicted (idle at input.max_entities) leaves the other stages once its last
+        points are scored and no row of it is being assembled, and is named in the result (its owner drops its
+        series and checkpoint), so that the cap bounds all per-entity state; one that came back keeps its state."""
+        self._evicting.update(self.windows.take_evicted())
+        if not self._evicting:
+            return
+        busy = self.unscored_entities()
+        for entity in sorted(self._evicting):
+            if entity in self.windows:
+                self._evicting.discard(entity)
+            elif entity not in busy and not (self.intake is not None and self.intake.holds(entity)):
+                self._evicting.discard(entity)
+                self._drop_scoring_state(entity)
+                self._done.evicted.append(entity)
 
     def poll(self, backlog: int = 0) -> StepResult:
         """Score the batches that became due by time (and the points overdue for their stride) since the last call;
@@ -323,6 +343,7 @@ class Pipeline:
 
     def _take_done(self, wait: bool) -> StepResult:
         self._handle_in_flight(wait)
+        self._release_evicted()
         done, self._done = self._done, StepResult()
         return done
 

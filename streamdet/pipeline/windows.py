@@ -4,7 +4,8 @@ Every record gets exactly one score: a request carries the whole window [L, C] i
 `n_new` steps are new. Before an entity has L points the window is edge-padded (the first row repeated at the front)
 and the request is marked warm=False, so warm-up records are scored too but never fire alerts. Entities are kept in
 LRU order; when the store is full, the least recently used entity is evicted if it has been idle for entity_idle_s
-(its unscored points are flushed as a partial request, see take_flushed), otherwise the new entity is rejected.
+(its unscored points are flushed as a partial request, see take_flushed; take_evicted names it), otherwise the new
+entity is rejected.
 
 A stride bounds the model's cost, not the detection delay: an entity sending one point a minute would wait `stride`
 minutes for its points to be scored. With max_delay_s, a point that has waited that long on the store clock is
@@ -57,6 +58,7 @@ class WindowStore:
         self.max_delay_s = max_delay_s
         self._rings: OrderedDict[str, Ring] = OrderedDict()
         self._flushed: list[WindowRequest] = []
+        self._evicted: list[str] = []  # entities evicted since take_evicted
         # entity -> store clock when its oldest unscored point arrived, oldest first
         self._waiting: OrderedDict[str, float] = OrderedDict()
 
@@ -194,8 +196,14 @@ class WindowStore:
     def _evict(self, entity: str) -> None:
         ring = self._rings.pop(entity)
         self._waiting.pop(entity, None)
+        self._evicted.append(entity)
         if ring.pending:
             self._flushed.append(ring.emit(entity, ring.pending))
+
+    def take_evicted(self) -> list[str]:
+        """Entities evicted since the last call (their owner drops the rest of their state)."""
+        out, self._evicted = self._evicted, []
+        return out
 
     def remove(self, entity: str) -> WindowRequest | None:
         """Forget an entity (e.g. its partition was revoked); returns its unscored points as a partial request."""

@@ -97,10 +97,22 @@ class Delivery:
             self.client.produce(self.kafka.alerts_topic, message["entity"].encode(), orjson.dumps(message))
             self._record_alert(message)
         self._record_scores(result.scored)
+        if result.evicted:
+            self._forget(result.evicted)
         for size, seconds in result.batches:
             self.metrics.batch(size, seconds)
         if self.observer is not None:
             self.observer(result)
+
+    def _forget(self, entities: list[str]) -> None:
+        """Entities the pipeline dropped (idle at input.max_entities): their per-entity series go, and their
+        checkpoints are erased, so that neither a scrape nor a restart brings back hosts that are gone."""
+        self.metrics.entities_evicted(entities)
+        self.ledger.forget(entities, ())
+        if self.checkpointer is not None:
+            self.checkpointer.erase(entities)
+        log.info("dropped %d entities idle at input.max_entities: %s", len(entities),
+                 ", ".join(entities[:5]) + (", ..." if len(entities) > 5 else ""))
 
     def _record_alert(self, message: dict) -> None:
         channels = [(c["name"], c["share"]) for c in message.get("top_channels", ())]

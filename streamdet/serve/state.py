@@ -105,6 +105,19 @@ class Checkpointer:
                 self.metrics.checkpointed(kind, len(key) + len(value or b""))
         return len(records)
 
+    def erase(self, entities: Iterable[str]) -> int:
+        """Tombstone the checkpoints of entities the pipeline dropped for good (not flushed: the next commit
+        round's flush carries them, as it does checkpoints)."""
+        n = 0
+        for entity in entities:
+            for key, value in self.writer.erase(entity):
+                self.client.produce(self.topic, key, value)
+                if self.metrics is not None:
+                    self.metrics.checkpointed("tombstone", len(key))
+                n += 1
+        self.written += n
+        return n
+
     def restore(self, pipeline, ledger, partitions: set) -> int:
         """Restore every entity whose records come from `partitions`; returns how many."""
         return self.restore_from(pipeline, ledger, partitions, read_to_end(self.kafka, self.topic, RESTORE_TIMEOUT_S))

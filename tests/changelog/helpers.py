@@ -61,18 +61,32 @@ def shrink_threshold_buffers(pipeline: Pipeline) -> None:
 
 
 def push(pipeline: Pipeline, ledger: Ledger, entity: str, n: int, first_offset: int,
-         rng: np.random.Generator) -> None:
-    """n records of `entity`, offsets from first_offset; now and then a spike (alerts, threshold peaks)."""
+         rng: np.random.Generator) -> list[str]:
+    """n records of `entity`, offsets from first_offset; now and then a spike (alerts, threshold peaks). -> the
+    entities the pipeline dropped at its cap meanwhile."""
     items = []
     for i in range(first_offset, first_offset + n):
         values = rng.normal(size=3) * (25.0 if rng.random() < 0.1 else 1.0)
         items.append((record(entity, 1000.0 + i, np.round(values, 3)), Source("m", 0, i, 1_700_000_000_000 + i)))
-    ledger.took(pipeline.process(items, ledger.skip_filter()).held)
+    result = pipeline.process(items, ledger.skip_filter())
+    ledger.took(result.held)
+    return result.evicted
+
+
+def erase(ledger: Ledger, checkpointer: Checkpointer, oracle: dict, evicted: list[str]) -> None:
+    """What the delivery does with entities the pipeline dropped: their checkpoints erased (tombstones)."""
+    if evicted:
+        checkpointer.erase(evicted)
+        ledger.forget(evicted, ())
+        for entity in evicted:
+            oracle.pop(entity, None)
 
 
 def checkpoint(pipeline: Pipeline, ledger: Ledger, checkpointer: Checkpointer, oracle: dict) -> None:
     """What the delivery's commit does, and the full checkpoint each written entity would have had (the oracle)."""
-    ledger.took(pipeline.flush_batches().held)
+    result = pipeline.flush_batches()
+    ledger.took(result.held)
+    erase(ledger, checkpointer, oracle, result.evicted)
     touched = sorted(ledger.touched)
     checkpointer.write(pipeline, ledger, touched)
     for entity in touched:

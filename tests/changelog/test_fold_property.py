@@ -1,5 +1,6 @@
-"""Property: whatever the sequence of pushes, checkpoints (deltas and snapshots), compactions, model reloads and
-restores, folding the changelog gives exactly the state a full checkpoint of each entity would have held."""
+"""Property: whatever the sequence of pushes, checkpoints (deltas and snapshots), compactions, model reloads,
+evictions (erased with tombstones) and restores, folding the changelog gives exactly the state a full checkpoint of
+each entity would have held, and nothing for an entity evicted since its last one."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from hypothesis import strategies as st
 
 from streamdet.changelog import ChangelogFold
 from streamdet.serve.ledger import Ledger
-from tests.changelog.helpers import (ListLog, assert_same_state, checkpoint, make_checkpointer, make_pipeline, push,
-                                     shrink_threshold_buffers)
+from tests.changelog.helpers import (ListLog, assert_same_state, checkpoint, erase, make_checkpointer, make_pipeline,
+                                     push, shrink_threshold_buffers)
 from tests.pipeline.helpers import DeviationDetector, FakeBundle, exponential_calibration
 
 ENTITIES = ("e0", "e1", "e2")  # one more than the pipeline holds: evictions happen
@@ -42,7 +43,8 @@ class Run:
 
     def do(self, op: tuple) -> None:
         if op[0] == "push":
-            push(self.pipeline, self.ledger, op[1], op[2], self.offset, self.rng)
+            evicted = push(self.pipeline, self.ledger, op[1], op[2], self.offset, self.rng)
+            erase(self.ledger, self.checkpointer, self.oracle, evicted)
             self.offset += op[2]
         elif op[0] == "checkpoint":
             checkpoint(self.pipeline, self.ledger, self.checkpointer, self.oracle)
@@ -108,4 +110,24 @@ def test_an_entity_evicted_and_back_gets_a_snapshot_not_a_delta_on_its_old_ring(
         run.do(op)
     run.check_fold()
     assert run.checkpointer.writer.snapshots == 3  # e0 twice, e2 (e1 was evicted again before the commit)
+    run.pipeline.close()
+
+
+def test_an_evicted_entity_is_erased_snapshot_and_deltas_and_starts_a_fresh_chain_when_back():
+    """e0 holds a snapshot and deltas when e1 and e2 take the pipeline's two places: every key of e0 gets a
+    tombstone, so neither the log nor its compaction keeps anything of it; back later, it is checkpointed anew."""
+    run = Run("pot", max_deltas=8, size_ratio=100.0, seed=5)
+    for op in [("push", "e0", 9), ("checkpoint",), ("push", "e0", 4), ("checkpoint",), ("push", "e0", 4),
+               ("checkpoint",)]:
+        run.do(op)
+    assert run.checkpointer.writer.deltas >= 2
+    for op in [("push", "e1", 4), ("push", "e2", 4), ("checkpoint",)]:
+        run.do(op)
+    assert "e0" not in run.oracle
+    run.check_fold()  # nothing of e0 left, in the log as written
+    run.log.compact(1.0, True)
+    assert not any(key.startswith(b"e0") for key, _ in run.log.records)
+    for op in [("push", "e0", 9), ("checkpoint",), ("restore",)]:
+        run.do(op)
+    assert "e0" in run.oracle
     run.pipeline.close()

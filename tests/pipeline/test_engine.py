@@ -188,3 +188,26 @@ def test_serving_a_bundle_at_another_stride_than_its_calibration_warns(caplog, c
     assert [r.levelno for r in records] == ([] if level is None else [level])
     if calibrated == 2:
         assert "calibrated at stride 2, the pipeline scores at stride 4" in records[0].getMessage()
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_an_entity_evicted_at_the_cap_leaves_every_stage_after_its_last_points_are_scored(overlap):
+    """input.max_entities bounds all per-entity state: the window store evicts an idle entity, its pending points
+    are still scored, then its threshold, alert and standardiser state go and the result names it; back later,
+    it starts over."""
+    cfg = load_config(SMD_CONFIG, [f"scoring.stride={STRIDE}", "scoring.max_batch=4", "alerting.min_consecutive=1",
+                                   "scoring.adaptive=false", "input.max_entities=2", "input.entity_idle_s=0"])
+    bundle = FakeBundle(torch.jit.script(DeviationDetector()), tuple("abc"), L, exponential_calibration())
+    p = Pipeline(PipelineSettings.of(cfg), bundle, FrozenClock(), overlap=overlap)
+    results = [p.process(items("a", 0, 14) + items("b", 0, 14))]
+    learned_before = p.state_dict("a")["threshold"]["learned"]  # (its batches in flight handled first)
+    results.append(p.process(items("c", 0, 3)))  # "a" is the least recently used: evicted for "c"
+    results.append(p.flush_batches())
+    scored = {e: sum(len(v.scores) for r in results for v in r.scored if v.entity == e) for e in "abc"}
+    assert scored["a"] == 14  # the two points "a" still had pending were scored before it left
+    assert [e for r in results for e in r.evicted] == ["a"]
+    assert learned_before > 0 and p.thresholds.state_dict("a")["learned"] == 0
+    assert not p.holds("a") and p.holds("b") and p.holds("c")
+    back = p.process(items("a", 20, 4)).scored + p.flush_batches().scored  # "a" returns ("b" goes)
+    assert [v.warm for v in back if v.entity == "a"] == [False]  # a new window, warming up again
+    p.close()
