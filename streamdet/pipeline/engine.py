@@ -149,6 +149,7 @@ class Pipeline:
         self.thresholds.remove(entity)
         self.standardiser.remove(entity)
         self.alerts.remove(entity)
+        self.router.forget(entity)
 
     def _release_evicted(self) -> None:
         """An entity the window store evicted (idle at input.max_entities) leaves the other stages once its last

@@ -74,6 +74,10 @@ class ModelRouter:
             bundle = self._of_entity[entity] = self.bundles.for_entity(entity)
         return bundle
 
+    def forget(self, entity: str) -> None:
+        """An entity that left: its bundle is looked up again should it come back."""
+        self._of_entity.pop(entity, None)
+
     def model_of(self, entity: str) -> dict:
         """The identity alerts carry: the name and weights digest of the bundle scoring `entity`."""
         bundle = self.bundle_of(entity)
