@@ -45,7 +45,6 @@ class Rebalance:
         """Before losing partitions: score what is pending, publish, flush and commit them (unless failing)."""
         d = self.delivery
         entities: list[str] = []
-        moved = d.ledger.entities_of(partitions)  # their next owner exports their series from now on
         if partitions and not self.failed:
             log.info("partitions revoked partitions=%s", _names(partitions))
             try:
@@ -58,6 +57,7 @@ class Rebalance:
             except Exception as exc:
                 self.failed, self.error = True, exc
                 log.exception("draining revoked partitions failed; committing nothing")
+        moved = d.ledger.entities_of(partitions)  # their next owner exports their series from now on
         d.ledger.forget(entities, partitions)
         d.client.forget(partitions)  # also drops their positions
         self.metrics.forget_entities(moved)  # no stale score, threshold or firing flag left on this instance
