@@ -205,6 +205,19 @@ class AlertManager:
         """The model that scores `entity` (alerts name it, and its sha256 is part of the alert id)."""
         return self.model if self._model_of is None else self._model_of(entity)
 
+    def firing_entities(self) -> list[str]:
+        return [entity for entity, state in self._states.items() if state.firing]
+
+    def resolve_silent(self, entity: str, ts: float, threshold: float, source: Any) -> AlertEvent | None:
+        """The entity's open alert resolved at its last point (ts, source), because nothing came after it (the
+        caller decides how long is too long); None when it has none. Same id as its firing event."""
+        state = self._states.get(entity)
+        if state is None or not state.firing:
+            return None
+        event = self._event(entity, state, "resolved", ts, state.peak_score, threshold, source)
+        self._states[entity] = _EntityState()
+        return event
+
     def remove(self, entity: str) -> None:
         self._states.pop(entity, None)
 

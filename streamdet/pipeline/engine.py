@@ -38,6 +38,7 @@ from .settings import PipelineSettings
 from .standardise import ScoreStandardiser
 from .thresholds import ThresholdBank
 from .stride import bundle_context, check_calibrated_stride, effective_stride, serving_stride
+from .silence import SilenceWatch
 from .windows import WindowRequest, WindowStore
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,9 @@ class Pipeline:
             sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_S))  # process-wide, see GIL_SWITCH_S
         self._in_flight: deque[tuple[list[WindowRequest], Future]] = deque()  # oldest first
         self._done = StepResult()  # handled batches not yet returned to the caller
-        self._evicting: set[str] = set()  # evicted from the window store, their other state not yet dropped
+        self._evicting: dict[str, tuple] = {}  # evicted from the window store (-> newest ts, its source), their
+        # other state not yet dropped
+        self._silence = SilenceWatch(cfg.alerting.resolve_idle_s, clock)
         self._serve(bundle)
         # per-sample formats (collectd, telegraf, influx, prometheus): messages are assembled into rows first
         self.intake = SampleIntake(cfg.input, channels, clock) if cfg.input.format != "streamdet" else None
@@ -153,17 +156,20 @@ class Pipeline:
 
     def _release_evicted(self) -> None:
         """An entity the window store evicted (idle at input.max_entities) leaves the other stages once its last
-        points are scored and no row of it is being assembled, and is named in the result (its owner drops its
-        series and checkpoint), so that the cap bounds all per-entity state; one that came back keeps its state."""
-        self._evicting.update(self.windows.take_evicted())
+        points are scored and no row of it is being assembled (an alert it had open resolves at its last point),
+        and is named in the result (its owner drops its series and checkpoint), so that the cap bounds all
+        per-entity state; one that came back keeps its state."""
+        self._evicting.update((entity, (ts, source)) for entity, ts, source in self.windows.take_evicted())
         if not self._evicting:
             return
         busy = self.unscored_entities()
         for entity in sorted(self._evicting):
             if entity in self.windows:
-                self._evicting.discard(entity)
+                del self._evicting[entity]
             elif entity not in busy and not (self.intake is not None and self.intake.holds(entity)):
-                self._evicting.discard(entity)
+                ts, source = self._evicting.pop(entity)
+                event = self.alerts.resolve_silent(entity, ts, self.thresholds.current(entity), source)
+                self._done.alerts += [event] if event is not None else []
                 self._drop_scoring_state(entity)
                 self._done.evicted.append(entity)
 
@@ -344,6 +350,10 @@ class Pipeline:
 
     def _take_done(self, wait: bool) -> StepResult:
         self._handle_in_flight(wait)
+        if self._silence.due():  # open alerts of entities that went silent (pipeline/silence.py)
+            for event in self._silence.resolve(self.alerts, self.windows, self.thresholds, self.unscored_entities()):
+                self._done.alerts.append(event)
+                self._done.held[event.entity] = event.source  # its closed alert goes into its next checkpoint
         self._release_evicted()
         done, self._done = self._done, StepResult()
         return done

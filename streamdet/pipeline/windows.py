@@ -58,7 +58,7 @@ class WindowStore:
         self.max_delay_s = max_delay_s
         self._rings: OrderedDict[str, Ring] = OrderedDict()
         self._flushed: list[WindowRequest] = []
-        self._evicted: list[str] = []  # entities evicted since take_evicted
+        self._evicted: list[tuple[str, float, Any]] = []  # (entity, newest ts, its source) evicted since take_evicted
         # entity -> store clock when its oldest unscored point arrived, oldest first
         self._waiting: OrderedDict[str, float] = OrderedDict()
 
@@ -196,12 +196,21 @@ class WindowStore:
     def _evict(self, entity: str) -> None:
         ring = self._rings.pop(entity)
         self._waiting.pop(entity, None)
-        self._evicted.append(entity)
+        self._evicted.append((entity, float(ring.max_ts), ring.sources[ring.end - 1] if ring.end else None))
         if ring.pending:
             self._flushed.append(ring.emit(entity, ring.pending))
 
-    def take_evicted(self) -> list[str]:
-        """Entities evicted since the last call (their owner drops the rest of their state)."""
+    def last_point(self, entity: str) -> tuple[float, float, Any, int] | None:
+        """(store clock of its last push, its newest timestamp, the source of its newest point, points pending),
+        or None for an entity the store does not hold."""
+        ring = self._rings.get(entity)
+        if ring is None or not ring.end:
+            return None
+        return ring.last_active, float(ring.max_ts), ring.sources[ring.end - 1], ring.pending
+
+    def take_evicted(self) -> list[tuple[str, float, Any]]:
+        """(entity, newest timestamp, its source) of each entity evicted since the last call (its owner drops the
+        rest of its state and resolves an alert it had open at that point)."""
         out, self._evicted = self._evicted, []
         return out
 

@@ -12,6 +12,7 @@ import torch
 from streamdet.config import load_config
 from streamdet.pipeline.engine import Pipeline
 from streamdet.pipeline.settings import PipelineSettings
+from streamdet.pipeline.silence import CHECK_EVERY_S
 from streamdet.serve.ledger import Ledger
 from streamdet.types import Source
 
@@ -210,4 +211,51 @@ def test_an_entity_evicted_at_the_cap_leaves_every_stage_after_its_last_points_a
     assert not p.holds("a") and p.holds("b") and p.holds("c")
     back = p.process(items("a", 20, 4)).scored + p.flush_batches().scored  # "a" returns ("b" goes)
     assert [v.warm for v in back if v.entity == "a"] == [False]  # a new window, warming up again
+    p.close()
+
+
+def _silent_after_an_alert(resolve_idle_s: float, **settings):
+    """A pipeline whose entity "a" fires on a spike at its last point, then sends nothing."""
+    cfg = load_config(SMD_CONFIG, [f"scoring.stride={STRIDE}", "scoring.max_batch=1", "alerting.min_consecutive=1",
+                                   "scoring.adaptive=false", f"alerting.resolve_idle_s={resolve_idle_s}",
+                                   *[f"{k}={v}" for k, v in settings.items()]])
+    bundle = FakeBundle(torch.jit.script(DeviationDetector()), tuple("abc"), L, exponential_calibration())
+    clock = FrozenClock()
+    p = Pipeline(PipelineSettings.of(cfg), bundle, clock, overlap=False)
+    fired = p.process(items("a", 0, 12, spike_at=11)).alerts
+    assert [e.status for e in fired] == ["firing"]
+    return p, clock, fired[0]
+
+
+def test_an_open_alert_of_an_entity_that_went_silent_resolves_at_its_last_point():
+    p, clock, firing = _silent_after_an_alert(60.0)
+    clock.now = 59.0
+    assert not p.poll().alerts  # not silent long enough
+    clock.now = 59.0 + CHECK_EVERY_S  # the next look (the open alerts are looked at every CHECK_EVERY_S at most)
+    done = p.process(items("b", 0, 1))  # while other entities keep sending
+    [resolved] = done.alerts
+    assert (resolved.status, resolved.alert_id, resolved.ts) == ("resolved", firing.alert_id, 1011.0)
+    assert resolved.source == Source("m", 0, 11) and resolved.score >= firing.score  # the last point; the peak
+    assert done.held["a"] == Source("m", 0, 11)  # the closed alert goes into "a"'s next checkpoint
+    assert not p.alerts.firing("a")
+    clock.now = 1000.0
+    assert not p.poll().alerts  # resolved once
+    p.close()
+
+
+def test_without_resolve_idle_s_or_with_a_frozen_clock_a_silent_alert_stays_open():
+    p, clock, _ = _silent_after_an_alert(0)
+    clock.now = 1e6
+    assert not p.poll().alerts and p.alerts.firing("a")
+    p.close()
+    p, _, _ = _silent_after_an_alert(60.0)  # the clock never moves (a replay): nothing is ever silent
+    assert not p.poll().alerts and p.alerts.firing("a")
+    p.close()
+
+
+def test_an_entity_evicted_with_an_open_alert_resolves_it_at_its_last_point():
+    p, clock, firing = _silent_after_an_alert(0, **{"input.max_entities": 1, "input.entity_idle_s": 0})
+    done = p.process(items("b", 0, 1))  # "a" makes room for "b"
+    assert done.evicted == ["a"]
+    assert [(e.status, e.alert_id, e.ts) for e in done.alerts] == [("resolved", firing.alert_id, 1011.0)]
     p.close()
