@@ -9,10 +9,10 @@ thread (torch releases the GIL) while this thread decodes and windows the next r
 the pipeline use two cores. Results are still handled in batch order on the calling thread, so scores, thresholds
 and alerts are identical with and without overlap; a batch in flight counts as pending (`pending_sources`).
 
-About 400 lines on purpose: this is the one place where a record's whole path reads top to bottom, from decoding
+About 390 lines on purpose: this is the one place where a record's whole path reads top to bottom, from decoding
 through the model's in-flight batches to alerts and each entity's checkpoint state; each stage's logic lives in its
 own module (decode, intake, windows, pacing, batcher, routing, thresholds, alerts). Taking out the in-flight queue
-(the likeliest part) would leave about 350 lines and split the ordering rule above across two files.
+(the likeliest part) would leave about 340 lines and split the ordering rule above across two files.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from ..types import Reject, StepResult, Verdicts
 from .alerts import AlertManager
 from .batcher import MicroBatcher
 from .decode import Decoder
+from .departures import Departures
 from .intake import Intake, SampleIntake, row_payload
 from .pacing import AdaptiveStride
 from .routing import ModelRouter, as_bundle_set
@@ -38,7 +39,6 @@ from .settings import PipelineSettings
 from .standardise import ScoreStandardiser
 from .thresholds import ThresholdBank
 from .stride import bundle_context, check_calibrated_stride, effective_stride, serving_stride
-from .silence import SilenceWatch
 from .windows import WindowRequest, WindowStore
 
 log = logging.getLogger(__name__)
@@ -84,9 +84,7 @@ class Pipeline:
             sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_S))  # process-wide, see GIL_SWITCH_S
         self._in_flight: deque[tuple[list[WindowRequest], Future]] = deque()  # oldest first
         self._done = StepResult()  # handled batches not yet returned to the caller
-        self._evicting: dict[str, tuple] = {}  # evicted from the window store (-> newest ts, its source), their
-        # other state not yet dropped
-        self._silence = SilenceWatch(cfg.alerting.resolve_idle_s, clock)
+        self._departures = Departures(cfg.alerting.resolve_idle_s, clock)  # silent and evicted entities
         self._serve(bundle)
         # per-sample formats (collectd, telegraf, influx, prometheus): messages are assembled into rows first
         self.intake = SampleIntake(cfg.input, channels, clock) if cfg.input.format != "streamdet" else None
@@ -144,34 +142,16 @@ class Pipeline:
         self._handle_in_flight(wait=True)  # normally none: the final checkpoint flushed them
         for entity in entities:
             self.windows.remove(entity)
-            self._drop_scoring_state(entity)
+            self.drop_scoring_state(entity)
             if self.intake is not None:
                 self.intake.forget(entity)
 
-    def _drop_scoring_state(self, entity: str) -> None:
+    def drop_scoring_state(self, entity: str) -> None:
+        """Everything but the window and the rows being assembled (departures.py, forget)."""
         self.thresholds.remove(entity)
         self.standardiser.remove(entity)
         self.alerts.remove(entity)
         self.router.forget(entity)
-
-    def _release_evicted(self) -> None:
-        """An entity the window store evicted (idle at input.max_entities) leaves the other stages once its last
-        points are scored and no row of it is being assembled (an alert it had open resolves at its last point),
-        and is named in the result (its owner drops its series and checkpoint), so that the cap bounds all
-        per-entity state; one that came back keeps its state."""
-        self._evicting.update((entity, (ts, source)) for entity, ts, source in self.windows.take_evicted())
-        if not self._evicting:
-            return
-        busy = self.unscored_entities()
-        for entity in sorted(self._evicting):
-            if entity in self.windows:
-                del self._evicting[entity]
-            elif entity not in busy and not (self.intake is not None and self.intake.holds(entity)):
-                ts, source = self._evicting.pop(entity)
-                event = self.alerts.resolve_silent(entity, ts, self.thresholds.current(entity), source)
-                self._done.alerts += [event] if event is not None else []
-                self._drop_scoring_state(entity)
-                self._done.evicted.append(entity)
 
     def poll(self, backlog: int = 0) -> StepResult:
         """Score the batches that became due by time (and the points overdue for their stride) since the last call;
@@ -350,11 +330,7 @@ class Pipeline:
 
     def _take_done(self, wait: bool) -> StepResult:
         self._handle_in_flight(wait)
-        if self._silence.due():  # open alerts of entities that went silent (pipeline/silence.py)
-            for event in self._silence.resolve(self.alerts, self.windows, self.thresholds, self.unscored_entities()):
-                self._done.alerts.append(event)
-                self._done.held[event.entity] = event.source  # its closed alert goes into its next checkpoint
-        self._release_evicted()
+        self._departures.settle(self, self._done)
         done, self._done = self._done, StepResult()
         return done
 

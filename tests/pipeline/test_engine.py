@@ -12,7 +12,7 @@ import torch
 from streamdet.config import load_config
 from streamdet.pipeline.engine import Pipeline
 from streamdet.pipeline.settings import PipelineSettings
-from streamdet.pipeline.silence import CHECK_EVERY_S
+from streamdet.pipeline.departures import CHECK_EVERY_S
 from streamdet.serve.ledger import Ledger
 from streamdet.types import Source
 
