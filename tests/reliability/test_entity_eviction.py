@@ -31,8 +31,9 @@ def test_an_entity_evicted_at_the_cap_is_not_restored_after_a_restart(broker, ti
     try:
         daemon.wait_ready()
         produce(broker.bootstrap, names["metrics"], _records(("a", "b"), rows))
-        wait_until(lambda: _exported(daemon) == {"a", "b"} and daemon.value("streamdet_commits_total") > 0,
-                   30, "both entities scored and checkpointed")
+        wait_until(lambda: _exported(daemon) == {"a", "b"} and
+                   daemon.value("streamdet_state_records_total", kind="snapshot") >= 2, 30,
+                   "both entities scored and checkpointed")  # so the one evicted next has a checkpoint to erase
         produce(broker.bootstrap, names["metrics"], _records(("new",), rows))  # one of a, b must make room
         wait_until(lambda: daemon.value("streamdet_entities_evicted_total") >= 1 and "new" in _exported(daemon), 30,
                    "an eviction and the first scores of 'new'")
