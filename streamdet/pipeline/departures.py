@@ -33,14 +33,17 @@ class Departures:
         """At the end of a pipeline step: resolve the open alerts of silent entities (when a look is due), and let
         evicted entities go once nothing of theirs is left to score."""
         if self._look_due():
-            busy = pipeline.unscored_entities()
+            now, busy = self.clock(), pipeline.unscored_entities()
             for entity in pipeline.alerts.firing_entities():
-                last = pipeline.windows.last_point(entity)  # (store clock of its last push, ts, source, pending)
-                if last is not None and entity not in busy and not last[3] and \
-                        self.clock() - last[0] >= self.resolve_idle_s:
-                    self._resolve(pipeline, entity, last[1], last[2], done)
-                    done.held[entity] = last[2]  # its closed alert goes into its next checkpoint
-        self._evicting.update((entity, (ts, source)) for entity, ts, source in pipeline.windows.take_evicted())
+                last = pipeline.windows.last_point(entity)
+                if last is None or entity in busy:
+                    continue
+                active, ts, source, pending = last
+                if not pending and now - active >= self.resolve_idle_s:
+                    self._resolve(pipeline, entity, ts, source, done)
+                    done.held[entity] = source  # its closed alert goes into its next checkpoint
+        for entity, ts, source in pipeline.windows.take_evicted():
+            self._evicting[entity] = (ts, source)
         if not self._evicting:
             return
         busy = pipeline.unscored_entities()

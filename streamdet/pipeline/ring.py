@@ -51,6 +51,11 @@ class Ring:
         self.max_ts = -np.inf
         self.last_active = 0.0  # store clock at the last push
 
+    @property
+    def last_source(self) -> Any:
+        """The source of the point written last (None before any)."""
+        return self.sources[self.end - 1] if self.end else None
+
     def _make_room(self, m: int) -> None:
         """Room for m more points (m <= spare): the last L points move to the front when the buffer is full."""
         end = self.end

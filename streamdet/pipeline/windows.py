@@ -3,9 +3,8 @@
 Every record gets exactly one score: a request carries the whole window [L, C] in time order and says that its last
 `n_new` steps are new. Before an entity has L points the window is edge-padded (the first row repeated at the front)
 and the request is marked warm=False, so warm-up records are scored too but never fire alerts. Entities are kept in
-LRU order; when the store is full, the least recently used entity is evicted if it has been idle for entity_idle_s
-(its unscored points are flushed as a partial request, see take_flushed; take_evicted names it), otherwise the new
-entity is rejected.
+LRU order; when the store is full, the least recently used entity is evicted if idle for entity_idle_s (take_flushed:
+its unscored points as a partial request; take_evicted: its name), otherwise the new entity is rejected.
 
 A stride bounds the model's cost, not the detection delay: an entity sending one point a minute would wait `stride`
 minutes for its points to be scored. With max_delay_s, a point that has waited that long on the store clock is
@@ -58,7 +57,7 @@ class WindowStore:
         self.max_delay_s = max_delay_s
         self._rings: OrderedDict[str, Ring] = OrderedDict()
         self._flushed: list[WindowRequest] = []
-        self._evicted: list[tuple[str, float, Any]] = []  # (entity, newest ts, its source) evicted since take_evicted
+        self._evicted: list[tuple[str, float, Any]] = []  # see take_evicted
         # entity -> store clock when its oldest unscored point arrived, oldest first
         self._waiting: OrderedDict[str, float] = OrderedDict()
 
@@ -196,21 +195,19 @@ class WindowStore:
     def _evict(self, entity: str) -> None:
         ring = self._rings.pop(entity)
         self._waiting.pop(entity, None)
-        self._evicted.append((entity, float(ring.max_ts), ring.sources[ring.end - 1] if ring.end else None))
+        self._evicted.append((entity, float(ring.max_ts), ring.last_source))
         if ring.pending:
             self._flushed.append(ring.emit(entity, ring.pending))
 
     def last_point(self, entity: str) -> tuple[float, float, Any, int] | None:
-        """(store clock of its last push, its newest timestamp, the source of its newest point, points pending),
-        or None for an entity the store does not hold."""
+        """(store clock of its last push, newest timestamp, last point's source, points pending); None: not held."""
         ring = self._rings.get(entity)
         if ring is None or not ring.end:
             return None
-        return ring.last_active, float(ring.max_ts), ring.sources[ring.end - 1], ring.pending
+        return ring.last_active, float(ring.max_ts), ring.last_source, ring.pending
 
     def take_evicted(self) -> list[tuple[str, float, Any]]:
-        """(entity, newest timestamp, its source) of each entity evicted since the last call (its owner drops the
-        rest of its state and resolves an alert it had open at that point)."""
+        """(entity, newest timestamp, last point's source) of each entity evicted since the last call."""
         out, self._evicted = self._evicted, []
         return out
 

@@ -97,26 +97,23 @@ class Checkpointer:
         if last is None or not pipeline.holds(entity):
             return 0
         state = pipeline.state_dict(entity, settled=settled)
-        records = self.writer.records(entity, state, last, pipeline.model_sha256_of(entity))
+        return self._produce(self.writer.records(entity, state, last, pipeline.model_sha256_of(entity)))
+
+    def erase(self, entities: Iterable[str]) -> int:
+        """Tombstone the checkpoints of entities the pipeline dropped for good (not flushed: the next commit
+        round's flush carries them, as it does checkpoints)."""
+        n = sum(self._produce(self.writer.erase(entity)) for entity in entities)
+        self.written += n
+        return n
+
+    def _produce(self, records: list[tuple[bytes, Any]]) -> int:
+        """Produce changelog records (value None: a tombstone), counted by kind and bytes."""
         for key, value in records:
             self.client.produce(self.topic, key, value)
             if self.metrics is not None:
                 kind = "tombstone" if value is None else "delta" if b"\x00" in key else "snapshot"
                 self.metrics.checkpointed(kind, len(key) + len(value or b""))
         return len(records)
-
-    def erase(self, entities: Iterable[str]) -> int:
-        """Tombstone the checkpoints of entities the pipeline dropped for good (not flushed: the next commit
-        round's flush carries them, as it does checkpoints)."""
-        n = 0
-        for entity in entities:
-            for key, value in self.writer.erase(entity):
-                self.client.produce(self.topic, key, value)
-                if self.metrics is not None:
-                    self.metrics.checkpointed("tombstone", len(key))
-                n += 1
-        self.written += n
-        return n
 
     def restore(self, pipeline, ledger, partitions: set) -> int:
         """Restore every entity whose records come from `partitions`; returns how many."""
