@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 PROBE_INTERVAL_S = 5.0  # how often an idle bridge asks the broker whether it answers (polls do not fail when not)
 PROBE_TIMEOUT_MS = 2000
+BEAT_S = 1.0  # how often a back-off wait tells /healthz that the bridge is alive
 REFUSED = "refused_by_alertmanager"  # the dead-letter reason of an alert Alertmanager answered 4xx to
 
 
@@ -146,8 +147,7 @@ class Bridge:
             log.warning("broker unreachable (%s); retrying with back-off", exc)
         self.broker_backoff.failed()
         self.metrics.set_state(broker=False)
-        self.metrics.heartbeat()
-        self._stop.wait(self.broker_backoff.next_delay())
+        self._wait(self.broker_backoff.next_delay())
 
     def _deliver(self, items: list) -> None:
         """Post every alert of a poll (the last event per alert_id), dead-letter what cannot be posted."""
@@ -190,9 +190,19 @@ class Bridge:
             if self._note(results, "post"):
                 refused = [r for r in results if r.outcome == "refused"]
                 return None if any(r.accepted for r in results) else refused[0]
-            self.metrics.heartbeat()
-            if self._stop.wait(self.backoff.next_delay()):
+            if self._wait(self.backoff.next_delay()):
                 raise Stopped()
+
+    def _wait(self, delay_s: float) -> bool:
+        """Wait out a back-off (True when stop() came first), beating meanwhile: waiting is the bridge working, and a
+        wait longer than /healthz's staleness limit (max_backoff_s allows up to an hour) would get it restarted."""
+        deadline = time.monotonic() + delay_s
+        while (left := deadline - time.monotonic()) > 0:
+            self.metrics.heartbeat()
+            if self._stop.wait(min(left, BEAT_S)):
+                return True
+        self.metrics.heartbeat()
+        return self._stop.is_set()
 
     def _note(self, results: list[PostResult], what: str) -> bool:
         """Count the answers and update readiness; True when an Alertmanager answered (accepted or refused)."""

@@ -57,6 +57,18 @@ def _number(message: dict, key: str) -> float:
     return float(value)
 
 
+def _timestamp(message: dict, key: str) -> float:
+    """A Unix time in seconds that has a date: milliseconds (year 55,000) or a garbage value would otherwise pass as
+    finite and crash the bridge where it writes the date, on every redelivery."""
+    value = _number(message, key)
+    try:
+        datetime.fromtimestamp(value, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        raise MalformedAlert("bad_field", f"{key} must be a Unix time in seconds (years 1-9999), got {value!r}") \
+            from None
+    return value
+
+
 def _text(message: dict, key: str) -> str:
     value = message.get(key)
     if not isinstance(value, str) or not value:
@@ -95,8 +107,8 @@ def parse(raw: bytes) -> AlertMessage:
     model = message.get("model")
     if not isinstance(model, dict) or not isinstance(model.get("name"), str):
         raise MalformedAlert("bad_field", f"model must be an object with a name, got {model!r}")
-    return AlertMessage(alert_id=alert_id, status=status, entity=entity, start_ts=_number(message, "start_ts"),
-                        ts=_number(message, "ts"), score=_number(message, "score"),
+    return AlertMessage(alert_id=alert_id, status=status, entity=entity, start_ts=_timestamp(message, "start_ts"),
+                        ts=_timestamp(message, "ts"), score=_number(message, "score"),
                         threshold=_number(message, "threshold"),
                         top_channels=_channels(message.get("top_channels", [])), model=model["name"])
 
@@ -145,13 +157,15 @@ def annotations(alert: AlertMessage) -> dict[str, str]:
 
 def to_alertmanager(alert: AlertMessage, am_cfg, now: float, firing_labels: dict | None = None) -> dict:
     """The API v2 alert for an event. Firing: endsAt some resends ahead; resolved: endsAt = the event's ts, and the
-    firing event's labels when known (the identity to end)."""
+    firing event's labels when known (the identity to end). Times ahead of the bridge's clock (a host whose clock
+    runs ahead) are taken as now: Alertmanager keeps an alert firing until its endsAt, even a resolved one."""
+    starts = min(alert.start_ts, now)
     if alert.status == "firing":
-        ends = max(now, alert.start_ts) + ENDS_AFTER_RESENDS * am_cfg.resend_interval_s
+        ends = now + ENDS_AFTER_RESENDS * am_cfg.resend_interval_s
     else:
-        ends = alert.ts
+        ends = min(alert.ts, now)
     out = {"labels": firing_labels or labels(alert, am_cfg), "annotations": annotations(alert),
-           "startsAt": rfc3339(alert.start_ts), "endsAt": rfc3339(ends)}
+           "startsAt": rfc3339(starts), "endsAt": rfc3339(ends)}
     if am_cfg.grafana_url:
         out["generatorURL"] = am_cfg.grafana_url.replace("{entity}", urllib.parse.quote(alert.entity, safe=""))
     return out

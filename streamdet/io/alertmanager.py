@@ -7,14 +7,16 @@ dependency for no behaviour the bridge needs (no connection pool matters at one 
 Every answer is classified for the bridge's delivery rule (streamdet/alertmanager/bridge.py):
 - `accepted` (2xx): the bridge may commit;
 - `refused` (400, 413, 422: the payload itself is wrong): the alerts go to the dead-letter topic with the answer;
-- `unavailable` (connection errors, timeouts, 5xx, and 401/403/404/405/408/429, which mean a configuration or a
-  capacity problem that posting the same alert again later can get through): retried with capped back-off.
+- `unavailable` (connection errors, timeouts, answers that are not HTTP, 5xx, and 401/403/404/405/408/429, which mean
+  a configuration or a capacity problem that posting the same alert again later can get through): retried with
+  capped back-off.
 Credentials are read from files or environment variables when the client is built, never from the YAML.
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import logging
 import os
@@ -91,6 +93,15 @@ def ssl_context(tls, resolve: Callable[[str], Path] = Path) -> ssl.SSLContext:
     return context
 
 
+def _text(response) -> str:
+    """The start of an answer's body; what arrived of it when the connection breaks off or the framing is wrong
+    (the status line decided the outcome already)."""
+    try:
+        return response.read(BODY_LIMIT).decode(errors="replace").strip()
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        return f"(body unreadable: {type(exc).__name__})"
+
+
 def classify(status: int) -> str:
     if 200 <= status < 300:
         return "accepted"
@@ -126,10 +137,9 @@ class AlertmanagerClient:
                                          method="POST" if body is not None else "GET")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s, context=self._context) as reply:
-                return PostResult(url, "accepted", reply.status, reply.read(BODY_LIMIT).decode(errors="replace"))
+                return PostResult(url, "accepted", reply.status, _text(reply))
         except urllib.error.HTTPError as exc:
-            text = exc.read(BODY_LIMIT).decode(errors="replace").strip()
-            return PostResult(url, classify(exc.code), exc.code, text)
-        except (OSError, ValueError) as exc:  # refused, reset, DNS, timeout, TLS
+            return PostResult(url, classify(exc.code), exc.code, _text(exc))
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # refused, reset, DNS, timeout, TLS, not HTTP
             reason = getattr(exc, "reason", exc)
             return PostResult(url, "unavailable", 0, f"{type(exc).__name__}: {reason}")

@@ -21,7 +21,7 @@ from streamdet.io.producer import Producer
 from tests.conftest import REPO, wait_until
 from tests.integration.helpers import read_topic
 
-from .helpers import Alertmanager, BridgeProcess, Webhook, alert_message
+from .helpers import Alertmanager, BridgeProcess, Webhook, alert_message, http
 
 pytestmark = [pytest.mark.kafka]
 
@@ -235,3 +235,72 @@ def test_a_frozen_broker_turns_readyz_503_while_open_alerts_keep_being_re_posted
             assert "broker reachable again" in bridge.log_text()
         finally:
             bridge.close()
+
+
+def test_a_timestamp_in_milliseconds_is_dead_lettered_and_the_bridge_goes_on(broker, topics, alertmanager, tmp_path):
+    now = time.time()
+    am, _hook = alertmanager
+    bridge = BridgeProcess(broker.bootstrap, topics, [am.url], tmp_path / "bridge.log")
+    try:
+        produce(broker.bootstrap, topics["alerts"], [("ms", alert_message("ms", "firing", now * 1000, now * 1000)),
+                                                     ("ok", alert_message("ok", "firing", now - 30, now - 20))])
+        dead = read_topic(broker.bootstrap, topics["dlq"], lambda m: m, 30)
+        assert [d["reason"] for d in dead] == ["bad_field"] and "Unix time in seconds" in dead[0]["detail"]
+        wait_until(lambda: entities(am) == {"ok"}, 30, "the valid alert after the bad one in Alertmanager")
+        wait_until(lambda: committed(broker.bootstrap, f"{topics['group']}-bridge") == 2, 30, "the commit")
+        assert bridge.proc.poll() is None
+    finally:
+        bridge.close()
+
+
+def test_a_resolve_stamped_by_a_clock_running_ahead_ends_the_alert_now(broker, topics, alertmanager, tmp_path):
+    ahead = time.time() + 3600  # the host's clock runs an hour ahead of the bridge's
+    am, hook = alertmanager
+    bridge = BridgeProcess(broker.bootstrap, topics, [am.url], tmp_path / "bridge.log")
+    try:
+        produce(broker.bootstrap, topics["alerts"], [("fast", alert_message("fast", "firing", ahead - 30, ahead - 20))])
+        wait_until(lambda: entities(am) == {"fast"}, 30, "the alert in Alertmanager")
+        produce(broker.bootstrap, topics["alerts"], [("fast", alert_message("fast", "resolved", ahead - 30, ahead))])
+        wait_until(lambda: am.alerts() == [], 30, "the resolve to end the alert at once, not in an hour")
+    finally:
+        bridge.close()
+
+
+def test_a_back_off_longer_than_the_liveness_limit_keeps_healthz_alive(broker, topics, monkeypatch):
+    """Waiting out an Alertmanager outage is the bridge working: /healthz must not fail (a liveness probe would
+    restart it in a loop) however long max_backoff_s makes the wait. The staleness limit is shortened to 2 s so that
+    the back-off passes it within seconds (0.5, 1, 2, 4 s ...)."""
+    import threading
+
+    from streamdet.alertmanager.main import make_bridge
+    from streamdet.io import bridge_metrics
+
+    monkeypatch.setattr(bridge_metrics, "HEALTH_STALE_S", 2.0)
+    port = free_port()
+    cfg = load_config(REPO / "config" / "smd.yaml", [
+        f"kafka.bootstrap_servers={broker.bootstrap}", f"kafka.alerts_topic={topics['alerts']}", "kafka.partitions=2",
+        f"alertmanager.urls=[http://127.0.0.1:{free_port()}]", f"alertmanager.group_id={topics['group']}-inproc",
+        f"alertmanager.dlq_topic={topics['dlq']}", "alertmanager.max_backoff_s=600", "alertmanager.timeout_s=1",
+        f"alertmanager.port={port}"])
+    bridge = make_bridge(cfg)
+    runner = threading.Thread(target=bridge.run, daemon=True)
+    runner.start()
+    try:
+        produce(broker.bootstrap, topics["alerts"], [("h", alert_message("h", "firing", time.time() - 30,
+                                                                         time.time() - 20))])
+
+        consumed = 'streamdet_alertmanager_messages_total{status="firing"} 1.0'
+        wait_until(lambda: consumed in str(http("GET", f"http://127.0.0.1:{port}/metrics")[1]), 30,
+                   "the bridge to consume the alert (its post is then retried with back-off)")
+        watch_until = time.monotonic() + 8  # a back-off from 0.5 s waits longer than the 2 s limit within this
+
+        def healthy_for_the_whole_watch():
+            assert http("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200, "healthz failed while backing off"
+            return time.monotonic() > watch_until
+
+        wait_until(healthy_for_the_whole_watch, 30, "the end of the watch", interval_s=0.1)
+        assert bridge.backoff.failing
+    finally:
+        bridge.stop()
+        runner.join(30)
+    assert not runner.is_alive()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -96,3 +97,37 @@ def test_answers_are_classified_for_the_bridge(server, status, outcome):
 def test_an_unreachable_alertmanager_is_unavailable_not_an_error():
     result = client(f"http://127.0.0.1:{free_port()}", "alertmanager.timeout_s=1").post([])[0]
     assert result.outcome == "unavailable" and result.status == 0 and "refused" in result.body.lower()
+
+
+@pytest.fixture
+def raw_server():
+    """A TCP server answering every request with the bytes in `state["answer"]`, then closing: what a proxy that
+    breaks off, or a service that is not Alertmanager, sends."""
+    state = {"answer": b""}
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(state["answer"])
+
+    threading.Thread(target=serve, daemon=True).start()
+    state["url"] = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    yield state
+    listener.close()
+
+
+@pytest.mark.parametrize("answer, outcome, status", [
+    (b"SSH-2.0-OpenSSH_9.2\r\n", "unavailable", 0),  # not HTTP: http.client.BadStatusLine
+    (b"HTTP/1.1 502 Bad Gateway\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "unavailable", 502),  # bad body
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "accepted", 200),
+])
+def test_a_broken_or_non_http_answer_is_classified_not_raised(raw_server, answer, outcome, status):
+    raw_server["answer"] = answer
+    result = client(raw_server["url"], "alertmanager.timeout_s=2").post([{"labels": {"alertname": "x"}}])[0]
+    assert (result.outcome, result.status) == (outcome, status)

@@ -73,8 +73,21 @@ def test_open_alerts_of_revoked_partitions_are_dropped():
     (orjson.dumps(orjson.loads(alert_message("m", "firing", T, T)) | {"top_channels": [{"name": 1}]}),
      "bad_field", "top_channels"),
     (orjson.dumps(orjson.loads(alert_message("m", "firing", T, T)) | {"entity": ""}), "bad_field", "entity"),
+    (alert_message("m", "firing", T, T * 1000), "bad_field", "ts"),  # milliseconds: year 55,800
+    (alert_message("m", "resolved", -1e20, T), "bad_field", "start_ts"),
 ])
 def test_malformed_messages_name_what_is_wrong(raw, reason, words):
     with pytest.raises(MalformedAlert) as err:
         parse(raw)
     assert err.value.reason == reason and words in err.value.detail
+
+
+def test_times_stamped_ahead_of_the_bridge_clock_are_clamped_to_it():
+    """A host whose clock runs ahead stamps its events in the future; Alertmanager keeps an alert firing until its
+    endsAt, so a resolve must end it now, not when the host's clock says."""
+    cfg = am_cfg("alertmanager.resend_interval_s=30")
+    ahead = 3600.0
+    firing = to_alertmanager(parse(alert_message("m", "firing", T + ahead, T + ahead + 5)), cfg, now=T)
+    assert firing["startsAt"] == "2023-11-14T22:13:20.000Z" and firing["endsAt"] == "2023-11-14T22:15:20.000Z"
+    resolved = to_alertmanager(parse(alert_message("m", "resolved", T + ahead, T + ahead + 60)), cfg, now=T)
+    assert resolved["startsAt"] == resolved["endsAt"] == "2023-11-14T22:13:20.000Z"
