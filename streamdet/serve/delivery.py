@@ -41,17 +41,37 @@ from .ledger import Ledger
 log = logging.getLogger(__name__)
 
 
+DLQ_PAYLOAD_BYTES = 65_536  # of a bad record a dead letter carries; the source coordinates point at all of it
+DLQ_DETAIL_CHARS = 1_000  # a detail may quote the bad value
+
+
 def dead_letter(reject: Reject) -> bytes:
-    """The DLQ value: reason, detail, where the record came from, and the payload (text, or base64 if not UTF-8)."""
+    """The DLQ value: reason, detail, where the record came from, the payload (text, or base64 if not UTF-8) and its
+    size. The payload is cut at DLQ_PAYLOAD_BYTES: a record near the broker's message limit would otherwise make a
+    dead letter over it (escaping, base64), which no producer can send, and the daemon would stop on it (and restart
+    into it again)."""
     source = reject.source
-    message = {"reason": reject.reason, "detail": reject.detail,
+    detail = reject.detail if len(reject.detail) <= DLQ_DETAIL_CHARS else reject.detail[:DLQ_DETAIL_CHARS] + "..."
+    message = {"reason": reject.reason, "detail": detail,
                "source": {"topic": source.topic, "partition": source.partition, "offset": source.offset,
-                          "timestamp_ms": source.timestamp_ms}}
-    try:
-        message["payload"] = reject.raw.decode("utf-8")
-    except UnicodeDecodeError:
-        message["payload_base64"] = base64.b64encode(reject.raw).decode("ascii")
+                          "timestamp_ms": source.timestamp_ms},
+               "payload_bytes": len(reject.raw), "payload_truncated": len(reject.raw) > DLQ_PAYLOAD_BYTES}
+    text = _utf8_text(reject.raw[:DLQ_PAYLOAD_BYTES], message["payload_truncated"])
+    if text is not None:
+        message["payload"] = text
+    else:
+        message["payload_base64"] = base64.b64encode(reject.raw[:DLQ_PAYLOAD_BYTES]).decode("ascii")
     return orjson.dumps(message)
+
+
+def _utf8_text(raw: bytes, cut: bool):
+    """`raw` as text, or None if it is not UTF-8; a cut payload may end inside a character, which is dropped."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if cut and exc.start >= len(raw) - 3 and exc.reason == "unexpected end of data":
+            return raw[:exc.start].decode("utf-8")
+        return None
 
 
 @dataclass

@@ -120,3 +120,43 @@ def test_ten_thousand_bad_records_all_in_the_dlq_and_every_valid_record_scored(b
         assert rss_peak < rss_before + 150, (rss_before, rss_peak)  # bounded: nothing of the junk is kept
     finally:
         daemon.close()
+
+
+@pytest.mark.kafka
+def test_a_record_near_the_brokers_size_limit_is_dead_lettered_cut_and_the_daemon_goes_on(broker, tiny_bundle, names,
+                                                                                           tmp_path):
+    """A dead letter carries the payload; a record that was itself near the broker's message limit would make a dead
+    letter over it (JSON escaping, base64), which no producer can send: the daemon stopped on it, and restarted into
+    it again. The payload is cut to a bound, with its size, and the source coordinates point at the whole record."""
+    valid = scenario_records()[:300]
+    quoted = b'{"entity":"rig-a","ts":1,"note":"' + b'\\"' * 450_000 + b'"}'  # 900 KB: escaped again in the letter
+    binary = b"\xff" + bytes(range(256)) * 3_500  # 896 KB, not UTF-8: base64 makes it 1.2 MB
+    daemon = DaemonProcess(tiny_bundle, broker.bootstrap, names, tmp_path / "daemon.log",
+                           extra=("kafka.state_topic=''",))
+    try:
+        daemon.wait_ready()
+        produce(broker.bootstrap, names["metrics"], [("bad", quoted), ("bad", binary)] + valid)
+        wait_until(lambda: daemon.value("streamdet_records_scored_total") >= len(valid), 60, "the valid records scored")
+        letters = read_topic(broker.bootstrap, names["dlq"], lambda m: len(m) >= 2, 30)
+        assert daemon.proc.poll() is None, "the daemon stopped"
+        assert sorted(m["reason"] for m in letters) == ["too_large", "too_large"]
+        sizes = sorted(m["payload_bytes"] for m in letters)
+        assert sizes == sorted([len(quoted), len(binary)])
+        assert all(m["payload_truncated"] and isinstance(m["source"]["offset"], int) for m in letters)
+        text = next(m for m in letters if "payload" in m)["payload"]
+        assert quoted.decode().startswith(text) and 0 < len(text) < len(quoted)
+    finally:
+        daemon.close()
+
+
+def test_a_dead_letter_cut_inside_a_character_keeps_the_text_and_a_long_detail_is_cut():
+    from streamdet.serve.delivery import DLQ_DETAIL_CHARS, DLQ_PAYLOAD_BYTES, dead_letter
+    from streamdet.types import Reject, Source
+
+    source = Source("metrics", 0, 7, 0)
+    raw = b"a" * (DLQ_PAYLOAD_BYTES - 1) + "é".encode() * 10  # the cut falls between é's two bytes
+    letter = orjson.loads(dead_letter(Reject(raw, source, "too_large", "x" * 5_000)))
+    assert letter["payload"] == "a" * (DLQ_PAYLOAD_BYTES - 1) and letter["payload_truncated"]
+    assert letter["payload_bytes"] == len(raw) and len(letter["detail"]) == DLQ_DETAIL_CHARS + 3
+    small = orjson.loads(dead_letter(Reject(b"\xff\x00", source, "not_utf8", "bad")))
+    assert small["payload_base64"] == "/wA=" and not small["payload_truncated"] and small["payload_bytes"] == 2
