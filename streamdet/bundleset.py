@@ -103,7 +103,8 @@ class BundleSet:
 def load_bundle_set(path, reuse: Optional[dict[Path, Bundle]] = None) -> BundleSet:
     """A bundle file or a bundle directory -> BundleSet. A broken default or an empty directory is a BundleError;
     any other broken bundle is refused (logged, listed in `refused`) and its entities use the default. `reuse`:
-    bundles already loaded from files that did not change since (a reload reads only what changed)."""
+    bundles already loaded, by file (a reload reads only what changed); each is reused only while its file is
+    still the one it was read from."""
     path = Path(path)
     reuse = reuse or {}
     if not path.is_dir():
@@ -113,7 +114,7 @@ def load_bundle_set(path, reuse: Optional[dict[Path, Bundle]] = None) -> BundleS
         what = "is empty" if not any(path.iterdir()) else f"has no {DEFAULT_FILE}"
         raise BundleError(f"{path}: bundle directory {what} (the fleet default {DEFAULT_FILE} is required; "
                           "write one with `streamdet train --per-entity --out DIR`)")
-    bundles = BundleSet(default=reuse.get(default_path) or load_bundle(default_path), root=path)
+    bundles = BundleSet(default=_read(default_path, reuse), root=path)
     for file in sorted((path / ENTITIES_DIR).glob("*" + SUFFIX)):
         bundle = _load_fitting(file, bundles, reuse)
         if bundle is not None:
@@ -199,12 +200,25 @@ def _code_fails(bundle: Bundle) -> Optional[str]:
 
 def _load_fitting(file: Path, bundles: BundleSet, reuse: dict[Path, Bundle]) -> Optional[Bundle]:
     try:
-        bundle = reuse.get(file) or load_bundle(file, lazy=True)
+        bundle = _read(file, reuse, lazy=True)
     except (StreamdetError, OSError) as exc:
         return _refuse(bundles, file, str(exc))
     reason = fits(bundle, bundles.default)
     if reason is not None:
         return _refuse(bundles, file, f"{file}: {reason}")
+    return bundle
+
+
+def _read(file: Path, reuse: dict[Path, Bundle], lazy: bool = False) -> Bundle:
+    """The bundle in `file`: the one `reuse` offers only while the file is still the one it was read from (same
+    signature), else read now. What a caller believes unchanged can be stale (a reload that saw the file change was
+    rejected for another reason): an old bundle must never go on standing for a file replaced since."""
+    old = reuse.get(file)
+    now = signature(file)
+    if old is not None and now is not None and old.file_signature == now:
+        return old
+    bundle = load_bundle(file, lazy=lazy)
+    bundle.file_signature = now  # taken before the read: a file replaced during it is read again next time
     return bundle
 
 

@@ -135,6 +135,8 @@ def _train_per_entity(cfg, args: argparse.Namespace, series=None, source=None) -
 
     if not args.out:
         raise StreamdetError("--per-entity needs --out DIR (the bundle directory to write)")
+    if args.workers < 0:
+        raise StreamdetError(f"--workers {args.workers}: give a number of processes, or 0 for one per core")
     report = train_per_entity(cfg, _cli_path(args.out), model_name=args.model, entities=_entities(args.entities),
                               workers=args.workers, progress=not args.no_progress, series=series, source=source)
     print(f"bundle directory {report.out}: {len(report.trained)} trained, {len(report.kept)} up to date, "

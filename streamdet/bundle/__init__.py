@@ -56,6 +56,7 @@ class Bundle:
     path: Path
     program: Any = None  # the ExportedProgram of an "export" bundle (what AOTInductor compiles), else None
     serving: dict = field(default_factory=dict)  # how the daemon runs it (serving.py): compile mode, seconds ...
+    file_signature: Any = None  # the file as it was when read (bundleset.signature), for reuse on reload
 
     @property
     def format(self) -> str:

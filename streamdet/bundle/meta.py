@@ -54,16 +54,42 @@ def parse_meta(path: Path, text, what: str) -> dict:
         # a thousand per-entity bundles at start-up. It reads what `dumps` writes (no NaN: allow_nan=False).
     except ValueError as exc:
         raise BundleError(f"{path}: {META_FILE} is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise BundleError(f"{path}: {META_FILE} is not a JSON object")
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise BundleError(f"{path}: {META_FILE} lacks {', '.join(missing)}")
     if meta["schema_version"] != SCHEMA_VERSION:
         raise BundleError(f"{path}: schema_version {meta['schema_version']} is not supported (this streamdet reads "
                           f"{SCHEMA_VERSION}); re-export the bundle")
-    if len(meta["channels"]) != len(meta["normalisation"]["mean"]):
-        raise BundleError(f"{path}: {len(meta['channels'])} channels but {len(meta['normalisation']['mean'])} "
-                          "normalisation values")
+    check_types(path, meta)
+    for kind in ("mean", "std"):
+        if len(meta["channels"]) != len(meta["normalisation"][kind]):
+            raise BundleError(f"{path}: {len(meta['channels'])} channels but {len(meta['normalisation'][kind])} "
+                              f"normalisation {kind} values")
     return meta
+
+
+def check_types(path: Path, meta: dict) -> None:
+    """The fields the daemon reads must have the types it reads them as: a hand-edited or foreign streamdet.json is
+    refused here, naming the field, not served to fail with a TypeError when its entity scores or alerts."""
+    model, norm = meta["model"], meta["normalisation"]
+    wrong = [(field, want) for field, ok, want in (
+        ("model", isinstance(model, dict) and isinstance(model.get("name"), str), "an object with a text name"),
+        ("window", type(meta["window"]) is int and meta["window"] >= 1, "a positive integer"),
+        ("channels", isinstance(meta["channels"], list) and all(isinstance(c, str) for c in meta["channels"]),
+         "a list of channel names"),
+        ("normalisation", isinstance(norm, dict) and all(_numbers(norm.get(k)) for k in ("mean", "std")),
+         "an object with mean and std lists of numbers"),
+        ("calibration", isinstance(meta["calibration"], dict), "an object"),
+        ("weights_sha256", isinstance(meta["weights_sha256"], str), "text"),
+    ) if not ok]
+    if wrong:
+        raise BundleError(f"{path}: {META_FILE} field {wrong[0][0]} is not {wrong[0][1]}")
+
+
+def _numbers(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
 
 
 def json_safe(value):

@@ -92,6 +92,12 @@ def check_finite(bundle: Bundle, path) -> None:
         raise StreamdetError(f"{path}: the new model scores a test batch with non-finite values")
 
 
+def same_bundle(a: Bundle, b: Bundle) -> bool:
+    """Nothing to reload: same weights and same calibration. Training is seeded, so a bundle retrained after only a
+    threshold setting changed has the very weights it replaces (same sha256) and a new calibration to serve."""
+    return a.sha256 == b.sha256 and a.calibration == b.calibration
+
+
 class BundleReloader:
     def __init__(self, path: Path, current: Bundle, metrics=None, prepare: Optional[Callable[[Bundle], None]] = None):
         self.path = Path(path)
@@ -114,7 +120,7 @@ class BundleReloader:
             log.error("model reload rejected, the old model keeps serving: %s", exc)
             self._count("rejected")
             return None
-        if bundle.sha256 == self.current.sha256:
+        if same_bundle(bundle, self.current):
             return None
         if self.prepare is None:
             return bundle

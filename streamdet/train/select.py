@@ -34,6 +34,7 @@ from ..pipeline.stride import effective_stride
 from .core import Trained, export_trained, train_model, validation_scores
 from .calibration import daemon_like_scores, scored_start
 from .engineering import engineer, ensemble
+from .fingerprint import fingerprint
 from .inject import KINDS, default_count, inject
 from .splits import split_point
 
@@ -212,4 +213,6 @@ def train_auto(cfg, series, path, started: float, progress: bool = True, source=
     final = ensemble(finals, mix["members"], cfg.scoring.stride) if mix["chosen"] else finals[0]
     settings = {m: dataclasses.asdict(by_spec[m].score_settings(cfg.model.score)) for m in mix["members"] + [chosen]}
     score = {"members": {m: settings[m] for m in mix["members"]}} if mix["chosen"] else settings[chosen]
-    return export_trained(cfg, series, final, path, started, {"selection": selection, "score": score}, source)
+    # resumed by `train --per-entity` as what was asked for (auto), not as the candidate it chose
+    extra = {"selection": selection, "score": score, "fingerprint": fingerprint(cfg, "auto", series)}
+    return export_trained(cfg, series, final, path, started, extra, source)
