@@ -21,13 +21,13 @@ CHANNELS = ["cpu", "mem", "disk", "net"]
 REPO = Path(__file__).resolve().parent.parent
 
 
-def export(path: Path, seed: int, channels=CHANNELS, window: int = L):
+def export(path: Path, seed: int, channels=CHANNELS, window: int = L, context: int = 0):
     torch.manual_seed(seed)
     model = registry.build("autoencoder", len(channels), window, "tiny")
     return export_bundle(model, path, channels=list(channels), mean=np.zeros(len(channels)),
                          std=np.ones(len(channels)), calibration={"n": 1, "quantiles": {"0.5": 1.0}, "pot": {},
                                                                   "sample": [1.0]},
-                         training={"epochs": 1}, config={"preset": "tiny"})
+                         training={"epochs": 1}, config={"preset": "tiny", "context": context})
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ from .routing import ModelRouter, as_bundle_set
 from .settings import PipelineSettings
 from .standardise import ScoreStandardiser
 from .thresholds import ThresholdBank
-from .stride import bundle_context, check_calibrated_stride, effective_stride, serving_stride
+from .stride import bundle_context, check_replacement, serving_stride
 from .windows import WindowRequest, WindowStore
 
 log = logging.getLogger(__name__)
@@ -188,12 +188,7 @@ class Pipeline:
         data; the thresholds and alert streaks of each entity whose bundle changed restart from its new
         calibration, because the score scale is the new model's. An alert open at the swap stays open and resolves
         on the new model's scores: dropping it would leave its firing event without a resolved one."""
-        for new in as_bundle_set(bundle).distinct():
-            if tuple(new.channels) != self.decoder.channels or int(new.window) != self.window:
-                raise ValueError("the new bundle has another input layout (channels or window)")
-            if effective_stride(self.pace.ceiling, self.window, bundle_context(new)) < self.pace.ceiling:
-                raise ValueError("the new bundle needs more context than the running stride leaves (config.context)")
-            check_calibrated_stride(new, self.pace.ceiling)
+        self.check_replacement(bundle)
         self._handle_in_flight(wait=True)  # batches already sent are handled with the model that scored them
         if self.router.is_fleet:  # a fleet's stages look nothing up per entity: bundles of their own need them anew
             previous = self.alerts
@@ -206,6 +201,10 @@ class Pipeline:
             self.thresholds.remove(entity)
             self.standardiser.remove(entity)
             self.alerts.restart(entity)
+
+    def check_replacement(self, bundle: Any) -> None:
+        """A StreamdetError when `bundle` (or a set) cannot replace the served model (stride.check_replacement)."""
+        check_replacement(as_bundle_set(bundle).distinct(), self.decoder.channels, self.window, self.pace.ceiling)
 
     def _serve(self, bundle: Any) -> None:
         """The model-dependent stages: scorers, thresholds from each bundle's calibration, alerts carrying the

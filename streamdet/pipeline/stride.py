@@ -7,7 +7,9 @@ step needs `context` rows before it), and compared with the stride the bundle's 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Iterable
+
+from ..errors import StreamdetError
 
 log = logging.getLogger(__name__)
 
@@ -60,3 +62,18 @@ def check_calibrated_stride(bundle: Any, stride: int) -> None:
         log.warning("bundle %s was calibrated at stride %d, the pipeline scores at stride %d: thresholds start from "
                     "that calibration and adapt online (train with scoring.stride=%d for a matching calibration)",
                     getattr(bundle, "path", bundle.model_name), calibrated, stride, stride)
+
+
+def check_replacement(bundles: Iterable[Any], channels: tuple, window: int, stride: int) -> None:
+    """Raise a StreamdetError naming the file when a reloaded bundle cannot serve in the running pipeline: its input
+    layout and window are fixed at start-up, and so is the stride, which must leave each step its context (a bundle
+    needing more would be scored from edge-padded rows). A reloader calls it before the swap, so that such a bundle
+    is refused while the old one keeps serving, rather than stopping the daemon."""
+    for new in bundles:
+        where = getattr(new, "path", new.model_name)
+        if tuple(new.channels) != tuple(channels) or int(new.window) != window:
+            raise StreamdetError(f"{where}: another input layout (channels or window) than the running model's")
+        if effective_stride(stride, window, bundle_context(new)) < stride:
+            raise StreamdetError(f"{where}: needs {bundle_context(new)} rows of context, more than window {window} "
+                                 f"less the running stride {stride} leaves (restart the daemon to serve it)")
+        check_calibrated_stride(new, stride)

@@ -131,10 +131,12 @@ class Daemon:
             from .reload import BundleReloader
 
             return BundleReloader(bundle_path, bundles.default, self.metrics,
-                                  prepare=lambda new: self._prepare_model([new], heartbeat=False))
+                                  prepare=lambda new: self._prepare_model([new], heartbeat=False),
+                                  check=lambda new: self.pipeline.check_replacement(new))
         from .reload_dir import BundleDirReloader
 
-        return BundleDirReloader(bundles, self.metrics, prepare=self._prepare_model)
+        return BundleDirReloader(bundles, self.metrics, prepare=self._prepare_model,
+                                 check=lambda new: self.pipeline.check_replacement(new))
 
     def _export_model(self, served) -> None:
         """Model info (the default bundle) and, for a directory, how many bundles serve and how many were refused."""

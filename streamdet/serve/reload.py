@@ -99,9 +99,11 @@ def same_bundle(a: Bundle, b: Bundle) -> bool:
 
 
 class BundleReloader:
-    def __init__(self, path: Path, current: Bundle, metrics=None, prepare: Optional[Callable[[Bundle], None]] = None):
+    def __init__(self, path: Path, current: Bundle, metrics=None, prepare: Optional[Callable[[Bundle], None]] = None,
+                 check: Optional[Callable[[Bundle], None]] = None):
         self.path = Path(path)
         self.prepare = prepare  # makes a verified bundle ready to serve (compiles it); runs on a worker thread
+        self.check = check  # raises when the running pipeline cannot serve a bundle (Pipeline.check_replacement)
         self._preparing: Optional[tuple[threading.Thread, Bundle, list]] = None
         self.current = current
         self.metrics = metrics
@@ -116,6 +118,8 @@ class BundleReloader:
             return None
         try:
             bundle = self._verified(load_bundle(self.path))
+            if self.check is not None:
+                self.check(bundle)
         except (StreamdetError, OSError, RuntimeError, ValueError) as exc:
             log.error("model reload rejected, the old model keeps serving: %s", exc)
             self._count("rejected")

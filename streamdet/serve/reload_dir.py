@@ -36,11 +36,13 @@ class BundleDirReloader:
     """Same contract as reload.BundleReloader (poll -> a verified new set or None; served(set) once it serves; `watch`
     says when to look: reload.ChangeWatch)."""
 
-    def __init__(self, current: BundleSet, metrics=None, prepare: Optional[Callable[[list], None]] = None):
+    def __init__(self, current: BundleSet, metrics=None, prepare: Optional[Callable[[list], None]] = None,
+                 check: Optional[Callable[[BundleSet], None]] = None):
         self.root = Path(current.root)
         self.current = current
         self.metrics = metrics
         self.prepare = prepare  # makes new bundles ready to serve (compiles them)
+        self.check = check  # raises when the running pipeline cannot serve the set (Pipeline.check_replacement)
         self.watch = ChangeWatch(lambda: snapshot(self.root))
 
     def poll(self) -> Optional[BundleSet]:
@@ -53,6 +55,8 @@ class BundleDirReloader:
         try:
             new = load_bundle_set(self.root, reuse=unchanged)
             self._check_layout(new)
+            if self.check is not None:
+                self.check(new)
             fresh = [b for b in new.distinct() if Path(b.path) in changed]
             for bundle in fresh:
                 check_finite(bundle, bundle.path)

@@ -19,12 +19,12 @@ from .helpers import ENTITIES, EXTRA, produce, published_alerts, reference_alert
 pytestmark = pytest.mark.kafka
 
 
-def sibling_bundle(original, path, window=TINY_WINDOW, bundle_format="torchscript", seed=123):
+def sibling_bundle(original, path, window=TINY_WINDOW, bundle_format="torchscript", seed=123, context=0):
     """A different model (fresh weights) with the same channels and normalisation as the running one."""
     torch.manual_seed(seed)
     model = registry.build("lstm_ae", len(original.channels), window, "tiny")
     return export_bundle(model, path, channels=original.channels, mean=original.mean, std=original.std,
-                         calibration=original.calibration, training={}, config={"preset": "tiny"},
+                         calibration=original.calibration, training={}, config={"preset": "tiny", "context": context},
                          bundle_format=bundle_format)
 
 
@@ -50,6 +50,9 @@ def test_replaced_bundle_is_served_and_bad_ones_are_refused(broker, tiny_bundle,
     assert (original.format, new.format) == (bundle_format, bundle_format)
     other_window = sibling_bundle(original, tmp_path / "other-window.pt", window=TINY_WINDOW * 2,
                                   bundle_format=bundle_format)
+    # the same layout, but each step needs more rows before it than the running stride leaves in a window
+    long_context = sibling_bundle(original, tmp_path / "long-context.pt", bundle_format=bundle_format, seed=9,
+                                  context=TINY_WINDOW - 1)
     records = scenario_records()
     third = len(records) // 3
     daemon = DaemonProcess(live, broker.bootstrap, names, tmp_path / "daemon.log", extra=("kafka.state_topic=''",))
@@ -69,6 +72,8 @@ def test_replaced_bundle_is_served_and_bad_ones_are_refused(broker, tiny_bundle,
         wait_until(lambda: reloads(daemon, "rejected") == 2, 20, "the incompatible bundle to be rejected")
         daemon.proc.send_signal(signal.SIGHUP)  # asks again for the unchanged file: checked, and refused again
         wait_until(lambda: reloads(daemon, "rejected") == 3, 20, "the SIGHUP check to refuse it again")
+        shutil.copy(long_context.path, live)  # was: a ValueError out of the swap, and the daemon exited
+        wait_until(lambda: reloads(daemon, "rejected") == 4, 20, "the bundle needing more context to be rejected")
         assert model_sha(daemon) == new.sha256 and daemon.proc.poll() is None
         produce(broker.bootstrap, names["metrics"], records[2 * third:])
         wait_until(lambda: daemon.value("streamdet_records_consumed_total", topic=names["metrics"])
@@ -76,7 +81,7 @@ def test_replaced_bundle_is_served_and_bad_ones_are_refused(broker, tiny_bundle,
         code, _ = daemon.terminate(20)
         assert code == 0 and final_totals(daemon)["scored"] == len(records)  # no record dropped by the swaps
         text = daemon.log_text()
-        assert "model reloaded" in text and text.count("model reload rejected") == 3
+        assert "model reloaded" in text and text.count("model reload rejected") == 4
     finally:
         daemon.close()
 
