@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
-import orjson
 
 from ..errors import DataError, DecodeError
 from ..pipeline.assemble import Assembler
 from ..pipeline.formats import FormatDecoder, FormatOptions, Sample
+from ..pipeline.formats.common import entity_name, epoch_seconds, finite_value, json_type, need, parse_json
 from .series import Series
 
 log = logging.getLogger(__name__)
@@ -63,15 +63,29 @@ class TopicRows:
                 "dropped_rows": self.dropped_rows, "short_entities": self.short}
 
 
-def streamdet_samples(raw: bytes) -> list[Sample]:
-    """Today's record format as samples: `metrics` by name, `values` by position (channels 0, 1, ...)."""
-    try:
-        obj = orjson.loads(raw)
-        entity, ts = obj["entity"], float(obj["ts"])
-        named = obj["metrics"].items() if "metrics" in obj else enumerate(obj["values"])
-        return [Sample(entity, str(k), ts, float(v)) for k, v in named]
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise DecodeError("not_json", f"not a streamdet record ({exc.__class__.__name__})") from None
+def streamdet_samples(raw: bytes, limit: int = 65536) -> list[Sample]:
+    """Today's record format as samples: `metrics` by name, `values` by position (channels 0, 1, ...). Checked as
+    the daemon checks a record (entity, time in seconds, numbers within float32's range): a bad record is counted by
+    reason instead of crashing the training or putting NaN or inf into its rows."""
+    obj = parse_json(raw, limit)
+    if not isinstance(obj, dict):
+        raise DecodeError("not_object", f"top level is a JSON {json_type(obj)}, expected an object")
+    entity = entity_name(need(obj, "entity", ""), "entity")
+    ts = epoch_seconds(need(obj, "ts", ""), "ts", unit=1.0)
+    if "metrics" in obj and "values" in obj:
+        raise DecodeError("both_forms", "record has both 'values' and 'metrics'; send one")
+    if "metrics" in obj:
+        metrics = obj["metrics"]
+        if type(metrics) is not dict:
+            raise DecodeError("wrong_type", f"metrics: expected a mapping, got {json_type(metrics)}")
+        cells = [(name, v, f"metrics.{name}") for name, v in metrics.items()]
+    else:
+        values = obj.get("values")
+        if type(values) is not list:
+            raise DecodeError("no_values" if values is None else "wrong_type",
+                              f"values: expected a list (or 'metrics', a mapping), got {json_type(values)}")
+        cells = [(str(i), v, f"values[{i}]") for i, v in enumerate(values)]
+    return [Sample(entity, name, ts, finite_value(v, where)) for name, v, where in cells]
 
 
 def rows_from_history(cfg, batches: Iterable[list[tuple[bytes, tuple]]]) -> TopicRows:
@@ -106,7 +120,7 @@ def _decode_all(cfg, batches) -> tuple[list[tuple[Sample, tuple]], int, Counter]
         for raw, source in batch:
             messages += 1
             try:
-                got = decoder.decode(raw) if decoder is not None else streamdet_samples(raw)
+                got = decoder.decode(raw) if decoder is not None else streamdet_samples(raw, cfg.input.max_record_bytes)
             except DecodeError as exc:
                 rejected[exc.reason] += 1
                 continue
@@ -129,7 +143,8 @@ def _assemble(cfg, channels: list[str], samples: list, result: TopicRows) -> dic
     """entity -> (ts [T], values [T, C]) in time order, from the daemon's assembler on a clock that never moves."""
     i = cfg.input
     assembler = Assembler(channels, i.interval_s, i.carry_forward, i.allowed_lateness_s, max_entities=10 ** 9,
-                          max_channels=i.max_channels, entity_idle_s=math.inf, clock=lambda: 0.0)
+                          max_channels=i.max_channels, entity_idle_s=math.inf, clock=lambda: 0.0,
+                          max_future_s=i.max_future_s)
     out = assembler.add_many((s, None) for s, _ in samples)  # no owner partition: history may predate a re-keying
     out.extend(assembler.drain())
     result.dropped_rows = len(out.dropped)

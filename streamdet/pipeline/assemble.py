@@ -17,7 +17,8 @@ The rules, in the order they apply to each sample:
   when it straddles a whole second. A row's timestamp is the interval's centre.
 - A second sample of a channel in one row is a duplicate: counted, the first value kept.
 - A sample for a row already emitted is late: within `input.allowed_lateness_s` of the entity's newest sample it
-  is counted (`late_dropped`: the row was scored without it), beyond that rejected (`late`).
+  is counted (`late_dropped`: the row was scored without it), beyond that rejected (`late`). One more than
+  `input.max_future_s` ahead of the wall clock is rejected (`bad_ts`): it would make every later sample late.
 - A row is emitted when every channel arrived, or at its deadline: when the entity's samples reached two intervals
   later (event time: replays and training), or when one interval passed on the clock since its first sample arrived
   (live), or when more than MAX_OPEN_ROWS rows are open. Rows of one entity are emitted in time order.
@@ -86,10 +87,7 @@ class _Open:
     __slots__ = ("values", "present", "source", "arrived")
 
     def __init__(self, n_channels: int, source: Any, arrived: float):
-        self.values = [math.nan] * n_channels
-        self.present = 0
-        self.source = source
-        self.arrived = arrived
+        self.values, self.present, self.source, self.arrived = [math.nan] * n_channels, 0, source, arrived
 
 
 class _Entity:
@@ -111,13 +109,13 @@ class _Entity:
 class Assembler:
     def __init__(self, channels: Sequence[str], interval_s: float = 0.0, carry_forward: int = 3,
                  allowed_lateness_s: float = 300.0, max_entities: int = 100_000, max_channels: int = 4096,
-                 entity_idle_s: float = 3600.0, clock: Callable[[], float] = time.monotonic):
+                 entity_idle_s: float = 3600.0, clock: Callable[[], float] = time.monotonic,
+                 max_future_s: float = 86_400.0):
         self.channels = tuple(channels)
         self._index = {name: i for i, name in enumerate(self.channels)}
         self.interval_s, self.carry_forward = interval_s, carry_forward
-        self.allowed_lateness_s = allowed_lateness_s
+        self.allowed_lateness_s, self.max_future_s, self.clock = allowed_lateness_s, max_future_s, clock
         self.max_entities, self.max_channels, self.entity_idle_s = max_entities, max_channels, entity_idle_s
-        self.clock = clock
         self._entities: OrderedDict[str, _Entity] = OrderedDict()  # least recently active first
         self._deadlines: list[tuple[float, str, int]] = []  # heap of (clock deadline, entity, bucket)
         self.unknown_total = 0
@@ -130,7 +128,7 @@ class Assembler:
     def add_many(self, samples: Iterable[tuple[Sample, Any]]) -> AssembleResult:
         """Add (sample, source) pairs in arrival order; returns the rows completed or due on the way."""
         out = AssembleResult()
-        now = self.clock()
+        now, newest = self.clock(), time.time() + self.max_future_s
         index = self._index
         for sample, source in samples:
             column = index.get(sample.channel)
@@ -138,6 +136,9 @@ class Assembler:
                 self._count_unknown(sample.channel)
                 continue
             try:
+                if not sample.ts <= newest:  # NaN fails too
+                    raise DecodeError("bad_ts", f"{sample.channel}: ts {sample.ts!r} is more than input.max_future_s="
+                                                f"{self.max_future_s:g} s ahead of the wall clock")
                 self._add(sample, column, source, now, out)
             except DecodeError as exc:
                 out.rejected.append((source, exc))
@@ -166,7 +167,7 @@ class Assembler:
         if bucket > state.newest_bucket:
             state.newest_bucket = bucket
         if check:
-            self._emit_ready(sample.entity, state, out)
+            self._emit_ready(sample.entity, state, out, now)
 
     def _late(self, state: _Entity, sample: Sample) -> None:
         behind = state.newest_ts - sample.ts
@@ -203,14 +204,14 @@ class Assembler:
                                             f"(input.max_entities) and none has been idle {self.entity_idle_s:g} s")
         out.extend(self.remove(entity))
 
-    def _emit_ready(self, entity: str, state: _Entity, out: AssembleResult, now: Optional[float] = None) -> None:
-        """Emit the entity's oldest open rows while they are complete or past a deadline (time order kept)."""
+    def _emit_ready(self, entity: str, state: _Entity, out: AssembleResult, now: float) -> None:
+        """Emit the oldest open rows while complete or past a deadline (the clock's too: due() may have skipped one)."""
         n = len(self.channels)
         while state.open:
             bucket = min(state.open)
             row = state.open[bucket]
             due = (row.present == n or state.newest_bucket - bucket >= EVENT_DEADLINE_INTERVALS
-                   or len(state.open) > MAX_OPEN_ROWS or (now is not None and now >= row.arrived + state.interval))
+                   or len(state.open) > MAX_OPEN_ROWS or now >= row.arrived + state.interval)
             if not due:
                 return
             del state.open[bucket]
@@ -274,8 +275,7 @@ class Assembler:
         """Emit every open row now (end of a replay or of training data; shutdown without checkpoints)."""
         out = AssembleResult()
         for entity, state in self._entities.items():
-            while state.open:
-                bucket = min(state.open)
+            for bucket in sorted(state.open):
                 self._emit(entity, state, bucket, state.open.pop(bucket), out)
         return out
 

@@ -191,8 +191,9 @@ class Decoder:
             column = int(np.flatnonzero(~in_range[k])[0])
             name = self.channels[column]
             where = f"metrics.{name}" if from_mapping[k] else f"values[{column}] ({name})"
-            out.rejected.append((out.index[k], DecodeError("non_finite", f"{where}: {matrix[k, column]!r} is not a "
-                                                                         f"finite float32")))
+            value = float(matrix[k, column])  # a plain float: numpy's repr would read np.float64(...)
+            error = DecodeError("non_finite", f"{where}: {value!r} is not a finite float32")
+            out.rejected.append((out.index[k], error))
             del out.index[k], out.entities[k], out.ts[k]
         out.rejected.sort(key=lambda item: item[0])
 
@@ -205,7 +206,7 @@ class Decoder:
         except orjson.JSONDecodeError as exc:
             raise DecodeError(_json_failure(raw), str(exc)) from None
         if not isinstance(obj, dict):
-            raise DecodeError("not_object", f"top level is a JSON {type(obj).__name__}, expected an object")
+            raise DecodeError("not_object", f"top level is a JSON {_json_type(obj)}, expected an object")
         return obj
 
     def _from_list(self, values: object) -> list:

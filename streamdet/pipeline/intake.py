@@ -37,7 +37,7 @@ class SampleIntake:
         self.decoder = FormatDecoder(input_cfg.format, FormatOptions.from_input(input_cfg))
         self.assembler = Assembler(channels, input_cfg.interval_s, input_cfg.carry_forward,
                                    input_cfg.allowed_lateness_s, input_cfg.max_entities, input_cfg.max_channels,
-                                   input_cfg.entity_idle_s, clock)
+                                   input_cfg.entity_idle_s, clock, input_cfg.max_future_s)
         self.n_channels = len(channels)
         self.samples = 0  # decoded samples (after rates)
 
