@@ -1,7 +1,8 @@
 """`streamdet alertmanager`: the alerts topic -> Alertmanager's API v2, at least once, nothing duplicated.
 
 A separate, stateless process with its own consumer group on `kafka.alerts_topic`. One loop:
-poll -> translate (translate.py) -> POST the batch to every Alertmanager -> dead letters flushed -> commit.
+poll -> translate (translate.py) -> POST the batch (POST_CHUNK alerts a post) to every Alertmanager -> dead letters
+flushed -> commit.
 - Offsets are committed only after Alertmanager accepted the post (or the message went to the bridge's dead-letter
   topic): a crash or a restart re-reads, never skips; the re-posted alert has the same labels, so it is the same
   Alertmanager alert and nobody is paged twice.
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 PROBE_INTERVAL_S = 5.0  # how often an idle bridge asks the broker whether it answers (polls do not fail when not)
 PROBE_TIMEOUT_MS = 2000
+POST_CHUNK = 200  # alerts per POST: a proxy's body limit (nginx: 1 MB) must not refuse an incident's resend
 BEAT_S = 1.0  # how often a back-off wait tells /healthz that the bridge is alive
 REFUSED = "refused_by_alertmanager"  # the dead-letter reason of an alert Alertmanager answered 4xx to
 
@@ -166,8 +168,10 @@ class Bridge:
             posts.pop(message.alert_id, None)  # one alert per post: its latest state
             posts[message.alert_id] = (to_alertmanager(message, self.am_cfg, now, identity), raw, source)
         self.metrics.open_alerts(len(self.open))
-        for raw, source, detail in self._post_all(list(posts.values())):
-            self._dead_letter(raw, source, REFUSED, detail)
+        entries = list(posts.values())
+        for i in range(0, len(entries), POST_CHUNK):
+            for raw, source, detail in self._post_all(entries[i:i + POST_CHUNK]):
+                self._dead_letter(raw, source, REFUSED, detail)
 
     def _post_all(self, entries: list[tuple[dict, bytes, tuple]]) -> list[tuple[bytes, tuple, str]]:
         """Post until answered; return the entries Alertmanager refused, found by posting a refused batch one by
@@ -230,7 +234,8 @@ class Bridge:
         wall = time.time()
         if open_alerts:
             alerts = [to_alertmanager(o.message, self.am_cfg, wall, o.labels) for o in open_alerts]
-            results = self.alertmanager.post(alerts)
+            results = [r for i in range(0, len(alerts), POST_CHUNK) for r in self.alertmanager.post(
+                alerts[i:i + POST_CHUNK])]
         else:
             results = self.alertmanager.probe()
         ok = self._note(results, "resend" if open_alerts else "probe")

@@ -80,6 +80,53 @@ class Webhook:
         self.server.server_close()
 
 
+class BodyLimitProxy:
+    """A reverse proxy on loopback in front of an Alertmanager that answers 413 to a request body over `limit` bytes,
+    as nginx does over its client_max_body_size (1 MB by default); it forwards everything else and relays the
+    answer."""
+
+    def __init__(self, upstream: str, limit: int):
+        self.refused = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                self._relay(None)
+
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if len(body) > limit:
+                    proxy.refused += 1
+                    self.send_response(413)
+                    self.end_headers()
+                    return
+                self._relay(body)
+
+            def _relay(self, body):
+                request = urllib.request.Request(upstream + self.path, data=body, method=self.command,
+                                                 headers={"Content-Type": "application/json"})
+                try:
+                    with urllib.request.urlopen(request, timeout=5) as reply:
+                        status, text = reply.status, reply.read()
+                except urllib.error.HTTPError as exc:
+                    status, text = exc.code, exc.read()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(text)))
+                self.end_headers()
+                self.wfile.write(text)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class Alertmanager:
     """`prometheus-alertmanager` with a route to the webhook: short group waits so that notifications are quick."""
 

@@ -12,8 +12,10 @@ import subprocess
 import sys
 import time
 
+import orjson
 import pytest
 
+from streamdet.alertmanager.translate import parse, to_alertmanager
 from streamdet.config import load_config
 from streamdet.io.broker import EmbeddedBroker, free_port
 from streamdet.io.admin import ensure_topics
@@ -21,7 +23,7 @@ from streamdet.io.producer import Producer
 from tests.conftest import REPO, wait_until
 from tests.integration.helpers import read_topic
 
-from .helpers import Alertmanager, BridgeProcess, Webhook, alert_message, http
+from .helpers import Alertmanager, BodyLimitProxy, BridgeProcess, Webhook, alert_message, http
 
 pytestmark = [pytest.mark.kafka]
 
@@ -304,3 +306,33 @@ def test_a_back_off_longer_than_the_liveness_limit_keeps_healthz_alive(broker, t
         bridge.stop()
         runner.join(30)
     assert not runner.is_alive()
+
+
+def test_behind_a_proxy_with_a_body_limit_many_open_alerts_stay_open(broker, topics, alertmanager, tmp_path):
+    """Open alerts are re-posted every resend interval, or Alertmanager ends them at their endsAt. An incident that
+    opens many alerts at once made one resend POST too large for a proxy's body limit (413): none was re-posted, and
+    four resend intervals later every alert ended in Alertmanager while still open on the topic. Posts now carry at
+    most POST_CHUNK alerts."""
+    from streamdet.alertmanager.bridge import POST_CHUNK
+
+    am, _ = alertmanager
+    now = time.time()
+    n = POST_CHUNK * 2 + 50
+    messages = [(f"host-{i}", alert_message(f"host-{i}", "firing", now - 60, now - 50)) for i in range(n)]
+    one_post = len(orjson.dumps([to_alertmanager(parse(messages[0][1]), load_config(None, []).alertmanager, now)]))
+    proxy = BodyLimitProxy(am.url, limit=one_post * POST_CHUNK * 3 // 2)  # a chunk passes, all of them do not
+    bridge = BridgeProcess(broker.bootstrap, topics, [proxy.url], tmp_path / "bridge.log")
+    try:
+        produce(broker.bootstrap, topics["alerts"], messages)
+        wait_until(lambda: len(am.alerts()) == n, 60, "every alert in Alertmanager")
+        watch_until = time.monotonic() + 8  # endsAt is 4 resend intervals (1 s here) ahead of each re-post
+
+        def all_open_for_the_whole_watch():
+            assert len(am.alerts()) == n, f"{n - len(am.alerts())} alerts ended while open"
+            return time.monotonic() > watch_until
+
+        wait_until(all_open_for_the_whole_watch, 20, "eight seconds of re-posts")
+        assert proxy.refused == 0  # no post over the limit, the first ones included
+    finally:
+        bridge.close()
+        proxy.close()
