@@ -15,6 +15,7 @@ flushed -> commit.
 - Open alerts are re-learned from the topic when partitions are assigned (the rule: openalerts.py).
 - With several Alertmanagers (an HA cluster does not share alerts) a post counts as accepted when one of them took
   it, as Prometheus does; the others get firing alerts at the next resend.
+One class of about 300 lines: the loop, its delivery rule and its retries read together, in commit order.
 """
 
 from __future__ import annotations
@@ -172,6 +173,7 @@ class Bridge:
         for i in range(0, len(entries), POST_CHUNK):
             for raw, source, detail in self._post_all(entries[i:i + POST_CHUNK]):
                 self._dead_letter(raw, source, REFUSED, detail)
+            self.metrics.heartbeat()
 
     def _post_all(self, entries: list[tuple[dict, bytes, tuple]]) -> list[tuple[bytes, tuple, str]]:
         """Post until answered; return the entries Alertmanager refused, found by posting a refused batch one by
@@ -234,12 +236,22 @@ class Bridge:
         wall = time.time()
         if open_alerts:
             alerts = [to_alertmanager(o.message, self.am_cfg, wall, o.labels) for o in open_alerts]
-            results = [r for i in range(0, len(alerts), POST_CHUNK) for r in self.alertmanager.post(
-                alerts[i:i + POST_CHUNK])]
+            results = self._resend(alerts)
         else:
             results = self.alertmanager.probe()
         ok = self._note(results, "resend" if open_alerts else "probe")
         self._next_resend = now + (self.am_cfg.resend_interval_s if ok else self.backoff.next_delay())
+
+    def _resend(self, alerts: list[dict]) -> list[PostResult]:
+        """Post in chunks, beating between them, until one finds no Alertmanager answering (back-off then)."""
+        results: list[PostResult] = []
+        for i in range(0, len(alerts), POST_CHUNK):
+            answers = self.alertmanager.post(alerts[i:i + POST_CHUNK])
+            results += answers
+            self.metrics.heartbeat()
+            if all(r.outcome == "unavailable" for r in answers):
+                break
+        return results
 
     def _dead_letter(self, raw: bytes, source: tuple, reason: str, detail: str) -> None:
         log.warning("alert message dead-lettered reason=%s detail=%s", reason, detail[:200])

@@ -35,7 +35,7 @@ def make_bridge(cfg) -> Bridge:
     def history(partitions: list[int]):
         return read_partitions(k, k.alerts_topic, partitions)
 
-    metrics = BridgeMetrics(cfg.alertmanager.host, cfg.alertmanager.port)
+    metrics = BridgeMetrics(cfg.alertmanager.host, cfg.alertmanager.port, cfg.alertmanager.timeout_s)
     ports = BridgePorts(connect=connect, history=history, alertmanager=alertmanager, metrics=metrics,
                         is_outage=is_outage)
     return Bridge(k, cfg.alertmanager, ports)

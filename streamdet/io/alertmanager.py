@@ -23,6 +23,7 @@ import os
 import ssl
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -122,15 +123,22 @@ class AlertmanagerClient:
             self._headers["Authorization"] = authorization
         https = any(url.startswith("https:") for url in self.urls)
         self._context = ssl_context(am_cfg.tls, resolve) if https else None
+        self._pool = ThreadPoolExecutor(len(self.urls), "alertmanager-post") if len(self.urls) > 1 else None
 
     def post(self, alerts: list[dict]) -> list[PostResult]:
         """POST the alerts to each Alertmanager; one result per URL."""
-        body = json.dumps(alerts).encode()
-        return [self._request(url, ALERTS_PATH, body) for url in self.urls]
+        return self._each(ALERTS_PATH, json.dumps(alerts).encode())
 
     def probe(self) -> list[PostResult]:
         """GET /api/v2/status of each Alertmanager: `accepted` when it answers as an Alertmanager."""
-        return [self._request(url, STATUS_PATH, None) for url in self.urls]
+        return self._each(STATUS_PATH, None)
+
+    def _each(self, path: str, body: Optional[bytes]) -> list[PostResult]:
+        """One request to every Alertmanager at once, as Prometheus does: a member that never answers costs one
+        timeout_s per post, not one per member in turn (which also kept the bridge's loop from beating /healthz)."""
+        if self._pool is None:
+            return [self._request(url, path, body) for url in self.urls]
+        return list(self._pool.map(lambda url: self._request(url, path, body), self.urls))
 
     def _request(self, url: str, path: str, body: Optional[bytes]) -> PostResult:
         request = urllib.request.Request(url + path, data=body, headers=self._headers,

@@ -18,8 +18,9 @@ class BridgeMetrics(Endpoints):
 
     not_ready_text = b"not ready: Alertmanager or the broker unreachable, or no partitions assigned\n"
 
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, request_timeout_s: float = 0.0):
         super().__init__(host, port)
+        self.request_timeout_s = request_timeout_s  # one request may hold the loop this long without a beat
         r = self.registry
         self._messages = Counter("streamdet_alertmanager_messages", "Alert messages consumed", ["status"], registry=r)
         self._posts = Counter("streamdet_alertmanager_posts", "Requests to Alertmanager", ["outcome"], registry=r)
@@ -52,7 +53,7 @@ class BridgeMetrics(Endpoints):
         self._beat = time.monotonic()
 
     def healthy(self) -> bool:
-        return not self._stopped and time.monotonic() - self._beat < HEALTH_STALE_S
+        return not self._stopped and time.monotonic() - self._beat < HEALTH_STALE_S + self.request_timeout_s
 
     def is_ready(self) -> bool:
         return self._assigned and self._reachable and self._broker and not self._stopped

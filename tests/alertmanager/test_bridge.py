@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import orjson
 import pytest
@@ -272,40 +273,18 @@ def test_a_back_off_longer_than_the_liveness_limit_keeps_healthz_alive(broker, t
     """Waiting out an Alertmanager outage is the bridge working: /healthz must not fail (a liveness probe would
     restart it in a loop) however long max_backoff_s makes the wait. The staleness limit is shortened to 2 s so that
     the back-off passes it within seconds (0.5, 1, 2, 4 s ...)."""
-    import threading
-
-    from streamdet.alertmanager.main import make_bridge
     from streamdet.io import bridge_metrics
 
     monkeypatch.setattr(bridge_metrics, "HEALTH_STALE_S", 2.0)
-    port = free_port()
-    cfg = load_config(REPO / "config" / "smd.yaml", [
-        f"kafka.bootstrap_servers={broker.bootstrap}", f"kafka.alerts_topic={topics['alerts']}", "kafka.partitions=2",
-        f"alertmanager.urls=[http://127.0.0.1:{free_port()}]", f"alertmanager.group_id={topics['group']}-inproc",
-        f"alertmanager.dlq_topic={topics['dlq']}", "alertmanager.max_backoff_s=600", "alertmanager.timeout_s=1",
-        f"alertmanager.port={port}"])
-    bridge = make_bridge(cfg)
-    runner = threading.Thread(target=bridge.run, daemon=True)
-    runner.start()
-    try:
+    with bridge_in_process(broker, topics, [f"http://127.0.0.1:{free_port()}"], "alertmanager.max_backoff_s=600",
+                           "alertmanager.timeout_s=1") as (bridge, port):
         produce(broker.bootstrap, topics["alerts"], [("h", alert_message("h", "firing", time.time() - 30,
                                                                          time.time() - 20))])
-
         consumed = 'streamdet_alertmanager_messages_total{status="firing"} 1.0'
         wait_until(lambda: consumed in str(http("GET", f"http://127.0.0.1:{port}/metrics")[1]), 30,
                    "the bridge to consume the alert (its post is then retried with back-off)")
-        watch_until = time.monotonic() + 8  # a back-off from 0.5 s waits longer than the 2 s limit within this
-
-        def healthy_for_the_whole_watch():
-            assert http("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200, "healthz failed while backing off"
-            return time.monotonic() > watch_until
-
-        wait_until(healthy_for_the_whole_watch, 30, "the end of the watch", interval_s=0.1)
+        healthy_until(port, 8, "backing off")  # a back-off from 0.5 s waits longer than the 2 s limit within this
         assert bridge.backoff.failing
-    finally:
-        bridge.stop()
-        runner.join(30)
-    assert not runner.is_alive()
 
 
 def test_behind_a_proxy_with_a_body_limit_many_open_alerts_stay_open(broker, topics, alertmanager, tmp_path):
@@ -336,3 +315,68 @@ def test_behind_a_proxy_with_a_body_limit_many_open_alerts_stay_open(broker, top
     finally:
         bridge.close()
         proxy.close()
+
+
+def test_alertmanagers_that_never_answer_keep_healthz_alive(broker, topics, monkeypatch):
+    """Three Alertmanagers whose hosts accept connections and never answer (a network partition): each request waits
+    timeout_s. Posted one after the other, a post took three timeouts without a beat, longer than /healthz's limit,
+    and a liveness probe would restart the bridge in a loop. The members are now posted to at once, and the limit
+    allows one request's timeout. The limit is shortened to 2 s and the timeout set to 3 s."""
+    import socket
+
+    from streamdet.io import bridge_metrics
+
+    monkeypatch.setattr(bridge_metrics, "HEALTH_STALE_S", 2.0)
+    silent = [socket.create_server(("127.0.0.1", 0), backlog=16) for _ in range(3)]  # accept, never answer
+    urls = [f"http://127.0.0.1:{s.getsockname()[1]}" for s in silent]
+    posts = 'streamdet_alertmanager_posts_total{outcome="unavailable"}'
+    try:
+        with bridge_in_process(broker, topics, urls, "alertmanager.max_backoff_s=1", "alertmanager.timeout_s=3") \
+                as (bridge, port):
+            def timed_out_posts() -> float:
+                text = str(http("GET", f"http://127.0.0.1:{port}/metrics")[1])
+                return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(posts))
+
+            produce(broker.bootstrap, topics["alerts"], [("h", alert_message("h", "firing", time.time() - 30,
+                                                                             time.time() - 20))])
+            wait_until(lambda: timed_out_posts() >= 3, 30, "a post to the three members to time out")
+            healthy_until(port, 12, "posting to members that never answer")
+            assert timed_out_posts() >= 9  # it kept trying meanwhile
+    finally:
+        for s in silent:
+            s.close()
+
+
+@contextmanager
+def bridge_in_process(broker, topics, urls: list[str], *sets: str):
+    """The bridge on a thread of this process (so that a test can shorten /healthz's limit), on the session broker;
+    yields (bridge, port of its endpoints)."""
+    import threading
+
+    from streamdet.alertmanager.main import make_bridge
+
+    port = free_port()
+    cfg = load_config(REPO / "config" / "smd.yaml", [
+        f"kafka.bootstrap_servers={broker.bootstrap}", f"kafka.alerts_topic={topics['alerts']}", "kafka.partitions=2",
+        f"alertmanager.urls=[{','.join(urls)}]", f"alertmanager.group_id={topics['group']}-inproc",
+        f"alertmanager.dlq_topic={topics['dlq']}", f"alertmanager.port={port}", *sets])
+    bridge = make_bridge(cfg)
+    runner = threading.Thread(target=bridge.run, daemon=True)
+    runner.start()
+    try:
+        yield bridge, port
+    finally:
+        bridge.stop()
+        runner.join(30)
+    assert not runner.is_alive()
+
+
+def healthy_until(port: int, seconds: float, what: str) -> None:
+    """/healthz answers 200 at every look for `seconds`."""
+    watch_until = time.monotonic() + seconds
+
+    def healthy_for_the_whole_watch():
+        assert http("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200, f"healthz failed while {what}"
+        return time.monotonic() > watch_until
+
+    wait_until(healthy_for_the_whole_watch, seconds + 20, f"{seconds:.0f} s of {what}", interval_s=0.1)
