@@ -93,6 +93,13 @@ class BundleSet:
         keys = Counter(group_key(bundle) for bundle in self.distinct())
         return [b for b in self.distinct() if b is self.default or keys[group_key(b)] < 2]
 
+    def refuse(self, path: Path, reason: str) -> None:
+        """Stop serving the bundle read from `path` (its entities fall back to the default): a check made after
+        loading (finite scores, the running stride) found it unfit."""
+        self.entity_bundles = {e: b for e, b in self.entity_bundles.items() if Path(b.path) != Path(path)}
+        self.groups = [(g, b) for g, b in self.groups if Path(b.path) != Path(path)]
+        _refuse(self, Path(path), reason)
+
     def files(self) -> list[Path]:
         """Every bundle file this set reads (served or refused), for the hot-reload watcher."""
         paths = [self.default.path] + [b.path for b in self.entity_bundles.values()]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from ..bundleset import (DEFAULT_FILE, ENTITIES_DIR, GROUPS_FILE, SUFFIX, BundleSet, load_bundle_set, signature)
 from ..errors import StreamdetError
@@ -37,12 +37,12 @@ class BundleDirReloader:
     says when to look: reload.ChangeWatch)."""
 
     def __init__(self, current: BundleSet, metrics=None, prepare: Optional[Callable[[list], None]] = None,
-                 check: Optional[Callable[[BundleSet], None]] = None):
+                 check: Optional[Callable[[Any], None]] = None):
         self.root = Path(current.root)
         self.current = current
         self.metrics = metrics
         self.prepare = prepare  # makes new bundles ready to serve (compiles them)
-        self.check = check  # raises when the running pipeline cannot serve the set (Pipeline.check_replacement)
+        self.check = check  # raises when the running pipeline cannot serve a bundle (Pipeline.check_replacement)
         self.watch = ChangeWatch(lambda: snapshot(self.root))
 
     def poll(self) -> Optional[BundleSet]:
@@ -55,11 +55,9 @@ class BundleDirReloader:
         try:
             new = load_bundle_set(self.root, reuse=unchanged)
             self._check_layout(new)
-            if self.check is not None:
-                self.check(new)
+            for bundle in {Path(b.path): b for b in self._all(new) if Path(b.path) in changed}.values():
+                self._check_changed(new, bundle)
             fresh = [b for b in new.distinct() if Path(b.path) in changed]
-            for bundle in fresh:
-                check_finite(bundle, bundle.path)
             if self.prepare is not None:  # compiles what is scored by its own module (not grouped bundles)
                 alone = {b.sha256 for b in new.scored_alone()}
                 self.prepare([b for b in fresh if b.sha256 in alone])
@@ -73,6 +71,22 @@ class BundleDirReloader:
             return None
         return new
 
+    def _check_changed(self, new: BundleSet, bundle) -> None:
+        """A changed bundle that scores non-finite values or that the running pipeline cannot serve is refused alone
+        (its entities fall back to the default), as a broken file is; a default that fails rejects the reload."""
+        try:
+            check_finite(bundle, bundle.path)
+            if self.check is not None:
+                self.check(bundle)
+        except (StreamdetError, RuntimeError, ValueError) as exc:
+            if Path(bundle.path) == Path(new.default.path):
+                raise
+            new.refuse(Path(bundle.path), str(exc))
+
+    @staticmethod
+    def _all(bundles: BundleSet) -> list:
+        return [bundles.default] + list(bundles.entity_bundles.values()) + [b for _, b in bundles.groups]
+
     def served(self, bundles: BundleSet) -> None:
         log.info("bundle directory reloaded: %d bundles served, %d refused", len(bundles.distinct()),
                  len(bundles.refused))
@@ -80,8 +94,7 @@ class BundleDirReloader:
         self._count("ok")
 
     def _served(self) -> list:
-        c = self.current
-        return [c.default] + list(c.entity_bundles.values()) + [b for _, b in c.groups]
+        return self._all(self.current)
 
     def _check_layout(self, new: BundleSet) -> None:
         old = self.current.default

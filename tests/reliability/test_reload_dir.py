@@ -55,19 +55,24 @@ def test_a_replaced_entity_bundle_is_reloaded_alone_and_bad_ones_are_refused(tmp
 
 
 def test_a_bundle_needing_more_context_than_the_running_stride_leaves_is_refused(tmp_path):
-    """The stride is fixed at start-up; a reloaded bundle whose steps need more rows before them than it leaves in a
-    window is refused by the reloader (the served set stays). Before the check it passed the reloader and the swap
-    raised on the daemon's loop, which stopped the daemon."""
+    """The stride is fixed at start-up; a reloaded entity bundle whose steps need more rows before them than it leaves
+    in a window is refused alone (its entity falls back to the default) while the rest of the reload is served. Before
+    the check it passed the reloader and the swap raised on the daemon's loop, which stopped the daemon."""
     root = tmp_path / "bundles"
     export(root / "default.pt", 0)
     pipeline = Pipeline(PipelineSettings.of(load_config(None, ["scoring.stride=8"])), load_bundle_set(root))
     counts = ReloadCounts()
     reloader = BundleDirReloader(load_bundle_set(root), counts, check=pipeline.check_replacement)
-    export(root / "entities" / entity_file_name("host-1"), 1, context=L - 2)  # leaves stride 2 < 8
-    reloader.watch.request()
-    assert reloader.poll() is None and counts == {"rejected": 1}
-    export(root / "entities" / entity_file_name("host-1"), 2, context=L - 8)  # leaves exactly 8: served
+    needy = root / "entities" / entity_file_name("host-1")
+    export(needy, 1, context=L - 2)  # leaves stride 2 < 8
+    export(root / "entities" / entity_file_name("host-2"), 2, context=L - 8)  # leaves exactly 8: served
     reloader.watch.request()
     new = reloader.poll()
-    assert new is not None and new.for_entity("host-1") is not new.default
+    assert new is not None and counts == {"rejected": 1}
+    assert new.for_entity("host-1") is new.default and "context" in new.refused[needy]
+    assert new.for_entity("host-2") is not new.default
     pipeline.replace_model(new)
+
+    export(root / "default.pt", 3, context=L - 2)  # the default itself: the whole reload is rejected
+    reloader.watch.request()
+    assert reloader.poll() is None and counts == {"rejected": 2}
