@@ -7,6 +7,8 @@ below that is listed, not counted). Each row says which train.attribution ranked
 
 from __future__ import annotations
 
+import math
+
 from .verdicts import label
 
 INTERPRETED = ("smd", "asd")  # datasets with interpretation labels
@@ -15,8 +17,12 @@ MIN_INTERPRETED = 10  # a row's pooled interpretation counts towards the goal fr
 
 
 def _interpretation(cell: dict) -> tuple[float, int]:
+    """(HitRate@150 %, interpreted alerts) of a row; the rate is NaN (None in JSON) for a row with no interpreted
+    alert, and such a row ranks nowhere (a NaN sort key leaves the rows out of order)."""
     micro = cell["report"]["aggregate"]["micro"]
-    return micro.get("interp.hitrate@150") or 0.0, int(micro.get("interp.interpreted_alerts") or 0)
+    value = micro.get("interp.hitrate@150")
+    value = float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
+    return value, int(micro.get("interp.interpreted_alerts") or 0)
 
 
 def interpretation_target(cells: dict, goal: float = INTERPRETATION_GOAL) -> list[str]:
@@ -24,8 +30,8 @@ def interpretation_target(cells: dict, goal: float = INTERPRETATION_GOAL) -> lis
     rows = ["| target | dataset | best row (interpreted alerts, channels ranked by) | HitRate@150 % | met? |",
             "|---|---|---|---|---|"]
     for dataset in INTERPRETED:
-        ranked = sorted((c for c in cells.values() if c["dataset"] == dataset and c.get("report")),
-                        key=lambda c: -_interpretation(c)[0])
+        ranked = sorted((c for c in cells.values() if c["dataset"] == dataset and c.get("report")
+                         and math.isfinite(_interpretation(c)[0])), key=lambda c: -_interpretation(c)[0])
         counted = [c for c in ranked if _interpretation(c)[1] >= MIN_INTERPRETED]
         shown = ([(counted[0], True)] if counted else []) + ([(ranked[0], False)] if ranked and (
             not counted or ranked[0] is not counted[0]) else [])

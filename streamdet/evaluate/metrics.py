@@ -48,6 +48,10 @@ def _ratio(a: float, b: float) -> float:
 
 
 def _f1(p: float, r: float) -> float:
+    """F1 of precision p and recall r. With anomalies labelled and nothing predicted (p undefined, r = 0) it is 0,
+    as 2tp / (2tp + fp + fn) says: NaN there let a macro mean skip, and so reward, a silent detector."""
+    if r == 0:
+        return 0.0
     if np.isnan(p) or np.isnan(r):
         return float("nan")
     return 2 * p * r / (p + r) if p + r > 0 else 0.0

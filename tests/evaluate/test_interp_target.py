@@ -19,3 +19,13 @@ def test_a_row_with_few_alerts_is_listed_but_does_not_meet_the_goal():
     assert rows[4].endswith("| asd | knn (50, tail) | 0.910 | yes |") and len(rows) == 5
     cells["b"] = _cell("smd", "auto", 0.95, MIN_INTERPRETED, "fleet")
     assert interpretation_target(cells)[2].endswith("| smd | auto, fleet bundle (10, tail) | 0.950 | yes |")
+
+
+def test_a_row_without_interpreted_alerts_does_not_break_the_ranking():
+    # a row whose alerts never fell inside an interpreted segment has HitRate NaN (report.json: no pairs); sorting by
+    # a NaN key left the rows out of order, so the best counted row was not the best
+    cells = {"a": _cell("smd", "pca", 0.50, 20), "b": _cell("smd", "knn", float("nan"), 0),
+             "c": _cell("smd", "hst", 0.80, 20)}
+    rows = interpretation_target(cells)
+    assert rows[2] == "| HitRate@150 % > 0.9 for the best model | smd | hst (20, tail) | 0.800 | **no** |"
+    assert len(rows) == 3

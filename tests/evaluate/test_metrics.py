@@ -117,3 +117,16 @@ def test_paired_difference_pairs_only_entities_scored_by_both():
     d = paired_difference(a, b)
     assert d.entities == 3 and d.mean == pytest.approx(0.2)
     assert paired_difference({"e0": 1.0, "e1": 1.0}, {"e0": 0.0, "e1": 0.0}) is None  # too few to resample
+
+
+def test_a_silent_detector_on_an_entity_with_anomalies_scores_f1_zero_not_nan():
+    # labels hold a segment, nothing is predicted: recall 0, precision undefined -> F1 is 0 (2tp / (2tp+fp+fn)), so
+    # a macro mean cannot skip the entity and reward the silence
+    m = threshold_metrics(LABELS, np.zeros_like(PRED))
+    assert m["point_recall"] == 0.0 and math.isnan(m["point_precision"])
+    for key in ("point_f1", "event_f1", "composite_f1", "pa_f1_paper_only"):
+        assert m[key] == 0.0, key
+    silent, loud = threshold_metrics(LABELS, np.zeros_like(PRED)), threshold_metrics(LABELS, PRED)
+    assert macro([silent, loud])["event_f1"] == pytest.approx(loud["event_f1"] / 2)
+    # without labelled anomalies F1 stays undefined (docs/evaluation.md: such entities are skipped)
+    assert math.isnan(threshold_metrics(np.zeros(10, int), np.zeros(10, int))["point_f1"])
