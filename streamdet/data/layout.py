@@ -9,13 +9,14 @@ Every dataset folder holds `entities.csv` and, per entity, `ENTITY.train.csv.gz`
 numbers). SMD's `end` is exclusive, ASD's is inclusive (both checked against the labels in the data READMEs);
 `Series.interpretation` always holds end-exclusive ranges.
 
-NAB has no train file: the first 15 % of each stream (NAB's probationary period, where its scorer ignores detections)
-is used as the train split (its labels are not used: `train_labels` stays None), and the test split is the whole
+NAB has no train file: the first min(15 %, 750) rows of each stream (NAB's probationary period, where its scorer
+ignores detections; 15 % alone trained on up to 3,000 rows that NAB scores in its longest files) are the train split (its labels are not used: `train_labels` stays None), and the test split is the whole
 stream, so scores exist for every row NAB's scorer reads.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -27,7 +28,7 @@ from .csvread import read_numeric_csv, read_text
 from .series import Series
 from .timestamps import read_timed_csv
 
-NAB_PROBATION = 0.15
+NAB_PROBATION = 0.15  # of a stream's rows, and at most NAB_PROBATION x 5000 rows (NAB's scorer, sweeper.py)
 INCLUSIVE_END = {"asd"}  # datasets whose interpretation ranges include `end`
 CACHED = {"smd", "asd"}  # numeric-only benchmark folders whose parsed arrays are cached (data/cache.py)
 
@@ -95,8 +96,13 @@ def _load_nab(folder: Path, entity: str) -> Series:
         ts = np.array(stamps, dtype="datetime64[s]").astype(np.float64)
     except ValueError as exc:
         raise DataError(f"{path}: timestamp column cannot be parsed ({exc})") from None
-    n_train = max(int(len(values) * NAB_PROBATION), 2)
+    n_train = max(nab_probation(len(values)), 2)
     return Series(entity, channels, values[:n_train].copy(), values, labels, test_timestamps=ts)
+
+
+def nab_probation(n_rows: int) -> int:
+    """Rows NAB's scorer ignores at the start of a stream of n_rows: the only rows a detector may learn from."""
+    return int(min(math.floor(NAB_PROBATION * n_rows), NAB_PROBATION * 5000))
 
 
 def _labels(path: Path, n_rows: int) -> np.ndarray:

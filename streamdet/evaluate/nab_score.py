@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.layout import nab_probation
 from ..errors import DataError
 
 PROFILES = {  # numenta/NAB config/profiles.json
@@ -31,7 +32,6 @@ PROFILES = {  # numenta/NAB config/profiles.json
     "reward_low_FP_rate": {"tp": 1.0, "fp": 0.22, "fn": 1.0},
     "reward_low_FN_rate": {"tp": 1.0, "fp": 0.11, "fn": 2.0},
 }
-PROBATION_PERCENT = 0.15
 
 
 def scaled_sigmoid(position: float) -> float:
@@ -41,8 +41,7 @@ def scaled_sigmoid(position: float) -> float:
     return 2.0 / (1.0 + math.exp(5.0 * position)) - 1.0
 
 
-def probation_length(n_rows: int) -> int:
-    return int(min(math.floor(PROBATION_PERCENT * n_rows), PROBATION_PERCENT * 5000))
+probation_length = nab_probation  # the rows of a stream NAB's scorer ignores (data/layout.py)
 
 
 def _timestamps(root: Path, entity: str) -> np.ndarray:
