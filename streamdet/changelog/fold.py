@@ -120,7 +120,7 @@ class ChangelogFold:
         except _Unreadable:
             self.cold.append(entity)
             return None
-        except (StateError, DeltaError, KeyError, TypeError, ValueError, IndexError) as exc:
+        except (StateError, DeltaError, AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
             self._broken(entity, str(exc))
             return None
         return Restored(state, last_source, str(message["model_sha256"]))

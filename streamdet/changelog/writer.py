@@ -19,7 +19,7 @@ import random
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .codec import DELTA, SNAPSHOT, Head, encode_record
 from .delta import Mark, diff, mark_of
@@ -144,6 +144,13 @@ class ChangelogWriter:
 
     def has_chain(self, entity: str) -> bool:
         return entity in self._chains
+
+    def keep_only(self, held: Callable[[str], bool]) -> None:
+        """Forget the chains and histories of entities not `held` (before a restore learns the log's histories). An
+        entity that left (its partition moved away) and comes back must not extend the chain it had here: its
+        other owner wrote newer generations meanwhile, or erased it."""
+        for entity in [e for e in {*self._chains, *self._history} if not held(e)]:
+            self.forget(entity)
 
     def forget(self, entity: str) -> None:
         """The entity moved to another instance: its chain there starts with a snapshot."""

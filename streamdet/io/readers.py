@@ -49,7 +49,8 @@ class TopicTail:
 def read_to_end(kafka: KafkaConfig, topic: str, timeout_s: float = 60.0) -> Iterator[tuple[Optional[bytes], bytes]]:
     """Yield (key, value) of every record of `topic`, all partitions, from the beginning to the current end.
 
-    No consumer group: used to restore state from a changelog topic. A missing topic yields nothing.
+    No consumer group: used to restore state from a changelog topic. A missing topic yields nothing. KafkaDeliveryError
+    when no record comes for `timeout_s` before the end (however long the whole read takes while records come).
     """
     for r in _records_to_end(kafka, topic, None, timeout_s):
         yield r.key, r.value
@@ -78,11 +79,15 @@ def _records_to_end(kafka: KafkaConfig, topic: str, only: Optional[set[int]], ti
         end = {tp: off for tp, off in consumer.end_offsets(tps).items() if off > 0}
         deadline = time.monotonic() + timeout_s
         while end and time.monotonic() < deadline:
-            for tp, records in consumer.poll(timeout_ms=200).items():
+            batches = consumer.poll(timeout_ms=200)
+            for tp, records in batches.items():
                 yield from records
                 if tp in end and consumer.position(tp) >= end[tp]:
                     del end[tp]
+            if batches:  # progress: the deadline is for a broker that stops giving records, not for a long read
+                deadline = time.monotonic() + timeout_s
         if end:
-            raise KafkaDeliveryError(f"{topic}: could not read to the end within {timeout_s:.0f} s")
+            raise KafkaDeliveryError(f"{topic}: no record for {timeout_s:.0f} s before the end of "
+                                     + ", ".join(f"partition {tp.partition} (offset {end[tp]})" for tp in end))
     finally:
         consumer.close(autocommit=False)

@@ -124,6 +124,7 @@ class Checkpointer:
         fold = ChangelogFold()
         for key, value in records:
             fold.add(key, value)
+        self.writer.keep_only(pipeline.holds)
         wanted = {tuple(p) for p in partitions}
         restored = 0
         for entity in sorted(fold.entities()):
@@ -149,6 +150,7 @@ class Checkpointer:
             pipeline.load_state(entity, found.state)
         except Exception as exc:  # a checkpoint from an incompatible config: start cold, never crash
             log.warning("checkpoint of %s rejected (%s); starting it cold", entity, exc, extra={"entity": entity})
+            pipeline.forget([entity])  # a part loaded before the refusal (a window) would take redelivered records
             return False
         ledger.restored(entity, through)
         return True
