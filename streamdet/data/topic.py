@@ -53,7 +53,7 @@ class TopicRows:
     excluded: list[str] = field(default_factory=list)  # matching train.exclude_channels
     constant: list[str] = field(default_factory=list)
     messages: int = 0
-    rejected: Counter = field(default_factory=Counter)  # reason -> messages
+    rejected: Counter = field(default_factory=Counter)  # reason -> messages (decoding) or samples (assembly: late, bad_ts)
     dropped_rows: int = 0  # rows with a channel missing beyond carry-forward
     short: list[str] = field(default_factory=list)  # entities with too few rows for a window
 
