@@ -71,6 +71,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _need_brokers(cfg, what: str) -> None:
+    """Commands that talk to a broker another process runs cannot use "embedded" (a broker private to one process)."""
+    if cfg.kafka.bootstrap_servers == "embedded":
+        raise StreamdetError(f"{what} needs kafka.bootstrap_servers to name your Kafka brokers (host:port,...; "
+                             "config/smd.yaml reads STREAMDET_KAFKA): 'embedded' is a broker private to the one "
+                             "process that starts it (`run`, `demo`), for demos and tests")
+
+
 def _missing_paths(cfg) -> list[str]:
     """Paths a copied config often gets wrong (they resolve against the config file's folder): valid, but absent."""
     warnings = []
@@ -177,6 +185,7 @@ def replay_to_kafka(cfg, split: str = "test", entities: Optional[list[str]] = No
 
 def cmd_replay(args: argparse.Namespace) -> int:
     cfg = _load(args)
+    _need_brokers(cfg, "replay")
     report = replay_to_kafka(cfg, split=args.split, entities=_entities(args.entities), rate=args.rate,
                              limit=args.limit)
     print(f"replayed {report.records} records of {len(report.entities)} entities to "
@@ -217,7 +226,9 @@ def cmd_demo_live(args: argparse.Namespace) -> int:
 def cmd_alertmanager(args: argparse.Namespace) -> int:
     from .alertmanager.main import run_bridge
 
-    return run_bridge(_load(args))
+    cfg = _load(args)
+    _need_brokers(cfg, "alertmanager")
+    return run_bridge(cfg)
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
@@ -225,6 +236,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     from .io.readers import TopicTail
 
     cfg = _load(args)
+    _need_brokers(cfg, "alerts")
     with TopicTail(cfg.kafka, cfg.kafka.alerts_topic) as topic:
         tail(topic.poll, sys.stdout, limit=args.limit, idle_s=args.idle)
     return 0

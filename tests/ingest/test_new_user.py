@@ -56,3 +56,15 @@ def test_the_synthetic_fallback_names_its_bundle(tmp_path, capsys):
     assert fallback.data.dataset == "synthetic"
     assert fallback.path(fallback.model.bundle) == (REPO / "artifacts" / "demo-lstm_ae-synthetic.pt").resolve()
     assert f"the bundle {fallback.path(fallback.model.bundle)}" in capsys.readouterr().out
+
+
+def test_commands_that_talk_to_another_process_s_broker_refuse_embedded_in_one_line():
+    """`replay`, `alerts` and `alertmanager` need the brokers the daemon uses; with config/smd.yaml's default
+    (`embedded`, a broker private to one process) they failed with an internal message about EmbeddedBroker."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}  # no STREAMDET_KAFKA: bootstrap_servers is embedded
+    config = str(REPO / "config" / "smd.yaml")
+    for command in ("replay", "alerts", "alertmanager"):
+        done = subprocess.run([sys.executable, "-m", "streamdet", command, "--config", config], capture_output=True,
+                              text=True, timeout=60, env=env)
+        assert done.returncode == 2, (command, done.stderr[-500:])
+        assert f"{command} needs kafka.bootstrap_servers" in done.stderr and "Traceback" not in done.stderr
