@@ -50,8 +50,12 @@ def download(raw_dir: Path, machines: list[str]) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             url = f"{BASE_URL}/{part}/{machine}.txt"
             print(f"downloading {url}", file=sys.stderr)
-            with urllib.request.urlopen(url, timeout=60) as response:
-                target.write_bytes(response.read())
+            try:
+                with urllib.request.urlopen(url, timeout=60) as response:
+                    target.write_bytes(response.read())
+            except OSError as exc:  # no network, DNS, HTTP error: one line, and what was fetched stays
+                raise SystemExit(f"cannot download {url}: {exc} (files fetched so far stay in {raw_dir}; run again "
+                                 "to resume)") from None
 
 
 def _rows(path: Path) -> list[str]:

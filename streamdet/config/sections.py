@@ -131,7 +131,7 @@ class ScoringConfig:
     max_batch: int = _range(1, 100_000, default=256)
     max_wait_ms: float = _range(0, 60_000, default=50)
     max_delay_s: float = _range(0, 1e7, default=30.0)  # a point waits at most this long for its stride; 0 = no bound
-    threads: int = _range(0, 1024, default=0)  # 0 = torch default
+    threads: int = _range(0, 1024, default=0)  # 0: all cores but one with overlap, else torch's default
     overlap: bool = True  # the model runs on a worker thread while the next records are decoded (two cores)
     compile: Literal["none", "aoti"] = "none"  # aoti: compile an exported bundle for this host at start-up and reload
     compile_cache: str = ""  # compiled packages; "" = $STREAMDET_CACHE/aoti (default ~/.cache/streamdet/aoti)

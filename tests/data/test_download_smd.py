@@ -41,3 +41,15 @@ def test_conversion_of_a_raw_sample_loads_with_the_shared_loader(tmp_path):
     assert s.test_labels.tolist() == labels.tolist()
     assert s.interpretation == [(20, 25, [0, 2])]
     assert (out / "entities.csv").read_text().splitlines()[1] == "machine-1-1,60,50,38,5,0.100000"
+
+
+def test_a_download_that_cannot_reach_its_server_stops_with_one_line(tmp_path, monkeypatch):
+    """Offline, the fetch ended in a traceback; it names the URL and says that what was fetched stays."""
+    import pytest
+
+    from streamdet.io.broker import free_port
+
+    tool = _tool()
+    monkeypatch.setattr(tool, "BASE_URL", f"http://127.0.0.1:{free_port()}/smd")  # nothing listens there
+    with pytest.raises(SystemExit, match=r"cannot download http://127\.0\.0\.1:\d+/smd/train/machine-1-1\.txt"):
+        tool.download(tmp_path / "raw", ["machine-1-1"])
