@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 from kafka import KafkaProducer
+from kafka.errors import KafkaTimeoutError
 
 from ..config import KafkaConfig
 from .client import KafkaDeliveryError
@@ -27,7 +28,10 @@ class Producer:
         pending, self._pending = self._pending, []
         if not pending:
             return 0
-        self._producer.flush(timeout=timeout_s)
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaTimeoutError:  # records not acknowledged in time: found below by their futures, and kept
+            pass
         kept, first = [], None
         for topic, key, value, future in pending:
             if not future.is_done:
