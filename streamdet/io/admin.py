@@ -14,6 +14,27 @@ from .connection import client_options
 
 log = logging.getLogger(__name__)
 
+SECRET_OPTIONS = ("sasl_plain_password", "ssl_password")
+
+
+class _RedactSecrets(logging.Filter):
+    """kafka-python's admin client logs its whole configuration at DEBUG, the SASL password included: logs are
+    shipped and read by many, so the password is masked before any handler sees the record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, dict):
+            record.args = _redacted(record.args)
+        elif isinstance(record.args, tuple):
+            record.args = tuple(_redacted(a) if isinstance(a, dict) else a for a in record.args)
+        return True
+
+
+def _redacted(options: dict) -> dict:
+    return {k: "[redacted]" if k in SECRET_OPTIONS and v else v for k, v in options.items()}
+
+
+logging.getLogger("kafka.admin.client").addFilter(_RedactSecrets())
+
 
 def ensure_topics(kafka: KafkaConfig, topics: Iterable[str], compacted: bool = False) -> list[str]:
     """Create the missing topics with `kafka.partitions` partitions; return the names created.
@@ -22,13 +43,28 @@ def ensure_topics(kafka: KafkaConfig, topics: Iterable[str], compacted: bool = F
     broker refuses the setting."""
     admin = KafkaAdminClient(**client_options(kafka))
     try:
-        missing = sorted(set(topics) - set(admin.list_topics()))
+        existing = set(admin.list_topics())
+        missing = sorted(set(topics) - existing)
+        if kafka.metrics_topic in existing and kafka.metrics_topic in set(topics):
+            _check_partitions(admin, kafka)
         created = [name for name in missing if _create(admin, name, kafka.partitions, compacted)]
         if created:
             log.info("created topics %s partitions=%d", ",".join(created), kafka.partitions)
         return created
     finally:
         admin.close()
+
+
+def _check_partitions(admin: KafkaAdminClient, kafka: KafkaConfig) -> None:
+    """A metrics topic created before streamdet (auto-created by a first producer with the broker's default, often
+    1) keeps its partition count: kafka.partitions is not applied, and instances beyond that count stay idle and not
+    ready. Said at start-up, where it is otherwise silent."""
+    for topic in admin.describe_topics([kafka.metrics_topic]):
+        n = len(topic.get("partitions") or ())
+        if 0 < n < kafka.partitions:
+            log.warning("topic %s exists with %d partition(s), fewer than kafka.partitions=%d (streamdet only sizes "
+                        "topics it creates): at most %d instance(s) will consume it", kafka.metrics_topic, n,
+                        kafka.partitions, n)
 
 
 def _create(admin: KafkaAdminClient, name: str, partitions: int, compacted: bool) -> bool:

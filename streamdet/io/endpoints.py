@@ -10,6 +10,8 @@ from typing import Optional
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from ..errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -18,6 +20,7 @@ class Endpoints:
     registry, a health and a readiness (the daemon's Metrics, the Alertmanager bridge's BridgeMetrics)."""
 
     not_ready_text = b"not ready\n"
+    port_setting = "metrics port"  # what an operator changes when the port is taken (a subclass names its key)
 
     def __init__(self, host: str, port: int):
         self.host, self.requested_port = host, port
@@ -31,8 +34,13 @@ class Endpoints:
         raise NotImplementedError
 
     def start_server(self) -> int:
-        """Serve /metrics, /healthz, /readyz on host:port (0 = a free port); return the bound port."""
-        self._server = ThreadingHTTPServer((self.host, self.requested_port), _handler_for(self))
+        """Serve /metrics, /healthz, /readyz on host:port (0 = a free port); return the bound port. A port already
+        taken (another daemon on the host) is a ConfigError: one line and exit 2, not a traceback read as a crash."""
+        try:
+            self._server = ThreadingHTTPServer((self.host, self.requested_port), _handler_for(self))
+        except OSError as exc:
+            raise ConfigError(f"{self.port_setting}: cannot serve /metrics on {self.host}:{self.requested_port} "
+                              f"({exc.strerror or exc}); is another process listening there?") from exc
         self._server.daemon_threads = True
         thread = threading.Thread(target=self._server.serve_forever, name="streamdet-metrics", daemon=True)
         thread.start()

@@ -134,8 +134,9 @@ class KafkaPythonClient(ProducingClient):
             self._consumed.pop(key, None)
 
     def close(self):
-        """Close the consumer first: leaving the group may run the revoke callback, which still produces."""
+        """Close the consumer first: leaving the group may run the revoke callback, which still produces. Its own
+        deadline is the request timeout (30 s), which a frozen coordinator used up: bounded like a commit."""
         try:
-            self._consumer.close(autocommit=False)
+            self._consumer.close(autocommit=False, timeout_ms=COMMIT_TIMEOUT_MS)
         finally:
             self._producer.close()

@@ -95,6 +95,7 @@ class Metrics(Endpoints):
     (`rejected(reason)`, `scored(n)`, ...); the series, labels and units are this class's business."""
 
     not_ready_text = b"not ready: waiting for partitions or model\n"
+    port_setting = "metrics.port"
 
     def __init__(self, metrics_cfg):
         super().__init__(metrics_cfg.host, metrics_cfg.port)

@@ -11,16 +11,40 @@ defer exceptions raised in their callbacks, so an error is kept in `error` and t
 from __future__ import annotations
 
 import logging
-from typing import Optional
+import threading
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 from ..types import Partition
 from .delivery import Delivery
 
 log = logging.getLogger(__name__)
 
+RESTORE_BEAT_S = 0.5  # the heartbeat's period while a restore runs (io/metrics.py's HEALTH_STALE_S is 30 s)
+
 
 def _names(partitions: list[Partition]) -> str:
     return ",".join(f"{t}[{p}]" for t, p in partitions)
+
+
+@contextmanager
+def _beating(metrics) -> Iterator[None]:
+    """Heartbeats while a restore runs inside the poll, where the loop cannot beat: reading a large changelog takes
+    longer than /healthz allows silence, and a liveness probe would restart the daemon into the same restore, for
+    ever. A read that stops getting records still fails by itself (state.RESTORE_TIMEOUT_S)."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(RESTORE_BEAT_S):
+            metrics.heartbeat()
+
+    ticker = threading.Thread(target=beat, name="streamdet-restore-beat", daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        ticker.join()
 
 
 class Rebalance:
@@ -35,7 +59,8 @@ class Rebalance:
         d = self.delivery
         if d.checkpointer is not None and partitions:
             try:
-                d.checkpointer.restore(d.pipeline, d.ledger, set(partitions))
+                with _beating(self.metrics):
+                    d.checkpointer.restore(d.pipeline, d.ledger, set(partitions))
             except Exception as exc:
                 self.failed, self.error = True, exc
                 log.exception("restoring state failed")

@@ -1,0 +1,81 @@
+"""/healthz through a long restore. A restore reads the whole changelog inside the poll that assigns the partitions
+(minutes for a large uncompacted one); the liveness probe on /healthz must not take that for a stuck loop, or it
+restarts the daemon into the same restore, for ever."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from confluent_kafka import Producer as RawProducer
+
+from streamdet.config import load_config
+from streamdet.io import metrics as metrics_module
+from streamdet.io.admin import ensure_topics
+from streamdet.serve.daemon import Daemon
+from tests.conftest import SMD_CONFIG, tiny_overrides, wait_until
+
+STALE_S = 1.5  # /healthz's silence limit in this test (30 s in production): the restore below lasts several times it
+RECORDS = 1_000_000  # changelog tombstones (evicted entities' keys): a read of several seconds
+
+
+class Events(logging.Handler):
+    """Wall-clock times of the daemon's log lines, to know when the restore ran."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.times: dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        for start in ("partitions assigned", "restored "):
+            if record.getMessage().startswith(start):
+                self.times.setdefault(start, record.created)
+
+
+def _fill_changelog(bootstrap: str, topic: str) -> None:
+    producer = RawProducer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    for n in range(RECORDS):
+        while True:
+            try:
+                producer.produce(topic, None, b"gone-%07d" % n)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    assert producer.flush(60) == 0
+
+
+def test_healthz_stays_200_while_a_long_restore_reads_the_changelog(broker, names, tiny_bundle, monkeypatch, caplog):
+    monkeypatch.setattr(metrics_module, "HEALTH_STALE_S", STALE_S)
+    caplog.set_level(logging.INFO, logger="streamdet")
+    state = f"state-{names['group']}"
+    cfg = load_config(SMD_CONFIG, tiny_overrides(tiny_bundle) + [
+        f"kafka.metrics_topic={names['metrics']}", f"kafka.alerts_topic={names['alerts']}",
+        f"kafka.dlq_topic={names['dlq']}", f"kafka.group_id={names['group']}", f"kafka.state_topic={state}",
+        "kafka.partitions=2", "metrics.port=0", "logging.level=WARNING"])
+    kafka = cfg.kafka.at(broker.bootstrap)
+    ensure_topics(kafka, [kafka.metrics_topic])
+    ensure_topics(kafka, [state], compacted=True)
+    _fill_changelog(broker.bootstrap, state)
+    events = Events()
+    logging.getLogger("streamdet").addHandler(events)
+    daemon = Daemon(cfg, str(tiny_bundle), bootstrap=broker.bootstrap)
+    codes: list[int] = []
+    runner = threading.Thread(target=lambda: codes.append(daemon.run()), daemon=True)
+    runner.start()
+    health: list[tuple[float, bool]] = []
+    try:
+        def restored() -> bool:
+            health.append((time.time(), daemon.metrics.healthy()))
+            return "restored " in events.times
+
+        wait_until(restored, 180, "the restore to end", interval_s=0.05)
+    finally:
+        daemon.stop()
+        runner.join(60)
+        logging.getLogger("streamdet").removeHandler(events)
+    began, ended = events.times["partitions assigned"], events.times["restored "]
+    assert ended - began > 2 * STALE_S, f"the restore took {ended - began:.1f} s: too short to test anything"
+    during = [ok for t, ok in health if began <= t <= ended]
+    assert during and all(during), f"/healthz failed {during.count(False)} of {len(during)} times during the restore"
+    assert codes == [0]
