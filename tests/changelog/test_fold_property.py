@@ -75,7 +75,7 @@ class Run:
             assert restored.last_source == last_source
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(OPS, min_size=1, max_size=40), method=st.sampled_from(["pot", "percentile"]),
        max_deltas=st.integers(1, 8), size_ratio=st.sampled_from([0.5, 2.0, 100.0]), seed=st.integers(0, 2 ** 16))
 def test_fold_equals_the_latest_full_checkpoint(ops, method, max_deltas, size_ratio, seed):

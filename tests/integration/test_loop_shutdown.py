@@ -41,10 +41,12 @@ def daemon_in_an_outage(bundle, names, tmp_path):
             daemon.close()
 
 
-def test_sigterm_during_a_broker_outage_exits_0_within_the_bound(tiny_bundle, client_names, tmp_path):
+def test_sigterm_during_a_broker_outage_exits_0_within_the_bound(tiny_bundle, names, tmp_path):
     """Each shutdown commit attempt used to wait out a whole flush deadline (10 s, three times), the close's
-    revocation a fourth, and kafka-python's consumer close its request timeout: 26-48 s, past a 30 s grace period."""
-    with daemon_in_an_outage(tiny_bundle, client_names, tmp_path) as daemon:
+    revocation a fourth, and kafka-python's consumer close its request timeout: 26-48 s, past a 30 s grace period.
+    kafka-python only (the suite's time): the shutdown path is the daemon's, and that client's close had a wait of
+    its own; with confluent it took 45 s before the fix and 9 s after, measured on 2026-12-02."""
+    with daemon_in_an_outage(tiny_bundle, {**names, "client": "kafka-python"}, tmp_path) as daemon:
         started = time.monotonic()
         daemon.proc.send_signal(signal.SIGTERM)
         code = daemon.proc.wait(60)

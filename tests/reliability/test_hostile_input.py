@@ -80,6 +80,14 @@ def bad_records(now: float, n: int) -> list[tuple[str, bytes, str]]:
     return out
 
 
+def near_the_size_limit() -> list[tuple[str, bytes, str]]:
+    """Two records near the broker's message limit: a dead letter holding either whole would be over it (JSON
+    escaping, base64), which no producer can send; the daemon stopped on them, and restarted into them again."""
+    quoted = b'{"entity":"rig-a","ts":1,"note":"' + b'\\"' * 450_000 + b'"}'  # 900 KB, escaped again in a letter
+    binary = b"\xff" + bytes(range(256)) * 3_500  # 896 KB, not UTF-8: base64 makes it 1.2 MB
+    return [("bad", quoted, "too_large"), ("bad", binary, "too_large")]
+
+
 @pytest.mark.kafka
 def test_ten_thousand_bad_records_all_in_the_dlq_and_every_valid_record_scored(broker, tiny_bundle, names, tmp_path):
     from tests.reliability.helpers import rss_mib
@@ -94,7 +102,7 @@ def test_ten_thousand_bad_records_all_in_the_dlq_and_every_valid_record_scored(b
         wait_until(lambda: daemon.value("streamdet_records_consumed_total", topic=names["metrics"]) >= 300, 30,
                    "the first valid records")
         rss_before = rss_mib(daemon.proc.pid)
-        bad = bad_records(time.time(), 10_000)
+        bad = bad_records(time.time(), 10_000) + near_the_size_limit()
         mixed, j = [], 0
         for i, item in enumerate(bad):  # valid traffic interleaved with the hostile records
             mixed.append((item[0], item[1]))
@@ -112,39 +120,17 @@ def test_ten_thousand_bad_records_all_in_the_dlq_and_every_valid_record_scored(b
         assert Counter(m["reason"] for m in letters) == Counter(reason for _, _, reason in bad)
         assert all(m["detail"] and isinstance(m["source"]["offset"], int) for m in letters)
         assert len({(m["source"]["partition"], m["source"]["offset"]) for m in letters}) == len(bad)
+        cut = [m for m in letters if m["payload_bytes"] > 500_000]  # the two near the limit, cut to be sendable
+        assert sorted(m["payload_bytes"] for m in cut) == sorted(len(raw) for _, raw, _ in near_the_size_limit())
+        assert all(m["payload_truncated"] for m in cut)
+        quoted = near_the_size_limit()[0][1].decode()
+        assert any(m.get("payload") and quoted.startswith(m["payload"]) for m in cut)
         code, _ = daemon.terminate(20)
         from tests.integration.helpers import final_totals
 
         totals = final_totals(daemon)
         assert code == 0 and totals["scored"] == len(valid)  # drained at shutdown: every valid record scored
         assert rss_peak < rss_before + 150, (rss_before, rss_peak)  # bounded: nothing of the junk is kept
-    finally:
-        daemon.close()
-
-
-@pytest.mark.kafka
-def test_a_record_near_the_brokers_size_limit_is_dead_lettered_cut_and_the_daemon_goes_on(broker, tiny_bundle, names,
-                                                                                           tmp_path):
-    """A dead letter carries the payload; a record that was itself near the broker's message limit would make a dead
-    letter over it (JSON escaping, base64), which no producer can send: the daemon stopped on it, and restarted into
-    it again. The payload is cut to a bound, with its size, and the source coordinates point at the whole record."""
-    valid = scenario_records()[:300]
-    quoted = b'{"entity":"rig-a","ts":1,"note":"' + b'\\"' * 450_000 + b'"}'  # 900 KB: escaped again in the letter
-    binary = b"\xff" + bytes(range(256)) * 3_500  # 896 KB, not UTF-8: base64 makes it 1.2 MB
-    daemon = DaemonProcess(tiny_bundle, broker.bootstrap, names, tmp_path / "daemon.log",
-                           extra=("kafka.state_topic=''",))
-    try:
-        daemon.wait_ready()
-        produce(broker.bootstrap, names["metrics"], [("bad", quoted), ("bad", binary)] + valid)
-        wait_until(lambda: daemon.value("streamdet_records_scored_total") >= len(valid), 60, "the valid records scored")
-        letters = read_topic(broker.bootstrap, names["dlq"], lambda m: len(m) >= 2, 30)
-        assert daemon.proc.poll() is None, "the daemon stopped"
-        assert sorted(m["reason"] for m in letters) == ["too_large", "too_large"]
-        sizes = sorted(m["payload_bytes"] for m in letters)
-        assert sizes == sorted([len(quoted), len(binary)])
-        assert all(m["payload_truncated"] and isinstance(m["source"]["offset"], int) for m in letters)
-        text = next(m for m in letters if "payload" in m)["payload"]
-        assert quoted.decode().startswith(text) and 0 < len(text) < len(quoted)
     finally:
         daemon.close()
 
