@@ -25,13 +25,16 @@ demo-live: venv
 	$(BIN)/streamdet demo-live --config config/demo-live.yaml
 
 # The whole suite. It needs no download: without ../shared/data (or $$STREAMDET_DATA) only the tests of the real
-# benchmark files skip, and -ra lists them.
+# benchmark files skip, and -ra lists them. Two workers (pytest-xdist): most tests wait on a broker, a daemon or a
+# server, not on the CPUs. The `alone` tests (a real agent's machine-wide CPU metrics) run afterwards by themselves.
+WORKERS ?= 2
 test: venv
-	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -ra -n $(WORKERS) --dist worksteal -m "not alone" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -ra -m alone $(PYTEST_ARGS)
 
 # Without the broker and Prometheus tests (markers kafka, prometheus).
 test-fast: venv
-	$(BIN)/python -m pytest -q -ra -m "not kafka and not prometheus" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -ra -n $(WORKERS) --dist worksteal -m "not kafka and not prometheus and not alone" $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python tools/bench_pipeline.py --config config/smd.yaml

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Optional
 
 import orjson
 import pytest
@@ -22,7 +23,9 @@ from streamdet.serve.livedemo import MIN_IDLE_SHARE, cpu_load, cpu_or_load, hist
 from tests.conftest import REPO
 from tests.integration.helpers import DaemonProcess
 
-pytestmark = pytest.mark.kafka
+# alone: the load must stand out in machine-wide metrics, so nothing else may run beside it (`make test` runs it
+# after the rest of the suite)
+pytestmark = [pytest.mark.kafka, pytest.mark.alone]
 
 BASELINE_S = 120.0
 LOAD_S = 20.0
@@ -67,18 +70,20 @@ def test_collectd_to_alert_and_back(broker, names, tmp_path):
                 alerts: list[dict] = []
                 # the load starts on a quiet detector: 30 rows scored and no alert open (training's own CPU use
                 # lifts the load average for a while, and an open episode would absorb the load's alert)
-                _collect(tail, alerts, lambda got: daemon.value("streamdet_records_scored_total") >= 30
-                         and _all_resolved(got), 150)
+                settled = Watch(daemon)
+                _collect(tail, alerts, lambda got: settled.scored() >= 30 and _all_resolved(got), 150, settled)
+                assert settled.scored() >= 30, f"the daemon scored {settled.scored():.0f} rows in 150 s: {settled}"
                 load_started = time.time()
                 waiter = threading.Thread(target=cpu_load(LOAD_S), daemon=True)
                 waiter.start()
                 # the 1-minute load average decays for a couple of minutes after the load: the resolve waits for it
-                _collect(tail, alerts, lambda got: _fired_and_resolved(got, load_started), LOAD_S + 240)
+                loaded = Watch(daemon)
+                _collect(tail, alerts, lambda got: _fired_and_resolved(got, load_started), LOAD_S + 240, loaded)
                 waiter.join(60)
             seen = [(a["status"], round(a["start_ts"] - load_started, 1), round(a["ts"] - load_started, 1),
                      [c["name"] for c in a["top_channels"]]) for a in alerts]  # times relative to the load
             firing = [a for a in alerts if a["status"] == "firing" and a["start_ts"] >= load_started - 2]
-            assert any(cpu_or_load(a) for a in firing), (seen, daemon.log_text()[-2000:])
+            assert any(cpu_or_load(a) for a in firing), (seen, f"before the load: {settled}", f"from it: {loaded}")
             resolved = [a for a in alerts if a["status"] == "resolved" and a["alert_id"] in
                         {f["alert_id"] for f in firing if cpu_or_load(f)}]
             assert resolved and max(a["ts"] for a in resolved) >= load_started + LOAD_S - 2, seen  # after the load
@@ -97,11 +102,44 @@ def _fired_and_resolved(alerts: list[dict], load_started: float) -> bool:
                                          and cpu_or_load(a) for a in alerts)
 
 
-def _collect(tail, alerts: list[dict], done, timeout_s: float) -> None:
+def _collect(tail, alerts: list[dict], done, timeout_s: float, watch: "Watch") -> None:
     """Read alerts into `alerts` until done(alerts) or the timeout (then the caller's asserts say what came)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not done(alerts):
         alerts += [orjson.loads(raw) for raw in tail.poll(timeout_ms=500)]
+        watch.look()
+
+
+class Watch:
+    """What the daemon's /metrics showed over one phase, for a failure message that says why no alert came: rows
+    scored, the highest score against the threshold, records rejected, and the log's warnings."""
+
+    def __init__(self, daemon: DaemonProcess):
+        self.daemon = daemon
+        self.first_scored: Optional[float] = None
+        self.last: dict = {}
+        self.peak = (0.0, 0.0)  # (score, threshold) at the highest ratio
+
+    def look(self) -> None:
+        self.last = self.daemon.samples()
+        scored = self.scored()
+        self.first_scored = scored if self.first_scored is None else self.first_scored
+        scores = {labels: v for (name, labels), v in self.last.items() if name == "streamdet_entity_score"}
+        for labels, score in scores.items():
+            threshold = self.last.get(("streamdet_entity_threshold", labels), 0.0)
+            if threshold > 0 and score / threshold > self.peak[0] / max(self.peak[1], 1e-12):
+                self.peak = (score, threshold)
+
+    def scored(self) -> float:
+        return self.last.get(("streamdet_records_scored_total", ()), 0.0)
+
+    def __str__(self) -> str:
+        rejected = {dict(labels).get("reason"): v for (name, labels), v in self.last.items()
+                    if name == "streamdet_records_rejected_total"}
+        warnings = [line[-300:] for line in self.daemon.log_text().splitlines()
+                    if '"level":"WARNING"' in line or '"level":"ERROR"' in line][-5:]
+        return (f"rows scored {self.first_scored or 0:.0f} -> {self.scored():.0f}, highest score {self.peak[0]:.4g} "
+                f"against threshold {self.peak[1]:.4g}, rejected {rejected}, last warnings {warnings}")
 
 
 class LiveDaemon(DaemonProcess):
