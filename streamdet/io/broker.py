@@ -45,9 +45,11 @@ def broker_binary() -> str:
 class EmbeddedBroker:
     """A Tansu broker process on 127.0.0.1:<free port>; `with EmbeddedBroker() as b: b.bootstrap`."""
 
-    def __init__(self, port: Optional[int] = None, log_path: Optional[Path] = None):
+    def __init__(self, port: Optional[int] = None, log_path: Optional[Path] = None,
+                 advertised_port: Optional[int] = None):
         self.host = "127.0.0.1"
         self.port = port or free_port(self.host)
+        self.advertised_port = advertised_port or self.port  # another port: clients reach it through a proxy there
         self.log_path = log_path
         self._proc: Optional[subprocess.Popen] = None
         self._log_file = None
@@ -64,7 +66,8 @@ class EmbeddedBroker:
     def start(self, timeout_s: float = START_TIMEOUT_S) -> "EmbeddedBroker":
         """Start the process and return once a client can fetch cluster metadata."""
         url = f"tcp://{self.bootstrap}"
-        cmd = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+        cmd = [broker_binary(), "broker", "--listener-url", url,
+               "--advertised-listener-url", f"tcp://{self.host}:{self.advertised_port}",
                "--storage-engine", "memory://tansu/"]
         self._log_file = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self._proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT,

@@ -62,6 +62,12 @@ class StreamClient:
     def assignment(self) -> set[Partition]:
         raise NotImplementedError
 
+    def hold_intake(self, hold: bool) -> None:
+        """Pause (True) or resume (False) fetching from every assigned partition, in the group all the while; a
+        partition assigned while held is paused at the next call. Records already read are not lost: fetching
+        resumes at the next record poll() has not returned."""
+        raise NotImplementedError
+
     def lag(self) -> dict[Partition, int]:
         raise NotImplementedError
 

@@ -98,6 +98,7 @@ class ConfluentClient(ProducingClient):
         # the assignment as read after the last rebalance (None: read it again); lag() runs after every poll, and
         # Consumer.assignment() costs ~14 us a call (~9 % of the loop at 10,000 hosts x 1 record per 10 s)
         self._assigned: Optional[list[TopicPartition]] = None
+        self._holding = False  # hold_intake(True) paused the assignment
 
     def subscribe(self, topics, on_assign, on_revoke):
         def assigned(_consumer, partitions):
@@ -175,6 +176,17 @@ class ConfluentClient(ProducingClient):
 
     def assignment(self):
         return {Partition(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def hold_intake(self, hold):
+        """librdkafka drops what it had fetched for a paused partition and fetches again from the next record the
+        consumer has not returned once it is resumed. It keeps a partition's pause across a rebalance (the assignment
+        it comes back with is still paused), so a release resumes the whole assignment, not the partitions paused."""
+        if not hold and not self._holding:
+            return
+        assigned = self._consumer.assignment()
+        if assigned:
+            (self._consumer.pause if hold else self._consumer.resume)(assigned)
+        self._holding = hold
 
     def lag(self):
         """Records behind the partition end, from the high-water marks librdkafka caches from fetches."""

@@ -107,6 +107,15 @@ class KafkaPythonClient(ProducingClient):
     def assignment(self):
         return {Partition(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
+    def hold_intake(self, hold):
+        paused = self._consumer.paused()
+        if hold:
+            unpaused = self._consumer.assignment() - paused
+            if unpaused:
+                self._consumer.pause(*unpaused)
+        elif paused:
+            self._consumer.resume(*paused)
+
     def lag(self):
         """Records behind the partition end, from the high-water marks of the latest fetches (no extra request)."""
         out = {}

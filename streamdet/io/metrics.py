@@ -120,6 +120,11 @@ class Metrics(Endpoints):
         self._last_record = Gauge("streamdet_last_record_timestamp_seconds", "Wall clock of the last consumed record",
                                   registry=r)
         self._commits = Counter("streamdet_commits", "Offset commits", registry=r)
+        self._intake_held = Gauge("streamdet_intake_held", "1 while fetching is paused because the broker does not "
+                                  "acknowledge what the daemon produces (alerts, dead letters, checkpoints)",
+                                  registry=r)
+        self._unacknowledged = Gauge("streamdet_unacknowledged_records", "Records produced and not yet acknowledged "
+                                     "by the broker (kept for the next flush)", registry=r)
         self._kafka_errors = Counter("streamdet_kafka_errors", "Kafka client errors", ["kind"], registry=r)
         self._ready = Gauge("streamdet_ready", "1 when partitions are assigned and the model is loaded", registry=r)
         self._model_info = Info("streamdet_model", "The loaded model bundle", registry=r)
@@ -260,6 +265,10 @@ class Metrics(Endpoints):
 
     def _set_ready(self) -> None:
         self._ready.set(1.0 if self.is_ready() else 0.0)
+
+    def set_intake(self, held: bool, unacknowledged: int) -> None:
+        self._intake_held.set(1.0 if held else 0.0)
+        self._unacknowledged.set(unacknowledged)
 
     def set_lag(self, lags: dict[tuple[str, int], int]) -> None:
         """Export lag for the current partitions and drop the label sets of partitions no longer assigned."""

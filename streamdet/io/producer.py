@@ -17,7 +17,11 @@ class Producer:
     every such record: the next flush sends the failed ones again (at-least-once; consumers dedupe on alert_id)."""
 
     def __init__(self, kafka: KafkaConfig):
-        self._producer = KafkaProducer(acks="all", retries=5, linger_ms=5, **client_options(kafka))
+        # no idempotence (kafka-python 3 turns it on with acks=all): after a batch is lost to a broken connection the
+        # idempotent producer fails every later batch (OutOfOrderSequenceNumber, then a producer id it cannot renew
+        # on a broker that forgot it) and never delivers again; the kept records are sent again as new records
+        self._producer = KafkaProducer(acks="all", retries=5, linger_ms=5, enable_idempotence=False,
+                                       **client_options(kafka))
         self._pending: list = []  # (topic, key, value, future)
 
     def produce(self, topic: str, key: Optional[bytes], value: bytes) -> None:

@@ -54,6 +54,7 @@ class Daemon:
         self.heap = GrowthFreezer()
         self._drain_on_stop = False
         self._pending_at_stop = 0
+        self._intake_held = False
 
     def stop(self, drain: bool = False) -> None:
         """End the loop. drain=True scores partial windows even when checkpoints could carry them (finite replays)."""
@@ -242,6 +243,7 @@ class Daemon:
         k, d = self.kafka, self.delivery
         while not self._stop.is_set() and self.client is not None:
             self._maybe_reload()
+            self._hold_intake()
             try:
                 items = self.client.poll(self._poll_timeout_ms(), k.max_poll_records)
             except Exception as exc:
@@ -261,6 +263,23 @@ class Daemon:
             d.commit()
             self._once_a_second()
             self.health.probe(self.client, bool(items))
+
+    def _hold_intake(self) -> None:
+        """No new records while the broker does not acknowledge what the daemon produced (a failed flush: the broker
+        away, the alerts topic gone or leaderless, produce refused): consuming on would pile up alerts, dead letters
+        and checkpoints in memory without bound. Fetching resumes when a flush is acknowledged again."""
+        held = self.health.failing
+        if held or self._intake_held:
+            self.client.hold_intake(held)  # every turn while held: partitions assigned meanwhile are paused too
+        if held != self._intake_held:
+            unacknowledged = self.client.unacknowledged()
+            if held:
+                log.warning("fetching paused: the broker does not acknowledge produced records (%d waiting)",
+                            unacknowledged)
+            else:
+                log.info("fetching resumed: the broker acknowledges produced records again")
+            self.metrics.set_intake(held, unacknowledged)
+            self._intake_held = held
 
     def _maybe_reload(self) -> None:
         """Swap in a new bundle between batches when the file changed or SIGHUP asked (verified first)."""
@@ -305,5 +324,6 @@ class Daemon:
             return
         self._next_lag = now + LAG_INTERVAL_S
         self.metrics.set_lag(self.client.lag())
+        self.metrics.set_intake(self._intake_held, self.client.unacknowledged())
         self.metrics.entities_active(self.pipeline.n_entities)
         self.heap.entities_served(self.pipeline.n_entities)
