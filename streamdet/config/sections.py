@@ -37,6 +37,8 @@ class KafkaConfig:
     client_id: str = "streamdet"
     client: Literal["confluent", "kafka-python"] = "confluent"  # the metrics consumer's library (see io/confluent.py)
     partitions: int = _range(1, 10_000, default=4)  # used when streamdet creates a missing topic
+    # replicas of a topic streamdet creates; -1: the cluster's default.replication.factor (Kafka 2.4 and later)
+    replication_factor: int = _range(-1, 100, default=-1)
     session_timeout_ms: int = _range(1000, 300_000, default=10_000)
     heartbeat_interval_ms: int = _range(100, 60_000, default=1000)
     max_poll_records: int = _range(1, 1_000_000, default=5000)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from typing import Iterable, Optional
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from ..config import KafkaConfig
+from ..errors import ConfigError
 from .connection import client_options
 
 log = logging.getLogger(__name__)
@@ -41,16 +42,21 @@ def ensure_topics(kafka: KafkaConfig, topics: Iterable[str], compacted: bool = F
 
     compacted=True (the state changelog) asks for cleanup.policy=compact, and falls back to a plain topic if the
     broker refuses the setting."""
+    if kafka.replication_factor == 0:
+        raise ConfigError("kafka.replication_factor: 0 replicas; give 1 or more, or -1 for the cluster's "
+                          "default.replication.factor")
     admin = KafkaAdminClient(**client_options(kafka))
     try:
         existing = set(admin.list_topics())
         missing = sorted(set(topics) - existing)
         if kafka.metrics_topic in existing and kafka.metrics_topic in set(topics):
             _check_partitions(admin, kafka)
-        created = [name for name in missing if _create(admin, name, kafka.partitions, compacted)]
-        if created:
-            log.info("created topics %s partitions=%d", ",".join(created), kafka.partitions)
-        return created
+        replicas = {name: n for name in missing
+                    if (n := _create(admin, name, kafka.partitions, kafka.replication_factor, compacted)) is not None}
+        if replicas:
+            log.info("created topics %s partitions=%d replicas=%s", ",".join(replicas), kafka.partitions,
+                     ",".join(sorted({str(n) for n in replicas.values()})))
+        return list(replicas)
     finally:
         admin.close()
 
@@ -67,16 +73,18 @@ def _check_partitions(admin: KafkaAdminClient, kafka: KafkaConfig) -> None:
                         kafka.partitions, n)
 
 
-def _create(admin: KafkaAdminClient, name: str, partitions: int, compacted: bool) -> bool:
-    """False when another instance created it first."""
+def _create(admin: KafkaAdminClient, name: str, partitions: int, replicas: int, compacted: bool) -> Optional[int]:
+    """Create one topic; return its replication factor as the broker reports it, None when another instance
+    created it first."""
     configs = {"cleanup.policy": "compact"} if compacted else {}
     try:
-        admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
+        answer = admin.create_topics([NewTopic(name, partitions, replicas, topic_configs=configs)])
     except TopicAlreadyExistsError:
-        return False
+        return None
     except KafkaError as exc:
         if not compacted:
             raise
         log.warning("broker refused a compacted %s (%s); creating it plain", name, exc)
-        return _create(admin, name, partitions, compacted=False)
-    return True
+        return _create(admin, name, partitions, replicas, compacted=False)
+    reported = [t.get("replication_factor") for t in (answer or {}).get("topics", ()) if t.get("name") == name]
+    return reported[0] if reported and reported[0] is not None else replicas
