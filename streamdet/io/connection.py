@@ -16,6 +16,12 @@ from ..config import KafkaConfig
 from ..errors import ConfigError
 from .client import BrokerUnavailable, KafkaDeliveryError
 
+# How long a kafka-python client (admin, consumer, producer, readers) waits for its first broker answer. Its default,
+# 30 s, made each start-up attempt against a broker that accepts connections but does not answer (frozen, overloaded)
+# block the daemon for 30 s: /healthz went stale and a SIGTERM waited it out. A healthy broker answers in
+# milliseconds, a distant one in a second or two.
+BOOTSTRAP_TIMEOUT_MS = 10_000
+
 
 def error_kind(exc: BaseException) -> str | None:
     """A bounded label for a Kafka failure (for streamdet_kafka_errors_total), or None if it is not one."""
@@ -64,7 +70,8 @@ def security_options(kafka: KafkaConfig) -> dict:
 def client_options(kafka: KafkaConfig, role: str = "") -> dict:
     """kafka-python keyword arguments every client of this section shares: servers, client id, security."""
     client_id = f"{kafka.client_id}-{role}" if role else kafka.client_id
-    return {"bootstrap_servers": bootstrap_of(kafka), "client_id": client_id, **security_options(kafka)}
+    return {"bootstrap_servers": bootstrap_of(kafka), "client_id": client_id,
+            "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS, **security_options(kafka)}
 
 
 def accepts_connections(bootstrap: str, timeout_s: float = 1.0) -> bool:

@@ -16,10 +16,8 @@ PASSWORD = "pw-that-must-not-be-logged-7f3a"
 
 
 def test_creating_topics_at_debug_level_never_logs_the_sasl_password(broker, monkeypatch):
-    from kafka import KafkaAdminClient
-
     monkeypatch.setenv("STREAMDET_TEST_PW", PASSWORD)
-    monkeypatch.setitem(KafkaAdminClient.DEFAULT_CONFIG, "bootstrap_timeout_ms", 2000)  # the failing attempt: 2 s
+    monkeypatch.setattr("streamdet.io.connection.BOOTSTRAP_TIMEOUT_MS", 2000)  # the failing attempt: 2 s
     cfg = load_config(None, ["logging.level=DEBUG", "kafka.security.protocol=SASL_PLAINTEXT",
                              "kafka.security.sasl_mechanism=PLAIN", "kafka.security.sasl_username=svc",
                              "kafka.security.sasl_password_env=STREAMDET_TEST_PW"])

@@ -79,3 +79,27 @@ def test_broker_frozen_for_30_s_mid_run_loses_nothing(tiny_bundle, client_names,
             assert len(warnings_about_outage(daemon)) <= 2  # probe and commit may each notice it first
         finally:
             daemon.close()
+
+
+def test_broker_hung_at_start_up_leaves_the_daemon_live_and_stoppable(tiny_bundle, names, tmp_path):
+    """A broker that accepts connections but answers nothing (frozen, overloaded): each start-up attempt gives up
+    after io.connection.BOOTSTRAP_TIMEOUT_MS (10 s; kafka-python's own 30 s kept /healthz silent for as long), so
+    attempts repeat, /healthz stays 200 and SIGTERM ends the daemon within one attempt."""
+    with EmbeddedBroker() as broker:
+        os.kill(broker.pid, signal.SIGSTOP)
+        daemon = start_daemon(tiny_bundle, broker.bootstrap, names, tmp_path / "daemon.log")
+        try:
+            wait_until(lambda: daemon.get("/healthz")[0] == 200, 30, "the daemon's /healthz")
+            health: list[int] = []
+
+            def attempts() -> float:
+                health.append(daemon.get("/healthz")[0])
+                return sum(v for (n, _), v in daemon.samples().items() if n == "streamdet_kafka_errors_total")
+
+            wait_until(lambda: attempts() >= 2, 35, "two failed start-up attempts")
+            assert set(health) == {200} and daemon.get("/readyz")[0] == 503
+            code, seconds = daemon.terminate(20)
+            assert code == 0 and seconds < 15, (code, seconds)
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)
+            daemon.close()
