@@ -175,7 +175,7 @@ class Daemon:
 
             checkpointer = Checkpointer(k, self.client, metrics=self.metrics)
         self.delivery = Delivery(k, self.client, self.pipeline, self.metrics, self.health, checkpointer, self.observer)
-        self.rebalance = Rebalance(self.delivery, self.metrics)
+        self.rebalance = Rebalance(self.delivery, self.metrics, self._stop.is_set)
         self.client.subscribe([k.metrics_topic], self.rebalance.on_assign, self.rebalance.on_revoke)
 
     def _resolve_bootstrap(self, stack: ExitStack):
@@ -254,6 +254,8 @@ class Daemon:
             self.metrics.heartbeat()
             if self.rebalance.error is not None:
                 raise RuntimeError("rebalance callback failed") from self.rebalance.error
+            if self.rebalance.unrestored:
+                items = self._leave_unrestored(items)
             backlog = self._backlog()
             if items:
                 self._note_consumed(items)
@@ -263,6 +265,14 @@ class Daemon:
             d.commit()
             self._once_a_second()
             self.health.probe(self.client, bool(items))
+
+    def _leave_unrestored(self, items: list) -> list:
+        """A stop ended the restore of some partitions (the loop ends after this turn): their records are neither
+        scored without their state nor counted as read, so no offset of theirs is committed; the next owner
+        restores them and reads on from the last commit."""
+        unrestored = self.rebalance.unrestored
+        self.client.forget(unrestored)
+        return [item for item in items if (item[1].topic, item[1].partition) not in unrestored]
 
     def _hold_intake(self) -> None:
         """No new records while the broker does not acknowledge what the daemon produced (a failed flush: the broker

@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 import threading
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from ..types import Partition
 from .delivery import Delivery
+from .state import RestoreInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,13 @@ def _beating(metrics) -> Iterator[None]:
 
 
 class Rebalance:
-    def __init__(self, delivery: Delivery, metrics):
+    def __init__(self, delivery: Delivery, metrics, stopping: Callable[[], bool] = lambda: False):
         self.delivery = delivery
         self.metrics = metrics
+        self.stopping = stopping  # true once the daemon is asked to stop: a restore in progress gives up
         self.failed = False  # set by the loop when it fails: a revocation then commits nothing
         self.error: Optional[BaseException] = None
+        self.unrestored: set[Partition] = set()  # assigned, but a stop ended their restore: never to be served
 
     def on_assign(self, partitions: list[Partition]) -> None:
         log.info("partitions assigned partitions=%s", _names(partitions))
@@ -60,7 +63,11 @@ class Rebalance:
         if d.checkpointer is not None and partitions:
             try:
                 with _beating(self.metrics):
-                    d.checkpointer.restore(d.pipeline, d.ledger, set(partitions))
+                    d.checkpointer.restore(d.pipeline, d.ledger, set(partitions), self.stopping)
+            except RestoreInterrupted:
+                self.unrestored.update(partitions)
+                log.info("restore interrupted by the stop: partitions %s are left to their next owner",
+                         _names(partitions))
             except Exception as exc:
                 self.failed, self.error = True, exc
                 log.exception("restoring state failed")

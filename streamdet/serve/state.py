@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Collection, Iterable, Optional
+from typing import Any, Callable, Collection, Iterable, Iterator, Optional
 
 from ..changelog import ChangelogFold, ChangelogWriter, StateError
 from ..changelog.codec import MAGIC, SNAPSHOT, Head, decode_legacy, decode_record
@@ -26,7 +26,18 @@ log = logging.getLogger(__name__)
 
 RESTORE_TIMEOUT_S = 60.0
 
-__all__ = ["Checkpointer", "StateError", "decode_checkpoint", "encode_checkpoint"]
+__all__ = ["Checkpointer", "RestoreInterrupted", "StateError", "decode_checkpoint", "encode_checkpoint"]
+
+
+class RestoreInterrupted(Exception):
+    """A stop came while the changelog was being read: nothing was restored, the partitions are left unserved."""
+
+
+def _until_stopped(records: Iterable, stopping: Callable[[], bool]) -> Iterator:
+    for n, record in enumerate(records):
+        if n % 1024 == 0 and stopping():
+            raise RestoreInterrupted()
+        yield record
 
 
 def encode_checkpoint(entity: str, state: dict, last_source: Source, model_sha256: str) -> bytes:
@@ -115,9 +126,12 @@ class Checkpointer:
                 self.metrics.checkpointed(kind, len(key) + len(value or b""))
         return len(records)
 
-    def restore(self, pipeline, ledger, partitions: set) -> int:
-        """Restore every entity whose records come from `partitions`; returns how many."""
-        return self.restore_from(pipeline, ledger, partitions, read_to_end(self.kafka, self.topic, RESTORE_TIMEOUT_S))
+    def restore(self, pipeline, ledger, partitions: set, stopping: Optional[Callable[[], bool]] = None) -> int:
+        """Restore every entity whose records come from `partitions`; returns how many. RestoreInterrupted when
+        `stopping()` turns true during the read (a SIGTERM should not wait minutes for a large changelog)."""
+        records = read_to_end(self.kafka, self.topic, RESTORE_TIMEOUT_S)
+        return self.restore_from(pipeline, ledger, partitions,
+                                 records if stopping is None else _until_stopped(records, stopping))
 
     def restore_from(self, pipeline, ledger, partitions: set, records: Iterable[tuple[Any, Any]]) -> int:
         """`restore` from (key, value) changelog records in log order."""
