@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 from confluent_kafka import Consumer, TopicPartition
@@ -62,27 +64,35 @@ def _config_with_a_long_changelog(broker, names, tiny_bundle, client: str = "con
     return cfg
 
 
+@contextmanager
+def running_daemon(cfg, bundle, bootstrap: str) -> Iterator[tuple[Daemon, Events, list[int]]]:
+    """The daemon's loop in a thread, its log lines' times in Events; stopped and joined on the way out (its exit
+    code lands in the list)."""
+    events = Events()
+    logging.getLogger("streamdet").addHandler(events)
+    daemon = Daemon(cfg, str(bundle), bootstrap=bootstrap)
+    codes: list[int] = []
+    runner = threading.Thread(target=lambda: codes.append(daemon.run()), daemon=True)
+    runner.start()
+    try:
+        yield daemon, events, codes
+    finally:
+        daemon.stop()
+        runner.join(60)
+        logging.getLogger("streamdet").removeHandler(events)
+
+
 def test_healthz_stays_200_while_a_long_restore_reads_the_changelog(broker, names, tiny_bundle, monkeypatch, caplog):
     monkeypatch.setattr(metrics_module, "HEALTH_STALE_S", STALE_S)
     caplog.set_level(logging.INFO, logger="streamdet")
     cfg = _config_with_a_long_changelog(broker, names, tiny_bundle)
-    events = Events()
-    logging.getLogger("streamdet").addHandler(events)
-    daemon = Daemon(cfg, str(tiny_bundle), bootstrap=broker.bootstrap)
-    codes: list[int] = []
-    runner = threading.Thread(target=lambda: codes.append(daemon.run()), daemon=True)
-    runner.start()
     health: list[tuple[float, bool]] = []
-    try:
+    with running_daemon(cfg, tiny_bundle, broker.bootstrap) as (daemon, events, codes):
         def restored() -> bool:
             health.append((time.time(), daemon.metrics.healthy()))
             return "restored " in events.times
 
         wait_until(restored, 180, "the restore to end", interval_s=0.05)
-    finally:
-        daemon.stop()
-        runner.join(60)
-        logging.getLogger("streamdet").removeHandler(events)
     began, ended = events.times["partitions assigned"], events.times["restored "]
     assert ended - began > 2 * STALE_S, f"the restore took {ended - began:.1f} s: too short to test anything"
     during = [ok for t, ok in health if began <= t <= ended]
@@ -102,19 +112,9 @@ def test_a_stop_during_a_long_restore_ends_the_daemon_without_committing_what_it
     for n in range(50):  # records a wrong shutdown would commit
         producer.produce(names["metrics"], record("rig-a", n, np.zeros(8)), b"rig-a")
     assert producer.flush(30) == 0
-    events = Events()
-    logging.getLogger("streamdet").addHandler(events)
-    daemon = Daemon(cfg, str(tiny_bundle), bootstrap=broker.bootstrap)
-    codes: list[int] = []
-    runner = threading.Thread(target=lambda: codes.append(daemon.run()), daemon=True)
-    runner.start()
-    try:
+    with running_daemon(cfg, tiny_bundle, broker.bootstrap) as (daemon, events, codes):
         wait_until(lambda: "partitions assigned" in events.times, 60, "the restore to begin", interval_s=0.01)
-        daemon.stop()
-        runner.join(60)
-    finally:
-        daemon.stop()
-        logging.getLogger("streamdet").removeHandler(events)
+        daemon.stop()  # the restore has just begun: reading the changelog to its end takes seconds
     assert codes == [0]
     assert "restore interrupted" in events.times and "restored " not in events.times, events.times
     consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": names["group"]})
