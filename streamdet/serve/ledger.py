@@ -38,10 +38,15 @@ class Ledger:
         return self._already_held if self._skip_through else None
 
     def _already_held(self, entity: str, source: Source) -> bool:
+        """A redelivered record sits at or below the checkpoint's offset with a timestamp no later than its record's
+        (Kafka keeps a record's timestamp). A record below that offset but newer is not one: the topic was deleted
+        and created again, its offsets restarted at 0, and skipping by offset alone dropped every new record of the
+        entity until the new offsets passed the old ones."""
         held = self._skip_through.get(entity)
         if held is None:
             return False
-        if source.topic == held.topic and source.partition == held.partition and source.offset <= held.offset:
+        if (source.topic == held.topic and source.partition == held.partition and source.offset <= held.offset
+                and source.timestamp_ms <= held.timestamp_ms):
             self.skipped += 1
             return True
         del self._skip_through[entity]  # past the checkpoint: from here on every record is new

@@ -69,3 +69,16 @@ def test_pipeline_state_through_the_codec_continues_identically():
                                                       *restored.flush_batches().points()]]
     want = [(s.source, s.score, s.threshold) for s in [*a.process(items(23, 60)).points(), *a.flush_batches().points()]]
     assert got == want and ledger.skipped == 3 and ledger.skip_filter() is None  # past the checkpoint: no filter
+
+
+def test_a_recreated_topic_s_records_are_scored_though_their_offsets_are_below_the_checkpoint():
+    """The metrics topic deleted and created again: offsets restart at 0, timestamps go on. Records below the
+    restored checkpoint's offset but newer than its record are new (scored); older ones are redeliveries (skipped)."""
+    through = Source("m", 0, 5_000, 1_000_000)
+    ledger = Ledger()
+    ledger.restored("e", through)
+    held = ledger.skip_filter()
+    assert held("e", Source("m", 0, 4_990, 999_990)) and held("e", Source("m", 0, 5_000, 1_000_000))
+    assert ledger.skipped == 2
+    assert not held("e", Source("m", 0, 0, 1_000_500))  # the recreated topic's first record
+    assert ledger.skip_filter() is None  # from here on every record of the entity is new
