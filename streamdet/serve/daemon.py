@@ -1,10 +1,11 @@
 """The online daemon: start-up, the loop and shutdown; it wires the Kafka and Prometheus adapters to the stages.
 
-One loop: poll -> pipeline.process -> delivery.publish (dead letters, alerts) -> delivery.commit (every
-kafka.commit_interval_ms: the ordered commit of delivery.py). SIGTERM/SIGINT stop polling, drain the partial windows
-(or leave them to the checkpoints), commit and exit 0. An unexpected error commits nothing and exits 1, so that Kafka
-redelivers after a restart. A second signal ends the process at once. About 300 lines: start-up, loop and shutdown
-share their state (client, pipeline, delivery, health) and read best in one place.
+One loop: poll (held while the broker does not acknowledge writes: intake.py) -> pipeline.process -> delivery.publish
+(dead letters, alerts) -> delivery.commit (every kafka.commit_interval_ms: the ordered commit of delivery.py).
+SIGTERM/SIGINT stop polling, drain the partial windows (or leave them to the checkpoints), commit and exit 0. An
+unexpected error commits nothing and exits 1, so that Kafka redelivers after a restart. A second signal ends the
+process at once. About 300 lines: start-up, loop and shutdown share their state (client, pipeline, delivery, health)
+and read best in one place.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..io.metrics import Metrics
 from .backoff import PROBE_TIMEOUT_MS, BrokerHealth
 from .delivery import Delivery
 from .heap import GrowthFreezer, freeze_startup_heap, refreeze_after_reload
+from .intake import IntakeGate
 from .rebalance import Rebalance
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ class Daemon:
         self.heap = GrowthFreezer()
         self._drain_on_stop = False
         self._pending_at_stop = 0
-        self._intake_held = False
+        self.intake: Optional[IntakeGate] = None
 
     def stop(self, drain: bool = False) -> None:
         """End the loop. drain=True scores partial windows even when checkpoints could carry them (finite replays)."""
@@ -176,6 +178,7 @@ class Daemon:
             checkpointer = Checkpointer(k, self.client, metrics=self.metrics)
         self.delivery = Delivery(k, self.client, self.pipeline, self.metrics, self.health, checkpointer, self.observer)
         self.rebalance = Rebalance(self.delivery, self.metrics, self._stop.is_set)
+        self.intake = IntakeGate(self.client, self.health, self.metrics)
         self.client.subscribe([k.metrics_topic], self.rebalance.on_assign, self.rebalance.on_revoke)
 
     def _resolve_bootstrap(self, stack: ExitStack):
@@ -243,7 +246,7 @@ class Daemon:
         k, d = self.kafka, self.delivery
         while not self._stop.is_set() and self.client is not None:
             self._maybe_reload()
-            self._hold_intake()
+            self.intake.update()
             try:
                 items = self.client.poll(self._poll_timeout_ms(), k.max_poll_records)
             except Exception as exc:
@@ -255,7 +258,7 @@ class Daemon:
             if self.rebalance.error is not None:
                 raise RuntimeError("rebalance callback failed") from self.rebalance.error
             if self.rebalance.unrestored:
-                items = self._leave_unrestored(items)
+                items = self.rebalance.leave_unrestored(items, self.client)
             backlog = self._backlog()
             if items:
                 self._note_consumed(items)
@@ -265,31 +268,6 @@ class Daemon:
             d.commit()
             self._once_a_second()
             self.health.probe(self.client, bool(items))
-
-    def _leave_unrestored(self, items: list) -> list:
-        """A stop ended the restore of some partitions (the loop ends after this turn): their records are neither
-        scored without their state nor counted as read, so no offset of theirs is committed; the next owner
-        restores them and reads on from the last commit."""
-        unrestored = self.rebalance.unrestored
-        self.client.forget(unrestored)
-        return [item for item in items if (item[1].topic, item[1].partition) not in unrestored]
-
-    def _hold_intake(self) -> None:
-        """No new records while the broker does not acknowledge what the daemon produced (a failed flush: the broker
-        away, the alerts topic gone or leaderless, produce refused): consuming on would pile up alerts, dead letters
-        and checkpoints in memory without bound. Fetching resumes when a flush is acknowledged again."""
-        held = self.health.failing
-        if held or self._intake_held:
-            self.client.hold_intake(held)  # every turn while held: partitions assigned meanwhile are paused too
-        if held != self._intake_held:
-            unacknowledged = self.client.unacknowledged()
-            if held:
-                log.warning("fetching paused: the broker does not acknowledge produced records (%d waiting)",
-                            unacknowledged)
-            else:
-                log.info("fetching resumed: the broker acknowledges produced records again")
-            self.metrics.set_intake(held, unacknowledged)
-            self._intake_held = held
 
     def _maybe_reload(self) -> None:
         """Swap in a new bundle between batches when the file changed or SIGHUP asked (verified first)."""
@@ -334,6 +312,6 @@ class Daemon:
             return
         self._next_lag = now + LAG_INTERVAL_S
         self.metrics.set_lag(self.client.lag())
-        self.metrics.set_intake(self._intake_held, self.client.unacknowledged())
+        self.intake.export()
         self.metrics.entities_active(self.pipeline.n_entities)
         self.heap.entities_served(self.pipeline.n_entities)

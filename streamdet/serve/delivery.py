@@ -22,7 +22,7 @@ scored (step 1 again) before it writes one still owed (`_write_slice`). A forced
 the round in progress and then runs a whole round at once. Alerts and dead letters are produced (not flushed) as
 soon as a step yields them (`publish`). During a broker outage nothing is committed and everything stays queued in
 the producer for the next attempt; the entities a failed round had not written yet go back to `touched`. While a
-flush fails the loop fetches nothing (daemon._hold_intake), and each attempt first flushes what is queued before it
+flush fails the loop fetches nothing (intake.IntakeGate), and each attempt first flushes what is queued before it
 produces a round's checkpoints, so what waits in memory does not grow with the outage.
 """
 
@@ -167,7 +167,7 @@ class Delivery:
                 self._next_commit = now + self.kafka.commit_interval_ms / 1000.0
                 if self.health.failing and self.client.unacknowledged():
                     self.client.flush()  # what the broker has not taken first: a failing round adds no checkpoints
-                    self.health.recovered()  # acknowledged: the loop fetches again (daemon._hold_intake)
+                    self.health.recovered()  # acknowledged: the loop fetches again (intake.IntakeGate)
                 self._start_round(partitions, score_queued=force)
                 self._advance(everything=force)
         except Exception as exc:

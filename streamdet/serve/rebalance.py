@@ -73,6 +73,13 @@ class Rebalance:
                 log.exception("restoring state failed")
         self.metrics.set_assigned(bool(partitions))
 
+    def leave_unrestored(self, items: list, client) -> list:
+        """A stop ended the restore of some partitions (the loop ends after this turn): their records are neither
+        scored without their state nor counted as read, so no offset of theirs is committed; the next owner
+        restores them and reads on from the last commit."""
+        client.forget(self.unrestored)
+        return [item for item in items if (item[1].topic, item[1].partition) not in self.unrestored]
+
     def on_revoke(self, partitions: list[Partition]) -> None:
         """Before losing partitions: score what is pending, publish, flush and commit them (unless failing)."""
         d = self.delivery
