@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from typing import Callable, Optional
 
 from .errors import StreamdetError
@@ -120,13 +121,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _topic_series(cfg, args: argparse.Namespace):
     """--from-topic: the history's rows per entity, and what was chosen on the way (logged, kept in the bundle)."""
-    from .data.topic import parse_duration, rows_from_history
+    from .data.topic import parse_duration, parse_moment, rows_from_history
     from .io.history import read_history
 
     if cfg.kafka.bootstrap_servers == "embedded":
         raise StreamdetError("--from-topic needs kafka.bootstrap_servers to name the brokers that hold the history")
     since = parse_duration(args.since) if args.since else None
-    got = rows_from_history(cfg, read_history(cfg.kafka, since, args.limit))
+    until = parse_moment(args.until, time.time()) if args.until else None
+    got = rows_from_history(cfg, read_history(cfg.kafka, since, args.limit, until))
     log.info("from topic %s: %d messages, %d entities, %d channels; left out: %d on too few entities %s, "
              "%d excluded %s, %d constant %s; rows dropped for missing channels: %d; rejected: %s; too short: %s",
              cfg.kafka.metrics_topic, got.messages, len(got.series), len(got.channels), len(got.rare), got.rare,
@@ -272,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-topic", action="store_true",
                    help="train on the metrics topic's history (any input.format) instead of data.dataset")
     p.add_argument("--since", metavar="DURATION", help="--from-topic: only the last DURATION (90s, 10m, 2h, 1d)")
+    p.add_argument("--until", metavar="WHEN", help="--from-topic: only messages up to WHEN, an ISO 8601 time "
+                   "(2026-12-02T16:08:30Z) or a DURATION ago: leave out a recent incident or the training's own load")
     p.add_argument("--limit", type=int, default=5_000_000, help="--from-topic: read at most N messages")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p = add("replay", cmd_replay, "produce dataset rows into the metrics topic as JSON keyed by entity")

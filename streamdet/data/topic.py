@@ -1,7 +1,7 @@
-"""Training data from the metrics topic's history (`streamdet train --from-topic [--since DURATION]`).
+"""Training data from the metrics topic's history (`streamdet train --from-topic [--since DURATION] [--until WHEN]`).
 
 The history an operator has is the stream itself, in whatever format the agents write. io/history.py reads the topic
-from the start (or from `--since` ago) up to the end offsets it saw when it started; this module decodes every message with the
+from the start (or from `--since` ago) up to the end offsets it saw when it started (or to `--until`); this module decodes every message with the
 configured input format, assembles rows per entity with the daemon's own assembler (pipeline/assemble.py: same
 interval, carry-forward and gap rules), and returns one Series per entity whose rows are all train data; the
 trainer's validation tail is the last `train.val_fraction` of each entity's rows, so the split is by time.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from datetime import datetime, timezone
 from fnmatch import fnmatchcase
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,6 +42,18 @@ def parse_duration(text: str) -> float:
     if not match:
         raise DataError(f"--since {text!r}: expected a duration such as 90s, 10m, 2h or 1d")
     return float(match.group(1)) * UNIT_S[match.group(2)]
+
+
+def parse_moment(text: str, now: float) -> float:
+    """--until: an ISO 8601 time (UTC unless it says otherwise) or a duration before `now`; epoch seconds."""
+    if DURATION.match(text):
+        return now - parse_duration(text)
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    except ValueError:
+        raise DataError(f"--until {text!r}: expected an ISO 8601 time (2026-12-02T16:08:30Z) or a duration before "
+                        "now (90s, 10m, 2h, 1d)") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
 @dataclass

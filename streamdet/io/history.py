@@ -23,10 +23,10 @@ READ_IDLE_S = 10.0  # no message for this long before the end offsets: the broke
 TAIL_IDLE_S = 1.0  # past the end offset, a partition is done after this long without an older message
 
 
-def read_history(kafka: KafkaConfig, since_s: Optional[float] = None,
-                 limit: int = 0) -> Iterator[list[tuple[bytes, Source]]]:
+def read_history(kafka: KafkaConfig, since_s: Optional[float] = None, limit: int = 0,
+                 until: Optional[float] = None) -> Iterator[list[tuple[bytes, Source]]]:
     """Batches of (value, Source) from the metrics topic, oldest first per partition: the messages written before
-    the read started (and, with since_s, not before since_s ago).
+    the read started (and, with since_s, not before since_s ago; with `until`, epoch seconds, not after it).
 
     The end offsets and offsets_for_times steer the read; message timestamps decide, because the embedded broker
     (Tansu) reports a high watermark inside the last batch and answers offsets_for_times with 0: past the end
@@ -44,7 +44,8 @@ def read_history(kafka: KafkaConfig, since_s: Optional[float] = None,
         remaining = {p for p in ends if starts[p] < ends[p]}
         consumer.assign([TopicPartition(topic, p, starts[p]) for p in remaining])
         oldest_ms = int((time.time() - since_s) * 1000) if since_s is not None else -1
-        yield from _consume(consumer, topic, ends, remaining, limit, int(time.time() * 1000), oldest_ms)
+        newest_ms = int(until * 1000) if until is not None else None
+        yield from _consume(consumer, topic, ends, remaining, limit, int(time.time() * 1000), oldest_ms, newest_ms)
     finally:
         consumer.close()
 
@@ -59,7 +60,7 @@ def _start_offsets(consumer, topic: str, ends: dict, since_s: Optional[float]) -
 
 
 def _consume(consumer, topic: str, ends: dict, remaining: set, limit: int, started_ms: int,
-             oldest_ms: int) -> Iterator[list]:
+             oldest_ms: int, newest_ms: Optional[int] = None) -> Iterator[list]:
     read, heard = 0, {p: time.monotonic() for p in remaining}
     while remaining and (not limit or read < limit):
         batch = []
@@ -72,7 +73,7 @@ def _consume(consumer, topic: str, ends: dict, remaining: set, limit: int, start
                 remaining.discard(p)  # written after the read started: the history of p is complete
                 continue
             heard[p] = time.monotonic()
-            if stamp >= oldest_ms:
+            if stamp >= oldest_ms and (newest_ms is None or stamp <= newest_ms):
                 batch.append((msg.value(), Source(topic, p, msg.offset(), stamp)))
         if batch:
             read += len(batch)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from streamdet.bundle import load_bundle
-from streamdet.data.topic import parse_duration
+from streamdet.data.topic import parse_duration, parse_moment
 from streamdet.errors import DataError
 from tests.conftest import REPO
 
@@ -47,10 +47,12 @@ def test_train_from_a_collectd_topic_keeps_the_fleets_varying_channels(collectd_
     old = [(b"host-old", as_host(raw, "host-old")) for raw in capture]  # two hours ago: outside --since 1h
     fleet = [(b"host-a", raw) for raw in capture] + \
             [(b"host-b", as_host(raw, "host-b")) for raw in capture if b'"plugin_instance":"ifb0"' not in raw]
+    late = [(b"host-late", as_host(raw, "host-late")) for raw in capture]  # now: after --until 10m
     produce(broker.bootstrap, topic, old, now_ms - 2 * 3600 * 1000)
-    produce(broker.bootstrap, topic, fleet, now_ms)
-    done = train(broker.bootstrap, topic, tmp_path, "--since", "1h", "--set", "train.min_channel_share=1.0",
-                 "--set", "train.exclude_channels=[swap/*, vmem/*]")
+    produce(broker.bootstrap, topic, fleet, now_ms - 30 * 60 * 1000)
+    produce(broker.bootstrap, topic, late, now_ms)
+    done = train(broker.bootstrap, topic, tmp_path, "--since", "1h", "--until", "10m",
+                 "--set", "train.min_channel_share=1.0", "--set", "train.exclude_channels=[swap/*, vmem/*]")
     assert done.returncode == 0, done.stderr[-3000:]
     bundle = load_bundle(tmp_path / "fleet.pt")
     source = bundle.meta["training"]["source"]
@@ -75,6 +77,11 @@ def test_an_empty_history_and_bad_durations_say_what_is_wrong(broker, names, tmp
     assert parse_duration("90s") == 90 and parse_duration("2h") == 7200 and parse_duration("15") == 15
     with pytest.raises(DataError, match="expected a duration"):
         parse_duration("yesterday")
+    assert parse_moment("10m", now=10_000.0) == 9_400.0
+    assert parse_moment("2026-12-02T16:08:30Z", 0) == parse_moment("2026-12-02T16:08:30", 0) == 1_796_227_710.0
+    assert parse_moment("2026-12-02T17:08:30+01:00", 0) == 1_796_227_710.0
+    with pytest.raises(DataError, match="--until 'yesterday': expected an ISO 8601 time"):
+        parse_moment("yesterday", 0)
 
 
 def test_per_entity_training_from_the_topic_retrains_only_what_the_history_changed(collectd_capture, broker, names,
