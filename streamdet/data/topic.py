@@ -1,10 +1,11 @@
 """Training data from the metrics topic's history (`streamdet train --from-topic [--since DURATION] [--until WHEN]`).
 
 The history an operator has is the stream itself, in whatever format the agents write. io/history.py reads the topic
-from the start (or from `--since` ago) up to the end offsets it saw when it started (or to `--until`); this module decodes every message with the
-configured input format, assembles rows per entity with the daemon's own assembler (pipeline/assemble.py: same
-interval, carry-forward and gap rules), and returns one Series per entity whose rows are all train data; the
-trainer's validation tail is the last `train.val_fraction` of each entity's rows, so the split is by time.
+from the start (or from `--since` ago) up to the end offsets it saw when it started (or to `--until`); this module
+decodes every message with the configured input format, assembles rows per entity with the daemon's own assembler
+(pipeline/assemble.py: same interval, carry-forward and gap rules), and returns one Series per entity whose rows are
+all train data; the trainer's validation tail is the last `train.val_fraction` of each entity's rows, so the split is
+by time.
 
 The channel list is what the fleet actually sends: channels present on fewer than `train.min_channel_share` of the
 entities, matching `train.exclude_channels`, or constant over the training rows, are left out, and the lists are
