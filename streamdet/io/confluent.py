@@ -99,10 +99,13 @@ class ConfluentClient(ProducingClient):
         # Consumer.assignment() costs ~14 us a call (~9 % of the loop at 10,000 hosts x 1 record per 10 s)
         self._assigned: Optional[list[TopicPartition]] = None
         self._holding = False  # hold_intake(True) paused the assignment
+        self._paused_once = False
 
     def subscribe(self, topics, on_assign, on_revoke):
         def assigned(_consumer, partitions):
             self._assigned = None
+            if self._paused_once and not self._holding and partitions:
+                self._consumer.resume(partitions)  # a pause outlives a rebalance: released during one, it would stay
             self._note_committed(partitions)
             on_assign([Partition(tp.topic, tp.partition) for tp in partitions])
 
@@ -180,13 +183,15 @@ class ConfluentClient(ProducingClient):
     def hold_intake(self, hold):
         """librdkafka drops what it had fetched for a paused partition and fetches again from the next record the
         consumer has not returned once it is resumed. It keeps a partition's pause across a rebalance (the assignment
-        it comes back with is still paused), so a release resumes the whole assignment, not the partitions paused."""
+        it comes back with is still paused), so a release resumes the whole assignment, not the partitions paused,
+        and a partition assigned after a release is resumed as it comes (`subscribe`'s callback)."""
         if not hold and not self._holding:
             return
         assigned = self._consumer.assignment()
         if assigned:
             (self._consumer.pause if hold else self._consumer.resume)(assigned)
         self._holding = hold
+        self._paused_once = self._paused_once or hold
 
     def lag(self):
         """Records behind the partition end, from the high-water marks librdkafka caches from fetches."""
