@@ -122,6 +122,11 @@ def _same(got, expected) -> bool:
     return got == expected
 
 
+def kafka_errors(daemon: DaemonProcess) -> float:
+    """streamdet_kafka_errors_total over every kind: one per failed attempt (connect, flush, commit, probe)."""
+    return sum(v for (name, _), v in daemon.samples().items() if name == "streamdet_kafka_errors_total")
+
+
 def start_daemon(bundle: Path, bootstrap: str, names: dict, log: Path, *extra: str) -> DaemonProcess:
     return DaemonProcess(bundle, bootstrap, names, log, extra=EXTRA + (f"kafka.state_topic=state-{names['group']}",)
                          + extra)

@@ -13,7 +13,8 @@ from streamdet.io.broker import EmbeddedBroker, free_port
 from tests.conftest import wait_until
 from tests.integration.helpers import final_totals
 
-from .helpers import alert_mismatches, produce, published_alerts, reference_alerts, scenario_records, start_daemon
+from .helpers import (alert_mismatches, kafka_errors, produce, published_alerts, reference_alerts, scenario_records,
+                      start_daemon)
 
 pytestmark = pytest.mark.kafka
 
@@ -29,8 +30,7 @@ def test_broker_down_at_start_up_then_up(tiny_bundle, client_names, tmp_path):
     daemon = start_daemon(tiny_bundle, f"127.0.0.1:{port}", client_names, tmp_path / "daemon.log")
     broker = None
     try:
-        wait_until(lambda: sum(v for (n, _), v in daemon.samples().items()
-                               if n == "streamdet_kafka_errors_total") >= 3, 30, "three failed connection attempts")
+        wait_until(lambda: kafka_errors(daemon) >= 3, 30, "three failed connection attempts")
         assert daemon.proc.poll() is None, "the daemon must not exit while the broker is away"
         assert daemon.get("/readyz")[0] == 503 and daemon.get("/healthz")[0] == 200
         assert len(warnings_about_outage(daemon)) == 1, "one log line per state change, not one per retry"
@@ -94,7 +94,7 @@ def test_broker_hung_at_start_up_leaves_the_daemon_live_and_stoppable(tiny_bundl
 
             def attempts() -> float:
                 health.append(daemon.get("/healthz")[0])
-                return sum(v for (n, _), v in daemon.samples().items() if n == "streamdet_kafka_errors_total")
+                return kafka_errors(daemon)
 
             wait_until(lambda: attempts() >= 2, 35, "two failed start-up attempts")
             assert set(health) == {200} and daemon.get("/readyz")[0] == 503

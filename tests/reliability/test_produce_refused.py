@@ -10,16 +10,13 @@ from streamdet.io.broker import EmbeddedBroker, free_port
 from tests.conftest import wait_until
 from tests.integration.helpers import final_totals
 
-from .helpers import alert_mismatches, produce, published_alerts, reference_alerts, scenario_records, start_daemon
+from .helpers import (alert_mismatches, kafka_errors, produce, published_alerts, reference_alerts, scenario_records,
+                      start_daemon)
 from .produce_gate import ProduceGate
 
 pytestmark = pytest.mark.kafka
 
 REFUSED_ID = "streamdet-refused"  # the daemon's kafka.client_id; the test's own producer keeps the default
-
-
-def kafka_errors(daemon) -> float:
-    return sum(v for (name, _), v in daemon.samples().items() if name == "streamdet_kafka_errors_total")
 
 
 def test_refused_produce_pauses_fetching_and_loses_nothing(tiny_bundle, client_names, tmp_path):
