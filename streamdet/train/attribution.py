@@ -31,7 +31,7 @@ from ..evaluate import metrics as M
 from ..pipeline.alerts import top_channels
 from ..pipeline.attribution import INPUT_METHODS, QUANTILE_LEVELS, RESPONSE_METHODS, attributed
 from .calibration import daemon_like_outputs, scored_inputs, scored_start, scored_window_medians, scoring_windows
-from .inject import KINDS, inject
+from .inject import KINDS, inject, injection_seed
 from .response import fit_response
 from .scaling import ROBUST_QUANTILES
 
@@ -167,7 +167,7 @@ def injected_interpretation(served, tails: Sequence[np.ndarray], window: int, st
     pairs = {m: [] for m in methods}
     for i, tail in enumerate(tails):
         for copy in range(copies):
-            made = inject(tail, seed=seed * 1000 + i * 10 + copy, kinds=KINDS, margin=window,
+            made = inject(tail, seed=injection_seed(seed, i, copy, len(tails)), kinds=KINDS, margin=window,
                           first_kind=i + copy)
             scores, contribs = daemon_like_outputs(served, made.values, window, stride, context)
             values = scored_inputs(made.values, window, stride, context)  # [T', C], row by row with scores

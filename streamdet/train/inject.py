@@ -43,6 +43,17 @@ def default_count(n_rows: int, margin: int = 0) -> int:
     return max(1, int(round(INJECTED_FRACTION * max(0, n_rows - margin) / mean_length)))
 
 
+def injection_seed(seed: int, tail: int, copy: int, tails: int) -> int:
+    """The seed of injected copy `copy` of validation tail `tail` (of `tails`), distinct for every (seed, tail, copy)
+    of a run. The seeds were seed * 1000 + tail * 10 + copy, so a short tail's 11th to 14th copies drew with the next
+    tail's seeds (the same draw on two tails); such a seed is replaced by one from a range of its own, and every
+    other keeps its value (the documented rows were drawn with them)."""
+    taken_by = tail + copy // 10  # the tail whose own copies use seed * 1000 + tail * 10 + copy too
+    if taken_by == tail or taken_by >= tails:
+        return seed * 1000 + tail * 10 + copy
+    return 2**40 + (seed * 1_000_000 + tail) * 1000 + copy
+
+
 def inject(tail: np.ndarray, seed: int, kinds: tuple[str, ...] = KINDS, count: int = 0,
            margin: int = 0, first_kind: int = 0) -> Injected:
     """`count` anomalies (default: default_count) in equal slots of the tail, none in its first `margin` rows;

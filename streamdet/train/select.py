@@ -35,7 +35,7 @@ from .core import Trained, export_trained, train_model, validation_scores
 from .calibration import daemon_like_scores, scored_start
 from .engineering import engineer, ensemble
 from .fingerprint import fingerprint
-from .inject import KINDS, default_count, inject
+from .inject import KINDS, default_count, inject, injection_seed
 from .splits import split_point
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def make_injections(tails: list[np.ndarray], seed: int, margin: int) -> Injectio
     for i, tail in enumerate(tails):
         count = default_count(len(tail), margin)
         for copy in range(max(INJECTED_COPIES, -(-KIND_REPEATS * len(KINDS) // count))):
-            made = inject(tail, seed=seed * 1000 + i * 10 + copy, kinds=KINDS, margin=margin, count=count,
+            made = inject(tail, seed=injection_seed(seed, i, copy, len(tails)), kinds=KINDS, margin=margin, count=count,
                           first_kind=(i + copy) * count)
             values.append(made.values)
             labels.append(made.labels)

@@ -71,6 +71,24 @@ def test_a_short_tail_gets_copies_enough_for_every_kind_twice():
     assert {kind: drawn.count(kind) for kind in KINDS} == {kind: select.KIND_REPEATS for kind in KINDS}
 
 
+def test_every_injected_copy_is_its_own_draw(monkeypatch):
+    """Short tails get 14 copies each; the 11th and later once took the next tail's seeds (the same draw twice)."""
+    seeds, real_inject = [], select.inject
+
+    def spy(tail, seed, **kwargs):
+        seeds.append(seed)
+        return real_inject(tail, seed=seed, **kwargs)
+
+    monkeypatch.setattr(select, "inject", spy)
+    tails = [np.random.default_rng(i).standard_normal((800, 3)) for i in range(3)]
+    made = make_injections(tails, seed=0, margin=100)
+    assert len(made.values) == len(seeds) == 3 * 14
+    assert len(set(seeds)) == len(seeds)
+    first = set(seeds)
+    make_injections(tails, seed=select.SECOND_DRAW, margin=100)  # the draw that judges the ensemble
+    assert not first & set(seeds[len(first):])
+
+
 def test_candidates_are_ranked_on_rows_that_none_of_them_was_fitted_on(tmp_path, monkeypatch):
     """Every fit of the ranking leaves out the ranking rows (channel_norm's scales, lstm_ae's error model and early
     stopping fit on validation windows: scored on those rows, they looked better than they were); the training heads
