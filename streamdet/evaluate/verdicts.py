@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import DataError
 from .metrics import PairedDifference, paired_difference, paired_pooled_f1
 
 BASELINES = ("robust_z", "pca", "pca_window", "knn", "hst")
@@ -49,17 +50,14 @@ def per_entity(cell: dict, key: str) -> dict[str, float]:
 
 
 def entity_counts(cell: dict, kind: str = "alert") -> dict[str, tuple]:
-    """(tp, fp, fn) per entity; reports written before counts were stored are rebuilt from precision and recall."""
+    """(tp, fp, fn) per entity, as the report stores them. A report written before counts were stored cannot give
+    them (a precision of 0 hides how many alerts were false), so it is refused, not guessed."""
     out = {}
     for e in cell["report"]["entities"]:
-        if "counts" in e:
-            out[e["entity"]] = tuple(e["counts"][kind])
-            continue
-        positives = e.get("anomalous_rows", 0)
-        recall, precision = e.get(f"{kind}.point_recall"), e.get(f"{kind}.point_precision")
-        tp = round(recall * positives) if isinstance(recall, float) and np.isfinite(recall) else 0
-        fp = round(tp / precision - tp) if isinstance(precision, float) and np.isfinite(precision) and precision else 0
-        out[e["entity"]] = (tp, fp, positives - tp)
+        if "counts" not in e:
+            raise DataError(f"report entity {e.get('entity')!r} has no point counts (written by an older version): "
+                            "rerun its evaluation to compare pooled point-F1")
+        out[e["entity"]] = tuple(e["counts"][kind])
     return out
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from streamdet.errors import DataError
 from streamdet.evaluate import verdicts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,10 +60,12 @@ def test_pooled_point_f1_needs_an_interval_too():
     assert verdicts.outcome(steady, base, "micro", "alert.point_f1").startswith("**beats it**")
 
 
-def test_counts_are_rebuilt_from_precision_and_recall_for_older_reports():
-    old = {"report": {"entities": [{"entity": "a", "anomalous_rows": 100, "alert.point_recall": 0.4,
-                                    "alert.point_precision": 0.8}]}}
-    assert verdicts.entity_counts(old) == {"a": (40, 10, 60)}
+def test_a_report_without_point_counts_is_refused_not_guessed():
+    """Rebuilt from precision and recall, an entity whose alerts were all false (precision 0) counted no false one."""
+    old = {"report": {"entities": [{"entity": "a", "anomalous_rows": 100, "alert.point_recall": 0.0,
+                                    "alert.point_precision": 0.0}]}}
+    with pytest.raises(DataError, match="'a' has no point counts"):
+        verdicts.entity_counts(old)
 
 
 def test_the_headline_is_the_declared_auto_row_and_the_best_fixed_row_says_it_was_picked_on_test():
