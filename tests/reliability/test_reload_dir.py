@@ -1,10 +1,12 @@
 """Hot reload of a bundle directory on real bundle files: a replaced entity bundle is reloaded alone (the others are
-reused), a change is seen by the periodic check or at once on request (SIGHUP), and bad bundles are refused."""
+reused, but only while their file is still the one they were read from), a change is seen by the periodic check or
+at once on request (SIGHUP), and bad bundles are refused."""
 
 from __future__ import annotations
 
 from collections import Counter
 
+from streamdet.bundle import load_bundle
 from streamdet.bundleset import entity_file_name, load_bundle_set
 from streamdet.config import load_config
 from streamdet.pipeline.engine import Pipeline
@@ -21,11 +23,17 @@ class ReloadCounts(Counter):
         self[result] += 1
 
 
-def test_a_replaced_entity_bundle_is_reloaded_alone_and_bad_ones_are_refused(tmp_path):
+def default_and_own(tmp_path):
+    """A bundle directory with a default and host-1's own bundle: (root, host-1's file)."""
     root = tmp_path / "bundles"
     export(root / "default.pt", 0)
     own = root / "entities" / entity_file_name("host-1")
     export(own, 1)
+    return root, own
+
+
+def test_a_replaced_entity_bundle_is_reloaded_alone_and_bad_ones_are_refused(tmp_path):
+    root, own = default_and_own(tmp_path)
     counts = ReloadCounts()
     reloader = BundleDirReloader(load_bundle_set(root), counts)
     first = reloader.current
@@ -76,3 +84,30 @@ def test_a_bundle_needing_more_context_than_the_running_stride_leaves_is_refused
     export(root / "default.pt", 3, context=L - 2)  # the default itself: the whole reload is rejected
     reloader.watch.request()
     assert reloader.poll() is None and counts == {"rejected": 2}
+
+
+def test_a_bundle_replaced_since_it_was_loaded_is_not_reused(tmp_path):
+    root, own = default_and_own(tmp_path)
+    first = load_bundle_set(root)
+
+    export(own, 2)  # replaced, but the caller still believes it unchanged (it missed the change)
+    again = load_bundle_set(root, reuse={own: first.entity_bundles["host-1"], root / "default.pt": first.default})
+    assert again.for_entity("host-1").sha256 == load_bundle(own).sha256 != first.for_entity("host-1").sha256
+    assert again.default is first.default  # an unchanged file is still reused
+
+
+def test_a_bundle_retrained_during_a_rejected_reload_is_served_once_the_mistake_is_fixed(tmp_path):
+    root, own = default_and_own(tmp_path)
+    counts = ReloadCounts()
+    reloader = BundleDirReloader(load_bundle_set(root), counts)
+
+    (root / "groups.yaml").write_text("- pattern: 'web-*'\n")  # an entry without its bundle: the reload is rejected
+    export(own, 2)  # ... and host-1 was retrained meanwhile
+    reloader.watch.request()
+    assert reloader.poll() is None and counts == {"rejected": 1}
+
+    (root / "groups.yaml").unlink()  # the mistake fixed (SIGHUP)
+    reloader.watch.request()
+    new = reloader.poll()
+    assert new is not None, "the retrained bundle was never loaded: the old one kept serving"
+    assert new.for_entity("host-1").sha256 == load_bundle(own).sha256
