@@ -96,6 +96,21 @@ def published_alerts(bootstrap: str, topic: str, want: dict, timeout_s: float) -
     return read_topic(bootstrap, topic, done, timeout_s + 10)
 
 
+def alerts_until_all_resolved(bootstrap: str, topic: str, timeout_s: float) -> list[dict]:
+    """Read the alerts topic until every firing event read has its resolved event, or the deadline passes (the
+    caller's asserts then name what is open). Alerts are keyed by entity, so one partition may hand over an entity's
+    resolved event before the other hands over another entity's firing: reading up to one wanted event is not
+    reading them all."""
+    give_up = time.monotonic() + timeout_s
+
+    def done(got: list[dict]) -> bool:
+        firing = {m["alert_id"] for m in got if m["status"] == "firing"}
+        resolved = {m["alert_id"] for m in got if m["status"] == "resolved"}
+        return bool(firing) and firing <= resolved or time.monotonic() > give_up
+
+    return read_topic(bootstrap, topic, done, timeout_s + 10)
+
+
 def alert_mismatches(want: dict, messages: list[dict]) -> list[str]:
     """Missing, unexpected, or different alerts. Ids, entities and timestamps must be equal; scores, thresholds and
     channel shares within float tolerance (a window scored in another batch size may differ in the last bits)."""

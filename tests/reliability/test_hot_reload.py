@@ -14,7 +14,8 @@ from streamdet.models import registry
 from tests.conftest import SMD_CONFIG, TINY_ENTITY, TINY_WINDOW, tiny_overrides, wait_until
 from tests.integration.helpers import DaemonProcess, final_totals
 
-from .helpers import ENTITIES, EXTRA, produce, published_alerts, reference_alerts, scenario_records, start_daemon
+from .helpers import (ENTITIES, EXTRA, alerts_until_all_resolved, produce, published_alerts, reference_alerts,
+                      scenario_records, start_daemon)
 
 pytestmark = pytest.mark.kafka
 
@@ -124,7 +125,7 @@ def test_an_alert_open_at_a_reload_is_resolved_after_it(broker, tiny_bundle, nam
         assert code == 0
     finally:
         daemon.close()
-    messages = published_alerts(broker.bootstrap, names["alerts"], {(open_id, "resolved"): None}, 30)
+    messages = alerts_until_all_resolved(broker.bootstrap, names["alerts"], 30)
     assert (open_id, "firing") in {(m["alert_id"], m["status"]) for m in messages}
     resolved = {m["alert_id"] for m in messages if m["status"] == "resolved"}
     assert open_id in resolved, "the alert open at the reload was never resolved"
