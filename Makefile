@@ -1,5 +1,7 @@
 # The two commands a new user needs: `make demo` and `make test`.
 PYTHON ?= python3
+# e.g. https://download.pytorch.org/whl/cpu: where PyPI's torch wheel is the CUDA build (Linux x86_64), its CPU build
+TORCH_INDEX ?=
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
@@ -11,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): requirements.txt requirements-test.txt setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements-test.txt
+	$(BIN)/pip install -q $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -r requirements-test.txt
 	$(BIN)/pip install -q --no-deps tsb-ad==1.5
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
