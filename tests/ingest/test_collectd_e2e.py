@@ -107,7 +107,8 @@ def test_collectd_to_alert_and_back(broker, names, tiny_bundle, tmp_path):
 
 
 def _scrape_until(daemon: DaemonProcess, end: float) -> None:
-    """Scrape the daemon's /metrics twice a second until time.monotonic() passes `end`, as Watch scrapes the live one."""
+    """Scrape the daemon's /metrics twice a second until time.monotonic() passes `end` (as Watch scrapes the live
+    one)."""
     while time.monotonic() < end:
         daemon.samples()
         time.sleep(0.5)
