@@ -149,15 +149,15 @@ def live_phase(cfg, kafka, run: LiveRun, load_s: float, say: Callable[[str], Non
         say(f"daemon scoring the live stream; settling {settle_s:.0f} s ...")
         with TopicTail(kafka, kafka.alerts_topic) as tail:
             watch_alerts(tail, run, lambda _: False, settle_s, say)  # alerts before the load are shown too
-            if not _resolved_all(run.alerts, empty=True):
+            if not resolved_all(run.alerts, empty=True):
                 say("waiting for the open alert to resolve before the load ...")
-                watch_alerts(tail, run, lambda a: _resolved_all(a, empty=True), QUIET_AFTER_S, say)
+                watch_alerts(tail, run, lambda a: resolved_all(a, empty=True), QUIET_AFTER_S, say)
             say(f"applying CPU load: {LOAD_PROCESSES} busy processes for {load_s:.0f} s "
                 f"({'stress-ng' if shutil.which('stress-ng') else 'Python'})")
             loaded = threading.Thread(target=_load_then_say, args=(run, load_s, say), daemon=True)
             run.load_started = time.time()
             loaded.start()
-            watch_alerts(tail, run, lambda alerts: _fired_with_load(alerts, run) and _resolved_all(alerts)
+            watch_alerts(tail, run, lambda alerts: _fired_with_load(alerts, run) and resolved_all(alerts)
                          and not loaded.is_alive(), load_s + QUIET_AFTER_S, say)
             loaded.join(30)
         run.scored = int(daemon.metrics.scored_total())
@@ -177,7 +177,7 @@ def _fired_with_load(alerts: list, run: LiveRun) -> bool:
     return any(a["status"] == "firing" and a["start_ts"] >= run.load_started - 2 for a in alerts)
 
 
-def _resolved_all(alerts: list, empty: bool = False) -> bool:
+def resolved_all(alerts: list, empty: bool = False) -> bool:
     """Every alert that fired has resolved (and, unless `empty`, at least one fired)."""
     firing = {a["alert_id"] for a in alerts if a["status"] == "firing"}
     resolved = {a["alert_id"] for a in alerts if a["status"] == "resolved"}

@@ -20,7 +20,8 @@ from streamdet.io.admin import ensure_topics
 from streamdet.io.collectd import CollectdAgent, missing
 from streamdet.io.history import read_history, start_group_at
 from streamdet.io.readers import TopicTail
-from streamdet.serve.livedemo import MIN_IDLE_SHARE, cpu_load, cpu_or_load, history_offsets, host_name, idle_share
+from streamdet.serve.livedemo import (MIN_IDLE_SHARE, cpu_load, cpu_or_load, history_offsets, host_name, idle_share,
+                                      resolved_all)
 from tests.conftest import REPO
 from tests.integration.helpers import DaemonProcess
 
@@ -86,7 +87,7 @@ def test_collectd_to_alert_and_back(broker, names, tiny_bundle, tmp_path):
                 # the load starts on a quiet detector: 30 rows scored and no alert open (training's own CPU use
                 # lifts the load average for a while, and an open episode would absorb the load's alert)
                 settled = Watch(daemon)
-                _collect(tail, alerts, lambda got: settled.scored() >= 30 and _all_resolved(got), 150, settled)
+                _collect(tail, alerts, lambda got: settled.scored() >= 30 and resolved_all(got, empty=True), 150, settled)
                 assert settled.scored() >= 30, f"the daemon scored {settled.scored():.0f} rows in 150 s: {settled}"
                 load_started = time.time()
                 waiter = threading.Thread(target=cpu_load(LOAD_S), daemon=True)
@@ -114,14 +115,9 @@ def _scrape_until(daemon: DaemonProcess, end: float) -> None:
         time.sleep(0.5)
 
 
-def _all_resolved(alerts: list[dict]) -> bool:
-    firing = {a["alert_id"] for a in alerts if a["status"] == "firing"}
-    return firing <= {a["alert_id"] for a in alerts if a["status"] == "resolved"}
-
-
 def _fired_and_resolved(alerts: list[dict], load_started: float) -> bool:
     """An alert that started with the load and names a cpu or load channel fired, and every alert resolved."""
-    return _all_resolved(alerts) and any(a["status"] == "firing" and a["start_ts"] >= load_started - 2
+    return resolved_all(alerts, empty=True) and any(a["status"] == "firing" and a["start_ts"] >= load_started - 2
                                          and cpu_or_load(a) for a in alerts)
 
 
