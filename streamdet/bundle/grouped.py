@@ -87,8 +87,9 @@ def load_weights(served: nn.Module, bundle: Bundle, state: Optional[dict] = None
 
 
 class StackedBundles:
-    """Bundles of one architecture: `score(raw [B, L, C], members [B])` -> (scores [B, L], contributions [B, L, C]),
-    row b scored by the bundle `members[b]` (its position in `shas`)."""
+    """Bundles of one architecture: `score(raw [B, L, C], members [B], tail)` -> (scores [B, T], contributions
+    [B, T, C]) of each window's last T = `tail` steps (all L when None), row b scored by the bundle `members[b]`
+    (its position in `shas`)."""
 
     def __init__(self, key: tuple, shas: list[str], params: dict[str, Tensor], buffers: dict[str, Tensor],
                  template: nn.Module):
@@ -109,31 +110,32 @@ class StackedBundles:
         """One member's stacked tensors, in bytes."""
         return sum(t[0].numel() * t.element_size() for t in [*self.params.values(), *self.buffers.values()])
 
-    def score(self, raw: Tensor, members: Tensor) -> tuple[Tensor, Tensor]:
-        if self.fused is not None:
-            return grouped_lstm_ae.score(self.fused, raw, members)
+    def score(self, raw: Tensor, members: Tensor, tail: Optional[int] = None) -> tuple[Tensor, Tensor]:
+        if self.fused is not None:  # computes the tail only
+            return grouped_lstm_ae.score(self.fused, raw, members, tail)
         if self.member_bytes > GATHER_LIMIT:
-            return self._score_by_member(raw, members)
+            return self._score_by_member(raw, members, tail)
         params = {k: v.index_select(0, members) for k, v in self.params.items()}  # [B, ...] each row's weights
         buffers = {k: v.index_select(0, members) for k, v in self.buffers.items()}
         scores, contrib = vmap(self._one)(params, buffers, raw.unsqueeze(1))  # [B, 1, L], [B, 1, L, C]
-        return scores.squeeze(1), contrib.squeeze(1)
+        return _last(scores.squeeze(1), contrib.squeeze(1), tail)
 
-    def _score_by_member(self, raw: Tensor, members: Tensor) -> tuple[Tensor, Tensor]:
+    def _score_by_member(self, raw: Tensor, members: Tensor, tail: Optional[int]) -> tuple[Tensor, Tensor]:
         """Each member's rows by its own weights in place (views into the stack): for models whose weights are
         large, gathering a copy per row costs more than the calls (each row has to read its weights once anyway)."""
-        scores = raw.new_empty(raw.shape[:2])
-        contrib = torch.empty_like(raw)
+        B, L, C = raw.shape
+        T = L if tail is None else min(max(int(tail), 1), L)
+        scores, contrib = raw.new_empty(B, T), raw.new_empty(B, T, C)
         for member in torch.unique(members).tolist():
             rows = (members == member).nonzero().squeeze(1)
-            scores[rows], contrib[rows] = self.score_member(raw.index_select(0, rows), member)
+            scores[rows], contrib[rows] = self.score_member(raw.index_select(0, rows), member, tail)
         return scores, contrib
 
-    def score_member(self, raw: Tensor, member: int) -> tuple[Tensor, Tensor]:
+    def score_member(self, raw: Tensor, member: int, tail: Optional[int] = None) -> tuple[Tensor, Tensor]:
         """Rows of one member only: its model called once on the whole batch (no gathering, no vmap)."""
         tensors = {k: v[member] for k, v in self.params.items()}
         tensors.update({k: v[member] for k, v in self.buffers.items()})
-        return functional_call(self._template, tensors, (raw,))
+        return _last(*functional_call(self._template, tensors, (raw,)), tail)
 
     def _one(self, params, buffers, raw):
         return functional_call(self._template, (params, buffers), (raw,))
@@ -142,6 +144,14 @@ class StackedBundles:
         """One member's tensors (views into the stack), to restack it without rebuilding."""
         i = self.index[sha]
         return {k: v[i] for k, v in {**self.params, **self.buffers}.items()}
+
+
+def _last(scores: Tensor, contrib: Tensor, tail: Optional[int]) -> tuple[Tensor, Tensor]:
+    """The last `tail` steps of full-window scores [B, L] and contributions [B, L, C] (all of them when None)."""
+    if tail is None:
+        return scores, contrib
+    T = min(max(int(tail), 1), scores.shape[1])
+    return scores[:, -T:], contrib[:, -T:]
 
 
 def stack(bundles: Sequence[Bundle], previous: Iterable[StackedBundles] = ()) -> StackedBundles:

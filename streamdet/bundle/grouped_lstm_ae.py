@@ -8,6 +8,12 @@ recurrence runs as batched matmuls over rows without vmap's per-op overhead; the
 go through numpy (OpenBLAS), which does them in about half torch's CPU time here (`_bmm`). Reassociating the products changes
 float rounding only; grouped.py checks the result against each sampled bundle's own module before it serves, and
 uses vmap's generic path if it does not match.
+
+The decoder reconstructs the window last step first, so the scores of a window's newest points come out of its
+first steps: with `tail` (the pipeline needs only the points new since the entity's last window, a stride's worth)
+the decoder stops after `tail` steps and the error model runs on those steps only. At the stride ceiling (20 of
+100) that skips 80 of the 199 recurrent steps and four fifths of the output work, on the one thread that scores
+every bundle.
 """
 
 from __future__ import annotations
@@ -53,12 +59,14 @@ def fuse(tensors: dict[str, Tensor]) -> Optional[dict[str, Tensor]]:
         return None
 
 
-def score(fused: dict[str, Tensor], raw: Tensor, members: Tensor) -> tuple[Tensor, Tensor]:
-    """raw [B, L, C], members [B] -> (scores [B, L], contributions [B, L, C]), row b by member b's weights."""
+def score(fused: dict[str, Tensor], raw: Tensor, members: Tensor, tail: Optional[int] = None) -> tuple[Tensor, Tensor]:
+    """raw [B, L, C], members [B] -> (scores [B, T], contributions [B, T, C]) of the last T = `tail` steps (all L
+    when None), row b by member b's weights."""
     rows = members.numpy()
     w = {k: torch.from_numpy(v.detach().numpy()[rows]) for k, v in fused.items()}  # [B, ...] each row's own
     x = (raw - w["mean"].unsqueeze(1)) / w["std"].unsqueeze(1)  # [B, L, C]
     B, L, _ = x.shape
+    T = L if tail is None else min(max(int(tail), 1), L)
     H = w["enc_hh"].shape[1]
     projected = _bmm(x, w["enc_ih"]).add_(w["enc_bias"].unsqueeze(1))  # [B, L, 4H]: every step's input projection
     gates = x.new_empty(B, 1, 4 * H)  # each step's pre-activations, written in place
@@ -68,18 +76,18 @@ def score(fused: dict[str, Tensor], raw: Tensor, members: Tensor) -> tuple[Tenso
     for t in range(L):
         np.matmul(h.numpy(), enc_hh, out=into)
         h, c2 = _cell(gates.add_(projected[:, t:t + 1]), c2, H)
-    states = x.new_empty(B, L, H)  # the decoder's hidden states in time order: step L (the first decoded) last
-    states[:, L - 1:] = h
+    states = x.new_empty(B, T, H)  # the decoder's hidden states for steps L-T+1 .. L in time order, step L last
+    states[:, T - 1:] = h
     dec_bias = w["dec_bias"].unsqueeze(1)  # [B, 1, 4H]
-    for t in range(L - 2, -1, -1):
+    for t in range(T - 2, -1, -1):
         np.matmul(h.numpy(), dec_hh, out=into)
         h, c2 = _cell(gates.add_(dec_bias), c2, H)
         states[:, t:t + 1] = h
-    centred = x.sub_(_bmm(states, w["out_w"]).add_(w["out_b"].unsqueeze(1))).abs_().sub_(
-        w["error_mean"].unsqueeze(1))  # [B, L, C]
+    centred = (x[:, L - T:] - _bmm(states, w["out_w"]).add_(w["out_b"].unsqueeze(1))).abs_().sub_(
+        w["error_mean"].unsqueeze(1))  # [B, T, C]
     precision = w["precision"]  # [B, C, C]
-    scores = _bmm(centred, precision).mul_(centred).sum(dim=-1).clamp_(min=0.0)  # [B, L]
-    contrib = (centred * centred).mul_(torch.diagonal(precision, dim1=1, dim2=2).unsqueeze(1))  # [B, L, C]
+    scores = _bmm(centred, precision).mul_(centred).sum(dim=-1).clamp_(min=0.0)  # [B, T]
+    contrib = (centred * centred).mul_(torch.diagonal(precision, dim1=1, dim2=2).unsqueeze(1))  # [B, T, C]
     return scores, contrib
 
 

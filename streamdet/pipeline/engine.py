@@ -305,17 +305,18 @@ class Pipeline:
         else right here."""
         windows = np.stack([r.window for r in requests])  # [B, L, C]
         keys = self.router.keys_of([r.entity for r in requests])  # which bundle scores each row (None: one)
+        width = max(r.n_new for r in requests)  # the steps whose scores the batch needs: its windows' new points
         if self._executor is None:
-            self._handle(requests, self._infer(windows, keys))
+            self._handle(requests, self._infer(windows, keys, width))
             return
         while len(self._in_flight) >= MAX_IN_FLIGHT:
             self._handle(*self._pop_in_flight())
-        self._in_flight.append((requests, self._executor.submit(self._infer, windows, keys)))
+        self._in_flight.append((requests, self._executor.submit(self._infer, windows, keys, width)))
         self._handle_in_flight(wait=False)
 
-    def _infer(self, windows: np.ndarray, keys) -> tuple[np.ndarray, np.ndarray, float]:
+    def _infer(self, windows: np.ndarray, keys, width: int) -> tuple[np.ndarray, np.ndarray, float]:
         started = time.perf_counter()
-        scores, contrib = self.router.score(windows, keys)  # [B, L], [B, L, C]
+        scores, contrib = self.router.score(windows, keys, width)  # [B, W], [B, W, C]: the last W steps
         return scores, contrib, time.perf_counter() - started
 
     def _pop_in_flight(self) -> tuple[list[WindowRequest], tuple]:
@@ -339,11 +340,11 @@ class Pipeline:
         Usually every window brings a whole stride; partial ones (warm-up ends, drains, overdue points) bring fewer
         new points, right-aligned: the columns before them are masked out. Non-finite scores are reported but
         teach nothing and never fire."""
-        scores, contrib, seconds = inferred  # [B, L], [B, L, C]
+        scores, contrib, seconds = inferred  # [B, W], [B, W, C]: the windows' last W steps
         result = self._done
         result.batches.append((len(requests), seconds))
         width = max(request.n_new for request in requests)
-        new = scores[:, self.window - width:].astype(np.float64)  # [B, W]
+        new = scores.astype(np.float64)  # [B, W]
         finite = np.isfinite(new)
         learn = finite & np.array([request.warm for request in requests])[:, None]  # [B, W]
         partial = [width - request.n_new for request in requests]  # leading columns that are not new points
@@ -357,7 +358,7 @@ class Pipeline:
             cut = partial[row]
             warm = request.warm if all_finite else learn[row, cut:]
             result.alerts += self.alerts.update(request.entity, request.ts, new[row, cut:], thresholds[row, cut:],
-                                                over[row, cut:], contrib[row, self.window - request.n_new:],
+                                                over[row, cut:], contrib[row, cut:],
                                                 request.sources, warm=warm, any_over=any_over[row] if not cut else None,
                                                 window=request.window)
             result.scored.append(Verdicts(request.entity, request.ts, new[row, cut:], thresholds[row, cut:],

@@ -99,29 +99,33 @@ class ModelRouter:
             return None
         return [self.bundle_of(entity).sha256 for entity in entities]
 
-    def score(self, windows: np.ndarray, keys: Optional[list[str]]) -> tuple[np.ndarray, np.ndarray]:
-        """windows [B, L, C] -> (scores [B, L], contributions [B, L, C]), row b by the bundle keys[b]."""
+    def score(self, windows: np.ndarray, keys: Optional[list[str]], tail: Optional[int] = None) \
+            -> tuple[np.ndarray, np.ndarray]:
+        """windows [B, L, C] -> (scores [B, T], contributions [B, T, C]) of each window's last T = `tail` steps (the
+        points the batch scores; all L when None), row b by the bundle keys[b]. Grouped lstm_ae computes only
+        those steps (bundle/grouped_lstm_ae.py)."""
         if keys is None:
-            return self._own(self.default.sha256, windows)
+            return self._own(self.default.sha256, windows, tail)
         rows: dict[str, list[int]] = {}
         for b, key in enumerate(keys):
             rows.setdefault(key, []).append(b)
         if len(rows) == 1:
-            return self._own(keys[0], windows)
+            return self._own(keys[0], windows, tail)
         B, L, C = windows.shape
-        scores, contrib = np.empty((B, L), np.float32), np.empty((B, L, C), np.float32)
+        T = L if tail is None else min(max(int(tail), 1), L)
+        scores, contrib = np.empty((B, T), np.float32), np.empty((B, T, C), np.float32)
         shared: dict[int, tuple[Any, list[int], list[int]]] = {}  # id(group scorer) -> (scorer, rows, members)
         for key, index in rows.items():
             member = self._grouped.get(key)
             if member is None or len(index) >= OWN_CALL_ROWS:
-                scores[index], contrib[index] = self._own(key, windows[index])
+                scores[index], contrib[index] = self._own(key, windows[index], tail)
                 continue
             scorer, place = member
             _, group_rows, members = shared.setdefault(id(scorer), (scorer, [], []))
             group_rows += index
             members += [place] * len(index)
         for scorer, index, members in shared.values():
-            scores[index], contrib[index] = scorer.score(windows[index], members)
+            scores[index], contrib[index] = scorer.score(windows[index], members, tail)
             self.calls["grouped"] += 1
         return scores, contrib
 
@@ -145,15 +149,15 @@ class ModelRouter:
             del self._scorers[key]
         return {entity for entity, bundle in old.items() if self.bundle_of(entity).sha256 != bundle.sha256}
 
-    def _own(self, key: str, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _own(self, key: str, windows: np.ndarray, tail: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
         """One bundle's own call (a batch of one grouped bundle only: its eager call in the group)."""
         scorer = self._scorers.get(key)
         if scorer is None:
             group, place = self._grouped[key]
             self.calls["member"] += 1
-            return group.score_member(windows, place)
+            return group.score_member(windows, place, tail)
         self.calls["bundle"] += 1
-        return scorer.score(windows)
+        return scorer.score(windows, tail)
 
     def _add_scorers(self) -> None:
         distinct = self.bundles.distinct()

@@ -7,7 +7,7 @@ module sees a handful of shapes instead of one per batch size; each new shape co
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -23,7 +23,8 @@ def bucket_size(batch: int) -> int:
 
 
 class Scorer:
-    """Calls `module(x [B, L, C] float32) -> (scores [B, L], contributions [B, L, C])` under inference_mode."""
+    """Calls `module(x [B, L, C] float32) -> (scores [B, L], contributions [B, L, C])` under inference_mode; with
+    `tail`, returns the last `tail` steps only (a bundle's module computes the whole window)."""
 
     def __init__(self, module: Callable, threads: int = 0, bucket: bool = True):
         self.module = module
@@ -32,8 +33,8 @@ class Scorer:
             torch.set_num_threads(threads)  # process-wide: the scorer is the only heavy torch user in the daemon
             log.info("scorer threads=%d", threads)
 
-    def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """windows float32 [B, L, C] -> (scores float32 [B, L], contributions float32 [B, L, C])."""
+    def score(self, windows: np.ndarray, tail: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+        """windows float32 [B, L, C] -> (scores float32 [B, T], contributions float32 [B, T, C]), T = tail or L."""
         B, L, C = windows.shape
         padded = self._pad(np.ascontiguousarray(windows, dtype=np.float32))  # [B', L, C], B' >= B
         with torch.inference_mode():
@@ -44,7 +45,9 @@ class Scorer:
         if scores.shape != (Bp, L) or contrib.shape != (Bp, L, C):
             raise BundleError(f"model output shapes scores {scores.shape}, contributions {contrib.shape}; "
                               f"expected {(Bp, L)} and {(Bp, L, C)}")
-        return scores[:B].astype(np.float32, copy=False), contrib[:B].astype(np.float32, copy=False)
+        T = L if tail is None else min(max(int(tail), 1), L)
+        return (scores[:B, L - T:].astype(np.float32, copy=False),
+                contrib[:B, L - T:].astype(np.float32, copy=False))
 
     def warm_up(self, window: int, n_channels: int, max_batch: int) -> None:
         """Score zeros twice at every padded batch size up to max_batch, before the first real batch: a TorchScript
@@ -87,17 +90,19 @@ class GroupedScorer:
     def __init__(self, group):
         self.group = group
 
-    def score(self, windows: np.ndarray, members: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """windows float32 [B, L, C], members [B] (row b's bundle, its place in the group) -> scores [B, L],
-        contributions [B, L, C]."""
+    def score(self, windows: np.ndarray, members: list[int], tail: Optional[int] = None) \
+            -> tuple[np.ndarray, np.ndarray]:
+        """windows float32 [B, L, C], members [B] (row b's bundle, its place in the group) -> scores [B, T],
+        contributions [B, T, C] of the last T = tail (or L) steps."""
         raw = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
         with torch.inference_mode():
-            scores, contrib = self.group.score(raw, torch.as_tensor(members, dtype=torch.long))
+            scores, contrib = self.group.score(raw, torch.as_tensor(members, dtype=torch.long), tail)
         return scores.numpy(), contrib.numpy()
 
-    def score_member(self, windows: np.ndarray, member: int) -> tuple[np.ndarray, np.ndarray]:
+    def score_member(self, windows: np.ndarray, member: int, tail: Optional[int] = None) \
+            -> tuple[np.ndarray, np.ndarray]:
         """Rows of one bundle of the group only (many of them: a catch-up), in one plain call of its model."""
         raw = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
         with torch.inference_mode():
-            scores, contrib = self.group.score_member(raw, member)
+            scores, contrib = self.group.score_member(raw, member, tail)
         return scores.numpy(), contrib.numpy()

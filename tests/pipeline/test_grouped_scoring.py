@@ -98,6 +98,28 @@ def test_bundles_of_one_architecture_are_scored_in_one_call_equal_to_their_own(b
     assert router.ungrouped == {}
 
 
+@pytest.mark.parametrize("tail", [1, 5, L])
+def test_a_batch_scores_only_its_windows_newest_steps_and_lstm_ae_decodes_only_those(bundle_dir, tail,
+                                                                                     monkeypatch):
+    """`tail` (the new points of the batch's windows): every path returns the last `tail` steps of what each
+    bundle's own module gives; the written-out lstm_ae runs its decoder for those steps only (L encoder steps +
+    tail - 1 decoder steps), since it decodes the window last step first."""
+    from streamdet.bundle import grouped_lstm_ae
+
+    cells = []
+    real_cell = grouped_lstm_ae._cell
+    monkeypatch.setattr(grouped_lstm_ae, "_cell", lambda *a: cells.append(1) or real_cell(*a))
+    router = ModelRouter(load_bundle_set(bundle_dir), 0, 64)
+    cells.clear()  # the group's check at start-up scores whole windows
+    windows = raw_windows(len(ENTITIES))
+    scores, contrib = router.score(windows, router.keys_of(ENTITIES), tail)
+    assert scores.shape == (len(ENTITIES), tail) and contrib.shape == (len(ENTITIES), tail, C)
+    want_scores, want_contrib = own_scores(router, ENTITIES, windows)
+    np.testing.assert_allclose(scores, want_scores[:, L - tail:], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(contrib, want_contrib[:, L - tail:], rtol=1e-4, atol=1e-5)
+    assert len(cells) == L + tail - 1  # one written-out call for the lstm_ae rows
+
+
 def test_a_bundle_with_many_rows_gets_a_call_of_its_own(bundle_dir):
     """The default by its own (warmed) module; an entity's bundle by its eager model alone, its code never loaded."""
     router = ModelRouter(load_bundle_set(bundle_dir), 0, 64)
