@@ -3,9 +3,12 @@
 With the paper's free-running decoder (`decoder_input: prediction`) each decoder step is fed its own previous
 output, x_hat = W_out h + b_out, so its gates W_ih x_hat + W_hh h + b are (W_ih W_out + W_hh) h + (W_ih b_out + b):
 one [H, 4H] matmul per step instead of three, and the reconstruction is one matmul over all steps at the end. Each
-row's weights are gathered from the stack (grouped.py's tensors, LSTMs in LinearOpsLSTM's layout) and the
-recurrence runs as batched matmuls over rows without vmap's per-op overhead; the per-row products and the gather
-go through numpy (OpenBLAS), which does them in about half torch's CPU time here (`_bmm`). Reassociating the products changes
+row's weights are gathered from the stack (grouped.py's tensors, LSTMs in LinearOpsLSTM's layout); the input
+projections and the error model are batched matmuls over rows (numpy's, OpenBLAS: about half torch's CPU time
+here, `_bmm`), and the recurrence is one TorchScript function (`_recurrence`). Scripted, its steps run in torch's
+interpreter without the GIL: written as Python ops (about ten per step, each giving the GIL up and taking it back),
+a grouped call took 37 ms alone and 520 ms beside a thread running Python (the daemon's decoding thread), which is
+what held per-entity bundles to half the fleet bundle's records/s. Reassociating the products changes
 float rounding only; grouped.py checks the result against each sampled bundle's own module before it serves, and
 uses vmap's generic path if it does not match.
 
@@ -18,6 +21,7 @@ every bundle.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Optional
 
@@ -59,7 +63,8 @@ def fuse(tensors: dict[str, Tensor]) -> Optional[dict[str, Tensor]]:
         return None
 
 
-def score(fused: dict[str, Tensor], raw: Tensor, members: Tensor, tail: Optional[int] = None) -> tuple[Tensor, Tensor]:
+def score(fused: dict[str, Tensor], raw: Tensor, members: Tensor, tail: Optional[int] = None) \
+        -> tuple[Tensor, Tensor]:
     """raw [B, L, C], members [B] -> (scores [B, T], contributions [B, T, C]) of the last T = `tail` steps (all L
     when None), row b by member b's weights."""
     rows = members.numpy()
@@ -67,22 +72,8 @@ def score(fused: dict[str, Tensor], raw: Tensor, members: Tensor, tail: Optional
     x = (raw - w["mean"].unsqueeze(1)) / w["std"].unsqueeze(1)  # [B, L, C]
     B, L, _ = x.shape
     T = L if tail is None else min(max(int(tail), 1), L)
-    H = w["enc_hh"].shape[1]
     projected = _bmm(x, w["enc_ih"]).add_(w["enc_bias"].unsqueeze(1))  # [B, L, 4H]: every step's input projection
-    gates = x.new_empty(B, 1, 4 * H)  # each step's pre-activations, written in place
-    into, enc_hh, dec_hh = gates.numpy(), w["enc_hh"].numpy(), w["dec_hh"].numpy()
-    h = x.new_zeros(B, 1, H)
-    c2 = x.new_zeros(B, 1, H)
-    for t in range(L):
-        np.matmul(h.numpy(), enc_hh, out=into)
-        h, c2 = _cell(gates.add_(projected[:, t:t + 1]), c2, H)
-    states = x.new_empty(B, T, H)  # the decoder's hidden states for steps L-T+1 .. L in time order, step L last
-    states[:, T - 1:] = h
-    dec_bias = w["dec_bias"].unsqueeze(1)  # [B, 1, 4H]
-    for t in range(T - 2, -1, -1):
-        np.matmul(h.numpy(), dec_hh, out=into)
-        h, c2 = _cell(gates.add_(dec_bias), c2, H)
-        states[:, t:t + 1] = h
+    states = _scripted()(projected, w["enc_hh"], w["dec_hh"], w["dec_bias"].unsqueeze(1), T)  # [B, T, H]
     centred = (x[:, L - T:] - _bmm(states, w["out_w"]).add_(w["out_b"].unsqueeze(1))).abs_().sub_(
         w["error_mean"].unsqueeze(1))  # [B, T, C]
     precision = w["precision"]  # [B, C, C]
@@ -92,19 +83,43 @@ def score(fused: dict[str, Tensor], raw: Tensor, members: Tensor, tail: Optional
 
 
 def _bmm(a: Tensor, b: Tensor) -> Tensor:
-    """a [B, n, k] @ b [B, k, m] -> [B, n, m] by numpy's matmul on the tensors' memory (as the recurrent steps):
-    one OpenBLAS gemv/gemm per row, about half the CPU time of torch.bmm for these small per-row products on the
-    benchmark machine (AMD EPYC, torch 2.13's MKL: a step's [256, 1, 32] x [256, 32, 128] 57 vs 121 us, the input
-    projection [256, 100, 38] x [256, 38, 128] 2.8 vs 4.9 ms). numpy releases the GIL for it, as torch does."""
+    """a [B, n, k] @ b [B, k, m] -> [B, n, m] by numpy's matmul on the tensors' memory: one OpenBLAS gemm per row,
+    about half the CPU time of torch.bmm for these small per-row products on the benchmark machine (AMD EPYC, torch
+    2.13's MKL: the input projection [256, 100, 38] x [256, 38, 128] 2.8 vs 4.9 ms). numpy releases the GIL for it,
+    as torch does."""
     return torch.from_numpy(np.matmul(a.numpy(), b.numpy()))
 
 
-def _cell(gates: Tensor, c2: Tensor, H: int) -> tuple[Tensor, Tensor]:
+def _recurrence(projected: Tensor, enc_hh: Tensor, dec_hh: Tensor, dec_bias: Tensor, tail: int) -> Tensor:
+    """The encoder over every step's projected input [B, L, 4H], then `tail` free-running decoder steps from its
+    final state -> the decoder's hidden states [B, tail, H] in time order (step L, the first decoded, last)."""
+    B, L = projected.shape[0], projected.shape[1]
+    H = enc_hh.shape[1]
+    h = projected.new_zeros(B, 1, H)
+    c2 = projected.new_zeros(B, 1, H)
+    for t in range(L):
+        h, c2 = _cell(torch.baddbmm(projected[:, t:t + 1], h, enc_hh), c2)
+    states = projected.new_empty(B, tail, H)
+    states[:, tail - 1:] = h
+    for t in range(tail - 2, -1, -1):
+        h, c2 = _cell(torch.baddbmm(dec_bias, h, dec_hh), c2)
+        states[:, t:t + 1] = h
+    return states
+
+
+def _cell(gates: Tensor, c2: Tensor) -> tuple[Tensor, Tensor]:
     """LinearOpsLSTM's step on [B, 1, 4H] pre-activations (g gate doubled: tanh(z) = 2 sigmoid(2z) - 1), the cell
     state kept doubled too (c2 = 2c), so that tanh(c) is 2 sigmoid(c2) - 1: torch's tanh costs about five times its
-    sigmoid here (22 vs 4 us on [256, 1, 32]). Few, cheap ops (chunk, no scalar products): at a few thousand
-    elements each op costs its dispatch more than its arithmetic. -> (h, c2)."""
+    sigmoid here (22 vs 4 us on [256, 1, 32]). -> (h, c2)."""
     i, f, g, o = torch.sigmoid(gates).chunk(4, -1)
     y = torch.addcmul(i.neg(), i, g, value=2.0)  # i tanh(g's pre-activation)
     c2 = torch.addcmul(y, f, c2).add_(y)  # 2 (f c + y)
     return torch.addcmul(o.neg(), o, torch.sigmoid(c2), value=2.0), c2  # o tanh(c)
+
+
+@functools.lru_cache(maxsize=1)
+def _scripted():
+    """`_recurrence` scripted, once per process (when the first lstm_ae group is fused)."""
+    from .torchscript import script_function
+
+    return script_function(_recurrence)

@@ -41,6 +41,12 @@ def convert(served: nn.Module, window: int, n_channels: int, batches: tuple[int,
                               f"({str(trace_error).splitlines()[0][:200]})") from None
 
 
+def script_function(fn):
+    """torch.jit.script of a plain function (a loop torch runs without the GIL: bundle/grouped_lstm_ae.py)."""
+    with quiet():
+        return torch.jit.script(fn)
+
+
 def save(module, path: str, meta_text: str) -> None:
     with quiet():
         torch.jit.save(module, path, _extra_files={META_FILE: meta_text})

@@ -99,6 +99,7 @@ def test_how_points_are_chunked_changes_nothing(cooldown, min_consecutive, rate,
     scores = np.where(over, 5.0, 0.1) + rng.random(n)
     warm = np.arange(n) >= 20
     warm[rng.random(n) < 0.02] = False  # a point that may not count (a non-finite score in the daemon)
+    warm[70:160] = True  # every chunk (at most 25 points) that meets the episode counts, so it fires in each case
     cfg = AlertingConfig(min_consecutive=min_consecutive, cooldown=cooldown)
     chunked, single = AlertManager(cfg, CHANNELS, MODEL), AlertManager(cfg, CHANNELS, MODEL)
     contrib = np.tile(CONTRIB, (n, 1))

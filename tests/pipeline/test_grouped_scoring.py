@@ -99,25 +99,43 @@ def test_bundles_of_one_architecture_are_scored_in_one_call_equal_to_their_own(b
 
 
 @pytest.mark.parametrize("tail", [1, 5, L])
-def test_a_batch_scores_only_its_windows_newest_steps_and_lstm_ae_decodes_only_those(bundle_dir, tail,
-                                                                                     monkeypatch):
+def test_a_batch_scores_only_its_windows_newest_steps_and_lstm_ae_decodes_only_those(bundle_dir, tail):
     """`tail` (the new points of the batch's windows): every path returns the last `tail` steps of what each
     bundle's own module gives; the written-out lstm_ae runs its decoder for those steps only (L encoder steps +
-    tail - 1 decoder steps), since it decodes the window last step first."""
-    from streamdet.bundle import grouped_lstm_ae
-
-    cells = []
-    real_cell = grouped_lstm_ae._cell
-    monkeypatch.setattr(grouped_lstm_ae, "_cell", lambda *a: cells.append(1) or real_cell(*a))
+    tail - 1 decoder steps, one batched matmul each, counted by torch's profiler), since it decodes the window
+    last step first."""
     router = ModelRouter(load_bundle_set(bundle_dir), 0, 64)
-    cells.clear()  # the group's check at start-up scores whole windows
     windows = raw_windows(len(ENTITIES))
-    scores, contrib = router.score(windows, router.keys_of(ENTITIES), tail)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        scores, contrib = router.score(windows, router.keys_of(ENTITIES), tail)
     assert scores.shape == (len(ENTITIES), tail) and contrib.shape == (len(ENTITIES), tail, C)
     want_scores, want_contrib = own_scores(router, ENTITIES, windows)
     np.testing.assert_allclose(scores, want_scores[:, L - tail:], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(contrib, want_contrib[:, L - tail:], rtol=1e-4, atol=1e-5)
-    assert len(cells) == L + tail - 1  # one written-out call for the lstm_ae rows
+    steps = sum(event.count for event in profile.key_averages() if event.key == "aten::baddbmm")
+    assert steps == L + tail - 1  # one written-out call (the lstm_ae rows); the other paths use no baddbmm
+
+
+def test_lstm_ae_recurrence_runs_as_one_call_not_step_by_step_in_python(bundle_dir):
+    """The recurrence is one scripted call that runs without the GIL: the Python-level calls a grouped score makes
+    do not grow with the steps it decodes (as Python ops, each step gave the GIL up and took it back about ten
+    times, and beside the daemon's decoding thread a call took 14 times as long)."""
+    import sys
+
+    router = ModelRouter(load_bundle_set(bundle_dir), 0, 64)
+    entities = ["lstm-1", "lstm-2", "lstm-3"]
+    windows = raw_windows(len(entities))
+    router.score(windows, router.keys_of(entities), 1)  # the scripted function's first (profiling) calls
+    counts = {}
+    for tail in (1, L):
+        calls = []
+        sys.setprofile(lambda frame, event, arg: calls.append(event) if event in ("call", "c_call") else None)
+        try:
+            router.score(windows, router.keys_of(entities), tail)
+        finally:
+            sys.setprofile(None)
+        counts[tail] = len(calls)
+    assert counts[1] == counts[L], counts
 
 
 def test_a_bundle_with_many_rows_gets_a_call_of_its_own(bundle_dir):
