@@ -11,9 +11,11 @@ scores it: each row's weights are gathered and vmap(functional_call) runs every 
 (normalisation per bundle inside, like the bundle itself).
 
 A group serves only after a sample of its bundles scored grouped matched each bundle's own module within the
-export tolerances; an op that vmap can only run through its slow per-sample fallback, a model the registry cannot
-rebuild from its record, or weights that do not load make the whole group score one call per bundle, with one log
-line saying why.
+export tolerances. Attention runs as its math under vmap (the fused kernels have no batching rule). A group with an
+op that vmap can only run through its slow per-sample fallback is scored member by member from the stack (each
+member's rows in one eager call), not one TorchScript module per bundle: a compiled module of tranad took about
+50 MB, so 1,000 of them exhausted this 23 GiB machine. A model the registry cannot rebuild from its record, or
+weights that do not load, make the whole group score one call per bundle, with one log line saying why.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Iterable, Optional, Sequence
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from . import VERIFY_RTOL, VERIFY_ATOL, Bundle, LazyModule, ServedModel
 from . import grouped_lstm_ae
@@ -86,6 +89,10 @@ def load_weights(served: nn.Module, bundle: Bundle, state: Optional[dict] = None
         raise NotGroupable(f"{bundle.path.name} lacks {', '.join(result.missing_keys[:3])}")
 
 
+class PerSampleOnly(NotGroupable):
+    """vmap can run the model only through its per-sample fallback: score the group member by member."""
+
+
 class StackedBundles:
     """Bundles of one architecture: `score(raw [B, L, C], members [B], tail)` -> (scores [B, T], contributions
     [B, T, C]) of each window's last T = `tail` steps (all L when None), row b scored by the bundle `members[b]`
@@ -98,6 +105,7 @@ class StackedBundles:
         self.index = {sha: i for i, sha in enumerate(shas)}
         self._template = template  # the architecture, on the meta device: functional_call supplies the tensors
         self.fused: Optional[dict[str, Tensor]] = None  # lstm_ae's written-out formulation (grouped_lstm_ae.py)
+        self.by_member = False  # vmap cannot batch the model: each member's rows in one call of its own
 
     @property
     def nbytes(self) -> int:
@@ -113,11 +121,12 @@ class StackedBundles:
     def score(self, raw: Tensor, members: Tensor, tail: Optional[int] = None) -> tuple[Tensor, Tensor]:
         if self.fused is not None:  # computes the tail only
             return grouped_lstm_ae.score(self.fused, raw, members, tail)
-        if self.member_bytes > GATHER_LIMIT:
+        if self.by_member or self.member_bytes > GATHER_LIMIT:
             return self._score_by_member(raw, members, tail)
         params = {k: v.index_select(0, members) for k, v in self.params.items()}  # [B, ...] each row's weights
         buffers = {k: v.index_select(0, members) for k, v in self.buffers.items()}
-        scores, contrib = vmap(self._one)(params, buffers, raw.unsqueeze(1))  # [B, 1, L], [B, 1, L, C]
+        with sdpa_kernel(SDPBackend.MATH):  # attention's math (vmap has no batching rule for the fused kernels)
+            scores, contrib = vmap(self._one)(params, buffers, raw.unsqueeze(1))  # [B, 1, L], [B, 1, L, C]
         return _last(scores.squeeze(1), contrib.squeeze(1), tail)
 
     def _score_by_member(self, raw: Tensor, members: Tensor, tail: Optional[int]) -> tuple[Tensor, Tensor]:
@@ -195,7 +204,7 @@ def check(group: StackedBundles, bundles: Sequence[Bundle], sample: Optional[Seq
         scores, contrib = group.score(raw, members)
     slow = [str(w.message) for w in caught if VMAP_FALLBACK in str(w.message)]
     if slow:
-        raise NotGroupable(f"vmap runs an op per sample ({slow[0][:160]})")
+        raise PerSampleOnly(f"vmap runs an op per sample ({slow[0][:160]})")
     for row, bundle in enumerate(chosen * 2):
         with torch.inference_mode():
             want_s, want_c = bundle.module(raw[row:row + 1])
@@ -221,6 +230,17 @@ def _fuse(group: StackedBundles, members: Sequence[Bundle], sample) -> bool:
         group.fused = None
         return False
     return True
+
+
+def _check_or_by_member(group: StackedBundles, members: Sequence[Bundle], sample) -> None:
+    """check(); a group vmap cannot batch is checked again, and served, member by member."""
+    try:
+        check(group, members, sample)
+    except PerSampleOnly as exc:
+        log.warning("%d bundles of model %s are scored member by member from their stack (%s)", len(members),
+                    group.key[1], exc)
+        group.by_member = True
+        check(group, members, sample)
 
 
 def spread(items: Sequence, n: int) -> list:
@@ -249,7 +269,7 @@ def build_groups(bundles: Sequence[Bundle], previous: Iterable[StackedBundles] =
         try:
             group = stack(members, previous)
             if not _fuse(group, members, sample):
-                check(group, members, sample)
+                _check_or_by_member(group, members, sample)
         except NotGroupable as exc:
             log.warning("%d bundles of model %s cannot be scored grouped (%s): one call per bundle", len(members),
                         key[1], exc)

@@ -138,6 +138,57 @@ def test_lstm_ae_recurrence_runs_as_one_call_not_step_by_step_in_python(bundle_d
     assert counts[1] == counts[L], counts
 
 
+@pytest.fixture(scope="module")
+def attention_dir(tmp_path_factory):
+    """default + 3 entities of tranad (tiny): its transformer layers call torch's fused scaled_dot_product_attention,
+    which vmap has no batching rule for."""
+    root = tmp_path_factory.mktemp("attention")
+    export(root / "default.pt", distinct_model("tranad", 0, "tiny"), 0)
+    for i in range(1, 4):
+        export(root / "entities" / entity_file_name(f"tr-{i}"), distinct_model("tranad", i, "tiny"), i)
+    return root
+
+
+def _one_group(router: ModelRouter):
+    groups = {id(scorer.group): scorer.group for scorer, _ in router._grouped.values()}
+    assert len(groups) == 1 and router.ungrouped == {}
+    return next(iter(groups.values()))
+
+
+def test_attention_models_are_scored_grouped_with_attention_as_its_math(attention_dir):
+    router = ModelRouter(load_bundle_set(attention_dir), 0, 64)
+    assert not _one_group(router).by_member  # vmap batches the whole group
+    entities = ["tr-1", "tr-2", "tr-3", "tr-1"]
+    windows = raw_windows(len(entities), seed=5)
+    scores, contrib = router.score(windows, router.keys_of(entities))
+    assert router.calls == {"grouped": 1}
+    want_scores, want_contrib = own_scores(router, entities, windows)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(contrib, want_contrib, rtol=1e-4, atol=1e-5)
+
+
+def test_a_model_vmap_cannot_batch_is_scored_member_by_member_from_its_stack(attention_dir, monkeypatch):
+    """Not one compiled TorchScript module per bundle (tranad's took about 50 MB each: 1,000 exhausted the
+    machine): the stack's eager model, once per member in the batch; scoring loads no bundle's code (the start-up
+    check compares a sample of the bundles, here all four, with their own modules)."""
+    import contextlib
+
+    monkeypatch.setattr(grouped, "sdpa_kernel", lambda backend: contextlib.nullcontext())  # the fused kernels
+    bundles = load_bundle_set(attention_dir)
+    router = ModelRouter(bundles, 0, 64)
+    assert _one_group(router).by_member
+    entities = ["tr-1", "tr-2", "tr-3", "tr-1"]
+    windows = raw_windows(len(entities), seed=5)
+    for entity in entities:
+        router.bundle_of(entity).module._module = None  # unloaded again after the check
+    scores, contrib = router.score(windows, router.keys_of(entities), 3)
+    assert router.calls == {"grouped": 1}
+    assert not any(router.bundle_of(e).module.loaded for e in entities)
+    want_scores, want_contrib = own_scores(router, entities, windows)
+    np.testing.assert_allclose(scores, want_scores[:, -3:], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(contrib, want_contrib[:, -3:], rtol=1e-4, atol=1e-5)
+
+
 def test_a_bundle_with_many_rows_gets_a_call_of_its_own(bundle_dir):
     """The default by its own (warmed) module; an entity's bundle by its eager model alone, its code never loaded."""
     router = ModelRouter(load_bundle_set(bundle_dir), 0, 64)
