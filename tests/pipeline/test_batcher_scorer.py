@@ -79,8 +79,8 @@ def test_scorer_rejects_a_module_with_wrong_output_shapes():
 
 @pytest.mark.parametrize("max_batch, sizes", [(256, [1, 2, 4, 8, 16, 32, 64, 128, 256]), (100, [1, 2, 4, 8, 16, 32, 64, 128])])
 def test_warm_up_scores_every_padded_batch_size_the_daemon_can_send(max_batch, sizes):
-    """Each shape a live batch can take is seen (twice) before the first record, so no first batch pays for
-    TorchScript's profiling of a new shape."""
+    """Each shape a live batch can take is seen (twice, then once timed) before the first record, so no first batch
+    pays for TorchScript's profiling of a new shape."""
     seen = []
 
     def module(x):
@@ -89,4 +89,47 @@ def test_warm_up_scores_every_padded_batch_size_the_daemon_can_send(max_batch, s
 
     Scorer(module).warm_up(window=5, n_channels=3, max_batch=max_batch)
     assert sorted(set(seen)) == [(b, 5, 3) for b in sizes]
-    assert all(seen.count(shape) == 2 for shape in set(seen))
+    assert all(seen.count(shape) == 3 for shape in set(seen))
+
+
+class CostByBatch:
+    """A module whose calls advance a fake clock by cost(batch size): the scorer's timing without real time."""
+
+    def __init__(self, cost):
+        self.cost, self.now, self.calls = cost, 0.0, []
+
+    def clock(self) -> float:
+        return self.now
+
+    def __call__(self, x):
+        self.calls.append(x.shape[0])
+        self.now += self.cost(x.shape[0])
+        return x.sum(-1) * 2.0, x * 3.0
+
+
+def test_batches_are_chunked_at_the_size_that_costs_least_per_window():
+    """Per window, 64 is cheapest (an attention model whose maps leave the caches at 256): a batch of 200 is scored
+    as 64 + 64 + 64 + 8 (padded), and the scores are the whole batch's."""
+    module = CostByBatch(lambda b: b * (1.0 if b <= 64 else 2.0))
+    scorer = Scorer(module, clock=module.clock)
+    scorer.warm_up(window=5, n_channels=3, max_batch=256)
+    assert scorer.chunk == 64
+    module.calls.clear()
+    windows = np.random.default_rng(0).normal(size=(200, 5, 3)).astype(np.float32)
+    scores, contrib = scorer.score(windows, tail=2)
+    assert module.calls == [64, 64, 64, 8]
+    np.testing.assert_allclose(scores, windows.sum(-1)[:, -2:] * 2.0, rtol=1e-6)
+    np.testing.assert_allclose(contrib, windows[:, -2:] * 3.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("cost", [lambda b: 1.0 + b, lambda b: b * (1.0 if b <= 64 else 1.1),
+                                  lambda b: b * (1.0 if b <= 8 else 2.0)])
+def test_no_chunking_when_the_largest_batch_is_cheapest_or_the_gain_is_small_or_the_best_is_tiny(cost):
+    """Per-call overhead (bigger is cheaper), a 10 % gain (under CHUNK_GAIN's fifth), a best size under MIN_CHUNK."""
+    module = CostByBatch(cost)
+    scorer = Scorer(module, clock=module.clock)
+    scorer.warm_up(window=5, n_channels=3, max_batch=256)
+    assert scorer.chunk == 0
+    module.calls.clear()
+    scorer.score(np.zeros((200, 5, 3), np.float32))
+    assert module.calls == [256]
