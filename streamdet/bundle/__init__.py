@@ -35,6 +35,12 @@ VERIFY_RTOL = 1e-4
 VERIFY_ATOL = 1e-5
 
 
+def tail_steps(tail, window: int) -> int:
+    """How many of a window's last steps a scorer returns: `tail` (the batch's new points) within [1, window]; the
+    whole window when None."""
+    return window if tail is None else min(max(int(tail), 1), window)
+
+
 class ServedModel(nn.Module):
     """What the daemon runs: normalise raw values with the training statistics, then the detector."""
 

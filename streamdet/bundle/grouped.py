@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from . import VERIFY_RTOL, VERIFY_ATOL, Bundle, LazyModule, ServedModel
+from . import VERIFY_RTOL, VERIFY_ATOL, Bundle, LazyModule, ServedModel, tail_steps
 from . import grouped_lstm_ae
 from .linear_lstm import NotGroupable, vmappable, vmappable_tensors
 
@@ -133,7 +133,7 @@ class StackedBundles:
         """Each member's rows by its own weights in place (views into the stack): for models whose weights are
         large, gathering a copy per row costs more than the calls (each row has to read its weights once anyway)."""
         B, L, C = raw.shape
-        T = L if tail is None else min(max(int(tail), 1), L)
+        T = tail_steps(tail, L)
         scores, contrib = raw.new_empty(B, T), raw.new_empty(B, T, C)
         for member in torch.unique(members).tolist():
             rows = (members == member).nonzero().squeeze(1)
@@ -157,9 +157,7 @@ class StackedBundles:
 
 def _last(scores: Tensor, contrib: Tensor, tail: Optional[int]) -> tuple[Tensor, Tensor]:
     """The last `tail` steps of full-window scores [B, L] and contributions [B, L, C] (all of them when None)."""
-    if tail is None:
-        return scores, contrib
-    T = min(max(int(tail), 1), scores.shape[1])
+    T = tail_steps(tail, scores.shape[1])
     return scores[:, -T:], contrib[:, -T:]
 
 

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import tail_steps
+
 PREFIX = "model."
 
 
@@ -71,7 +73,7 @@ def score(fused: dict[str, Tensor], raw: Tensor, members: Tensor, tail: Optional
     w = {k: torch.from_numpy(v.detach().numpy()[rows]) for k, v in fused.items()}  # [B, ...] each row's own
     x = (raw - w["mean"].unsqueeze(1)) / w["std"].unsqueeze(1)  # [B, L, C]
     B, L, _ = x.shape
-    T = L if tail is None else min(max(int(tail), 1), L)
+    T = tail_steps(tail, L)
     projected = _bmm(x, w["enc_ih"]).add_(w["enc_bias"].unsqueeze(1))  # [B, L, 4H]: every step's input projection
     states = _scripted()(projected, w["enc_hh"], w["dec_hh"], w["dec_bias"].unsqueeze(1), T)  # [B, T, H]
     centred = (x[:, L - T:] - _bmm(states, w["out_w"]).add_(w["out_b"].unsqueeze(1))).abs_().sub_(

@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..bundle import tail_steps
 from .scorer import Scorer, grouped_scorers
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class ModelRouter:
         if len(rows) == 1:
             return self._own(keys[0], windows, tail)
         B, L, C = windows.shape
-        T = L if tail is None else min(max(int(tail), 1), L)
+        T = tail_steps(tail, L)
         scores, contrib = np.empty((B, T), np.float32), np.empty((B, T, C), np.float32)
         shared: dict[int, tuple[Any, list[int], list[int]]] = {}  # id(group scorer) -> (scorer, rows, members)
         for key, index in rows.items():

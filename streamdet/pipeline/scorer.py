@@ -18,6 +18,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from ..bundle import tail_steps
 from ..errors import BundleError
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class Scorer:
         if scores.shape != (Bp, L) or contrib.shape != (Bp, L, C):
             raise BundleError(f"model output shapes scores {scores.shape}, contributions {contrib.shape}; "
                               f"expected {(Bp, L)} and {(Bp, L, C)}")
-        T = L if tail is None else min(max(int(tail), 1), L)
+        T = tail_steps(tail, L)
         return (scores[:B, L - T:].astype(np.float32, copy=False),
                 contrib[:B, L - T:].astype(np.float32, copy=False))
 
