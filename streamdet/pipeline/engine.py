@@ -343,7 +343,7 @@ class Pipeline:
         scores, contrib, seconds = inferred  # [B, W], [B, W, C]: the windows' last W steps
         result = self._done
         result.batches.append((len(requests), seconds))
-        width = max(request.n_new for request in requests)
+        width = scores.shape[1]  # the batch's widest new points, as _submit asked for
         new = scores.astype(np.float64)  # [B, W]
         finite = np.isfinite(new)
         learn = finite & np.array([request.warm for request in requests])[:, None]  # [B, W]

@@ -69,19 +69,21 @@ class Scorer:
         """Score zeros twice at every padded batch size up to max_batch, before the first real batch: a TorchScript
         module profiles and optimises each new input shape on its first calls (the first batch of 256 took 73 ms
         instead of 21), which would otherwise land on the first live records. A third call of each size, timed,
-        sets the chunk size (`choose_chunk`)."""
+        sets the chunk size (`choose_chunk`) when one of them could be it."""
         largest = bucket_size(max_batch) if self.bucket else max_batch
         sizes = [1 << k for k in range(largest.bit_length()) if 1 << k < largest] + [largest]
         per_window = {}
         self.chunk = 0
+        timed = largest > MIN_CHUNK  # else no size could become the chunk (a per-entity bundle warms sizes 1, 2)
         for size in sizes:
             zeros = np.zeros((size, window, n_channels), dtype=np.float32)
             for _ in range(2):
                 self.score(zeros)
-            started = self._clock()
-            self.score(zeros)
-            per_window[size] = (self._clock() - started) / size
-        self.chunk = choose_chunk(per_window)
+            if timed:
+                started = self._clock()
+                self.score(zeros)
+                per_window[size] = (self._clock() - started) / size
+        self.chunk = choose_chunk(per_window) if timed else 0
         if self.chunk:
             log.info("scoring batches over %d windows in chunks of %d (%.2f against %.2f ms a window)", self.chunk,
                      self.chunk, per_window[self.chunk] * 1e3, per_window[max(per_window)] * 1e3)
