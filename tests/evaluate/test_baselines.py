@@ -65,3 +65,28 @@ def test_prepare_fills_buffers_deterministically(data):
     b.prepare(train)
     assert a.mass[:, 0].eq(train.shape[0] * L).all()  # every training row passes the root
     assert torch.equal(a.split_value, b.split_value) and torch.equal(a.mass, b.mass)
+
+
+def test_knn_neighbours_average_distances_so_a_pattern_seen_once_in_training_still_stands_out(data):
+    """neighbours=k scores the mean distance to the k nearest reference sub-windows: a fault whose copy slipped into
+    the training data once is at distance ~0 from that copy (k = 1 misses it) but far from every other reference, once
+    k exceeds the number of sub-windows the copy fills (a level shift's overlapping sub-windows are near-duplicates)."""
+    train, test, faulty = data
+    contaminated = torch.cat([train, faulty[:1]])  # one faulty window among 300 clean ones; every sub-window once:
+    scores = {}
+    for k in (1, 10):  # 10: more than the sub-windows the faulty stretch fills in that one window
+        model = registry.build("knn", C, L, "default", {"span": 4, "references": 301 * (L - 3), "neighbours": k})
+        model.prepare(contaminated)
+        with torch.no_grad():
+            scores[k], contrib = model(faulty[:1])
+            clean, _ = model(test)
+        if k == 10:  # the brute-force mean of the ten nearest distances, and channels averaged the same way
+            from streamdet.models.baselines import subwindows
+            q = subwindows(faulty[:1], 4)[0]  # [L, 4*C]
+            squared = ((q[:, None] - model.reference[None]) ** 2).sum(dim=-1)  # [L, references]
+            nearest = squared.topk(10, largest=False).values  # [L, 3]
+            assert torch.allclose(scores[k][0], nearest.sqrt().mean(dim=1), atol=1e-4)
+            assert torch.allclose(contrib[0].sum(dim=-1), nearest.mean(dim=1), atol=1e-4)
+    tail = slice(20, L)  # sub-windows wholly inside the faulty stretch
+    assert float(scores[1][0, tail].max()) < 1e-3
+    assert float(scores[10][0, tail].min()) > float(torch.quantile(clean.flatten(), 0.99))  # above clean windows
