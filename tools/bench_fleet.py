@@ -304,12 +304,18 @@ def latency_row(args, broker, bundle: Path, rows: np.ndarray, hosts: int, interv
 
 
 def per_entity_dir(trained: Path, out: Path, hosts: int) -> Path:
-    """A bundle directory: the trained bundle as default, and per host a copy of it whose weights and buffers are
-    moved by host-specific noise (streamdet.bundle.variants: each file a real bundle with its own sha256, so every
-    host has its own model of the served architecture and grouped scoring gathers distinct weights)."""
+    """A bundle directory: the trained bundle as default, and per host a copy of it whose trained weights (a fitted
+    baseline, which has none: its fitted statistics) are moved by host-specific noise (streamdet.bundle.variants:
+    each file a real bundle with its own sha256, so every host has its own model of the served architecture and
+    grouped scoring gathers distinct weights). Buffers of trained models are left alone: some are constants whose
+    noise breaks the model (the Anomaly Transformer's squared distances turned negative and every copy scored NaN)."""
+    from streamdet.bundle import torchscript
     from streamdet.bundle.variants import save_variant
 
     base = load_bundle(trained)
+    module, _ = torchscript.load(base.path)
+    moved = {name for name, _ in module.named_parameters()} or \
+        {name for name, _ in module.named_buffers() if name not in ("mean", "std")}
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(trained, out / "default.pt")
     for h in range(hosts):
@@ -317,7 +323,7 @@ def per_entity_dir(trained: Path, out: Path, hosts: int) -> Path:
 
         def perturb(state):
             for name, tensor in state.items():
-                if tensor.is_floating_point() and name not in ("mean", "std"):
+                if name in moved and tensor.is_floating_point():
                     tensor.add_(0.05 * tensor.abs().mean() * torch.randn(tensor.shape, generator=generator))
 
         save_variant(base, out / "entities" / entity_file_name(f"host-{h:05d}"), perturb, {"host": h})

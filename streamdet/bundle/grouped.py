@@ -11,7 +11,8 @@ scores it: each row's weights are gathered and vmap(functional_call) runs every 
 (normalisation per bundle inside, like the bundle itself).
 
 A group serves only after a sample of its bundles scored grouped matched each bundle's own module within the
-export tolerances. Attention runs as its math under vmap (the fused kernels have no batching rule). A group with an
+export tolerances, and without its members that score windows of their own training mean with non-finite values
+(bundle/probe.py; probed grouped, those new to the stack only, and refused by the router). Attention runs as its math under vmap (the fused kernels have no batching rule). A group with an
 op that vmap can only run through its slow per-sample fallback is scored member by member from the stack (each
 member's rows in one eager call), not one TorchScript module per bundle: a compiled module of tranad took about
 50 MB, so 1,000 of them exhausted this 23 GiB machine. A model the registry cannot rebuild from its record, or
@@ -34,6 +35,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from . import VERIFY_RTOL, VERIFY_ATOL, Bundle, LazyModule, ServedModel, tail_steps
 from . import grouped_lstm_ae
 from .linear_lstm import NotGroupable, vmappable, vmappable_tensors
+from .probe import broken_members
 
 log = logging.getLogger(__name__)
 
@@ -251,23 +253,32 @@ def spread(items: Sequence, n: int) -> list:
 
 
 def build_groups(bundles: Sequence[Bundle], previous: Iterable[StackedBundles] = ()) \
-        -> tuple[list[StackedBundles], dict[str, str]]:
-    """Stacks of every architecture shared by two or more bundles, and the bundles that share an architecture but
-    cannot be scored together (sha256 -> why; each such group is logged once). A bundle whose architecture nobody
-    else has is in neither: it simply scores alone."""
+        -> tuple[list[StackedBundles], dict[str, str], dict[str, str]]:
+    """Stacks of every architecture shared by two or more bundles; the bundles that share an architecture but
+    cannot be scored together (sha256 -> why; each such group is logged once); and the broken ones (sha256 -> why:
+    members new to the stack that score non-finite values, left out of it, to be refused). A bundle whose
+    architecture nobody else has is in none of them: it scores alone."""
     previous = list(previous)
     by_key: dict[tuple, list[Bundle]] = {}
     for bundle in bundles:
         by_key.setdefault(group_key(bundle), []).append(bundle)
-    groups, failed = [], {}
+    groups, failed, broken = [], {}, {}
     for key, members in by_key.items():
         if key is None or len(members) < 2:
             continue
         known = {sha for old in previous if old.key == key for sha in old.shas}
-        fresh = [b for b in members if b.sha256 not in known]
-        sample = spread(fresh, VERIFY_SAMPLE) + spread([b for b in members if b not in fresh], 1) if known else None
         try:
             group = stack(members, previous)
+            bad = broken_members(group, [b for b in members if b.sha256 not in known])
+            if bad:
+                broken.update(bad)
+                members = [b for b in members if b.sha256 not in bad]
+                if len(members) < 2:
+                    continue
+                group = stack(members, [group])  # restacked from the stack: nothing rebuilt
+            fresh = [b for b in members if b.sha256 not in known]
+            sample = spread(fresh, VERIFY_SAMPLE) + spread([b for b in members if b not in fresh], 1) if known \
+                else None
             if not _fuse(group, members, sample):
                 _check_or_by_member(group, members, sample)
         except NotGroupable as exc:
@@ -276,4 +287,4 @@ def build_groups(bundles: Sequence[Bundle], previous: Iterable[StackedBundles] =
             failed.update({b.sha256: str(exc) for b in members})
             continue
         groups.append(group)
-    return groups, failed
+    return groups, failed, broken

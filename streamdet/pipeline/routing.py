@@ -16,6 +16,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..bundle import tail_steps
+from ..bundle.probe import check_finite
+from ..errors import StreamdetError
 from .scorer import Scorer, grouped_scorers
 
 log = logging.getLogger(__name__)
@@ -160,15 +162,29 @@ class ModelRouter:
         self.calls["bundle"] += 1
         return scorer.score(windows, tail)
 
+    def _refuse(self, bundle: Any, why: str) -> None:
+        """A bundle that scores non-finite values is not served: its entities fall back to the default (bundle
+        directories); a default that does so stops the start or rejects the reload."""
+        if bundle is self.bundles.default or self.is_fleet:
+            raise StreamdetError(why)
+        self.bundles.refuse(bundle.path, why)
+
     def _add_scorers(self) -> None:
         distinct = self.bundles.distinct()
         self._by_sha = {bundle.sha256: bundle for bundle in distinct}
+        default = self.bundles.default
         if not self.is_fleet:
             previous = list({id(scorer): scorer for scorer, _ in self._grouped.values()}.values())
-            self._grouped, self.ungrouped = grouped_scorers(distinct, previous)
-        default = self.bundles.default
-        for bundle in distinct:
+            self._grouped, self.ungrouped, broken = grouped_scorers(distinct, previous)
+            for sha, why in broken.items():
+                self._refuse(self._by_sha[sha], why)
+        for bundle in self.bundles.distinct():
             if bundle.sha256 in self._scorers or (bundle is not default and bundle.sha256 in self._grouped):
+                continue
+            try:
+                check_finite(bundle, bundle.path)
+            except StreamdetError as exc:
+                self._refuse(bundle, str(exc))
                 continue
             scorer = Scorer(bundle.module, 0 if self._scorers else self._threads)  # threads are process-wide
             largest = self._max_batch if bundle is default else min(self._max_batch, PER_ENTITY_WARM_UP_BATCH)

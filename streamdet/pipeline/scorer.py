@@ -110,18 +110,19 @@ def choose_chunk(per_window: dict[int, float]) -> int:
     return best if candidates[best] <= CHUNK_GAIN * per_window[largest] else 0
 
 
-def grouped_scorers(bundles: list, previous: list["GroupedScorer"] = ()) -> tuple[dict, dict[str, str]]:
+def grouped_scorers(bundles: list, previous: list["GroupedScorer"] = ()) -> tuple[dict, dict[str, str], dict[str, str]]:
     """Bundles that share an architecture, scored together: (sha256 -> (its group's GroupedScorer, its place in the
-    group), sha256 -> why a bundle that shares an architecture cannot be scored with the others). `previous`: the scorers served so far (a reload restacks
-    their unchanged members instead of rebuilding them)."""
+    group), sha256 -> why a bundle that shares an architecture cannot be scored with the others, sha256 -> why a
+    bundle scores non-finite values: to be refused). `previous`: the scorers served so far (a reload restacks their
+    unchanged members instead of rebuilding them)."""
     from ..bundle.grouped import build_groups
 
-    groups, failed = build_groups(bundles, [scorer.group for scorer in previous])
+    groups, failed, broken = build_groups(bundles, [scorer.group for scorer in previous])
     members = {}
     for group in groups:
         scorer = GroupedScorer(group)
         members.update({sha: (scorer, i) for sha, i in group.index.items()})
-    return members, failed
+    return members, failed, broken
 
 
 class GroupedScorer:

@@ -21,10 +21,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
-import torch
 
 from ..bundle import Bundle, load_bundle
+from ..bundle.probe import check_finite
 from ..bundleset import signature as _signature
 from ..errors import StreamdetError
 
@@ -81,15 +80,6 @@ class ChangeWatch:
         self._settling = None
         before, self.seen = self.seen, seen
         return before, seen
-
-
-def check_finite(bundle: Bundle, path) -> None:
-    """A new bundle must score a test batch (its training mean, repeated) with finite values."""
-    probe = torch.from_numpy(np.tile(bundle.mean, (2, bundle.window, 1)).astype(np.float32))  # [2, L, C]
-    with torch.inference_mode():
-        scores, contrib = bundle.module(probe)
-    if not (torch.isfinite(scores).all() and torch.isfinite(contrib).all()):
-        raise StreamdetError(f"{path}: the new model scores a test batch with non-finite values")
 
 
 def same_bundle(a: Bundle, b: Bundle) -> bool:

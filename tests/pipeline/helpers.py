@@ -38,6 +38,12 @@ class FakeBundle:
     calibration: dict = field(default_factory=dict)
     model_name: str = "test_model"
     sha256: str = "0" * 64
+    path: str = "fake.pt"
+
+    @property
+    def mean(self) -> np.ndarray:
+        """The training mean the start-up probe scores (bundle/probe.py)."""
+        return np.zeros(len(self.channels), dtype=np.float32)
 
 
 def exponential_calibration(n: int = 4000, seed: int = 0, init_level: float = 0.98) -> dict:

@@ -328,3 +328,56 @@ def test_a_grouped_bundle_whose_code_is_corrupt_is_refused_and_the_pipeline_star
     windows = raw_windows(len(entities))
     scores, _ = router.score(windows, router.keys_of(entities))
     np.testing.assert_allclose(scores, own_scores(router, entities, windows)[0], rtol=1e-4, atol=1e-5)
+
+
+def _damaged_copy(bundle_dir, tmp_path, entities: dict[str, str]):
+    """A copy of bundle_dir where each entity of `entities` gets a copy of that entity's bundle whose first
+    floating tensor holds a NaN (diverged training): a real bundle file, its digest matching, that scores NaN."""
+    import shutil
+
+    from streamdet.bundle.variants import save_variant
+
+    root = tmp_path / "dir"
+    shutil.copytree(bundle_dir, root)
+    for entity, source in entities.items():
+        def damage(state):
+            next(t for t in state.values() if t.is_floating_point() and t.numel() > 1).view(-1)[0] = float("nan")
+
+        base = load_bundle(root / "entities" / entity_file_name(source)) if source != "default" \
+            else load_bundle(root / "default.pt")
+        target = root / "default.pt" if entity == "default" else root / "entities" / entity_file_name(entity)
+        save_variant(base, target, damage, {"damaged": True})
+    return root
+
+
+def test_bundles_that_score_non_finite_values_are_refused_and_their_entities_use_the_default(bundle_dir, tmp_path):
+    """A grouped bundle (lstm-2) and one whose architecture nobody else has ("solo", a dense autoencoder with other
+    hyper-parameters) that score NaN are not served: a NaN never crosses a threshold, so their hosts would go
+    unwatched. The rest of the group is still scored in one call."""
+    from streamdet.bundle.variants import save_variant
+
+    root = _damaged_copy(bundle_dir, tmp_path, {"lstm-2": "lstm-2"})
+    solo = export(tmp_path / "solo.pt", distinct_model("autoencoder", 9), 9)
+    save_variant(solo, root / "entities" / entity_file_name("solo"),
+                 lambda state: next(t for k, t in state.items() if t.is_floating_point() and "mean" not in k
+                                    and "std" not in k).fill_(float("nan")), {"damaged": True})
+    bundles = load_bundle_set(root)
+    assert bundles.for_entity("lstm-2") is not bundles.default and bundles.for_entity("solo") is not bundles.default
+    router = ModelRouter(bundles, 0, 64)
+    assert router.bundle_of("lstm-2") is bundles.default and router.bundle_of("solo") is bundles.default
+    refused = {path.name: why for path, why in bundles.refused.items()}
+    assert set(refused) == {entity_file_name("lstm-2"), entity_file_name("solo")}
+    assert all("non-finite" in why for why in refused.values())
+    windows = raw_windows(len(ENTITIES))
+    scores, _ = router.score(windows, router.keys_of(ENTITIES))
+    assert np.isfinite(scores).all()
+    assert router.bundle_of("lstm-1") is not bundles.default and router.calls == {"grouped": 3}
+
+
+def test_a_default_that_scores_non_finite_values_stops_the_start(bundle_dir, tmp_path):
+    from streamdet.errors import StreamdetError
+
+    root = _damaged_copy(bundle_dir, tmp_path, {"default": "default"})
+    with pytest.raises(StreamdetError, match="default.pt: the model scores windows of its own training mean with "
+                                             "non-finite values"):
+        ModelRouter(load_bundle_set(root), 0, 64)
