@@ -43,7 +43,7 @@ VERIFY_SAMPLE = 4  # bundles of a group checked grouped against their own module
 GATHER_LIMIT = 256 << 10  # bytes per member above which rows are scored member by member, not gathered: a copy of
 # each row's weights costs more than a call per member (1,000 per-entity bundles, tools/bench_fleet.py, 2026-12-03:
 # sd_mae 973 KiB 663 -> 1,918 records/s, tranad 768 KiB 3,467 -> 4,683, autoencoder tiny 967 KiB 23,000 -> 32,000,
-# anomaly_transformer 557 KiB 5,600 either way; lstm_ae 83 KiB has its own path)
+# anomaly_transformer 557 KiB 2,312 -> 3,786; lstm_ae 83 KiB has its own path)
 VMAP_FALLBACK = "performance drop"  # vmap's warning when an op runs through its per-sample fallback
 
 

@@ -103,6 +103,9 @@ class Metrics(Endpoints):
         r = self.registry
         self._consumed = Counter("streamdet_records_consumed", "Records read from Kafka", ["topic"], registry=r)
         self._scored = Counter("streamdet_records_scored", "Records that received a score", registry=r)
+        self._nonfinite = Counter("streamdet_scores_nonfinite", "Points the model scored NaN or infinite: such a "
+                                  "point never fires an alert nor teaches a threshold, so its entity goes unwatched "
+                                  "while this grows (the log names the entities)", registry=r)
         self._rejected = Counter("streamdet_records_rejected", "Records sent to the dead-letter topic", ["reason"],
                                  registry=r)
         self._alerts = Counter("streamdet_alerts", "Alert events published", ["status"], registry=r)
@@ -164,8 +167,11 @@ class Metrics(Endpoints):
     def rejected(self, reason: str) -> None:
         self._rejected.labels(reason).inc()
 
-    def scored(self, n: int) -> None:
+    def scored(self, n: int, nonfinite: int = 0) -> None:
+        """n points scored, `nonfinite` of them NaN or infinite."""
         self._scored.inc(n)
+        if nonfinite:
+            self._nonfinite.inc(nonfinite)
 
     def entity_scored(self, entity: str, score: float, threshold: float, latency_s: float | None = None,
                       bundle: str = "") -> None:
@@ -222,6 +228,9 @@ class Metrics(Endpoints):
 
     def scored_total(self) -> int:
         return _total(self._scored)
+
+    def nonfinite_total(self) -> int:
+        return _total(self._nonfinite)
 
     # --- state the HTTP endpoints report -------------------------------------------------------------------------
     def heartbeat(self) -> None:

@@ -31,9 +31,11 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+import numpy as np
 import orjson
 
 from ..types import Partition, Reject, StepResult
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 
 DLQ_PAYLOAD_BYTES = 65_536  # of a bad record a dead letter carries; the source coordinates point at all of it
 DLQ_DETAIL_CHARS = 1_000  # a detail may quote the bad value
+NONFINITE_LOG_S = 60.0  # at most one warning a minute about points scored NaN or infinite (the counter has them all)
 
 
 def dead_letter(reject: Reject) -> bytes:
@@ -105,6 +108,7 @@ class Delivery:
         self.observer = observer  # called with every published StepResult (benchmark latency probes)
         self.ledger = Ledger()
         self._next_commit = 0.0
+        self._next_nonfinite_log = 0.0
         self.round: Optional[CheckpointRound] = None  # the checkpoint round in progress, if any
         self.slice_s = kafka.checkpoint_slice_ms / 1000.0
 
@@ -143,10 +147,20 @@ class Delivery:
                                                       "offset": message["source"]["offset"]})
 
     def _record_scores(self, scored: list) -> None:
-        """Count every scored point; export, per entity, only its latest score, threshold and latency."""
+        """Count every scored point (and those scored non-finite, logged at most every NONFINITE_LOG_S); export,
+        per entity, only its latest score, threshold and latency."""
         if not scored:
             return
-        self.metrics.scored(sum(len(chunk) for chunk in scored))
+        nonfinite: Counter = Counter()  # entity -> points scored NaN or infinite (an entity may have several chunks)
+        for chunk in scored:
+            nonfinite[chunk.entity] += int((~np.isfinite(chunk.scores)).sum())
+        nonfinite = +nonfinite  # only the entities that had any
+        self.metrics.scored(sum(len(chunk) for chunk in scored), sum(nonfinite.values()))
+        if nonfinite and time.monotonic() >= self._next_nonfinite_log:
+            self._next_nonfinite_log = time.monotonic() + NONFINITE_LOG_S
+            log.warning("the model scored %d points NaN or infinite (no alert can fire for them), entities: %s",
+                        sum(nonfinite.values()), ", ".join(sorted(nonfinite)[:10]) + (", ..." if len(nonfinite) > 10
+                                                                                     else ""))
         newest = {chunk.entity: chunk for chunk in scored}
         now = time.time()
         for entity, chunk in newest.items():
