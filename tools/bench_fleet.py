@@ -292,15 +292,19 @@ def latency_row(args, broker, bundle: Path, rows: np.ndarray, hosts: int, interv
     reader.join(10)
     producer.close()
     first: dict[str, float] = {}  # spiked host -> arrival of its first alert fired at or after the spike
-    for arrived, m in alerts:
+    before: dict[str, str] = {}  # spiked host -> status of its last alert event before the spike
+    for arrived, m in sorted(alerts, key=lambda a: a[1]["ts"]):
         spiked = spikes.get(m["entity"])
+        if spiked is not None and m["ts"] < spiked:
+            before[m["entity"]] = m["status"]
         if m["status"] == "firing" and spiked is not None and m["ts"] >= spiked:
             first.setdefault(m["entity"], arrived - spiked)
+    open_at_spike = sum(1 for host in spikes if host not in first and before.get(host) == "firing")
     return {"hosts": hosts, "interval": interval_s, "scored": len(daemon.latencies), "paced": paced, "warm": len(warm),
             "warmup_s": warmup_s, "load": os.getloadavg()[0],
             "score": np.percentile(np.asarray(daemon.latencies) * 1000, [50, 99]),
             "alert": np.percentile(np.asarray(list(first.values())) * 1000, [50, 99]) if first else None,
-            "alerted": len(first), "spiked": len(spikes)}
+            "alerted": len(first), "spiked": len(spikes), "open_at_spike": open_at_spike}
 
 
 def per_entity_dir(trained: Path, out: Path, hosts: int) -> Path:
@@ -430,8 +434,11 @@ def print_table(args, source: str, results: dict) -> None:
         print(f"| (g{i}) {load}: production -> score, p50 / p99 ({row['scored']:,} of {row['paced']:,} records; "
               f"load {row['load']:.1f}) | {row['score'][0]:,.0f} / {row['score'][1]:,.0f} ms |")
         alert = "no alert" if row["alert"] is None else f"{row['alert'][0]:,.0f} / {row['alert'][1]:,.0f} ms"
+        missed = row["spiked"] - row["alerted"]
+        why = f"; of the {missed} others, {row['open_at_spike']} had an alert open at the spike (no new firing)" \
+            if missed else ""
         print(f"| (g{i}) {load}: production -> alert on the topic, p50 / p99 ({row['alerted']} of "
-              f"{row['spiked']} spikes) | {alert} |")
+              f"{row['spiked']} spikes{why}) | {alert} |")
         for floor in results["floor"][i - 1:i]:
             print(f"| (g{i}) {load}: the broker's floor, production -> poll by a bare librdkafka consumer of the "
                   f"same stream on a fresh broker, p50 / p99 ({floor['read']:,} of {floor['paced']:,} records; load "

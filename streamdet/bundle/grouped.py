@@ -12,11 +12,12 @@ scores it: each row's weights are gathered and vmap(functional_call) runs every 
 
 A group serves only after a sample of its bundles scored grouped matched each bundle's own module within the
 export tolerances, and without its members that score windows of their own training mean with non-finite values
-(bundle/probe.py; probed grouped, those new to the stack only, and refused by the router). Attention runs as its math under vmap (the fused kernels have no batching rule). A group with an
-op that vmap can only run through its slow per-sample fallback is scored member by member from the stack (each
-member's rows in one eager call), not one TorchScript module per bundle: a compiled module of tranad took about
-50 MB, so 1,000 of them exhausted this 23 GiB machine. A model the registry cannot rebuild from its record, or
-weights that do not load, make the whole group score one call per bundle, with one log line saying why.
+(bundle/probe.py; probed grouped, those new to the stack only, and refused by the router). Attention runs as its
+math under vmap (the fused kernels have no batching rule). A group with an op that vmap can only run through its
+slow per-sample fallback is scored member by member from the stack (each member's rows in one eager call), not one
+TorchScript module per bundle: a compiled module of tranad took about 50 MB, so 1,000 of them exhausted this 23 GiB
+machine. A model the registry cannot rebuild from its record, or weights that do not load, make the whole group
+score one call per bundle, with one log line saying why.
 """
 
 from __future__ import annotations
