@@ -232,6 +232,9 @@ class Metrics(Endpoints):
     def nonfinite_total(self) -> int:
         return _total(self._nonfinite)
 
+    def alerts_total(self) -> int:
+        return _total(self._alerts)
+
     # --- state the HTTP endpoints report -------------------------------------------------------------------------
     def heartbeat(self) -> None:
         self._beat = time.monotonic()

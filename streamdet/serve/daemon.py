@@ -79,6 +79,7 @@ class Daemon:
         skipped = self.delivery.ledger.skipped if self.delivery is not None else 0
         log.info("daemon stopped cleanly", extra={"consumed": self.metrics.consumed_total(),
                                                   "scored": self.metrics.scored_total(),
+                                                  "alerts": self.metrics.alerts_total(),
                                                   "pending_in_checkpoint": self._pending_at_stop,
                                                   "skipped_restored": skipped})
         return 0

@@ -21,7 +21,6 @@ from streamdet.io.admin import ensure_topics
 from streamdet.io.producer import Producer
 from streamdet.pipeline.engine import Pipeline
 from streamdet.pipeline.settings import PipelineSettings
-from streamdet.serve.livedemo import resolved_all
 from tests.conftest import SMD_CONFIG, tiny_overrides, wait_until
 from tests.fixture_data import replay_slice, split_rows
 from tests.integration.helpers import DaemonProcess, read_topic, record
@@ -90,14 +89,6 @@ def published_alerts(bootstrap: str, topic: str, want: dict, timeout_s: float) -
     """Read the alerts topic until every wanted (alert_id, status) is there or the deadline passes, so that
     `alert_mismatches` can name what is missing instead of the read timing out."""
     return _alerts_until(bootstrap, topic, lambda got: want.keys() <= {alert_key(m) for m in got}, timeout_s)
-
-
-def alerts_until_all_resolved(bootstrap: str, topic: str, timeout_s: float) -> list[dict]:
-    """Read the alerts topic until every firing event read has its resolved event, or the deadline passes (the
-    caller's asserts then name what is open). Alerts are keyed by entity, so one partition may hand over an entity's
-    resolved event before the other hands over another entity's firing: reading up to one wanted event is not
-    reading them all."""
-    return _alerts_until(bootstrap, topic, resolved_all, timeout_s)
 
 
 def _alerts_until(bootstrap: str, topic: str, complete: Callable[[list[dict]], bool], timeout_s: float) -> list[dict]:

@@ -12,10 +12,9 @@ import torch
 from streamdet.bundle import export_bundle, load_bundle
 from streamdet.models import registry
 from tests.conftest import SMD_CONFIG, TINY_ENTITY, TINY_WINDOW, tiny_overrides, wait_until
-from tests.integration.helpers import DaemonProcess, final_totals
+from tests.integration.helpers import DaemonProcess, final_totals, read_topic
 
-from .helpers import (ENTITIES, EXTRA, alerts_until_all_resolved, produce, published_alerts, reference_alerts,
-                      scenario_records, start_daemon)
+from .helpers import ENTITIES, EXTRA, produce, published_alerts, reference_alerts, scenario_records, start_daemon
 
 pytestmark = pytest.mark.kafka
 
@@ -123,9 +122,13 @@ def test_an_alert_open_at_a_reload_is_resolved_after_it(broker, tiny_bundle, nam
                    >= len(records), 30, "every record consumed")
         code, _ = daemon.terminate(20)
         assert code == 0
+        published = final_totals(daemon)["alerts"]  # alert events the daemon published (and flushed) in its run
     finally:
         daemon.close()
-    messages = alerts_until_all_resolved(broker.bootstrap, names["alerts"], 30)
+    # all of them, not until some condition holds: one partition may hand over an entity's resolved event before
+    # the other hands over another entity's firing (nor to the partitions' high-water marks: Tansu's lagged one
+    # record behind what a reader then got)
+    messages = read_topic(broker.bootstrap, names["alerts"], lambda got: len(got) >= published, 30)
     assert (open_id, "firing") in {(m["alert_id"], m["status"]) for m in messages}
     resolved = {m["alert_id"] for m in messages if m["status"] == "resolved"}
     assert open_id in resolved, "the alert open at the reload was never resolved"
