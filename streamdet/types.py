@@ -105,6 +105,7 @@ class StepResult:
     batches: list[tuple[int, float]] = field(default_factory=list)  # (batch size, inference seconds)
     held: dict[str, Any] = field(default_factory=dict)  # entity -> source of the last record its window took
     evicted: list[str] = field(default_factory=list)  # entities dropped for idleness at the cap, their last points scored
+    nonfinite: dict[str, int] = field(default_factory=dict)  # entity -> its points scored NaN or infinite
 
     @property
     def n_scored(self) -> int:

@@ -293,7 +293,7 @@ def latency_row(args, broker, bundle: Path, rows: np.ndarray, hosts: int, interv
     producer.close()
     first: dict[str, float] = {}  # spiked host -> arrival of its first alert fired at or after the spike
     before: dict[str, str] = {}  # spiked host -> status of its last alert event before the spike
-    for arrived, m in sorted(alerts, key=lambda a: a[1]["ts"]):
+    for arrived, m in sorted((a for a in alerts if a[1]["status"] != "probe"), key=lambda a: a[1]["ts"]):
         spiked = spikes.get(m["entity"])
         if spiked is not None and m["ts"] < spiked:
             before[m["entity"]] = m["status"]

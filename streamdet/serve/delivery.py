@@ -31,11 +31,9 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-import numpy as np
 import orjson
 
 from ..types import Partition, Reject, StepResult
@@ -122,7 +120,7 @@ class Delivery:
             message = event.to_message()
             self.client.produce(self.kafka.alerts_topic, message["entity"].encode(), orjson.dumps(message))
             self._record_alert(message)
-        self._record_scores(result.scored)
+        self._record_scores(result.scored, result.nonfinite)
         if result.evicted:
             self._forget(result.evicted)
         for size, seconds in result.batches:
@@ -146,15 +144,11 @@ class Delivery:
         log.info("alert %s", message["status"], extra={"entity": message["entity"], "score": message["score"],
                                                       "offset": message["source"]["offset"]})
 
-    def _record_scores(self, scored: list) -> None:
-        """Count every scored point (and those scored non-finite, logged at most every NONFINITE_LOG_S); export,
-        per entity, only its latest score, threshold and latency."""
+    def _record_scores(self, scored: list, nonfinite: dict[str, int]) -> None:
+        """Count every scored point (and those scored NaN or infinite, logged at most every NONFINITE_LOG_S);
+        export, per entity, only its latest score, threshold and latency."""
         if not scored:
             return
-        nonfinite: Counter = Counter()  # entity -> points scored NaN or infinite (an entity may have several chunks)
-        for chunk in scored:
-            nonfinite[chunk.entity] += int((~np.isfinite(chunk.scores)).sum())
-        nonfinite = +nonfinite  # only the entities that had any
         self.metrics.scored(sum(len(chunk) for chunk in scored), sum(nonfinite.values()))
         if nonfinite and time.monotonic() >= self._next_nonfinite_log:
             self._next_nonfinite_log = time.monotonic() + NONFINITE_LOG_S

@@ -40,7 +40,7 @@ class BreaksFarOut(torch.nn.Module):
         return scores, x.abs()  # [B, L], [B, L, C]
 
 
-def test_points_scored_nan_are_counted_and_the_others_still_scored(broker, names, tiny_bundle, tmp_path):
+def test_points_scored_nan_are_counted_and_the_others_still_scored(broker, names, tiny_bundle, tmp_path, caplog):
     tiny = load_bundle(tiny_bundle)
     path = tmp_path / "breaks.pt"
     export_bundle(BreaksFarOut(TINY_WINDOW), path, channels=list(tiny.channels), mean=tiny.mean, std=tiny.std,
@@ -76,3 +76,5 @@ def test_points_scored_nan_are_counted_and_the_others_still_scored(broker, names
     assert codes == [0]
     assert daemon.metrics.scored_total() == 2 * rows
     assert daemon.metrics.nonfinite_total() == SPIKE_ROWS  # the spike's points, and no other
+    warnings = [r.getMessage() for r in caplog.records if "NaN or infinite" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].endswith("entities: spiky")  # once a minute at most, naming the host
