@@ -146,7 +146,8 @@ class Metrics(Endpoints):
         self._bundles = Gauge("streamdet_bundles", "Bundles of a bundle directory: served (distinct, the default "
                               "included) and refused (unloadable, another layout or non-finite scores; their entities "
                               "use the default); of the served, grouped (scored in one call with others of their "
-                              "architecture) and ungrouped (they share an architecture but cannot: one call each, logged)",
+                              "architecture) and ungrouped (they share an architecture but cannot: one call each, "
+                              "logged)",
                               ["state"], registry=r)
         self._entities = EntitySeries(metrics_cfg.max_entity_series)
         r.register(self._entities)

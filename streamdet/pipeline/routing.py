@@ -49,8 +49,9 @@ def as_bundle_set(bundles: Any):
 class ModelRouter:
     """Scorers per distinct bundle (by sha256) or per group of bundles of one architecture, and each entity's
     bundle, looked up once and then cached. `calls` counts model calls by kind ("bundle": one bundle's own module,
-    "grouped": one call for several bundles, "member": one grouped bundle's eager model on many rows of its own); `ungrouped` names the bundles that could share a call but cannot
-    (logged once per group when grouping is attempted)."""
+    "grouped": one call for several bundles, "member": one grouped bundle's eager model on many rows of its own);
+    `ungrouped` names the bundles that could share a call but cannot (logged once per group when grouping is
+    attempted). A bundle that scores its training mean with non-finite values is refused (bundle/probe.py)."""
 
     def __init__(self, bundles: Any, threads: int, max_batch: int):
         self.bundles = as_bundle_set(bundles)

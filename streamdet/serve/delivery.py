@@ -152,9 +152,10 @@ class Delivery:
         self.metrics.scored(sum(len(chunk) for chunk in scored), sum(nonfinite.values()))
         if nonfinite and time.monotonic() >= self._next_nonfinite_log:
             self._next_nonfinite_log = time.monotonic() + NONFINITE_LOG_S
+            names = sorted(nonfinite)
+            shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
             log.warning("the model scored %d points NaN or infinite (no alert can fire for them), entities: %s",
-                        sum(nonfinite.values()), ", ".join(sorted(nonfinite)[:10]) + (", ..." if len(nonfinite) > 10
-                                                                                     else ""))
+                        sum(nonfinite.values()), shown)
         newest = {chunk.entity: chunk for chunk in scored}
         now = time.time()
         for entity, chunk in newest.items():
