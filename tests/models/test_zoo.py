@@ -131,3 +131,23 @@ def test_detects_synthetic_spikes_after_short_training(name):
     scores = daemon_like_scores(ServedModel(model, mean, std).eval(), series.test, L, 4)
     labels = series.test_labels[L - 4:][: len(scores)]
     assert auc(scores[: len(labels)], labels) > 0.8
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_flat_lined_host_scores_finitely_so_the_bundle_passes_the_start_up_probe(tmp_path, name):
+    """Windows of one repeated row (a host whose metrics all stopped moving; the probe a daemon runs on every bundle
+    it serves, bundle/probe.py) score finitely: a model dividing by the window's own spread without a floor would
+    score NaN there, be refused at start-up and leave flat-lined hosts unwatched."""
+    from streamdet.bundle.probe import check_finite
+
+    model = prepared(name)
+    rng = np.random.default_rng(3)
+    mean, std = rng.normal(size=C), rng.uniform(0.5, 2.0, C)
+    export_bundle(model, tmp_path / "b.pt", channels=[f"c{i}" for i in range(C)], mean=mean, std=std,
+                  calibration={"n": 1, "sample": [1.0]}, training={}, config={"preset": "tiny"})
+    bundle = load_bundle(tmp_path / "b.pt")
+    check_finite(bundle, bundle.path)  # its training mean, repeated over the window
+    flat = torch.from_numpy(np.tile((mean + 3 * std).astype(np.float32), (2, L, 1)))  # flat, far from the mean
+    with torch.inference_mode():
+        scores, contrib = bundle.module(flat)
+    assert torch.isfinite(scores).all() and torch.isfinite(contrib).all()
