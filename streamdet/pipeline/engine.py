@@ -357,8 +357,8 @@ class Pipeline:
         for row, request in enumerate(requests):
             cut = partial[row]
             warm = request.warm if all_finite else learn[row, cut:]
-            if not all_finite and not finite[row, cut:].all():
-                bad = int((~finite[row, cut:]).sum())
+            bad = 0 if all_finite else int((~finite[row, cut:]).sum())
+            if bad:
                 result.nonfinite[request.entity] = result.nonfinite.get(request.entity, 0) + bad
             result.alerts += self.alerts.update(request.entity, request.ts, new[row, cut:], thresholds[row, cut:],
                                                 over[row, cut:], contrib[row, cut:],

@@ -149,13 +149,14 @@ class Delivery:
         export, per entity, only its latest score, threshold and latency."""
         if not scored:
             return
-        self.metrics.scored(sum(len(chunk) for chunk in scored), sum(nonfinite.values()))
-        if nonfinite and time.monotonic() >= self._next_nonfinite_log:
+        bad = sum(nonfinite.values())
+        self.metrics.scored(sum(len(chunk) for chunk in scored), bad)
+        if bad and time.monotonic() >= self._next_nonfinite_log:
             self._next_nonfinite_log = time.monotonic() + NONFINITE_LOG_S
             names = sorted(nonfinite)
             shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
             log.warning("the model scored %d points NaN or infinite (no alert can fire for them), entities: %s",
-                        sum(nonfinite.values()), shown)
+                        bad, shown)
         newest = {chunk.entity: chunk for chunk in scored}
         now = time.time()
         for entity, chunk in newest.items():

@@ -21,7 +21,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-
 from ..bundle import Bundle, load_bundle
 from ..bundle.probe import check_finite
 from ..bundleset import signature as _signature

@@ -331,8 +331,8 @@ def test_a_grouped_bundle_whose_code_is_corrupt_is_refused_and_the_pipeline_star
 
 
 def _damaged_copy(bundle_dir, tmp_path, entities: dict[str, str]):
-    """A copy of bundle_dir where each entity of `entities` gets a copy of that entity's bundle whose first
-    floating tensor holds a NaN (diverged training): a real bundle file, its digest matching, that scores NaN."""
+    """A copy of bundle_dir where each entity of `entities` gets a copy of that entity's bundle with a NaN
+    weight (`_nan_weight`): a real bundle file, its digest matching, that scores NaN."""
     import shutil
 
     from streamdet.bundle.variants import save_variant
@@ -340,14 +340,16 @@ def _damaged_copy(bundle_dir, tmp_path, entities: dict[str, str]):
     root = tmp_path / "dir"
     shutil.copytree(bundle_dir, root)
     for entity, source in entities.items():
-        def damage(state):
-            next(t for t in state.values() if t.is_floating_point() and t.numel() > 1).view(-1)[0] = float("nan")
-
         base = load_bundle(root / "entities" / entity_file_name(source)) if source != "default" \
             else load_bundle(root / "default.pt")
         target = root / "default.pt" if entity == "default" else root / "entities" / entity_file_name(entity)
-        save_variant(base, target, damage, {"damaged": True})
+        save_variant(base, target, _nan_weight, {"damaged": True})
     return root
+
+
+def _nan_weight(state) -> None:
+    """A NaN in the first weight of a bundle's state (its normalisation left as it was): a diverged training."""
+    next(t for k, t in state.items() if t.is_floating_point() and k not in ("mean", "std")).view(-1)[0] = float("nan")
 
 
 def test_bundles_that_score_non_finite_values_are_refused_and_their_entities_use_the_default(bundle_dir, tmp_path):
@@ -358,9 +360,7 @@ def test_bundles_that_score_non_finite_values_are_refused_and_their_entities_use
 
     root = _damaged_copy(bundle_dir, tmp_path, {"lstm-2": "lstm-2"})
     solo = export(tmp_path / "solo.pt", distinct_model("autoencoder", 9), 9)
-    save_variant(solo, root / "entities" / entity_file_name("solo"),
-                 lambda state: next(t for k, t in state.items() if t.is_floating_point() and "mean" not in k
-                                    and "std" not in k).fill_(float("nan")), {"damaged": True})
+    save_variant(solo, root / "entities" / entity_file_name("solo"), _nan_weight, {"damaged": True})
     bundles = load_bundle_set(root)
     assert bundles.for_entity("lstm-2") is not bundles.default and bundles.for_entity("solo") is not bundles.default
     router = ModelRouter(bundles, 0, 64)
