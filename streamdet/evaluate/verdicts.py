@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import DataError
 from .metrics import PairedDifference, paired_difference, paired_pooled_f1
 
-BASELINES = ("robust_z", "pca", "pca_window", "knn", "hst")
+BASELINES = ("robust_z", "pca", "pca_window", "knn", "knn_channel", "hst")
 AUTO = "auto"
 NAB_BEST = 74.9  # NAB scoreboard, standard profile (threshold tuned on the corpus)
 VERDICT_METRICS = [("macro", "vus_pr", "VUS-PR"), ("macro", "alert.event_f1", "event-F1"),

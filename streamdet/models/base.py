@@ -26,9 +26,10 @@ class Detector(nn.Module):
       per-channel shares >= 0. Row independence: forward(x)[i] depends only on x[i].
     - `prepare(train)`: called once by the trainer with a sample of normalised training windows [N, L, C] before the
       first step; for statistics a model needs (PCA bases, kNN references, memory initialisation). Default: nothing.
-    - `fit_validation(val)`: called once by the trainer after the best weights are restored, with a sample of
-      normalised validation windows [N, L, C]; for statistics of held-out data the score needs (lstm_ae's Gaussian
-      error model). Whatever it fits must be buffers, so that it travels inside the bundle. Default: nothing.
+    - `fit_validation(val)`: called once by the trainer after the best weights are restored (fitted models: after
+      `prepare`), with a sample of normalised validation windows [N, L, C]; for statistics of held-out data the
+      score needs (lstm_ae's Gaussian error model, knn_channel's channel scales). Whatever it fits must be buffers,
+      so that it travels inside the bundle. Default: nothing.
     - `trainable`: False for models fully fitted by `prepare` (the trainer then skips gradient steps).
     - `phases` > 1: objectives that the original trains with one optimiser per phase, stepped one after the other on
       each batch (USAD); the trainer then steps `phase_parameters(k)` on `phase_loss(x, epoch, k, labels)`.

@@ -1,8 +1,8 @@
 """Classical baselines behind the Detector contract: fitted in prepare(), no gradient training, scriptable.
 
-Every deep model has to beat these (and hst.py's Half-Space Trees) to earn its cost. All statistics live in buffers
-sized at construction from the hyper-parameters, so the scripted bundle carries them and the shapes never change after
-prepare().
+Every deep model has to beat these (and hst.py's Half-Space Trees, knn_channel.py's channel-wise neighbours) to earn
+its cost. All statistics live in buffers sized at construction from the hyper-parameters, so the scripted bundle
+carries them and the shapes never change after prepare().
 
 - robust_z: per-channel |x - median| / (1.4826 MAD); score = mean over channels.
 - pca: reconstruction error of each row from the top principal components of training rows.

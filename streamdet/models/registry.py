@@ -18,6 +18,7 @@ from .baselines import NearestNeighbour, PCARows, PCAWindow, RobustZScore
 from .dcdetector import DCdetector
 from .hparams import Hyper, make
 from .hst import HalfSpaceTrees
+from .knn_channel import ChannelNearestNeighbour
 from .lstm_ae import LSTMAutoencoder
 from .mixad import MIXAD
 from .patching import Patched, check_patch, count_patches
@@ -30,7 +31,7 @@ from .usad import USAD
 MODELS: Dict[str, Type[Detector]] = {cls.name: cls for cls in (
     DenseAutoencoder, LSTMAutoencoder, USAD, TranAD, AnomalyTransformer, PatchTSTAutoencoder, DCdetector,
     SpatialAssociationTransformer, MIXAD, SelfDistilledMAE,
-    RobustZScore, PCARows, PCAWindow, NearestNeighbour, HalfSpaceTrees,
+    RobustZScore, PCARows, PCAWindow, NearestNeighbour, ChannelNearestNeighbour, HalfSpaceTrees,
 )}
 
 DEFAULT_PRESET = "default"

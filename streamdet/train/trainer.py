@@ -2,7 +2,7 @@
 
 Multi-phase objectives (USAD/TranAD adversarial weights, Anomaly Transformer's minimax, self-distillation) live in
 each model's `loss(x, epoch, labels)`; the trainer only sees one scalar per step. Models with `trainable = False`
-(baselines) are fitted by `prepare()` alone.
+(baselines) are fitted by `prepare()` (and `fit_validation()` where they calibrate on held-out windows).
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def fit(model: torch.nn.Module, train: np.ndarray, val: np.ndarray, train_cfg, *
     model.prepare(_sample(train))
     if not getattr(model, "trainable", True):
         log.info("%s is fitted by prepare(); no gradient training", getattr(model, "name", "model"))
+        model.fit_validation(_sample(val, VALIDATION_SAMPLE))
         return result
     model.to(device)
     phases = getattr(model, "phases", 1)  # one optimiser per phase (USAD's two), stepped in turn on each batch

@@ -5,7 +5,7 @@ import torch
 
 from streamdet.models import registry
 
-BASELINES = ["robust_z", "pca", "pca_window", "knn", "hst"]
+BASELINES = ["robust_z", "pca", "pca_window", "knn", "knn_channel", "hst"]
 C, L = 6, 24
 
 
