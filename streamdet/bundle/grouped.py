@@ -130,8 +130,14 @@ class StackedBundles:
             return self._score_by_member(raw, members, tail)
         params = {k: v.index_select(0, members) for k, v in self.params.items()}  # [B, ...] each row's weights
         buffers = {k: v.index_select(0, members) for k, v in self.buffers.items()}
-        with sdpa_kernel(SDPBackend.MATH):  # attention's math (vmap has no batching rule for the fused kernels)
-            scores, contrib = vmap(self._one)(params, buffers, raw.unsqueeze(1))  # [B, 1, L], [B, 1, L, C]
+        try:
+            with sdpa_kernel(SDPBackend.MATH):  # attention's math (vmap has no batching rule for the fused kernels)
+                scores, contrib = vmap(self._one)(params, buffers, raw.unsqueeze(1))  # [B, 1, L], [B, 1, L, C]
+        except RuntimeError as exc:  # e.g. an in-place write into a tensor vmap does not batch
+            log.warning("vmap cannot batch model %s (%s): its bundles are scored member by member", self.key[1],
+                        str(exc)[:160])
+            self.by_member = True
+            return self._score_by_member(raw, members, tail)
         return _last(scores.squeeze(1), contrib.squeeze(1), tail)
 
     def _score_by_member(self, raw: Tensor, members: Tensor, tail: Optional[int]) -> tuple[Tensor, Tensor]:

@@ -82,14 +82,15 @@ class ChannelNearestNeighbour(FittedDetector):
         refs = self.reference - centre  # [C, R, span]
         ref_norms = (refs ** 2).sum(dim=-1)  # [C, R]
         q = subwindows(x, self.span).reshape(B * L, self.span, C).permute(2, 0, 1) - centre  # [C, B*L, span]
-        nearest = torch.empty(C, B * L, dtype=x.dtype, device=x.device)
+        rows: List[Tensor] = []  # written out of place: grouped scoring runs this under vmap
         for c in range(C):
             ref_t = refs[c].t().contiguous()  # [span, R]
+            chunks: List[Tensor] = []
             for start in range(0, B * L, self.chunk):
                 part = q[c, start:start + self.chunk]  # [chunk, span]
-                nearest[c, start:start + self.chunk] = torch.addmm(ref_norms[c][None], part, ref_t,
-                                                                    alpha=-2.0).min(dim=1).values
-        squared = nearest + (q ** 2).sum(dim=-1)  # [C, B*L]
+                chunks.append(torch.addmm(ref_norms[c][None], part, ref_t, alpha=-2.0).min(dim=1).values)
+            rows.append(torch.cat(chunks))
+        squared = torch.stack(rows) + (q ** 2).sum(dim=-1)  # [C, B*L]
         return squared.clamp(min=0.0).sqrt().t().reshape(B, L, C)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:

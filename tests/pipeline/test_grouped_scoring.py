@@ -77,6 +77,15 @@ def own_scores(router: ModelRouter, entities, windows):
     return np.stack(scores), np.stack(contrib)
 
 
+def assert_scored_as_own(router: ModelRouter, entities, seed: int) -> None:
+    """The router's scores and contributions for these entities' windows equal each bundle's own module's."""
+    windows = raw_windows(len(entities), seed=seed)
+    scores, contrib = router.score(windows, router.keys_of(entities))
+    want_scores, want_contrib = own_scores(router, entities, windows)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(contrib, want_contrib, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("gather_limit", [grouped.GATHER_LIMIT, 0])
 def test_bundles_of_one_architecture_are_scored_in_one_call_equal_to_their_own(bundle_dir, gather_limit,
                                                                                  monkeypatch):
@@ -158,13 +167,8 @@ def _one_group(router: ModelRouter):
 def test_attention_models_are_scored_grouped_with_attention_as_its_math(attention_dir):
     router = ModelRouter(load_bundle_set(attention_dir), 0, 64)
     assert not _one_group(router).by_member  # vmap batches the whole group
-    entities = ["tr-1", "tr-2", "tr-3", "tr-1"]
-    windows = raw_windows(len(entities), seed=5)
-    scores, contrib = router.score(windows, router.keys_of(entities))
+    assert_scored_as_own(router, ["tr-1", "tr-2", "tr-3", "tr-1"], seed=5)
     assert router.calls == {"grouped": 1}
-    want_scores, want_contrib = own_scores(router, entities, windows)
-    np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(contrib, want_contrib, rtol=1e-4, atol=1e-5)
 
 
 def test_a_model_vmap_cannot_batch_is_scored_member_by_member_from_its_stack(attention_dir, monkeypatch):
@@ -187,6 +191,48 @@ def test_a_model_vmap_cannot_batch_is_scored_member_by_member_from_its_stack(att
     want_scores, want_contrib = own_scores(router, entities, windows)
     np.testing.assert_allclose(scores, want_scores[:, -3:], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(contrib, want_contrib[:, -3:], rtol=1e-4, atol=1e-5)
+
+
+def test_a_model_whose_forward_vmap_refuses_is_scored_member_by_member_not_a_failed_start(tmp_path, monkeypatch,
+                                                                                          caplog):
+    """vmap raises (not warns) on some code, e.g. an in-place write of batched values into a tensor it does not
+    batch (knn_channel's first draft did this); that used to escape the start-up check and stop the daemon. The
+    bundles' own TorchScript modules are exported before the patch, so they score with the unpatched code."""
+    from streamdet.models.baselines import RobustZScore
+
+    for i, path in enumerate([tmp_path / "default.pt"] + [tmp_path / "entities" / entity_file_name(f"z-{i}")
+                                                           for i in (1, 2, 3)]):
+        model = registry.build("robust_z", C, L)
+        model.prepare(torch.randn(20, L, C, generator=torch.Generator().manual_seed(i)) * (i + 1))
+        export(path, model.eval(), i)
+
+    def forward_in_place(self, x):
+        z = (x - self.median).abs() / self.scale
+        scores = torch.zeros(x.shape[0], x.shape[1])  # not batched under vmap ...
+        scores[:] = z.mean(dim=-1)  # ... so writing batched values into it raises
+        return scores, z
+
+    monkeypatch.setattr(RobustZScore, "forward", forward_in_place)
+    with caplog.at_level(logging.WARNING):
+        router = ModelRouter(load_bundle_set(tmp_path), 0, 64)
+    assert _one_group(router).by_member
+    assert any("vmap cannot batch model robust_z" in r.getMessage() for r in caplog.records)
+    assert_scored_as_own(router, ["z-1", "z-2", "z-3", "z-1"], seed=6)
+    assert router.calls == {"grouped": 1}
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_every_registered_model_scores_grouped_like_its_own_bundles(tmp_path, name):
+    """Per-entity bundles of each model (tiny preset) through the router equal their own modules' scores."""
+    for i in range(3):
+        model = distinct_model(name, i, "tiny")
+        if not model.trainable:
+            model.prepare(torch.randn(40, L, C, generator=torch.Generator().manual_seed(i)))
+            model.fit_validation(torch.randn(20, L, C, generator=torch.Generator().manual_seed(10 + i)))
+        export(tmp_path / "default.pt" if i == 0 else tmp_path / "entities" / entity_file_name(f"e-{i}"), model, i)
+    router = ModelRouter(load_bundle_set(tmp_path), 0, 64)
+    assert_scored_as_own(router, ["e-1", "e-2", "e-1", "other"], seed=8)
+    assert router.ungrouped == {} and router.calls["grouped"] == 1, router.calls
 
 
 def test_a_bundle_with_many_rows_gets_a_call_of_its_own(bundle_dir):
