@@ -28,7 +28,7 @@ from .hparams import Hyper, require
 
 SCALE_FLOOR = 0.05  # of the median channel's validation distance
 VALIDATION_QUERIES = 2000  # sub-windows per channel that fit the scale
-QUERY_CHUNK = 256  # steps per matrix product (see _distances)
+REFERENCE_CHUNK = 256  # references per matrix product (see _distances)
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class ChannelNearestNeighbour(FittedDetector):
     def __init__(self, n_channels: int, window: int, hp: ChannelKNNParams = ChannelKNNParams()):
         super().__init__(n_channels, window, hp)
         self.span, self.seed = min(hp.span, window), hp.seed
-        self.chunk = QUERY_CHUNK
+        self.chunk = REFERENCE_CHUNK
         self.register_buffer("reference", torch.zeros(n_channels, hp.references, self.span))  # [C, R, span]
         self.register_buffer("scale", torch.ones(n_channels))
 
@@ -74,22 +74,24 @@ class ChannelNearestNeighbour(FittedDetector):
     def _distances(self, x: Tensor) -> Tensor:
         """x [B, L, C] -> each step's per-channel distance to that channel's nearest reference [B, L, C].
 
-        |q - r|^2 = |q|^2 + |r|^2 - 2 q.r, one matrix product per channel and chunk of QUERY_CHUNK steps (a [B*L, R]
-        block per channel at once runs 3x slower out of cache); both sides centred on the channel's reference mean
-        first, so the subtraction does not lose small distances to large norms."""
+        |q - r|^2 = |q|^2 + |r|^2 - 2 q.r, one matrix product per channel and block of REFERENCE_CHUNK references, a
+        running minimum over the blocks (a [B*L, R] product per channel at once runs 2-3x slower out of cache; blocks
+        of references, not of steps, keep the loop independent of the batch for torch.export); both sides centred on
+        the channel's reference mean first, so the subtraction does not lose small distances to large norms."""
         B, L, C = x.shape
+        R = self.reference.shape[1]
         centre = self.reference.mean(dim=(1, 2))[:, None, None]  # [C, 1, 1]
         refs = self.reference - centre  # [C, R, span]
         ref_norms = (refs ** 2).sum(dim=-1)  # [C, R]
         q = subwindows(x, self.span).reshape(B * L, self.span, C).permute(2, 0, 1) - centre  # [C, B*L, span]
-        rows: List[Tensor] = []  # written out of place: grouped scoring runs this under vmap
+        rows: List[Tensor] = []  # out of place: grouped scoring runs this under vmap
         for c in range(C):
-            ref_t = refs[c].t().contiguous()  # [span, R]
-            chunks: List[Tensor] = []
-            for start in range(0, B * L, self.chunk):
-                part = q[c, start:start + self.chunk]  # [chunk, span]
-                chunks.append(torch.addmm(ref_norms[c][None], part, ref_t, alpha=-2.0).min(dim=1).values)
-            rows.append(torch.cat(chunks))
+            nearest = torch.full_like(q[c, :, 0], float("inf"))  # [B*L]
+            for start in range(0, R, self.chunk):
+                block = torch.addmm(ref_norms[c, start:start + self.chunk][None], q[c],
+                                    refs[c, start:start + self.chunk].t(), alpha=-2.0)  # [B*L, chunk]
+                nearest = torch.minimum(nearest, block.min(dim=1).values)
+            rows.append(nearest)
         squared = torch.stack(rows) + (q ** 2).sum(dim=-1)  # [C, B*L]
         return squared.clamp(min=0.0).sqrt().t().reshape(B, L, C)
 
