@@ -76,7 +76,7 @@ class ChannelNearestNeighbour(FittedDetector):
 
         |q - r|^2 = |q|^2 + |r|^2 - 2 q.r, one matrix product per channel and block of REFERENCE_CHUNK references, a
         running minimum over the blocks (a [B*L, R] product per channel at once runs 2-3x slower out of cache; blocks
-        of references, not of steps, keep the loop independent of the batch for torch.export); both sides centred on
+        of references, not of steps, keep the loop independent of the batch for exported bundles); both sides centred on
         the channel's reference mean first, so the subtraction does not lose small distances to large norms."""
         B, L, C = x.shape
         R = self.reference.shape[1]
