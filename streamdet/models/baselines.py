@@ -187,15 +187,24 @@ class PCAWindow(_PCABase):
 
 
 @dataclass(frozen=True)
-class KNNParams(Hyper):
+class ReferenceParams(Hyper):
+    """Nearest-neighbour baselines: `span`-row sub-windows against `references` sampled training ones."""
+
     span: int = 10
     references: int = 10000
-    neighbours: int = 1  # the score is the mean distance to this many nearest references
     seed: int = 0
 
     def check(self) -> None:
         require(self.span >= 1, "span", "must be >= 1", self.span)
         require(self.references >= 1, "references", "must be >= 1", self.references)
+
+
+@dataclass(frozen=True)
+class KNNParams(ReferenceParams):
+    neighbours: int = 1  # the score is the mean distance to this many nearest references
+
+    def check(self) -> None:
+        super().check()
         require(1 <= self.neighbours <= self.references, "neighbours", "must be in [1, references]",
                 self.neighbours)
 

@@ -23,8 +23,7 @@ from typing import List, Tuple
 import torch
 from torch import Tensor
 
-from .baselines import FittedDetector, _sample, _train_subwindows, subwindows
-from .hparams import Hyper, require
+from .baselines import FittedDetector, ReferenceParams, _sample, _train_subwindows, subwindows
 
 SCALE_FLOOR = 0.05  # of the median channel's validation distance
 VALIDATION_QUERIES = 2000  # sub-windows per channel that fit the scale
@@ -32,14 +31,8 @@ REFERENCE_CHUNK = 256  # references per matrix product (see _distances)
 
 
 @dataclass(frozen=True)
-class ChannelKNNParams(Hyper):
-    span: int = 10
+class ChannelKNNParams(ReferenceParams):
     references: int = 2000  # per channel
-    seed: int = 0
-
-    def check(self) -> None:
-        require(self.span >= 1, "span", "must be >= 1", self.span)
-        require(self.references >= 1, "references", "must be >= 1", self.references)
 
 
 class ChannelNearestNeighbour(FittedDetector):
