@@ -82,8 +82,24 @@ def test_targets_say_not_met_plainly():
     rows = verdicts.target_rows({"x": cell("pca", BASE), "y": cell("auto", [v + 0.05 for v in BASE])})
     text = "\n".join(rows)
     assert "| auto beats the best baseline on VUS-PR (interval above zero) | smd | +0.050" in text
-    assert "| vus_pr > 0.65 | smd | 0.525 | **no** |" in text
-    assert "| auto beats the best baseline on VUS-PR (interval above zero) | asd | not run | **no** |" in text
+    assert "| vus_pr > 0.65 | smd | 0.525 | 0.525 | **no** |" in text  # auto is ahead on every entity: the oracle
+    assert "| auto beats the best baseline on VUS-PR (interval above zero) | asd | not run | n/a | **no** |" in text
+
+
+def test_the_oracle_bound_takes_each_entity_s_best_row_of_the_same_mode():
+    """Entity by entity, the best value of any row (auto included), averaged over auto's entities; a fleet row, on
+    other bundles, is not a choice a per-entity auto could have made."""
+    auto = cell("auto", [0.2, 0.2, 0.2])
+    knn, pca = cell("knn", [0.9, 0.1, 0.1]), cell("pca", [0.1, 0.6, 0.1])
+    fleet = {**cell("pca_window", [1.0, 1.0, 1.0]), "mode": "fleet"}
+    assert verdicts.oracle_bound(auto, [auto, knn, pca, fleet], "vus_pr") == pytest.approx((0.9 + 0.6 + 0.2) / 3)
+    for c, best in ((auto, 0.3), (knn, 0.5)):  # point-F1's oracle is each row's best-threshold F1
+        for e in c["report"]["entities"]:
+            e["best_f1_paper_only"] = best
+    assert verdicts.oracle_bound(auto, [auto, knn, pca], "point_f1") == pytest.approx(0.5)
+    text = "\n".join(verdicts.target_rows({"a": auto, "k": knn, "p": pca}))
+    assert "| vus_pr > 0.65 | smd | 0.200 | 0.567 | **no** |" in text
+    assert "| point_f1 > 0.5 | smd | not run | 0.500 (best-threshold F1, macro) | **no** |" in text
 
 
 def test_each_mode_s_auto_row_is_judged_against_the_baselines_of_its_own_mode():
@@ -98,8 +114,8 @@ def test_each_mode_s_auto_row_is_judged_against_the_baselines_of_its_own_mode():
     assert "vs best baseline knn 0.575 -> **does NOT beat it (behind)**" in per_entity
     assert "vs best baseline knn, fleet bundle 0.475 -> **beats it**" in fleet_line
     text = "\n".join(verdicts.target_rows(cells))
-    assert "| smd | -0.100 [-0.100, -0.100] vs knn | **no** |" in text
-    assert "| smd (fleet) | +0.050 [+0.050, +0.050] vs knn, fleet bundle | yes |" in text
+    assert "| smd | -0.100 [-0.100, -0.100] vs knn | n/a | **no** |" in text
+    assert "| smd (fleet) | +0.050 [+0.050, +0.050] vs knn, fleet bundle | n/a | yes |" in text
     alone = verdicts.verdict_lines({"pe knn": cells["pe knn"], "fl auto": cells["fl auto"]})
     assert "[no fleet baseline row: against the other mode's]" in alone[0]
 
