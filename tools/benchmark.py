@@ -196,7 +196,8 @@ COLUMNS = [("macro", "vus_pr", "VUS-PR"), ("macro", "auc_pr", "AUC-PR"), ("macro
            ("micro", "interp.hitrate@100", "HitRate@100 %"), ("micro", "interp.hitrate@150", "HitRate@150 %"),
            ("micro", "interp.ndcg@150", "NDCG@150 %"),
            ("nab", "nab_standard", "NAB standard (ours)"), ("nab", "nab_standard_optimised", "NAB standard (NAB's)"),
-           ("nab", "nab_standard_onsets", "NAB standard (NAB's, onsets)")]
+           ("nab", "nab_standard_onsets", "NAB standard (NAB's, onsets)"),
+           ("nab", "nab_standard_adaptive", "NAB standard (NAB's, HTM likelihood)")]
 
 ATTRIBUTION_AT = 1 + [t for _, _, t in COLUMNS].index("NDCG@150 %")  # the column naming the cell's train.attribution
 
@@ -254,7 +255,9 @@ def write_results(cells: dict, path: Path, notes: list[str] = (), sections: list
               "on the scored corpus, as the scoreboard's figures are (optimistic by construction), on each file's "
               "calibrated likelihood (its tail probability under that file's own validation scores, log-scaled as "
               "HTM's; streamdet/evaluate/nab_calibrated.py); NAB (NAB's, onsets): the same likelihood kept only "
-              "where it first rises above the previous window's maximum (one detection per episode).",
+              "where it first rises above the previous window's maximum (one detection per episode); NAB (NAB's, HTM "
+              "likelihood): HTM's anomaly likelihood over the same values (its moving average's tail under the "
+              "file's recent history, repeated red values damped; streamdet/evaluate/nab_adaptive.py).",
               "", "## Does streamdet beat the best simple baseline measured in the same run?", "",
               "'Beats' only when the 95 % percentile-bootstrap interval of the paired difference (resampling "
               "entities; for point-F1 the difference of pooled F1 over the same draw) lies above zero. The headline "

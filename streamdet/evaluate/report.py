@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics as M
+from .nab_adaptive import adaptive_likelihood
 from .nab_calibrated import calibrated_likelihood, episode_onsets
 from .nab_score import corpus_score, load_windows, optimised_corpus_score, relative_scores
 from .vus import auc_pr, auc_roc, vus
@@ -85,14 +86,17 @@ def _aggregate(per_entity: list[dict], raw: list[dict]) -> dict:
 
 
 def nab_protocol_scores(runs, windows) -> dict:
-    """NAB's own protocol (one threshold per profile swept over the corpus) on three inputs: `optimised`, each file's
+    """NAB's own protocol (one threshold per profile swept over the corpus) on four inputs: `optimised`, each file's
     calibrated likelihood (nab_calibrated; what the table's NAB (NAB's) column shows), `onsets`, the same kept only
-    where an episode starts, and `relative`, scores relative to the operating threshold (the earlier input, kept for
-    comparison: not comparable across files, docs/evaluation.md)."""
+    where an episode starts, `adaptive`, HTM's anomaly likelihood over it (nab_adaptive), and `relative`, scores
+    relative to the operating threshold (the earliest input, kept for comparison: not comparable across files,
+    docs/evaluation.md)."""
     likelihoods = {r.entity: calibrated_likelihood(r.scores, r.calibration) for r in runs}
     out = optimised_corpus_score(likelihoods, windows)
     out.update(optimised_corpus_score({r.entity: episode_onsets(likelihoods[r.entity], r.window) for r in runs},
                                       windows, suffix="onsets"))
+    out.update(optimised_corpus_score({r.entity: adaptive_likelihood(r.scores, r.calibration) for r in runs},
+                                      windows, suffix="adaptive"))
     out.update(optimised_corpus_score({r.entity: relative_scores(r.scores, r.thresholds) for r in runs}, windows,
                                       suffix="relative"))
     return out

@@ -24,6 +24,10 @@ AUTO = "auto"
 NAB_BEST = 74.9  # NAB scoreboard, standard profile (threshold tuned on the corpus)
 VERDICT_METRICS = [("macro", "vus_pr", "VUS-PR"), ("macro", "alert.event_f1", "event-F1"),
                    ("micro", "alert.point_f1", "point-F1")]
+NAB_PROTOCOL_INPUTS = (  # report keys of NAB's protocol (one threshold per profile tuned on the corpus), by input
+    ("nab_standard_optimised", "NAB's protocol (one threshold per profile tuned on the corpus), calibrated likelihoods"),
+    ("nab_standard_onsets", "NAB's protocol, calibrated likelihoods at episode onsets"),
+    ("nab_standard_adaptive", "NAB's protocol, HTM's anomaly likelihood over the calibrated likelihoods"))
 TARGETS = {"smd": {"vus_pr": 0.65, "point_f1": 0.5}, "asd": {"vus_pr": 0.73, "point_f1": 0.5}, "nab": {}}
 
 
@@ -134,9 +138,7 @@ def dataset_verdicts(dataset: str, cells: list[dict]) -> list[str]:
 def _nab_lines(dataset: str, cells: list[dict]) -> list[str]:
     lines = []
     for key, what in (("nab_standard", "our protocol (operating threshold and alert rules, nothing tuned)"),
-                      ("nab_standard_optimised", "NAB's protocol (one threshold per profile tuned on the corpus), "
-                                                 "calibrated likelihoods"),
-                      ("nab_standard_onsets", "NAB's protocol, calibrated likelihoods at episode onsets")):
+                      *NAB_PROTOCOL_INPUTS):
         nab = [(metric(c, "nab", key), label(c)) for c in cells if metric(c, "nab", key) is not None]
         if not nab:
             continue
@@ -166,11 +168,17 @@ def target_rows(cells: dict) -> list[str]:
         for auto in sorted(autos, key=mode, reverse=True) or [None]:
             where = dataset if auto is None or mode(auto) == "per-entity" else f"{dataset} ({mode(auto)})"
             rows += _targets_of(auto, ours, dataset, where)
-    v = metric(next((c for c in cells.values() if c["dataset"] == "nab" and c["model"] == AUTO), {}), "nab",
-               "nab_standard_optimised") if any(c["dataset"] == "nab" for c in cells.values()) else None
-    rows.append(f"| NAB standard score on NAB's protocol > {NAB_BEST} | nab | {'not run' if v is None else f'{v:.1f}'}"
-                f" | n/a | {'yes' if v is not None and v > NAB_BEST else '**no**'} |")
+    auto = next((c for c in cells.values() if c["dataset"] == "nab" and c["model"] == AUTO), {})
+    values = {key: metric(auto, "nab", key) for key, _ in NAB_PROTOCOL_INPUTS} if auto else {}
+    measured = [f"{v:.1f} ({INPUT_NAMES[key]})" for key, v in values.items() if v is not None]
+    met = bool(values) and all(v is not None and v > NAB_BEST for v in values.values())  # no pick of the best input
+    rows.append(f"| NAB standard score on NAB's protocol > {NAB_BEST} | nab | {' / '.join(measured) or 'not run'}"
+                f" | n/a | {'yes' if met else '**no**'} |")
     return rows
+
+
+INPUT_NAMES = {"nab_standard_optimised": "every row", "nab_standard_onsets": "onsets",
+               "nab_standard_adaptive": "HTM likelihood"}
 
 
 ORACLE_KEYS = {"vus_pr": "vus_pr", "point_f1": "best_f1_paper_only"}

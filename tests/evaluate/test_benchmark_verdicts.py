@@ -86,6 +86,17 @@ def test_targets_say_not_met_plainly():
     assert "| auto beats the best baseline on VUS-PR (interval above zero) | asd | not run | n/a | **no** |" in text
 
 
+def test_the_nab_target_lists_every_input_and_is_met_only_by_all_of_them():
+    """Picking the best of the NAB's-protocol inputs on the scored corpus would be one more choice on test labels."""
+    def nab_auto(**scores):
+        return {"x": {"dataset": "nab", "model": "auto", "report": {"entities": [], "aggregate": {"nab": scores}}}}
+    mixed = nab_auto(nab_standard_optimised=0.0, nab_standard_onsets=80.0, nab_standard_adaptive=76.0)
+    row = next(r for r in verdicts.target_rows(mixed) if r.startswith("| NAB standard"))
+    assert "| 0.0 (every row) / 80.0 (onsets) / 76.0 (HTM likelihood) | n/a | **no** |" in row
+    high = nab_auto(nab_standard_optimised=75.0, nab_standard_onsets=80.0, nab_standard_adaptive=76.0)
+    assert next(r for r in verdicts.target_rows(high) if r.startswith("| NAB standard")).endswith("| yes |")
+
+
 def test_the_oracle_bound_takes_each_entity_s_best_row_of_the_same_mode():
     """Entity by entity, the best value of any row (auto included), averaged over auto's entities; a fleet row, on
     other bundles, is not a choice a per-entity auto could have made."""
