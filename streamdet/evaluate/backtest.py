@@ -52,6 +52,7 @@ class EntityRun:
     calibration: dict = field(default_factory=dict)  # the bundle's, for NAB's calibrated likelihoods (nab_calibrated)
     window: int = 1
     refits: int = 0  # bundles swapped in by scheduled retraining (evaluate/refit.py)
+    recalibrated: list = field(default_factory=list)  # (first row a swapped-in bundle scored, its calibration)
     retrain_seconds: float = 0.0
 
     def alert_mask(self) -> np.ndarray:
@@ -127,6 +128,11 @@ class Replay:
             message["row"] = event.source.index
             run.alerts.append(message)
         run.batches += len(result.batches)
+
+    def next_scored_row(self) -> int:
+        """The row the next scored window starts scoring at (rows are scored in order)."""
+        scored = np.flatnonzero(~np.isnan(self.run.scores))
+        return int(scored[-1]) + 1 if scored.size else 0
 
     def finish(self) -> EntityRun:
         """Score what is still pending and hand over the run."""

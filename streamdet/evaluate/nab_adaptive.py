@@ -66,9 +66,9 @@ def htm_tail_probabilities(values: np.ndarray, history: np.ndarray) -> np.ndarra
     return out
 
 
-def adaptive_likelihood(scores: np.ndarray, calibration: dict) -> np.ndarray:
-    """Each row's filtered HTM tail probability on HTM's log scale in [0, 1]; -inf where unscored."""
-    values = calibrated_likelihood(scores, calibration)
+def adaptive_likelihood(values: np.ndarray, calibration: dict) -> np.ndarray:
+    """Each row's filtered HTM tail probability of the calibrated `values` (nab_calibrated), on HTM's log scale in
+    [0, 1]; -inf where unscored. The first history is the calibration's own validation scores, as values."""
     history = calibrated_likelihood(np.asarray(calibration.get("sample", []), np.float64), calibration)
     p = htm_tail_probabilities(values, history)
     out = np.clip(np.log(p + LOG_FLOOR) / math.log(LOG_FLOOR), 0.0, 1.0)

@@ -58,6 +58,19 @@ def calibrated_likelihood(scores: np.ndarray, calibration: dict) -> np.ndarray:
     return out
 
 
+def calibrated_by_segment(scores: np.ndarray, calibration: dict, recalibrated=()) -> np.ndarray:
+    """calibrated_likelihood with every row under the calibration of the bundle that scored it: scheduled
+    retraining (evaluate/refit.py) swaps bundles, each with its own score scale; `recalibrated` lists (first row,
+    calibration) of each swap, in order."""
+    scores = np.asarray(scores, np.float64)
+    starts = [0] + [int(start) for start, _ in recalibrated] + [scores.size]
+    calibrations = [calibration] + [c for _, c in recalibrated]
+    out = np.empty(scores.size)
+    for lo, hi, c in zip(starts, starts[1:], calibrations):
+        out[lo:hi] = calibrated_likelihood(scores[lo:hi], c)
+    return out
+
+
 def episode_onsets(values: np.ndarray, window: int) -> np.ndarray:
     """values[i] where it exceeds the maximum of the previous `window` rows (-inf before the first row), else 0;
     -inf rows stay -inf."""

@@ -65,10 +65,13 @@ def replay_with_refits(cfg, bundle, series: Series, every: int, rows: int, retra
         for segment_start in range(0, len(test), every):
             if segment_start:
                 replay.collect(replay.pipeline.flush_batches())  # windows already cut: scored by the model they met
+                first_new = replay.next_scored_row()
                 began = time.perf_counter()
                 recent = Series(series.entity, list(series.channels), recent_rows(train, test, segment_start, rows),
                                 test[:0], np.zeros(0, dtype=np.int8))
-                replay.pipeline.replace_model(retrain(recent, str(Path(folder) / f"refit-{segment_start}.pt")))
+                fresh = retrain(recent, str(Path(folder) / f"refit-{segment_start}.pt"))
+                replay.pipeline.replace_model(fresh)
+                replay.run.recalibrated.append((first_new, dict(fresh.calibration)))  # NAB's inputs read it
                 retraining += time.perf_counter() - began
                 replay.run.refits += 1
             replay.stream(segment_start, min(segment_start + every, len(test)), chunk)

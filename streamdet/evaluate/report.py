@@ -16,7 +16,7 @@ import numpy as np
 
 from . import metrics as M
 from .nab_adaptive import adaptive_likelihood
-from .nab_calibrated import calibrated_likelihood, episode_onsets
+from .nab_calibrated import calibrated_by_segment, episode_onsets
 from .nab_score import corpus_score, load_windows, optimised_corpus_score, relative_scores
 from .vus import auc_pr, auc_roc, vus
 
@@ -91,12 +91,12 @@ def nab_protocol_scores(runs, windows) -> dict:
     where an episode starts, `adaptive`, HTM's anomaly likelihood over it (nab_adaptive), and `relative`, scores
     relative to the operating threshold (the earliest input, kept for comparison: not comparable across files,
     docs/evaluation.md)."""
-    likelihoods = {r.entity: calibrated_likelihood(r.scores, r.calibration) for r in runs}
+    likelihoods = {r.entity: calibrated_by_segment(r.scores, r.calibration, r.recalibrated) for r in runs}
     out = optimised_corpus_score(likelihoods, windows)
     out.update(optimised_corpus_score({r.entity: episode_onsets(likelihoods[r.entity], r.window) for r in runs},
                                       windows, suffix="onsets"))
-    out.update(optimised_corpus_score({r.entity: adaptive_likelihood(r.scores, r.calibration) for r in runs},
-                                      windows, suffix="adaptive"))
+    adaptive = {r.entity: adaptive_likelihood(likelihoods[r.entity], r.calibration) for r in runs}
+    out.update(optimised_corpus_score(adaptive, windows, suffix="adaptive"))
     out.update(optimised_corpus_score({r.entity: relative_scores(r.scores, r.thresholds) for r in runs}, windows,
                                       suffix="relative"))
     return out

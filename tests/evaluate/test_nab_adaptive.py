@@ -23,7 +23,7 @@ def _level_shift():
 def test_lasting_shift_peaks_once_then_fades():
     scores, calibration = _level_shift()
     fixed = calibrated_likelihood(scores, calibration)
-    moving = adaptive.adaptive_likelihood(scores, calibration)
+    moving = adaptive.adaptive_likelihood(fixed, calibration)
     assert np.median(fixed[SHIFT + 500:]) > 0.8  # the fixed calibration keeps the whole plateau high
     onset = moving[SHIFT:SHIFT + 20].max()
     assert onset >= 0.5  # the shift is seen at once: a red tail probability (1e-5 or less)

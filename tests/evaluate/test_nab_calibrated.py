@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from streamdet.evaluate.backtest import EntityRun
-from streamdet.evaluate.nab_calibrated import calibrated_likelihood, episode_onsets, tail_probability
+from streamdet.evaluate.nab_calibrated import (calibrated_by_segment, calibrated_likelihood, episode_onsets,
+                                               tail_probability)
 from streamdet.evaluate.report import nab_protocol_scores
 from streamdet.train.calibration import calibrate
 
@@ -63,3 +64,18 @@ def test_episode_onsets_keep_the_first_rise_of_each_episode():
     v = np.array([0.1, 0.5, 0.5, 0.6, 0.2, 0.2, 0.2, 0.3, 0.7, -np.inf])
     out = episode_onsets(v, window=3)
     assert out.tolist() == [0.1, 0.5, 0.0, 0.6, 0.0, 0.0, 0.0, 0.3, 0.7, -np.inf]
+
+
+def test_each_segment_is_read_under_the_calibration_of_the_bundle_that_scored_it():
+    """Scheduled retraining swaps in a bundle on another score scale: read under the first calibration, its ordinary
+    scores would all sit at the top of the sweep."""
+    rng = np.random.default_rng(2)
+    errors = lambda n, scale: scale * np.abs(rng.normal(size=n))  # noqa: E731  (a model's errors, on its scale)
+    first, second = calibrate(errors(500, 1.0), 0.98), calibrate(errors(500, 100.0), 0.98)
+    scores = np.concatenate([errors(300, 1.0), errors(300, 100.0)])
+    one = calibrated_likelihood(scores, first)
+    by_segment = calibrated_by_segment(scores, first, [(300, second)])
+    np.testing.assert_array_equal(by_segment[:300], one[:300])
+    assert np.median(one[300:]) > 0.5  # ordinary scores of the new bundle, read on the old scale
+    np.testing.assert_array_equal(by_segment[300:], calibrated_likelihood(scores[300:], second))
+    assert np.median(by_segment[300:]) < 0.1

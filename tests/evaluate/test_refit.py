@@ -76,6 +76,25 @@ def test_a_new_normal_stops_alerting_after_a_retraining_and_every_row_keeps_one_
     assert refitted.alert_mask()[2600:2610].any()  # and the spike in the new regime is still found
 
 
+def test_each_swap_records_where_its_bundle_s_scores_begin_and_its_calibration(setup):
+    """NAB's inputs read every row under the calibration of the bundle that scored it (nab_calibrated): the first
+    row a swapped-in bundle scores is the one after the last row its predecessor scored."""
+    from streamdet.evaluate.refit import replay_with_refits, retrain_with
+
+    cfg, eval_cfg, bundle, series, tmp = setup
+    swapped = []
+
+    def retrain(recent, out):
+        swapped.append(retrain_with(cfg, "pca")(recent, out))
+        return swapped[-1]
+
+    run = replay_with_refits(eval_cfg, bundle, series, EVERY, 0, retrain, work=str(tmp))
+    assert [c for _, c in run.recalibrated] == [dict(b.calibration) for b in swapped]
+    stride = 4  # scoring.stride of the setup
+    for k, (row, _) in enumerate(run.recalibrated, start=1):  # the partial stride pending at the swap is the new one's
+        assert k * EVERY - stride < row <= k * EVERY
+
+
 def test_evaluate_records_the_schedule_in_its_report(setup, tmp_path):
     from streamdet.evaluate.report import build_report
     from streamdet.evaluate.refit import replay_with_refits, retrain_with
