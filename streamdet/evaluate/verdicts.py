@@ -24,10 +24,12 @@ AUTO = "auto"
 NAB_BEST = 74.9  # NAB scoreboard, standard profile (threshold tuned on the corpus)
 VERDICT_METRICS = [("macro", "vus_pr", "VUS-PR"), ("macro", "alert.event_f1", "event-F1"),
                    ("micro", "alert.point_f1", "point-F1")]
-NAB_PROTOCOL_INPUTS = (  # report keys of NAB's protocol (one threshold per profile tuned on the corpus), by input
-    ("nab_standard_optimised", "NAB's protocol (one threshold per profile tuned on the corpus), calibrated likelihoods"),
-    ("nab_standard_onsets", "NAB's protocol, calibrated likelihoods at episode onsets"),
-    ("nab_standard_adaptive", "NAB's protocol, HTM's anomaly likelihood over the calibrated likelihoods"))
+NAB_PROTOCOL_INPUTS = {  # NAB's protocol (one threshold per profile tuned on the corpus): key -> (input, what it is)
+    "nab_standard_optimised": ("every row", "NAB's protocol (one threshold per profile tuned on the corpus), "
+                                            "calibrated likelihoods"),
+    "nab_standard_onsets": ("onsets", "NAB's protocol, calibrated likelihoods at episode onsets"),
+    "nab_standard_adaptive": ("HTM likelihood", "NAB's protocol, HTM's anomaly likelihood over the calibrated "
+                                                "likelihoods")}
 TARGETS = {"smd": {"vus_pr": 0.65, "point_f1": 0.5}, "asd": {"vus_pr": 0.73, "point_f1": 0.5}, "nab": {}}
 
 
@@ -138,7 +140,7 @@ def dataset_verdicts(dataset: str, cells: list[dict]) -> list[str]:
 def _nab_lines(dataset: str, cells: list[dict]) -> list[str]:
     lines = []
     for key, what in (("nab_standard", "our protocol (operating threshold and alert rules, nothing tuned)"),
-                      *NAB_PROTOCOL_INPUTS):
+                      *((key, what) for key, (_, what) in NAB_PROTOCOL_INPUTS.items())):
         nab = [(metric(c, "nab", key), label(c)) for c in cells if metric(c, "nab", key) is not None]
         if not nab:
             continue
@@ -169,16 +171,12 @@ def target_rows(cells: dict) -> list[str]:
             where = dataset if auto is None or mode(auto) == "per-entity" else f"{dataset} ({mode(auto)})"
             rows += _targets_of(auto, ours, dataset, where)
     auto = next((c for c in cells.values() if c["dataset"] == "nab" and c["model"] == AUTO), {})
-    values = {key: metric(auto, "nab", key) for key, _ in NAB_PROTOCOL_INPUTS} if auto else {}
-    measured = [f"{v:.1f} ({INPUT_NAMES[key]})" for key, v in values.items() if v is not None]
+    values = {key: metric(auto, "nab", key) for key in NAB_PROTOCOL_INPUTS} if auto else {}
+    measured = [f"{v:.1f} ({NAB_PROTOCOL_INPUTS[key][0]})" for key, v in values.items() if v is not None]
     met = bool(values) and all(v is not None and v > NAB_BEST for v in values.values())  # no pick of the best input
     rows.append(f"| NAB standard score on NAB's protocol > {NAB_BEST} | nab | {' / '.join(measured) or 'not run'}"
                 f" | n/a | {'yes' if met else '**no**'} |")
     return rows
-
-
-INPUT_NAMES = {"nab_standard_optimised": "every row", "nab_standard_onsets": "onsets",
-               "nab_standard_adaptive": "HTM likelihood"}
 
 
 ORACLE_KEYS = {"vus_pr": "vus_pr", "point_f1": "best_f1_paper_only"}
@@ -187,7 +185,8 @@ ORACLE_KEYS = {"vus_pr": "vus_pr", "point_f1": "best_f1_paper_only"}
 def oracle_bound(auto: dict, cells: list[dict], key: str) -> float | None:
     """Mean over auto's entities of the best per-entity value any row of the same mode reaches (for point-F1 each
     row's F1 at its best threshold, macro): what choosing on the test labels, entity by entity, would give. A
-    target above it cannot be met by selecting among these rows or their thresholds, however the choice is made."""
+    VUS-PR target above it cannot be met by choosing among these rows, however the choice is made; for point-F1
+    (pooled, at the operating threshold) it is an indication, not a bound."""
     same = [c for c in cells if c.get("report") and mode(c) == mode(auto)]
     values = [per_entity(c, ORACLE_KEYS[key]) for c in same]
     best = [max((v[e] for v in values if e in v), default=np.nan) for e in per_entity(auto, ORACLE_KEYS[key])]
