@@ -19,7 +19,7 @@ from collections import deque
 
 import numpy as np
 
-from .nab_calibrated import LOG_FLOOR, calibrated_likelihood
+from .nab_calibrated import calibrated_likelihood, log_scaled
 
 AVERAGING_WINDOW = 10  # rows in the short moving average of the anomaly value
 HISTORY = 8640  # moving averages the Gaussian is estimated over (a month of 5-minute rows)
@@ -70,7 +70,4 @@ def adaptive_likelihood(values: np.ndarray, calibration: dict) -> np.ndarray:
     """Each row's filtered HTM tail probability of the calibrated `values` (nab_calibrated), on HTM's log scale in
     [0, 1]; -inf where unscored. The first history is the calibration's own validation scores, as values."""
     history = calibrated_likelihood(np.asarray(calibration.get("sample", []), np.float64), calibration)
-    p = htm_tail_probabilities(values, history)
-    out = np.clip(np.log(p + LOG_FLOOR) / math.log(LOG_FLOOR), 0.0, 1.0)
-    out[np.isnan(p)] = -np.inf
-    return out
+    return log_scaled(htm_tail_probabilities(values, history))

@@ -52,7 +52,11 @@ def tail_probability(scores: np.ndarray, calibration: dict) -> np.ndarray:
 def calibrated_likelihood(scores: np.ndarray, calibration: dict) -> np.ndarray:
     """log(p + 1e-10) / log(1e-10) in [0, 1] of each score's tail probability p; -inf where unscored (never a
     detection in NAB's sweep)."""
-    p = tail_probability(scores, calibration)
+    return log_scaled(tail_probability(scores, calibration))
+
+
+def log_scaled(p: np.ndarray) -> np.ndarray:
+    """Tail probabilities on HTM's log scale, log(p + 1e-10) / log(1e-10) clipped to [0, 1]; -inf where p is NaN."""
     out = np.clip(np.log(p + LOG_FLOOR) / math.log(LOG_FLOOR), 0.0, 1.0)
     out[np.isnan(p)] = -np.inf
     return out
