@@ -200,11 +200,12 @@ class Daemon:
             stack.callback(signal.signal, sig, previous)
 
     def _on_signal(self, signum: int) -> None:
-        """The first SIGTERM/SIGINT stops cleanly; a second one ends the process at once (nothing committed)."""
-        log.info("signal received signal=%s; draining and stopping (send it again to exit at once)",
-                 signal.Signals(signum).name)
+        """The first SIGTERM/SIGINT stops cleanly; a second one ends the process at once (nothing committed). The
+        default is restored before logging: a signal sent on seeing the line would otherwise re-enter this handler."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
+        log.info("signal received signal=%s; draining and stopping (send it again to exit at once)",
+                 signal.Signals(signum).name)
         self.stop()
 
     def _close_client(self) -> None:
