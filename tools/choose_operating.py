@@ -1,4 +1,5 @@
-"""Choose the operating settings (min_consecutive, cooldown, POT risk and init level) on validation data only.
+"""Choose the operating settings (min_consecutive, cooldown, resolve quantile, POT risk and init level) on
+validation data only.
 
     nice -n 10 .venv/bin/python tools/choose_operating.py --dataset asd --entities 12 --models knn,autoencoder
 
@@ -80,13 +81,14 @@ def main(argv=None) -> int:
             runs += 1
             print(f"# {name} {model} {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     order = np.argsort(-totals[:, 0])
-    print(f"| min_consecutive | cooldown | risk | init_level | objective | point-F1 | event-F1 | false/1k |  "
+    print(f"| min_consecutive | cooldown | resolve_quantile | risk | init_level | objective | point-F1 | event-F1 | "
+          f"false/1k |  "
           f"({args.dataset}, {len(names)} entities x {args.models}, injected validation tails)")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for i in order[:args.top]:
         s, (o, pf, ef, fa) = grid[i], totals[i] / runs
-        print(f"| {s['min_consecutive']} | {s['cooldown']} | {s['risk']:g} | {s['init_level']} | {o:.3f} | {pf:.3f} | "
-              f"{ef:.3f} | {fa:.2f} |")
+        print(f"| {s['min_consecutive']} | {s['cooldown']} | {s['resolve_quantile']:g} | {s['risk']:g} | "
+              f"{s['init_level']} | {o:.3f} | {pf:.3f} | {ef:.3f} | {fa:.2f} |")
     return 0
 
 

@@ -1,7 +1,8 @@
 """Turn per-point decisions into alert events with a per-entity state machine.
 
 An entity fires after `min_consecutive` consecutive points over its threshold and resolves after `cooldown`
-consecutive points under it. The alert id is a hash of (entity, start_ts, model sha256): the firing event and its
+consecutive points under it, or, with `resolve_quantile`, under a lower resolve level (hysteresis: an anomaly whose
+score hovers just under the threshold stays one alert rather than a train of short ones). The alert id is a hash of (entity, start_ts, model sha256): the firing event and its
 resolved event share it and `status` tells them apart, so a consumer deduplicates redelivered events on
 (alert_id, status), and a replay of the same data through the same model produces the same ids.
 Warm-up points (edge-padded windows) never fire and never count toward a streak.
@@ -90,12 +91,14 @@ class AlertManager:
 
     def __init__(self, cfg: AlertingConfig, channels: Sequence[str], model_info: dict,
                  model_of: Optional[Callable[[str], dict]] = None,
-                 attribution_of: Optional[Callable[[str], Optional[dict]]] = None):
+                 attribution_of: Optional[Callable[[str], Optional[dict]]] = None,
+                 resolve_level_of: Optional[Callable[[str], float]] = None):
         self.cfg = cfg
         self.channels = tuple(channels)
         self.model = {"name": model_info["name"], "sha256": model_info["sha256"]}
         self._model_of = model_of  # entity -> {"name", "sha256"} when entities have their own bundles
         self._attribution_of = attribution_of  # entity -> its bundle's attribution record (pipeline/attribution.py)
+        self._resolve_level_of = resolve_level_of  # entity -> the score an open alert must fall under (resolve_level)
         self._states: dict[str, _EntityState] = {}
 
     def firing(self, entity: str) -> bool:
@@ -123,7 +126,8 @@ class AlertManager:
             state.over_streak = 0
             state.under_streak += len(scores)
             return []
-        if warm is True and state.firing and self._continue_firing(state, ts, scores, over):
+        held = over if self._resolve_level_of is None else over | (scores >= self._resolve_level_of(entity))
+        if warm is True and state.firing and self._continue_firing(state, ts, scores, over, held):
             return []
         events = []
         values = None if window is None else window[len(window) - len(scores):]  # [n, C] the points' own rows
@@ -132,36 +136,37 @@ class AlertManager:
                 state.over_streak = 0
                 continue
             event = self._step(entity, state, float(ts[j]), float(scores[j]), float(thresholds[j]), bool(over[j]),
-                               contrib[j], sources[j], None if values is None else values[j], window)
+                               bool(held[j]), contrib[j], sources[j], None if values is None else values[j], window)
             if event is not None:
                 events.append(event)
                 state = self._states[entity]  # a resolved episode starts a fresh state
         return events
 
     def _step(self, entity: str, state: _EntityState, ts: float, score: float, threshold: float, over: bool,
-              contrib: np.ndarray, source: Any, values: Optional[np.ndarray] = None,
+              held: bool, contrib: np.ndarray, source: Any, values: Optional[np.ndarray] = None,
               window: Optional[np.ndarray] = None) -> AlertEvent | None:
-        """One warm point: the state machine itself."""
+        """One warm point: the state machine itself. `held`: the point keeps an open alert open (over its threshold,
+        or at or over the resolve level)."""
         if over:
-            state.under_streak = 0
             if state.over_streak == 0:
                 state.streak_start_ts = ts
             state.over_streak += 1
         else:
             state.over_streak = 0
-            state.under_streak += 1
+        state.under_streak = 0 if over or (held and state.firing) else state.under_streak + 1
         if state.firing:
             return self._while_firing(entity, state, ts, score, threshold, source)
         if state.over_streak >= self.cfg.min_consecutive:
             return self._fire(entity, state, ts, score, threshold, contrib, source, values, window)
         return None
 
-    def _continue_firing(self, state: _EntityState, ts: np.ndarray, scores: np.ndarray, over: np.ndarray) -> bool:
+    def _continue_firing(self, state: _EntityState, ts: np.ndarray, scores: np.ndarray, over: np.ndarray,
+                         held: np.ndarray) -> bool:
         """Advance a firing entity over a chunk in which it does not resolve; False (state untouched) otherwise."""
         n = len(over)
         steps = np.arange(n)
-        last_over = np.maximum.accumulate(np.where(over, steps, -1))  # [n] latest over-threshold step so far
-        under = np.where(last_over >= 0, steps - last_over, state.under_streak + steps + 1)  # [n] under streaks
+        last_held = np.maximum.accumulate(np.where(held, steps, -1))  # [n] latest step that kept the alert open
+        under = np.where(last_held >= 0, steps - last_held, state.under_streak + steps + 1)  # [n] under streaks
         if (under >= self.cfg.cooldown).any():
             return False
         before = np.concatenate(([state.over_streak > 0], over[:-1]))

@@ -37,7 +37,7 @@ from .pacing import AdaptiveStride
 from .routing import ModelRouter, as_bundle_set
 from .settings import PipelineSettings
 from .standardise import ScoreStandardiser
-from .thresholds import ThresholdBank
+from .thresholds import ResolveLevels, ThresholdBank
 from .stride import bundle_context, check_replacement, serving_stride
 from .windows import WindowRequest, WindowStore
 
@@ -218,10 +218,12 @@ class Pipeline:
         self.standardiser = ScoreStandardiser(  # per-entity score levels, where the bundle was calibrated with them
             lambda entity: self.router.calibration_of(entity)[1].get("standardise"),
             enabled=any("standardise" in b.calibration for b in as_bundle_set(bundle).distinct()))
+        quantile = self._cfg.alerting.resolve_quantile
         self.alerts = AlertManager(self._cfg.alerting, self.decoder.channels,
                                    {"name": default.model_name, "sha256": default.sha256},
                                    self.router.model_of if per_entity else None,
-                                   lambda entity: self.router.calibration_of(entity)[1].get("attribution"))
+                                   lambda entity: self.router.calibration_of(entity)[1].get("attribution"),
+                                   ResolveLevels(quantile, self.router.calibration_of) if quantile else None)
 
     def _stride(self, bundle: Any) -> int:
         return serving_stride(self._cfg.scoring.stride, self.window, self._context, bundle)

@@ -140,3 +140,29 @@ def _build(cfg: ThresholdConfig, calibration: dict) -> Spot | RollingPercentile:
     values = np.asarray(sample, dtype=np.float64)
     t = float(np.quantile(values, cfg.init_level))
     return Spot(t, values[values > t] - t, len(values), cfg.risk)
+
+
+class ResolveLevels:
+    """entity -> the score an open alert must fall under to resolve (`alerting.resolve_quantile`): that quantile of
+    the validation scores its bundle was calibrated on (the calibration sample, on the thresholds' own scale), once
+    per bundle. An alert then stays open while its anomaly keeps the score elevated, not only over the threshold."""
+
+    def __init__(self, quantile: float, calibration_of: Callable[[str], tuple[str, dict]]):
+        self.quantile = quantile
+        self._calibration_of = calibration_of
+        self._levels: dict[str, float] = {}
+
+    def __call__(self, entity: str) -> float:
+        key, calibration = self._calibration_of(entity)
+        level = self._levels.get(key)
+        if level is None:
+            level = self._levels[key] = resolve_level(calibration, self.quantile)
+        return level
+
+
+def resolve_level(calibration: dict, quantile: float) -> float:
+    """The `quantile` of a calibration's validation scores; BundleError when it holds none."""
+    sample = calibration.get("sample") or []
+    if not sample:
+        raise BundleError("calibration.sample is empty: alerting.resolve_quantile needs validation scores")
+    return float(np.quantile(np.asarray(sample, dtype=np.float64), quantile))

@@ -1,5 +1,6 @@
-"""Operating settings (alerting.min_consecutive, alerting.cooldown, threshold.risk, threshold.init_level) judged
-on validation data with injected anomalies, through the daemon's own threshold and alert stages.
+"""Operating settings (alerting.min_consecutive, alerting.cooldown, alerting.resolve_quantile, threshold.risk,
+threshold.init_level) judged on validation data with injected anomalies, through the daemon's own threshold and
+alert stages.
 
 For one setting: the calibration is rebuilt from the clean validation scores at that init_level (as training
 would), a fresh ThresholdBank and AlertManager (pipeline/) run over the scores of the injected tail in stream order,
@@ -19,11 +20,11 @@ import numpy as np
 from ..evaluate import metrics as M
 from ..evaluate.backtest import EntityRun
 from ..pipeline.alerts import AlertManager
-from ..pipeline.thresholds import ThresholdBank
+from ..pipeline.thresholds import ResolveLevels, ThresholdBank
 from .calibration import calibrate
 
-GRID = {"min_consecutive": (1, 2, 3), "cooldown": (5, 10, 20), "risk": (3e-2, 1e-2, 1e-3, 1e-4),
-        "init_level": (0.95, 0.98)}
+GRID = {"min_consecutive": (1, 2, 3), "cooldown": (5, 10, 20), "resolve_quantile": (0.0, 0.9, 0.95, 0.98),
+        "risk": (3e-2, 1e-2, 1e-3, 1e-4), "init_level": (0.95, 0.98)}
 
 
 def settings_grid(grid: dict = GRID) -> list[dict]:
@@ -34,7 +35,8 @@ def settings_grid(grid: dict = GRID) -> list[dict]:
 def apply_settings(cfg, setting: dict):
     """cfg with one setting's alerting and threshold values."""
     alerting = dataclasses.replace(cfg.alerting, min_consecutive=setting["min_consecutive"],
-                                   cooldown=setting["cooldown"])
+                                   cooldown=setting["cooldown"],
+                                   resolve_quantile=setting.get("resolve_quantile", cfg.alerting.resolve_quantile))
     threshold = dataclasses.replace(cfg.threshold, risk=setting["risk"], init_level=setting["init_level"])
     return dataclasses.replace(cfg, alerting=alerting, threshold=threshold)
 
@@ -45,7 +47,9 @@ def alert_mask(cfg, calibration: dict, scores: np.ndarray) -> np.ndarray:
     row = scores.astype(np.float64)[None, :]  # [1, n]: the tail is one chunk of one entity
     thresholds, over = ThresholdBank(cfg.threshold, calibration).decide(["v"], row, np.isfinite(row))
     thresholds, over = thresholds[0], over[0]
-    alerts = AlertManager(cfg.alerting, ["c"], {"name": "validation", "sha256": ""})
+    quantile = cfg.alerting.resolve_quantile
+    alerts = AlertManager(cfg.alerting, ["c"], {"name": "validation", "sha256": ""},
+                          resolve_level_of=ResolveLevels(quantile, lambda _: ("v", calibration)) if quantile else None)
     events = alerts.update("v", np.arange(n, dtype=np.float64), scores, thresholds, over, np.zeros((n, 1)),
                            list(range(n)))
     rows = [{"status": e.status, "row": int(e.source)} for e in events]

@@ -237,3 +237,31 @@ def test_an_alert_open_at_a_model_swap_resolves_on_the_new_models_scores(mode):
     after = [e for step in range(2 * L, 4 * L) for e in p.process(poll(["a"], step, quiet)).alerts]
     assert [e.status for e in after] == ["resolved"]
     assert after[0].alert_id == events[0].alert_id and after[0].model["sha256"] == "c" * 64
+
+
+def test_each_entity_holds_its_alert_at_its_own_bundles_resolve_level():
+    """alerting.resolve_quantile: an open alert resolves only once the score falls under that quantile of the
+    validation scores of the bundle scoring the entity. A stretch at 5.0, under both thresholds, is elevated for
+    the bundle calibrated on Exp(1) scores (90th percentile 2.3) and ordinary for the one calibrated on 10 x Exp(1)
+    (23): the first entity's alert stays open through it, the second's resolves after the cooldown."""
+    from streamdet.bundleset import BundleSet
+
+    cfg = load_config(SMD_CONFIG, ["scoring.stride=1", "scoring.adaptive=false", "alerting.min_consecutive=1",
+                                   "alerting.cooldown=3", "alerting.resolve_quantile=0.9", "threshold.warmup=0"])
+    wide = exponential_calibration()
+    wide = {**wide, "pot": {**wide["pot"], "init_threshold": 10 * wide["pot"]["init_threshold"],
+                            "peaks": [10 * v for v in wide["pot"]["peaks"]]}, "sample": [10 * v for v in wide["sample"]]}
+    last_value = torch.jit.script(LastValueDetector())
+    served = BundleSet(default=bundle(last_value, sha="d"), entity_bundles={"w": bundle(last_value, "w", wide)})
+    p = Pipeline(PipelineSettings.of(cfg), served, FrozenClock(), overlap=False)
+    entities = ["n", "w"]
+    steps = [[0.0, 0, 0]] * L + [[900.0, 0, 0]] * 2 + [[5.0, 0, 0]] * 20 + [[0.0, 0, 0]] * 5
+    events = []
+    for step, values in enumerate(steps):
+        p.process(poll(entities, step, [values, values]))
+        events += [(step, e.entity, e.status) for e in p.flush_batches().alerts]
+    assert [(s, entity, status) for s, entity, status in events if status == "firing"] == [(L, "n", "firing"),
+                                                                                          (L, "w", "firing")]
+    resolved = {entity: s for s, entity, status in events if status == "resolved"}
+    assert resolved["w"] == L + 2 + 2  # the third point of the stretch
+    assert resolved["n"] == L + 2 + 20 + 2  # the third point after it

@@ -42,6 +42,18 @@ def test_fires_after_min_consecutive_and_resolves_after_cooldown():
     assert firing.source == Source("t", 0, 5)
 
 
+def test_a_resolve_level_holds_an_alert_open_while_the_score_stays_elevated():
+    """Hysteresis (alerting.resolve_quantile): points under the threshold but at or over the resolve level neither
+    fire nor count toward the cooldown; without a level the same points resolve the alert."""
+    overs = [1, 0, 0, 0, 0, 0, 0, 0]
+    scores = [5.0, 0.7, 0.8, 0.7, 0.2, 0.2, 0.7, 0.7]
+    plain = AlertManager(AlertingConfig(min_consecutive=1, cooldown=2), CHANNELS, MODEL)
+    held = AlertManager(AlertingConfig(min_consecutive=1, cooldown=2), CHANNELS, MODEL, resolve_level_of=lambda e: 0.5)
+    assert [(i, e.status) for i, e in run(plain, overs, scores)] == [(0, "firing"), (2, "resolved")]
+    assert [(i, e.status) for i, e in run(held, overs, scores)] == [(0, "firing"), (5, "resolved")]
+    assert run(held, [0, 0, 0], [0.9, 0.9, 0.9], entity="quiet") == []  # the level alone never fires
+
+
 def test_resolved_carries_the_peak_score_of_the_episode():
     m = AlertManager(AlertingConfig(min_consecutive=1, cooldown=1), CHANNELS, MODEL)
     events = run(m, [1, 1, 1, 0], scores=[2.0, 9.0, 3.0, 0.1])
@@ -87,11 +99,13 @@ def test_state_round_trip_continues_the_episode():
 
 @settings(max_examples=40, deadline=None)
 @given(cooldown=st.integers(1, 25), min_consecutive=st.integers(1, 4), rate=st.floats(0.02, 0.95),
-       cuts=st.lists(st.integers(1, 25), min_size=1, max_size=8), seed=st.integers(0, 2**16))
-def test_how_points_are_chunked_changes_nothing(cooldown, min_consecutive, rate, cuts, seed):
+       cuts=st.lists(st.integers(1, 25), min_size=1, max_size=8), seed=st.integers(0, 2**16),
+       resolve_level=st.sampled_from([None, 0.6]))
+def test_how_points_are_chunked_changes_nothing(cooldown, min_consecutive, rate, cuts, seed, resolve_level):
     """One path for every chunk: quiet chunks and firing chunks that do not resolve take the counter-only paths,
     chunks that fire or resolve, warm-up chunks and chunks with per-point warm flags step point by point. Events
-    and state after every chunk equal those of the same points one at a time (a chunk of one)."""
+    and state after every chunk equal those of the same points one at a time (a chunk of one), with and without a
+    resolve level (about half the points under the threshold are over it)."""
     rng = np.random.default_rng(seed)
     n = 300
     over = rng.random(n) < rate
@@ -101,7 +115,8 @@ def test_how_points_are_chunked_changes_nothing(cooldown, min_consecutive, rate,
     warm[rng.random(n) < 0.02] = False  # a point that may not count (a non-finite score in the daemon)
     warm[70:160] = True  # every chunk (at most 25 points) that meets the episode counts, so it fires in each case
     cfg = AlertingConfig(min_consecutive=min_consecutive, cooldown=cooldown)
-    chunked, single = AlertManager(cfg, CHANNELS, MODEL), AlertManager(cfg, CHANNELS, MODEL)
+    level = None if resolve_level is None else (lambda entity: resolve_level)
+    chunked, single = (AlertManager(cfg, CHANNELS, MODEL, resolve_level_of=level) for _ in range(2))
     contrib = np.tile(CONTRIB, (n, 1))
     ts = np.arange(n, dtype=np.float64)
     sources = [Source("t", 0, i) for i in range(n)]

@@ -45,7 +45,24 @@ def test_the_objective_prefers_streaks_when_noise_is_lone_blips():
 
 def test_grid_and_settings_reach_the_config_sections():
     grid = settings_grid()
-    assert len(grid) == 3 * 3 * 4 * 2 and {"min_consecutive", "cooldown", "risk", "init_level"} == set(grid[0])
+    assert len(grid) == 3 * 3 * 4 * 4 * 2
+    assert {"min_consecutive", "cooldown", "resolve_quantile", "risk", "init_level"} == set(grid[0])
     cfg = apply_settings(load_config(SMD_CONFIG, []), grid[-1])
     assert (cfg.alerting.min_consecutive, cfg.threshold.init_level) == (grid[-1]["min_consecutive"],
                                                                         grid[-1]["init_level"])
+
+
+def test_a_resolve_quantile_holds_the_alert_through_an_elevated_stretch():
+    """Scores that fire once, then sit between the clean scores' 90th percentile and the threshold: the alert
+    covers the stretch with resolve_quantile 0.9, and resolves after the cooldown without it."""
+    cfg = load_config(SMD_CONFIG, ["alerting.min_consecutive=1", "alerting.cooldown=5", "threshold.update=false"])
+    clean = np.random.default_rng(0).exponential(1.0, 2000)
+    calibration = calibrate(clean, 0.98)
+    scores = np.full(200, 0.1)
+    scores[50] = 50.0
+    scores[51:120] = np.quantile(clean, 0.95)  # elevated, under the threshold (about the 98th percentile and up)
+    plain = alert_mask(cfg, calibration, scores)
+    held = alert_mask(apply_settings(cfg, {"min_consecutive": 1, "cooldown": 5, "resolve_quantile": 0.9,
+                                           "risk": 1e-3, "init_level": 0.98}), calibration, scores)
+    assert plain[50:55].all() and plain[55:].sum() == 0  # resolved at the 5th point under the threshold
+    assert held[50:124].all() and held[124:].sum() == 0  # at the 5th point under the level
