@@ -232,20 +232,37 @@ def _row(cell: dict) -> str:
     who = ", ".join(cell["entities"]) if n <= 3 else f"{n}: {cell['entities'][0]} .. {cell['entities'][-1]}"
     trained = "fitted, no epochs" if cell["model"] in BASELINES else f"{cell['epochs']} ({cell['preset']})"
     model = cell["model"] + (" (fleet bundle)" if cell.get("mode") == "fleet" else "")
-    cells = [cell["dataset"], model, who, trained] + values
+    cells = [cell["dataset"], model, who, trained] + values + [operating(cell["report"])]
     cells += [f"{cell['train_seconds']:.0f}", f"{cell['score_seconds']:.0f}"]
     if cell.get("error"):
         cells[4] = f"failed: {cell['error'][:80]}"
     return "| " + " | ".join(_fmt(c) for c in cells) + " |"
 
 
+def operating(report: dict) -> str:
+    """The row's operating settings: min_consecutive/cooldown, POT risk, init level and resolve quantile where the
+    report records them (cells made before 2026-12-03 record neither: init level 0.98, no resolve level)."""
+    alerting, threshold = report.get("alerting") or {}, report.get("threshold") or {}
+    if not alerting:
+        return "not recorded"
+    parts = [f"{alerting['min_consecutive']}/{alerting['cooldown']}", f"risk {threshold.get('risk', 0):g}"]
+    if "init_level" in threshold:
+        parts.append(f"init {threshold['init_level']:g}")
+    if alerting.get("resolve_quantile"):
+        parts.append(f"resolve {alerting['resolve_quantile']:g}")
+    return ", ".join(parts)
+
+
 def write_results(cells: dict, path: Path, notes: list[str] = (), sections: list[str] = ()) -> None:
     head = ["dataset", "model", "entities", "epochs (preset)"] + [t for _, _, t in COLUMNS]
     head.insert(4 + ATTRIBUTION_AT, "channels ranked by")
-    head += ["train s", "score s"]
+    head += ["operating (run/cooldown, risk)", "train s", "score s"]
     lines = ["# Results", "", "Written by `tools/benchmark.py` (see docs/evaluation.md for the protocol and every "
              "metric's definition). Macro = mean over entities, micro = pooled points; F1, delay and false alerts "
-             "are at the operating threshold with alerts as predictions; PA-F1 is for comparison with papers only.",
+             "are at the operating threshold with alerts as predictions; PA-F1 is for comparison with papers only. "
+             "Operating: alerting.min_consecutive/cooldown, threshold.risk, the init level and resolve quantile "
+             "where recorded (init 0.98 and no resolve level where not shown; docs/evaluation.md, \"Operating "
+             "settings\").",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += [_row(c) for _, c in sorted(cells.items())]
     lines += ["", "Interpretation (HitRate@P %, NDCG@P %): for every firing alert inside a labelled segment of SMD's and "

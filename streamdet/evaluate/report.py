@@ -117,8 +117,10 @@ def build_report(cfg, bundle, series_list, runs) -> dict:
     return {
         "dataset": cfg.data.dataset,
         "model": {"name": bundle.model_name, "sha256": bundle.sha256, "window": bundle.window},
-        "threshold": {"method": cfg.threshold.method, "risk": cfg.threshold.risk, "update": cfg.threshold.update},
-        "alerting": {"min_consecutive": cfg.alerting.min_consecutive, "cooldown": cfg.alerting.cooldown},
+        "threshold": {"method": cfg.threshold.method, "risk": cfg.threshold.risk, "update": cfg.threshold.update,
+                      "init_level": (bundle.calibration.get("pot") or {}).get("init_level", cfg.threshold.init_level)},
+        "alerting": {"min_consecutive": cfg.alerting.min_consecutive, "cooldown": cfg.alerting.cooldown,
+                     "resolve_quantile": cfg.alerting.resolve_quantile},
         "scoring_stride": cfg.scoring.stride,
         "attribution": (bundle.calibration.get("attribution") or {}).get("method", "raw"),  # how alerts rank channels
         "vus_max_window": VUS_MAX_WINDOW,

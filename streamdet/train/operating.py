@@ -23,8 +23,8 @@ from ..pipeline.alerts import AlertManager
 from ..pipeline.thresholds import ResolveLevels, ThresholdBank
 from .calibration import calibrate
 
-GRID = {"min_consecutive": (1, 2, 3), "cooldown": (5, 10, 20), "resolve_quantile": (0.0, 0.9, 0.95, 0.98),
-        "risk": (3e-2, 1e-2, 1e-3, 1e-4), "init_level": (0.95, 0.98)}
+GRID = {"min_consecutive": (1, 2, 3), "cooldown": (5, 10, 20, 40), "resolve_quantile": (0.0, 0.8, 0.9, 0.95, 0.98),
+        "risk": (0.1, 3e-2, 1e-2, 1e-3, 1e-4), "init_level": (0.9, 0.95, 0.98)}
 
 
 def settings_grid(grid: dict = GRID) -> list[dict]:

@@ -156,3 +156,20 @@ def test_what_was_tried_for_unmet_targets_sits_under_the_targets_table(benchmark
     table_end = text.index("| NAB standard score on NAB's protocol")
     assert table_end < text.index("Targets not met, and what was tried: X.") < text.index("## How this table was made")
     assert text.count("Targets not met, and what was tried") == 1 and "- Run on a laptop." in text
+
+
+def test_each_row_names_the_operating_settings_its_alerts_were_made_with(benchmark, tmp_path):
+    """Rows made with other alert settings sit in one table (point-F1 and event-F1 depend on them): each says which."""
+    def with_settings(model, alerting, threshold):
+        c = {**cell(model, BASE), "epochs": 3, "train_seconds": 1.0, "score_seconds": 1.0}
+        c["report"] = {**c["report"], "alerting": alerting, "threshold": threshold}
+        return c
+
+    cells = {"smd/pca/default": with_settings("pca", {"min_consecutive": 1, "cooldown": 5}, {"risk": 0.001}),
+             "smd/auto/default": with_settings("auto", {"min_consecutive": 2, "cooldown": 20, "resolve_quantile": 0.9},
+                                               {"risk": 0.03, "init_level": 0.95})}
+    out = tmp_path / "R.md"
+    benchmark.write_results(cells, out)
+    rows = {line.split(" | ")[1]: line for line in out.read_text().splitlines() if line.startswith("| smd | ")}
+    assert "| 1/5, risk 0.001 |" in rows["pca"]
+    assert "| 2/20, risk 0.03, init 0.95, resolve 0.9 |" in rows["auto"]

@@ -45,7 +45,7 @@ def test_the_objective_prefers_streaks_when_noise_is_lone_blips():
 
 def test_grid_and_settings_reach_the_config_sections():
     grid = settings_grid()
-    assert len(grid) == 3 * 3 * 4 * 4 * 2
+    assert len(grid) == 3 * 4 * 5 * 5 * 3
     assert {"min_consecutive", "cooldown", "resolve_quantile", "risk", "init_level"} == set(grid[0])
     cfg = apply_settings(load_config(SMD_CONFIG, []), grid[-1])
     assert (cfg.alerting.min_consecutive, cfg.threshold.init_level) == (grid[-1]["min_consecutive"],
