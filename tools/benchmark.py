@@ -232,14 +232,14 @@ def _row(cell: dict) -> str:
     who = ", ".join(cell["entities"]) if n <= 3 else f"{n}: {cell['entities'][0]} .. {cell['entities'][-1]}"
     trained = "fitted, no epochs" if cell["model"] in BASELINES else f"{cell['epochs']} ({cell['preset']})"
     model = cell["model"] + (" (fleet bundle)" if cell.get("mode") == "fleet" else "")
-    cells = [cell["dataset"], model, who, trained] + values + [operating(cell["report"])]
+    cells = [cell["dataset"], model, who, trained] + values + [operating_text(cell["report"])]
     cells += [f"{cell['train_seconds']:.0f}", f"{cell['score_seconds']:.0f}"]
     if cell.get("error"):
         cells[4] = f"failed: {cell['error'][:80]}"
     return "| " + " | ".join(_fmt(c) for c in cells) + " |"
 
 
-def operating(report: dict) -> str:
+def operating_text(report: dict) -> str:
     """The row's operating settings: min_consecutive/cooldown, POT risk, init level and resolve quantile where the
     report records them (cells made before 2026-12-03 record neither: init level 0.98, no resolve level)."""
     alerting, threshold = report.get("alerting") or {}, report.get("threshold") or {}

@@ -9,7 +9,9 @@ A cell is one (dataset, model, preset) run: {"dataset", "model", "preset", "repo
 - the opponent is the best simple baseline of the same run, per metric (picked on the test set: that favours the
   baseline, never auto), and of the same mode: a fleet auto row against the fleet baselines, a per-entity one
   against the per-entity baselines (where a mode has no baseline row, against the other mode's, said so);
-- every auto row gets its verdict and its target rows: one per mode the daemon serves (fleet, per-entity).
+- every auto row gets its verdict and its target rows: one per mode the daemon serves (fleet, per-entity);
+- on the metrics of its alerts (event-F1, point-F1) a row is judged only against baselines run at the same
+  operating settings (alert rule and threshold), which those metrics depend on as much as on the scores.
 """
 
 from __future__ import annotations
@@ -91,10 +93,24 @@ def _best(cells: list[dict], scope: str, key: str):
     return max(scored, key=lambda c: metric(c, scope, key)) if scored else None
 
 
+def operating(cell: dict) -> tuple:
+    """The settings a row's alerts were made with. Cells from before the report recorded the init level and the
+    resolve quantile ran config/smd.yaml's 0.98 and had no resolve level."""
+    report = cell.get("report") or {}
+    alerting, threshold = report.get("alerting") or {}, report.get("threshold") or {}
+    return (alerting.get("min_consecutive"), alerting.get("cooldown"), alerting.get("resolve_quantile", 0.0),
+            threshold.get("method", "pot"), threshold.get("risk"), threshold.get("init_level", 0.98))
+
+
 def _compare(subject: dict, title: str, base_cells: list[dict]) -> list[str]:
     parts = []
     for scope, key, name in VERDICT_METRICS:
-        b = _best(base_cells, scope, key)
+        pool = base_cells if not key.startswith("alert.") else [
+            c for c in base_cells if operating(c) == operating(subject)]
+        b = _best(pool, scope, key)
+        if b is None and pool is not base_cells and _best(base_cells, scope, key) is not None:
+            parts.append(f"{name}: no baseline row at the same operating settings")
+            continue
         if b is None or metric(subject, scope, key) is None:
             continue
         note = "" if set(subject.get("entities", [])) == set(b.get("entities", [])) else (

@@ -173,3 +173,21 @@ def test_each_row_names_the_operating_settings_its_alerts_were_made_with(benchma
     rows = {line.split(" | ")[1]: line for line in out.read_text().splitlines() if line.startswith("| smd | ")}
     assert "| 1/5, risk 0.001 |" in rows["pca"]
     assert "| 2/20, risk 0.03, init 0.95, resolve 0.9 |" in rows["auto"]
+
+
+def test_alert_metrics_are_judged_only_against_baselines_at_the_same_operating_settings():
+    """A baseline whose alerts were made with another firing rule is not auto's opponent on point-F1 (it still is on
+    VUS-PR, which does not depend on it); with none at auto's settings the line says so instead of comparing."""
+    def at(c, min_consecutive, risk):
+        c["report"].update(alerting={"min_consecutive": min_consecutive, "cooldown": 5}, threshold={"risk": risk})
+        return c
+
+    counts = [(50, 10, 40)] * 6
+    auto = at(cell("auto", [v + 0.05 for v in BASE], counts=[(60, 10, 30)] * 6), 3, 0.01)
+    strong_elsewhere = at(cell("knn", BASE, counts=[(90, 5, 5)] * 6), 1, 0.001)
+    same = at(cell("pca", BASE, counts=counts), 3, 0.01)
+    line = verdicts.verdict_lines({"a": auto, "k": strong_elsewhere, "p": same})[0]
+    assert "point-F1: declared row auto 0.750 vs best baseline pca 0.667" in line  # not knn's 0.947
+    alone = verdicts.verdict_lines({"a": auto, "k": strong_elsewhere})[0]
+    assert "point-F1: no baseline row at the same operating settings" in alone
+    assert "VUS-PR: declared row auto" in alone and "vs best baseline knn" in alone
