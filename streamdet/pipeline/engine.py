@@ -223,7 +223,8 @@ class Pipeline:
                                    {"name": default.model_name, "sha256": default.sha256},
                                    self.router.model_of if per_entity else None,
                                    lambda entity: self.router.calibration_of(entity)[1].get("attribution"),
-                                   ResolveLevels(quantile, self.router.calibration_of) if quantile else None)
+                                   ResolveLevels(quantile, self.router.calibration_of, self.router.calibrations())
+                                   if quantile else None)
 
     def _stride(self, bundle: Any) -> int:
         return serving_stride(self._cfg.scoring.stride, self.window, self._context, bundle)

@@ -145,12 +145,15 @@ def _build(cfg: ThresholdConfig, calibration: dict) -> Spot | RollingPercentile:
 class ResolveLevels:
     """entity -> the score an open alert must fall under to resolve (`alerting.resolve_quantile`): that quantile of
     the validation scores its bundle was calibrated on (the calibration sample, on the thresholds' own scale), once
-    per bundle. An alert then stays open while its anomaly keeps the score elevated, not only over the threshold."""
+    per bundle. An alert then stays open while its anomaly keeps the score elevated, not only over the threshold.
+    The served bundles' levels are computed at once, so a calibration without scores is refused at start-up or
+    reload (BundleError), not in the middle of a batch."""
 
-    def __init__(self, quantile: float, calibration_of: Callable[[str], tuple[str, dict]]):
+    def __init__(self, quantile: float, calibration_of: Callable[[str], tuple[str, dict]],
+                 calibrations: Iterable[tuple[str, dict]] = ()):
         self.quantile = quantile
         self._calibration_of = calibration_of
-        self._levels: dict[str, float] = {}
+        self._levels = {key: resolve_level(calibration, quantile) for key, calibration in calibrations}
 
     def __call__(self, entity: str) -> float:
         key, calibration = self._calibration_of(entity)

@@ -319,3 +319,15 @@ def test_prepare_builds_every_bundles_threshold_before_any_score(monkeypatch):
     assert [bank.current(f"e{i}") for i in range(5)] == [bank._prototypes[f"k{i}"].z for i in range(5)]
     bank.prepare([("k1", calibrations["k1"]), ("k9", calibrations["k2"])])  # a reload: k1 kept, k9 new, others gone
     assert bank.prepared == {"k1", "k9"} and len(fits) == 1
+
+
+def test_resolve_levels_refuse_a_calibration_without_scores_when_built():
+    """alerting.resolve_quantile needs each served bundle's validation scores: a bundle without them is refused
+    when the levels are built (start-up, reload), never while a batch is being handled."""
+    from streamdet.pipeline.thresholds import ResolveLevels
+
+    good = exponential_calibration()
+    levels = ResolveLevels(0.9, lambda entity: ("g", good), [("g", good)])
+    assert levels("any") == pytest.approx(np.quantile(good["sample"], 0.9))
+    with pytest.raises(BundleError, match="calibration.sample is empty"):
+        ResolveLevels(0.9, lambda entity: ("g", good), [("g", good), ("bad", {"pot": good["pot"]})])
