@@ -22,7 +22,7 @@ demo: venv
 	$(BIN)/streamdet demo --config config/demo.yaml
 
 # streamdet on this machine's own metrics: a real collectd (Debian: apt-get install collectd-core libyajl2
-# stress-ng), a 2-minute baseline, training, the daemon on the live stream, a 20 s CPU load; four to five minutes.
+# stress-ng), a 2-minute baseline, training, the daemon on the live stream, a 30 s CPU load; four to five minutes.
 demo-live: venv
 	$(BIN)/streamdet demo-live --config config/demo-live.yaml
 

@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo-live", cmd_demo_live, "collectd on this machine -> baseline -> train -> daemon -> CPU load -> "
                                          "alerts (needs collectd-core; ends by itself)")
     p.add_argument("--baseline", type=float, default=120.0, help="seconds of baseline to train on")
-    p.add_argument("--load", type=float, default=20.0, help="seconds of CPU load")
+    p.add_argument("--load", type=float, default=30.0, help="seconds of CPU load")
     p.add_argument("--settle", type=float, default=20.0, help="seconds of live scoring before the load")
     add("alertmanager", cmd_alertmanager, "post the alerts topic to Alertmanager (API v2) until SIGTERM/SIGINT")
     p = add("alerts", cmd_alerts, "tail the alerts topic as a table (from its beginning)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import shutil
 import socket
 import subprocess
@@ -23,7 +24,9 @@ import orjson
 
 log = logging.getLogger(__name__)
 
-LOAD_PROCESSES = 2
+# twice the cores: the run queue grows by that many whatever else competes for the CPUs, so the load averages rise
+# even where other work (or a hypervisor's steal) keeps the cpu-idle rates from falling to zero
+LOAD_PROCESSES = min(8, 2 * (os.cpu_count() or 1))
 QUIET_AFTER_S = 180.0  # how long to wait for alerts to resolve: the 1-minute load average decays for minutes
 MIN_IDLE_SHARE = 0.25  # below this idle share in the baseline, LOAD_PROCESSES busy processes barely move the metrics
 
