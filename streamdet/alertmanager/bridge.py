@@ -21,7 +21,6 @@ One class of about 300 lines: the loop, its delivery rule and its retries read t
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from contextlib import ExitStack
@@ -32,6 +31,7 @@ from ..io.alertmanager import PostResult
 from ..io.client import StreamClient
 from ..serve.backoff import Backoff
 from ..serve.delivery import dead_letter
+from ..serve.signals import install_stop_signals
 from ..types import Partition, Reject
 from .openalerts import OpenAlerts
 from .translate import MalformedAlert, parse, to_alertmanager
@@ -62,8 +62,8 @@ class BridgePorts:
 
 class Bridge:
     """`Bridge(kafka, am_cfg, ports).run()` -> exit code; `stop()` (or SIGTERM/SIGINT in the main thread) ends it
-    cleanly. `kafka` is the bridge's Kafka section (main.bridge_kafka: its own consumer group), `am_cfg` the
-    alertmanager section."""
+    cleanly; a second signal ends the process at once. `kafka` is the bridge's Kafka section (main.bridge_kafka: its
+    own consumer group), `am_cfg` the alertmanager section."""
 
     def __init__(self, kafka, am_cfg, ports: BridgePorts):
         self.kafka = kafka
@@ -88,7 +88,7 @@ class Bridge:
         with ExitStack() as stack:
             self.metrics.start_server()
             stack.callback(self.metrics.stop_server)
-            self._install_signals(stack)
+            install_stop_signals(stack, self.stop, "stopping")
             self._connect(stack)
             try:
                 self._loop()
@@ -98,13 +98,6 @@ class Bridge:
                 self.metrics.set_state(stopped=True)
         log.info("alertmanager bridge stopped", extra={"open_alerts": len(self.open)})
         return 0
-
-    def _install_signals(self, stack: ExitStack) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous = signal.signal(sig, lambda signum, frame: self.stop())
-            stack.callback(signal.signal, sig, previous)
 
     def _connect(self, stack: ExitStack) -> None:
         """Topics, client and subscription, retried with capped back-off while the broker is unreachable."""

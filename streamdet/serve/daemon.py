@@ -11,7 +11,6 @@ and read best in one place.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections import Counter
@@ -28,6 +27,7 @@ from .delivery import Delivery
 from .heap import GrowthFreezer, freeze_startup_heap, refreeze_after_reload
 from .intake import IntakeGate
 from .rebalance import Rebalance
+from .signals import install_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class Daemon:
         self.pipeline = Pipeline(PipelineSettings.of(self.cfg), bundles if bundles.root is not None else bundle, time.monotonic)
         stack.callback(self.pipeline.close)
         self._export_model(bundles)
-        self._install_signals(stack)
+        install_stop_signals(stack, self.stop, "draining and stopping")
         self.reloader = self._reloader(bundle_path, bundles)
         self.reloader.watch.install_sighup(stack)
         self.kafka = self._resolve_bootstrap(stack)
@@ -191,22 +191,6 @@ class Daemon:
         broker = stack.enter_context(EmbeddedBroker())
         log.info("embedded broker for the daemon bootstrap=%s", broker.bootstrap)
         return self.kafka.at(broker.bootstrap)
-
-    def _install_signals(self, stack: ExitStack) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # signals can only be handled in the main thread; threaded callers use stop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous = signal.signal(sig, lambda signum, frame: self._on_signal(signum))
-            stack.callback(signal.signal, sig, previous)
-
-    def _on_signal(self, signum: int) -> None:
-        """The first SIGTERM/SIGINT stops cleanly; a second one ends the process at once (nothing committed). The
-        default is restored before logging: a signal sent on seeing the line would otherwise re-enter this handler."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)
-        log.info("signal received signal=%s; draining and stopping (send it again to exit at once)",
-                 signal.Signals(signum).name)
-        self.stop()
 
     def _close_client(self) -> None:
         try:

@@ -347,6 +347,33 @@ def test_alertmanagers_that_never_answer_keep_healthz_alive(broker, topics, monk
             s.close()
 
 
+def test_a_second_sigterm_ends_a_slow_bridge_shutdown_at_once(broker, topics, tmp_path):
+    """The first SIGTERM stops cleanly, which waits for the post in flight (here to an Alertmanager that accepts and
+    never answers, for its 60 s timeout); a second one ends the bridge at once, as it does the daemon."""
+    import socket
+
+    silent = socket.create_server(("127.0.0.1", 0), backlog=16)  # accepts, never answers
+    silent.settimeout(30)
+    bridge = BridgeProcess(broker.bootstrap, topics, [f"http://127.0.0.1:{silent.getsockname()[1]}"],
+                           tmp_path / "bridge.log", extra=("alertmanager.timeout_s=60",))
+    try:
+        produce(broker.bootstrap, topics["alerts"], [("h", alert_message("h", "firing", time.time() - 30,
+                                                                         time.time() - 20))])
+        waiting, _ = silent.accept()  # the bridge's request is in flight
+        bridge.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "signal received" in bridge.log_text(), 20, "the first signal handled")
+        assert bridge.proc.poll() is None, bridge.log_text()[-3000:]  # the clean stop waits for the answer
+        started = time.monotonic()
+        bridge.proc.send_signal(signal.SIGTERM)
+        code = bridge.proc.wait(90)
+        took = time.monotonic() - started
+        assert code == -signal.SIGTERM and took < 5, (code, took, bridge.log_text()[-3000:])
+        waiting.close()
+    finally:
+        bridge.close()
+        silent.close()
+
+
 @contextmanager
 def bridge_in_process(broker, topics, urls: list[str], *sets: str):
     """The bridge on a thread of this process (so that a test can shorten /healthz's limit), on the session broker;
