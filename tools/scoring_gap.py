@@ -8,13 +8,16 @@ Offline = every test row scored once from its own `span`-row window (the rows be
 them (components for 95 % variance); metric functions from streamdet.evaluate.vus (TSB-AD-equal). Each variant
 changes ONE thing against that reference, so each difference in docs/evaluation.md is measured on its own:
 normalisation (none / the former global z-score with floored std / robust), reference subsampling, and whether the
-first rows of a window get incomplete (edge-padded) context. The pipeline rows come from tools/benchmark.py.
-Prints a markdown table (macro VUS-PR and AUC-PR over the entities).
+first rows of a window get incomplete (edge-padded) context. The other baselines are written here again from their
+definitions, on every training row: row PCA, robust z-score, channel-wise nearest neighbour, and Half-Space Trees
+as river implements them (an independent implementation). `--cells` adds the pipeline's rows of a tools/benchmark.py
+run for the same entities. Prints a markdown table (macro VUS-PR and AUC-PR over the entities).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -48,14 +51,76 @@ def knn_scores(train: np.ndarray, test: np.ndarray, span: int, max_refs: int, se
     return torch.cat(out).numpy()
 
 
-def pca_scores(train: np.ndarray, test: np.ndarray, span: int, variance: float = 0.95) -> np.ndarray:
+def pca_scores(train: np.ndarray, test: np.ndarray, span: int, variance: float = 0.95, cap: int = 0,
+               newest: bool = False) -> np.ndarray:
+    """Squared reconstruction error of each row's `span`-row window, over the whole window or (`newest`, as the
+    model scores) over its newest row only."""
     refs = np.lib.stride_tricks.sliding_window_view(train, span, axis=0).transpose(0, 2, 1).reshape(-1, span * train.shape[1])
     centre = refs.mean(axis=0)
     _, sv, vt = np.linalg.svd(refs - centre, full_matrices=False)
     explained = np.cumsum(sv ** 2) / max((sv ** 2).sum(), 1e-12)
-    k = int((explained < variance).sum()) + 1
+    k = min(int((explained < variance).sum()) + 1, cap or len(sv))
     q = span_windows(test, span) - centre
+    error = (q - q @ vt[:k].T @ vt[:k]) ** 2  # [T, span*C], oldest row first
+    return (error[:, -test.shape[1]:] if newest else error).sum(axis=1)
+
+
+def pca_row_scores(train: np.ndarray, test: np.ndarray, variance: float = 0.95, cap: int = 0) -> np.ndarray:
+    """Row PCA (`pca`): squared reconstruction error of each row from the directions explaining `variance` of every
+    training row's variance (at most `cap` of them when cap > 0, as the model's `components`)."""
+    centre = train.mean(axis=0)
+    _, sv, vt = np.linalg.svd(train - centre, full_matrices=False)
+    explained = np.cumsum(sv ** 2) / max((sv ** 2).sum(), 1e-12)
+    k = min(int((explained < variance).sum()) + 1, cap or len(sv), train.shape[1] - 1)
+    q = test - centre
     return ((q - q @ vt[:k].T @ vt[:k]) ** 2).sum(axis=1)
+
+
+def robust_z_scores(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """`robust_z`: mean over channels of |x - median| / (1.4826 MAD), median and MAD of every training row."""
+    median = np.median(train, axis=0)
+    mad = np.median(np.abs(train - median), axis=0)
+    return (np.abs(test - median) / (1.4826 * mad + 1e-6)).mean(axis=1)
+
+
+def _nearest(queries: np.ndarray, refs: np.ndarray) -> np.ndarray:
+    """Distance of each query row to its nearest reference row (brute force)."""
+    r = torch.from_numpy(np.ascontiguousarray(refs, dtype=np.float32))
+    q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+    return torch.cat([torch.cdist(q[i:i + 4096], r).min(dim=1).values for i in range(0, len(q), 4096)]).numpy()
+
+
+def knn_channel_scores(train: np.ndarray, test: np.ndarray, span: int, max_refs: int, seed: int = 0) -> np.ndarray:
+    """`knn_channel`: per channel, the distance of its `span` values ending at a row to the nearest `span`-value
+    stretch of that channel in the first 80 % of the train split (all of them, or `max_refs` drawn), divided by the
+    channel's mean such distance over the last 20 % (floored at 5 % of the median channel's); mean over channels."""
+    cut = int(len(train) * 0.8)
+    distances, scales = [], []
+    for c in range(train.shape[1]):
+        refs = np.lib.stride_tricks.sliding_window_view(train[:cut, c], span)  # [M, span]
+        if max_refs and len(refs) > max_refs:
+            refs = refs[np.random.default_rng(seed + c).choice(len(refs), max_refs, replace=False)]
+        scales.append(_nearest(np.lib.stride_tricks.sliding_window_view(train[cut:, c], span), refs).mean())
+        distances.append(_nearest(span_windows(test[:, c:c + 1], span), refs))
+    scale = np.asarray(scales)
+    scale = np.maximum(scale, max(0.05 * float(np.median(scale)), 1e-6))
+    return (np.stack(distances, axis=1) / scale).mean(axis=1)
+
+
+def hst_river_scores(train: np.ndarray, test: np.ndarray, trees: int = 25, height: int = 10,
+                     seed: int = 0) -> np.ndarray:
+    """Half-Space Trees as river implements them (an independent implementation of the paper), the reference window
+    as long as the train split so that every training row counts, limits from the training range; no learning on
+    the test split (as the pipeline's fitted trees)."""
+    from river.anomaly import HalfSpaceTrees
+
+    low, high = train.min(axis=0), train.max(axis=0)
+    limits = {c: (float(low[c]), float(high[c]) if high[c] > low[c] else float(low[c]) + 1.0)
+              for c in range(train.shape[1])}
+    model = HalfSpaceTrees(n_trees=trees, height=height, window_size=len(train), limits=limits, seed=seed)
+    for row in train.tolist():
+        model.learn_one(dict(enumerate(row)))
+    return np.array([model.score_one(dict(enumerate(row))) for row in test.tolist()])
 
 
 def metrics(labels: np.ndarray, scores: np.ndarray, skip: int) -> tuple[float, float]:
@@ -77,21 +142,49 @@ def variants(args):
         "pca offline, no scaling": ("pca", "none", 0, False),
         "pca offline, global z (floored std)": ("pca", "global", 0, False),
         "pca offline, robust": ("pca", "robust", 0, False),
+        "pca offline, robust, at most 20 components (the model's cap)": ("pca20", "robust", 0, False),
+        "pca offline, robust, the newest row's error only (as the model scores)": ("pca_newest", "robust", 0, False),
+        "pca offline, robust, the first 80 % of the train rows (the pipeline's head)": ("pca head", "robust", 0, False),
+        "pca rows offline, no scaling, 95 % variance": ("pca_rows", "none", 0, False),
+        "pca rows offline, robust, 95 % variance": ("pca_rows", "robust", 0, False),
+        "pca rows offline, robust, at most 10 components": ("pca_rows10", "robust", 0, False),
+        "robust_z offline, every train row": ("robust_z", "none", 0, False),
+        "robust_z offline, robust, every train row": ("robust_z", "robust", 0, False),
+        "robust_z offline, the first 80 % of the train rows": ("robust_z head", "none", 0, False),
+        "knn offline, robust, the first 80 % of the train rows (the pipeline's head)": ("knn head", "robust", m, False),
+        "knn_channel offline, no scaling, all refs": ("knn_channel", "none", m, False),
+        "knn_channel offline, robust, all refs": ("knn_channel", "robust", m, False),
+        "knn_channel offline, robust, 2,000 refs": ("knn_channel", "robust", 2000, False),
+        "hst offline (river), every train row": ("hst_river", "none", 0, False),
     }
 
 
+def score_method(method: str, train: np.ndarray, test: np.ndarray, span: int, max_refs: int) -> np.ndarray:
+    return {"knn": lambda: knn_scores(train, test, span, max_refs),
+            "pca": lambda: pca_scores(train, test, span),
+            "pca20": lambda: pca_scores(train, test, span, cap=20),
+            "pca_newest": lambda: pca_scores(train, test, span, newest=True),
+            "pca_rows": lambda: pca_row_scores(train, test),
+            "pca_rows10": lambda: pca_row_scores(train, test, cap=10),
+            "robust_z": lambda: robust_z_scores(train, test),
+            "knn_channel": lambda: knn_channel_scores(train, test, span, max_refs),
+            "hst_river": lambda: hst_river_scores(train, test)}[method]()
+
+
 def score_variant(series, method, norm, max_refs, cut, span):
-    offset, scale = fit_scaling([series.train], norm)
-    train = (series.train - offset) / scale
+    """A method name ending in " head" fits (scaling included) on the first 80 % of the train split only, as the
+    pipeline does (the rest is its validation tail)."""
+    method, _, head = method.partition(" ")
+    rows = series.train[:int(len(series.train) * 0.8)] if head else series.train
+    offset, scale = fit_scaling([rows], norm)
+    train = (rows - offset) / scale
     test = (series.test - offset) / scale
     if cut:  # score in disjoint windows of `span` rows, each row seeing only its window's earlier rows
         out = []
         for lo in range(0, len(test), span):
-            chunk = test[lo:lo + span]
-            s = knn_scores(train, chunk, span, max_refs) if method == "knn" else pca_scores(train, chunk, span)
-            out.append(s)
+            out.append(score_method(method, train, test[lo:lo + span], span, max_refs))
         return np.concatenate(out)
-    return knn_scores(train, test, span, max_refs) if method == "knn" else pca_scores(train, test, span)
+    return score_method(method, train, test, span, max_refs)
 
 
 def main(argv=None) -> int:
@@ -101,6 +194,8 @@ def main(argv=None) -> int:
     p.add_argument("--span", type=int, default=10)
     p.add_argument("--max-refs", type=int, default=0, help="cap on reference windows (0 = all)")
     p.add_argument("--only", default="", help="comma-separated substrings of variant names to run")
+    p.add_argument("--cells", action="append", default=[],
+                   help="a tools/benchmark.py cells.json whose rows of this dataset are printed for the same entities")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     cfg = load_config(str(ROOT / "config" / "smd.yaml"), [f"data.dataset={args.dataset}"])
@@ -117,7 +212,25 @@ def main(argv=None) -> int:
                           args.span - 1) for s in series]
         v, a = np.mean(values, axis=0)
         print(f"| {name} | {v:.3f} | {a:.3f} | {time.perf_counter() - started:.0f} |", flush=True)
+    for path in args.cells:
+        for row in pipeline_rows(Path(path), args.dataset, names):
+            print(row)
     return 0
+
+
+def pipeline_rows(path: Path, dataset: str, names: list[str]) -> list[str]:
+    """Table rows of the per-entity cells of `dataset` in a cells.json that cover every entity in `names`: macro
+    VUS-PR and AUC-PR over those entities, as the rows above."""
+    rows = []
+    for cell in json.loads(path.read_text()).values():
+        report = cell.get("report") or {}
+        per_entity = {e["entity"]: e for e in report.get("entities", [])}
+        if cell.get("dataset") != dataset or cell.get("mode", "entity") == "fleet" or not set(names) <= set(per_entity):
+            continue
+        v = np.mean([per_entity[n]["vus_pr"] for n in names])
+        a = np.mean([per_entity[n]["auc_pr"] for n in names])
+        rows.append(f"| pipeline: {cell['model']} ({path.parent.name}) | {v:.3f} | {a:.3f} | |")
+    return rows
 
 
 if __name__ == "__main__":
