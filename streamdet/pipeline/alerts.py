@@ -3,8 +3,9 @@
 An entity fires after `min_consecutive` consecutive points over its threshold and resolves after `cooldown`
 consecutive points under it, or, with `resolve_quantile`, under a lower resolve level (hysteresis: an anomaly whose
 score hovers just under the threshold stays one alert rather than a train of short ones). The alert id is a hash
-of (entity, start_ts, model sha256): the firing event and its resolved event share it and `status` tells them apart, so a consumer deduplicates redelivered events on
-(alert_id, status), and a replay of the same data through the same model produces the same ids.
+of (entity, start_ts, model sha256): the firing event and its resolved event share it and `status` tells them
+apart, so a consumer deduplicates redelivered events on (alert_id, status), and a replay of the same data through
+the same model produces the same ids.
 Warm-up points (edge-padded windows) never fire and never count toward a streak.
 """
 
