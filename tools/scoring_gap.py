@@ -33,6 +33,8 @@ from streamdet.data import load_series  # noqa: E402
 from streamdet.evaluate.vus import auc_pr, vus  # noqa: E402
 from streamdet.train.scaling import fit_scaling  # noqa: E402
 
+HEAD_SHARE = 0.8  # of the train split the pipeline fits on (config/smd.yaml train.val_fraction 0.2 is the tail)
+
 
 def span_windows(x: np.ndarray, span: int) -> np.ndarray:
     """The `span` rows ending at each row, flattened; the first rows edge-padded. [T, C] -> [T, span*C]."""
@@ -41,39 +43,44 @@ def span_windows(x: np.ndarray, span: int) -> np.ndarray:
     return np.ascontiguousarray(frames.transpose(0, 2, 1).reshape(len(x), -1))
 
 
+def train_windows(train: np.ndarray, span: int) -> np.ndarray:
+    """Every `span`-row window of the train split, flattened oldest row first. [T, C] -> [T - span + 1, span*C]."""
+    frames = np.lib.stride_tricks.sliding_window_view(train, span, axis=0)  # [T - span + 1, C, span]
+    return frames.transpose(0, 2, 1).reshape(-1, span * train.shape[1])
+
+
 def knn_scores(train: np.ndarray, test: np.ndarray, span: int, max_refs: int, seed: int = 0) -> np.ndarray:
-    refs = np.lib.stride_tricks.sliding_window_view(train, span, axis=0).transpose(0, 2, 1).reshape(-1, span * train.shape[1])
+    refs = train_windows(train, span)
     if max_refs and len(refs) > max_refs:
         refs = refs[np.random.default_rng(seed).choice(len(refs), max_refs, replace=False)]
-    r = torch.from_numpy(np.ascontiguousarray(refs, dtype=np.float32))
-    q = torch.from_numpy(span_windows(test, span).astype(np.float32))
-    out = [torch.cdist(q[i:i + 2048], r).min(dim=1).values for i in range(0, len(q), 2048)]
-    return torch.cat(out).numpy()
+    return _nearest(span_windows(test, span), refs)
+
+
+def pca_residual(refs: np.ndarray, queries: np.ndarray, variance: float, most: int) -> np.ndarray:
+    """Squared residual [Q, D] of each query from the fewest directions explaining `variance` of the references'
+    variance, at most `most` of them."""
+    centre = refs.mean(axis=0)
+    _, sv, vt = np.linalg.svd(refs - centre, full_matrices=False)
+    explained = np.cumsum(sv ** 2) / max((sv ** 2).sum(), 1e-12)
+    k = min(int((explained < variance).sum()) + 1, most)
+    q = queries - centre
+    return (q - q @ vt[:k].T @ vt[:k]) ** 2
 
 
 def pca_scores(train: np.ndarray, test: np.ndarray, span: int, variance: float = 0.95, cap: int = 0,
                newest: bool = False) -> np.ndarray:
     """Squared reconstruction error of each row's `span`-row window, over the whole window or (`newest`, as the
     model scores) over its newest row only."""
-    refs = np.lib.stride_tricks.sliding_window_view(train, span, axis=0).transpose(0, 2, 1).reshape(-1, span * train.shape[1])
-    centre = refs.mean(axis=0)
-    _, sv, vt = np.linalg.svd(refs - centre, full_matrices=False)
-    explained = np.cumsum(sv ** 2) / max((sv ** 2).sum(), 1e-12)
-    k = min(int((explained < variance).sum()) + 1, cap or len(sv))
-    q = span_windows(test, span) - centre
-    error = (q - q @ vt[:k].T @ vt[:k]) ** 2  # [T, span*C], oldest row first
+    refs = train_windows(train, span)
+    error = pca_residual(refs, span_windows(test, span), variance, cap or refs.shape[1])  # [T, span*C], oldest first
     return (error[:, -test.shape[1]:] if newest else error).sum(axis=1)
 
 
 def pca_row_scores(train: np.ndarray, test: np.ndarray, variance: float = 0.95, cap: int = 0) -> np.ndarray:
     """Row PCA (`pca`): squared reconstruction error of each row from the directions explaining `variance` of every
-    training row's variance (at most `cap` of them when cap > 0, as the model's `components`)."""
-    centre = train.mean(axis=0)
-    _, sv, vt = np.linalg.svd(train - centre, full_matrices=False)
-    explained = np.cumsum(sv ** 2) / max((sv ** 2).sum(), 1e-12)
-    k = min(int((explained < variance).sum()) + 1, cap or len(sv), train.shape[1] - 1)
-    q = test - centre
-    return ((q - q @ vt[:k].T @ vt[:k]) ** 2).sum(axis=1)
+    training row's variance (at most `cap` of them when cap > 0, as the model's `components`, and C - 1)."""
+    most = min(cap or train.shape[1], train.shape[1] - 1)
+    return pca_residual(train, test, variance, most).sum(axis=1)
 
 
 def robust_z_scores(train: np.ndarray, test: np.ndarray) -> np.ndarray:
@@ -94,7 +101,7 @@ def knn_channel_scores(train: np.ndarray, test: np.ndarray, span: int, max_refs:
     """`knn_channel`: per channel, the distance of its `span` values ending at a row to the nearest `span`-value
     stretch of that channel in the first 80 % of the train split (all of them, or `max_refs` drawn), divided by the
     channel's mean such distance over the last 20 % (floored at 5 % of the median channel's); mean over channels."""
-    cut = int(len(train) * 0.8)
+    cut = int(len(train) * HEAD_SHARE)
     distances, scales = [], []
     for c in range(train.shape[1]):
         refs = np.lib.stride_tricks.sliding_window_view(train[:cut, c], span)  # [M, span]
@@ -175,7 +182,7 @@ def score_variant(series, method, norm, max_refs, cut, span):
     """A method name ending in " head" fits (scaling included) on the first 80 % of the train split only, as the
     pipeline does (the rest is its validation tail)."""
     method, _, head = method.partition(" ")
-    rows = series.train[:int(len(series.train) * 0.8)] if head else series.train
+    rows = series.train[:int(len(series.train) * HEAD_SHARE)] if head else series.train
     offset, scale = fit_scaling([rows], norm)
     train = (rows - offset) / scale
     test = (series.test - offset) / scale
