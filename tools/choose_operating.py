@@ -36,7 +36,7 @@ def entity_scores(cfg, series, model: str):
     """(clean validation scores per tail, [(injected scores, labels)]) of one model trained on one entity."""
     trained = train_model(cfg, [series], model, progress=False)
     stride = cfg.scoring.stride
-    clean = [daemon_like_scores(trained.served, t, trained.window, stride, trained.context)
+    clean = [daemon_like_scores(trained.calibrating, t, trained.window, stride, trained.context)
              for t in trained.windows.val_tails]
     inj = make_injections(trained.windows.val_tails, cfg.train.seed, trained.window)
     pairs = []

@@ -6,7 +6,8 @@ carries them and the shapes never change after prepare().
 
 - robust_z: per-channel |x - median| / (1.4826 MAD); score = mean over channels.
 - pca: reconstruction error of each row from the top principal components of training rows.
-- pca_window: the same on the flattened sub-window of `span` rows ending at each step (captures short dynamics).
+- pca_window: the same on the flattened sub-window of `span` rows ending at each step (captures short dynamics);
+  the step's score is its newest row's residual, or (`whole_window`) the whole sub-window's.
 - knn: distance of the sub-window ending at each step to its nearest neighbour in a reference sample of training
   sub-windows (10,000 by default: on ASD, offline, 1,000 references lose 0.01 VUS-PR against all of them;
   docs/evaluation.md); `neighbours` > 1 averages over that many (robust to anomalies left in the training data, but
@@ -160,6 +161,7 @@ class PCAWindowParams(PCAParams):
     components: int = 20
     span: int = 10
     max_rows: int = 30000
+    whole_window: bool = False  # score each step by its whole sub-window's residual, not only its newest row's
 
     def check(self) -> None:
         super().check()
@@ -174,6 +176,7 @@ class PCAWindow(_PCABase):
     def __init__(self, n_channels: int, window: int, hp: PCAWindowParams = PCAWindowParams()):
         super().__init__(n_channels, window, hp)
         self.span, self.max_rows, self.seed = min(hp.span, window), hp.max_rows, hp.seed
+        self.whole_window = hp.whole_window
         self._init_pca(self.span * n_channels, hp.components, hp.variance)
 
     def prepare(self, train: Tensor) -> None:
@@ -181,8 +184,11 @@ class PCAWindow(_PCABase):
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         B, L, C = x.shape
-        err = self._residual(subwindows(x, self.span))  # [B, L, span*C]
-        err = err.reshape(B, L, self.span, C)[:, :, -1]  # [B, L, span, C] -> last row of each sub-window [B, L, C]
+        err = self._residual(subwindows(x, self.span)).reshape(B, L, self.span, C)  # [B, L, span, C]
+        if self.whole_window:
+            err = err.mean(dim=2)  # every row of the sub-window: a fault still counts while it is inside it
+        else:
+            err = err[:, :, -1]  # the newest row only: the step's own error
         return err.mean(dim=-1), err
 
 

@@ -15,6 +15,7 @@ from ..data import load_series
 from .candidates import check_score
 from .core import Trained, export_trained, model_context, train_model
 from .engineering import engineer
+from .whole_split import refit_whole_split
 
 __all__ = ["train_bundle", "Trained", "train_model", "export_trained", "model_context"]
 
@@ -38,5 +39,7 @@ def train_bundle(cfg, *, model_name: Optional[str] = None, entities: Optional[li
     trained = engineer(train_model(cfg, series, name, progress=progress), settings,
                        lambda window: train_model(cfg, series, name, window=window, progress=progress),
                        cfg.scoring.stride)
+    if cfg.train.refit:
+        trained = refit_whole_split(trained, series, cfg.train)
     return export_trained(cfg, series, trained, path, started, {"score": dataclasses.asdict(settings)},
                           source=source)

@@ -32,11 +32,16 @@ class Candidate:
     channel_norm: bool | None = None  # score engineering (train/engineering.py); None = model.score's setting
     windows: tuple[int, ...] | None = None
     standardise: bool | None = None  # per-entity online standardisation (pipeline/standardise.py)
+    refit: bool | None = None  # fitted baselines refitted on the whole train split (train/whole_split.py)
 
     @property
     def base(self) -> tuple:
         """What training depends on: candidates differing only in score engineering share one trained model."""
         return (self.name, self.window, self.normalisation, self.preset, tuple(sorted(self.params.items())))
+
+    def refits(self, train_cfg) -> bool:
+        """Whether this candidate is refitted on the whole train split: its own key, else `train.refit`."""
+        return bool(train_cfg.refit if self.refit is None else self.refit)
 
     def score_settings(self, defaults) -> "ScoreSettings":
         """This candidate's score engineering: its own keys, else `defaults` (model.score)."""
@@ -68,7 +73,7 @@ class ScoreSettings:
 
 
 def parse_candidate(spec: str) -> Candidate:
-    """'name key=value ...': window, normalisation, preset, smooth, channel_norm, windows and standardise are
+    """'name key=value ...': window, normalisation, preset, smooth, channel_norm, windows, standardise and refit are
     training settings, other keys model params."""
     name, *pairs = spec.split()
     settings: dict = {}
@@ -81,7 +86,10 @@ def parse_candidate(spec: str) -> Candidate:
     windows = settings.pop("windows", None)
     if windows is not None and not isinstance(windows, list):
         raise ConfigError(f"model.auto_candidates: {spec!r}: windows takes a list, e.g. windows=[10,32]")
-    flags = {key: settings.pop(key, None) for key in ("channel_norm", "standardise")}
+    flags = {key: settings.pop(key, None) for key in ("channel_norm", "standardise", "refit")}
+    for key, value in flags.items():
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(f"model.auto_candidates: {spec!r}: {key} takes true or false, got {value!r}")
     return Candidate(spec, name, int(window) if window else None, settings.pop("normalisation", None),
                      settings.pop("preset", None), settings, int(smooth) if smooth is not None else None,
                      windows=tuple(int(w) for w in windows) if windows is not None else None, **flags)

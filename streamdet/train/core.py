@@ -42,10 +42,21 @@ class Trained:
     preset: Optional[str]
     params: dict
     standardise: bool = False  # calibrate (and serve) with per-entity online standardisation (pipeline/standardise.py)
+    refit: Optional[torch.nn.Module] = None  # `model` refitted on the whole train split (train/whole_split.py)
+
+    @property
+    def calibrating(self) -> ServedModel:
+        """The model fitted without the validation tails: what calibrates on them."""
+        return ServedModel(self.model, self.windows.mean, self.windows.std).eval()
 
     @property
     def served(self) -> ServedModel:
-        return ServedModel(self.model, self.windows.mean, self.windows.std).eval()
+        """What the bundle serves: the refitted model where there is one."""
+        return ServedModel(self.final, self.windows.mean, self.windows.std).eval()
+
+    @property
+    def final(self) -> torch.nn.Module:
+        return self.model if self.refit is None else self.refit
 
     @property
     def context(self) -> int:
@@ -73,15 +84,16 @@ def train_model(cfg, series, name: str, *, window: Optional[int] = None, normali
 
 def validation_scores(trained: Trained, stride: int) -> list[np.ndarray]:
     """Daemon-like scores of each clean validation tail (raw model scores, before any standardisation)."""
-    return [daemon_like_scores(trained.served, tail, trained.window, stride, trained.context)
+    return [daemon_like_scores(trained.calibrating, tail, trained.window, stride, trained.context)
             for tail in trained.windows.val_tails]
 
 
 def export_trained(cfg, series, trained: Trained, path, started: float, extra: Optional[dict] = None,
                    source: Optional[dict] = None) -> Bundle:
-    """Calibrate on the clean validation tails, scored as the daemon scores, and write the verified bundle."""
+    """Calibrate on the clean validation tails with the model that never saw them, scored as the daemon scores, and
+    write the verified bundle of the served model (the refitted one where there is one)."""
     stride = effective_stride(cfg.scoring.stride, trained.window, trained.context)
-    outputs = [daemon_like_outputs(trained.served, tail, trained.window, cfg.scoring.stride, trained.context)
+    outputs = [daemon_like_outputs(trained.calibrating, tail, trained.window, cfg.scoring.stride, trained.context)
                for tail in trained.windows.val_tails]
     tails = [scores for scores, _ in outputs]
     prior = make_prior(np.concatenate(tails)) if trained.standardise else None
@@ -89,16 +101,16 @@ def export_trained(cfg, series, trained: Trained, path, started: float, extra: O
     calibration = {**calibrate(scores, cfg.threshold.init_level), "stride": stride, "window": trained.window}
     if prior:
         calibration["standardise"] = prior  # the pipeline standardises each entity's scores from this prior
-    calibration["attribution"] = fit_record(cfg.train.attribution, trained.served, trained.windows.val_tails,
+    calibration["attribution"] = fit_record(cfg.train.attribution, trained.calibrating, trained.windows.val_tails,
                                             trained.window, cfg.scoring.stride, trained.context,
                                             np.concatenate([c for _, c in outputs]))
-    w, model = trained.windows, trained.model
+    w, model = trained.windows, trained.final
     training = {**trained.result.as_dict(), "entities": [s.entity for s in series],
                 "dataset": (source or {}).get("dataset", cfg.data.dataset), "source": source or {},
                 "fingerprint": fingerprint(cfg, trained.name, series),
                 "train_windows": int(len(w.train)), "val_windows": int(len(w.val)),
                 "parameters": int(sum(p.numel() for p in model.parameters())),
-                "seconds": time.perf_counter() - started, "threads": torch.get_num_threads(), **(extra or {})}
+                "refit_whole_split": trained.refit is not None, "seconds": time.perf_counter() - started, "threads": torch.get_num_threads(), **(extra or {})}
     train_cfg = {**to_dict(cfg)["train"], "normalisation": trained.normalisation}
     config = {"preset": trained.preset, "params": trained.params, "scoring_stride": cfg.scoring.stride,
               "context": trained.context, "train": train_cfg}

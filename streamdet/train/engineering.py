@@ -155,7 +155,9 @@ def _member(trained) -> nn.Module:
 
 
 def _knots(trained, stride: int) -> np.ndarray:
-    return rank_points(np.concatenate([daemon_like_scores(trained.served, tail, trained.window, stride, trained.context)
+    """The rank mapping's knots, from the scores of the model that never saw the validation tails."""
+    served = trained.calibrating
+    return rank_points(np.concatenate([daemon_like_scores(served, tail, trained.window, stride, trained.context)
                                        for tail in trained.windows.val_tails]))
 
 

@@ -37,6 +37,7 @@ from .engineering import engineer, ensemble
 from .fingerprint import fingerprint
 from .inject import KINDS, default_count, inject, injection_seed
 from .splits import split_point
+from .whole_split import refit_whole_split
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,8 @@ def rank(entries: list[dict]) -> list[dict]:
 
 
 def fit_candidate(cfg, series, c: Candidate, base_models: dict, progress: bool) -> Trained:
-    """The candidate's fitted model: trained once per base (and window length), then wrapped for its score
-    engineering (train/engineering.py)."""
+    """The candidate's fitted model: trained once per base (and window length), wrapped for its score engineering
+    (train/engineering.py), then refitted on all of `series`' train splits where it asks to be."""
     def fit(window: int) -> Trained:
         key = dataclasses.replace(c, window=window).base
         if key not in base_models:
@@ -110,7 +111,8 @@ def fit_candidate(cfg, series, c: Candidate, base_models: dict, progress: bool) 
                                            preset=c.preset, params=c.params or None, progress=progress)
         return base_models[key]
 
-    return engineer(fit(c.window or cfg.model.window), c.score_settings(cfg.model.score), fit, cfg.scoring.stride)
+    trained = engineer(fit(c.window or cfg.model.window), c.score_settings(cfg.model.score), fit, cfg.scoring.stride)
+    return refit_whole_split(trained, series, cfg.train) if c.refits(cfg.train) else trained
 
 
 def ranking_split(cfg, series: list) -> tuple:

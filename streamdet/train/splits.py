@@ -17,7 +17,6 @@ from ..errors import DataError
 from .scaling import fit_scaling
 
 
-
 @dataclass
 class Windows:
     """Normalised training and validation windows [N, L, C] (+ labels [N, L] when the train split has them)."""
@@ -40,6 +39,13 @@ def split_point(n_rows: int, window: int, val_fraction: float, entity: str) -> i
     return cut
 
 
+def scaled_windows(parts: list[np.ndarray], window: int, stride: int, cap: int, mean: np.ndarray,
+                   std: np.ndarray) -> np.ndarray:
+    """Scaled sliding windows [N, L, C] of every part, at most `cap` of them (evenly spread)."""
+    out = np.concatenate([sliding_windows((p - mean) / std, window, stride) for p in parts])
+    return np.ascontiguousarray(out[evenly(len(out), cap)], dtype=np.float32)
+
+
 def evenly(n: int, cap: int) -> np.ndarray:
     """Indices of at most `cap` items spread evenly over n (all when cap is 0 or >= n)."""
     if not cap or n <= cap:
@@ -60,9 +66,7 @@ def make_windows(series: list[Series], window: int, train_stride: int, val_fract
     has_labels = any(s.train_labels is not None for s in series)
 
     def windows_of(parts: list[np.ndarray], stride: int, cap: int) -> np.ndarray:
-        ws = [sliding_windows((p - mean) / std, window, stride) for p in parts]
-        out = np.concatenate(ws)
-        return np.ascontiguousarray(out[evenly(len(out), cap)], dtype=np.float32)  # [N, L, C]
+        return scaled_windows(parts, window, stride, cap, mean, std)
 
     def labels_of(parts: list[tuple[Series, slice]], stride: int, n: int, cap: int) -> Optional[np.ndarray]:
         if not has_labels:

@@ -59,10 +59,10 @@ def fit(model: torch.nn.Module, train: np.ndarray, val: np.ndarray, train_cfg, *
     seed_everything(train_cfg.seed)
     device = pick_device(train_cfg.device)
     result = TrainResult(device=str(device))
-    model.prepare(_sample(train))
+    model.prepare(sample_windows(train))
     if not getattr(model, "trainable", True):
         log.info("%s is fitted by prepare(); no gradient training", getattr(model, "name", "model"))
-        model.fit_validation(_sample(val, VALIDATION_SAMPLE))
+        model.fit_validation(sample_windows(val, VALIDATION_SAMPLE))
         return result
     model.to(device)
     phases = getattr(model, "phases", 1)  # one optimiser per phase (USAD's two), stepped in turn on each batch
@@ -97,12 +97,12 @@ def fit(model: torch.nn.Module, train: np.ndarray, val: np.ndarray, train_cfg, *
         raise StreamdetError("training diverged: the validation loss was never finite (lower train.lr?)")
     model.load_state_dict(best_state)
     model.cpu().eval()
-    model.fit_validation(_sample(val, VALIDATION_SAMPLE))
+    model.fit_validation(sample_windows(val, VALIDATION_SAMPLE))
     result.seconds_per_epoch = float(np.mean([h["seconds"] for h in result.history]))
     return result
 
 
-def _sample(windows: np.ndarray, limit: int = PREPARE_SAMPLE) -> torch.Tensor:
+def sample_windows(windows: np.ndarray, limit: int = PREPARE_SAMPLE) -> torch.Tensor:
     """At most `limit` windows, evenly spread (for prepare() and fit_validation())."""
     picked = windows[np.linspace(0, len(windows) - 1, min(len(windows), limit)).round().astype(int)]
     return torch.from_numpy(np.ascontiguousarray(picked))

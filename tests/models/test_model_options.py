@@ -123,3 +123,21 @@ def test_anomaly_transformer_minimax_splits_the_gradients():
     prior_term = sum((kl_rows(p, s.detach()) + kl_rows(s.detach(), p)).mean() for s, p in zip(series, priors))
     (expected,) = torch.autograd.grad(3.0 * prior_term / len(series), sigma[:1])
     torch.testing.assert_close(full, expected)
+
+
+@pytest.mark.parametrize("whole_window", [False, True])
+def test_pca_window_scores_the_newest_row_or_the_whole_sub_window(whole_window):
+    """Against the definition written out: each step's `span`-row sub-window, flattened, projected off the fitted
+    components; the step's score is the squared residual of its newest row, or (whole_window) of all its rows."""
+    span = 4
+    model = registry.build("pca_window", C, L, "tiny", {"span": span, "whole_window": whole_window})
+    model.prepare(wave(64))
+    x = wave(2) + 0.3 * torch.randn(2, L, C, generator=torch.Generator().manual_seed(1))
+    scores, contributions = model(x)
+    padded = torch.cat([x[:, :1].expand(2, span - 1, C), x], dim=1)
+    for t in (0, span, L - 1):
+        flat = padded[:, t:t + span].reshape(2, span * C) - model.centre
+        residual = ((flat - flat @ model.basis @ model.basis.T) ** 2).reshape(2, span, C)
+        expected = residual.mean(dim=1) if whole_window else residual[:, -1]
+        torch.testing.assert_close(contributions[:, t], expected, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(scores[:, t], expected.mean(dim=-1), rtol=1e-4, atol=1e-6)
