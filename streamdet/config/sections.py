@@ -117,8 +117,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     normalisation: Literal["robust", "global", "none"] = "robust"  # train/scaling.py
     # fitted baselines: serve a copy refitted on the whole train split after the validation tail calibrated them
-    # (train/whole_split.py); deep models ignore it
-    refit: bool = False
+    # (train/whole_split.py); deep models ignore it. Chosen on auto's validation protocol (evaluation.md)
+    refit: bool = True
     min_channel_share: float = _range(0.0, 1.0, default=0.5)  # --from-topic: channels on fewer entities are left out
     exclude_channels: tuple[str, ...] = ()  # --from-topic: glob patterns of channels not to model (slow trends ...)
     export_format: Literal["torchscript", "export"] = "torchscript"  # bundle format (docs/models.md: Bundle formats)

@@ -47,7 +47,7 @@ def scores(b, rows: np.ndarray) -> np.ndarray:
 
 
 def test_a_refitted_knn_knows_the_tail_but_keeps_the_calibration_the_tail_gave_it(tmp_path):
-    plain = bundle(tmp_path, "plain", *KNN)
+    plain = bundle(tmp_path, "plain", *KNN, "train.refit=false")
     refit = bundle(tmp_path, "refit", *KNN, "train.refit=true")
     assert refit.meta["training"]["refit_whole_split"] is True
     assert plain.meta["training"]["refit_whole_split"] is False
@@ -60,7 +60,7 @@ def test_a_refitted_knn_knows_the_tail_but_keeps_the_calibration_the_tail_gave_i
 
 
 def test_refit_leaves_a_deep_model_as_trained(tmp_path):
-    plain = bundle(tmp_path, "ae", "model.name=autoencoder")
+    plain = bundle(tmp_path, "ae", "model.name=autoencoder", "train.refit=false")
     refit = bundle(tmp_path, "ae_refit", "model.name=autoencoder", "train.refit=true")
     assert refit.meta["training"]["refit_whole_split"] is False
     rows = fleet()[1].test[:24]
@@ -80,7 +80,7 @@ def test_auto_ranks_a_refit_candidate_refitted_without_the_ranking_rows(tmp_path
 
     monkeypatch.setattr(select, "refit_whole_split", spy)
     b = bundle(tmp_path, "auto", *KNN, "model.name=auto", "model.auto_candidates=[knn, knn refit=true]",
-               "model.auto_ensemble=0")
+               "model.auto_ensemble=0", "train.refit=false")
     selection = b.meta["training"]["selection"]
     assert [e["candidate"] for e in selection["ranking"]] == ["knn refit=true", "knn"]
     assert selection["ranking"][0]["vus_pr"] > selection["ranking"][1]["vus_pr"] + 0.1
