@@ -159,8 +159,8 @@ class PCARows(_PCABase):
 @dataclass(frozen=True)
 class PCAWindowParams(PCAParams):
     # at most this many components (the 95 % variance rule keeps fewer): a cap of 20 cost SMD 0.048 validation
-    # VUS-PR (38 channels x 10 rows need about 100), ASD nothing; the whole sub-window's residual gained ASD 0.024
-    # and SMD nothing against the newest row's; both on auto's protocol (docs/evaluation.md "pca_window")
+    # VUS-PR (SMD's 38 channels x 10 rows keep 46-62), ASD nothing; the whole sub-window's residual gained ASD 0.024
+    # and SMD nothing against the newest row's; both on auto's protocol (docs/evaluation.md "The differences fixed")
     components: int = 400
     span: int = 10
     max_rows: int = 30000
