@@ -110,7 +110,8 @@ def export_trained(cfg, series, trained: Trained, path, started: float, extra: O
                 "fingerprint": fingerprint(cfg, trained.name, series),
                 "train_windows": int(len(w.train)), "val_windows": int(len(w.val)),
                 "parameters": int(sum(p.numel() for p in model.parameters())),
-                "refit_whole_split": trained.refit is not None, "seconds": time.perf_counter() - started, "threads": torch.get_num_threads(), **(extra or {})}
+                "refit_whole_split": trained.refit is not None, "seconds": time.perf_counter() - started,
+                "threads": torch.get_num_threads(), **(extra or {})}
     train_cfg = {**to_dict(cfg)["train"], "normalisation": trained.normalisation}
     config = {"preset": trained.preset, "params": trained.params, "scoring_stride": cfg.scoring.stride,
               "context": trained.context, "train": train_cfg}

@@ -148,8 +148,7 @@ class Ensemble(MultiWindow):
         return {"ensemble": list(self.specs)}
 
 
-def _member(trained) -> nn.Module:
-    served = trained.served
+def _member(trained, served) -> nn.Module:
     _passthrough(served, trained.model, int(getattr(trained.model, "span", 1)))
     return served
 
@@ -163,13 +162,17 @@ def _knots(trained, stride: int) -> np.ndarray:
 
 def ensemble(members: list, specs: List[str], stride: int):
     """One Trained (train.core) that serves the rank average of `members` (Trained, fitted on the same series), each
-    mapped onto its own clean validation scores."""
-    model = Ensemble([_member(t) for t in members], [_knots(t, stride) for t in members], specs)
+    mapped onto its own clean validation scores. Where members were refitted (train/whole_split.py), the ensemble
+    of their head-only models calibrates and the ensemble of the refitted ones is served, with the same knots."""
+    knots = [_knots(t, stride) for t in members]
+    model = Ensemble([_member(t, t.calibrating) for t in members], knots, specs)
+    refit = Ensemble([_member(t, t.served) for t in members], knots, specs) \
+        if any(t.refit is not None for t in members) else None
     first = members[0]
     identity = dataclasses.replace(first.windows, mean=np.zeros_like(first.windows.mean),
                                    std=np.ones_like(first.windows.std))
     return dataclasses.replace(first, name="ensemble", model=model, windows=identity, window=int(model.window),
-                               normalisation="per member", standardise=False)
+                               normalisation="per member", standardise=False, refit=refit)
 
 
 def engineer(base, settings, train_at: Callable[[int], object], stride: int):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -97,3 +99,30 @@ def test_a_refit_key_that_is_not_a_boolean_is_refused_naming_the_candidate(value
 
     with pytest.raises(ConfigError, match=r"auto_candidates: 'knn refit=.*refit takes true or false"):
         load_config(SMD_CONFIG, ["model.name=auto", f"model.auto_candidates=[knn refit={value}]"])
+
+
+def test_an_ensemble_of_refitted_members_calibrates_with_their_head_models_and_serves_the_refitted_ones(tmp_path):
+    """auto's ensemble of refitted candidates: the head-only members calibrate (their knots and the threshold), the
+    refitted members are what the bundle scores with. A refit carried over from the first member alone once made
+    the 'ensemble' that member, unscaled."""
+    from streamdet.train.core import export_trained
+    from streamdet.train.engineering import Ensemble, ensemble
+    from streamdet.train.candidates import parse_candidate
+
+    cfg = load_config(SMD_CONFIG, TINY + KNN + [f"model.bundle={tmp_path / 'e.pt'}"])
+    series = fleet()
+    members = [select.fit_candidate(cfg, series, parse_candidate(spec), {}, False) for spec in ("knn", "knn span=2")]
+    assert all(m.refit is not None for m in members)
+    mixed = ensemble(members, ["knn", "knn span=2"], cfg.scoring.stride)
+    assert isinstance(mixed.model, Ensemble) and isinstance(mixed.refit, Ensemble)
+    assert [m.model for m in mixed.refit.models] == [m.refit for m in members]
+    assert [m.model for m in mixed.model.models] == [m.model for m in members]
+    exported = export_trained(cfg, series, mixed, tmp_path / "e.pt", 0.0)
+    head_only = ensemble([dataclasses.replace(m, refit=None) for m in members], ["knn", "knn span=2"],
+                         cfg.scoring.stride)
+    assert exported.meta["calibration"] == export_trained(cfg, series, head_only, tmp_path / "h.pt", 0.0).meta[
+        "calibration"]
+    rows = series[0].test[:24]
+    with torch.inference_mode():
+        served, _ = mixed.served(torch.from_numpy(rows[None]))
+    np.testing.assert_allclose(scores(exported, rows), served[0].numpy(), rtol=1e-5, atol=1e-6)
