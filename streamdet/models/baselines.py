@@ -159,9 +159,10 @@ class PCARows(_PCABase):
 @dataclass(frozen=True)
 class PCAWindowParams(PCAParams):
     # at most this many components (the 95 % variance rule keeps fewer): a cap of 20 cost SMD 0.048 validation
-    # VUS-PR (SMD's 38 channels x 10 rows keep 46-62), ASD nothing; the whole sub-window's residual gained ASD 0.024
-    # and SMD nothing against the newest row's; both on auto's protocol (docs/evaluation.md "The differences fixed")
-    components: int = 400
+    # VUS-PR, ASD nothing; 100 caps no fit of SMD or ASD (at most 66 kept) and, the basis being [span*C, 100], costs
+    # a quarter of an uncapped one. The whole sub-window's residual gained ASD 0.024 and SMD nothing against the
+    # newest row's. Both on auto's protocol (docs/evaluation.md "The differences fixed")
+    components: int = 100
     span: int = 10
     max_rows: int = 30000
     whole_window: bool = True  # score each step by its whole sub-window's residual, not only its newest row's
