@@ -3,8 +3,9 @@ validation data only.
 
     nice -n 10 .venv/bin/python tools/choose_operating.py --dataset asd --entities 12 --models knn,autoencoder
 
-For each entity and model: train on the entity's training head (as tools/benchmark.py does), score its clean
-validation tail (the calibration) and injected copies of it (train/inject.py) as the daemon does, then run every
+For each entity and model: train on the entity's training head (as tools/benchmark.py does) without the last half of
+its validation tail, refitted as `train.refit` asks; score the first half (the calibration) and injected copies of
+the held-out second half (train/inject.py) as the daemon does (auto's protocol, train/select.py), then run every
 setting of streamdet/train/operating.GRID through the daemon's threshold and alert stages (train/operating.py).
 Prints the settings ranked by the mean objective over entities and models (mean of point-F1 and event-F1 of the
 alerts against the injected labels). No test split is read.
@@ -26,19 +27,22 @@ sys.path.insert(0, str(ROOT))
 
 from streamdet.config import load_config  # noqa: E402
 from streamdet.data import load_series  # noqa: E402
-from streamdet.train import train_model  # noqa: E402
+from streamdet.train.candidates import parse_candidate  # noqa: E402
 from streamdet.train.calibration import daemon_like_scores, scored_start  # noqa: E402
 from streamdet.train.operating import judge, settings_grid  # noqa: E402
-from streamdet.train.select import make_injections  # noqa: E402
+from streamdet.train.select import fit_candidate, make_injections, ranking_split  # noqa: E402
 
 
 def entity_scores(cfg, series, model: str):
-    """(clean validation scores per tail, [(injected scores, labels)]) of one model trained on one entity."""
-    trained = train_model(cfg, [series], model, progress=False)
+    """(clean validation scores per tail, [(injected scores, labels)]) of one model trained on one entity, as auto
+    ranks candidates: fitted without the last half of the validation tail (refitted on the rest where
+    `train.refit` asks), calibrated on the first half, judged on injected copies of the second."""
+    fit_cfg, fit_series, held_out = ranking_split(cfg, [series])
+    trained = fit_candidate(fit_cfg, fit_series, parse_candidate(model), {}, progress=False)
     stride = cfg.scoring.stride
     clean = [daemon_like_scores(trained.calibrating, t, trained.window, stride, trained.context)
              for t in trained.windows.val_tails]
-    inj = make_injections(trained.windows.val_tails, cfg.train.seed, trained.window)
+    inj = make_injections(held_out, cfg.train.seed, trained.window)
     pairs = []
     for values, labels in zip(inj.values, inj.labels):
         s = daemon_like_scores(trained.served, values, trained.window, stride, trained.context)

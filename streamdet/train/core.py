@@ -56,6 +56,7 @@ class Trained:
 
     @property
     def final(self) -> torch.nn.Module:
+        """The module the bundle holds: `refit` where there is one, else `model`."""
         return self.model if self.refit is None else self.refit
 
     @property

@@ -23,8 +23,6 @@ import copy
 import dataclasses
 import logging
 
-import torch
-
 from ..models.baselines import FittedDetector
 from .splits import scaled_windows
 from .trainer import sample_windows
