@@ -104,10 +104,10 @@ def knn_channel_scores(train: np.ndarray, test: np.ndarray, span: int, max_refs:
     cut = int(len(train) * HEAD_SHARE)
     distances, scales = [], []
     for c in range(train.shape[1]):
-        refs = np.lib.stride_tricks.sliding_window_view(train[:cut, c], span)  # [M, span]
+        refs = train_windows(train[:cut, c:c + 1], span)  # [M, span]
         if max_refs and len(refs) > max_refs:
             refs = refs[np.random.default_rng(seed + c).choice(len(refs), max_refs, replace=False)]
-        scales.append(_nearest(np.lib.stride_tricks.sliding_window_view(train[cut:, c], span), refs).mean())
+        scales.append(_nearest(train_windows(train[cut:, c:c + 1], span), refs).mean())
         distances.append(_nearest(span_windows(test[:, c:c + 1], span), refs))
     scale = np.asarray(scales)
     scale = np.maximum(scale, max(0.05 * float(np.median(scale)), 1e-6))

@@ -11,7 +11,11 @@ import torch
 import streamdet.train.select as select
 from streamdet.config import load_config
 from streamdet.data import Series
+from streamdet.errors import ConfigError
 from streamdet.train import train_bundle
+from streamdet.train.candidates import parse_candidate
+from streamdet.train.core import export_trained
+from streamdet.train.engineering import Ensemble, ensemble
 from streamdet.train.splits import split_point
 
 from ..conftest import SMD_CONFIG
@@ -95,8 +99,6 @@ def test_auto_ranks_a_refit_candidate_refitted_without_the_ranking_rows(tmp_path
 
 @pytest.mark.parametrize("value", ["3", "maybe"])
 def test_a_refit_key_that_is_not_a_boolean_is_refused_naming_the_candidate(value):
-    from streamdet.errors import ConfigError
-
     with pytest.raises(ConfigError, match=r"auto_candidates: 'knn refit=.*refit takes true or false"):
         load_config(SMD_CONFIG, ["model.name=auto", f"model.auto_candidates=[knn refit={value}]"])
 
@@ -105,10 +107,6 @@ def test_an_ensemble_of_refitted_members_calibrates_with_their_head_models_and_s
     """auto's ensemble of refitted candidates: the head-only members calibrate (their knots and the threshold), the
     refitted members are what the bundle scores with. A refit carried over from the first member alone once made
     the 'ensemble' that member, unscaled."""
-    from streamdet.train.core import export_trained
-    from streamdet.train.engineering import Ensemble, ensemble
-    from streamdet.train.candidates import parse_candidate
-
     cfg = load_config(SMD_CONFIG, TINY + KNN + [f"model.bundle={tmp_path / 'e.pt'}"])
     series = fleet()
     members = [select.fit_candidate(cfg, series, parse_candidate(spec), {}, False) for spec in ("knn", "knn span=2")]
