@@ -69,7 +69,8 @@ def _bundle(name: str, tmp_path: Path):
 def _config():
     return load_config(ROOT / "config" / "smd.yaml", [
         f"model.window={L}", "scoring.stride=1", "threshold.method=percentile", "threshold.percentile=50",
-        "threshold.update=false", "alerting.min_consecutive=1", "alerting.cooldown=1"])
+        "threshold.update=false", "alerting.min_consecutive=1", "alerting.cooldown=1",
+        "alerting.resolve_quantile=0"])
 
 
 @pytest.mark.parametrize("name", registry.names())

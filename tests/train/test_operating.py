@@ -55,7 +55,8 @@ def test_grid_and_settings_reach_the_config_sections():
 def test_a_resolve_quantile_holds_the_alert_through_an_elevated_stretch():
     """Scores that fire once, then sit between the clean scores' 90th percentile and the threshold: the alert
     covers the stretch with resolve_quantile 0.9, and resolves after the cooldown without it."""
-    cfg = load_config(SMD_CONFIG, ["alerting.min_consecutive=1", "alerting.cooldown=5", "threshold.update=false"])
+    cfg = load_config(SMD_CONFIG, ["alerting.min_consecutive=1", "alerting.cooldown=5", "alerting.resolve_quantile=0",
+                                   "threshold.risk=1e-3", "threshold.update=false"])
     clean = np.random.default_rng(0).exponential(1.0, 2000)
     calibration = calibrate(clean, 0.98)
     scores = np.full(200, 0.1)
