@@ -7,6 +7,10 @@ of (entity, start_ts, model sha256): the firing event and its resolved event sha
 apart, so a consumer deduplicates redelivered events on (alert_id, status), and a replay of the same data through
 the same model produces the same ids.
 Warm-up points (edge-padded windows) never fire and never count toward a streak.
+An alert names the channels of its first over-threshold row by default (`attribute_at: onset`, the row of its
+start_ts): with `min_consecutive` > 1 the firing row comes later, when the anomaly may have spread to other channels
+or moved the window's median (`local` attribution); the validation protocol that chose the attribution method ranks
+at that first row too (train/attribution.injected_interpretation).
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ class _EntityState:
     start_ts: float = 0.0
     peak_score: float = float("-inf")
     top: list = field(default_factory=list)
+    onset_top: Optional[list] = None  # channels ranked at the first row of the current over-threshold run
 
     def restarted(self) -> Optional["_EntityState"]:
         """This state when another model starts scoring the entity: an open episode stays open with its id, first
@@ -151,6 +156,8 @@ class AlertManager:
         if over:
             if state.over_streak == 0:
                 state.streak_start_ts = ts
+                if not state.firing and self.cfg.attribute_at == "onset" and self.cfg.min_consecutive > 1:
+                    state.onset_top = self._ranked(entity, contrib, values, window)
             state.over_streak += 1
         else:
             state.over_streak = 0
@@ -187,10 +194,17 @@ class AlertManager:
         state.start_ts = state.streak_start_ts
         state.alert_id = alert_id(entity, state.start_ts, self.model_of(entity)["sha256"])
         state.peak_score = score
-        attribution = self._attribution_of(entity) if self._attribution_of is not None else None
-        state.top = top_channels(attributed(np.asarray(contrib), attribution, values, window), self.channels,
-                                 self.cfg.top_channels)
+        onset = self.cfg.attribute_at == "onset" and self.cfg.min_consecutive > 1 and state.onset_top is not None
+        state.top = state.onset_top if onset else self._ranked(entity, contrib, values, window)
+        state.onset_top = None
         return self._event(entity, state, "firing", ts, score, threshold, source)
+
+    def _ranked(self, entity: str, contrib: np.ndarray, values: Optional[np.ndarray],
+                window: Optional[np.ndarray]) -> list[dict]:
+        """The alert's top channels at one row: its contributions ranked by the bundle's attribution record."""
+        attribution = self._attribution_of(entity) if self._attribution_of is not None else None
+        return top_channels(attributed(np.asarray(contrib), attribution, values, window), self.channels,
+                            self.cfg.top_channels)
 
     def _while_firing(self, entity: str, state: _EntityState, ts: float, score: float, threshold: float,
                       source: Any) -> AlertEvent | None:
@@ -244,7 +258,8 @@ class AlertManager:
 
     def state_dict(self, entity: str) -> dict:
         state = self._states.get(entity, _EntityState())
-        return dict(vars(state), top=[dict(t) for t in state.top])
+        onset = None if state.onset_top is None else [dict(t) for t in state.onset_top]
+        return dict(vars(state), top=[dict(t) for t in state.top], onset_top=onset)
 
     def load_state(self, entity: str, state: dict) -> None:
         self._states[entity] = _EntityState(**state)

@@ -157,14 +157,25 @@ def ranked(contrib_row: np.ndarray, attribution: dict, values_row: np.ndarray | 
 
 def injected_interpretation(served, tails: Sequence[np.ndarray], window: int, stride: int, context: int,
                             init_level: float, seed: int, methods: Sequence[str] = METHODS,
-                            copies: int = INJECTED_COPIES) -> dict:
-    """{method: interpretation scores (evaluate/metrics.py keys)} over the first alerted row of each injected
-    segment of `copies` injected versions of each clean validation tail."""
+                            copies: int = INJECTED_COPIES, consecutive: int = 1, at: str = "onset") -> dict:
+    """{method: interpretation scores (evaluate/metrics.py keys)} over the alerted row of each injected segment of
+    `copies` injected versions of each clean validation tail (injected_interpretation_at: `at` and `consecutive`)."""
+    return injected_interpretation_at(served, tails, window, stride, context, init_level, seed, methods, copies,
+                                      consecutive, (at,))[at]
+
+
+def injected_interpretation_at(served, tails: Sequence[np.ndarray], window: int, stride: int, context: int,
+                               init_level: float, seed: int, methods: Sequence[str] = METHODS,
+                               copies: int = INJECTED_COPIES, consecutive: int = 1,
+                               ats: Sequence[str] = ("onset", "firing")) -> dict:
+    """{at: {method: interpretation scores}}: each injected segment is alerted by the first run of `consecutive`
+    rows over the threshold that starts inside it (alerting.min_consecutive), and ranked at that run's first row
+    ("onset") or at its last, where the alert fires ("firing"); both over the same segments, so paired."""
     clean = [daemon_like_outputs(served, tail, window, stride, context) for tail in tails]
     contrib = np.concatenate([c for _, c in clean if len(c)])
     threshold = float(np.quantile(np.concatenate([s for s, _ in clean]), init_level))
     records = {m: fit_record(m, served, tails, window, stride, context, contrib) for m in methods}
-    pairs = {m: [] for m in methods}
+    pairs = {a: {m: [] for m in methods} for a in ats}
     for i, tail in enumerate(tails):
         for copy in range(copies):
             made = inject(tail, seed=injection_seed(seed, i, copy, len(tails)), kinds=KINDS, margin=window,
@@ -174,16 +185,24 @@ def injected_interpretation(served, tails: Sequence[np.ndarray], window: int, st
             windows, step = scoring_windows(made.values, window, stride, context)  # row r: windows[r // step]
             start = scored_start(len(made.values), window, stride, context)
             for lo, hi, _, channels in made.segments:
-                row = _first_alerted(scores, lo - start, hi - start, threshold)
-                if row is None:
+                onset = _first_alerted(scores, lo - start, hi - start, threshold, consecutive)
+                if onset is None:
                     continue
                 truth = {str(c) for c in channels}
-                for m in methods:
-                    pairs[m].append((ranked(contribs[row], records[m], values[row], windows[row // step]), truth))
-    return {m: M.interpretation_scores(p) for m, p in pairs.items()}
+                for a in ats:
+                    row = onset if a == "onset" else onset + consecutive - 1
+                    for m in methods:
+                        pairs[a][m].append((ranked(contribs[row], records[m], values[row], windows[row // step]),
+                                            truth))
+    return {a: {m: M.interpretation_scores(p) for m, p in by_method.items()} for a, by_method in pairs.items()}
 
 
-def _first_alerted(scores: np.ndarray, lo: int, hi: int, threshold: float):
+def _first_alerted(scores: np.ndarray, lo: int, hi: int, threshold: float, consecutive: int = 1):
+    """First row of [lo, hi) that starts a run of `consecutive` rows over the threshold (the run may go past hi;
+    a run already under way at lo starts there), or None."""
     lo, hi = max(lo, 0), min(hi, len(scores))
-    over = np.flatnonzero(scores[lo:hi] > threshold)
-    return lo + int(over[0]) if over.size else None
+    over = scores > threshold
+    for r in np.flatnonzero(over[lo:hi]) + lo:
+        if (r == lo or not over[r - 1]) and r + consecutive <= len(scores) and over[r:r + consecutive].all():
+            return int(r)
+    return None

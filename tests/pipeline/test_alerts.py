@@ -67,6 +67,29 @@ def test_top_channels_are_shares_in_order():
     assert np.isclose(event.top_channels[0]["share"], 0.6) and np.isclose(event.top_channels[1]["share"], 0.3)
 
 
+def _fire_with(contribs, overs, **alerting):
+    m = AlertManager(AlertingConfig(**alerting), CHANNELS, MODEL)
+    events = [update_one(m, "e", float(i), 5.0 if o else 0.1, 1.0, bool(o), np.array(c, float), Source("t", 0, i))
+              for i, (o, c) in enumerate(zip(overs, contribs))]
+    (event,) = [e for e in events if e is not None]
+    return event
+
+
+def test_an_alert_names_the_channels_of_its_first_over_threshold_row():
+    """min_consecutive 3: the run starts on cpu and mem dominates by its third row, where the alert fires. By default
+    the alert names the channels of its start_ts row (cpu); with attribute_at firing, those of the firing row (mem).
+    A run that broke off before firing leaves nothing behind: the next run names its own first row (disk)."""
+    contribs = [[0, 0, 0, 0], [9, 1, 0, 0], [1, 5, 0, 0], [0, 9, 1, 0]]
+    onset = _fire_with(contribs, [0, 1, 1, 1], min_consecutive=3)
+    firing = _fire_with(contribs, [0, 1, 1, 1], min_consecutive=3, attribute_at="firing")
+    assert onset.ts == firing.ts == 3.0 and onset.start_ts == 1.0
+    assert [c["name"] for c in onset.top_channels][:2] == ["cpu", "mem"]
+    assert [c["name"] for c in firing.top_channels][:2] == ["mem", "disk"]
+    broken = _fire_with([[9, 0, 0, 0], [0, 0, 0, 0], [0, 0, 7, 1], [0, 9, 0, 0], [9, 9, 0, 0]], [1, 0, 1, 1, 1],
+                        min_consecutive=3)
+    assert broken.start_ts == 2.0 and broken.top_channels[0]["name"] == "disk"
+
+
 def test_warm_up_points_never_fire_nor_count():
     m = AlertManager(AlertingConfig(min_consecutive=2), CHANNELS, MODEL)
     assert run(m, [1, 1, 1], warm=False) == []
@@ -105,7 +128,8 @@ def test_how_points_are_chunked_changes_nothing(cooldown, min_consecutive, rate,
     """One path for every chunk: quiet chunks and firing chunks that do not resolve take the counter-only paths,
     chunks that fire or resolve, warm-up chunks and chunks with per-point warm flags step point by point. Events
     and state after every chunk equal those of the same points one at a time (a chunk of one), with and without a
-    resolve level (about half the points under the threshold are over it)."""
+    resolve level (about half the points under the threshold are over it); an alert names its onset row's channels
+    whichever chunk that row came in."""
     rng = np.random.default_rng(seed)
     n = 300
     over = rng.random(n) < rate
@@ -117,7 +141,7 @@ def test_how_points_are_chunked_changes_nothing(cooldown, min_consecutive, rate,
     cfg = AlertingConfig(min_consecutive=min_consecutive, cooldown=cooldown)
     level = None if resolve_level is None else (lambda entity: resolve_level)
     chunked, single = (AlertManager(cfg, CHANNELS, MODEL, resolve_level_of=level) for _ in range(2))
-    contrib = np.tile(CONTRIB, (n, 1))
+    contrib = rng.random((n, len(CHANNELS)))  # each row its own ranking: an alert's channels come from its onset
     ts = np.arange(n, dtype=np.float64)
     sources = [Source("t", 0, i) for i in range(n)]
     got, want, lo = [], [], 0
