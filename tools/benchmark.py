@@ -227,7 +227,7 @@ def _fmt(value) -> str:
 def _row(cell: dict) -> str:
     agg = cell["report"].get("aggregate", {}) if cell.get("report") else {}
     values = [agg.get(scope, {}).get(key) for scope, key, _ in COLUMNS]
-    values.insert(ATTRIBUTION_AT, cell["report"].get("attribution", "not recorded") if cell["dataset"] in INTERPRETED else None)
+    values.insert(ATTRIBUTION_AT, attribution_text(cell["report"]) if cell["dataset"] in INTERPRETED else None)
     n = len(cell["entities"])
     who = ", ".join(cell["entities"]) if n <= 3 else f"{n}: {cell['entities'][0]} .. {cell['entities'][-1]}"
     trained = "fitted, no epochs" if cell["model"] in BASELINES else f"{cell['epochs']} ({cell['preset']})"
@@ -237,6 +237,17 @@ def _row(cell: dict) -> str:
     if cell.get("error"):
         cells[4] = f"failed: {cell['error'][:80]}"
     return "| " + " | ".join(_fmt(c) for c in cells) + " |"
+
+
+def attribution_text(report: dict) -> str:
+    """How the row's alerts ranked channels: train.attribution and, where an alert fires after more than one row
+    over the threshold, which row it ranked (alerting.attribute_at; cells made before it existed ranked the
+    firing row)."""
+    method = report.get("attribution", "not recorded")
+    alerting = report.get("alerting") or {}
+    if alerting.get("min_consecutive", 1) <= 1:
+        return method
+    return f"{method}, {alerting.get('attribute_at', 'firing')} row"
 
 
 def operating_text(report: dict) -> str:

@@ -109,6 +109,7 @@ def merge_interpretation(stored: dict, new: dict) -> None:
     for n, s, _ in pairs:
         s.update({k: v for k, v in n.items() if k.startswith("interp.")})
     stored["attribution"] = new["attribution"]
+    stored.setdefault("alerting", {})["attribute_at"] = new["alerting"]["attribute_at"]  # which row they rank
 
 
 def main(argv=None) -> None:

@@ -157,8 +157,8 @@ class AlertingConfig:
     min_consecutive: int = _range(1, 100_000, default=3)
     cooldown: int = _range(1, 1_000_000, default=10)
     top_channels: int = _range(1, 1000, default=3)
-    attribute_at: Literal["onset", "firing"] = "onset"  # the row whose channels an alert names: the first
-    # over-threshold row of the run that fired it (its start_ts), or the row where it fired (min_consecutive later)
+    attribute_at: Literal["firing", "onset"] = "firing"  # the row whose channels an alert names: the row where it
+    # fired, or the first over-threshold row of the run that fired it (its start_ts, min_consecutive - 1 rows earlier)
     resolve_quantile: float = _range(0, 0.9999, default=0.0)  # 0: an alert resolves after `cooldown` points under
     # its threshold; q > 0: under the q-quantile of its bundle's validation scores instead (never above the threshold)
     resolve_idle_s: float = _range(0, 1e9, default=3600.0)  # an open alert whose entity sends nothing for this

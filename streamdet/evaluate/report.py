@@ -120,7 +120,7 @@ def build_report(cfg, bundle, series_list, runs) -> dict:
         "threshold": {"method": cfg.threshold.method, "risk": cfg.threshold.risk, "update": cfg.threshold.update,
                       "init_level": (bundle.calibration.get("pot") or {}).get("init_level", cfg.threshold.init_level)},
         "alerting": {"min_consecutive": cfg.alerting.min_consecutive, "cooldown": cfg.alerting.cooldown,
-                     "resolve_quantile": cfg.alerting.resolve_quantile},
+                     "resolve_quantile": cfg.alerting.resolve_quantile, "attribute_at": cfg.alerting.attribute_at},
         "scoring_stride": cfg.scoring.stride,
         "attribution": (bundle.calibration.get("attribution") or {}).get("method", "raw"),  # how alerts rank channels
         "vus_max_window": VUS_MAX_WINDOW,

@@ -7,10 +7,9 @@ of (entity, start_ts, model sha256): the firing event and its resolved event sha
 apart, so a consumer deduplicates redelivered events on (alert_id, status), and a replay of the same data through
 the same model produces the same ids.
 Warm-up points (edge-padded windows) never fire and never count toward a streak.
-An alert names the channels of its first over-threshold row by default (`attribute_at: onset`, the row of its
-start_ts): with `min_consecutive` > 1 the firing row comes later, when the anomaly may have spread to other channels
-or moved the window's median (`local` attribution); the validation protocol that chose the attribution method ranks
-at that first row too (train/attribution.injected_interpretation).
+An alert names the channels of the row where it fired, or with `attribute_at: onset` those of the first row of the
+run that fired it (its start_ts row, `min_consecutive` - 1 rows earlier, before the anomaly spreads to other channels
+or moves the window's median; injected validation anomalies tie the two: docs/evaluation.md "Alert attribution").
 """
 
 from __future__ import annotations

@@ -175,6 +175,18 @@ def test_each_row_names_the_operating_settings_its_alerts_were_made_with(benchma
     assert "| 2/20, risk 0.03, init 0.95, resolve 0.9 |" in rows["auto"]
 
 
+def test_each_row_names_the_row_its_alerts_ranked_channels_at(benchmark):
+    """An alert after one row over the threshold ranks that row; after more, the onset or the firing row
+    (alerting.attribute_at), and cells made before the setting existed ranked the firing row."""
+    def report(alerting):
+        return {"attribution": "local", "alerting": alerting}
+
+    assert benchmark.attribution_text(report({"min_consecutive": 1, "attribute_at": "onset"})) == "local"
+    assert benchmark.attribution_text(report({"min_consecutive": 3, "attribute_at": "onset"})) == "local, onset row"
+    assert benchmark.attribution_text(report({"min_consecutive": 3})) == "local, firing row"
+    assert benchmark.attribution_text({}) == "not recorded"
+
+
 def test_alert_metrics_are_judged_only_against_baselines_at_the_same_operating_settings():
     """A baseline whose alerts were made with another firing rule is not auto's opponent on point-F1 (it still is on
     VUS-PR, which does not depend on it); with none at auto's settings the line says so instead of comparing."""

@@ -76,17 +76,17 @@ def _fire_with(contribs, overs, **alerting):
 
 
 def test_an_alert_names_the_channels_of_its_first_over_threshold_row():
-    """min_consecutive 3: the run starts on cpu and mem dominates by its third row, where the alert fires. By default
-    the alert names the channels of its start_ts row (cpu); with attribute_at firing, those of the firing row (mem).
+    """min_consecutive 3: the run starts on cpu and mem dominates by its third row, where the alert fires. With
+    attribute_at onset the alert names the channels of its start_ts row (cpu); by default, those of the firing row.
     A run that broke off before firing leaves nothing behind: the next run names its own first row (disk)."""
     contribs = [[0, 0, 0, 0], [9, 1, 0, 0], [1, 5, 0, 0], [0, 9, 1, 0]]
-    onset = _fire_with(contribs, [0, 1, 1, 1], min_consecutive=3)
-    firing = _fire_with(contribs, [0, 1, 1, 1], min_consecutive=3, attribute_at="firing")
+    onset = _fire_with(contribs, [0, 1, 1, 1], min_consecutive=3, attribute_at="onset")
+    firing = _fire_with(contribs, [0, 1, 1, 1], min_consecutive=3)
     assert onset.ts == firing.ts == 3.0 and onset.start_ts == 1.0
     assert [c["name"] for c in onset.top_channels][:2] == ["cpu", "mem"]
     assert [c["name"] for c in firing.top_channels][:2] == ["mem", "disk"]
     broken = _fire_with([[9, 0, 0, 0], [0, 0, 0, 0], [0, 0, 7, 1], [0, 9, 0, 0], [9, 9, 0, 0]], [1, 0, 1, 1, 1],
-                        min_consecutive=3)
+                        min_consecutive=3, attribute_at="onset")
     assert broken.start_ts == 2.0 and broken.top_channels[0]["name"] == "disk"
 
 
@@ -123,13 +123,14 @@ def test_state_round_trip_continues_the_episode():
 @settings(max_examples=40, deadline=None)
 @given(cooldown=st.integers(1, 25), min_consecutive=st.integers(1, 4), rate=st.floats(0.02, 0.95),
        cuts=st.lists(st.integers(1, 25), min_size=1, max_size=8), seed=st.integers(0, 2**16),
-       resolve_level=st.sampled_from([None, 0.6]))
-def test_how_points_are_chunked_changes_nothing(cooldown, min_consecutive, rate, cuts, seed, resolve_level):
+       resolve_level=st.sampled_from([None, 0.6]), attribute_at=st.sampled_from(["firing", "onset"]))
+def test_how_points_are_chunked_changes_nothing(cooldown, min_consecutive, rate, cuts, seed, resolve_level,
+                                                attribute_at):
     """One path for every chunk: quiet chunks and firing chunks that do not resolve take the counter-only paths,
     chunks that fire or resolve, warm-up chunks and chunks with per-point warm flags step point by point. Events
     and state after every chunk equal those of the same points one at a time (a chunk of one), with and without a
     resolve level (about half the points under the threshold are over it); an alert names its onset row's channels
-    whichever chunk that row came in."""
+    (attribute_at onset) whichever chunk that row came in."""
     rng = np.random.default_rng(seed)
     n = 300
     over = rng.random(n) < rate
@@ -138,10 +139,10 @@ def test_how_points_are_chunked_changes_nothing(cooldown, min_consecutive, rate,
     warm = np.arange(n) >= 20
     warm[rng.random(n) < 0.02] = False  # a point that may not count (a non-finite score in the daemon)
     warm[70:160] = True  # every chunk (at most 25 points) that meets the episode counts, so it fires in each case
-    cfg = AlertingConfig(min_consecutive=min_consecutive, cooldown=cooldown)
+    cfg = AlertingConfig(min_consecutive=min_consecutive, cooldown=cooldown, attribute_at=attribute_at)
     level = None if resolve_level is None else (lambda entity: resolve_level)
     chunked, single = (AlertManager(cfg, CHANNELS, MODEL, resolve_level_of=level) for _ in range(2))
-    contrib = rng.random((n, len(CHANNELS)))  # each row its own ranking: an alert's channels come from its onset
+    contrib = rng.random((n, len(CHANNELS)))  # each row its own ranking: which row an alert ranks shows
     ts = np.arange(n, dtype=np.float64)
     sources = [Source("t", 0, i) for i in range(n)]
     got, want, lo = [], [], 0
