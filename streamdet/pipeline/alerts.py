@@ -105,6 +105,7 @@ class AlertManager:
         self._attribution_of = attribution_of  # entity -> its bundle's attribution record (pipeline/attribution.py)
         self._resolve_level_of = resolve_level_of  # entity -> the score an open alert must fall under (resolve_level)
         self._states: dict[str, _EntityState] = {}
+        self._rank_onset = cfg.attribute_at == "onset" and cfg.min_consecutive > 1  # else onset = firing row
 
     def firing(self, entity: str) -> bool:
         state = self._states.get(entity)
@@ -155,7 +156,7 @@ class AlertManager:
         if over:
             if state.over_streak == 0:
                 state.streak_start_ts = ts
-                if not state.firing and self.cfg.attribute_at == "onset" and self.cfg.min_consecutive > 1:
+                if not state.firing and self._rank_onset:
                     state.onset_top = self._ranked(entity, contrib, values, window)
             state.over_streak += 1
         else:
@@ -193,8 +194,8 @@ class AlertManager:
         state.start_ts = state.streak_start_ts
         state.alert_id = alert_id(entity, state.start_ts, self.model_of(entity)["sha256"])
         state.peak_score = score
-        onset = self.cfg.attribute_at == "onset" and self.cfg.min_consecutive > 1 and state.onset_top is not None
-        state.top = state.onset_top if onset else self._ranked(entity, contrib, values, window)
+        onset = state.onset_top  # set only when alerts rank their onset row (_rank_onset)
+        state.top = onset if onset is not None else self._ranked(entity, contrib, values, window)
         state.onset_top = None
         return self._event(entity, state, "firing", ts, score, threshold, source)
 
