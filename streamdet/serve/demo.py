@@ -40,13 +40,14 @@ def with_data_fallback(cfg: Config) -> Config:
     return fallback
 
 
-def segments_alerted(segments: list[tuple[int, int]], alert_rows: list[int]) -> int:
-    """How many segments have an alert starting inside them or within SEGMENT_SLACK points after their end."""
-    rows = np.asarray(sorted(alert_rows))
+def segments_alerted(segments: list[tuple[int, int]], spans: list[tuple[int, int | None]]) -> int:
+    """How many segments an alert covers: open (firing row .. resolve row; None = still open) at one of the segment's
+    rows, or firing within SEGMENT_SLACK points after its end. Open rows are what evaluate's event recall counts, so
+    an alert that fired just before a segment and was still open through it detected it."""
     hit = 0
     for start, end in segments:
-        i = np.searchsorted(rows, start)
-        hit += bool(i < len(rows) and rows[i] < end + SEGMENT_SLACK)
+        hit += any(fired <= end + SEGMENT_SLACK and (resolved is None or resolved > start)
+                   for fired, resolved in spans)
     return hit
 
 
@@ -165,17 +166,30 @@ def _summary(series, report, alerts: list[dict], daemon, limit: int) -> None:
     for s in series:
         labels = s.test_labels[:limit] if limit else s.test_labels
         segments = label_segments(labels)
-        rows = [report.row_of(a["entity"], a["start_ts"]) for a in firing if a["entity"] == s.entity]
         n_segments += len(segments)
-        hit += segments_alerted(segments, rows)
+        hit += segments_alerted(segments, _alert_spans(alerts, s.entity, report))
     print()
     print("summary")
     print(f"  records replayed         {report.records}")
     print(f"  records scored           {scored}")
     print(f"  alerts                   {len(firing)} firing, {len(alerts) - len(firing)} resolved")
     print(f"  labelled segments        {n_segments}")
-    print(f"  segments alerted         {hit} (an alert starting inside the segment or <= {SEGMENT_SLACK} "
+    print(f"  segments alerted         {hit} (an alert open during the segment or firing <= {SEGMENT_SLACK} "
           "points after it)")
+
+
+def _alert_spans(alerts: list[dict], entity: str, report) -> list[tuple[int, int | None]]:
+    """(firing row, resolve row or None while open) of each of the entity's alerts, keyed by their start_ts."""
+    spans: dict[int, int | None] = {}
+    for a in alerts:
+        if a["entity"] != entity:
+            continue
+        fired = report.row_of(entity, a["start_ts"])
+        if a["status"] == "resolved":
+            spans[fired] = report.row_of(entity, a["ts"])
+        else:
+            spans.setdefault(fired, None)
+    return list(spans.items())
 
 
 def _wait(condition, timeout_s: float, what: str) -> None:

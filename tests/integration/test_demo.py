@@ -82,3 +82,15 @@ def test_demo_without_the_benchmark_data_runs_on_the_synthetic_generator(tmp_pat
     numbers = summary(out)
     assert numbers["records replayed"] == numbers["records scored"] > 0
     assert numbers["labelled segments"] > 0, "the generator injects labelled anomalies"
+
+
+def test_a_segment_counts_as_alerted_when_an_alert_is_open_during_it_or_fires_just_after_it():
+    from streamdet.serve.demo import SEGMENT_SLACK, segments_alerted
+
+    segment = [(100, 110)]
+    assert segments_alerted(segment, [(90, 105)]) == 1, "fired before, still open at its start"
+    assert segments_alerted(segment, [(90, None)]) == 1, "fired before and never resolved"
+    assert segments_alerted(segment, [(110 + SEGMENT_SLACK, 200)]) == 1, "fired within the slack after its end"
+    assert segments_alerted(segment, [(90, 100)]) == 0, "resolved at the segment's first row: closed before it"
+    assert segments_alerted(segment, [(111 + SEGMENT_SLACK, None)]) == 0, "fired too late"
+    assert segments_alerted([(100, 110), (300, 310)], [(95, 305)]) == 2, "one long alert covers both"
