@@ -162,7 +162,9 @@ def _nab_lines(dataset: str, cells: list[dict]) -> list[str]:
             continue
         auto = [(v, m) for v, m in nab if m == AUTO]
         value, model = max(nab)
-        text = f"best row {model} {value:.1f}" + (f", auto {auto[0][0]:.1f}" if auto else "")
+        text = f"best row {model} {value:.1f}"
+        if auto:
+            text += " (the declared row)" if model == AUTO else f", auto {auto[0][0]:.1f}"
         verdict = "beats it" if (auto and auto[0][0] > NAB_BEST) else "does NOT beat it"
         lines.append(f"- **{dataset}, NAB standard score, {what}**: {text} vs the scoreboard's best {NAB_BEST} -> "
                      f"auto **{verdict}**" + ("" if auto else " (no auto row)") + ".")

@@ -97,6 +97,16 @@ def test_the_nab_target_lists_every_input_and_is_met_only_by_all_of_them():
     assert next(r for r in verdicts.target_rows(high) if r.startswith("| NAB standard")).endswith("| yes |")
 
 
+def test_a_nab_line_names_the_best_row_and_auto_once_each():
+    def nab_cell(model, score):
+        return {"dataset": "nab", "model": model, "preset": "default", "entities": [],
+                "report": {"entities": [], "aggregate": {"nab": {"nab_standard": score}}}}
+    led = verdicts._nab_lines("nab", [nab_cell("auto", 37.3), nab_cell("knn", 32.6)])
+    assert "best row auto 37.3 (the declared row) vs" in led[0] and "auto 37.3," not in led[0]
+    behind = verdicts._nab_lines("nab", [nab_cell("auto", 30.0), nab_cell("knn", 32.6)])
+    assert "best row knn 32.6, auto 30.0 vs" in behind[0]
+
+
 def test_the_oracle_bound_takes_each_entity_s_best_row_of_the_same_mode():
     """Entity by entity, the best value of any row (auto included), averaged over auto's entities; a fleet row, on
     other bundles, is not a choice a per-entity auto could have made."""
