@@ -5,9 +5,9 @@ moved, given more and more of the labelled segment: an analysis of issue 19's go
 
 It READS TEST LABELS (the segments and their channels), so nothing it prints may choose a default. For every
 interpreted segment each channel's move is |value - median of the `--window` rows before it|, scaled by that
-distance's q99 on the last 3,000 train rows (floored at 5 % of the median channel's, as train/attribution.py floors
-spreads); the channels are ranked by the largest move over the segment's first k rows, over the whole segment, and at
-its k-th row alone. An alert can see only the rows up to the one it fires on; the whole-segment figure is what no
+distance's q99 on the last 3,000 train rows (floored with train/attribution.py's SPREAD_FLOOR, as it floors
+spreads); the channels are ranked by the largest move over the segment's first k rows, over the whole segment, and
+at its k-th row alone. An alert can see only the rows up to the one it fires on; the whole-segment figure is what no
 alert-time ranking of moves can exceed by seeing more rows.
 """
 
@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 from streamdet.config import load_config  # noqa: E402
 from streamdet.data import load_series  # noqa: E402
 from streamdet.evaluate.metrics import hit_rate  # noqa: E402
+from streamdet.train.attribution import SPREAD_FLOOR  # noqa: E402
 
-SPREAD_FLOOR = 0.05
 TRAIN_ROWS = 3000
 
 

@@ -2,22 +2,11 @@
 is about the declared auto row, and --combine keeps presets apart."""
 
 import json
-from pathlib import Path
 
 import pytest
 
 from streamdet.errors import DataError
 from streamdet.evaluate import verdicts
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def benchmark(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "tools"))
-    import benchmark
-
-    return benchmark
 
 
 def cell(model: str, per_entity: list[float], counts=None, preset="default", dataset="smd") -> dict:

@@ -3,22 +3,12 @@
 import re
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 NOTES = ROOT / "docs" / "results" / "notes.txt"
 
 
-@pytest.fixture
-def benchmark(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "tools"))
-    monkeypatch.chdir(ROOT)
-    import benchmark
-
-    return benchmark
-
-
-def test_the_committed_table_regenerates_exactly_from_the_committed_cells(benchmark, tmp_path):
+def test_the_committed_table_regenerates_exactly_from_the_committed_cells(benchmark, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the notes list the cell folders relative to the repository
     (folders,) = re.findall(r"tools/benchmark\.py --combine (\S+) --results docs/RESULTS\.md", NOTES.read_text())
     assert all((ROOT / f / "cells.json").exists() for f in folders.split(",")), "every listed cell folder is committed"
     out = tmp_path / "RESULTS.md"
