@@ -168,6 +168,8 @@ def parse_args(argv=None):
     p.add_argument("--section", action="append", default=[], help="a markdown file appended as its own section "
                    "before the published figures (repeatable): measurements that are not cells of one run, e.g. "
                    "docs/results/modes.md from tools/compare_runs.py")
+    p.add_argument("--zoo-table", default="", metavar="FILE", help="with --combine: also rewrite the research "
+                   "models' rows between FILE's zoo markers (docs/models.md)")
     p.add_argument("--notes-file", default="", help="more such lines, one per line (committed next to the cells, "
                    "so that --combine regenerates the table exactly)")
     args = p.parse_args(argv)
@@ -307,6 +309,42 @@ def write_results(cells: dict, path: Path, notes: list[str] = (), sections: list
     path.write_text("\n".join(lines) + "\n")
 
 
+ZOO_BEGIN = "<!-- zoo table: written by tools/benchmark.py --zoo-table; edit the cells, not these rows -->"
+ZOO_END = "<!-- end of zoo table -->"
+ZOO_COLUMNS = [("macro", "vus_pr", "VUS-PR"), ("macro", "alert.event_f1", "event-F1"),
+               ("micro", "alert.point_f1", "point-F1"), ("micro", "interp.hitrate@100", "HitRate@100 %"),
+               ("micro", "interp.hitrate@150", "HitRate@150 %"), ("micro", "interp.ndcg@150", "NDCG@150 %")]
+
+
+def zoo_table(cells: dict) -> list[str]:
+    """docs/models.md's rows: each research model's per-entity cells on the interpreted datasets (SMD, ASD), the
+    same figures as docs/RESULTS.md's rows, with the interpreted alerts each HitRate pools over."""
+    head = ["model", "dataset (entities)"] + [t for _, _, t in ZOO_COLUMNS]
+    head += ["interpreted alerts", "operating (run/cooldown, risk)", "train s", "score s"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    zoo = [c for c in cells.values() if c["model"] not in BASELINES and c["model"] != "auto"
+           and c["dataset"] in INTERPRETED and c.get("mode", "per-entity") == "per-entity" and not c.get("error")]
+    for cell in sorted(zoo, key=lambda c: (c["model"], c["dataset"])):
+        agg = cell["report"]["aggregate"]
+        values = [agg.get(scope, {}).get(key) for scope, key, _ in ZOO_COLUMNS]
+        alerts = agg.get("micro", {}).get("interp.interpreted_alerts")
+        row = [cell["model"], f"{cell['dataset']} ({len(cell['entities'])})"] + [_fmt(v) for v in values]
+        row += [str(int(alerts or 0)), operating_text(cell["report"]), f"{cell['train_seconds']:.0f}",
+                f"{cell['score_seconds']:.0f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def write_zoo_table(cells: dict, path: Path) -> None:
+    """Replace the rows between the zoo markers of `path` (docs/models.md) with zoo_table(cells)."""
+    text = path.read_text()
+    if ZOO_BEGIN not in text or ZOO_END not in text:
+        raise SystemExit(f"{path}: no zoo table markers ({ZOO_BEGIN!r} ... {ZOO_END!r}) to write between")
+    before, rest = text.split(ZOO_BEGIN, 1)
+    after = rest.split(ZOO_END, 1)[1]
+    path.write_text(before + "\n".join([ZOO_BEGIN, *zoo_table(cells), ZOO_END]) + after)
+
+
 def load_cells(work: Path) -> dict:
     """A run's cells keyed dataset/model/preset (older files keyed dataset/model are re-keyed)."""
     path = work / "cells.json"
@@ -335,6 +373,8 @@ def main(argv=None) -> int:
         for folder in args.combine.split(","):
             cells.update(load_cells(Path(folder)))
         write_results(cells, Path(args.results), args.note, args.section)
+        if args.zoo_table:
+            write_zoo_table(cells, Path(args.zoo_table))
         return 0
     cells = load_cells(work) if args.merge else {}
     for dataset in args.datasets.split(","):
