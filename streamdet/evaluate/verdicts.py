@@ -69,6 +69,26 @@ def entity_counts(cell: dict, kind: str = "alert") -> dict[str, tuple]:
     return out
 
 
+def alert_coverage(cell: dict) -> tuple[float, float] | None:
+    """(share of the test rows under an open alert, alerts per entity), or None where the report has no counts.
+    Event-F1 counts an alert held open across several labelled segments as one true event, so a row that raises one
+    alert per entity and never resolves it can lead on event-F1; the verdict prints this beside it."""
+    entities = cell["report"]["entities"] if cell.get("report") else []
+    if not entities or any("counts" not in e or "rows" not in e for e in entities):
+        return None
+    rows = sum(e["rows"] for e in entities)
+    alerted = sum(e["counts"]["alert"][0] + e["counts"]["alert"][1] for e in entities)
+    return alerted / max(rows, 1), sum(e.get("alerts", 0) for e in entities) / len(entities)
+
+
+def _coverage_note(a: dict, b: dict) -> str:
+    ca, cb = alert_coverage(a), alert_coverage(b)
+    if ca is None or cb is None:
+        return ""
+    return (f" [alerts open on {ca[0]:.1%} of the test rows, {ca[1]:.1f} alerts per entity, against {cb[0]:.1%} and "
+            f"{cb[1]:.1f}: an alert held open across several segments counts as one true event]")
+
+
 def difference(a: dict, b: dict, scope: str, key: str) -> PairedDifference | None:
     """Paired bootstrap of a - b over the entities both scored."""
     if scope == "micro" and key.endswith("point_f1"):
@@ -115,6 +135,8 @@ def _compare(subject: dict, title: str, base_cells: list[dict]) -> list[str]:
             continue
         note = "" if set(subject.get("entities", [])) == set(b.get("entities", [])) else (
             " [the rows cover different entities: the difference is over the entities both ran]")
+        if key == "alert.event_f1":
+            note += _coverage_note(subject, b)
         parts.append(f"{name}: {title} {metric(subject, scope, key):.3f} vs best baseline {label(b)} "
                      f"{metric(b, scope, key):.3f} -> {outcome(subject, b, scope, key)}{note}")
     return parts

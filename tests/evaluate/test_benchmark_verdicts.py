@@ -202,3 +202,21 @@ def test_alert_metrics_are_judged_only_against_baselines_at_the_same_operating_s
     alone = verdicts.verdict_lines({"a": auto, "k": strong_elsewhere})[0]
     assert "point-F1: no baseline row at the same operating settings" in alone
     assert "VUS-PR: declared row auto" in alone and "vs best baseline knn" in alone
+
+
+def test_an_event_f1_verdict_says_how_much_of_the_test_split_each_row_held_under_alert():
+    """One alert per entity that never resolves can win event-F1; the line shows the alerted share beside it."""
+    def alerting(model, event_f1, tp, fp, alerts):
+        c = cell(model, BASE, counts=[(tp, fp, 10)] * 6)
+        for e in c["report"]["entities"]:
+            e.update({"rows": 1000, "alerts": alerts, "alert.event_f1": event_f1})
+        c["report"]["aggregate"]["macro"]["alert.event_f1"] = event_f1
+        return c
+
+    held = alerting("anomaly_transformer", 0.9, 40, 560, 1)
+    base = alerting("pca", 0.4, 30, 70, 12)
+    lines = verdicts.verdict_lines({"h": held, "p": base})
+    (line,) = [x for x in lines if "best fixed model by event-F1" in x]
+    assert "alerts open on 60.0% of the test rows, 1.0 alerts per entity, against 10.0% and 12.0" in line
+    (vus,) = [x for x in lines if "best fixed model by VUS-PR" in x]
+    assert "alerts open on" not in vus
