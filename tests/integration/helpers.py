@@ -27,26 +27,34 @@ def record(entity: str, row: int, values: np.ndarray) -> bytes:
     return encode_record(entity, T0 + row, values)
 
 
+PORT_RETRIES = 3  # fresh ports tried when another process took the chosen one before the daemon could bind it
+
+
 class DaemonProcess:
     """`python -m streamdet run` against the session broker, with JSON logs in a file and a metrics port."""
 
     def __init__(self, bundle: Path, bootstrap: str, names: dict, log_path: Path, extra: tuple[str, ...] = (),
                  env: Optional[dict] = None):
-        self.port = free_port()
         self.log_path = log_path
-        overrides = tiny_overrides(bundle) + [
+        self._overrides = tiny_overrides(bundle) + [
             f"kafka.bootstrap_servers={bootstrap}", f"kafka.metrics_topic={names['metrics']}",
             f"kafka.alerts_topic={names['alerts']}", f"kafka.dlq_topic={names['dlq']}",
             f"kafka.group_id={names['group']}", "kafka.partitions=2", "kafka.session_timeout_ms=6000",
             "kafka.heartbeat_interval_ms=1000", "kafka.commit_interval_ms=200", "metrics.host=127.0.0.1",
-            f"metrics.port={self.port}", "scoring.threads=1", "logging.format=json",
-            f"kafka.client={names.get('client', 'kafka-python')}", *extra]
-        cmd = [sys.executable, "-m", "streamdet", "run", "--config", str(SMD_CONFIG)]
-        for item in overrides:
-            cmd += ["--set", item]
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(env or {}))
+            "scoring.threads=1", "logging.format=json", f"kafka.client={names.get('client', 'kafka-python')}", *extra]
+        self._env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(env or {}))
         self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self._respawns = 0
+        self._spawn()
+
+    def _spawn(self) -> None:
+        """Start the daemon on a port that was free a moment ago; wait_ready starts it again on another if a
+        process of a parallel test took that port in between (the daemon then exits with 'Address already in use')."""
+        self.port = free_port()
+        cmd = [sys.executable, "-m", "streamdet", "run", "--config", str(SMD_CONFIG)]
+        for item in [*self._overrides, f"metrics.port={self.port}"]:
+            cmd += ["--set", item]
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=self._env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def get(self, path: str) -> tuple[int, str]:
         try:
@@ -59,11 +67,17 @@ class DaemonProcess:
 
     def wait_ready(self, timeout_s: float = 45) -> None:
         def ready():
+            if self.proc.poll() is not None and self._port_was_taken() and self._respawns < PORT_RETRIES:
+                self._respawns += 1
+                self._spawn()
             if self.proc.poll() is not None:
                 raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
             return self.get("/readyz")[0] == 200
 
         wait_until(ready, timeout_s, "the daemon's /readyz to return 200")
+
+    def _port_was_taken(self) -> bool:
+        return self.proc.returncode == 2 and f":{self.port} (Address already in use)" in self.log_text()[-2000:]
 
     def samples(self) -> dict[tuple[str, tuple], float]:
         """Every sample of a /metrics scrape: (name, sorted label items) -> value."""
