@@ -36,7 +36,7 @@ from streamdet.evaluate.backtest import evaluation_config, replay_entity  # noqa
 from streamdet.evaluate.refit import replay_with_refits, retrain_with  # noqa: E402
 from streamdet.evaluate.report import build_report  # noqa: E402
 from streamdet.evaluate.interp_target import INTERPRETED, interpretation_target  # noqa: E402
-from streamdet.evaluate.verdicts import BASELINES, cell_key, target_rows, verdict_lines  # noqa: E402
+from streamdet.evaluate.verdicts import AUTO, BASELINES, cell_key, target_rows, verdict_lines  # noqa: E402
 from streamdet.models import registry  # noqa: E402
 from streamdet.train import train_bundle  # noqa: E402
 
@@ -322,7 +322,7 @@ def zoo_table(cells: dict) -> list[str]:
     head = ["model", "dataset (entities)"] + [t for _, _, t in ZOO_COLUMNS]
     head += ["interpreted alerts", "operating (run/cooldown, risk)", "train s", "score s"]
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
-    zoo = [c for c in cells.values() if c["model"] not in BASELINES and c["model"] != "auto"
+    zoo = [c for c in cells.values() if c["model"] not in BASELINES and c["model"] != AUTO
            and c["dataset"] in INTERPRETED and c.get("mode", "per-entity") == "per-entity" and not c.get("error")]
     for cell in sorted(zoo, key=lambda c: (c["model"], c["dataset"])):
         agg = cell["report"]["aggregate"]

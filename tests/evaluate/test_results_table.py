@@ -7,9 +7,15 @@ ROOT = Path(__file__).resolve().parents[2]
 NOTES = ROOT / "docs" / "results" / "notes.txt"
 
 
+def combined_folders() -> str:
+    """The cell folders the notes' combine command lists, comma-separated as tools/benchmark.py takes them."""
+    (folders,) = re.findall(r"tools/benchmark\.py --combine (\S+) --results docs/RESULTS\.md", NOTES.read_text())
+    return folders
+
+
 def test_the_committed_table_regenerates_exactly_from_the_committed_cells(benchmark, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the notes list the cell folders relative to the repository
-    (folders,) = re.findall(r"tools/benchmark\.py --combine (\S+) --results docs/RESULTS\.md", NOTES.read_text())
+    folders = combined_folders()
     assert all((ROOT / f / "cells.json").exists() for f in folders.split(",")), "every listed cell folder is committed"
     out = tmp_path / "RESULTS.md"
     assert benchmark.main(["--combine", folders, "--results", str(out), "--notes-file", str(NOTES),
@@ -19,7 +25,7 @@ def test_the_committed_table_regenerates_exactly_from_the_committed_cells(benchm
 
 def test_the_models_page_zoo_table_regenerates_exactly_from_the_same_cells(benchmark, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    (folders,) = re.findall(r"tools/benchmark\.py --combine (\S+) --results docs/RESULTS\.md", NOTES.read_text())
+    folders = combined_folders()
     page = tmp_path / "models.md"
     committed = (ROOT / "docs" / "models.md").read_text()
     page.write_text(committed)
